@@ -1,1 +1,166 @@
-//! placeholder
+//! Trainable classification heads on frozen features.
+//!
+//! Every head follows one shape, after linfa: an unchecked `…Params` builder whose setters document their
+//! defaults, [`ParamGuard::check`] turning it into validated params (an error names the offending parameter),
+//! [`Fit::fit`] producing a separate fitted type, and [`Predict`] on that fitted type only.
+//!
+//! ```
+//! use graft_heads::{Fit, Logistic, Predict, Targets};
+//! use ndarray::array;
+//!
+//! # fn main() -> Result<(), graft_heads::HeadError> {
+//! let x = array![[0.0f32, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]];
+//! let y = [0, 0, 1, 1];
+//! let head = Logistic::params().c(10.0).fit(x.view(), &Targets::new(&y, 2)?)?;
+//! assert_eq!(head.predict(x.view())?, vec![0, 0, 1, 1]);
+//! let proba = head.predict_proba(x.view())?;
+//! assert!((proba.row(0).sum() - 1.0).abs() < 1e-6);
+//! # Ok(())
+//! # }
+//! ```
+
+mod lbfgs;
+mod logistic;
+
+use ndarray::{Array2, ArrayView2};
+
+pub use lbfgs::Termination;
+pub use logistic::{FittedLogistic, Logistic, LogisticParams, LogisticValidParams, TrainingReport};
+
+/// Everything that can go wrong while configuring, training or applying a head.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HeadError {
+    /// A hyperparameter outside its valid range.
+    #[error("invalid value for `{name}`: {value} ({expected})")]
+    InvalidParameter {
+        /// The parameter's name as written in pipeline files.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// Arrays whose sizes do not fit together.
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    ShapeMismatch {
+        /// Which quantity.
+        what: &'static str,
+        /// The size required.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
+    /// A label not below the declared class count.
+    #[error("label {label} at row {row} is not below the class count {n_classes}")]
+    LabelOutOfRange {
+        /// The label.
+        label: usize,
+        /// Its row.
+        row: usize,
+        /// Declared number of classes.
+        n_classes: usize,
+    },
+    /// Too few classes or rows to learn anything.
+    #[error("cannot train on {rows} row(s) covering {classes} class(es): need at least 2 classes")]
+    Degenerate {
+        /// Rows given.
+        rows: usize,
+        /// Distinct classes among them.
+        classes: usize,
+    },
+    /// NaN or infinite feature values.
+    #[error("feature matrix contains a non-finite value at row {row}, column {column}")]
+    NonFinite {
+        /// Row of the first bad value.
+        row: usize,
+        /// Column of the first bad value.
+        column: usize,
+    },
+}
+
+/// Class labels with the number of classes they are drawn from.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    labels: &'a [usize],
+    n_classes: usize,
+}
+
+impl<'a> Targets<'a> {
+    /// Checks that every label is below `n_classes`.
+    pub fn new(labels: &'a [usize], n_classes: usize) -> Result<Targets<'a>, HeadError> {
+        if let Some((row, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= n_classes) {
+            return Err(HeadError::LabelOutOfRange {
+                label,
+                row,
+                n_classes,
+            });
+        }
+        Ok(Targets { labels, n_classes })
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> &'a [usize] {
+        self.labels
+    }
+
+    /// The number of classes.
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+}
+
+/// Validation of unchecked hyperparameters.
+pub trait ParamGuard {
+    /// The validated parameters.
+    type Checked;
+    /// Validates, naming the first invalid parameter in the error.
+    fn check(self) -> Result<Self::Checked, HeadError>;
+}
+
+/// Training: turns hyperparameters and data into a fitted head.
+pub trait Fit {
+    /// The trained head.
+    type Fitted: Predict;
+    /// Trains on `x` (rows × features) and `targets`.
+    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<Self::Fitted, HeadError>;
+}
+
+/// Inference with a fitted head.
+pub trait Predict {
+    /// Number of input features expected.
+    fn n_features(&self) -> usize;
+    /// Number of classes predicted.
+    fn n_classes(&self) -> usize;
+    /// Class probabilities, rows × classes; each row sums to one.
+    fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError>;
+    /// The most probable class per row (the lowest index on ties).
+    fn predict(&self, x: ArrayView2<'_, f32>) -> Result<Vec<usize>, HeadError> {
+        let proba = self.predict_proba(x)?;
+        Ok(proba
+            .rows()
+            .into_iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best })
+                    .0
+            })
+            .collect())
+    }
+}
+
+pub(crate) fn check_features(x: ArrayView2<'_, f32>, expected: Option<usize>) -> Result<(), HeadError> {
+    if let Some(expected) = expected {
+        if x.ncols() != expected {
+            return Err(HeadError::ShapeMismatch {
+                what: "feature columns",
+                expected,
+                got: x.ncols(),
+            });
+        }
+    }
+    if let Some(((row, column), _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(HeadError::NonFinite { row, column });
+    }
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! Multinomial logistic regression with L2 regularisation, trained by L-BFGS.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+
+use crate::lbfgs::{self, Settings, Termination};
+use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features};
+
+/// Multinomial (softmax) logistic regression.
+///
+/// Minimises scikit-learn's objective `C · Σᵢ −log p(yᵢ | xᵢ) + ½‖W‖²` (the intercept is not penalised), so a
+/// given `C` means the same here as in `sklearn.linear_model.LogisticRegression`. Training starts from zero
+/// weights and is fully deterministic.
+#[derive(Debug, Clone, Copy)]
+pub struct Logistic;
+
+impl Logistic {
+    /// Default hyperparameters, ready for the setters.
+    pub fn params() -> LogisticParams {
+        LogisticParams(LogisticValidParams {
+            c: 1.0,
+            max_iter: 1000,
+            tol: 1e-6,
+            fit_intercept: true,
+        })
+    }
+}
+
+/// Unchecked hyperparameters of [`Logistic`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticParams(LogisticValidParams);
+
+/// Validated hyperparameters of [`Logistic`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogisticValidParams {
+    c: f64,
+    max_iter: usize,
+    tol: f64,
+    fit_intercept: bool,
+}
+
+impl LogisticParams {
+    /// Inverse regularisation strength, as scikit-learn's `C`; larger fits the training data more closely.
+    /// Default `1.0`; must be positive.
+    pub fn c(mut self, c: f64) -> Self {
+        self.0.c = c;
+        self
+    }
+
+    /// Most L-BFGS iterations. Default `1000`; must be at least 1.
+    pub fn max_iter(mut self, max_iter: usize) -> Self {
+        self.0.max_iter = max_iter;
+        self
+    }
+
+    /// Stop when every gradient component of the per-row objective is below this. Default `1e-6`; must be
+    /// positive.
+    pub fn tol(mut self, tol: f64) -> Self {
+        self.0.tol = tol;
+        self
+    }
+
+    /// Learn a per-class intercept. Default `true`.
+    pub fn fit_intercept(mut self, fit_intercept: bool) -> Self {
+        self.0.fit_intercept = fit_intercept;
+        self
+    }
+}
+
+impl ParamGuard for LogisticParams {
+    type Checked = LogisticValidParams;
+
+    fn check(self) -> Result<LogisticValidParams, HeadError> {
+        let p = self.0;
+        if !(p.c.is_finite() && p.c > 0.0) {
+            return Err(HeadError::InvalidParameter {
+                name: "c",
+                value: p.c.to_string(),
+                expected: "a positive finite number",
+            });
+        }
+        if !(p.tol.is_finite() && p.tol > 0.0) {
+            return Err(HeadError::InvalidParameter {
+                name: "tol",
+                value: p.tol.to_string(),
+                expected: "a positive finite number",
+            });
+        }
+        if p.max_iter == 0 {
+            return Err(HeadError::InvalidParameter {
+                name: "max_iter",
+                value: "0".to_owned(),
+                expected: "at least 1",
+            });
+        }
+        Ok(p)
+    }
+}
+
+impl LogisticValidParams {
+    /// Inverse regularisation strength.
+    pub fn c(&self) -> f64 {
+        self.c
+    }
+
+    /// Iteration budget.
+    pub fn max_iter(&self) -> usize {
+        self.max_iter
+    }
+
+    /// Gradient tolerance.
+    pub fn tol(&self) -> f64 {
+        self.tol
+    }
+
+    /// Whether an intercept is learnt.
+    pub fn fit_intercept(&self) -> bool {
+        self.fit_intercept
+    }
+}
+
+/// How training went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingReport {
+    /// L-BFGS iterations run.
+    pub iterations: usize,
+    /// Final objective per row (mean cross-entropy plus the scaled penalty).
+    pub loss: f64,
+    /// Largest gradient component at the end.
+    pub gradient_norm: f64,
+    /// Why training stopped.
+    pub termination: Termination,
+}
+
+/// A trained [`Logistic`] head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedLogistic {
+    weights: Array2<f32>,
+    bias: Array1<f32>,
+    report: TrainingReport,
+}
+
+impl FittedLogistic {
+    /// Weights, features × classes.
+    pub fn weights(&self) -> &Array2<f32> {
+        &self.weights
+    }
+
+    /// Intercepts, one per class.
+    pub fn bias(&self) -> &Array1<f32> {
+        &self.bias
+    }
+
+    /// How training went.
+    pub fn report(&self) -> &TrainingReport {
+        &self.report
+    }
+}
+
+impl Fit for LogisticParams {
+    type Fitted = FittedLogistic;
+
+    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<FittedLogistic, HeadError> {
+        self.clone().check()?.fit(x, targets)
+    }
+}
+
+impl Fit for LogisticValidParams {
+    type Fitted = FittedLogistic;
+
+    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<FittedLogistic, HeadError> {
+        let labels = targets.labels();
+        if x.nrows() != labels.len() {
+            return Err(HeadError::ShapeMismatch {
+                what: "label count",
+                expected: x.nrows(),
+                got: labels.len(),
+            });
+        }
+        check_features(x, None)?;
+        let k = targets.n_classes();
+        let mut present = vec![false; k];
+        labels.iter().for_each(|&l| present[l] = true);
+        let distinct = present.iter().filter(|&&p| p).count();
+        if distinct < 2 {
+            return Err(HeadError::Degenerate {
+                rows: labels.len(),
+                classes: distinct,
+            });
+        }
+
+        let (n, d) = x.dim();
+        let xs = x.mapv(f64::from);
+        let reg = 1.0 / (self.c * n as f64);
+        let problem = Problem {
+            x: &xs,
+            labels,
+            k,
+            reg,
+            fit_intercept: self.fit_intercept,
+        };
+        let outcome = lbfgs::minimize(
+            |theta, grad| problem.evaluate(theta, grad),
+            Array1::zeros(d * k + k),
+            &Settings {
+                max_iter: self.max_iter,
+                tol: self.tol,
+                memory: 10,
+            },
+        );
+        let weights = outcome
+            .x
+            .slice(s![..d * k])
+            .to_owned()
+            .into_shape_with_order((d, k))
+            .expect("contiguous")
+            .mapv(|v| v as f32);
+        let bias = outcome.x.slice(s![d * k..]).mapv(|v| v as f32);
+        Ok(FittedLogistic {
+            weights,
+            bias,
+            report: TrainingReport {
+                iterations: outcome.iterations,
+                loss: outcome.value,
+                gradient_norm: outcome.gradient_norm,
+                termination: outcome.termination,
+            },
+        })
+    }
+}
+
+/// The training objective divided by `C·n`: mean cross-entropy + `reg/2 · ‖W‖²` with `reg = 1/(C·n)`.
+/// Same minimiser as scikit-learn's form, with gradients that do not grow with the row count.
+struct Problem<'a> {
+    x: &'a Array2<f64>,
+    labels: &'a [usize],
+    k: usize,
+    reg: f64,
+    fit_intercept: bool,
+}
+
+impl Problem<'_> {
+    /// Returns the objective at `theta` = [W (features × classes, row-major), b] and writes its gradient.
+    fn evaluate(&self, theta: &Array1<f64>, grad: &mut Array1<f64>) -> f64 {
+        let (n, d) = self.x.dim();
+        let k = self.k;
+        let w = theta.slice(s![..d * k]).into_shape_with_order((d, k)).expect("contiguous");
+        let b = theta.slice(s![d * k..]);
+        let mut z = self.x.dot(&w);
+        if self.fit_intercept {
+            z += &b;
+        }
+        let mut loss = 0.0;
+        for (mut row, &y) in z.rows_mut().into_iter().zip(self.labels) {
+            let max = row.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            loss += lse - row[y];
+            row.mapv_inplace(|v| (v - lse).exp());
+            row[y] -= 1.0;
+        }
+        // z now holds P − Y.
+        let inv_n = 1.0 / n as f64;
+        let mut gw = self.x.t().dot(&z) * inv_n;
+        gw.scaled_add(self.reg, &w);
+        grad.slice_mut(s![..d * k])
+            .assign(&gw.into_shape_with_order(d * k).expect("contiguous"));
+        if self.fit_intercept {
+            grad.slice_mut(s![d * k..]).assign(&(z.sum_axis(Axis(0)) * inv_n));
+        } else {
+            grad.slice_mut(s![d * k..]).fill(0.0);
+        }
+        loss * inv_n + 0.5 * self.reg * w.iter().map(|v| v * v).sum::<f64>()
+    }
+}
+
+impl Predict for FittedLogistic {
+    fn n_features(&self) -> usize {
+        self.weights.nrows()
+    }
+
+    fn n_classes(&self) -> usize {
+        self.weights.ncols()
+    }
+
+    fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        check_features(x, Some(self.n_features()))?;
+        let mut z = x.dot(&self.weights) + &self.bias;
+        for mut row in z.rows_mut() {
+            let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            row.mapv_inplace(|v| (v - max).exp());
+            let sum = row.sum();
+            row /= sum;
+        }
+        Ok(z)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn blobs() -> (Array2<f32>, Vec<usize>) {
+        // Three well-separated clusters in 2-D, fixed points (no RNG needed).
+        let centres = [(0.0f32, 0.0f32), (4.0, 0.0), (0.0, 4.0)];
+        let offsets = [(-0.5f32, -0.3f32), (0.4, 0.2), (0.1, -0.6), (-0.2, 0.5), (0.6, 0.6)];
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for (c, (cx, cy)) in centres.iter().enumerate() {
+            for (ox, oy) in offsets {
+                x.extend([cx + ox, cy + oy]);
+                y.push(c);
+            }
+        }
+        (Array2::from_shape_vec((15, 2), x).unwrap(), y)
+    }
+
+    #[test]
+    fn separates_three_clusters() {
+        let (x, y) = blobs();
+        let head = Logistic::params().fit(x.view(), &Targets::new(&y, 3).unwrap()).unwrap();
+        assert_eq!(head.predict(x.view()).unwrap(), y);
+        assert_eq!(head.report().termination, Termination::GradientTolerance);
+        assert!(head.report().gradient_norm <= 1e-6);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let (x, y) = blobs();
+        let xs = x.mapv(f64::from);
+        let problem = Problem { x: &xs, labels: &y, k: 3, reg: 0.3, fit_intercept: true };
+        let theta = Array1::from_iter((0..9).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3));
+        let mut grad = Array1::zeros(9);
+        problem.evaluate(&theta, &mut grad);
+        let mut scratch = Array1::zeros(9);
+        for i in 0..9 {
+            let h = 1e-6;
+            let (mut up, mut down) = (theta.clone(), theta.clone());
+            up[i] += h;
+            down[i] -= h;
+            let numeric = (problem.evaluate(&up, &mut scratch) - problem.evaluate(&down, &mut scratch)) / (2.0 * h);
+            assert!((numeric - grad[i]).abs() < 1e-6, "component {i}: {numeric} vs {}", grad[i]);
+        }
+    }
+
+    #[test]
+    fn optimum_satisfies_the_stationarity_condition() {
+        // At the optimum the gradient of C·ΣCE + ½‖W‖² vanishes: W = C · Xᵀ(Y − P).
+        let (x, y) = blobs();
+        let c = 0.5;
+        let head = Logistic::params().c(c).tol(1e-9).fit(x.view(), &Targets::new(&y, 3).unwrap()).unwrap();
+        let p = head.predict_proba(x.view()).unwrap();
+        let mut residual = -p.mapv(f64::from);
+        for (i, &label) in y.iter().enumerate() {
+            residual[[i, label]] += 1.0;
+        }
+        let expected = x.mapv(f64::from).t().dot(&residual) * c;
+        for (w, e) in head.weights().iter().zip(expected.iter()) {
+            assert!((f64::from(*w) - e).abs() < 1e-4, "{w} vs {e}");
+        }
+        // The unpenalised intercept makes the residuals sum to zero per class.
+        for s in residual.sum_axis(Axis(0)) {
+            assert!(s.abs() < 1e-4, "{s}");
+        }
+    }
+
+    #[test]
+    fn smaller_c_shrinks_the_weights() {
+        let (x, y) = blobs();
+        let t = Targets::new(&y, 3).unwrap();
+        let strong = Logistic::params().c(0.01).fit(x.view(), &t).unwrap();
+        let weak = Logistic::params().c(100.0).fit(x.view(), &t).unwrap();
+        let norm = |h: &FittedLogistic| h.weights().iter().map(|v| v * v).sum::<f32>();
+        assert!(norm(&strong) < norm(&weak) / 10.0);
+    }
+
+    #[test]
+    fn invalid_parameters_are_named() {
+        let err = Logistic::params().c(-1.0).check().unwrap_err();
+        assert_eq!(err.to_string(), "invalid value for `c`: -1 (a positive finite number)");
+        let err = Logistic::params().tol(0.0).check().unwrap_err();
+        assert_eq!(err.to_string(), "invalid value for `tol`: 0 (a positive finite number)");
+        let err = Logistic::params().max_iter(0).check().unwrap_err();
+        assert_eq!(err.to_string(), "invalid value for `max_iter`: 0 (at least 1)");
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let x = array![[0.0f32, 1.0], [1.0, 0.0]];
+        let err = Targets::new(&[0, 2], 2).unwrap_err();
+        assert_eq!(err.to_string(), "label 2 at row 1 is not below the class count 2");
+        let err = Logistic::params().fit(x.view(), &Targets::new(&[0, 0], 2).unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "cannot train on 2 row(s) covering 1 class(es): need at least 2 classes");
+        let err = Logistic::params().fit(x.view(), &Targets::new(&[0], 2).unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "shape mismatch in label count: expected 2, got 1");
+        let head = Logistic::params().fit(x.view(), &Targets::new(&[0, 1], 2).unwrap()).unwrap();
+        let err = head.predict(array![[1.0f32, 2.0, 3.0]].view()).unwrap_err();
+        assert_eq!(err.to_string(), "shape mismatch in feature columns: expected 2, got 3");
+        let err = head.predict(array![[f32::NAN, 2.0]].view()).unwrap_err();
+        assert_eq!(err.to_string(), "feature matrix contains a non-finite value at row 0, column 0");
+    }
+
+    proptest! {
+        #[test]
+        fn probabilities_are_finite_and_sum_to_one(
+            values in prop::collection::vec(-50.0f32..50.0, 24),
+            query in prop::collection::vec(-1e3f32..1e3, 8),
+        ) {
+            let x = Array2::from_shape_vec((8, 3), values).unwrap();
+            let y = [0, 1, 2, 0, 1, 2, 0, 1];
+            let head = Logistic::params().max_iter(50).fit(x.view(), &Targets::new(&y, 3).unwrap()).unwrap();
+            let q = Array2::from_shape_vec((2, 4), query).unwrap();
+            let q = q.slice(s![.., ..3]);
+            let p = head.predict_proba(q).unwrap();
+            for row in p.rows() {
+                prop_assert!(row.iter().all(|v| v.is_finite() && *v >= 0.0));
+                prop_assert!((row.sum() - 1.0).abs() < 1e-5);
+            }
+        }
+
+        #[test]
+        fn training_row_order_does_not_change_the_model(seed in any::<u64>()) {
+            let (x, y) = blobs();
+            let mut order: Vec<usize> = (0..y.len()).collect();
+            // A seeded permutation without an RNG dependency: sort by a hash of (seed, index).
+            order.sort_by_key(|&i| (seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17));
+            let xp = x.select(Axis(0), &order);
+            let yp: Vec<usize> = order.iter().map(|&i| y[i]).collect();
+            let a = Logistic::params().fit(x.view(), &Targets::new(&y, 3).unwrap()).unwrap();
+            let b = Logistic::params().fit(xp.view(), &Targets::new(&yp, 3).unwrap()).unwrap();
+            for (u, v) in a.predict_proba(x.view()).unwrap().iter().zip(b.predict_proba(x.view()).unwrap().iter()) {
+                prop_assert!((u - v).abs() < 1e-4);
+            }
+        }
+    }
+}
