@@ -1,1 +1,171 @@
-fn main() {}
+//! `cargo xtask`: graft's command line. It parses arguments and calls `graft-pipeline`; nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+use graft_pipeline::{Plan, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "graft: transfer learning on frozen ONNX backbones", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a pipeline file end to end and write its run folder.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Where run folders go (default: runs/ at the repository root).
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+        /// Cache of fetched runtimes, models and data sets (default: $GRAFT_CACHE, else .graft-cache/ at the
+        /// repository root).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Fetch and verify what pipelines need (runtime, models, data sets) without running them.
+    Fetch {
+        /// Pipeline files whose parts to fetch (default: pipelines/quickstart.toml).
+        pipelines: Vec<PathBuf>,
+        /// Cache folder (as for `run`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Check a pipeline file without running it.
+    Check {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Fetch what the tests need, then run every test of the workspace.
+    Test {
+        /// Extra arguments for the test runner.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+fn default_cache() -> PathBuf {
+    std::env::var_os(graft_pipeline::CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".graft-cache"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ort=error")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run {
+            pipeline,
+            runs_dir,
+            cache_dir,
+            no_progress,
+        } => run(&pipeline, runs_dir, cache_dir, !no_progress),
+        Cmd::Fetch { pipelines, cache_dir } => fetch(pipelines, cache_dir),
+        Cmd::Check { pipeline } => Plan::load(&pipeline).map(|plan| {
+            println!("{}: ok (pipeline `{}`)", pipeline.display(), plan.name);
+        }),
+        Cmd::Test { args } => return test(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(
+    pipeline: &Path,
+    runs_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    progress: bool,
+) -> Result<(), graft_pipeline::PipelineError> {
+    let plan = Plan::load(pipeline)?;
+    let mut options = RunOptions::new(
+        cache_dir.unwrap_or_else(default_cache),
+        runs_dir.unwrap_or_else(|| workspace_root().join("runs")),
+    );
+    options.progress = progress;
+    let outcome = graft_pipeline::run(&plan, &options)?;
+    println!("{}", outcome.summary);
+    Ok(())
+}
+
+fn fetch(pipelines: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> Result<(), graft_pipeline::PipelineError> {
+    let cache = cache_dir.unwrap_or_else(default_cache);
+    let pipelines = if pipelines.is_empty() {
+        vec![workspace_root().join("pipelines/quickstart.toml")]
+    } else {
+        pipelines
+    };
+    for pipeline in pipelines {
+        let plan = Plan::load(&pipeline)?;
+        graft_pipeline::provision_all(&plan, &cache)?;
+        println!("{}: everything fetched and verified in {}", pipeline.display(), cache.display());
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> ExitCode {
+    let root = workspace_root();
+    let cache = default_cache();
+    // Fetch first, so a network or checksum problem is reported once and plainly, not as many test failures.
+    if let Err(e) = fetch(vec![root.join("pipelines/quickstart.toml")], Some(cache.clone())) {
+        eprintln!("error: cannot provision the test assets: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let has_nextest = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut unit = Command::new(&cargo);
+    if has_nextest {
+        unit.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        unit.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    unit.args(args);
+    // nextest does not run doctests; they run separately below.
+    let mut doc = Command::new(&cargo);
+    doc.args(["test", "--workspace", "--doc"]);
+    for (name, mut command) in [("tests", unit), ("doctests", doc)] {
+        command.current_dir(&root).env(graft_pipeline::CACHE_ENV, &cache);
+        eprintln!("xtask: running {name}: {command:?}");
+        match command.status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                eprintln!("xtask: {name} failed ({status})");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("xtask: cannot start {cargo}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,1 +1,77 @@
-//! placeholder
+//! Typed TOML pipelines that wire graft's crates into one run.
+//!
+//! A pipeline file names the data, the split, a frozen backbone and a head. [`Plan::load`] parses and checks
+//! it before any work starts (errors point at the offending line); [`run`] then ingests and splits the rows,
+//! provisions ONNX Runtime and the model, extracts features, trains the head, evaluates it once on the test
+//! split and writes a run folder with `metrics.json`, `report.md` and `manifest.json`.
+//!
+//! ```no_run
+//! use graft_pipeline::{Plan, RunOptions, run};
+//!
+//! # fn main() -> Result<(), graft_pipeline::PipelineError> {
+//! let plan = Plan::load("pipelines/quickstart.toml".as_ref())?;
+//! let outcome = run(&plan, &RunOptions::new(".graft-cache", "runs"))?;
+//! println!("{}", outcome.summary);
+//! # Ok(())
+//! # }
+//! ```
+
+mod diagnostic;
+mod plan;
+mod report;
+mod run;
+mod schema;
+
+use std::path::PathBuf;
+
+pub use diagnostic::Diagnostic;
+pub use graft_assets::CACHE_ENV;
+pub use plan::{BackbonePlan, DataPlan, DataSource, HeadPlan, ModelSource, Plan};
+pub use report::{Metrics, SplitMetrics};
+pub use run::{RunOptions, RunOutcome, provision_all, run};
+pub use schema::SCHEMA_VERSION;
+
+/// Everything that can stop a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The pipeline file could not be read.
+    #[error("cannot read pipeline file {}: {source}", path.display())]
+    PipelineFile {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A mistake located in the pipeline file.
+    #[error("{0}")]
+    Config(Box<Diagnostic>),
+    /// Provisioning of the runtime, a model or a data set failed.
+    #[error(transparent)]
+    Assets(#[from] graft_assets::AssetError),
+    /// Loading or running the backbone failed.
+    #[error(transparent)]
+    Backbone(#[from] graft_backbone::BackboneError),
+    /// Reading the data failed for a reason not tied to a pipeline key.
+    #[error(transparent)]
+    Ingest(#[from] graft_ingest::IngestError),
+    /// Training the head failed.
+    #[error("training the head: {0}")]
+    Head(#[from] graft_heads::HeadError),
+    /// Scoring failed.
+    #[error("evaluation: {0}")]
+    Eval(#[from] graft_eval::EvalError),
+    /// Writing the run folder failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<Diagnostic> for PipelineError {
+    fn from(d: Diagnostic) -> Self {
+        PipelineError::Config(Box::new(d))
+    }
+}

@@ -1,0 +1,466 @@
+//! From a pipeline file to a checked plan: defaults filled in, paths made absolute, values validated.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use graft_assets::Registry;
+use graft_backbone::{Pooling, TextBackboneConfig};
+use graft_heads::{HeadError, Logistic, LogisticValidParams, ParamGuard};
+use graft_ingest::SplitRatios;
+use serde_json::json;
+use toml::Spanned;
+
+use crate::PipelineError;
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::schema::{RawBackbone, RawData, RawHead, RawPipeline, RawPooling, RawSplit, SCHEMA_VERSION};
+
+/// Where the rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// A data set from graft's registry, fetched into the cache.
+    Registry(String),
+    /// A CSV/TSV/Parquet file.
+    File(PathBuf),
+}
+
+/// The data section, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPlan {
+    /// Where the rows come from.
+    pub source: DataSource,
+    /// Column with the input text.
+    pub text_column: String,
+    /// Column with the class label.
+    pub label_column: String,
+    /// Keep only this many rows (a seeded, stratified sample) before splitting.
+    pub sample: Option<usize>,
+}
+
+/// Where the backbone comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A backbone from graft's registry.
+    Registry(String),
+    /// The user's own files.
+    Files {
+        /// The ONNX graph.
+        onnx: PathBuf,
+        /// The `tokenizers` JSON.
+        tokenizer: PathBuf,
+        /// Expected sha256 of the graph, if pinned.
+        sha256: Option<String>,
+    },
+}
+
+/// The backbone section, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackbonePlan {
+    /// Where the model comes from.
+    pub source: ModelSource,
+    /// Extraction settings.
+    pub config: TextBackboneConfig,
+}
+
+/// The head to train.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadPlan {
+    /// Multinomial logistic regression.
+    Logistic(LogisticValidParams),
+}
+
+/// Spans of values that are checked only once data or models are at hand.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spans {
+    pub data: Option<Range<usize>>,
+    pub text_column: Option<Range<usize>>,
+    pub label_column: Option<Range<usize>>,
+    pub split: Option<Range<usize>>,
+    pub sha256: Option<Range<usize>>,
+    pub backbone: Option<Range<usize>>,
+}
+
+/// A pipeline file, parsed and checked; ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Absolute path of the pipeline file.
+    pub file: PathBuf,
+    /// Its text, for error messages and the manifest.
+    pub source: String,
+    /// Pipeline name; names the run folder.
+    pub name: String,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// The data.
+    pub data: DataPlan,
+    /// Train/validation/test fractions.
+    pub split: SplitRatios,
+    /// The frozen backbone.
+    pub backbone: BackbonePlan,
+    /// The head.
+    pub head: HeadPlan,
+    pub(crate) spans: Spans,
+}
+
+impl Plan {
+    /// Reads and checks a pipeline file.
+    pub fn load(path: &Path) -> Result<Plan, PipelineError> {
+        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let source = std::fs::read_to_string(&file).map_err(|source| PipelineError::PipelineFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Plan::parse(&file, &source)
+    }
+
+    /// Checks pipeline text as if it were the file `file` (relative paths resolve against its folder).
+    pub fn parse(file: &Path, source: &str) -> Result<Plan, PipelineError> {
+        let raw: RawPipeline = toml::from_str(source).map_err(|e| toml_error(file, source, &e))?;
+        Checker { file, source }.check(raw)
+    }
+
+    /// A diagnostic at a span recorded in the plan.
+    pub(crate) fn diagnostic(&self, span: &Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(&self.file, &self.source, span.clone(), message)
+    }
+
+    /// The resolved pipeline, as recorded in the run manifest.
+    pub fn resolved(&self) -> serde_json::Value {
+        let data_source = match &self.data.source {
+            DataSource::Registry(name) => json!({ "dataset": name }),
+            DataSource::File(path) => json!({ "path": path }),
+        };
+        let model_source = match &self.backbone.source {
+            ModelSource::Registry(name) => json!({ "model": name }),
+            ModelSource::Files { onnx, tokenizer, sha256 } => {
+                json!({ "onnx": onnx, "tokenizer": tokenizer, "sha256": sha256 })
+            }
+        };
+        let c = &self.backbone.config;
+        let head = match &self.head {
+            HeadPlan::Logistic(p) => json!({ "logistic": {
+                "c": p.c(), "max_iter": p.max_iter(), "tol": p.tol(), "fit_intercept": p.fit_intercept()
+            }}),
+        };
+        json!({
+            "schema": SCHEMA_VERSION,
+            "name": self.name,
+            "seed": self.seed,
+            "data": {
+                "source": data_source,
+                "text_column": self.data.text_column,
+                "label_column": self.data.label_column,
+                "sample": self.data.sample,
+            },
+            "split": { "stratified": {
+                "train": self.split.train(), "validation": self.split.validation(), "test": self.split.test()
+            }},
+            "backbone": {
+                "source": model_source,
+                "output": c.output,
+                "pooling": c.pooling.name(),
+                "normalize": c.normalize,
+                "max_length": c.max_length,
+                "batch_size": c.batch_size,
+                "threads": c.intra_threads,
+            },
+            "head": head,
+        })
+    }
+}
+
+/// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.
+fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> PipelineError {
+    let message = e.message().trim_end().to_owned();
+    let mut diagnostic = Diagnostic::at(file, source, e.span(), message.clone());
+    // serde phrases these as "unknown field `x`, expected one of `a`, `b`" / "unknown variant `x`, expected `a`".
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    if (message.starts_with("unknown field") || message.starts_with("unknown variant")) && !quoted.is_empty() {
+        let hint = match did_you_mean(quoted[0], quoted[1..].iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("expected one of: {}", quoted[1..].join(", ")),
+        };
+        diagnostic = diagnostic.with_hint(hint);
+    } else if message.starts_with("missing field") && !quoted.is_empty() {
+        diagnostic = diagnostic.with_hint(format!(
+            "add `{}`; see pipelines/quickstart.toml for a complete example",
+            quoted[0]
+        ));
+    }
+    PipelineError::Config(Box::new(diagnostic))
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.file, self.source, Some(span), message)
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let dir = self.file.parent().unwrap_or(Path::new("."));
+        let joined = dir.join(path);
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+
+    fn check(&self, raw: RawPipeline) -> Result<Plan, PipelineError> {
+        self.check_raw(raw).map_err(|d| PipelineError::Config(Box::new(d)))
+    }
+
+    fn check_raw(&self, raw: RawPipeline) -> Result<Plan, Diagnostic> {
+        if *raw.schema.get_ref() != SCHEMA_VERSION {
+            return Err(self
+                .error(raw.schema.span(), format!("unsupported schema version {}", raw.schema.get_ref()))
+                .with_hint(format!("this build of graft reads `schema = {SCHEMA_VERSION}`"))
+                );
+        }
+        let name = raw.name.get_ref();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
+            return Err(self
+                .error(raw.name.span(), format!("invalid pipeline name `{name}`"))
+                .with_hint("use letters, digits, `-`, `_` and `.`; the name becomes a folder under runs/")
+                );
+        }
+        let mut spans = Spans {
+            data: Some(raw.data.span()),
+            backbone: Some(raw.backbone.span()),
+            ..Spans::default()
+        };
+        let data = self.check_data(raw.data, &mut spans)?;
+        let split = match raw.split {
+            RawSplit::Stratified(s) => {
+                spans.split = Some(s.span());
+                let r = s.get_ref();
+                let ratios = SplitRatios::new(r.train, r.validation, r.test)
+                    .map_err(|e| self.error(s.span(), e.to_string()).with_hint("for example train = 0.8, validation = 0.1, test = 0.1"))?;
+                if ratios.test() == 0.0 {
+                    return Err(self
+                        .error(s.span(), "test = 0 leaves nothing to evaluate on")
+                        .with_hint("give the test split a share, e.g. test = 0.1")
+                        );
+                }
+                ratios
+            }
+        };
+        let backbone = self.check_backbone(raw.backbone, &mut spans)?;
+        let head = match raw.head {
+            RawHead::Logistic(h) => {
+                let r = h.get_ref();
+                let mut params = Logistic::params();
+                if let Some(c) = &r.c {
+                    params = params.c(*c.get_ref());
+                }
+                if let Some(m) = &r.max_iter {
+                    params = params.max_iter(*m.get_ref());
+                }
+                if let Some(t) = &r.tol {
+                    params = params.tol(*t.get_ref());
+                }
+                if let Some(f) = r.fit_intercept {
+                    params = params.fit_intercept(f);
+                }
+                let checked = params.check().map_err(|e| {
+                    let span = match &e {
+                        HeadError::InvalidParameter { name: "c", .. } => r.c.as_ref().map(Spanned::span),
+                        HeadError::InvalidParameter { name: "max_iter", .. } => r.max_iter.as_ref().map(Spanned::span),
+                        HeadError::InvalidParameter { name: "tol", .. } => r.tol.as_ref().map(Spanned::span),
+                        _ => None,
+                    };
+                    self.error(span.unwrap_or(h.span()), e.to_string())
+                })?;
+                HeadPlan::Logistic(checked)
+            }
+        };
+        Ok(Plan {
+            file: self.file.to_path_buf(),
+            source: self.source.to_owned(),
+            name: name.clone(),
+            seed: raw.seed.unwrap_or(42),
+            data,
+            split,
+            backbone,
+            head,
+            spans,
+        })
+    }
+
+    fn check_data(&self, data: Spanned<RawData>, spans: &mut Spans) -> Result<DataPlan, Diagnostic> {
+        let section = data.span();
+        let data = data.into_inner();
+        spans.text_column = data.text_column.as_ref().map(Spanned::span);
+        spans.label_column = data.label_column.as_ref().map(Spanned::span);
+        let registry = Registry::builtin();
+        let (source, default_columns) = match (&data.dataset, &data.path) {
+            (Some(_), Some(path)) => {
+                return Err(self
+                    .error(path.span(), "`[data]` gives both `dataset` and `path`")
+                    .with_hint("keep one: `dataset` names a registered data set, `path` a file of your own"));
+            }
+            (None, None) => {
+                return Err(self
+                    .error(section, "`[data]` needs `dataset` or `path`")
+                    .with_hint(format!(
+                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file",
+                        registry.dataset_names().join(", ")
+                    )));
+            }
+            (Some(name), None) => {
+                let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
+                    let known = registry.dataset_names();
+                    let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
+                        Some(best) => format!("did you mean `{best}`? registered data sets: {}", known.join(", ")),
+                        None => format!("registered data sets: {}", known.join(", ")),
+                    };
+                    self.error(name.span(), format!("unknown data set `{}`", name.get_ref())).with_hint(hint)
+                })?;
+                (
+                    DataSource::Registry(name.get_ref().clone()),
+                    Some((entry.text_column.clone(), entry.label_column.clone())),
+                )
+            }
+            (None, Some(path)) => {
+                let resolved = self.resolve(path.get_ref());
+                if !resolved.is_file() {
+                    return Err(self
+                        .error(path.span(), format!("data file not found: {}", resolved.display()))
+                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                }
+                (DataSource::File(resolved), None)
+            }
+        };
+        let column = |value: Option<Spanned<String>>, key: &str, default: Option<String>| {
+            value.map(Spanned::into_inner).or(default).ok_or_else(|| {
+                self.error(section.clone(), format!("`[data]` needs `{key}`"))
+                    .with_hint(format!("name the column of your file that holds the {}", key.trim_end_matches("_column")))
+            })
+        };
+        let (text_default, label_default) = default_columns.unzip();
+        let text_column = column(data.text_column, "text_column", text_default)?;
+        let label_column = column(data.label_column, "label_column", label_default)?;
+        let sample = match data.sample {
+            Some(s) if *s.get_ref() < 2 => {
+                return Err(self.error(s.span(), "`sample` must be at least 2").with_hint("leave it out to use every row"));
+            }
+            other => other.map(Spanned::into_inner),
+        };
+        Ok(DataPlan {
+            source,
+            text_column,
+            label_column,
+            sample,
+        })
+    }
+
+    fn check_backbone(&self, backbone: Spanned<RawBackbone>, spans: &mut Spans) -> Result<BackbonePlan, Diagnostic> {
+        let section = backbone.span();
+        let b = backbone.into_inner();
+        let registry = Registry::builtin();
+        spans.sha256 = b.sha256.as_ref().map(Spanned::span);
+        let mut config = TextBackboneConfig::default();
+        let source = match (&b.model, &b.onnx) {
+            (Some(_), Some(onnx)) => {
+                return Err(self
+                    .error(onnx.span(), "`[backbone]` gives both `model` and `onnx`")
+                    .with_hint("keep one: `model` names a registered backbone, `onnx` + `tokenizer` are files of your own"));
+            }
+            (None, None) => {
+                return Err(self.error(section, "`[backbone]` needs `model` or `onnx`").with_hint(format!(
+                    "registered backbones: {}; or give `onnx = \"model.onnx\"` and `tokenizer = \"tokenizer.json\"`",
+                    registry.model_names().join(", ")
+                )));
+            }
+            (Some(name), None) => {
+                let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
+                    let known = registry.model_names();
+                    let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
+                        Some(best) => format!("did you mean `{best}`? registered backbones: {}", known.join(", ")),
+                        None => format!("registered backbones: {}", known.join(", ")),
+                    };
+                    self.error(name.span(), format!("unknown backbone `{}`", name.get_ref())).with_hint(hint)
+                })?;
+                if let Some(sha) = &b.sha256 {
+                    return Err(self
+                        .error(sha.span(), "`sha256` applies to your own `onnx` file")
+                        .with_hint("registered backbones are always verified against the registry's checksum"));
+                }
+                if let Some(tok) = &b.tokenizer {
+                    return Err(self
+                        .error(tok.span(), "`tokenizer` applies to your own `onnx` file")
+                        .with_hint("a registered backbone brings its own tokenizer"));
+                }
+                config.output = Some(entry.output.clone());
+                config.pooling = if entry.pooling == "cls" { Pooling::Cls } else { Pooling::Mean };
+                config.normalize = entry.normalize;
+                config.max_length = entry.max_length;
+                ModelSource::Registry(name.get_ref().clone())
+            }
+            (None, Some(onnx)) => {
+                let onnx_path = self.resolve(onnx.get_ref());
+                if !onnx_path.is_file() {
+                    return Err(self
+                        .error(onnx.span(), format!("model file not found: {}", onnx_path.display()))
+                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                }
+                let tokenizer = b.tokenizer.as_ref().ok_or_else(|| {
+                    self.error(section.clone(), "`[backbone]` with `onnx` also needs `tokenizer`")
+                        .with_hint("give the path of the model's tokenizer.json")
+                })?;
+                let tokenizer_path = self.resolve(tokenizer.get_ref());
+                if !tokenizer_path.is_file() {
+                    return Err(self
+                        .error(tokenizer.span(), format!("tokenizer file not found: {}", tokenizer_path.display()))
+                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                }
+                let sha256 = match &b.sha256 {
+                    Some(s) => {
+                        let v = s.get_ref().to_ascii_lowercase();
+                        if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+                            return Err(self
+                                .error(s.span(), "`sha256` must be 64 hexadecimal digits")
+                                .with_hint(format!("`sha256sum {}` prints it", onnx_path.display())));
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                };
+                ModelSource::Files {
+                    onnx: onnx_path,
+                    tokenizer: tokenizer_path,
+                    sha256,
+                }
+            }
+        };
+        if let Some(output) = b.output {
+            config.output = Some(output);
+        }
+        if let Some(pooling) = b.pooling {
+            config.pooling = match pooling {
+                RawPooling::Mean => Pooling::Mean,
+                RawPooling::Cls => Pooling::Cls,
+            };
+        }
+        if let Some(normalize) = b.normalize {
+            config.normalize = normalize;
+        }
+        let at_least = |value: &Option<Spanned<usize>>, key: &str, min: usize| -> Result<Option<usize>, Diagnostic> {
+            match value {
+                Some(v) if *v.get_ref() < min => {
+                    Err(self.error(v.span(), format!("`{key}` must be at least {min}, got {}", v.get_ref())))
+                }
+                other => Ok(other.as_ref().map(|v| *v.get_ref())),
+            }
+        };
+        if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
+            config.max_length = v;
+        }
+        if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
+            config.batch_size = v;
+        }
+        if let Some(v) = at_least(&b.threads, "threads", 1)? {
+            config.intra_threads = v;
+        }
+        Ok(BackbonePlan { source, config })
+    }
+}

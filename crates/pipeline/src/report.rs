@@ -1,0 +1,306 @@
+//! What a run writes: `metrics.json`, `report.md` and the printed summary.
+
+use std::fmt::Write as _;
+
+use graft_eval::ClassificationReport;
+use serde::Serialize;
+
+/// Scores of one split, with class names attached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitMetrics {
+    /// Rows scored.
+    pub rows: usize,
+    /// Share of rows predicted correctly.
+    pub accuracy: f64,
+    /// Unweighted mean of per-class F1.
+    pub macro_f1: f64,
+    /// Per-class precision, recall, F1 and support.
+    pub per_class: Vec<ClassScores>,
+    /// `confusion[t][p]`: rows of true class `t` predicted as class `p` (order of `Metrics::classes`).
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// One class's scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScores {
+    /// Class name.
+    pub class: String,
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+    /// Rows of this class.
+    pub support: usize,
+}
+
+impl SplitMetrics {
+    pub(crate) fn new(report: ClassificationReport, classes: &[String]) -> SplitMetrics {
+        SplitMetrics {
+            rows: report.rows,
+            accuracy: report.accuracy,
+            macro_f1: report.macro_f1,
+            per_class: report
+                .per_class
+                .into_iter()
+                .zip(classes)
+                .map(|(m, class)| ClassScores {
+                    class: class.clone(),
+                    precision: m.precision,
+                    recall: m.recall,
+                    f1: m.f1,
+                    support: m.support,
+                })
+                .collect(),
+            confusion: report.confusion,
+        }
+    }
+}
+
+/// Row counts through ingest and split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowCounts {
+    /// Rows in the data file.
+    pub read: usize,
+    /// Dropped for a null text.
+    pub dropped_null_text: usize,
+    /// Dropped for a null label.
+    pub dropped_null_label: usize,
+    /// Left out by `sample`.
+    pub not_sampled: usize,
+    /// Rows used.
+    pub used: usize,
+    /// Training rows.
+    pub train: usize,
+    /// Validation rows.
+    pub validation: usize,
+    /// Test rows.
+    pub test: usize,
+}
+
+/// Seconds per stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Timings {
+    /// Reading, cleaning and splitting the data (including fetching a registered data set).
+    pub ingest: f64,
+    /// Fetching/verifying ONNX Runtime and the model, and opening the session.
+    pub provision: f64,
+    /// Feature extraction.
+    pub extract: f64,
+    /// Training the head.
+    pub train: f64,
+    /// Scoring.
+    pub evaluate: f64,
+    /// Whole run.
+    pub total: f64,
+}
+
+/// Feature-extraction figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExtractionFigures {
+    /// Texts embedded.
+    pub rows: usize,
+    /// Embedding width.
+    pub dimension: usize,
+    /// Texts per second over the extraction stage.
+    pub rows_per_second: f64,
+    /// Inference calls.
+    pub batches: usize,
+    /// Real tokens.
+    pub tokens: usize,
+    /// Tokens including padding.
+    pub padded_tokens: usize,
+    /// Texts cut at `max_length`.
+    pub truncated_rows: usize,
+    /// Seconds of the extraction spent tokenizing.
+    pub tokenize_seconds: f64,
+    /// Execution provider used.
+    pub execution_provider: String,
+    /// ONNX Runtime intra-op threads.
+    pub threads: usize,
+}
+
+/// How the head's training went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingFigures {
+    /// Head kind.
+    pub head: String,
+    /// Optimiser iterations.
+    pub iterations: usize,
+    /// Final training objective.
+    pub loss: f64,
+    /// Why training stopped.
+    pub termination: String,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Class names, in label-index order.
+    pub classes: Vec<String>,
+    /// Row counts.
+    pub rows: RowCounts,
+    /// The headline: scores on the test split, computed once.
+    pub test: SplitMetrics,
+    /// Scores on the validation split (absent when it is empty).
+    pub validation: Option<SplitMetrics>,
+    /// Scores on the training split (to judge over-fitting).
+    pub train: SplitMetrics,
+    /// Extraction figures.
+    pub extraction: ExtractionFigures,
+    /// Training figures.
+    pub training: TrainingFigures,
+    /// Seconds per stage.
+    pub timings_seconds: Timings,
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Facts about the run shown in the summary and report beside the metrics.
+pub(crate) struct Context<'a> {
+    pub backbone: &'a str,
+    pub data: &'a str,
+    pub head: &'a str,
+    pub run_dir: &'a str,
+}
+
+/// The short table printed at the end of a run.
+pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
+    let r = &m.rows;
+    let e = &m.extraction;
+    let t = &m.timings_seconds;
+    let mut s = String::new();
+    let _ = writeln!(s, "graft · {} · {} on {}", m.pipeline, ctx.backbone, ctx.data);
+    let _ = writeln!(
+        s,
+        "  rows        {} read · {} dropped · train {} · validation {} · test {}",
+        thousands(r.read),
+        thousands(r.dropped_null_text + r.dropped_null_label),
+        thousands(r.train),
+        thousands(r.validation),
+        thousands(r.test)
+    );
+    let _ = writeln!(
+        s,
+        "  extraction  {} rows in {:.1} s ({:.0} rows/s) · {} thread(s) · {}",
+        thousands(e.rows),
+        t.extract,
+        e.rows_per_second,
+        e.threads,
+        e.execution_provider
+    );
+    let _ = writeln!(
+        s,
+        "  head        {} · {} iterations · {}",
+        ctx.head, m.training.iterations, m.training.termination
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "  split         rows  accuracy  macro-F1");
+    let mut line = |name: &str, sm: &SplitMetrics| {
+        let _ = writeln!(s, "  {name:<10} {:>7}  {:>8.4}  {:>8.4}", thousands(sm.rows), sm.accuracy, sm.macro_f1);
+    };
+    line("train", &m.train);
+    if let Some(v) = &m.validation {
+        line("validation", v);
+    }
+    line("test", &m.test);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  seconds     ingest {:.2} · provision {:.2} · extract {:.2} · train {:.2} · evaluate {:.2} · total {:.2}",
+        t.ingest, t.provision, t.extract, t.train, t.evaluate, t.total
+    );
+    let _ = write!(s, "  run folder  {}", ctx.run_dir);
+    s
+}
+
+/// The human-readable `report.md`.
+pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# graft run: {}\n", m.pipeline);
+    let _ = writeln!(s, "- **Data:** {}", ctx.data);
+    let _ = writeln!(s, "- **Backbone:** {} (frozen), {}", ctx.backbone, m.extraction.execution_provider);
+    let _ = writeln!(s, "- **Head:** {}", ctx.head);
+    let r = &m.rows;
+    let _ = writeln!(
+        s,
+        "- **Rows:** {} read, {} dropped (null text), {} dropped (null label), {} not sampled; {} used: \
+         {} train / {} validation / {} test\n",
+        r.read, r.dropped_null_text, r.dropped_null_label, r.not_sampled, r.used, r.train, r.validation, r.test
+    );
+    let _ = writeln!(s, "## Scores\n");
+    let _ = writeln!(s, "| split | rows | accuracy | macro-F1 |\n|---|---:|---:|---:|");
+    let mut row = |name: &str, sm: &SplitMetrics| {
+        let _ = writeln!(s, "| {name} | {} | {:.4} | {:.4} |", sm.rows, sm.accuracy, sm.macro_f1);
+    };
+    row("train", &m.train);
+    if let Some(v) = &m.validation {
+        row("validation", v);
+    }
+    row("**test**", &m.test);
+    let _ = writeln!(s, "\nThe test split is scored once, after training; nothing was tuned on it.\n");
+    let _ = writeln!(s, "## Per class (test)\n");
+    let _ = writeln!(s, "| class | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|");
+    for c in &m.test.per_class {
+        let _ = writeln!(s, "| {} | {:.4} | {:.4} | {:.4} | {} |", c.class, c.precision, c.recall, c.f1, c.support);
+    }
+    let _ = writeln!(s, "\n## Confusion matrix (test; rows = true class, columns = predicted)\n");
+    let _ = writeln!(s, "| true \\ predicted | {} |", m.classes.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(m.classes.len()));
+    for (class, counts) in m.classes.iter().zip(&m.test.confusion) {
+        let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
+        let _ = writeln!(s, "| {class} | {} |", cells.join(" | "));
+    }
+    let e = &m.extraction;
+    let t = &m.timings_seconds;
+    let _ = writeln!(s, "\n## Extraction and timings\n");
+    let _ = writeln!(
+        s,
+        "{} texts → {}-d features in {:.2} s ({:.0} texts/s, {} batches, {} threads); {} real tokens, {} with \
+         padding; {} texts truncated.\n",
+        e.rows, e.dimension, t.extract, e.rows_per_second, e.batches, e.threads, e.tokens, e.padded_tokens, e.truncated_rows
+    );
+    let _ = writeln!(s, "| stage | seconds |\n|---|---:|");
+    for (name, v) in [
+        ("ingest", t.ingest),
+        ("provision", t.provision),
+        ("extract", t.extract),
+        ("train", t.train),
+        ("evaluate", t.evaluate),
+        ("total", t.total),
+    ] {
+        let _ = writeln!(s, "| {name} | {v:.3} |");
+    }
+    let _ = writeln!(
+        s,
+        "\nHead training: {} iterations, final loss {:.6}, {}.",
+        m.training.iterations, m.training.loss, m.training.termination
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10605), "10,605");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+}

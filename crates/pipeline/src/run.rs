@@ -1,0 +1,411 @@
+//! Running a checked plan: ingest → provision → extract → train → evaluate → write the run folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use graft_assets::{Cache, VerifiedFile, sha256_file};
+use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Runtime, TextBackbone};
+use graft_eval::classification_report;
+use graft_heads::{Fit, Predict, Targets};
+use graft_ingest::{IngestError, Split, TextClassificationData, read_table, stratified_split, stratified_subsample, text_classification};
+use ndarray::{Array2, Axis};
+use serde_json::json;
+
+use crate::plan::{DataSource, HeadPlan, ModelSource, Plan};
+use crate::report::{self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, TrainingFigures};
+use crate::PipelineError;
+
+/// Where a run reads its cache and writes its folder.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Cache of fetched runtimes, models and data sets.
+    pub cache_dir: PathBuf,
+    /// Parent of the `<pipeline name>/<timestamp>/` run folders.
+    pub runs_dir: PathBuf,
+    /// Draw progress bars (on a terminal).
+    pub progress: bool,
+}
+
+impl RunOptions {
+    /// Options with progress bars on.
+    pub fn new(cache_dir: impl Into<PathBuf>, runs_dir: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            cache_dir: cache_dir.into(),
+            runs_dir: runs_dir.into(),
+            progress: true,
+        }
+    }
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run folder (complete: it appears only once every file is written).
+    pub run_dir: PathBuf,
+    /// The metrics written to `metrics.json`.
+    pub metrics: Metrics,
+    /// The summary table, for printing.
+    pub summary: String,
+}
+
+/// Derives an independent seed for one use of the pipeline seed, so that e.g. the sample and the split do not
+/// share a random stream.
+fn derive_seed(seed: u64, purpose: &str) -> u64 {
+    // FNV-1a over the purpose, mixed with the seed (splitmix64 finaliser).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in purpose.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = seed ^ h;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+struct Ingested {
+    data: TextClassificationData,
+    split: Split,
+    file: VerifiedFile,
+    label: String,
+    not_sampled: usize,
+}
+
+fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
+    let (file, label) = match &plan.data.source {
+        DataSource::Registry(name) => {
+            let files = cache.dataset(name)?;
+            (files.table, format!("{name} (registered data set: {})", files.entry.description))
+        }
+        DataSource::File(path) => {
+            let sha256 = sha256_file(path).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
+            (
+                VerifiedFile { path: path.clone(), sha256, fetched: false },
+                path.display().to_string(),
+            )
+        }
+    };
+    let spans = &plan.spans;
+    let table = read_table(&file.path).map_err(|e| match e {
+        IngestError::Empty { .. } | IngestError::Read { .. } | IngestError::UnsupportedFormat { .. } => {
+            PipelineError::from(plan.diagnostic(&spans.data, e.to_string()).with_hint(
+                "graft reads CSV/TSV files with a header row and Parquet files; check that the file is one of those",
+            ))
+        }
+        other => other.into(),
+    })?;
+    let data = text_classification(&table, &plan.data.text_column, &plan.data.label_column).map_err(|e| {
+        let in_file = format!(" in {}", file.path.display());
+        match &e {
+            IngestError::MissingColumn { column, available } => {
+                let span = if *column == plan.data.text_column { &spans.text_column } else { &spans.label_column };
+                let span = if span.is_some() { span } else { &spans.data };
+                let hint = match crate::diagnostic::did_you_mean(column, available.iter().map(String::as_str)) {
+                    Some(best) => format!("did you mean `{best}`? the file has columns: {}", available.join(", ")),
+                    None => format!("the file has columns: {}", available.join(", ")),
+                };
+                plan.diagnostic(span, format!("column `{column}` not found{in_file}")).with_hint(hint).into()
+            }
+            IngestError::ColumnType { column, .. } => {
+                let span = if *column == plan.data.text_column { &spans.text_column } else { &spans.label_column };
+                plan.diagnostic(span, format!("{e}{in_file}")).into()
+            }
+            IngestError::SingleClass { .. } | IngestError::NoUsableRows { .. } => plan
+                .diagnostic(&spans.label_column, format!("{e}{in_file}"))
+                .with_hint("check that `label_column` names the column holding the classes")
+                .into(),
+            _ => PipelineError::Ingest(e),
+        }
+    })?;
+    let (data, not_sampled) = match plan.data.sample {
+        Some(n) if n < data.labels.len() => {
+            let keep = stratified_subsample(&data.labels, data.classes.len(), n, derive_seed(plan.seed, "sample"));
+            let dropped = data.labels.len() - keep.len();
+            let sampled = TextClassificationData {
+                texts: keep.iter().map(|&i| data.texts[i].clone()).collect(),
+                labels: keep.iter().map(|&i| data.labels[i]).collect(),
+                source_rows: keep.iter().map(|&i| data.source_rows[i]).collect(),
+                ..data
+            };
+            (sampled, dropped)
+        }
+        _ => (data, 0),
+    };
+    let split = stratified_split(&data.labels, &data.classes, plan.split, derive_seed(plan.seed, "split")).map_err(|e| {
+        PipelineError::from(
+            plan.diagnostic(&spans.split, e.to_string())
+                .with_hint("drop or merge rare classes, add rows, or set `validation = 0` to need fewer rows per class"),
+        )
+    })?;
+    Ok(Ingested { data, split, file, label, not_sampled })
+}
+
+/// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions.
+fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String), PipelineError> {
+    match std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let sha256 = sha256_file(&path).map_err(|e| BackboneError::RuntimeLoad {
+                path: path.clone(),
+                reason: e.to_string(),
+                hint: format!("{ORT_DYLIB_ENV} is set; point it at an existing libonnxruntime.so (1.31 or newer) or unset it"),
+            })?;
+            Ok((VerifiedFile { path, sha256, fetched: false }, ORT_DYLIB_ENV.to_owned()))
+        }
+        None => {
+            let runtime = cache.runtime("onnxruntime")?;
+            Ok((runtime.library, format!("provisioned onnxruntime {}", runtime.version)))
+        }
+    }
+}
+
+/// Fetches everything the plan needs (runtime, model, data) without running it.
+pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
+    let cache = Cache::new(cache_dir);
+    runtime_library(&cache)?;
+    if let ModelSource::Registry(name) = &plan.backbone.source {
+        cache.model(name)?;
+    }
+    if let DataSource::Registry(name) = &plan.data.source {
+        cache.dataset(name)?;
+    }
+    Ok(())
+}
+
+fn file_json(f: &VerifiedFile) -> serde_json::Value {
+    json!({ "path": f.path, "sha256": f.sha256, "fetched_now": f.fetched })
+}
+
+/// Runs a checked plan end to end and writes its run folder.
+pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineError> {
+    let started_at = chrono::Utc::now();
+    let total = Instant::now();
+    let cache = Cache::new(&options.cache_dir);
+    let mut timings = Timings::default();
+
+    // 1. Ingest: read, clean, encode labels, split.
+    let clock = Instant::now();
+    let ingested = ingest(plan, &cache)?;
+    timings.ingest = clock.elapsed().as_secs_f64();
+    let Ingested { data, split, file: data_file, label: data_label, not_sampled } = ingested;
+    tracing::info!(rows = data.labels.len(), train = split.train.len(), "ingested");
+
+    // 2. Provision the runtime and the backbone.
+    let clock = Instant::now();
+    let (library, library_source) = runtime_library(&cache)?;
+    let runtime = Runtime::load(&library.path)?;
+    let (onnx, tokenizer, backbone_label, model_json) = match &plan.backbone.source {
+        ModelSource::Registry(name) => {
+            let files = cache.model(name)?;
+            let tokenizer = files.tokenizer.clone().ok_or_else(|| {
+                PipelineError::from(plan.diagnostic(&plan.spans.backbone, format!("backbone `{name}` is not a text model")))
+            })?;
+            let label = format!("{name} ({})", files.entry.description);
+            let json = json!({
+                "name": name, "licence": files.entry.licence, "dimension": files.entry.dimension,
+                "onnx": file_json(&files.onnx), "tokenizer": file_json(&tokenizer),
+            });
+            (files.onnx, tokenizer, label, json)
+        }
+        ModelSource::Files { onnx, tokenizer, sha256 } => {
+            let actual = sha256_file(onnx).map_err(|source| PipelineError::Io { path: onnx.clone(), source })?;
+            if let Some(expected) = sha256 {
+                if *expected != actual {
+                    return Err(plan
+                        .diagnostic(&plan.spans.sha256, format!("checksum mismatch for {}: expected {expected}, found {actual}", onnx.display()))
+                        .with_hint("the model file changed since the pipeline pinned it; restore it or update `sha256`")
+                        .into());
+                }
+            }
+            let tok_sha = sha256_file(tokenizer).map_err(|source| PipelineError::Io { path: tokenizer.clone(), source })?;
+            let onnx = VerifiedFile { path: onnx.clone(), sha256: actual, fetched: false };
+            let tokenizer = VerifiedFile { path: tokenizer.clone(), sha256: tok_sha, fetched: false };
+            let json = json!({ "name": null, "onnx": file_json(&onnx), "tokenizer": file_json(&tokenizer) });
+            (onnx.clone(), tokenizer, onnx.path.display().to_string(), json)
+        }
+    };
+    let mut config = plan.backbone.config.clone();
+    config.progress = options.progress;
+    let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
+    timings.provision = clock.elapsed().as_secs_f64();
+
+    // 3. Extract features for every used row once.
+    let clock = Instant::now();
+    let (features, stats) = backbone.embed(&data.texts)?;
+    timings.extract = clock.elapsed().as_secs_f64();
+    let extraction = ExtractionFigures {
+        rows: stats.rows,
+        dimension: features.ncols(),
+        rows_per_second: stats.rows as f64 / timings.extract.max(1e-9),
+        batches: stats.batches,
+        tokens: stats.tokens,
+        padded_tokens: stats.padded_tokens,
+        truncated_rows: stats.truncated_rows,
+        tokenize_seconds: stats.tokenize_seconds,
+        execution_provider: backbone.execution_provider().to_owned(),
+        threads: backbone.config().intra_threads,
+    };
+
+    // 4. Train the head on the training split only.
+    let clock = Instant::now();
+    let rows_of = |idx: &[usize]| -> (Array2<f32>, Vec<usize>) {
+        (features.select(Axis(0), idx), idx.iter().map(|&i| data.labels[i]).collect())
+    };
+    let (x_train, y_train) = rows_of(&split.train);
+    let n_classes = data.classes.len();
+    let (head, head_label, training) = match &plan.head {
+        HeadPlan::Logistic(params) => {
+            let fitted = params.fit(x_train.view(), &Targets::new(&y_train, n_classes)?)?;
+            let r = fitted.report().clone();
+            (
+                fitted,
+                format!("logistic regression (C = {}, L2, L-BFGS)", params.c()),
+                TrainingFigures {
+                    head: "logistic".to_owned(),
+                    iterations: r.iterations,
+                    loss: r.loss,
+                    termination: r.termination.name().to_owned(),
+                },
+            )
+        }
+    };
+    timings.train = clock.elapsed().as_secs_f64();
+
+    // 5. Evaluate: validation for reference, test once.
+    let clock = Instant::now();
+    let score = |idx: &[usize]| -> Result<SplitMetrics, PipelineError> {
+        let (x, y) = rows_of(idx);
+        let predicted = head.predict(x.view())?;
+        Ok(SplitMetrics::new(classification_report(&y, &predicted, n_classes)?, &data.classes))
+    };
+    let train_metrics = score(&split.train)?;
+    let validation = if split.validation.is_empty() { None } else { Some(score(&split.validation)?) };
+    let test = score(&split.test)?;
+    timings.evaluate = clock.elapsed().as_secs_f64();
+    timings.total = total.elapsed().as_secs_f64();
+
+    let metrics = Metrics {
+        pipeline: plan.name.clone(),
+        classes: data.classes.clone(),
+        rows: RowCounts {
+            read: data.rows_read,
+            dropped_null_text: data.dropped_null_text,
+            dropped_null_label: data.dropped_null_label,
+            not_sampled,
+            used: data.labels.len(),
+            train: split.train.len(),
+            validation: split.validation.len(),
+            test: split.test.len(),
+        },
+        test,
+        validation,
+        train: train_metrics,
+        extraction,
+        training,
+        timings_seconds: timings,
+    };
+    let manifest = json!({
+        "graft_version": env!("CARGO_PKG_VERSION"),
+        "pipeline": {
+            "file": plan.file,
+            "sha256": sha2_hex(plan.source.as_bytes()),
+            "resolved": plan.resolved(),
+        },
+        "seed": plan.seed,
+        "started_at": started_at.to_rfc3339(),
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "data": {
+            "source": data_label,
+            "file": file_json(&data_file),
+            "rows_read": data.rows_read,
+            "dropped_null_text": data.dropped_null_text,
+            "dropped_null_label": data.dropped_null_label,
+            "not_sampled": not_sampled,
+            "classes": data.classes,
+        },
+        "backbone": model_json,
+        "runtime": {
+            "library": file_json(&library),
+            "loaded": runtime.library(),
+            "source": library_source,
+            "build_info": runtime.build_info(),
+            "execution_provider": backbone.execution_provider(),
+            "intra_threads": backbone.config().intra_threads,
+        },
+        "head": plan.resolved()["head"].clone(),
+        "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
+                  "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()) },
+    });
+
+    let run_dir = write_run_dir(plan, options, &metrics, &manifest, &backbone_label, &data_label, &head_label)?;
+    let ctx = Context {
+        backbone: &backbone_label,
+        data: &data_label,
+        head: &head_label,
+        run_dir: &run_dir.display().to_string(),
+    };
+    let summary = report::summary(&metrics, &ctx);
+    Ok(RunOutcome { run_dir, metrics, summary })
+}
+
+fn sha2_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the files into a hidden temporary folder, then renames it into place, so a run folder that exists
+/// is always complete.
+fn write_run_dir(
+    plan: &Plan,
+    options: &RunOptions,
+    metrics: &Metrics,
+    manifest: &serde_json::Value,
+    backbone: &str,
+    data: &str,
+    head: &str,
+) -> Result<PathBuf, PipelineError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    let parent = options.runs_dir.join(&plan.name);
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let mut final_dir = parent.join(&stamp);
+    let mut n = 2;
+    while final_dir.exists() {
+        final_dir = parent.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    let tmp = parent.join(format!(".partial-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let ctx = Context {
+        backbone,
+        data,
+        head,
+        run_dir: &final_dir.display().to_string(),
+    };
+    let files = [
+        ("metrics.json", serde_json::to_string_pretty(metrics).expect("metrics serialise") + "\n"),
+        ("manifest.json", serde_json::to_string_pretty(manifest).expect("manifest serialises") + "\n"),
+        ("report.md", report::markdown(metrics, &ctx)),
+        ("pipeline.toml", plan.source.clone()),
+    ];
+    for (name, content) in files {
+        let path = tmp.join(name);
+        std::fs::write(&path, content).map_err(io(&path))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    Ok(final_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_seeds_differ_by_purpose_and_are_stable() {
+        assert_ne!(derive_seed(42, "split"), derive_seed(42, "sample"));
+        assert_ne!(derive_seed(42, "split"), derive_seed(43, "split"));
+        assert_eq!(derive_seed(42, "split"), derive_seed(42, "split"));
+    }
+}

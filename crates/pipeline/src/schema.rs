@@ -1,0 +1,83 @@
+//! The pipeline file as written: serde types that mirror the TOML, with spans kept for later checks.
+//!
+//! Variants are chosen by table name (`[split.stratified]`, `[head.logistic]`) and every struct denies
+//! unknown keys, so typos get an exact position. Checks that need more than the syntax live in `plan.rs`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The version of the pipeline format this build reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPipeline {
+    pub schema: Spanned<u32>,
+    pub name: Spanned<String>,
+    pub seed: Option<u64>,
+    pub data: Spanned<RawData>,
+    pub split: RawSplit,
+    pub backbone: Spanned<RawBackbone>,
+    pub head: RawHead,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawData {
+    pub dataset: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub text_column: Option<Spanned<String>>,
+    pub label_column: Option<Spanned<String>>,
+    pub sample: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum RawSplit {
+    Stratified(Spanned<RawStratified>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStratified {
+    pub train: f64,
+    pub validation: f64,
+    pub test: f64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawPooling {
+    Mean,
+    Cls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackbone {
+    pub model: Option<Spanned<String>>,
+    pub onnx: Option<Spanned<String>>,
+    pub tokenizer: Option<Spanned<String>>,
+    pub sha256: Option<Spanned<String>>,
+    pub output: Option<String>,
+    pub pooling: Option<RawPooling>,
+    pub normalize: Option<bool>,
+    pub max_length: Option<Spanned<usize>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub threads: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum RawHead {
+    Logistic(Spanned<RawLogistic>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogistic {
+    pub c: Option<Spanned<f64>>,
+    pub max_iter: Option<Spanned<usize>>,
+    pub tol: Option<Spanned<f64>>,
+    pub fit_intercept: Option<bool>,
+}
