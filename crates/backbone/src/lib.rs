@@ -107,9 +107,23 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Loads the ONNX Runtime shared library at `library` (version 1.31 or newer).
+    ///
+    /// ONNX Runtime allows one library and one environment per process: after the first successful load,
+    /// later calls return that same runtime (a different path is logged and ignored).
     pub fn load(library: &Path) -> Result<Runtime, BackboneError> {
         use ort::LoadDynamicError as E;
-        static LOADED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        static LOADED: std::sync::Mutex<Option<Runtime>> = std::sync::Mutex::new(None);
+        let mut loaded = LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(runtime) = loaded.as_ref() {
+            if runtime.library != library {
+                tracing::warn!(
+                    requested = %library.display(),
+                    in_use = %runtime.library.display(),
+                    "ONNX Runtime is already loaded in this process; keeping the library in use"
+                );
+            }
+            return Ok(runtime.clone());
+        }
         let fail = |reason: String, hint: &str| BackboneError::RuntimeLoad {
             path: library.to_path_buf(),
             reason,
@@ -138,8 +152,12 @@ impl Runtime {
             ),
         })?;
         let env = builder.with_name("graft").build()?;
-        let library = LOADED.get_or_init(|| library.to_path_buf()).clone();
-        Ok(Runtime { env, library })
+        let runtime = Runtime {
+            env,
+            library: library.to_path_buf(),
+        };
+        *loaded = Some(runtime.clone());
+        Ok(runtime)
     }
 
     /// The library actually in use by this process.

@@ -104,7 +104,7 @@ pub struct Plan {
 impl Plan {
     /// Reads and checks a pipeline file.
     pub fn load(path: &Path) -> Result<Plan, PipelineError> {
-        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let file = absolute(path);
         let source = std::fs::read_to_string(&file).map_err(|source| PipelineError::PipelineFile {
             path: path.to_path_buf(),
             source,
@@ -168,6 +168,24 @@ impl Plan {
     }
 }
 
+/// An absolute path with `.` and `..` removed lexically (so messages show `/repo/data/x.csv`, not
+/// `/repo/pipelines/../data/x.csv`).
+fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.
 fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> PipelineError {
     let message = e.message().trim_end().to_owned();
@@ -200,9 +218,7 @@ impl Checker<'_> {
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
-        let dir = self.file.parent().unwrap_or(Path::new("."));
-        let joined = dir.join(path);
-        std::path::absolute(&joined).unwrap_or(joined)
+        absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
     }
 
     fn check(&self, raw: RawPipeline) -> Result<Plan, PipelineError> {

@@ -140,7 +140,8 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
 }
 
 /// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions.
-fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String), PipelineError> {
+/// Returns the file, where it came from, and its version.
+fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String, String), PipelineError> {
     match std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
         Some(path) => {
             let path = PathBuf::from(path);
@@ -149,11 +150,17 @@ fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String), PipelineErro
                 reason: e.to_string(),
                 hint: format!("{ORT_DYLIB_ENV} is set; point it at an existing libonnxruntime.so (1.31 or newer) or unset it"),
             })?;
-            Ok((VerifiedFile { path, sha256, fetched: false }, ORT_DYLIB_ENV.to_owned()))
+            // The loader rejects anything older than 1.31; the file name usually carries the exact version.
+            let version = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+                .map_or_else(|| "1.31 or newer (not stated in the file name)".to_owned(), str::to_owned);
+            Ok((VerifiedFile { path, sha256, fetched: false }, ORT_DYLIB_ENV.to_owned(), version))
         }
         None => {
             let runtime = cache.runtime("onnxruntime")?;
-            Ok((runtime.library, format!("provisioned onnxruntime {}", runtime.version)))
+            Ok((runtime.library, "provisioned by graft".to_owned(), runtime.version))
         }
     }
 }
@@ -191,8 +198,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
 
     // 2. Provision the runtime and the backbone.
     let clock = Instant::now();
-    let (library, library_source) = runtime_library(&cache)?;
-    let runtime = Runtime::load(&library.path)?;
     let (onnx, tokenizer, backbone_label, model_json) = match &plan.backbone.source {
         ModelSource::Registry(name) => {
             let files = cache.model(name)?;
@@ -223,6 +228,9 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             (onnx.clone(), tokenizer, onnx.path.display().to_string(), json)
         }
     };
+    // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
+    let (library, library_source, library_version) = runtime_library(&cache)?;
+    let runtime = Runtime::load(&library.path)?;
     let mut config = plan.backbone.config.clone();
     config.progress = options.progress;
     let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
@@ -327,6 +335,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             "library": file_json(&library),
             "loaded": runtime.library(),
             "source": library_source,
+            "version": library_version,
             "build_info": runtime.build_info(),
             "execution_provider": backbone.execution_provider(),
             "intra_threads": backbone.config().intra_threads,

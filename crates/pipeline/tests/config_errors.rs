@@ -1,0 +1,172 @@
+//! Every mistake a user is likely to make in a pipeline file gets a message that names the place and a hint.
+//!
+//! Each case is a file under `fixtures/pipelines/errors/`; the checks run the pipeline only as far as needed
+//! to hit the error (all of these fail before ONNX Runtime or a model is needed).
+
+use std::path::{Path, PathBuf};
+
+use graft_pipeline::{Plan, RunOptions, run};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/pipelines/errors")
+        .join(format!("{name}.toml"))
+}
+
+/// Loads and runs the fixture and returns the error text; the run must fail.
+fn error_of(name: &str) -> String {
+    let path = fixture(name);
+    let runs = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let result = Plan::load(&path).and_then(|plan| run(&plan, &RunOptions::new(cache.path(), runs.path())));
+    let err = result.expect_err("the pipeline must be rejected").to_string();
+    // A rejected pipeline leaves no run folder behind.
+    assert!(std::fs::read_dir(runs.path()).unwrap().all(|e| {
+        let e = e.unwrap();
+        !e.file_type().unwrap().is_dir() || std::fs::read_dir(e.path()).unwrap().next().is_none()
+    }));
+    err
+}
+
+/// Checks that the message names the file and line (`name.toml:LINE:`), shows the offending text and says each
+/// fragment.
+fn check(name: &str, line: usize, fragments: &[&str]) {
+    let err = error_of(name);
+    let location = format!("{name}.toml:{line}:");
+    assert!(err.contains(&location), "expected `{location}` in:\n{err}");
+    assert!(err.contains(" | "), "expected the source line in:\n{err}");
+    assert!(err.contains('^'), "expected a caret in:\n{err}");
+    for fragment in fragments {
+        assert!(err.contains(fragment), "expected `{fragment}` in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_key_suggests_the_right_one() {
+    check("unknown-key", 7, &["unknown field `txt_column`", "hint: did you mean `text_column`?"]);
+}
+
+#[test]
+fn misspelt_head_suggests_the_right_one() {
+    check("misspelt-head", 21, &["unknown variant `logistc`", "hint: did you mean `logistic`?"]);
+}
+
+#[test]
+fn missing_data_file_is_named() {
+    check(
+        "missing-data-file",
+        6,
+        &["data file not found: ", "no-such-file.csv", "resolved from the folder of the pipeline file"],
+    );
+}
+
+#[test]
+fn missing_text_column_lists_the_columns() {
+    check(
+        "missing-text-column",
+        7,
+        &["column `review` not found in ", "tiny-sentiment.csv", "the file has columns: id, text, label"],
+    );
+}
+
+#[test]
+fn single_class_is_explained() {
+    check(
+        "single-class",
+        8,
+        &["every usable row has the label `positive`", "at least two classes", "label_column"],
+    );
+}
+
+#[test]
+fn empty_file_is_explained() {
+    check("empty-file", 5, &["empty.csv has no data rows"]);
+}
+
+#[test]
+fn class_too_small_names_class_and_split() {
+    check(
+        "class-too-small",
+        10,
+        &["class `c` has 2 row(s)", "would get none", "it needs at least", "hint: drop or merge rare classes"],
+    );
+}
+
+#[test]
+fn unknown_backbone_lists_the_registry() {
+    check(
+        "unknown-backbone",
+        16,
+        &["unknown backbone `minilm-l6`", "did you mean `minilm-l6-int8`?", "registered backbones: minilm-l6-int8"],
+    );
+}
+
+#[test]
+fn invalid_head_parameter_is_named() {
+    check("bad-head-param", 22, &["invalid value for `c`: -1 (a positive finite number)"]);
+}
+
+#[test]
+fn unsupported_schema_version() {
+    check("schema-version", 1, &["unsupported schema version 2", "hint: this build of graft reads `schema = 1`"]);
+}
+
+#[test]
+fn wrong_value_type() {
+    check("wrong-type", 18, &["invalid type: string \"two\", expected usize"]);
+}
+
+#[test]
+fn ratios_that_do_not_sum_to_one() {
+    check("bad-ratios", 10, &["train + validation + test = 1.25, expected 1"]);
+}
+
+#[test]
+fn model_checksum_mismatch_points_at_the_pin() {
+    check(
+        "model-checksum",
+        18,
+        &["checksum mismatch for ", "tiny-embedder.onnx", &"0".repeat(64), "update `sha256`"],
+    );
+}
+
+#[test]
+fn unreadable_pipeline_file_is_named() {
+    let err = Plan::load(Path::new("no/such/pipeline.toml")).unwrap_err().to_string();
+    assert!(err.starts_with("cannot read pipeline file no/such/pipeline.toml: "), "{err}");
+}
+
+#[test]
+fn altered_cached_model_is_refused() {
+    // A registered model whose cached file was altered: refused with the checksum and a way out, before the
+    // runtime is even fetched.
+    let cache = tempfile::tempdir().unwrap();
+    let model_dir = cache.path().join("models/minilm-l6-int8");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(model_dir.join("model.onnx"), b"tampered").unwrap();
+    let source = std::fs::read_to_string(fixture("unknown-backbone"))
+        .unwrap()
+        .replace("minilm-l6\"", "minilm-l6-int8\"");
+    let plan = Plan::parse(&fixture("unknown-backbone"), &source).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let err = run(&plan, &RunOptions::new(cache.path(), runs.path())).unwrap_err().to_string();
+    assert!(err.starts_with("checksum mismatch for "), "{err}");
+    assert!(err.contains("models/minilm-l6-int8/model.onnx"), "{err}");
+    assert!(err.contains("8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"), "{err}");
+    assert!(err.contains("hint: the cached file was altered or damaged; delete"), "{err}");
+    assert!(!cache.path().join("runtime").exists(), "nothing else was fetched");
+}
+
+#[test]
+fn every_pipeline_in_the_repository_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Plan::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 1);
+}

@@ -1,0 +1,107 @@
+//! A whole pipeline on the tiny fixtures: a generated BERT-shaped ONNX graph and a 40-row CSV/Parquet file.
+//!
+//! Needs the ONNX Runtime library, which it fetches into the cache like any run (`cargo xtask test` fetches it
+//! beforehand).
+
+use std::path::{Path, PathBuf};
+
+use graft_pipeline::{Plan, RunOptions, run};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os(graft_pipeline::CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".graft-cache"))
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
+    let plan = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let mut options = RunOptions::new(cache_dir(), runs.path());
+    options.progress = false;
+    let outcome = run(&plan, &options).unwrap();
+
+    // The fixture's sentiment words are linearly separable after mean pooling.
+    let m = &outcome.metrics;
+    assert_eq!(m.classes, ["negative", "positive"]);
+    assert_eq!((m.rows.read, m.rows.used, m.rows.train, m.rows.validation, m.rows.test), (40, 40, 20, 10, 10));
+    assert_eq!(m.test.accuracy, 1.0, "{:?}", m.test);
+    assert_eq!(m.test.confusion, vec![vec![5, 0], vec![0, 5]]);
+    assert_eq!(m.extraction.rows, 40);
+    assert_eq!(m.extraction.dimension, 8);
+    assert_eq!(m.extraction.batches, 10);
+    assert_eq!(m.extraction.execution_provider, "CPUExecutionProvider");
+
+    // The folder sits at runs/<name>/<timestamp>/ and holds every file; no partial folder is left over.
+    assert_eq!(outcome.run_dir.parent().unwrap(), runs.path().join("tiny"));
+    let names: Vec<String> = std::fs::read_dir(runs.path().join("tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(!names[0].starts_with('.'), "{names:?}");
+
+    let metrics = read_json(&outcome.run_dir.join("metrics.json"));
+    assert_eq!(metrics["test"]["accuracy"], 1.0);
+    assert_eq!(metrics["rows"]["test"], 10);
+    assert_eq!(metrics["test"]["per_class"][0]["class"], "negative");
+    for stage in ["ingest", "provision", "extract", "train", "evaluate", "total"] {
+        assert!(metrics["timings_seconds"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+    }
+
+    let manifest = read_json(&outcome.run_dir.join("manifest.json"));
+    assert_eq!(manifest["seed"], 7);
+    assert_eq!(manifest["graft_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(manifest["pipeline"]["resolved"]["name"], "tiny");
+    assert_eq!(manifest["pipeline"]["resolved"]["backbone"]["pooling"], "mean");
+    assert_eq!(
+        manifest["data"]["file"]["sha256"],
+        graft_assets::sha256_file(&repo().join("fixtures/data/tiny-sentiment.csv")).unwrap()
+    );
+    assert_eq!(
+        manifest["backbone"]["onnx"]["sha256"],
+        graft_assets::sha256_file(&repo().join("fixtures/models/tiny-embedder.onnx")).unwrap()
+    );
+    assert_eq!(manifest["runtime"]["execution_provider"], "CPUExecutionProvider");
+    assert_eq!(manifest["runtime"]["version"], "1.31.1");
+    assert_eq!(manifest["runtime"]["source"], "provisioned by graft");
+
+    let report = std::fs::read_to_string(outcome.run_dir.join("report.md")).unwrap();
+    assert!(report.contains("| **test** | 10 | 1.0000 | 1.0000 |"), "{report}");
+    assert!(report.contains("| negative | 5 | 0 |"), "{report}");
+    assert!(outcome.summary.contains("test            10    1.0000    1.0000"), "{}", outcome.summary);
+}
+
+#[test]
+fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
+    let runs = tempfile::tempdir().unwrap();
+    let mut options = RunOptions::new(cache_dir(), runs.path());
+    options.progress = false;
+    let csv = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
+    let parquet = Plan::load(&repo().join("fixtures/pipelines/tiny-parquet.toml")).unwrap();
+    let a = run(&csv, &options).unwrap().metrics;
+    let b = run(&csv, &options).unwrap().metrics;
+    let c = run(&parquet, &options).unwrap().metrics;
+    for other in [&b, &c] {
+        assert_eq!(a.test, other.test);
+        assert_eq!(a.validation, other.validation);
+        assert_eq!(a.train, other.train);
+        assert_eq!(a.rows, other.rows);
+        assert_eq!(a.training, other.training);
+    }
+    // A different seed draws a different split.
+    let mut reseeded = csv.clone();
+    reseeded.seed = 8;
+    let d = run(&reseeded, &options).unwrap().metrics;
+    assert_eq!(d.rows.test, 10);
+    assert_ne!(a.training.loss, d.training.loss);
+}
