@@ -1,0 +1,135 @@
+//! The text backbone on the tiny BERT-shaped fixture graph (fixtures/make_tiny_model.py): batching, padding,
+//! pooling, truncation and order, checked against embeddings computed one text at a time.
+//!
+//! Needs the ONNX Runtime library; graft-assets fetches it into the cache (`cargo xtask test` does so first).
+
+use std::path::{Path, PathBuf};
+
+use graft_backbone::{BackboneError, Pooling, Runtime, TextBackbone, TextBackboneConfig};
+use ndarray::Array2;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn runtime() -> Runtime {
+    let cache = graft_assets::Cache::new(
+        std::env::var_os(graft_assets::CACHE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join(".graft-cache")),
+    );
+    Runtime::load(&cache.runtime("onnxruntime").unwrap().library.path).unwrap()
+}
+
+fn backbone(config: TextBackboneConfig) -> Result<TextBackbone, BackboneError> {
+    TextBackbone::load(
+        &runtime(),
+        &repo().join("fixtures/models/tiny-embedder.onnx"),
+        &repo().join("fixtures/models/tiny-tokenizer.json"),
+        TextBackboneConfig {
+            intra_threads: 1,
+            progress: false,
+            ..config
+        },
+    )
+}
+
+const TEXTS: [&str; 6] = [
+    "a wonderful and moving film",
+    "dull",
+    "i hated every minute of it",
+    "great fun",
+    "the worst movie of the year and a tedious mess",
+    "lovely",
+];
+
+fn one_by_one(config: &TextBackboneConfig) -> Array2<f32> {
+    let mut b = backbone(config.clone()).unwrap();
+    let rows: Vec<Array2<f32>> = TEXTS.iter().map(|t| b.embed(&[*t]).unwrap().0).collect();
+    ndarray::concatenate(ndarray::Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).unwrap()
+}
+
+fn assert_close(a: &Array2<f32>, b: &Array2<f32>) {
+    assert_eq!(a.dim(), b.dim());
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn batched_padded_extraction_equals_one_text_at_a_time_in_input_order() {
+    for pooling in [Pooling::Mean, Pooling::Cls] {
+        for normalize in [true, false] {
+            let config = TextBackboneConfig { batch_size: 4, pooling, normalize, ..TextBackboneConfig::default() };
+            let (batched, stats) = backbone(config.clone()).unwrap().embed(&TEXTS).unwrap();
+            assert_close(&batched, &one_by_one(&config));
+            assert_eq!((stats.rows, stats.batches), (6, 2));
+            // Length-sorted batches: the four longest texts share the first batch.
+            assert!(stats.padded_tokens < 6 * 12, "{stats:?}");
+            assert!(stats.tokens <= stats.padded_tokens);
+        }
+    }
+}
+
+#[test]
+fn mean_pooling_carries_the_sentiment_dimension_and_normalises() {
+    let (e, _) = backbone(TextBackboneConfig::default()).unwrap().embed(&TEXTS).unwrap();
+    assert_eq!(e.ncols(), 8);
+    for (text, row) in TEXTS.iter().zip(e.rows()) {
+        assert!((row.dot(&row) - 1.0).abs() < 1e-5, "{text}");
+    }
+    // The fixture sets dimension 0 to +1 for positive and -1 for negative words.
+    let signs: Vec<bool> = e.column(0).iter().map(|v| *v > 0.0).collect();
+    assert_eq!(signs, [true, false, false, true, false, true]);
+}
+
+#[test]
+fn cls_pooling_takes_the_first_token() {
+    // The fixture has no attention, so the [CLS] state is the same for every text.
+    let config = TextBackboneConfig { pooling: Pooling::Cls, normalize: false, ..TextBackboneConfig::default() };
+    let (e, _) = backbone(config).unwrap().embed(&TEXTS).unwrap();
+    for row in e.rows() {
+        assert_eq!(row, e.row(0));
+    }
+}
+
+#[test]
+fn truncation_keeps_max_length_tokens_including_specials() {
+    let config = TextBackboneConfig { max_length: 3, ..TextBackboneConfig::default() };
+    let mut b = backbone(config).unwrap();
+    let (long, stats) = b.embed(&["a wonderful and moving film", "dull"]).unwrap();
+    assert_eq!(stats.truncated_rows, 1);
+    // [CLS] a [SEP] is what survives of the first text.
+    let (short, _) = b.embed(&["a"]).unwrap();
+    for (x, y) in long.row(0).iter().zip(short.row(0)) {
+        assert!((x - y).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn empty_input_gives_an_empty_matrix() {
+    let (e, stats) = backbone(TextBackboneConfig::default()).unwrap().embed::<&str>(&[]).unwrap();
+    assert_eq!(e.nrows(), 0);
+    assert_eq!(stats.batches, 0);
+}
+
+#[test]
+fn configuration_and_file_errors_are_reported() {
+    let err = backbone(TextBackboneConfig { batch_size: 0, ..TextBackboneConfig::default() }).unwrap_err();
+    assert_eq!(err.to_string(), "invalid backbone setting `batch_size`: must be at least 1");
+    let err = backbone(TextBackboneConfig { output: Some("pooled".into()), ..TextBackboneConfig::default() }).unwrap_err();
+    assert!(err.to_string().ends_with("no output named `pooled`; the graph's outputs are: last_hidden_state"), "{err}");
+    let err = TextBackbone::load(&runtime(), Path::new("nope.onnx"), Path::new("nope.json"), TextBackboneConfig::default())
+        .unwrap_err();
+    assert_eq!(err.to_string(), "model not found: nope.onnx");
+    // A tokenizer file that is not a tokenizer.
+    let err = TextBackbone::load(
+        &runtime(),
+        &repo().join("fixtures/models/tiny-embedder.onnx"),
+        &repo().join("fixtures/data/tiny-sentiment.csv"),
+        TextBackboneConfig::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("tokenizer "), "{err}");
+}
