@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use graft_pipeline::{Plan, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "graft: transfer learning on frozen ONNX backbones", version)]
+#[command(
+    name = "cargo xtask",
+    about = "graft: transfer learning on frozen ONNX backbones",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -82,7 +86,10 @@ fn main() -> ExitCode {
             cache_dir,
             no_progress,
         } => run(&pipeline, runs_dir, cache_dir, !no_progress),
-        Cmd::Fetch { pipelines, cache_dir } => fetch(pipelines, cache_dir),
+        Cmd::Fetch {
+            pipelines,
+            cache_dir,
+        } => fetch(pipelines, cache_dir),
         Cmd::Check { pipeline } => Plan::load(&pipeline).map(|plan| {
             println!("{}: ok (pipeline `{}`)", pipeline.display(), plan.name);
         }),
@@ -114,7 +121,10 @@ fn run(
     Ok(())
 }
 
-fn fetch(pipelines: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> Result<(), graft_pipeline::PipelineError> {
+fn fetch(
+    pipelines: Vec<PathBuf>,
+    cache_dir: Option<PathBuf>,
+) -> Result<(), graft_pipeline::PipelineError> {
     let cache = cache_dir.unwrap_or_else(default_cache);
     let pipelines = if pipelines.is_empty() {
         vec![workspace_root().join("pipelines/quickstart.toml")]
@@ -124,7 +134,11 @@ fn fetch(pipelines: Vec<PathBuf>, cache_dir: Option<PathBuf>) -> Result<(), graf
     for pipeline in pipelines {
         let plan = Plan::load(&pipeline)?;
         graft_pipeline::provision_all(&plan, &cache)?;
-        println!("{}: everything fetched and verified in {}", pipeline.display(), cache.display());
+        println!(
+            "{}: everything fetched and verified in {}",
+            pipeline.display(),
+            cache.display()
+        );
     }
     Ok(())
 }
@@ -133,7 +147,13 @@ fn test(args: &[String]) -> ExitCode {
     let root = workspace_root();
     let cache = default_cache();
     // Fetch first, so a network or checksum problem is reported once and plainly, not as many test failures.
-    if let Err(e) = fetch(vec![root.join("pipelines/quickstart.toml")], Some(cache.clone())) {
+    // The legacy runtime is what the version-check test must see refused.
+    let fetched = fetch(
+        vec![root.join("pipelines/quickstart.toml")],
+        Some(cache.clone()),
+    )
+    .and_then(|()| graft_pipeline::provision_runtime("onnxruntime-legacy", &cache).map(drop));
+    if let Err(e) = fetched {
         eprintln!("error: cannot provision the test assets: {e}");
         return ExitCode::FAILURE;
     }
@@ -153,7 +173,9 @@ fn test(args: &[String]) -> ExitCode {
     let mut doc = Command::new(&cargo);
     doc.args(["test", "--workspace", "--doc"]);
     for (name, mut command) in [("tests", unit), ("doctests", doc)] {
-        command.current_dir(&root).env(graft_pipeline::CACHE_ENV, &cache);
+        command
+            .current_dir(&root)
+            .env(graft_pipeline::CACHE_ENV, &cache);
         eprintln!("xtask: running {name}: {command:?}");
         match command.status() {
             Ok(status) if status.success() => {}

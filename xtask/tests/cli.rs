@@ -41,8 +41,15 @@ fn assert_user_error(output: &Output, fragments: &[&str]) {
     let err = stderr(output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
-    assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     for fragment in fragments {
         assert!(err.contains(fragment), "expected `{fragment}` in:\n{err}");
     }
@@ -53,28 +60,44 @@ fn misspelt_key_exits_nonzero_with_a_located_message() {
     let (output, _) = xtask_run("fixtures/pipelines/errors/unknown-key.toml", None);
     assert_user_error(
         &output,
-        &["error: unknown field `txt_column`", "fixtures/pipelines/errors/unknown-key.toml:7:1", "did you mean `text_column`?"],
+        &[
+            "error: unknown field `txt_column`",
+            "fixtures/pipelines/errors/unknown-key.toml:7:1",
+            "did you mean `text_column`?",
+        ],
     );
 }
 
 #[test]
 fn missing_pipeline_file() {
     let (output, _) = xtask_run("pipelines/nope.toml", None);
-    assert_user_error(&output, &["error: cannot read pipeline file pipelines/nope.toml: No such file"]);
+    assert_user_error(
+        &output,
+        &["error: cannot read pipeline file pipelines/nope.toml: No such file"],
+    );
 }
 
 #[test]
 fn missing_onnx_runtime_library() {
-    let (output, _) = xtask_run("fixtures/pipelines/tiny.toml", Some(Path::new("/nonexistent/libonnxruntime.so")));
+    let (output, _) = xtask_run(
+        "fixtures/pipelines/tiny.toml",
+        Some(Path::new("/nonexistent/libonnxruntime.so")),
+    );
     assert_user_error(
         &output,
-        &["error: cannot load ONNX Runtime from /nonexistent/libonnxruntime.so", "hint: ", "ORT_DYLIB_PATH"],
+        &[
+            "error: cannot load ONNX Runtime from /nonexistent/libonnxruntime.so",
+            "hint: ",
+            "ORT_DYLIB_PATH",
+        ],
     );
 }
 
 #[test]
 fn onnx_runtime_too_old() {
-    let legacy = graft_assets::Cache::new(cache()).runtime("onnxruntime-legacy").unwrap();
+    let legacy = graft_assets::Cache::new(cache())
+        .runtime("onnxruntime-legacy")
+        .unwrap();
     let (output, runs) = xtask_run("fixtures/pipelines/tiny.toml", Some(&legacy.library.path));
     assert_user_error(
         &output,
@@ -84,15 +107,32 @@ fn onnx_runtime_too_old() {
             "hint: unset ORT_DYLIB_PATH to use the ONNX Runtime 1.31.1 that graft provisions",
         ],
     );
-    assert!(!runs.path().join("tiny").exists() || std::fs::read_dir(runs.path().join("tiny")).unwrap().next().is_none());
+    assert!(
+        !runs.path().join("tiny").exists()
+            || std::fs::read_dir(runs.path().join("tiny"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }
 
 #[test]
 fn a_library_that_is_not_onnx_runtime() {
-    let runtime = graft_assets::Cache::new(cache()).runtime("onnxruntime").unwrap();
-    let provider = runtime.library.path.with_file_name("libonnxruntime_providers_shared.so");
+    let runtime = graft_assets::Cache::new(cache())
+        .runtime("onnxruntime")
+        .unwrap();
+    let provider = runtime
+        .library
+        .path
+        .with_file_name("libonnxruntime_providers_shared.so");
     let (output, _) = xtask_run("fixtures/pipelines/tiny.toml", Some(&provider));
-    assert_user_error(&output, &["but not ONNX Runtime (no `OrtGetApiBase`)", "hint: point ORT_DYLIB_PATH at libonnxruntime.so"]);
+    assert_user_error(
+        &output,
+        &[
+            "but not ONNX Runtime (no `OrtGetApiBase`)",
+            "hint: point ORT_DYLIB_PATH at libonnxruntime.so",
+        ],
+    );
 }
 
 #[test]
@@ -101,12 +141,22 @@ fn a_good_run_prints_the_summary_and_writes_the_run_folder() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(out.contains("graft · tiny · "), "{out}");
-    assert!(out.contains("  test            10    1.0000    1.0000"), "{out}");
+    assert!(
+        out.contains("  test            10    1.0000    1.0000"),
+        "{out}"
+    );
     assert!(out.contains("run folder  "), "{out}");
-    let folders: Vec<_> = std::fs::read_dir(runs.path().join("tiny")).unwrap().collect();
+    let folders: Vec<_> = std::fs::read_dir(runs.path().join("tiny"))
+        .unwrap()
+        .collect();
     assert_eq!(folders.len(), 1);
     let folder = folders.into_iter().next().unwrap().unwrap().path();
-    for file in ["metrics.json", "manifest.json", "report.md", "pipeline.toml"] {
+    for file in [
+        "metrics.json",
+        "manifest.json",
+        "report.md",
+        "pipeline.toml",
+    ] {
         assert!(folder.join(file).is_file(), "{file}");
     }
 }
@@ -119,11 +169,17 @@ fn check_accepts_the_quickstart_and_rejects_a_bad_file() {
         .output()
         .unwrap();
     assert!(ok.status.success(), "{}", stderr(&ok));
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "pipelines/quickstart.toml: ok (pipeline `quickstart`)\n");
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "pipelines/quickstart.toml: ok (pipeline `quickstart`)\n"
+    );
     let bad = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(repo())
         .args(["check", "fixtures/pipelines/errors/misspelt-head.toml"])
         .output()
         .unwrap();
-    assert_user_error(&bad, &["unknown variant `logistc`", "did you mean `logistic`?"]);
+    assert_user_error(
+        &bad,
+        &["unknown variant `logistc`", "did you mean `logistic`?"],
+    );
 }

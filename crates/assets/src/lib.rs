@@ -214,16 +214,26 @@ impl Cache {
     /// Fetches (or finds) the named ONNX Runtime build.
     pub fn runtime(&self, name: &str) -> Result<RuntimeFiles, AssetError> {
         let registry = Registry::builtin();
-        let entry = registry.runtime.get(name).ok_or_else(|| AssetError::Unknown {
-            kind: "runtime",
-            name: name.to_owned(),
-            known: registry.runtime.keys().cloned().collect(),
-        })?;
-        let dir = self.root.join("runtime").join(format!("{name}-{}", entry.version));
+        let entry = registry
+            .runtime
+            .get(name)
+            .ok_or_else(|| AssetError::Unknown {
+                kind: "runtime",
+                name: name.to_owned(),
+                known: registry.runtime.keys().cloned().collect(),
+            })?;
+        let dir = self
+            .root
+            .join("runtime")
+            .join(format!("{name}-{}", entry.version));
         let files = fetch::provision(&self.python, &self.root, &dir, &entry.files)?;
         let library = files
             .into_iter()
-            .find(|f| f.path.file_name().is_some_and(|n| n == entry.library.as_str()))
+            .find(|f| {
+                f.path
+                    .file_name()
+                    .is_some_and(|n| n == entry.library.as_str())
+            })
             .ok_or_else(|| AssetError::MemberMissing {
                 archive: dir.clone(),
                 member: entry.library.clone(),
@@ -237,11 +247,14 @@ impl Cache {
     /// Fetches (or finds) the named backbone's graph and tokenizer.
     pub fn model(&self, name: &str) -> Result<ModelFiles, AssetError> {
         let registry = Registry::builtin();
-        let entry = registry.models.get(name).ok_or_else(|| AssetError::Unknown {
-            kind: "model",
-            name: name.to_owned(),
-            known: registry.models.keys().cloned().collect(),
-        })?;
+        let entry = registry
+            .models
+            .get(name)
+            .ok_or_else(|| AssetError::Unknown {
+                kind: "model",
+                name: name.to_owned(),
+                known: registry.models.keys().cloned().collect(),
+            })?;
         let dir = self.root.join("models").join(name);
         let mut wanted = vec![entry.onnx.clone()];
         wanted.extend(entry.tokenizer.clone());
@@ -258,18 +271,31 @@ impl Cache {
     /// Fetches (or finds) the named data set and prepares its table.
     pub fn dataset(&self, name: &str) -> Result<DatasetFiles, AssetError> {
         let registry = Registry::builtin();
-        let entry = registry.datasets.get(name).ok_or_else(|| AssetError::Unknown {
-            kind: "dataset",
-            name: name.to_owned(),
-            known: registry.datasets.keys().cloned().collect(),
-        })?;
+        let entry = registry
+            .datasets
+            .get(name)
+            .ok_or_else(|| AssetError::Unknown {
+                kind: "dataset",
+                name: name.to_owned(),
+                known: registry.datasets.keys().cloned().collect(),
+            })?;
         let dir = self.root.join("datasets").join(name);
         let table_path = dir.join(&entry.prepared.name);
         let table = if table_path.exists() {
             fetch::verify_existing(&table_path, &entry.prepared.sha256)?
         } else {
-            let raw = fetch::provision(&self.python, &self.root, &dir, std::slice::from_ref(&entry.raw))?;
-            prepare::prepare(&entry.prepare, &raw[0].path, &table_path, &entry.prepared.sha256)?
+            let raw = fetch::provision(
+                &self.python,
+                &self.root,
+                &dir,
+                std::slice::from_ref(&entry.raw),
+            )?;
+            prepare::prepare(
+                &entry.prepare,
+                &raw[0].path,
+                &table_path,
+                &entry.prepared.sha256,
+            )?
         };
         Ok(DatasetFiles {
             name: name.to_owned(),

@@ -27,7 +27,9 @@ pub(crate) fn prepare(
             });
         }
     };
-    let dir = out.parent().expect("prepared files live in a data-set folder");
+    let dir = out
+        .parent()
+        .expect("prepared files live in a data-set folder");
     let mut tmp = tempfile::Builder::new()
         .prefix(".partial-")
         .tempfile_in(dir)
@@ -40,7 +42,8 @@ pub(crate) fn prepare(
             path: out.to_path_buf(),
             expected: expected_sha256.to_owned(),
             actual,
-            hint: "the preparation no longer reproduces the registered table; nothing was stored".to_owned(),
+            hint: "the preparation no longer reproduces the registered table; nothing was stored"
+                .to_owned(),
         });
     }
     persist_readable(tmp, out)?;
@@ -73,15 +76,24 @@ fn mr_csv(raw: &Path) -> Result<String, AssetError> {
             continue;
         }
         let mut fields = line.splitn(3, '\t');
-        let (Some(id), Some(_rating), Some(snippet)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(id), Some(_rating), Some(snippet)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
             return Err(bad(i + 1, "expected `id<TAB>rating<TAB>text`".to_owned()));
         };
         let id: u32 = id
             .trim()
             .parse()
             .map_err(|_| bad(i + 1, format!("`{id}` is not a numeric id")))?;
-        let label = if id <= MR_LAST_POSITIVE_ID { "positive" } else { "negative" };
-        csv.push_str(&format!("{id},\"{}\",{label}\n", snippet.replace('"', "\"\"")));
+        let label = if id <= MR_LAST_POSITIVE_ID {
+            "positive"
+        } else {
+            "negative"
+        };
+        csv.push_str(&format!(
+            "{id},\"{}\",{label}\n",
+            snippet.replace('"', "\"\"")
+        ));
     }
     Ok(csv)
 }
@@ -112,6 +124,9 @@ mod tests {
         let raw = dir.path().join("raw.txt");
         std::fs::write(&raw, "1\t2.0\tfine\r\nno tabs here\r\n").unwrap();
         let err = mr_csv(&raw).unwrap_err().to_string();
-        assert!(err.ends_with("raw.txt:2: expected `id<TAB>rating<TAB>text`"), "{err}");
+        assert!(
+            err.ends_with("raw.txt:2: expected `id<TAB>rating<TAB>text`"),
+            "{err}"
+        );
     }
 }

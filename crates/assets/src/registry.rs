@@ -150,7 +150,11 @@ mod tests {
         let minilm = &registry.models["minilm-l6-int8"];
         assert_eq!(minilm.dimension, 384);
         assert!(minilm.tokenizer.is_some());
-        for file in ort.files.iter().chain([&minilm.onnx, &registry.datasets["mr"].raw]) {
+        for file in ort
+            .files
+            .iter()
+            .chain([&minilm.onnx, &registry.datasets["mr"].raw])
+        {
             assert_eq!(file.sha256.len(), 64, "{}", file.name);
             assert!(file.pip.contains("=="), "{} must pin a version", file.pip);
         }

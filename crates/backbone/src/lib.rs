@@ -101,7 +101,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("library", &self.library).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("library", &self.library)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,7 +115,9 @@ impl Runtime {
     pub fn load(library: &Path) -> Result<Runtime, BackboneError> {
         use ort::LoadDynamicError as E;
         static LOADED: std::sync::Mutex<Option<Runtime>> = std::sync::Mutex::new(None);
-        let mut loaded = LOADED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut loaded = LOADED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(runtime) = loaded.as_ref() {
             if runtime.library != library {
                 tracing::warn!(

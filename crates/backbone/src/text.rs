@@ -184,7 +184,11 @@ impl TextBackbone {
         if !feeds.iter().any(|(_, f)| matches!(f, Feed::InputIds)) {
             return Err(model_err("the graph has no `input_ids` input".to_owned()));
         }
-        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_owned()).collect();
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
         let output = match &config.output {
             Some(name) if outputs.contains(name) => name.clone(),
             Some(name) => {
@@ -237,7 +241,10 @@ impl TextBackbone {
             tokenize_seconds: started.elapsed().as_secs_f64(),
             ..ExtractionStats::default()
         };
-        stats.truncated_rows = encodings.iter().filter(|e| !e.get_overflowing().is_empty()).count();
+        stats.truncated_rows = encodings
+            .iter()
+            .filter(|e| !e.get_overflowing().is_empty())
+            .count();
 
         // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
         // (the memory peak) comes first.
@@ -258,7 +265,11 @@ impl TextBackbone {
 
         let mut result: Option<Array2<f32>> = None;
         for batch in order.chunks(self.config.batch_size) {
-            let width = batch.iter().map(|&i| encodings[i].get_ids().len()).max().unwrap_or(0);
+            let width = batch
+                .iter()
+                .map(|&i| encodings[i].get_ids().len())
+                .max()
+                .unwrap_or(0);
             let mut ids = Array2::<i64>::zeros((batch.len(), width));
             let mut mask = Array2::<i64>::zeros((batch.len(), width));
             let mut types = Array2::<i64>::zeros((batch.len(), width));
@@ -280,20 +291,26 @@ impl TextBackbone {
             stats.padded_tokens += batch.len() * width;
             stats.batches += 1;
 
-            let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(self.feeds.len());
+            let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+                Vec::with_capacity(self.feeds.len());
             for (name, kind) in &self.feeds {
                 let array = match kind {
                     Feed::InputIds => &ids,
                     Feed::AttentionMask => &mask,
                     Feed::TokenTypeIds => &types,
                 };
-                feed.push((Cow::Borrowed(name.as_str()), TensorRef::from_array_view(array)?.into()));
+                feed.push((
+                    Cow::Borrowed(name.as_str()),
+                    TensorRef::from_array_view(array)?.into(),
+                ));
             }
             let outputs = self.session.run(feed)?;
             let states = outputs[self.output.as_str()].try_extract_array::<f32>()?;
-            let pooled = pool(states, &mask, self.config.pooling).map_err(|message| BackboneError::Model {
-                path: self.model_path.clone(),
-                message,
+            let pooled = pool(states, &mask, self.config.pooling).map_err(|message| {
+                BackboneError::Model {
+                    path: self.model_path.clone(),
+                    message,
+                }
             })?;
             let out = result.get_or_insert_with(|| Array2::zeros((texts.len(), pooled.ncols())));
             for (r, &i) in batch.iter().enumerate() {
@@ -315,14 +332,20 @@ impl TextBackbone {
 }
 
 /// Pools `[batch, tokens, dim]` states with the attention mask; `[batch, dim]` outputs are already pooled.
-fn pool(states: ArrayViewD<'_, f32>, mask: &Array2<i64>, pooling: Pooling) -> Result<Array2<f32>, String> {
+fn pool(
+    states: ArrayViewD<'_, f32>,
+    mask: &Array2<i64>,
+    pooling: Pooling,
+) -> Result<Array2<f32>, String> {
     match states.ndim() {
         2 => Ok(states
             .into_dimensionality::<ndarray::Ix2>()
             .expect("checked ndim")
             .to_owned()),
         3 => {
-            let states = states.into_dimensionality::<ndarray::Ix3>().expect("checked ndim");
+            let states = states
+                .into_dimensionality::<ndarray::Ix3>()
+                .expect("checked ndim");
             let (batch, tokens, dim) = states.dim();
             if batch != mask.nrows() || tokens != mask.ncols() {
                 return Err(format!(
@@ -352,7 +375,9 @@ fn pool(states: ArrayViewD<'_, f32>, mask: &Array2<i64>, pooling: Pooling) -> Re
             }
             Ok(pooled)
         }
-        n => Err(format!("the pooled output has {n} dimensions; expected 2 or 3")),
+        n => Err(format!(
+            "the pooled output has {n} dimensions; expected 2 or 3"
+        )),
     }
 }
 
@@ -366,7 +391,9 @@ mod tests {
     fn mean_pooling_ignores_padding_and_cls_takes_the_first_token() {
         let states = Array3::from_shape_vec(
             (2, 3, 2),
-            vec![1.0, 2.0, 3.0, 4.0, 100.0, 100.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
+            vec![
+                1.0, 2.0, 3.0, 4.0, 100.0, 100.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0,
+            ],
         )
         .unwrap();
         let mask = array![[1, 1, 0], [1, 1, 1]];
@@ -380,7 +407,10 @@ mod tests {
     fn already_pooled_output_passes_through_and_bad_ranks_are_errors() {
         let states = array![[1.0f32, 2.0], [3.0, 4.0]];
         let mask = array![[1, 1], [1, 0]];
-        assert_eq!(pool(states.view().into_dyn(), &mask, Pooling::Mean).unwrap(), states);
+        assert_eq!(
+            pool(states.view().into_dyn(), &mask, Pooling::Mean).unwrap(),
+            states
+        );
         let flat = ndarray::Array1::<f32>::zeros(4);
         let err = pool(flat.view().into_dyn(), &mask, Pooling::Mean).unwrap_err();
         assert_eq!(err, "the pooled output has 1 dimensions; expected 2 or 3");

@@ -47,7 +47,11 @@ const TEXTS: [&str; 6] = [
 fn one_by_one(config: &TextBackboneConfig) -> Array2<f32> {
     let mut b = backbone(config.clone()).unwrap();
     let rows: Vec<Array2<f32>> = TEXTS.iter().map(|t| b.embed(&[*t]).unwrap().0).collect();
-    ndarray::concatenate(ndarray::Axis(0), &rows.iter().map(|r| r.view()).collect::<Vec<_>>()).unwrap()
+    ndarray::concatenate(
+        ndarray::Axis(0),
+        &rows.iter().map(|r| r.view()).collect::<Vec<_>>(),
+    )
+    .unwrap()
 }
 
 fn assert_close(a: &Array2<f32>, b: &Array2<f32>) {
@@ -61,7 +65,12 @@ fn assert_close(a: &Array2<f32>, b: &Array2<f32>) {
 fn batched_padded_extraction_equals_one_text_at_a_time_in_input_order() {
     for pooling in [Pooling::Mean, Pooling::Cls] {
         for normalize in [true, false] {
-            let config = TextBackboneConfig { batch_size: 4, pooling, normalize, ..TextBackboneConfig::default() };
+            let config = TextBackboneConfig {
+                batch_size: 4,
+                pooling,
+                normalize,
+                ..TextBackboneConfig::default()
+            };
             let (batched, stats) = backbone(config.clone()).unwrap().embed(&TEXTS).unwrap();
             assert_close(&batched, &one_by_one(&config));
             assert_eq!((stats.rows, stats.batches), (6, 2));
@@ -74,7 +83,10 @@ fn batched_padded_extraction_equals_one_text_at_a_time_in_input_order() {
 
 #[test]
 fn mean_pooling_carries_the_sentiment_dimension_and_normalises() {
-    let (e, _) = backbone(TextBackboneConfig::default()).unwrap().embed(&TEXTS).unwrap();
+    let (e, _) = backbone(TextBackboneConfig::default())
+        .unwrap()
+        .embed(&TEXTS)
+        .unwrap();
     assert_eq!(e.ncols(), 8);
     for (text, row) in TEXTS.iter().zip(e.rows()) {
         assert!((row.dot(&row) - 1.0).abs() < 1e-5, "{text}");
@@ -87,7 +99,11 @@ fn mean_pooling_carries_the_sentiment_dimension_and_normalises() {
 #[test]
 fn cls_pooling_takes_the_first_token() {
     // The fixture has no attention, so the [CLS] state is the same for every text.
-    let config = TextBackboneConfig { pooling: Pooling::Cls, normalize: false, ..TextBackboneConfig::default() };
+    let config = TextBackboneConfig {
+        pooling: Pooling::Cls,
+        normalize: false,
+        ..TextBackboneConfig::default()
+    };
     let (e, _) = backbone(config).unwrap().embed(&TEXTS).unwrap();
     for row in e.rows() {
         assert_eq!(row, e.row(0));
@@ -96,7 +112,10 @@ fn cls_pooling_takes_the_first_token() {
 
 #[test]
 fn truncation_keeps_max_length_tokens_including_specials() {
-    let config = TextBackboneConfig { max_length: 3, ..TextBackboneConfig::default() };
+    let config = TextBackboneConfig {
+        max_length: 3,
+        ..TextBackboneConfig::default()
+    };
     let mut b = backbone(config).unwrap();
     let (long, stats) = b.embed(&["a wonderful and moving film", "dull"]).unwrap();
     assert_eq!(stats.truncated_rows, 1);
@@ -109,19 +128,42 @@ fn truncation_keeps_max_length_tokens_including_specials() {
 
 #[test]
 fn empty_input_gives_an_empty_matrix() {
-    let (e, stats) = backbone(TextBackboneConfig::default()).unwrap().embed::<&str>(&[]).unwrap();
+    let (e, stats) = backbone(TextBackboneConfig::default())
+        .unwrap()
+        .embed::<&str>(&[])
+        .unwrap();
     assert_eq!(e.nrows(), 0);
     assert_eq!(stats.batches, 0);
 }
 
 #[test]
 fn configuration_and_file_errors_are_reported() {
-    let err = backbone(TextBackboneConfig { batch_size: 0, ..TextBackboneConfig::default() }).unwrap_err();
-    assert_eq!(err.to_string(), "invalid backbone setting `batch_size`: must be at least 1");
-    let err = backbone(TextBackboneConfig { output: Some("pooled".into()), ..TextBackboneConfig::default() }).unwrap_err();
-    assert!(err.to_string().ends_with("no output named `pooled`; the graph's outputs are: last_hidden_state"), "{err}");
-    let err = TextBackbone::load(&runtime(), Path::new("nope.onnx"), Path::new("nope.json"), TextBackboneConfig::default())
-        .unwrap_err();
+    let err = backbone(TextBackboneConfig {
+        batch_size: 0,
+        ..TextBackboneConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid backbone setting `batch_size`: must be at least 1"
+    );
+    let err = backbone(TextBackboneConfig {
+        output: Some("pooled".into()),
+        ..TextBackboneConfig::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("no output named `pooled`; the graph's outputs are: last_hidden_state"),
+        "{err}"
+    );
+    let err = TextBackbone::load(
+        &runtime(),
+        Path::new("nope.onnx"),
+        Path::new("nope.json"),
+        TextBackboneConfig::default(),
+    )
+    .unwrap_err();
     assert_eq!(err.to_string(), "model not found: nope.onnx");
     // A tokenizer file that is not a tokenizer.
     let err = TextBackbone::load(

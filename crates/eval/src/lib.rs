@@ -127,8 +127,16 @@ mod tests {
     fn three_class_case_computed_by_hand() {
         // true:  0 0 0 1 1 2 2 2 2
         // pred:  0 1 0 1 2 2 2 0 2
-        let report = classification_report(&[0, 0, 0, 1, 1, 2, 2, 2, 2], &[0, 1, 0, 1, 2, 2, 2, 0, 2], 3).unwrap();
-        assert_eq!(report.confusion, vec![vec![2, 1, 0], vec![0, 1, 1], vec![1, 0, 3]]);
+        let report = classification_report(
+            &[0, 0, 0, 1, 1, 2, 2, 2, 2],
+            &[0, 1, 0, 1, 2, 2, 2, 0, 2],
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            report.confusion,
+            vec![vec![2, 1, 0], vec![0, 1, 1], vec![1, 0, 3]]
+        );
         assert_eq!(report.accuracy, 6.0 / 9.0);
         // class 0: P = 2/3, R = 2/3; class 1: P = 1/2, R = 1/2; class 2: P = 3/4, R = 3/4.
         let expected = [(2.0 / 3.0, 3), (0.5, 2), (0.75, 4)];
@@ -152,12 +160,19 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         assert_eq!(
-            classification_report(&[0, 1], &[0], 2).unwrap_err().to_string(),
+            classification_report(&[0, 1], &[0], 2)
+                .unwrap_err()
+                .to_string(),
             "y_true has 2 labels but y_pred has 1"
         );
-        assert_eq!(classification_report(&[], &[], 2).unwrap_err(), EvalError::Empty);
         assert_eq!(
-            classification_report(&[0, 3], &[0, 1], 2).unwrap_err().to_string(),
+            classification_report(&[], &[], 2).unwrap_err(),
+            EvalError::Empty
+        );
+        assert_eq!(
+            classification_report(&[0, 3], &[0, 1], 2)
+                .unwrap_err()
+                .to_string(),
             "label 3 is not below the class count 2"
         );
     }

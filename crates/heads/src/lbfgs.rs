@@ -50,7 +50,8 @@ where
     let mut x = x0;
     let mut g = Array1::zeros(n);
     let mut value = f(&x, &mut g);
-    let mut history: VecDeque<(Array1<f64>, Array1<f64>, f64)> = VecDeque::with_capacity(settings.memory);
+    let mut history: VecDeque<(Array1<f64>, Array1<f64>, f64)> =
+        VecDeque::with_capacity(settings.memory);
     let inf_norm = |v: &Array1<f64>| v.iter().fold(0.0f64, |m, &a| m.max(a.abs()));
 
     let mut iterations = 0;
@@ -90,7 +91,8 @@ where
             slope = g.dot(&direction);
         }
 
-        let Some((step, new_value, new_g)) = line_search(&mut f, &x, value, &g, &direction, slope) else {
+        let Some((step, new_value, new_g)) = line_search(&mut f, &x, value, &g, &direction, slope)
+        else {
             if history.is_empty() {
                 break Termination::NoProgress;
             }
@@ -153,7 +155,12 @@ where
         let mut gradient = Array1::zeros(g0.len());
         let value = f(&(x + &(direction * step)), &mut gradient);
         let slope = gradient.dot(direction);
-        Point { step, value, slope, gradient }
+        Point {
+            step,
+            value,
+            slope,
+            gradient,
+        }
     };
     let armijo = |p: &Point| p.value.is_finite() && p.value <= f0 + C1 * p.step * slope0;
     let curvature = |p: &Point| p.slope.abs() <= -C2 * slope0;
@@ -240,7 +247,11 @@ mod tests {
             },
         );
         assert_eq!(out.termination, Termination::GradientTolerance);
-        assert!((out.x[0] - 1.0).abs() < 1e-6 && (out.x[1] - 1.0).abs() < 1e-6, "{:?}", out.x);
+        assert!(
+            (out.x[0] - 1.0).abs() < 1e-6 && (out.x[1] - 1.0).abs() < 1e-6,
+            "{:?}",
+            out.x
+        );
         assert!(out.value < 1e-12);
     }
 
@@ -250,7 +261,15 @@ mod tests {
             g.assign(&(x * 2.0));
             x.dot(x)
         };
-        let out = minimize(bowl, array![3.0, -4.0], &Settings { max_iter: 0, tol: 1e-10, memory: 5 });
+        let out = minimize(
+            bowl,
+            array![3.0, -4.0],
+            &Settings {
+                max_iter: 0,
+                tol: 1e-10,
+                memory: 5,
+            },
+        );
         assert_eq!(out.termination, Termination::MaxIterations);
         assert_eq!(out.iterations, 0);
     }

@@ -122,7 +122,8 @@ pub trait Fit {
     /// The trained head.
     type Fitted: Predict;
     /// Trains on `x` (rows × features) and `targets`.
-    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<Self::Fitted, HeadError>;
+    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>)
+    -> Result<Self::Fitted, HeadError>;
 }
 
 /// Inference with a fitted head.
@@ -142,22 +143,27 @@ pub trait Predict {
             .map(|row| {
                 row.iter()
                     .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best })
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+                        if p > best.1 { (i, p) } else { best }
+                    })
                     .0
             })
             .collect())
     }
 }
 
-pub(crate) fn check_features(x: ArrayView2<'_, f32>, expected: Option<usize>) -> Result<(), HeadError> {
-    if let Some(expected) = expected {
-        if x.ncols() != expected {
-            return Err(HeadError::ShapeMismatch {
-                what: "feature columns",
-                expected,
-                got: x.ncols(),
-            });
-        }
+pub(crate) fn check_features(
+    x: ArrayView2<'_, f32>,
+    expected: Option<usize>,
+) -> Result<(), HeadError> {
+    if let Some(expected) = expected
+        && x.ncols() != expected
+    {
+        return Err(HeadError::ShapeMismatch {
+            what: "feature columns",
+            expected,
+            got: x.ncols(),
+        });
     }
     if let Some(((row, column), _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
         return Err(HeadError::NonFinite { row, column });

@@ -159,7 +159,11 @@ impl FittedLogistic {
 impl Fit for LogisticParams {
     type Fitted = FittedLogistic;
 
-    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<FittedLogistic, HeadError> {
+    fn fit(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &Targets<'_>,
+    ) -> Result<FittedLogistic, HeadError> {
         self.clone().check()?.fit(x, targets)
     }
 }
@@ -167,7 +171,11 @@ impl Fit for LogisticParams {
 impl Fit for LogisticValidParams {
     type Fitted = FittedLogistic;
 
-    fn fit(&self, x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<FittedLogistic, HeadError> {
+    fn fit(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &Targets<'_>,
+    ) -> Result<FittedLogistic, HeadError> {
         let labels = targets.labels();
         if x.nrows() != labels.len() {
             return Err(HeadError::ShapeMismatch {
@@ -243,7 +251,10 @@ impl Problem<'_> {
     fn evaluate(&self, theta: &Array1<f64>, grad: &mut Array1<f64>) -> f64 {
         let (n, d) = self.x.dim();
         let k = self.k;
-        let w = theta.slice(s![..d * k]).into_shape_with_order((d, k)).expect("contiguous");
+        let w = theta
+            .slice(s![..d * k])
+            .into_shape_with_order((d, k))
+            .expect("contiguous");
         let b = theta.slice(s![d * k..]);
         let mut z = self.x.dot(&w);
         if self.fit_intercept {
@@ -264,7 +275,8 @@ impl Problem<'_> {
         grad.slice_mut(s![..d * k])
             .assign(&gw.into_shape_with_order(d * k).expect("contiguous"));
         if self.fit_intercept {
-            grad.slice_mut(s![d * k..]).assign(&(z.sum_axis(Axis(0)) * inv_n));
+            grad.slice_mut(s![d * k..])
+                .assign(&(z.sum_axis(Axis(0)) * inv_n));
         } else {
             grad.slice_mut(s![d * k..]).fill(0.0);
         }
@@ -304,7 +316,13 @@ mod tests {
     fn blobs() -> (Array2<f32>, Vec<usize>) {
         // Three well-separated clusters in 2-D, fixed points (no RNG needed).
         let centres = [(0.0f32, 0.0f32), (4.0, 0.0), (0.0, 4.0)];
-        let offsets = [(-0.5f32, -0.3f32), (0.4, 0.2), (0.1, -0.6), (-0.2, 0.5), (0.6, 0.6)];
+        let offsets = [
+            (-0.5f32, -0.3f32),
+            (0.4, 0.2),
+            (0.1, -0.6),
+            (-0.2, 0.5),
+            (0.6, 0.6),
+        ];
         let mut x = Vec::new();
         let mut y = Vec::new();
         for (c, (cx, cy)) in centres.iter().enumerate() {
@@ -319,7 +337,9 @@ mod tests {
     #[test]
     fn separates_three_clusters() {
         let (x, y) = blobs();
-        let head = Logistic::params().fit(x.view(), &Targets::new(&y, 3).unwrap()).unwrap();
+        let head = Logistic::params()
+            .fit(x.view(), &Targets::new(&y, 3).unwrap())
+            .unwrap();
         assert_eq!(head.predict(x.view()).unwrap(), y);
         assert_eq!(head.report().termination, Termination::GradientTolerance);
         assert!(head.report().gradient_norm <= 1e-6);
@@ -329,7 +349,13 @@ mod tests {
     fn gradient_matches_finite_differences() {
         let (x, y) = blobs();
         let xs = x.mapv(f64::from);
-        let problem = Problem { x: &xs, labels: &y, k: 3, reg: 0.3, fit_intercept: true };
+        let problem = Problem {
+            x: &xs,
+            labels: &y,
+            k: 3,
+            reg: 0.3,
+            fit_intercept: true,
+        };
         let theta = Array1::from_iter((0..9).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3));
         let mut grad = Array1::zeros(9);
         problem.evaluate(&theta, &mut grad);
@@ -339,8 +365,14 @@ mod tests {
             let (mut up, mut down) = (theta.clone(), theta.clone());
             up[i] += h;
             down[i] -= h;
-            let numeric = (problem.evaluate(&up, &mut scratch) - problem.evaluate(&down, &mut scratch)) / (2.0 * h);
-            assert!((numeric - grad[i]).abs() < 1e-6, "component {i}: {numeric} vs {}", grad[i]);
+            let numeric = (problem.evaluate(&up, &mut scratch)
+                - problem.evaluate(&down, &mut scratch))
+                / (2.0 * h);
+            assert!(
+                (numeric - grad[i]).abs() < 1e-6,
+                "component {i}: {numeric} vs {}",
+                grad[i]
+            );
         }
     }
 
@@ -349,7 +381,11 @@ mod tests {
         // At the optimum the gradient of C·ΣCE + ½‖W‖² vanishes: W = C · Xᵀ(Y − P).
         let (x, y) = blobs();
         let c = 0.5;
-        let head = Logistic::params().c(c).tol(1e-9).fit(x.view(), &Targets::new(&y, 3).unwrap()).unwrap();
+        let head = Logistic::params()
+            .c(c)
+            .tol(1e-9)
+            .fit(x.view(), &Targets::new(&y, 3).unwrap())
+            .unwrap();
         let p = head.predict_proba(x.view()).unwrap();
         let mut residual = -p.mapv(f64::from);
         for (i, &label) in y.iter().enumerate() {
@@ -378,27 +414,57 @@ mod tests {
     #[test]
     fn invalid_parameters_are_named() {
         let err = Logistic::params().c(-1.0).check().unwrap_err();
-        assert_eq!(err.to_string(), "invalid value for `c`: -1 (a positive finite number)");
+        assert_eq!(
+            err.to_string(),
+            "invalid value for `c`: -1 (a positive finite number)"
+        );
         let err = Logistic::params().tol(0.0).check().unwrap_err();
-        assert_eq!(err.to_string(), "invalid value for `tol`: 0 (a positive finite number)");
+        assert_eq!(
+            err.to_string(),
+            "invalid value for `tol`: 0 (a positive finite number)"
+        );
         let err = Logistic::params().max_iter(0).check().unwrap_err();
-        assert_eq!(err.to_string(), "invalid value for `max_iter`: 0 (at least 1)");
+        assert_eq!(
+            err.to_string(),
+            "invalid value for `max_iter`: 0 (at least 1)"
+        );
     }
 
     #[test]
     fn bad_inputs_are_errors_not_panics() {
         let x = array![[0.0f32, 1.0], [1.0, 0.0]];
         let err = Targets::new(&[0, 2], 2).unwrap_err();
-        assert_eq!(err.to_string(), "label 2 at row 1 is not below the class count 2");
-        let err = Logistic::params().fit(x.view(), &Targets::new(&[0, 0], 2).unwrap()).unwrap_err();
-        assert_eq!(err.to_string(), "cannot train on 2 row(s) covering 1 class(es): need at least 2 classes");
-        let err = Logistic::params().fit(x.view(), &Targets::new(&[0], 2).unwrap()).unwrap_err();
-        assert_eq!(err.to_string(), "shape mismatch in label count: expected 2, got 1");
-        let head = Logistic::params().fit(x.view(), &Targets::new(&[0, 1], 2).unwrap()).unwrap();
+        assert_eq!(
+            err.to_string(),
+            "label 2 at row 1 is not below the class count 2"
+        );
+        let err = Logistic::params()
+            .fit(x.view(), &Targets::new(&[0, 0], 2).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot train on 2 row(s) covering 1 class(es): need at least 2 classes"
+        );
+        let err = Logistic::params()
+            .fit(x.view(), &Targets::new(&[0], 2).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "shape mismatch in label count: expected 2, got 1"
+        );
+        let head = Logistic::params()
+            .fit(x.view(), &Targets::new(&[0, 1], 2).unwrap())
+            .unwrap();
         let err = head.predict(array![[1.0f32, 2.0, 3.0]].view()).unwrap_err();
-        assert_eq!(err.to_string(), "shape mismatch in feature columns: expected 2, got 3");
+        assert_eq!(
+            err.to_string(),
+            "shape mismatch in feature columns: expected 2, got 3"
+        );
         let err = head.predict(array![[f32::NAN, 2.0]].view()).unwrap_err();
-        assert_eq!(err.to_string(), "feature matrix contains a non-finite value at row 0, column 0");
+        assert_eq!(
+            err.to_string(),
+            "feature matrix contains a non-finite value at row 0, column 0"
+        );
     }
 
     proptest! {

@@ -219,7 +219,9 @@ pub fn text_classification(
             expected: "labels that can be read as strings",
             found: label.dtype().to_string(),
         })?;
-    let label_strings = label_strings.str().expect("cast to String yields a string column");
+    let label_strings = label_strings
+        .str()
+        .expect("cast to String yields a string column");
 
     let rows_read = table.height();
     let mut texts = Vec::with_capacity(rows_read);
@@ -247,7 +249,10 @@ pub fn text_classification(
     if numeric_labels {
         // `2` before `10`: order by value, not by spelling.
         classes.sort_by(|a, b| {
-            let (x, y) = (a.parse::<f64>().unwrap_or(f64::NAN), b.parse::<f64>().unwrap_or(f64::NAN));
+            let (x, y) = (
+                a.parse::<f64>().unwrap_or(f64::NAN),
+                b.parse::<f64>().unwrap_or(f64::NAN),
+            );
             x.total_cmp(&y)
         });
     }
@@ -256,8 +261,11 @@ pub fn text_classification(
             class: classes.remove(0),
         });
     }
-    let index: std::collections::HashMap<&str, usize> =
-        classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
     let labels = raw_labels.iter().map(|l| index[l.as_str()]).collect();
 
     Ok(TextClassificationData {
@@ -276,7 +284,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/data").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/data")
+            .join(name)
     }
 
     #[test]
@@ -335,16 +345,27 @@ mod tests {
     fn empty_and_header_only_files_are_errors() {
         for name in ["empty.csv", "header-only.csv"] {
             let err = read_table(&fixture(name)).unwrap_err();
-            assert!(err.to_string().ends_with(&format!("{name} has no data rows")), "{err}");
+            assert!(
+                err.to_string()
+                    .ends_with(&format!("{name} has no data rows")),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn missing_file_and_unknown_format_are_errors() {
         let err = read_table(&fixture("nope.csv")).unwrap_err();
-        assert!(err.to_string().starts_with("data file not found: "), "{err}");
+        assert!(
+            err.to_string().starts_with("data file not found: "),
+            "{err}"
+        );
         let err = read_table(&fixture("../README.md")).unwrap_err();
-        assert!(err.to_string().contains("expected a .csv, .tsv or .parquet file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("expected a .csv, .tsv or .parquet file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -183,8 +183,13 @@ mod tests {
     #[test]
     fn class_too_small_names_the_class_and_what_it_needs() {
         let labels = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1];
-        let err = stratified_split(&labels, &["big".into(), "rare".into()], SplitRatios::new(0.8, 0.1, 0.1).unwrap(), 1)
-            .unwrap_err();
+        let err = stratified_split(
+            &labels,
+            &["big".into(), "rare".into()],
+            SplitRatios::new(0.8, 0.1, 0.1).unwrap(),
+            1,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "class `rare` has 5 row(s), too few for every split to get one (test would get none); it needs at least 7"
@@ -194,11 +199,20 @@ mod tests {
     #[test]
     fn ratios_are_checked() {
         let err = SplitRatios::new(0.8, 0.1, 0.2).unwrap_err();
-        assert_eq!(err.to_string(), "invalid split ratios: train + validation + test = 1.1, expected 1");
+        assert_eq!(
+            err.to_string(),
+            "invalid split ratios: train + validation + test = 1.1, expected 1"
+        );
         let err = SplitRatios::new(0.0, 0.5, 0.5).unwrap_err();
-        assert_eq!(err.to_string(), "invalid split ratios: train must be greater than 0");
+        assert_eq!(
+            err.to_string(),
+            "invalid split ratios: train must be greater than 0"
+        );
         let err = SplitRatios::new(1.2, -0.1, -0.1).unwrap_err();
-        assert_eq!(err.to_string(), "invalid split ratios: train = 1.2 is outside [0, 1]");
+        assert_eq!(
+            err.to_string(),
+            "invalid split ratios: train = 1.2 is outside [0, 1]"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use diagnostic::Diagnostic;
 pub use graft_assets::CACHE_ENV;
 pub use plan::{BackbonePlan, DataPlan, DataSource, HeadPlan, ModelSource, Plan};
 pub use report::{Metrics, SplitMetrics};
-pub use run::{RunOptions, RunOutcome, provision_all, run};
+pub use run::{RunOptions, RunOutcome, provision_all, provision_runtime, run};
 pub use schema::SCHEMA_VERSION;
 
 /// Everything that can stop a pipeline.
@@ -44,7 +44,7 @@ pub enum PipelineError {
     },
     /// A mistake located in the pipeline file.
     #[error("{0}")]
-    Config(Box<Diagnostic>),
+    Config(Diagnostic),
     /// Provisioning of the runtime, a model or a data set failed.
     #[error(transparent)]
     Assets(#[from] graft_assets::AssetError),
@@ -72,6 +72,6 @@ pub enum PipelineError {
 
 impl From<Diagnostic> for PipelineError {
     fn from(d: Diagnostic) -> Self {
-        PipelineError::Config(Box::new(d))
+        PipelineError::Config(d)
     }
 }

@@ -12,7 +12,9 @@ use toml::Spanned;
 
 use crate::PipelineError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::schema::{RawBackbone, RawData, RawHead, RawPipeline, RawPooling, RawSplit, SCHEMA_VERSION};
+use crate::schema::{
+    RawBackbone, RawData, RawHead, RawPipeline, RawPooling, RawSplit, SCHEMA_VERSION,
+};
 
 /// Where the rows come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,10 +107,11 @@ impl Plan {
     /// Reads and checks a pipeline file.
     pub fn load(path: &Path) -> Result<Plan, PipelineError> {
         let file = absolute(path);
-        let source = std::fs::read_to_string(&file).map_err(|source| PipelineError::PipelineFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let source =
+            std::fs::read_to_string(&file).map_err(|source| PipelineError::PipelineFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Plan::parse(&file, &source)
     }
 
@@ -119,7 +122,11 @@ impl Plan {
     }
 
     /// A diagnostic at a span recorded in the plan.
-    pub(crate) fn diagnostic(&self, span: &Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn diagnostic(
+        &self,
+        span: &Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
         Diagnostic::at(&self.file, &self.source, span.clone(), message)
     }
 
@@ -131,7 +138,11 @@ impl Plan {
         };
         let model_source = match &self.backbone.source {
             ModelSource::Registry(name) => json!({ "model": name }),
-            ModelSource::Files { onnx, tokenizer, sha256 } => {
+            ModelSource::Files {
+                onnx,
+                tokenizer,
+                sha256,
+            } => {
                 json!({ "onnx": onnx, "tokenizer": tokenizer, "sha256": sha256 })
             }
         };
@@ -192,7 +203,9 @@ fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> PipelineError {
     let mut diagnostic = Diagnostic::at(file, source, e.span(), message.clone());
     // serde phrases these as "unknown field `x`, expected one of `a`, `b`" / "unknown variant `x`, expected `a`".
     let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    if (message.starts_with("unknown field") || message.starts_with("unknown variant")) && !quoted.is_empty() {
+    if (message.starts_with("unknown field") || message.starts_with("unknown variant"))
+        && !quoted.is_empty()
+    {
         let hint = match did_you_mean(quoted[0], quoted[1..].iter().copied()) {
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("expected one of: {}", quoted[1..].join(", ")),
@@ -204,7 +217,7 @@ fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> PipelineError {
             quoted[0]
         ));
     }
-    PipelineError::Config(Box::new(diagnostic))
+    PipelineError::Config(diagnostic)
 }
 
 struct Checker<'a> {
@@ -222,22 +235,32 @@ impl Checker<'_> {
     }
 
     fn check(&self, raw: RawPipeline) -> Result<Plan, PipelineError> {
-        self.check_raw(raw).map_err(|d| PipelineError::Config(Box::new(d)))
+        self.check_raw(raw).map_err(PipelineError::Config)
     }
 
     fn check_raw(&self, raw: RawPipeline) -> Result<Plan, Diagnostic> {
         if *raw.schema.get_ref() != SCHEMA_VERSION {
             return Err(self
-                .error(raw.schema.span(), format!("unsupported schema version {}", raw.schema.get_ref()))
-                .with_hint(format!("this build of graft reads `schema = {SCHEMA_VERSION}`"))
-                );
+                .error(
+                    raw.schema.span(),
+                    format!("unsupported schema version {}", raw.schema.get_ref()),
+                )
+                .with_hint(format!(
+                    "this build of graft reads `schema = {SCHEMA_VERSION}`"
+                )));
         }
         let name = raw.name.get_ref();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || name.starts_with('.')
+        {
             return Err(self
                 .error(raw.name.span(), format!("invalid pipeline name `{name}`"))
-                .with_hint("use letters, digits, `-`, `_` and `.`; the name becomes a folder under runs/")
-                );
+                .with_hint(
+                    "use letters, digits, `-`, `_` and `.`; the name becomes a folder under runs/",
+                ));
         }
         let mut spans = Spans {
             data: Some(raw.data.span()),
@@ -249,13 +272,14 @@ impl Checker<'_> {
             RawSplit::Stratified(s) => {
                 spans.split = Some(s.span());
                 let r = s.get_ref();
-                let ratios = SplitRatios::new(r.train, r.validation, r.test)
-                    .map_err(|e| self.error(s.span(), e.to_string()).with_hint("for example train = 0.8, validation = 0.1, test = 0.1"))?;
+                let ratios = SplitRatios::new(r.train, r.validation, r.test).map_err(|e| {
+                    self.error(s.span(), e.to_string())
+                        .with_hint("for example train = 0.8, validation = 0.1, test = 0.1")
+                })?;
                 if ratios.test() == 0.0 {
                     return Err(self
                         .error(s.span(), "test = 0 leaves nothing to evaluate on")
-                        .with_hint("give the test split a share, e.g. test = 0.1")
-                        );
+                        .with_hint("give the test split a share, e.g. test = 0.1"));
                 }
                 ratios
             }
@@ -279,9 +303,15 @@ impl Checker<'_> {
                 }
                 let checked = params.check().map_err(|e| {
                     let span = match &e {
-                        HeadError::InvalidParameter { name: "c", .. } => r.c.as_ref().map(Spanned::span),
-                        HeadError::InvalidParameter { name: "max_iter", .. } => r.max_iter.as_ref().map(Spanned::span),
-                        HeadError::InvalidParameter { name: "tol", .. } => r.tol.as_ref().map(Spanned::span),
+                        HeadError::InvalidParameter { name: "c", .. } => {
+                            r.c.as_ref().map(Spanned::span)
+                        }
+                        HeadError::InvalidParameter {
+                            name: "max_iter", ..
+                        } => r.max_iter.as_ref().map(Spanned::span),
+                        HeadError::InvalidParameter { name: "tol", .. } => {
+                            r.tol.as_ref().map(Spanned::span)
+                        }
                         _ => None,
                     };
                     self.error(span.unwrap_or(h.span()), e.to_string())
@@ -302,7 +332,11 @@ impl Checker<'_> {
         })
     }
 
-    fn check_data(&self, data: Spanned<RawData>, spans: &mut Spans) -> Result<DataPlan, Diagnostic> {
+    fn check_data(
+        &self,
+        data: Spanned<RawData>,
+        spans: &mut Spans,
+    ) -> Result<DataPlan, Diagnostic> {
         let section = data.span();
         let data = data.into_inner();
         spans.text_column = data.text_column.as_ref().map(Spanned::span);
@@ -326,10 +360,17 @@ impl Checker<'_> {
                 let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
                     let known = registry.dataset_names();
                     let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
-                        Some(best) => format!("did you mean `{best}`? registered data sets: {}", known.join(", ")),
+                        Some(best) => format!(
+                            "did you mean `{best}`? registered data sets: {}",
+                            known.join(", ")
+                        ),
                         None => format!("registered data sets: {}", known.join(", ")),
                     };
-                    self.error(name.span(), format!("unknown data set `{}`", name.get_ref())).with_hint(hint)
+                    self.error(
+                        name.span(),
+                        format!("unknown data set `{}`", name.get_ref()),
+                    )
+                    .with_hint(hint)
                 })?;
                 (
                     DataSource::Registry(name.get_ref().clone()),
@@ -340,8 +381,13 @@ impl Checker<'_> {
                 let resolved = self.resolve(path.get_ref());
                 if !resolved.is_file() {
                     return Err(self
-                        .error(path.span(), format!("data file not found: {}", resolved.display()))
-                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                        .error(
+                            path.span(),
+                            format!("data file not found: {}", resolved.display()),
+                        )
+                        .with_hint(
+                            "relative paths are resolved from the folder of the pipeline file",
+                        ));
                 }
                 (DataSource::File(resolved), None)
             }
@@ -349,7 +395,10 @@ impl Checker<'_> {
         let column = |value: Option<Spanned<String>>, key: &str, default: Option<String>| {
             value.map(Spanned::into_inner).or(default).ok_or_else(|| {
                 self.error(section.clone(), format!("`[data]` needs `{key}`"))
-                    .with_hint(format!("name the column of your file that holds the {}", key.trim_end_matches("_column")))
+                    .with_hint(format!(
+                        "name the column of your file that holds the {}",
+                        key.trim_end_matches("_column")
+                    ))
             })
         };
         let (text_default, label_default) = default_columns.unzip();
@@ -357,7 +406,9 @@ impl Checker<'_> {
         let label_column = column(data.label_column, "label_column", label_default)?;
         let sample = match data.sample {
             Some(s) if *s.get_ref() < 2 => {
-                return Err(self.error(s.span(), "`sample` must be at least 2").with_hint("leave it out to use every row"));
+                return Err(self
+                    .error(s.span(), "`sample` must be at least 2")
+                    .with_hint("leave it out to use every row"));
             }
             other => other.map(Spanned::into_inner),
         };
@@ -369,7 +420,11 @@ impl Checker<'_> {
         })
     }
 
-    fn check_backbone(&self, backbone: Spanned<RawBackbone>, spans: &mut Spans) -> Result<BackbonePlan, Diagnostic> {
+    fn check_backbone(
+        &self,
+        backbone: Spanned<RawBackbone>,
+        spans: &mut Spans,
+    ) -> Result<BackbonePlan, Diagnostic> {
         let section = backbone.span();
         let b = backbone.into_inner();
         let registry = Registry::builtin();
@@ -391,10 +446,17 @@ impl Checker<'_> {
                 let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
                     let known = registry.model_names();
                     let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
-                        Some(best) => format!("did you mean `{best}`? registered backbones: {}", known.join(", ")),
+                        Some(best) => format!(
+                            "did you mean `{best}`? registered backbones: {}",
+                            known.join(", ")
+                        ),
                         None => format!("registered backbones: {}", known.join(", ")),
                     };
-                    self.error(name.span(), format!("unknown backbone `{}`", name.get_ref())).with_hint(hint)
+                    self.error(
+                        name.span(),
+                        format!("unknown backbone `{}`", name.get_ref()),
+                    )
+                    .with_hint(hint)
                 })?;
                 if let Some(sha) = &b.sha256 {
                     return Err(self
@@ -407,7 +469,11 @@ impl Checker<'_> {
                         .with_hint("a registered backbone brings its own tokenizer"));
                 }
                 config.output = Some(entry.output.clone());
-                config.pooling = if entry.pooling == "cls" { Pooling::Cls } else { Pooling::Mean };
+                config.pooling = if entry.pooling == "cls" {
+                    Pooling::Cls
+                } else {
+                    Pooling::Mean
+                };
                 config.normalize = entry.normalize;
                 config.max_length = entry.max_length;
                 ModelSource::Registry(name.get_ref().clone())
@@ -416,18 +482,31 @@ impl Checker<'_> {
                 let onnx_path = self.resolve(onnx.get_ref());
                 if !onnx_path.is_file() {
                     return Err(self
-                        .error(onnx.span(), format!("model file not found: {}", onnx_path.display()))
-                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                        .error(
+                            onnx.span(),
+                            format!("model file not found: {}", onnx_path.display()),
+                        )
+                        .with_hint(
+                            "relative paths are resolved from the folder of the pipeline file",
+                        ));
                 }
                 let tokenizer = b.tokenizer.as_ref().ok_or_else(|| {
-                    self.error(section.clone(), "`[backbone]` with `onnx` also needs `tokenizer`")
-                        .with_hint("give the path of the model's tokenizer.json")
+                    self.error(
+                        section.clone(),
+                        "`[backbone]` with `onnx` also needs `tokenizer`",
+                    )
+                    .with_hint("give the path of the model's tokenizer.json")
                 })?;
                 let tokenizer_path = self.resolve(tokenizer.get_ref());
                 if !tokenizer_path.is_file() {
                     return Err(self
-                        .error(tokenizer.span(), format!("tokenizer file not found: {}", tokenizer_path.display()))
-                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                        .error(
+                            tokenizer.span(),
+                            format!("tokenizer file not found: {}", tokenizer_path.display()),
+                        )
+                        .with_hint(
+                            "relative paths are resolved from the folder of the pipeline file",
+                        ));
                 }
                 let sha256 = match &b.sha256 {
                     Some(s) => {
@@ -435,7 +514,10 @@ impl Checker<'_> {
                         if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
                             return Err(self
                                 .error(s.span(), "`sha256` must be 64 hexadecimal digits")
-                                .with_hint(format!("`sha256sum {}` prints it", onnx_path.display())));
+                                .with_hint(format!(
+                                    "`sha256sum {}` prints it",
+                                    onnx_path.display()
+                                )));
                         }
                         Some(v)
                     }
@@ -460,11 +542,15 @@ impl Checker<'_> {
         if let Some(normalize) = b.normalize {
             config.normalize = normalize;
         }
-        let at_least = |value: &Option<Spanned<usize>>, key: &str, min: usize| -> Result<Option<usize>, Diagnostic> {
+        let at_least = |value: &Option<Spanned<usize>>,
+                        key: &str,
+                        min: usize|
+         -> Result<Option<usize>, Diagnostic> {
             match value {
-                Some(v) if *v.get_ref() < min => {
-                    Err(self.error(v.span(), format!("`{key}` must be at least {min}, got {}", v.get_ref())))
-                }
+                Some(v) if *v.get_ref() < min => Err(self.error(
+                    v.span(),
+                    format!("`{key}` must be at least {min}, got {}", v.get_ref()),
+                )),
                 other => Ok(other.as_ref().map(|v| *v.get_ref())),
             }
         };

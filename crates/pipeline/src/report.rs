@@ -161,7 +161,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -183,7 +183,11 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
     let e = &m.extraction;
     let t = &m.timings_seconds;
     let mut s = String::new();
-    let _ = writeln!(s, "graft · {} · {} on {}", m.pipeline, ctx.backbone, ctx.data);
+    let _ = writeln!(
+        s,
+        "graft · {} · {} on {}",
+        m.pipeline, ctx.backbone, ctx.data
+    );
     let _ = writeln!(
         s,
         "  rows        {} read · {} dropped · train {} · validation {} · test {}",
@@ -210,7 +214,13 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
     let _ = writeln!(s);
     let _ = writeln!(s, "  split         rows  accuracy  macro-F1");
     let mut line = |name: &str, sm: &SplitMetrics| {
-        let _ = writeln!(s, "  {name:<10} {:>7}  {:>8.4}  {:>8.4}", thousands(sm.rows), sm.accuracy, sm.macro_f1);
+        let _ = writeln!(
+            s,
+            "  {name:<10} {:>7}  {:>8.4}  {:>8.4}",
+            thousands(sm.rows),
+            sm.accuracy,
+            sm.macro_f1
+        );
     };
     line("train", &m.train);
     if let Some(v) = &m.validation {
@@ -232,32 +242,63 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# graft run: {}\n", m.pipeline);
     let _ = writeln!(s, "- **Data:** {}", ctx.data);
-    let _ = writeln!(s, "- **Backbone:** {} (frozen), {}", ctx.backbone, m.extraction.execution_provider);
+    let _ = writeln!(
+        s,
+        "- **Backbone:** {} (frozen), {}",
+        ctx.backbone, m.extraction.execution_provider
+    );
     let _ = writeln!(s, "- **Head:** {}", ctx.head);
     let r = &m.rows;
     let _ = writeln!(
         s,
         "- **Rows:** {} read, {} dropped (null text), {} dropped (null label), {} not sampled; {} used: \
          {} train / {} validation / {} test\n",
-        r.read, r.dropped_null_text, r.dropped_null_label, r.not_sampled, r.used, r.train, r.validation, r.test
+        r.read,
+        r.dropped_null_text,
+        r.dropped_null_label,
+        r.not_sampled,
+        r.used,
+        r.train,
+        r.validation,
+        r.test
     );
     let _ = writeln!(s, "## Scores\n");
-    let _ = writeln!(s, "| split | rows | accuracy | macro-F1 |\n|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| split | rows | accuracy | macro-F1 |\n|---|---:|---:|---:|"
+    );
     let mut row = |name: &str, sm: &SplitMetrics| {
-        let _ = writeln!(s, "| {name} | {} | {:.4} | {:.4} |", sm.rows, sm.accuracy, sm.macro_f1);
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.4} | {:.4} |",
+            sm.rows, sm.accuracy, sm.macro_f1
+        );
     };
     row("train", &m.train);
     if let Some(v) = &m.validation {
         row("validation", v);
     }
     row("**test**", &m.test);
-    let _ = writeln!(s, "\nThe test split is scored once, after training; nothing was tuned on it.\n");
+    let _ = writeln!(
+        s,
+        "\nThe test split is scored once, after training; nothing was tuned on it.\n"
+    );
     let _ = writeln!(s, "## Per class (test)\n");
-    let _ = writeln!(s, "| class | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| class | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|"
+    );
     for c in &m.test.per_class {
-        let _ = writeln!(s, "| {} | {:.4} | {:.4} | {:.4} | {} |", c.class, c.precision, c.recall, c.f1, c.support);
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.4} | {} |",
+            c.class, c.precision, c.recall, c.f1, c.support
+        );
     }
-    let _ = writeln!(s, "\n## Confusion matrix (test; rows = true class, columns = predicted)\n");
+    let _ = writeln!(
+        s,
+        "\n## Confusion matrix (test; rows = true class, columns = predicted)\n"
+    );
     let _ = writeln!(s, "| true \\ predicted | {} |", m.classes.join(" | "));
     let _ = writeln!(s, "|---|{}", "---:|".repeat(m.classes.len()));
     for (class, counts) in m.classes.iter().zip(&m.test.confusion) {
@@ -271,7 +312,15 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         s,
         "{} texts → {}-d features in {:.2} s ({:.0} texts/s, {} batches, {} threads); {} real tokens, {} with \
          padding; {} texts truncated.\n",
-        e.rows, e.dimension, t.extract, e.rows_per_second, e.batches, e.threads, e.tokens, e.padded_tokens, e.truncated_rows
+        e.rows,
+        e.dimension,
+        t.extract,
+        e.rows_per_second,
+        e.batches,
+        e.threads,
+        e.tokens,
+        e.padded_tokens,
+        e.truncated_rows
     );
     let _ = writeln!(s, "| stage | seconds |\n|---|---:|");
     for (name, v) in [

@@ -7,13 +7,18 @@ use graft_assets::{Cache, VerifiedFile, sha256_file};
 use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Runtime, TextBackbone};
 use graft_eval::classification_report;
 use graft_heads::{Fit, Predict, Targets};
-use graft_ingest::{IngestError, Split, TextClassificationData, read_table, stratified_split, stratified_subsample, text_classification};
+use graft_ingest::{
+    IngestError, Split, TextClassificationData, read_table, stratified_split, stratified_subsample,
+    text_classification,
+};
 use ndarray::{Array2, Axis};
 use serde_json::json;
 
-use crate::plan::{DataSource, HeadPlan, ModelSource, Plan};
-use crate::report::{self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, TrainingFigures};
 use crate::PipelineError;
+use crate::plan::{DataSource, HeadPlan, ModelSource, Plan};
+use crate::report::{
+    self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, TrainingFigures,
+};
 
 /// Where a run reads its cache and writes its folder.
 #[derive(Debug, Clone)]
@@ -74,12 +79,22 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
     let (file, label) = match &plan.data.source {
         DataSource::Registry(name) => {
             let files = cache.dataset(name)?;
-            (files.table, format!("{name} (registered data set: {})", files.entry.description))
+            (
+                files.table,
+                format!("{name} (registered data set: {})", files.entry.description),
+            )
         }
         DataSource::File(path) => {
-            let sha256 = sha256_file(path).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
+            let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
+                path: path.clone(),
+                source,
+            })?;
             (
-                VerifiedFile { path: path.clone(), sha256, fetched: false },
+                VerifiedFile {
+                    path: path.clone(),
+                    sha256,
+                    fetched: false,
+                },
                 path.display().to_string(),
             )
         }
@@ -93,32 +108,54 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
         }
         other => other.into(),
     })?;
-    let data = text_classification(&table, &plan.data.text_column, &plan.data.label_column).map_err(|e| {
-        let in_file = format!(" in {}", file.path.display());
-        match &e {
-            IngestError::MissingColumn { column, available } => {
-                let span = if *column == plan.data.text_column { &spans.text_column } else { &spans.label_column };
-                let span = if span.is_some() { span } else { &spans.data };
-                let hint = match crate::diagnostic::did_you_mean(column, available.iter().map(String::as_str)) {
-                    Some(best) => format!("did you mean `{best}`? the file has columns: {}", available.join(", ")),
-                    None => format!("the file has columns: {}", available.join(", ")),
-                };
-                plan.diagnostic(span, format!("column `{column}` not found{in_file}")).with_hint(hint).into()
+    let data = text_classification(&table, &plan.data.text_column, &plan.data.label_column)
+        .map_err(|e| {
+            let in_file = format!(" in {}", file.path.display());
+            match &e {
+                IngestError::MissingColumn { column, available } => {
+                    let span = if *column == plan.data.text_column {
+                        &spans.text_column
+                    } else {
+                        &spans.label_column
+                    };
+                    let span = if span.is_some() { span } else { &spans.data };
+                    let hint = match crate::diagnostic::did_you_mean(
+                        column,
+                        available.iter().map(String::as_str),
+                    ) {
+                        Some(best) => format!(
+                            "did you mean `{best}`? the file has columns: {}",
+                            available.join(", ")
+                        ),
+                        None => format!("the file has columns: {}", available.join(", ")),
+                    };
+                    plan.diagnostic(span, format!("column `{column}` not found{in_file}"))
+                        .with_hint(hint)
+                        .into()
+                }
+                IngestError::ColumnType { column, .. } => {
+                    let span = if *column == plan.data.text_column {
+                        &spans.text_column
+                    } else {
+                        &spans.label_column
+                    };
+                    plan.diagnostic(span, format!("{e}{in_file}")).into()
+                }
+                IngestError::SingleClass { .. } | IngestError::NoUsableRows { .. } => plan
+                    .diagnostic(&spans.label_column, format!("{e}{in_file}"))
+                    .with_hint("check that `label_column` names the column holding the classes")
+                    .into(),
+                _ => PipelineError::Ingest(e),
             }
-            IngestError::ColumnType { column, .. } => {
-                let span = if *column == plan.data.text_column { &spans.text_column } else { &spans.label_column };
-                plan.diagnostic(span, format!("{e}{in_file}")).into()
-            }
-            IngestError::SingleClass { .. } | IngestError::NoUsableRows { .. } => plan
-                .diagnostic(&spans.label_column, format!("{e}{in_file}"))
-                .with_hint("check that `label_column` names the column holding the classes")
-                .into(),
-            _ => PipelineError::Ingest(e),
-        }
-    })?;
+        })?;
     let (data, not_sampled) = match plan.data.sample {
         Some(n) if n < data.labels.len() => {
-            let keep = stratified_subsample(&data.labels, data.classes.len(), n, derive_seed(plan.seed, "sample"));
+            let keep = stratified_subsample(
+                &data.labels,
+                data.classes.len(),
+                n,
+                derive_seed(plan.seed, "sample"),
+            );
             let dropped = data.labels.len() - keep.len();
             let sampled = TextClassificationData {
                 texts: keep.iter().map(|&i| data.texts[i].clone()).collect(),
@@ -136,7 +173,13 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
                 .with_hint("drop or merge rare classes, add rows, or set `validation = 0` to need fewer rows per class"),
         )
     })?;
-    Ok(Ingested { data, split, file, label, not_sampled })
+    Ok(Ingested {
+        data,
+        split,
+        file,
+        label,
+        not_sampled,
+    })
 }
 
 /// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions.
@@ -155,14 +198,34 @@ fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String, String), Pipe
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_prefix("libonnxruntime.so."))
-                .map_or_else(|| "1.31 or newer (not stated in the file name)".to_owned(), str::to_owned);
-            Ok((VerifiedFile { path, sha256, fetched: false }, ORT_DYLIB_ENV.to_owned(), version))
+                .map_or_else(
+                    || "1.31 or newer (not stated in the file name)".to_owned(),
+                    str::to_owned,
+                );
+            Ok((
+                VerifiedFile {
+                    path,
+                    sha256,
+                    fetched: false,
+                },
+                ORT_DYLIB_ENV.to_owned(),
+                version,
+            ))
         }
         None => {
             let runtime = cache.runtime("onnxruntime")?;
-            Ok((runtime.library, "provisioned by graft".to_owned(), runtime.version))
+            Ok((
+                runtime.library,
+                "provisioned by graft".to_owned(),
+                runtime.version,
+            ))
         }
     }
+}
+
+/// Fetches (or verifies) a registered ONNX Runtime build into the cache and returns its library path.
+pub fn provision_runtime(name: &str, cache_dir: &Path) -> Result<PathBuf, PipelineError> {
+    Ok(Cache::new(cache_dir).runtime(name)?.library.path)
 }
 
 /// Fetches everything the plan needs (runtime, model, data) without running it.
@@ -193,8 +256,18 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let clock = Instant::now();
     let ingested = ingest(plan, &cache)?;
     timings.ingest = clock.elapsed().as_secs_f64();
-    let Ingested { data, split, file: data_file, label: data_label, not_sampled } = ingested;
-    tracing::info!(rows = data.labels.len(), train = split.train.len(), "ingested");
+    let Ingested {
+        data,
+        split,
+        file: data_file,
+        label: data_label,
+        not_sampled,
+    } = ingested;
+    tracing::info!(
+        rows = data.labels.len(),
+        train = split.train.len(),
+        "ingested"
+    );
 
     // 2. Provision the runtime and the backbone.
     let clock = Instant::now();
@@ -202,7 +275,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         ModelSource::Registry(name) => {
             let files = cache.model(name)?;
             let tokenizer = files.tokenizer.clone().ok_or_else(|| {
-                PipelineError::from(plan.diagnostic(&plan.spans.backbone, format!("backbone `{name}` is not a text model")))
+                PipelineError::from(plan.diagnostic(
+                    &plan.spans.backbone,
+                    format!("backbone `{name}` is not a text model"),
+                ))
             })?;
             let label = format!("{name} ({})", files.entry.description);
             let json = json!({
@@ -211,21 +287,47 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             });
             (files.onnx, tokenizer, label, json)
         }
-        ModelSource::Files { onnx, tokenizer, sha256 } => {
-            let actual = sha256_file(onnx).map_err(|source| PipelineError::Io { path: onnx.clone(), source })?;
-            if let Some(expected) = sha256 {
-                if *expected != actual {
-                    return Err(plan
-                        .diagnostic(&plan.spans.sha256, format!("checksum mismatch for {}: expected {expected}, found {actual}", onnx.display()))
-                        .with_hint("the model file changed since the pipeline pinned it; restore it or update `sha256`")
-                        .into());
-                }
+        ModelSource::Files {
+            onnx,
+            tokenizer,
+            sha256,
+        } => {
+            let actual = sha256_file(onnx).map_err(|source| PipelineError::Io {
+                path: onnx.clone(),
+                source,
+            })?;
+            if let Some(expected) = sha256
+                && *expected != actual
+            {
+                return Err(plan
+                    .diagnostic(
+                        &plan.spans.sha256,
+                        format!("checksum mismatch for {}: expected {expected}, found {actual}", onnx.display()),
+                    )
+                    .with_hint("the model file changed since the pipeline pinned it; restore it or update `sha256`")
+                    .into());
             }
-            let tok_sha = sha256_file(tokenizer).map_err(|source| PipelineError::Io { path: tokenizer.clone(), source })?;
-            let onnx = VerifiedFile { path: onnx.clone(), sha256: actual, fetched: false };
-            let tokenizer = VerifiedFile { path: tokenizer.clone(), sha256: tok_sha, fetched: false };
+            let tok_sha = sha256_file(tokenizer).map_err(|source| PipelineError::Io {
+                path: tokenizer.clone(),
+                source,
+            })?;
+            let onnx = VerifiedFile {
+                path: onnx.clone(),
+                sha256: actual,
+                fetched: false,
+            };
+            let tokenizer = VerifiedFile {
+                path: tokenizer.clone(),
+                sha256: tok_sha,
+                fetched: false,
+            };
             let json = json!({ "name": null, "onnx": file_json(&onnx), "tokenizer": file_json(&tokenizer) });
-            (onnx.clone(), tokenizer, onnx.path.display().to_string(), json)
+            (
+                onnx.clone(),
+                tokenizer,
+                onnx.path.display().to_string(),
+                json,
+            )
         }
     };
     // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
@@ -256,7 +358,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     // 4. Train the head on the training split only.
     let clock = Instant::now();
     let rows_of = |idx: &[usize]| -> (Array2<f32>, Vec<usize>) {
-        (features.select(Axis(0), idx), idx.iter().map(|&i| data.labels[i]).collect())
+        (
+            features.select(Axis(0), idx),
+            idx.iter().map(|&i| data.labels[i]).collect(),
+        )
     };
     let (x_train, y_train) = rows_of(&split.train);
     let n_classes = data.classes.len();
@@ -283,10 +388,17 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let score = |idx: &[usize]| -> Result<SplitMetrics, PipelineError> {
         let (x, y) = rows_of(idx);
         let predicted = head.predict(x.view())?;
-        Ok(SplitMetrics::new(classification_report(&y, &predicted, n_classes)?, &data.classes))
+        Ok(SplitMetrics::new(
+            classification_report(&y, &predicted, n_classes)?,
+            &data.classes,
+        ))
     };
     let train_metrics = score(&split.train)?;
-    let validation = if split.validation.is_empty() { None } else { Some(score(&split.validation)?) };
+    let validation = if split.validation.is_empty() {
+        None
+    } else {
+        Some(score(&split.validation)?)
+    };
     let test = score(&split.test)?;
     timings.evaluate = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
@@ -345,7 +457,15 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                   "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()) },
     });
 
-    let run_dir = write_run_dir(plan, options, &metrics, &manifest, &backbone_label, &data_label, &head_label)?;
+    let run_dir = write_run_dir(
+        plan,
+        options,
+        &metrics,
+        &manifest,
+        &backbone_label,
+        &data_label,
+        &head_label,
+    )?;
     let ctx = Context {
         backbone: &backbone_label,
         data: &data_label,
@@ -353,12 +473,19 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         run_dir: &run_dir.display().to_string(),
     };
     let summary = report::summary(&metrics, &ctx);
-    Ok(RunOutcome { run_dir, metrics, summary })
+    Ok(RunOutcome {
+        run_dir,
+        metrics,
+        summary,
+    })
 }
 
 fn sha2_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes the files into a hidden temporary folder, then renames it into place, so a run folder that exists
@@ -394,8 +521,14 @@ fn write_run_dir(
         run_dir: &final_dir.display().to_string(),
     };
     let files = [
-        ("metrics.json", serde_json::to_string_pretty(metrics).expect("metrics serialise") + "\n"),
-        ("manifest.json", serde_json::to_string_pretty(manifest).expect("manifest serialises") + "\n"),
+        (
+            "metrics.json",
+            serde_json::to_string_pretty(metrics).expect("metrics serialise") + "\n",
+        ),
+        (
+            "manifest.json",
+            serde_json::to_string_pretty(manifest).expect("manifest serialises") + "\n",
+        ),
         ("report.md", report::markdown(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
     ];

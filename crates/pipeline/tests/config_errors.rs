@@ -18,8 +18,11 @@ fn error_of(name: &str) -> String {
     let path = fixture(name);
     let runs = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let result = Plan::load(&path).and_then(|plan| run(&plan, &RunOptions::new(cache.path(), runs.path())));
-    let err = result.expect_err("the pipeline must be rejected").to_string();
+    let result =
+        Plan::load(&path).and_then(|plan| run(&plan, &RunOptions::new(cache.path(), runs.path())));
+    let err = result
+        .expect_err("the pipeline must be rejected")
+        .to_string();
     // A rejected pipeline leaves no run folder behind.
     assert!(std::fs::read_dir(runs.path()).unwrap().all(|e| {
         let e = e.unwrap();
@@ -43,12 +46,26 @@ fn check(name: &str, line: usize, fragments: &[&str]) {
 
 #[test]
 fn unknown_key_suggests_the_right_one() {
-    check("unknown-key", 7, &["unknown field `txt_column`", "hint: did you mean `text_column`?"]);
+    check(
+        "unknown-key",
+        7,
+        &[
+            "unknown field `txt_column`",
+            "hint: did you mean `text_column`?",
+        ],
+    );
 }
 
 #[test]
 fn misspelt_head_suggests_the_right_one() {
-    check("misspelt-head", 21, &["unknown variant `logistc`", "hint: did you mean `logistic`?"]);
+    check(
+        "misspelt-head",
+        21,
+        &[
+            "unknown variant `logistc`",
+            "hint: did you mean `logistic`?",
+        ],
+    );
 }
 
 #[test]
@@ -56,7 +73,11 @@ fn missing_data_file_is_named() {
     check(
         "missing-data-file",
         6,
-        &["data file not found: ", "no-such-file.csv", "resolved from the folder of the pipeline file"],
+        &[
+            "data file not found: ",
+            "no-such-file.csv",
+            "resolved from the folder of the pipeline file",
+        ],
     );
 }
 
@@ -65,7 +86,11 @@ fn missing_text_column_lists_the_columns() {
     check(
         "missing-text-column",
         7,
-        &["column `review` not found in ", "tiny-sentiment.csv", "the file has columns: id, text, label"],
+        &[
+            "column `review` not found in ",
+            "tiny-sentiment.csv",
+            "the file has columns: id, text, label",
+        ],
     );
 }
 
@@ -74,7 +99,11 @@ fn single_class_is_explained() {
     check(
         "single-class",
         8,
-        &["every usable row has the label `positive`", "at least two classes", "label_column"],
+        &[
+            "every usable row has the label `positive`",
+            "at least two classes",
+            "label_column",
+        ],
     );
 }
 
@@ -88,7 +117,12 @@ fn class_too_small_names_class_and_split() {
     check(
         "class-too-small",
         10,
-        &["class `c` has 2 row(s)", "would get none", "it needs at least", "hint: drop or merge rare classes"],
+        &[
+            "class `c` has 2 row(s)",
+            "would get none",
+            "it needs at least",
+            "hint: drop or merge rare classes",
+        ],
     );
 }
 
@@ -97,28 +131,51 @@ fn unknown_backbone_lists_the_registry() {
     check(
         "unknown-backbone",
         16,
-        &["unknown backbone `minilm-l6`", "did you mean `minilm-l6-int8`?", "registered backbones: minilm-l6-int8"],
+        &[
+            "unknown backbone `minilm-l6`",
+            "did you mean `minilm-l6-int8`?",
+            "registered backbones: minilm-l6-int8",
+        ],
     );
 }
 
 #[test]
 fn invalid_head_parameter_is_named() {
-    check("bad-head-param", 22, &["invalid value for `c`: -1 (a positive finite number)"]);
+    check(
+        "bad-head-param",
+        22,
+        &["invalid value for `c`: -1 (a positive finite number)"],
+    );
 }
 
 #[test]
 fn unsupported_schema_version() {
-    check("schema-version", 1, &["unsupported schema version 2", "hint: this build of graft reads `schema = 1`"]);
+    check(
+        "schema-version",
+        1,
+        &[
+            "unsupported schema version 2",
+            "hint: this build of graft reads `schema = 1`",
+        ],
+    );
 }
 
 #[test]
 fn wrong_value_type() {
-    check("wrong-type", 18, &["invalid type: string \"two\", expected usize"]);
+    check(
+        "wrong-type",
+        18,
+        &["invalid type: string \"two\", expected usize"],
+    );
 }
 
 #[test]
 fn ratios_that_do_not_sum_to_one() {
-    check("bad-ratios", 10, &["train + validation + test = 1.25, expected 1"]);
+    check(
+        "bad-ratios",
+        10,
+        &["train + validation + test = 1.25, expected 1"],
+    );
 }
 
 #[test]
@@ -126,14 +183,24 @@ fn model_checksum_mismatch_points_at_the_pin() {
     check(
         "model-checksum",
         18,
-        &["checksum mismatch for ", "tiny-embedder.onnx", &"0".repeat(64), "update `sha256`"],
+        &[
+            "checksum mismatch for ",
+            "tiny-embedder.onnx",
+            &"0".repeat(64),
+            "update `sha256`",
+        ],
     );
 }
 
 #[test]
 fn unreadable_pipeline_file_is_named() {
-    let err = Plan::load(Path::new("no/such/pipeline.toml")).unwrap_err().to_string();
-    assert!(err.starts_with("cannot read pipeline file no/such/pipeline.toml: "), "{err}");
+    let err = Plan::load(Path::new("no/such/pipeline.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("cannot read pipeline file no/such/pipeline.toml: "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -149,12 +216,23 @@ fn altered_cached_model_is_refused() {
         .replace("minilm-l6\"", "minilm-l6-int8\"");
     let plan = Plan::parse(&fixture("unknown-backbone"), &source).unwrap();
     let runs = tempfile::tempdir().unwrap();
-    let err = run(&plan, &RunOptions::new(cache.path(), runs.path())).unwrap_err().to_string();
+    let err = run(&plan, &RunOptions::new(cache.path(), runs.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("checksum mismatch for "), "{err}");
     assert!(err.contains("models/minilm-l6-int8/model.onnx"), "{err}");
-    assert!(err.contains("8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"), "{err}");
-    assert!(err.contains("hint: the cached file was altered or damaged; delete"), "{err}");
-    assert!(!cache.path().join("runtime").exists(), "nothing else was fetched");
+    assert!(
+        err.contains("8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the cached file was altered or damaged; delete"),
+        "{err}"
+    );
+    assert!(
+        !cache.path().join("runtime").exists(),
+        "nothing else was fetched"
+    );
 }
 
 #[test]

@@ -33,7 +33,16 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
     // The fixture's sentiment words are linearly separable after mean pooling.
     let m = &outcome.metrics;
     assert_eq!(m.classes, ["negative", "positive"]);
-    assert_eq!((m.rows.read, m.rows.used, m.rows.train, m.rows.validation, m.rows.test), (40, 40, 20, 10, 10));
+    assert_eq!(
+        (
+            m.rows.read,
+            m.rows.used,
+            m.rows.train,
+            m.rows.validation,
+            m.rows.test
+        ),
+        (40, 40, 20, 10, 10)
+    );
     assert_eq!(m.test.accuracy, 1.0, "{:?}", m.test);
     assert_eq!(m.test.confusion, vec![vec![5, 0], vec![0, 5]]);
     assert_eq!(m.extraction.rows, 40);
@@ -54,15 +63,28 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
     assert_eq!(metrics["test"]["accuracy"], 1.0);
     assert_eq!(metrics["rows"]["test"], 10);
     assert_eq!(metrics["test"]["per_class"][0]["class"], "negative");
-    for stage in ["ingest", "provision", "extract", "train", "evaluate", "total"] {
-        assert!(metrics["timings_seconds"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+    for stage in [
+        "ingest",
+        "provision",
+        "extract",
+        "train",
+        "evaluate",
+        "total",
+    ] {
+        assert!(
+            metrics["timings_seconds"][stage].as_f64().unwrap() >= 0.0,
+            "{stage}"
+        );
     }
 
     let manifest = read_json(&outcome.run_dir.join("manifest.json"));
     assert_eq!(manifest["seed"], 7);
     assert_eq!(manifest["graft_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(manifest["pipeline"]["resolved"]["name"], "tiny");
-    assert_eq!(manifest["pipeline"]["resolved"]["backbone"]["pooling"], "mean");
+    assert_eq!(
+        manifest["pipeline"]["resolved"]["backbone"]["pooling"],
+        "mean"
+    );
     assert_eq!(
         manifest["data"]["file"]["sha256"],
         graft_assets::sha256_file(&repo().join("fixtures/data/tiny-sentiment.csv")).unwrap()
@@ -71,14 +93,26 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
         manifest["backbone"]["onnx"]["sha256"],
         graft_assets::sha256_file(&repo().join("fixtures/models/tiny-embedder.onnx")).unwrap()
     );
-    assert_eq!(manifest["runtime"]["execution_provider"], "CPUExecutionProvider");
+    assert_eq!(
+        manifest["runtime"]["execution_provider"],
+        "CPUExecutionProvider"
+    );
     assert_eq!(manifest["runtime"]["version"], "1.31.1");
     assert_eq!(manifest["runtime"]["source"], "provisioned by graft");
 
     let report = std::fs::read_to_string(outcome.run_dir.join("report.md")).unwrap();
-    assert!(report.contains("| **test** | 10 | 1.0000 | 1.0000 |"), "{report}");
+    assert!(
+        report.contains("| **test** | 10 | 1.0000 | 1.0000 |"),
+        "{report}"
+    );
     assert!(report.contains("| negative | 5 | 0 |"), "{report}");
-    assert!(outcome.summary.contains("test            10    1.0000    1.0000"), "{}", outcome.summary);
+    assert!(
+        outcome
+            .summary
+            .contains("test            10    1.0000    1.0000"),
+        "{}",
+        outcome.summary
+    );
 }
 
 #[test]

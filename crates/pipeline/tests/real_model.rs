@@ -32,21 +32,37 @@ fn minilm() -> TextBackbone {
         progress: false,
         ..TextBackboneConfig::default()
     };
-    TextBackbone::load(&runtime, &model.onnx.path, &model.tokenizer.unwrap().path, config).unwrap()
+    TextBackbone::load(
+        &runtime,
+        &model.onnx.path,
+        &model.tokenizer.unwrap().path,
+        config,
+    )
+    .unwrap()
 }
 
 #[test]
 fn minilm_puts_a_paraphrase_closer_than_an_unrelated_sentence() {
-    let texts = ["A man is playing a guitar.", "Someone is playing the guitar.", "The stock market fell sharply today."];
+    let texts = [
+        "A man is playing a guitar.",
+        "Someone is playing the guitar.",
+        "The stock market fell sharply today.",
+    ];
     let (e, stats) = minilm().embed(&texts).unwrap();
     assert_eq!(e.dim(), (3, 384));
     assert_eq!(stats.batches, 1);
     for row in e.rows() {
-        assert!((row.dot(&row) - 1.0).abs() < 1e-5, "embeddings are L2-normalised");
+        assert!(
+            (row.dot(&row) - 1.0).abs() < 1e-5,
+            "embeddings are L2-normalised"
+        );
     }
     let paraphrase = e.row(0).dot(&e.row(1));
     let unrelated = e.row(0).dot(&e.row(2));
-    assert!(paraphrase > 0.8 && unrelated < 0.1, "paraphrase {paraphrase}, unrelated {unrelated}");
+    assert!(
+        paraphrase > 0.8 && unrelated < 0.1,
+        "paraphrase {paraphrase}, unrelated {unrelated}"
+    );
     assert!(paraphrase > unrelated + 0.5);
 }
 
@@ -54,16 +70,43 @@ fn minilm_puts_a_paraphrase_closer_than_an_unrelated_sentence() {
 fn minilm_embeddings_match_python_onnxruntime() {
     // Reference values: Python onnxruntime 1.31.1 + tokenizers on the same model.onnx and tokenizer.json,
     // one sentence per call, mean pooling over the attention mask, L2 normalisation (first six dimensions).
-    let reference: [(&str, [f32; 6]); 2] = [
-        ("A man is playing a guitar.", [0.019391250, -0.002345217, -0.007884763, -0.063211113, -0.168410227, 0.002248677]),
-        ("The stock market fell sharply today.", [0.060609099, 0.006244661, 0.076579347, 0.052686330, -0.017306672, -0.007252318]),
+    let reference: [(&str, [f64; 6]); 2] = [
+        (
+            "A man is playing a guitar.",
+            [
+                0.019391250,
+                -0.002345217,
+                -0.007884763,
+                -0.063211113,
+                -0.168410227,
+                0.002248677,
+            ],
+        ),
+        (
+            "The stock market fell sharply today.",
+            [
+                0.060609099,
+                0.006244661,
+                0.076579347,
+                0.052686330,
+                -0.017306672,
+                -0.007252318,
+            ],
+        ),
     ];
     // Embedded in one padded batch with a longer sentence: per-batch padding must not change the result.
-    let texts = [reference[0].0, "A much longer sentence that forces the others in its batch to be padded with many tokens.", reference[1].0];
+    let texts = [
+        reference[0].0,
+        "A much longer sentence that forces the others in its batch to be padded with many tokens.",
+        reference[1].0,
+    ];
     let (e, _) = minilm().embed(&texts).unwrap();
     for (row, (_, expected)) in [0, 2].into_iter().zip(reference) {
         for (got, want) in e.row(row).iter().zip(expected) {
-            assert!((got - want).abs() < 2e-5, "row {row}: {got} vs {want}");
+            assert!(
+                (f64::from(*got) - want).abs() < 2e-5,
+                "row {row}: {got} vs {want}"
+            );
         }
     }
 }
@@ -80,7 +123,10 @@ fn quickstart_on_an_mr_subset_beats_seventy_percent() {
     assert_eq!(m.rows.read, 10_605);
     assert_eq!(m.rows.used, 3000);
     assert_eq!(m.rows.not_sampled, 7605);
-    assert_eq!((m.rows.train, m.rows.validation, m.rows.test), (2400, 300, 300));
+    assert_eq!(
+        (m.rows.train, m.rows.validation, m.rows.test),
+        (2400, 300, 300)
+    );
     assert_eq!(m.classes, ["negative", "positive"]);
     assert_eq!(m.extraction.dimension, 384);
     assert!(m.test.accuracy > 0.70, "test accuracy {}", m.test.accuracy);
