@@ -174,7 +174,8 @@ impl Runtime {
         ort::info().to_owned()
     }
 
-    pub(crate) fn environment(&self) -> &ort::environment::Environment {
+    /// The ONNX Runtime environment, for building other `ort` sessions in the same process.
+    pub fn environment(&self) -> &ort::environment::Environment {
         &self.env
     }
 }

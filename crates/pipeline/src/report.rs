@@ -170,11 +170,14 @@ fn thousands(n: usize) -> String {
 }
 
 /// Facts about the run shown in the summary and report beside the metrics.
+#[derive(Clone, Copy)]
 pub(crate) struct Context<'a> {
     pub backbone: &'a str,
     pub data: &'a str,
     pub head: &'a str,
     pub run_dir: &'a str,
+    pub data_sha256: &'a str,
+    pub model_sha256: &'a str,
 }
 
 /// The short table printed at the end of a run.
@@ -241,11 +244,11 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
 pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# graft run: {}\n", m.pipeline);
-    let _ = writeln!(s, "- **Data:** {}", ctx.data);
+    let _ = writeln!(s, "- **Data:** {} (sha256 `{}`)", ctx.data, ctx.data_sha256);
     let _ = writeln!(
         s,
-        "- **Backbone:** {} (frozen), {}",
-        ctx.backbone, m.extraction.execution_provider
+        "- **Backbone:** {} (frozen; model sha256 `{}`), {}",
+        ctx.backbone, ctx.model_sha256, m.extraction.execution_provider
     );
     let _ = writeln!(s, "- **Head:** {}", ctx.head);
     let r = &m.rows;

@@ -280,7 +280,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                     format!("backbone `{name}` is not a text model"),
                 ))
             })?;
-            let label = format!("{name} ({})", files.entry.description);
+            let label = name.clone();
             let json = json!({
                 "name": name, "licence": files.entry.licence, "dimension": files.entry.dimension,
                 "onnx": file_json(&files.onnx), "tokenizer": file_json(&tokenizer),
@@ -457,22 +457,23 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                   "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()) },
     });
 
-    let run_dir = write_run_dir(
-        plan,
-        options,
-        &metrics,
-        &manifest,
-        &backbone_label,
-        &data_label,
-        &head_label,
-    )?;
-    let ctx = Context {
+    let labels = Context {
         backbone: &backbone_label,
         data: &data_label,
         head: &head_label,
-        run_dir: &run_dir.display().to_string(),
+        run_dir: "",
+        data_sha256: &data_file.sha256,
+        model_sha256: &onnx.sha256,
     };
-    let summary = report::summary(&metrics, &ctx);
+    let run_dir = write_run_dir(plan, options, &metrics, &manifest, &labels)?;
+    let run_dir_text = run_dir.display().to_string();
+    let summary = report::summary(
+        &metrics,
+        &Context {
+            run_dir: &run_dir_text,
+            ..labels
+        },
+    );
     Ok(RunOutcome {
         run_dir,
         metrics,
@@ -495,9 +496,7 @@ fn write_run_dir(
     options: &RunOptions,
     metrics: &Metrics,
     manifest: &serde_json::Value,
-    backbone: &str,
-    data: &str,
-    head: &str,
+    labels: &Context<'_>,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -514,11 +513,10 @@ fn write_run_dir(
     }
     let tmp = parent.join(format!(".partial-{stamp}-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let final_dir_text = final_dir.display().to_string();
     let ctx = Context {
-        backbone,
-        data,
-        head,
-        run_dir: &final_dir.display().to_string(),
+        run_dir: &final_dir_text,
+        ..*labels
     };
     let files = [
         (
