@@ -465,7 +465,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         data_sha256: &data_file.sha256,
         model_sha256: &onnx.sha256,
     };
-    let run_dir = write_run_dir(plan, options, &metrics, &manifest, &labels)?;
+    let splits = splits_csv(&data, &split);
+    let run_dir = write_run_dir(plan, options, &metrics, &manifest, &labels, splits)?;
     let run_dir_text = run_dir.display().to_string();
     let summary = report::summary(
         &metrics,
@@ -479,6 +480,31 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         metrics,
         summary,
     })
+}
+
+/// Which split each used row went to: `row` is the 0-based data row of the input file (header excluded), so
+/// other tools can reproduce the exact split.
+fn splits_csv(data: &TextClassificationData, split: &Split) -> String {
+    let mut assigned: Vec<(usize, &str)> = Vec::with_capacity(data.labels.len());
+    for (name, rows) in [
+        ("train", &split.train),
+        ("validation", &split.validation),
+        ("test", &split.test),
+    ] {
+        assigned.extend(rows.iter().map(|&i| (i, name)));
+    }
+    assigned.sort_unstable();
+    let mut csv = String::from("row,label,split\n");
+    for (i, name) in assigned {
+        let label = &data.classes[data.labels[i]];
+        let label = if label.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", label.replace('"', "\"\""))
+        } else {
+            label.clone()
+        };
+        csv.push_str(&format!("{},{label},{name}\n", data.source_rows[i]));
+    }
+    csv
 }
 
 fn sha2_hex(bytes: &[u8]) -> String {
@@ -497,6 +523,7 @@ fn write_run_dir(
     metrics: &Metrics,
     manifest: &serde_json::Value,
     labels: &Context<'_>,
+    splits: String,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -529,6 +556,7 @@ fn write_run_dir(
         ),
         ("report.md", report::markdown(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
+        ("splits.csv", splits),
     ];
     for (name, content) in files {
         let path = tmp.join(name);

@@ -95,6 +95,18 @@ fn missing_text_column_lists_the_columns() {
 }
 
 #[test]
+fn missing_label_column_lists_the_columns() {
+    check(
+        "missing-label-column",
+        8,
+        &[
+            "column `sentiment` not found in ",
+            "the file has columns: id, text, label",
+        ],
+    );
+}
+
+#[test]
 fn single_class_is_explained() {
     check(
         "single-class",

@@ -100,6 +100,14 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
     assert_eq!(manifest["runtime"]["version"], "1.31.1");
     assert_eq!(manifest["runtime"]["source"], "provisioned by graft");
 
+    // splits.csv names every used row's split by its row in the data file.
+    let splits = std::fs::read_to_string(outcome.run_dir.join("splits.csv")).unwrap();
+    let lines: Vec<&str> = splits.lines().collect();
+    assert_eq!(lines[0], "row,label,split");
+    assert_eq!(lines.len(), 41);
+    assert_eq!(lines.iter().filter(|l| l.ends_with(",test")).count(), 10);
+    assert!(lines[1].starts_with("0,positive,"), "{}", lines[1]);
+
     let report = std::fs::read_to_string(outcome.run_dir.join("report.md")).unwrap();
     assert!(
         report.contains("| **test** | 10 | 1.0000 | 1.0000 |"),
