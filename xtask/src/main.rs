@@ -176,6 +176,23 @@ fn test(args: &[String]) -> ExitCode {
         command
             .current_dir(&root)
             .env(graft_pipeline::CACHE_ENV, &cache);
+        // `cargo run` gave this process the package variables of xtask; build scripts (ring's, via polars'
+        // HTTP stack) watch some of them, so passing them on would rebuild half the dependency tree.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&key.as_ref())
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
         eprintln!("xtask: running {name}: {command:?}");
         match command.status() {
             Ok(status) if status.success() => {}
