@@ -7,9 +7,11 @@ use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features};
 
 /// Multinomial (softmax) logistic regression.
 ///
-/// Minimises scikit-learn's objective `C · Σᵢ −log p(yᵢ | xᵢ) + ½‖W‖²` (the intercept is not penalised), so a
-/// given `C` means the same here as in `sklearn.linear_model.LogisticRegression`. Training starts from zero
-/// weights and is fully deterministic.
+/// Minimises `C · Σᵢ −log p(yᵢ | xᵢ) + ½‖W‖²` (one weight column per class; the intercept is not penalised),
+/// scikit-learn's multinomial objective, so for three or more classes a given `C` means the same here as in
+/// `sklearn.linear_model.LogisticRegression`. With two classes scikit-learn fits a single weight vector
+/// `w = w₁ − w₀` instead; at the optimum `w₀ = −w₁`, so graft's `C` equals scikit-learn's `C / 2` there.
+/// Training starts from zero weights and is fully deterministic.
 #[derive(Debug, Clone, Copy)]
 pub struct Logistic;
 

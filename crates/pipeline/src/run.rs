@@ -79,10 +79,7 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
     let (file, label) = match &plan.data.source {
         DataSource::Registry(name) => {
             let files = cache.dataset(name)?;
-            (
-                files.table,
-                format!("{name} (registered data set: {})", files.entry.description),
-            )
+            (files.table, format!("{name} (registered data set)"))
         }
         DataSource::File(path) => {
             let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
