@@ -230,6 +230,23 @@ impl Checker<'_> {
         Diagnostic::at(self.file, self.source, Some(span), message)
     }
 
+    /// A name missing from the registry: suggest the closest one and list them all.
+    fn unknown(
+        &self,
+        name: &Spanned<String>,
+        what: &str,
+        plural: &str,
+        known: &[&str],
+    ) -> Diagnostic {
+        let list = format!("registered {plural}: {}", known.join(", "));
+        let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`? {list}"),
+            None => list,
+        };
+        self.error(name.span(), format!("unknown {what} `{}`", name.get_ref()))
+            .with_hint(hint)
+    }
+
     fn resolve(&self, path: &str) -> PathBuf {
         absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
     }
@@ -358,19 +375,7 @@ impl Checker<'_> {
             }
             (Some(name), None) => {
                 let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
-                    let known = registry.dataset_names();
-                    let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
-                        Some(best) => format!(
-                            "did you mean `{best}`? registered data sets: {}",
-                            known.join(", ")
-                        ),
-                        None => format!("registered data sets: {}", known.join(", ")),
-                    };
-                    self.error(
-                        name.span(),
-                        format!("unknown data set `{}`", name.get_ref()),
-                    )
-                    .with_hint(hint)
+                    self.unknown(name, "data set", "data sets", &registry.dataset_names())
                 })?;
                 (
                     DataSource::Registry(name.get_ref().clone()),
@@ -444,19 +449,7 @@ impl Checker<'_> {
             }
             (Some(name), None) => {
                 let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
-                    let known = registry.model_names();
-                    let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
-                        Some(best) => format!(
-                            "did you mean `{best}`? registered backbones: {}",
-                            known.join(", ")
-                        ),
-                        None => format!("registered backbones: {}", known.join(", ")),
-                    };
-                    self.error(
-                        name.span(),
-                        format!("unknown backbone `{}`", name.get_ref()),
-                    )
-                    .with_hint(hint)
+                    self.unknown(name, "backbone", "backbones", &registry.model_names())
                 })?;
                 if let Some(sha) = &b.sha256 {
                     return Err(self

@@ -152,6 +152,18 @@ fn unknown_backbone_lists_the_registry() {
 }
 
 #[test]
+fn unknown_dataset_lists_the_registry() {
+    check(
+        "unknown-dataset",
+        6,
+        &[
+            "unknown data set `movie-reviews`",
+            "hint: registered data sets: mr",
+        ],
+    );
+}
+
+#[test]
 fn invalid_head_parameter_is_named() {
     check(
         "bad-head-param",
