@@ -30,6 +30,9 @@ enum Cmd {
         /// repository root).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Shared feature cache (default: features/ inside the cache folder).
+        #[arg(long)]
+        features_dir: Option<PathBuf>,
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
@@ -42,6 +45,17 @@ enum Cmd {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Show or clear the shared feature cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Cache folder (as for `run`).
+        #[arg(long, global = true)]
+        cache_dir: Option<PathBuf>,
+        /// Feature cache (default: features/ inside the cache folder).
+        #[arg(long, global = true)]
+        features_dir: Option<PathBuf>,
+    },
     /// Check a pipeline file without running it.
     Check {
         /// The pipeline file (TOML).
@@ -52,6 +66,18 @@ enum Cmd {
         /// Extra arguments for the test runner.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Rows and bytes per feature namespace (one per model and extraction setting).
+    Stats,
+    /// Delete stored features (all of them, or the namespaces whose description contains `--model`).
+    Clear {
+        /// Only namespaces whose description contains this text (e.g. a model name).
+        #[arg(long)]
+        model: Option<String>,
     },
 }
 
@@ -84,12 +110,34 @@ fn main() -> ExitCode {
             pipeline,
             runs_dir,
             cache_dir,
+            features_dir,
             no_progress,
-        } => run(&pipeline, runs_dir, cache_dir, !no_progress),
+        } => run(&pipeline, runs_dir, cache_dir, features_dir, !no_progress),
         Cmd::Fetch {
             pipelines,
             cache_dir,
         } => fetch(pipelines, cache_dir),
+        Cmd::Cache {
+            action,
+            cache_dir,
+            features_dir,
+        } => {
+            let features = features_dir
+                .unwrap_or_else(|| cache_dir.unwrap_or_else(default_cache).join("features"));
+            match action {
+                CacheAction::Stats => {
+                    graft_pipeline::feature_cache_stats(&features).map(|table| print!("{table}"))
+                }
+                CacheAction::Clear { model } => {
+                    graft_pipeline::clear_feature_cache(&features, model.as_deref()).map(|n| {
+                        println!(
+                            "removed {n} feature namespace(s) from {}",
+                            features.display()
+                        )
+                    })
+                }
+            }
+        }
         Cmd::Check { pipeline } => Plan::load(&pipeline).map(|plan| {
             println!("{}: ok (pipeline `{}`)", pipeline.display(), plan.name);
         }),
@@ -108,6 +156,7 @@ fn run(
     pipeline: &Path,
     runs_dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    features_dir: Option<PathBuf>,
     progress: bool,
 ) -> Result<(), graft_pipeline::PipelineError> {
     let plan = Plan::load(pipeline)?;
@@ -116,6 +165,9 @@ fn run(
         runs_dir.unwrap_or_else(|| workspace_root().join("runs")),
     );
     options.progress = progress;
+    if let Some(dir) = features_dir {
+        options.features_dir = dir;
+    }
     let outcome = graft_pipeline::run(&plan, &options)?;
     println!("{}", outcome.summary);
     Ok(())

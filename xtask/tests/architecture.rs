@@ -20,7 +20,7 @@ fn graft_dependencies(manifest: &Path) -> Vec<String> {
 #[test]
 fn leaf_crates_do_not_depend_on_each_other() {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
-    for leaf in ["ingest", "backbone", "heads", "eval", "assets"] {
+    for leaf in ["ingest", "backbone", "heads", "eval", "assets", "features"] {
         let deps = graft_dependencies(&crates.join(leaf).join("Cargo.toml"));
         assert!(deps.is_empty(), "graft-{leaf} depends on {deps:?}");
     }
@@ -37,6 +37,7 @@ fn only_pipeline_composes_and_xtask_only_calls_pipeline() {
             "graft-assets",
             "graft-backbone",
             "graft-eval",
+            "graft-features",
             "graft-heads",
             "graft-ingest"
         ]

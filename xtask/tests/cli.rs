@@ -15,9 +15,11 @@ fn cache() -> PathBuf {
         .unwrap_or_else(|| repo().join(".graft-cache"))
 }
 
-/// Runs `xtask run <pipeline>` with a fresh runs folder, optionally with ORT_DYLIB_PATH set.
+/// Runs `xtask run <pipeline>` with a fresh runs folder and an empty feature cache (so the backbone really
+/// runs), optionally with ORT_DYLIB_PATH set.
 fn xtask_run(pipeline: &str, ort_dylib: Option<&Path>) -> (Output, tempfile::TempDir) {
     let runs = tempfile::tempdir().unwrap();
+    let features = runs.path().join(".features");
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command
         .current_dir(repo())
@@ -25,6 +27,8 @@ fn xtask_run(pipeline: &str, ort_dylib: Option<&Path>) -> (Output, tempfile::Tem
         .arg(runs.path())
         .arg("--cache-dir")
         .arg(cache())
+        .arg("--features-dir")
+        .arg(&features)
         .env_remove("ORT_DYLIB_PATH");
     if let Some(path) = ort_dylib {
         command.env("ORT_DYLIB_PATH", path);
@@ -182,4 +186,40 @@ fn check_accepts_the_quickstart_and_rejects_a_bad_file() {
         &bad,
         &["unknown variant `logistc`", "did you mean `logistic`?"],
     );
+}
+
+#[test]
+fn cache_stats_and_clear() {
+    let (output, runs) = xtask_run("fixtures/pipelines/tiny.toml", None);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let features = runs.path().join(".features");
+    let cache = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["cache"])
+            .args(args)
+            .arg("--features-dir")
+            .arg(&features)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stats = cache(&["stats"]);
+    assert!(stats.contains("       40 rows     1 chunks"), "{stats}");
+    assert!(stats.contains("tiny-embedder.onnx"), "{stats}");
+    assert_eq!(
+        cache(&["clear", "--model", "no-such-model"]),
+        format!(
+            "removed 0 feature namespace(s) from {}\n",
+            features.display()
+        )
+    );
+    assert_eq!(
+        cache(&["clear", "--model", "tiny-embedder"]),
+        format!(
+            "removed 1 feature namespace(s) from {}\n",
+            features.display()
+        )
+    );
+    assert!(cache(&["stats"]).contains("(empty)"));
 }

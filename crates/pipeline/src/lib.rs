@@ -28,7 +28,10 @@ pub use diagnostic::Diagnostic;
 pub use graft_assets::CACHE_ENV;
 pub use plan::{BackbonePlan, DataPlan, DataSource, HeadPlan, ModelSource, Plan};
 pub use report::{Metrics, SplitMetrics};
-pub use run::{RunOptions, RunOutcome, provision_all, provision_runtime, run};
+pub use run::{
+    RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
+    provision_runtime, run,
+};
 pub use schema::SCHEMA_VERSION;
 
 /// Everything that can stop a pipeline.
@@ -54,6 +57,9 @@ pub enum PipelineError {
     /// Reading the data failed for a reason not tied to a pipeline key.
     #[error(transparent)]
     Ingest(#[from] graft_ingest::IngestError),
+    /// The feature cache could not be read or written.
+    #[error(transparent)]
+    Features(#[from] graft_features::FeatureError),
     /// Training the head failed.
     #[error("training the head: {0}")]
     Head(#[from] graft_heads::HeadError),

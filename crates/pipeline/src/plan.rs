@@ -61,6 +61,8 @@ pub struct BackbonePlan {
     pub source: ModelSource,
     /// Extraction settings.
     pub config: TextBackboneConfig,
+    /// Reuse and fill the shared feature cache.
+    pub cache: bool,
 }
 
 /// The head to train.
@@ -173,6 +175,7 @@ impl Plan {
                 "max_length": c.max_length,
                 "batch_size": c.batch_size,
                 "threads": c.intra_threads,
+                "cache": self.backbone.cache,
             },
             "head": head,
         })
@@ -556,6 +559,10 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.threads, "threads", 1)? {
             config.intra_threads = v;
         }
-        Ok(BackbonePlan { source, config })
+        Ok(BackbonePlan {
+            source,
+            config,
+            cache: b.cache.unwrap_or(true),
+        })
     }
 }

@@ -99,11 +99,15 @@ pub struct Timings {
 /// Feature-extraction figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExtractionFigures {
-    /// Texts embedded.
+    /// Rows that needed features.
     pub rows: usize,
+    /// Rows run through the backbone (the rest came from the feature cache).
+    pub extracted: usize,
+    /// Rows whose features came from the feature cache.
+    pub cache_hits: usize,
     /// Embedding width.
     pub dimension: usize,
-    /// Texts per second over the extraction stage.
+    /// Extracted rows per second over the extraction stage (0 when nothing was extracted).
     pub rows_per_second: f64,
     /// Inference calls.
     pub batches: usize,
@@ -200,15 +204,25 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         thousands(r.validation),
         thousands(r.test)
     );
-    let _ = writeln!(
-        s,
-        "  extraction  {} rows in {:.1} s ({:.0} rows/s) · {} thread(s) · {}",
-        thousands(e.rows),
-        t.extract,
-        e.rows_per_second,
-        e.threads,
-        e.execution_provider
-    );
+    if e.extracted > 0 {
+        let _ = writeln!(
+            s,
+            "  extraction  {} rows in {:.1} s ({:.0} rows/s) · {} thread(s) · {} · {} from the feature cache",
+            thousands(e.extracted),
+            t.extract,
+            e.rows_per_second,
+            e.threads,
+            e.execution_provider,
+            thousands(e.cache_hits)
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "  extraction  none: all {} rows from the feature cache ({:.2} s)",
+            thousands(e.cache_hits),
+            t.extract
+        );
+    }
     let _ = writeln!(
         s,
         "  head        {} · {} iterations · {}",
@@ -313,10 +327,12 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     let _ = writeln!(s, "\n## Extraction and timings\n");
     let _ = writeln!(
         s,
-        "{} texts → {}-d features in {:.2} s ({:.0} texts/s, {} batches, {} threads); {} real tokens, {} with \
-         padding; {} texts truncated.\n",
+        "{} texts → {}-d features: {} from the feature cache, {} extracted in {:.2} s ({:.0} texts/s, {} batches, \
+         {} threads); {} real tokens, {} with padding; {} texts truncated.\n",
         e.rows,
         e.dimension,
+        e.cache_hits,
+        e.extracted,
         t.extract,
         e.rows_per_second,
         e.batches,

@@ -6,6 +6,7 @@ use std::time::Instant;
 use graft_assets::{Cache, VerifiedFile, sha256_file};
 use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Runtime, TextBackbone};
 use graft_eval::classification_report;
+use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{Fit, Predict, Targets};
 use graft_ingest::{
     IngestError, Split, TextClassificationData, read_table, stratified_split, stratified_subsample,
@@ -29,13 +30,17 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Draw progress bars (on a terminal).
     pub progress: bool,
+    /// Root of the shared feature cache (default `<cache_dir>/features`).
+    pub features_dir: PathBuf,
 }
 
 impl RunOptions {
     /// Options with progress bars on.
     pub fn new(cache_dir: impl Into<PathBuf>, runs_dir: impl Into<PathBuf>) -> RunOptions {
+        let cache_dir = cache_dir.into();
         RunOptions {
-            cache_dir: cache_dir.into(),
+            features_dir: cache_dir.join("features"),
+            cache_dir,
             runs_dir: runs_dir.into(),
             progress: true,
         }
@@ -225,6 +230,50 @@ pub fn provision_runtime(name: &str, cache_dir: &Path) -> Result<PathBuf, Pipeli
     Ok(Cache::new(cache_dir).runtime(name)?.library.path)
 }
 
+/// A table of the feature cache's namespaces: rows, chunks and size of each.
+pub fn feature_cache_stats(features_dir: &Path) -> Result<String, PipelineError> {
+    let stats = graft_features::stats(features_dir)?;
+    let mut out = format!("feature cache {}\n", features_dir.display());
+    if stats.is_empty() {
+        out.push_str("  (empty)\n");
+    }
+    let mut total = 0;
+    for s in &stats {
+        total += s.bytes;
+        out.push_str(&format!(
+            "  {:>9} rows  {:>4} chunks  {:>9.1} MB  {}\n    {}\n",
+            s.rows,
+            s.chunks,
+            s.bytes as f64 / 1e6,
+            s.dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            s.description
+        ));
+    }
+    out.push_str(&format!("  total {:.1} MB\n", total as f64 / 1e6));
+    Ok(out)
+}
+
+/// Removes feature namespaces (all, or those whose description contains `filter`); returns how many.
+pub fn clear_feature_cache(
+    features_dir: &Path,
+    filter: Option<&str>,
+) -> Result<usize, PipelineError> {
+    let mut removed = 0;
+    for s in graft_features::stats(features_dir)? {
+        if filter.is_none_or(|f| s.description.contains(f)) {
+            std::fs::remove_dir_all(&s.dir).map_err(|source| PipelineError::Io {
+                path: s.dir.clone(),
+                source,
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Fetches everything the plan needs (runtime, model, data) without running it.
 pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
     let cache = Cache::new(cache_dir);
@@ -327,30 +376,105 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             )
         }
     };
-    // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
-    let (library, library_source, library_version) = runtime_library(&cache)?;
-    let runtime = Runtime::load(&library.path)?;
-    let mut config = plan.backbone.config.clone();
-    config.progress = options.progress;
-    let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
     timings.provision = clock.elapsed().as_secs_f64();
 
-    // 3. Extract features for every used row once.
+    // 3. Features for every used row: from the shared cache where present, extracted (once) otherwise.
     let clock = Instant::now();
-    let (features, stats) = backbone.embed(&data.texts)?;
-    timings.extract = clock.elapsed().as_secs_f64();
-    let extraction = ExtractionFigures {
-        rows: stats.rows,
-        dimension: features.ncols(),
-        rows_per_second: stats.rows as f64 / timings.extract.max(1e-9),
-        batches: stats.batches,
-        tokens: stats.tokens,
-        padded_tokens: stats.padded_tokens,
-        truncated_rows: stats.truncated_rows,
-        tokenize_seconds: stats.tokenize_seconds,
-        execution_provider: backbone.execution_provider().to_owned(),
-        threads: backbone.config().intra_threads,
+    let config = &plan.backbone.config;
+    let store = if plan.backbone.cache {
+        // Everything that changes the extractor's output is part of the namespace.
+        let description = format!(
+            "graft-features 1; model {backbone_label}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
+             normalize {}; max_length {}",
+            onnx.sha256,
+            tokenizer.sha256,
+            config.output.as_deref().unwrap_or("(first)"),
+            config.pooling.name(),
+            config.normalize,
+            config.max_length
+        );
+        Some(FeatureStore::open(&options.features_dir, &description)?)
+    } else {
+        None
     };
+    let keys: Vec<RowKey> = data.texts.iter().map(|t| row_key(t.as_bytes())).collect();
+    let cached = match &store {
+        Some(store) => store.lookup(&keys)?,
+        None => Lookup {
+            rows: Array2::zeros((keys.len(), 0)),
+            found: vec![false; keys.len()],
+            rejected_chunks: 0,
+        },
+    };
+    let missing = cached.missing();
+    let mut runtime_json = serde_json::Value::Null;
+    let mut extraction = ExtractionFigures {
+        rows: data.texts.len(),
+        extracted: missing.len(),
+        cache_hits: cached.hits(),
+        dimension: cached.rows.ncols(),
+        rows_per_second: 0.0,
+        batches: 0,
+        tokens: 0,
+        padded_tokens: 0,
+        truncated_rows: 0,
+        tokenize_seconds: 0.0,
+        execution_provider: "none: every feature came from the cache".to_owned(),
+        threads: 0,
+    };
+    let features = if missing.is_empty() {
+        cached.rows
+    } else {
+        // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
+        let (library, library_source, library_version) = runtime_library(&cache)?;
+        let runtime = Runtime::load(&library.path)?;
+        let mut config = config.clone();
+        config.progress = options.progress;
+        let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
+        let texts: Vec<&str> = missing.iter().map(|&i| data.texts[i].as_str()).collect();
+        let (fresh, stats) = backbone.embed(&texts)?;
+        if let Some(store) = &store {
+            let fresh_keys: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
+            store.insert(&fresh_keys, fresh.view())?;
+        }
+        let mut features = if cached.rows.ncols() == fresh.ncols() {
+            cached.rows
+        } else {
+            Array2::zeros((keys.len(), fresh.ncols()))
+        };
+        for (row, &i) in missing.iter().enumerate() {
+            features.row_mut(i).assign(&fresh.row(row));
+        }
+        extraction.dimension = fresh.ncols();
+        extraction.batches = stats.batches;
+        extraction.tokens = stats.tokens;
+        extraction.padded_tokens = stats.padded_tokens;
+        extraction.truncated_rows = stats.truncated_rows;
+        extraction.tokenize_seconds = stats.tokenize_seconds;
+        extraction.execution_provider = backbone.execution_provider().to_owned();
+        extraction.threads = backbone.config().intra_threads;
+        runtime_json = json!({
+            "library": file_json(&library),
+            "loaded": runtime.library(),
+            "source": library_source,
+            "version": library_version,
+            "build_info": runtime.build_info(),
+            "execution_provider": backbone.execution_provider(),
+            "intra_threads": backbone.config().intra_threads,
+        });
+        features
+    };
+    timings.extract = clock.elapsed().as_secs_f64();
+    if extraction.extracted > 0 {
+        extraction.rows_per_second = extraction.extracted as f64 / timings.extract.max(1e-9);
+    }
+    let feature_cache_json = json!({
+        "enabled": store.is_some(),
+        "namespace": store.as_ref().map(|s| s.dir().to_path_buf()),
+        "hits": extraction.cache_hits,
+        "extracted": extraction.extracted,
+        "rejected_chunks": cached.rejected_chunks,
+    });
 
     // 4. Train the head on the training split only.
     let clock = Instant::now();
@@ -440,15 +564,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             "classes": data.classes,
         },
         "backbone": model_json,
-        "runtime": {
-            "library": file_json(&library),
-            "loaded": runtime.library(),
-            "source": library_source,
-            "version": library_version,
-            "build_info": runtime.build_info(),
-            "execution_provider": backbone.execution_provider(),
-            "intra_threads": backbone.config().intra_threads,
-        },
+        "runtime": runtime_json,
+        "feature_cache": feature_cache_json,
         "head": plan.resolved()["head"].clone(),
         "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
                   "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()) },

@@ -65,6 +65,7 @@ pub(crate) struct RawBackbone {
     pub max_length: Option<Spanned<usize>>,
     pub batch_size: Option<Spanned<usize>>,
     pub threads: Option<Spanned<usize>>,
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,8 +26,10 @@ fn read_json(path: &Path) -> serde_json::Value {
 fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
     let plan = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
     let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
     let mut options = RunOptions::new(cache_dir(), runs.path());
     options.progress = false;
+    options.features_dir = features.path().to_path_buf();
     let outcome = run(&plan, &options).unwrap();
 
     // The fixture's sentiment words are linearly separable after mean pooling.
@@ -45,7 +47,14 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
     );
     assert_eq!(m.test.accuracy, 1.0, "{:?}", m.test);
     assert_eq!(m.test.confusion, vec![vec![5, 0], vec![0, 5]]);
-    assert_eq!(m.extraction.rows, 40);
+    assert_eq!(
+        (
+            m.extraction.rows,
+            m.extraction.extracted,
+            m.extraction.cache_hits
+        ),
+        (40, 40, 0)
+    );
     assert_eq!(m.extraction.dimension, 8);
     assert_eq!(m.extraction.batches, 10);
     assert_eq!(m.extraction.execution_provider, "CPUExecutionProvider");
@@ -126,13 +135,25 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
 #[test]
 fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
     let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
     let mut options = RunOptions::new(cache_dir(), runs.path());
     options.progress = false;
+    options.features_dir = features.path().to_path_buf();
     let csv = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
     let parquet = Plan::load(&repo().join("fixtures/pipelines/tiny-parquet.toml")).unwrap();
     let a = run(&csv, &options).unwrap().metrics;
     let b = run(&csv, &options).unwrap().metrics;
     let c = run(&parquet, &options).unwrap().metrics;
+    // The second and third runs find every row in the feature cache (the Parquet file has the same texts).
+    assert_eq!(
+        (
+            a.extraction.extracted,
+            b.extraction.extracted,
+            c.extraction.extracted
+        ),
+        (40, 0, 0)
+    );
+    assert_eq!(b.extraction.cache_hits, 40);
     for other in [&b, &c] {
         assert_eq!(a.test, other.test);
         assert_eq!(a.validation, other.validation);
@@ -146,4 +167,63 @@ fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
     let d = run(&reseeded, &options).unwrap().metrics;
     assert_eq!(d.rows.test, 10);
     assert_ne!(a.training.loss, d.training.loss);
+}
+
+#[test]
+fn feature_cache_extracts_only_new_rows_and_never_trusts_a_damaged_chunk() {
+    let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
+    let mut options = RunOptions::new(cache_dir(), runs.path());
+    options.progress = false;
+    options.features_dir = features.path().to_path_buf();
+    let full = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
+
+    // 30 of the 40 rows first, then all 40: only the 10 new rows are extracted.
+    let mut part = full.clone();
+    part.data.sample = Some(30);
+    let first = run(&part, &options).unwrap().metrics;
+    assert_eq!(
+        (first.extraction.extracted, first.extraction.cache_hits),
+        (30, 0)
+    );
+    let second = run(&full, &options).unwrap().metrics;
+    assert_eq!(
+        (second.extraction.extracted, second.extraction.cache_hits),
+        (10, 30)
+    );
+
+    // Different extraction settings are a different namespace.
+    let mut cls = full.clone();
+    cls.backbone.config.pooling = graft_backbone::Pooling::Cls;
+    assert_eq!(
+        run(&cls, &options).unwrap().metrics.extraction.extracted,
+        40
+    );
+
+    // A damaged chunk is skipped and its rows extracted again; results are unchanged.
+    let namespace = graft_features::stats(features.path())
+        .unwrap()
+        .into_iter()
+        .find(|s| s.description.contains("pooling mean"))
+        .unwrap();
+    let chunk = std::fs::read_dir(&namespace.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("chunk-"))
+        .unwrap();
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let last = bytes.len() - 40;
+    bytes[last] ^= 0xff;
+    std::fs::write(&chunk, bytes).unwrap();
+    let third = run(&full, &options).unwrap().metrics;
+    assert!(third.extraction.extracted > 0);
+    assert_eq!(third.test, second.test);
+
+    // With `cache = false` nothing is read or written.
+    let mut off = full.clone();
+    off.backbone.cache = false;
+    assert_eq!(
+        run(&off, &options).unwrap().metrics.extraction.extracted,
+        40
+    );
 }

@@ -116,8 +116,10 @@ fn quickstart_on_an_mr_subset_beats_seventy_percent() {
     let mut plan = Plan::load(&repo().join("pipelines/quickstart.toml")).unwrap();
     plan.data.sample = Some(3000);
     let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
     let mut options = RunOptions::new(cache().root(), runs.path());
     options.progress = false;
+    options.features_dir = features.path().to_path_buf();
     let outcome = run(&plan, &options).unwrap();
     let m = &outcome.metrics;
     assert_eq!(m.rows.read, 10_605);
@@ -129,6 +131,7 @@ fn quickstart_on_an_mr_subset_beats_seventy_percent() {
     );
     assert_eq!(m.classes, ["negative", "positive"]);
     assert_eq!(m.extraction.dimension, 384);
+    assert_eq!(m.extraction.extracted, 3000);
     assert!(m.test.accuracy > 0.70, "test accuracy {}", m.test.accuracy);
     assert!(m.test.macro_f1 > 0.70, "test macro-F1 {}", m.test.macro_f1);
     assert!(outcome.run_dir.join("report.md").is_file());
