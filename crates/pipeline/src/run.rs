@@ -384,8 +384,15 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let store = if plan.backbone.cache {
         // Everything that changes the extractor's output is part of the namespace.
         let description = format!(
-            "graft-features 1; model {backbone_label}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
+            "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
              normalize {}; max_length {}",
+            // The name is for `cache stats`; identity comes from the checksums.
+            match &plan.backbone.source {
+                ModelSource::Registry(name) => name.clone(),
+                ModelSource::Files { onnx, .. } => onnx
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            },
             onnx.sha256,
             tokenizer.sha256,
             config.output.as_deref().unwrap_or("(first)"),
