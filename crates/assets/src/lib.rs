@@ -171,6 +171,19 @@ pub struct DatasetFiles {
     pub table: VerifiedFile,
 }
 
+/// The registry entry called `name`, or an error listing the names there are.
+fn entry<'r, T>(
+    entries: &'r std::collections::BTreeMap<String, T>,
+    kind: &'static str,
+    name: &str,
+) -> Result<&'r T, AssetError> {
+    entries.get(name).ok_or_else(|| AssetError::Unknown {
+        kind,
+        name: name.to_owned(),
+        known: entries.keys().cloned().collect(),
+    })
+}
+
 /// The folder that holds fetched parts, one sub-folder per part.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -214,14 +227,7 @@ impl Cache {
     /// Fetches (or finds) the named ONNX Runtime build.
     pub fn runtime(&self, name: &str) -> Result<RuntimeFiles, AssetError> {
         let registry = Registry::builtin();
-        let entry = registry
-            .runtime
-            .get(name)
-            .ok_or_else(|| AssetError::Unknown {
-                kind: "runtime",
-                name: name.to_owned(),
-                known: registry.runtime.keys().cloned().collect(),
-            })?;
+        let entry = entry(&registry.runtime, "runtime", name)?;
         let dir = self
             .root
             .join("runtime")
@@ -247,14 +253,7 @@ impl Cache {
     /// Fetches (or finds) the named backbone's graph and tokenizer.
     pub fn model(&self, name: &str) -> Result<ModelFiles, AssetError> {
         let registry = Registry::builtin();
-        let entry = registry
-            .models
-            .get(name)
-            .ok_or_else(|| AssetError::Unknown {
-                kind: "model",
-                name: name.to_owned(),
-                known: registry.models.keys().cloned().collect(),
-            })?;
+        let entry = entry(&registry.models, "model", name)?;
         let dir = self.root.join("models").join(name);
         let mut wanted = vec![entry.onnx.clone()];
         wanted.extend(entry.tokenizer.clone());
@@ -271,14 +270,7 @@ impl Cache {
     /// Fetches (or finds) the named data set and prepares its table.
     pub fn dataset(&self, name: &str) -> Result<DatasetFiles, AssetError> {
         let registry = Registry::builtin();
-        let entry = registry
-            .datasets
-            .get(name)
-            .ok_or_else(|| AssetError::Unknown {
-                kind: "dataset",
-                name: name.to_owned(),
-                known: registry.datasets.keys().cloned().collect(),
-            })?;
+        let entry = entry(&registry.datasets, "dataset", name)?;
         let dir = self.root.join("datasets").join(name);
         let table_path = dir.join(&entry.prepared.name);
         let table = if table_path.exists() {

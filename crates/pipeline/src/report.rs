@@ -84,9 +84,10 @@ pub struct RowCounts {
 pub struct Timings {
     /// Reading, cleaning and splitting the data (including fetching a registered data set).
     pub ingest: f64,
-    /// Fetching/verifying ONNX Runtime and the model, and opening the session.
+    /// Fetching or verifying the model files.
     pub provision: f64,
-    /// Feature extraction.
+    /// Features: cache lookup, and for missing rows loading ONNX Runtime, opening the session, extracting
+    /// and storing.
     pub extract: f64,
     /// Training the head.
     pub train: f64,
@@ -107,7 +108,7 @@ pub struct ExtractionFigures {
     pub cache_hits: usize,
     /// Embedding width.
     pub dimension: usize,
-    /// Extracted rows per second over the extraction stage (0 when nothing was extracted).
+    /// Extracted rows per second of tokenization and inference (0 when nothing was extracted).
     pub rows_per_second: f64,
     /// Inference calls.
     pub batches: usize,

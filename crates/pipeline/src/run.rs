@@ -315,7 +315,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         "ingested"
     );
 
-    // 2. Provision the runtime and the backbone.
+    // 2. Fetch or verify the model files (the runtime is needed only if something must be extracted).
     let clock = Instant::now();
     let (onnx, tokenizer, backbone_label, model_json) = match &plan.backbone.source {
         ModelSource::Registry(name) => {
@@ -458,6 +458,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         extraction.padded_tokens = stats.padded_tokens;
         extraction.truncated_rows = stats.truncated_rows;
         extraction.tokenize_seconds = stats.tokenize_seconds;
+        extraction.rows_per_second = stats.rows as f64 / stats.seconds.max(1e-9);
         extraction.execution_provider = backbone.execution_provider().to_owned();
         extraction.threads = backbone.config().intra_threads;
         runtime_json = json!({
@@ -472,9 +473,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         features
     };
     timings.extract = clock.elapsed().as_secs_f64();
-    if extraction.extracted > 0 {
-        extraction.rows_per_second = extraction.extracted as f64 / timings.extract.max(1e-9);
-    }
     let feature_cache_json = json!({
         "enabled": store.is_some(),
         "namespace": store.as_ref().map(|s| s.dir().to_path_buf()),

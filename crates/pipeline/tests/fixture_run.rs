@@ -18,6 +18,14 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| repo().join(".graft-cache"))
 }
 
+/// Run options with a fresh feature cache in `features`, so every run's extraction counts are its own.
+fn options(runs: &Path, features: &Path) -> RunOptions {
+    let mut options = RunOptions::new(cache_dir(), runs);
+    options.progress = false;
+    options.features_dir = features.to_path_buf();
+    options
+}
+
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -27,9 +35,7 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
     let plan = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
     let runs = tempfile::tempdir().unwrap();
     let features = tempfile::tempdir().unwrap();
-    let mut options = RunOptions::new(cache_dir(), runs.path());
-    options.progress = false;
-    options.features_dir = features.path().to_path_buf();
+    let options = options(runs.path(), features.path());
     let outcome = run(&plan, &options).unwrap();
 
     // The fixture's sentiment words are linearly separable after mean pooling.
@@ -136,9 +142,7 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
 fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
     let runs = tempfile::tempdir().unwrap();
     let features = tempfile::tempdir().unwrap();
-    let mut options = RunOptions::new(cache_dir(), runs.path());
-    options.progress = false;
-    options.features_dir = features.path().to_path_buf();
+    let options = options(runs.path(), features.path());
     let csv = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
     let parquet = Plan::load(&repo().join("fixtures/pipelines/tiny-parquet.toml")).unwrap();
     let a = run(&csv, &options).unwrap().metrics;
@@ -173,9 +177,7 @@ fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
 fn feature_cache_extracts_only_new_rows_and_never_trusts_a_damaged_chunk() {
     let runs = tempfile::tempdir().unwrap();
     let features = tempfile::tempdir().unwrap();
-    let mut options = RunOptions::new(cache_dir(), runs.path());
-    options.progress = false;
-    options.features_dir = features.path().to_path_buf();
+    let options = options(runs.path(), features.path());
     let full = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
 
     // 30 of the 40 rows first, then all 40: only the 10 new rows are extracted.
