@@ -137,8 +137,8 @@ fn pip_download(
     if !output.status.success() {
         let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stdout));
-        let tail: Vec<&str> = text.lines().rev().take(12).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(12)..];
         return Err(AssetError::PipFailed {
             requirement: requirement.to_owned(),
             status: output.status.to_string(),

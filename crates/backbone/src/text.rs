@@ -98,6 +98,7 @@ pub struct TextBackbone {
     feeds: Vec<(String, Feed)>,
     output: String,
     model_path: PathBuf,
+    tokenizer_path: PathBuf,
 }
 
 impl std::fmt::Debug for TextBackbone {
@@ -209,6 +210,7 @@ impl TextBackbone {
             feeds,
             output,
             model_path: model.to_path_buf(),
+            tokenizer_path: tokenizer.to_path_buf(),
         })
     }
 
@@ -233,7 +235,7 @@ impl TextBackbone {
             .tokenizer
             .encode_batch_fast(inputs, true)
             .map_err(|e| BackboneError::Tokenizer {
-                path: PathBuf::from("(loaded)"),
+                path: self.tokenizer_path.clone(),
                 message: e.to_string(),
             })?;
         let mut stats = ExtractionStats {

@@ -250,6 +250,20 @@ impl Checker<'_> {
             .with_hint(hint)
     }
 
+    /// Resolves a path key against the pipeline's folder; a diagnostic at the key when no such file exists.
+    fn existing_file(&self, path: &Spanned<String>, what: &str) -> Result<PathBuf, Diagnostic> {
+        let resolved = self.resolve(path.get_ref());
+        if resolved.is_file() {
+            return Ok(resolved);
+        }
+        Err(self
+            .error(
+                path.span(),
+                format!("{what} not found: {}", resolved.display()),
+            )
+            .with_hint("relative paths are resolved from the folder of the pipeline file"))
+    }
+
     fn resolve(&self, path: &str) -> PathBuf {
         absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
     }
@@ -386,17 +400,7 @@ impl Checker<'_> {
                 )
             }
             (None, Some(path)) => {
-                let resolved = self.resolve(path.get_ref());
-                if !resolved.is_file() {
-                    return Err(self
-                        .error(
-                            path.span(),
-                            format!("data file not found: {}", resolved.display()),
-                        )
-                        .with_hint(
-                            "relative paths are resolved from the folder of the pipeline file",
-                        ));
-                }
+                let resolved = self.existing_file(path, "data file")?;
                 (DataSource::File(resolved), None)
             }
         };
@@ -475,17 +479,7 @@ impl Checker<'_> {
                 ModelSource::Registry(name.get_ref().clone())
             }
             (None, Some(onnx)) => {
-                let onnx_path = self.resolve(onnx.get_ref());
-                if !onnx_path.is_file() {
-                    return Err(self
-                        .error(
-                            onnx.span(),
-                            format!("model file not found: {}", onnx_path.display()),
-                        )
-                        .with_hint(
-                            "relative paths are resolved from the folder of the pipeline file",
-                        ));
-                }
+                let onnx_path = self.existing_file(onnx, "model file")?;
                 let tokenizer = b.tokenizer.as_ref().ok_or_else(|| {
                     self.error(
                         section.clone(),
@@ -493,17 +487,7 @@ impl Checker<'_> {
                     )
                     .with_hint("give the path of the model's tokenizer.json")
                 })?;
-                let tokenizer_path = self.resolve(tokenizer.get_ref());
-                if !tokenizer_path.is_file() {
-                    return Err(self
-                        .error(
-                            tokenizer.span(),
-                            format!("tokenizer file not found: {}", tokenizer_path.display()),
-                        )
-                        .with_hint(
-                            "relative paths are resolved from the folder of the pipeline file",
-                        ));
-                }
+                let tokenizer_path = self.existing_file(tokenizer, "tokenizer file")?;
                 let sha256 = match &b.sha256 {
                     Some(s) => {
                         let v = s.get_ref().to_ascii_lowercase();
