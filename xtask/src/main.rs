@@ -56,6 +56,16 @@ enum Cmd {
         #[arg(long, global = true)]
         features_dir: Option<PathBuf>,
     },
+    /// Embed every row of a file with a frozen backbone, streaming into Parquet or .npy (resumable, shardable).
+    Extract(ExtractArgs),
+    /// Merge the part files of a sharded `extract` into one file in input order.
+    Merge {
+        /// The folder the shards wrote into (their --output).
+        parts: PathBuf,
+        /// The merged file (.parquet or .npy).
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Check a pipeline file without running it.
     Check {
         /// The pipeline file (TOML).
@@ -67,6 +77,52 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct ExtractArgs {
+    /// A registry backbone (e.g. minilm-l6-int8) or an .onnx file (then give --tokenizer).
+    #[arg(long)]
+    model: String,
+    /// The tokenizer.json of an .onnx --model.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Input table: .csv, .tsv, .jsonl/.ndjson or .parquet.
+    #[arg(long)]
+    input: PathBuf,
+    /// Column (or JSON key) with the texts.
+    #[arg(long)]
+    text_column: String,
+    /// Column copied next to each embedding (otherwise rows are identified by `row`, their 0-based number).
+    #[arg(long)]
+    id_column: Option<String>,
+    /// Output: a .parquet or .npy file; with --shard, a folder for the part files.
+    #[arg(long)]
+    output: PathBuf,
+    /// Texts per inference call.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rows per chunk: the unit of length-sorted batching, resumption and sharding.
+    #[arg(long, default_value_t = 4096)]
+    chunk_rows: usize,
+    /// Process only shard I of N (I from 0), e.g. --shard "$JOB_COMPLETION_INDEX/8".
+    #[arg(long)]
+    shard: Option<graft_pipeline::Shard>,
+    /// Tokens kept per text (default: the registry entry's, else 256).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Pooling of token states: mean or cls (default: the registry entry's, else mean).
+    #[arg(long, value_parser = ["mean", "cls"])]
+    pooling: Option<String>,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +194,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Extract(args) => extract(args),
+        Cmd::Merge { parts, output } => {
+            graft_pipeline::merge(&parts, &output).map(|m| {
+                println!(
+                    "merged {} parts: {} rows → {}",
+                    m.parts,
+                    m.rows,
+                    m.output.display()
+                )
+            })
+        }
         Cmd::Check { pipeline } => Plan::load(&pipeline).map(|plan| {
             println!("{}: ok (pipeline `{}`)", pipeline.display(), plan.name);
         }),
@@ -169,6 +236,50 @@ fn run(
         options.features_dir = dir;
     }
     let outcome = graft_pipeline::run(&plan, &options)?;
+    println!("{}", outcome.summary);
+    Ok(())
+}
+
+fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
+    let is_file = args.model.ends_with(".onnx") || Path::new(&args.model).is_file();
+    let model = match (is_file, args.tokenizer) {
+        (true, Some(tokenizer)) => graft_pipeline::ModelSource::Files {
+            onnx: PathBuf::from(&args.model),
+            tokenizer,
+            sha256: None,
+        },
+        (true, None) => {
+            return Err(graft_pipeline::PipelineError::Job {
+                message: format!("--model {} is a file, and --tokenizer is missing", args.model),
+                hint: "give the model's tokenizer.json with --tokenizer, or a registry name as --model".to_owned(),
+            });
+        }
+        (false, _) => graft_pipeline::ModelSource::Registry(args.model),
+    };
+    let mut job = graft_pipeline::ExtractJob::new(
+        model,
+        args.input,
+        args.text_column,
+        args.output,
+        args.cache_dir.unwrap_or_else(default_cache),
+    );
+    job.id_column = args.id_column;
+    job.batch_size = args.batch_size;
+    if let Some(threads) = args.threads {
+        job.threads = threads;
+    }
+    job.chunk_rows = args.chunk_rows;
+    job.shard = args.shard;
+    job.max_length = args.max_length;
+    job.pooling = args.pooling.map(|p| {
+        if p == "cls" {
+            graft_pipeline::Pooling::Cls
+        } else {
+            graft_pipeline::Pooling::Mean
+        }
+    });
+    job.progress = !args.no_progress;
+    let outcome = graft_pipeline::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())
 }

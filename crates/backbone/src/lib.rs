@@ -28,7 +28,9 @@ mod text;
 
 use std::path::{Path, PathBuf};
 
-pub use text::{ExtractionStats, Pooling, TextBackbone, TextBackboneConfig};
+pub use text::{
+    EncodedTexts, ExtractionStats, Pooling, TextBackbone, TextBackboneConfig, TextTokenizer,
+};
 
 /// The environment variable through which users point graft at their own ONNX Runtime library.
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";

@@ -2,13 +2,14 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, ArrayViewD, Axis};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::{BackboneError, Runtime};
 
@@ -93,12 +94,11 @@ enum Feed {
 /// A frozen text encoder: ONNX graph + tokenizer.
 pub struct TextBackbone {
     session: Session,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     config: TextBackboneConfig,
     feeds: Vec<(String, Feed)>,
     output: String,
     model_path: PathBuf,
-    tokenizer_path: PathBuf,
 }
 
 impl std::fmt::Debug for TextBackbone {
@@ -205,12 +205,14 @@ impl TextBackbone {
         };
         Ok(TextBackbone {
             session,
-            tokenizer: tok,
+            tokenizer: TextTokenizer {
+                tokenizer: Arc::new(tok),
+                path: tokenizer.to_path_buf(),
+            },
             config,
             feeds,
             output,
             model_path: model.to_path_buf(),
-            tokenizer_path: tokenizer.to_path_buf(),
         })
     }
 
@@ -224,35 +226,19 @@ impl TextBackbone {
         "CPUExecutionProvider"
     }
 
+    /// A handle on the tokenizer that other threads can use to prepare input for
+    /// [`embed_encoded`](Self::embed_encoded) while this backbone runs inference.
+    pub fn tokenizer(&self) -> TextTokenizer {
+        self.tokenizer.clone()
+    }
+
     /// Embeds `texts`; row `i` of the result belongs to `texts[i]`.
     pub fn embed<S: AsRef<str> + Sync>(
         &mut self,
         texts: &[S],
     ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
         let started = Instant::now();
-        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch_fast(inputs, true)
-            .map_err(|e| BackboneError::Tokenizer {
-                path: self.tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
-        let mut stats = ExtractionStats {
-            rows: texts.len(),
-            tokenize_seconds: started.elapsed().as_secs_f64(),
-            ..ExtractionStats::default()
-        };
-        stats.truncated_rows = encodings
-            .iter()
-            .filter(|e| !e.get_overflowing().is_empty())
-            .count();
-
-        // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
-        // (the memory peak) comes first.
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-
+        let encoded = self.tokenizer.encode(texts)?;
         let bar = if self.config.progress {
             ProgressBar::new(texts.len() as u64)
         } else {
@@ -264,6 +250,31 @@ impl TextBackbone {
             )
             .expect("static template"),
         );
+        let (embeddings, mut stats) = self.embed_encoded(&encoded, |rows| bar.inc(rows as u64))?;
+        bar.finish_and_clear();
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok((embeddings, stats))
+    }
+
+    /// Embeds texts tokenized by [`TextTokenizer::encode`]; calls `on_batch(rows)` after each inference call.
+    pub fn embed_encoded(
+        &mut self,
+        encoded: &EncodedTexts,
+        mut on_batch: impl FnMut(usize),
+    ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
+        let started = Instant::now();
+        let encodings = &encoded.encodings;
+        let mut stats = ExtractionStats {
+            rows: encodings.len(),
+            truncated_rows: encoded.truncated_rows,
+            tokenize_seconds: encoded.tokenize_seconds,
+            ..ExtractionStats::default()
+        };
+
+        // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
+        // (the memory peak) comes first.
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
 
         let mut result: Option<Array2<f32>> = None;
         for batch in order.chunks(self.config.batch_size) {
@@ -314,7 +325,7 @@ impl TextBackbone {
                     message,
                 }
             })?;
-            let out = result.get_or_insert_with(|| Array2::zeros((texts.len(), pooled.ncols())));
+            let out = result.get_or_insert_with(|| Array2::zeros((encodings.len(), pooled.ncols())));
             for (r, &i) in batch.iter().enumerate() {
                 let mut row = out.row_mut(i);
                 row.assign(&pooled.row(r));
@@ -325,11 +336,61 @@ impl TextBackbone {
                     }
                 }
             }
-            bar.inc(batch.len() as u64);
+            on_batch(batch.len());
         }
-        bar.finish_and_clear();
-        stats.seconds = started.elapsed().as_secs_f64();
+        stats.seconds = started.elapsed().as_secs_f64() + encoded.tokenize_seconds;
         Ok((result.unwrap_or_else(|| Array2::zeros((0, 0))), stats))
+    }
+}
+
+/// Texts turned into token ids, ready for [`TextBackbone::embed_encoded`].
+#[derive(Debug, Clone)]
+pub struct EncodedTexts {
+    encodings: Vec<Encoding>,
+    truncated_rows: usize,
+    tokenize_seconds: f64,
+}
+
+impl EncodedTexts {
+    /// Number of texts.
+    pub fn len(&self) -> usize {
+        self.encodings.len()
+    }
+
+    /// Whether there are no texts.
+    pub fn is_empty(&self) -> bool {
+        self.encodings.is_empty()
+    }
+}
+
+/// A backbone's tokenizer, configured (truncation, no fixed padding) and cheap to clone across threads.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    tokenizer: Arc<Tokenizer>,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    /// Tokenizes `texts` in parallel (rayon).
+    pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<EncodedTexts, BackboneError> {
+        let started = Instant::now();
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(inputs, true)
+            .map_err(|e| BackboneError::Tokenizer {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        let truncated_rows = encodings
+            .iter()
+            .filter(|e| !e.get_overflowing().is_empty())
+            .count();
+        Ok(EncodedTexts {
+            encodings,
+            truncated_rows,
+            tokenize_seconds: started.elapsed().as_secs_f64(),
+        })
     }
 }
 

@@ -17,13 +17,18 @@
 //! # }
 //! ```
 
+pub mod embeddings;
+pub mod rows;
 mod split;
 
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+pub use embeddings::{EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, read_embeddings};
 pub use polars::frame::DataFrame;
+pub use polars::prelude::{DataType, Series};
+pub use rows::{TextChunk, TextRowReader, count_rows};
 pub use split::{Split, SplitRatios, stratified_split, stratified_subsample};
 
 /// Everything that can go wrong while reading and splitting data.
@@ -40,6 +45,38 @@ pub enum IngestError {
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
+    },
+    /// An output file name whose extension graft does not write.
+    #[error("cannot tell the output format of {}: expected a .parquet or .npy file", path.display())]
+    UnsupportedOutput {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line of a CSV/TSV/JSONL file that cannot be read.
+    #[error("{}:{line}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A row whose text is null, where every row needs one.
+    #[error("{}: row {row} has a null text", path.display())]
+    NullText {
+        /// The file.
+        path: PathBuf,
+        /// 0-based row number.
+        row: u64,
+    },
+    /// An output file that could not be written.
+    #[error("cannot write {}: {message}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
     },
     /// The file has no bytes or no data rows.
     #[error("{} has no data rows", path.display())]

@@ -17,6 +17,7 @@
 //! ```
 
 mod diagnostic;
+mod extract;
 mod plan;
 mod report;
 mod run;
@@ -25,7 +26,9 @@ mod schema;
 use std::path::PathBuf;
 
 pub use diagnostic::Diagnostic;
+pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
+pub use graft_backbone::Pooling;
 pub use plan::{BackbonePlan, DataPlan, DataSource, HeadPlan, ModelSource, Plan};
 pub use report::{Metrics, SplitMetrics};
 pub use run::{
@@ -66,6 +69,14 @@ pub enum PipelineError {
     /// Scoring failed.
     #[error("evaluation: {0}")]
     Eval(#[from] graft_eval::EvalError),
+    /// A batch extraction job that cannot go on.
+    #[error("{message}\n  hint: {hint}")]
+    Job {
+        /// What is wrong.
+        message: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// Writing the run folder failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -186,7 +186,7 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
 
 /// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions.
 /// Returns the file, where it came from, and its version.
-fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String, String), PipelineError> {
+pub(crate) fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String, String), PipelineError> {
     match std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
         Some(path) => {
             let path = PathBuf::from(path);
@@ -221,6 +221,96 @@ fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String, String), Pipe
                 "provisioned by graft".to_owned(),
                 runtime.version,
             ))
+        }
+    }
+}
+
+/// A backbone's files, present and verified.
+pub(crate) struct ResolvedModel {
+    pub onnx: VerifiedFile,
+    pub tokenizer: VerifiedFile,
+    /// The registry name, or the graph's path.
+    pub label: String,
+    /// The manifest's description of the model.
+    pub json: serde_json::Value,
+}
+
+/// Why a model's files cannot be used; the caller words the first two for its context.
+pub(crate) enum ModelProblem {
+    /// A registered backbone without a tokenizer.
+    NotText(String),
+    /// A pinned graph whose checksum differs.
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    Other(PipelineError),
+}
+
+impl<E: Into<PipelineError>> From<E> for ModelProblem {
+    fn from(e: E) -> Self {
+        ModelProblem::Other(e.into())
+    }
+}
+
+/// Fetches (registry) or checksums (own files) a text backbone's graph and tokenizer.
+pub(crate) fn resolve_model(
+    cache: &Cache,
+    source: &ModelSource,
+) -> Result<ResolvedModel, ModelProblem> {
+    let checksum = |path: &Path| -> Result<VerifiedFile, ModelProblem> {
+        let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(VerifiedFile {
+            path: path.to_path_buf(),
+            sha256,
+            fetched: false,
+        })
+    };
+    match source {
+        ModelSource::Registry(name) => {
+            let files = cache.model(name)?;
+            let tokenizer = files
+                .tokenizer
+                .clone()
+                .ok_or_else(|| ModelProblem::NotText(name.clone()))?;
+            let json = json!({
+                "name": name, "licence": files.entry.licence, "dimension": files.entry.dimension,
+                "onnx": file_json(&files.onnx), "tokenizer": file_json(&tokenizer),
+            });
+            Ok(ResolvedModel {
+                onnx: files.onnx,
+                tokenizer,
+                label: name.clone(),
+                json,
+            })
+        }
+        ModelSource::Files {
+            onnx,
+            tokenizer,
+            sha256,
+        } => {
+            let onnx = checksum(onnx)?;
+            if let Some(expected) = sha256
+                && *expected != onnx.sha256
+            {
+                return Err(ModelProblem::Checksum {
+                    path: onnx.path,
+                    expected: expected.clone(),
+                    actual: onnx.sha256,
+                });
+            }
+            let tokenizer = checksum(tokenizer)?;
+            let json = json!({ "name": null, "onnx": file_json(&onnx), "tokenizer": file_json(&tokenizer) });
+            Ok(ResolvedModel {
+                label: onnx.path.display().to_string(),
+                onnx,
+                tokenizer,
+                json,
+            })
         }
     }
 }
@@ -287,7 +377,7 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
     Ok(())
 }
 
-fn file_json(f: &VerifiedFile) -> serde_json::Value {
+pub(crate) fn file_json(f: &VerifiedFile) -> serde_json::Value {
     json!({ "path": f.path, "sha256": f.sha256, "fetched_now": f.fetched })
 }
 
@@ -317,65 +407,34 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
 
     // 2. Fetch or verify the model files (the runtime is needed only if something must be extracted).
     let clock = Instant::now();
-    let (onnx, tokenizer, backbone_label, model_json) = match &plan.backbone.source {
-        ModelSource::Registry(name) => {
-            let files = cache.model(name)?;
-            let tokenizer = files.tokenizer.clone().ok_or_else(|| {
-                PipelineError::from(plan.diagnostic(
-                    &plan.spans.backbone,
-                    format!("backbone `{name}` is not a text model"),
-                ))
-            })?;
-            let label = name.clone();
-            let json = json!({
-                "name": name, "licence": files.entry.licence, "dimension": files.entry.dimension,
-                "onnx": file_json(&files.onnx), "tokenizer": file_json(&tokenizer),
-            });
-            (files.onnx, tokenizer, label, json)
-        }
-        ModelSource::Files {
-            onnx,
-            tokenizer,
-            sha256,
-        } => {
-            let actual = sha256_file(onnx).map_err(|source| PipelineError::Io {
-                path: onnx.clone(),
-                source,
-            })?;
-            if let Some(expected) = sha256
-                && *expected != actual
-            {
-                return Err(plan
-                    .diagnostic(
-                        &plan.spans.sha256,
-                        format!("checksum mismatch for {}: expected {expected}, found {actual}", onnx.display()),
-                    )
-                    .with_hint("the model file changed since the pipeline pinned it; restore it or update `sha256`")
-                    .into());
-            }
-            let tok_sha = sha256_file(tokenizer).map_err(|source| PipelineError::Io {
-                path: tokenizer.clone(),
-                source,
-            })?;
-            let onnx = VerifiedFile {
-                path: onnx.clone(),
-                sha256: actual,
-                fetched: false,
-            };
-            let tokenizer = VerifiedFile {
-                path: tokenizer.clone(),
-                sha256: tok_sha,
-                fetched: false,
-            };
-            let json = json!({ "name": null, "onnx": file_json(&onnx), "tokenizer": file_json(&tokenizer) });
-            (
-                onnx.clone(),
-                tokenizer,
-                onnx.path.display().to_string(),
-                json,
+    let ResolvedModel {
+        onnx,
+        tokenizer,
+        label: backbone_label,
+        json: model_json,
+    } = resolve_model(&cache, &plan.backbone.source).map_err(|problem| match problem {
+        ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
+            &plan.spans.backbone,
+            format!("backbone `{name}` is not a text model"),
+        )),
+        ModelProblem::Checksum {
+            path,
+            expected,
+            actual,
+        } => plan
+            .diagnostic(
+                &plan.spans.sha256,
+                format!(
+                    "checksum mismatch for {}: expected {expected}, found {actual}",
+                    path.display()
+                ),
             )
-        }
-    };
+            .with_hint(
+                "the model file changed since the pipeline pinned it; restore it or update `sha256`",
+            )
+            .into(),
+        ModelProblem::Other(e) => e,
+    })?;
     timings.provision = clock.elapsed().as_secs_f64();
 
     // 3. Features for every used row: from the shared cache where present, extracted (once) otherwise.

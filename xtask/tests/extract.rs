@@ -1,0 +1,226 @@
+//! `cargo xtask extract` and `merge` as a user runs them: a job killed with SIGKILL resumes to the same bytes,
+//! shards merge to the same bytes as one job, and mistakes are reported, not panicked on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os(graft_assets::CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".graft-cache"))
+}
+
+/// `xtask extract` with the tiny fixture model on `input`, plus `extra` arguments.
+fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .current_dir(repo())
+        .args([
+            "extract",
+            "--model",
+            "fixtures/models/tiny-embedder.onnx",
+            "--tokenizer",
+            "fixtures/models/tiny-tokenizer.json",
+            "--text-column",
+            "text",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--input",
+        ])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .arg("--cache-dir")
+        .arg(cache())
+        .args(extra)
+        .env_remove("ORT_DYLIB_PATH");
+    command
+}
+
+fn ok(output: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    text
+}
+
+fn user_error(output: Output, fragments: &[&str]) {
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+    for fragment in fragments {
+        assert!(err.contains(fragment), "expected `{fragment}` in:\n{err}");
+    }
+}
+
+/// A generated corpus: `rows` texts of 1 to 40 words, with ids (deterministic).
+fn corpus(dir: &Path, rows: usize) -> PathBuf {
+    let words = [
+        "a", "wonderful", "and", "moving", "film", "dull", "boring", "great", "acting", "story", "bad",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut csv = String::from("id,text\n");
+    for i in 0..rows {
+        let n = 1 + next() % 40;
+        let text: Vec<&str> = (0..n)
+            .map(|_| words[(next() % words.len() as u64) as usize])
+            .collect();
+        csv.push_str(&format!("doc-{i},{}\n", text.join(" ")));
+    }
+    let path = dir.join("corpus.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn chunk_files(work: &Path) -> usize {
+    std::fs::read_dir(work).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+        })
+        .count()
+    })
+}
+
+#[test]
+fn a_job_killed_mid_run_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 30_000);
+    let chunking = ["--id-column", "id", "--chunk-rows", "200"];
+
+    let reference = dir.path().join("reference.parquet");
+    ok(extract_command(&input, &reference, &chunking).output().unwrap());
+
+    let output = dir.path().join("out.parquet");
+    let work = dir.path().join(".out.parquet.partial");
+    let mut child = extract_command(&input, &output, &chunking).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while chunk_files(&work) < 5 {
+        assert!(Instant::now() < deadline, "no chunks appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let kept = chunk_files(&work);
+    assert!(
+        kept >= 5 && kept < 150,
+        "killed mid-run: {kept} of 150 chunks"
+    );
+    assert!(
+        !output.exists(),
+        "no output under the final name before the job completes"
+    );
+
+    let resumed = ok(extract_command(&input, &output, &chunking).output().unwrap());
+    assert!(resumed.contains("kept from the interrupted run"), "{resumed}");
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&reference).unwrap(),
+        "the resumed file differs from an uninterrupted run's"
+    );
+    assert!(!work.exists(), "the work folder is removed once done");
+
+    let again = ok(extract_command(&input, &output, &chunking).output().unwrap());
+    assert!(again.contains("already complete"), "{again}");
+}
+
+#[test]
+fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = repo().join("fixtures/data/tiny-sentiment.csv");
+    let chunking = ["--chunk-rows", "7"]; // 40 rows: 6 chunks over 4 shards, uneven on purpose
+
+    for (name, extra) in [("one.parquet", &["--id-column", "id"][..]), ("one.npy", &[][..])] {
+        let single = dir.path().join(name);
+        let args: Vec<&str> = chunking.iter().chain(extra).copied().collect();
+        ok(extract_command(&input, &single, &args).output().unwrap());
+
+        let parts = dir.path().join(format!("parts-{name}"));
+        for i in 0..4 {
+            let shard = format!("{i}/4");
+            let mut args = args.clone();
+            args.extend(["--shard", &shard]);
+            ok(extract_command(&input, &parts, &args).output().unwrap());
+            assert!(parts.join(format!("part-0000{i}-of-00004.parquet")).is_file());
+        }
+        let merged = dir.path().join(format!("merged-{name}"));
+        let out = ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("merge")
+            .arg(&parts)
+            .arg("--output")
+            .arg(&merged)
+            .output()
+            .unwrap());
+        assert!(out.contains("merged 4 parts: 40 rows"), "{out}");
+        assert_eq!(
+            std::fs::read(&merged).unwrap(),
+            std::fs::read(&single).unwrap(),
+            "{name}: merged shards differ from one job"
+        );
+    }
+    let npy = std::fs::read(dir.path().join("one.npy")).unwrap();
+    assert!(npy.starts_with(b"\x93NUMPY\x01\x00"));
+    let header = String::from_utf8_lossy(&npy[10..128]);
+    assert!(header.contains("'shape': (40, 8)"), "{header}");
+}
+
+#[test]
+fn merge_names_missing_parts_and_extract_reports_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = repo().join("fixtures/data/tiny-sentiment.csv");
+    let parts = dir.path().join("parts");
+    ok(extract_command(&input, &parts, &["--chunk-rows", "7", "--shard", "1/3"])
+        .output()
+        .unwrap());
+    let merged = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("merge")
+        .arg(&parts)
+        .arg("--output")
+        .arg(dir.path().join("all.parquet"))
+        .output()
+        .unwrap();
+    user_error(merged, &["2 of 3 parts are missing or unfinished: 0/3, 2/3"]);
+
+    let out = dir.path().join("x.parquet");
+    let wrong_column = extract_command(&input, &out, &["--id-column", "key"]);
+    user_error(
+        { wrong_column }.output().unwrap(),
+        &["column `key` not found; the table has: id, text, label"],
+    );
+    let npy_with_ids = extract_command(&input, &dir.path().join("x.npy"), &["--id-column", "id"]);
+    user_error(
+        { npy_with_ids }.output().unwrap(),
+        &["--id-column has nowhere to go", "hint: write a .parquet file"],
+    );
+    let bad_shard = extract_command(&input, &parts, &["--shard", "3/3"]);
+    let output = { bad_shard }.output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "clap rejects the value");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the index counts from 0"));
+    let jsonl = repo().join("fixtures/data/bad-lines.jsonl");
+    user_error(
+        extract_command(&jsonl, &dir.path().join("j.parquet"), &[])
+            .output()
+            .unwrap(),
+        &["bad-lines.jsonl:3: key `text` holds 5, expected a string"],
+    );
+}
