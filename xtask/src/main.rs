@@ -117,6 +117,15 @@ struct ExtractArgs {
     /// Pooling of token states: mean or cls (default: the registry entry's, else mean).
     #[arg(long, value_parser = ["mean", "cls"])]
     pooling: Option<String>,
+    /// Execution provider.
+    #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
+    provider: String,
+    /// GPU to use with --provider cuda.
+    #[arg(long, default_value_t = 0)]
+    device_id: i32,
+    /// With --provider cuda: fail instead of running on CPU when CUDA cannot be initialised.
+    #[arg(long)]
+    no_fallback: bool,
     /// Cache folder (as for `run`).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -195,16 +204,14 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Extract(args) => extract(args),
-        Cmd::Merge { parts, output } => {
-            graft_pipeline::merge(&parts, &output).map(|m| {
-                println!(
-                    "merged {} parts: {} rows → {}",
-                    m.parts,
-                    m.rows,
-                    m.output.display()
-                )
-            })
-        }
+        Cmd::Merge { parts, output } => graft_pipeline::merge(&parts, &output).map(|m| {
+            println!(
+                "merged {} parts: {} rows → {}",
+                m.parts,
+                m.rows,
+                m.output.display()
+            )
+        }),
         Cmd::Check { pipeline } => Plan::load(&pipeline).map(|plan| {
             println!("{}: ok (pipeline `{}`)", pipeline.display(), plan.name);
         }),
@@ -279,6 +286,12 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
         }
     });
     job.progress = !args.no_progress;
+    if args.provider == "cuda" {
+        job.provider = graft_pipeline::Provider::Cuda {
+            device_id: args.device_id,
+            fallback: !args.no_fallback,
+        };
+    }
     let outcome = graft_pipeline::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())

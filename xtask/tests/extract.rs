@@ -57,7 +57,10 @@ fn ok(output: Output) -> String {
 fn user_error(output: Output, fragments: &[&str]) {
     let err = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.starts_with("error: ") && !err.contains("panicked"),
+        "{err}"
+    );
     for fragment in fragments {
         assert!(err.contains(fragment), "expected `{fragment}` in:\n{err}");
     }
@@ -66,7 +69,17 @@ fn user_error(output: Output, fragments: &[&str]) {
 /// A generated corpus: `rows` texts of 1 to 40 words, with ids (deterministic).
 fn corpus(dir: &Path, rows: usize) -> PathBuf {
     let words = [
-        "a", "wonderful", "and", "moving", "film", "dull", "boring", "great", "acting", "story", "bad",
+        "a",
+        "wonderful",
+        "and",
+        "moving",
+        "film",
+        "dull",
+        "boring",
+        "great",
+        "acting",
+        "story",
+        "bad",
     ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
@@ -105,7 +118,9 @@ fn a_job_killed_mid_run_resumes_to_identical_bytes() {
     let chunking = ["--id-column", "id", "--chunk-rows", "200"];
 
     let reference = dir.path().join("reference.parquet");
-    ok(extract_command(&input, &reference, &chunking).output().unwrap());
+    ok(extract_command(&input, &reference, &chunking)
+        .output()
+        .unwrap());
 
     let output = dir.path().join("out.parquet");
     let work = dir.path().join(".out.parquet.partial");
@@ -123,7 +138,7 @@ fn a_job_killed_mid_run_resumes_to_identical_bytes() {
     child.wait().unwrap();
     let kept = chunk_files(&work);
     assert!(
-        kept >= 5 && kept < 150,
+        (5..150).contains(&kept),
         "killed mid-run: {kept} of 150 chunks"
     );
     assert!(
@@ -131,8 +146,13 @@ fn a_job_killed_mid_run_resumes_to_identical_bytes() {
         "no output under the final name before the job completes"
     );
 
-    let resumed = ok(extract_command(&input, &output, &chunking).output().unwrap());
-    assert!(resumed.contains("kept from the interrupted run"), "{resumed}");
+    let resumed = ok(extract_command(&input, &output, &chunking)
+        .output()
+        .unwrap());
+    assert!(
+        resumed.contains("kept from the interrupted run"),
+        "{resumed}"
+    );
     assert_eq!(
         std::fs::read(&output).unwrap(),
         std::fs::read(&reference).unwrap(),
@@ -140,7 +160,9 @@ fn a_job_killed_mid_run_resumes_to_identical_bytes() {
     );
     assert!(!work.exists(), "the work folder is removed once done");
 
-    let again = ok(extract_command(&input, &output, &chunking).output().unwrap());
+    let again = ok(extract_command(&input, &output, &chunking)
+        .output()
+        .unwrap());
     assert!(again.contains("already complete"), "{again}");
 }
 
@@ -150,7 +172,10 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
     let input = repo().join("fixtures/data/tiny-sentiment.csv");
     let chunking = ["--chunk-rows", "7"]; // 40 rows: 6 chunks over 4 shards, uneven on purpose
 
-    for (name, extra) in [("one.parquet", &["--id-column", "id"][..]), ("one.npy", &[][..])] {
+    for (name, extra) in [
+        ("one.parquet", &["--id-column", "id"][..]),
+        ("one.npy", &[][..]),
+    ] {
         let single = dir.path().join(name);
         let args: Vec<&str> = chunking.iter().chain(extra).copied().collect();
         ok(extract_command(&input, &single, &args).output().unwrap());
@@ -161,7 +186,11 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
             let mut args = args.clone();
             args.extend(["--shard", &shard]);
             ok(extract_command(&input, &parts, &args).output().unwrap());
-            assert!(parts.join(format!("part-0000{i}-of-00004.parquet")).is_file());
+            assert!(
+                parts
+                    .join(format!("part-0000{i}-of-00004.parquet"))
+                    .is_file()
+            );
         }
         let merged = dir.path().join(format!("merged-{name}"));
         let out = ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -189,9 +218,11 @@ fn merge_names_missing_parts_and_extract_reports_mistakes() {
     let dir = tempfile::tempdir().unwrap();
     let input = repo().join("fixtures/data/tiny-sentiment.csv");
     let parts = dir.path().join("parts");
-    ok(extract_command(&input, &parts, &["--chunk-rows", "7", "--shard", "1/3"])
-        .output()
-        .unwrap());
+    ok(
+        extract_command(&input, &parts, &["--chunk-rows", "7", "--shard", "1/3"])
+            .output()
+            .unwrap(),
+    );
     let merged = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg("merge")
         .arg(&parts)
@@ -199,7 +230,10 @@ fn merge_names_missing_parts_and_extract_reports_mistakes() {
         .arg(dir.path().join("all.parquet"))
         .output()
         .unwrap();
-    user_error(merged, &["2 of 3 parts are missing or unfinished: 0/3, 2/3"]);
+    user_error(
+        merged,
+        &["2 of 3 parts are missing or unfinished: 0/3, 2/3"],
+    );
 
     let out = dir.path().join("x.parquet");
     let wrong_column = extract_command(&input, &out, &["--id-column", "key"]);
@@ -210,7 +244,10 @@ fn merge_names_missing_parts_and_extract_reports_mistakes() {
     let npy_with_ids = extract_command(&input, &dir.path().join("x.npy"), &["--id-column", "id"]);
     user_error(
         { npy_with_ids }.output().unwrap(),
-        &["--id-column has nowhere to go", "hint: write a .parquet file"],
+        &[
+            "--id-column has nowhere to go",
+            "hint: write a .parquet file",
+        ],
     );
     let bad_shard = extract_command(&input, &parts, &["--shard", "3/3"]);
     let output = { bad_shard }.output().unwrap();

@@ -29,7 +29,8 @@ mod text;
 use std::path::{Path, PathBuf};
 
 pub use text::{
-    EncodedTexts, ExtractionStats, Pooling, TextBackbone, TextBackboneConfig, TextTokenizer,
+    EncodedTexts, ExtractionStats, Pooling, Provider, TextBackbone, TextBackboneConfig,
+    TextTokenizer,
 };
 
 /// The environment variable through which users point graft at their own ONNX Runtime library.
@@ -75,6 +76,16 @@ pub enum BackboneError {
     /// ONNX Runtime failed.
     #[error("ONNX Runtime: {0}")]
     Ort(String),
+    /// The requested execution provider cannot run the model, and falling back to CPU is not allowed.
+    #[error("cannot run on {provider}: {reason}\n  hint: {hint}")]
+    Provider {
+        /// The provider asked for.
+        provider: &'static str,
+        /// What ONNX Runtime said.
+        reason: String,
+        /// What to do about it.
+        hint: String,
+    },
     /// A configuration value that cannot work.
     #[error("invalid backbone setting `{name}`: {reason}")]
     InvalidConfig {

@@ -32,6 +32,31 @@ impl Pooling {
     }
 }
 
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// NVIDIA CUDA (needs an ONNX Runtime GPU build, the NVIDIA driver, CUDA 13 and cuDNN 9).
+    Cuda {
+        /// The GPU to use.
+        device_id: i32,
+        /// When CUDA cannot be initialised: warn and run on CPU (`true`), or fail (`false`).
+        fallback: bool,
+    },
+}
+
+impl Provider {
+    /// The name used in pipeline files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda { .. } => "cuda",
+        }
+    }
+}
+
 /// Settings of a [`TextBackbone`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextBackboneConfig {
@@ -49,6 +74,8 @@ pub struct TextBackboneConfig {
     pub output: Option<String>,
     /// Draw a progress bar on a terminal. Default `true`.
     pub progress: bool,
+    /// Execution provider. Default [`Provider::Cpu`].
+    pub provider: Provider,
 }
 
 impl Default for TextBackboneConfig {
@@ -61,6 +88,7 @@ impl Default for TextBackboneConfig {
             intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             output: None,
             progress: true,
+            provider: Provider::Cpu,
         }
     }
 }
@@ -99,6 +127,8 @@ pub struct TextBackbone {
     feeds: Vec<(String, Feed)>,
     output: String,
     model_path: PathBuf,
+    provider_used: &'static str,
+    fallback_reason: Option<String>,
 }
 
 impl std::fmt::Debug for TextBackbone {
@@ -161,11 +191,11 @@ impl TextBackbone {
             path: model.to_path_buf(),
             message,
         };
-        let session = Session::builder(runtime.environment())?
-            .with_intra_threads(config.intra_threads)
-            .map_err(ort::Error::<()>::from)?
-            .commit_from_file(model)
-            .map_err(|e| model_err(e.to_string()))?;
+        let (session, provider_used, fallback_reason) = open_session(runtime, model, &config)
+            .map_err(|e| match e {
+                SessionError::Model(message) => model_err(message),
+                SessionError::Other(e) => e,
+            })?;
 
         let mut feeds = Vec::new();
         for input in session.inputs() {
@@ -204,6 +234,8 @@ impl TextBackbone {
                 .ok_or_else(|| model_err("the graph has no outputs".to_owned()))?,
         };
         Ok(TextBackbone {
+            provider_used,
+            fallback_reason,
             session,
             tokenizer: TextTokenizer {
                 tokenizer: Arc::new(tok),
@@ -221,9 +253,14 @@ impl TextBackbone {
         &self.config
     }
 
-    /// The execution provider the session runs on.
+    /// The execution provider the session runs on (`CUDAExecutionProvider` or `CPUExecutionProvider`).
     pub fn execution_provider(&self) -> &'static str {
-        "CPUExecutionProvider"
+        self.provider_used
+    }
+
+    /// Why CUDA was asked for but the session runs on CPU, if it does.
+    pub fn provider_fallback(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
     }
 
     /// A handle on the tokenizer that other threads can use to prepare input for
@@ -325,7 +362,8 @@ impl TextBackbone {
                     message,
                 }
             })?;
-            let out = result.get_or_insert_with(|| Array2::zeros((encodings.len(), pooled.ncols())));
+            let out =
+                result.get_or_insert_with(|| Array2::zeros((encodings.len(), pooled.ncols())));
             for (r, &i) in batch.iter().enumerate() {
                 let mut row = out.row_mut(i);
                 row.assign(&pooled.row(r));
@@ -341,6 +379,71 @@ impl TextBackbone {
         stats.seconds = started.elapsed().as_secs_f64() + encoded.tokenize_seconds;
         Ok((result.unwrap_or_else(|| Array2::zeros((0, 0))), stats))
     }
+}
+
+enum SessionError {
+    Model(String),
+    Other(BackboneError),
+}
+
+/// Opens the session on the configured provider; returns it, the provider in use and, after a fallback to
+/// CPU, the reason.
+fn open_session(
+    runtime: &Runtime,
+    model: &Path,
+    config: &TextBackboneConfig,
+) -> Result<(Session, &'static str, Option<String>), SessionError> {
+    let builder = || -> Result<ort::session::builder::SessionBuilder, SessionError> {
+        Session::builder(runtime.environment())
+            .and_then(|b| {
+                b.with_intra_threads(config.intra_threads)
+                    .map_err(ort::Error::<()>::from)
+            })
+            .map_err(|e| SessionError::Other(e.into()))
+    };
+    if let Provider::Cuda {
+        device_id,
+        fallback,
+    } = config.provider
+    {
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(device_id)
+            .build()
+            .error_on_failure();
+        // Without this, ONNX Runtime logs the failure and quietly runs on CPU.
+        let attempt = builder()?
+            .with_execution_providers([cuda])
+            .map_err(|e| ort::Error::<()>::from(e).to_string())
+            .and_then(|mut b| b.commit_from_file(model).map_err(|e| e.to_string()));
+        match attempt {
+            Ok(session) => return Ok((session, "CUDAExecutionProvider", None)),
+            Err(reason) if fallback => {
+                tracing::warn!(
+                    device_id,
+                    %reason,
+                    "CUDA cannot be initialised; running on CPU (set `fallback = false` to make this an error)"
+                );
+                let session = builder()?
+                    .commit_from_file(model)
+                    .map_err(|e| SessionError::Model(e.to_string()))?;
+                return Ok((session, "CPUExecutionProvider", Some(reason)));
+            }
+            Err(reason) => {
+                return Err(SessionError::Other(BackboneError::Provider {
+                    provider: "CUDA",
+                    reason,
+                    hint: "CUDA needs an NVIDIA GPU and driver, ONNX Runtime's GPU build (graft provisions \
+                           onnxruntime-gpu when `provider = \"cuda\"`), CUDA 13 and cuDNN 9 libraries on \
+                           LD_LIBRARY_PATH; or allow the CPU fallback"
+                        .to_owned(),
+                }));
+            }
+        }
+    }
+    let session = builder()?
+        .commit_from_file(model)
+        .map_err(|e| SessionError::Model(e.to_string()))?;
+    Ok((session, "CPUExecutionProvider", None))
 }
 
 /// Texts turned into token ids, ready for [`TextBackbone::embed_encoded`].

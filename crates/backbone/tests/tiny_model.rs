@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use graft_backbone::{BackboneError, Pooling, Runtime, TextBackbone, TextBackboneConfig};
+use graft_backbone::{BackboneError, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
 use ndarray::Array2;
 
 fn repo() -> PathBuf {
@@ -174,4 +174,34 @@ fn configuration_and_file_errors_are_reported() {
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("tokenizer "), "{err}");
+}
+
+#[test]
+fn cuda_that_cannot_start_falls_back_to_cpu_or_fails_when_told_to() {
+    // The CPU build of ONNX Runtime cannot register CUDA, exactly like a machine without a usable GPU.
+    let cuda = |fallback| TextBackboneConfig {
+        provider: Provider::Cuda {
+            device_id: 0,
+            fallback,
+        },
+        progress: false,
+        ..TextBackboneConfig::default()
+    };
+    let mut fell_back = backbone(cuda(true)).unwrap();
+    assert_eq!(fell_back.execution_provider(), "CPUExecutionProvider");
+    let reason = fell_back.provider_fallback().unwrap().to_owned();
+    assert!(!reason.is_empty());
+    let texts = ["a wonderful film", "a dull film"];
+    let (on_fallback, _) = fell_back.embed(&texts).unwrap();
+    let mut cpu = backbone(TextBackboneConfig {
+        progress: false,
+        ..TextBackboneConfig::default()
+    })
+    .unwrap();
+    assert_eq!(cpu.provider_fallback(), None);
+    assert_eq!(on_fallback, cpu.embed(&texts).unwrap().0);
+
+    let err = backbone(cuda(false)).unwrap_err().to_string();
+    assert!(err.starts_with("cannot run on CUDA: "), "{err}");
+    assert!(err.contains("hint: CUDA needs an NVIDIA GPU"), "{err}");
 }

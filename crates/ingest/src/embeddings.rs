@@ -72,13 +72,15 @@ impl Write for SharedFile {
 
 impl SharedFile {
     fn lock(&self) -> std::sync::MutexGuard<'_, BufWriter<File>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 enum Sink {
     Parquet(
-        polars::io::parquet::write::BatchedWriter<SharedFile>,
+        Box<polars::io::parquet::write::BatchedWriter<SharedFile>>,
         SharedFile,
     ),
     Npy(BufWriter<File>),
@@ -158,12 +160,15 @@ impl EmbeddingWriter {
                     EMBEDDING_COLUMN.into(),
                     DataType::Array(Box::new(DataType::Float32), dim),
                 );
-                let shared = SharedFile(Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, file))));
+                let shared = SharedFile(Arc::new(Mutex::new(BufWriter::with_capacity(
+                    1 << 20,
+                    file,
+                ))));
                 let writer = ParquetWriter::new(shared.clone())
                     .with_key_value_metadata(Some(KeyValueMetadata::from_static(metadata)))
                     .batched(&schema)
                     .map_err(|e| io_error(path, e))?;
-                Sink::Parquet(writer, shared)
+                Sink::Parquet(Box::new(writer), shared)
             }
             EmbeddingFormat::Npy => {
                 if id_column.is_some() {
@@ -172,7 +177,8 @@ impl EmbeddingWriter {
                         "a .npy file holds only the embedding matrix, not ids; write .parquet to keep an id column",
                     ));
                 }
-                let rows = rows.ok_or_else(|| io_error(path, ".npy needs the row count up front"))?;
+                let rows =
+                    rows.ok_or_else(|| io_error(path, ".npy needs the row count up front"))?;
                 let mut out = BufWriter::with_capacity(1 << 20, file);
                 out.write_all(&npy_header(rows, dim))
                     .map_err(|e| io_error(&temp, e))?;
@@ -231,8 +237,7 @@ impl EmbeddingWriter {
                     ])
                     .map_err(|e| io_error(&self.path, e))?;
                 columns.push(embedding.into());
-                let mut frame =
-                    DataFrame::new(n, columns).map_err(|e| io_error(&self.path, e))?;
+                let mut frame = DataFrame::new(n, columns).map_err(|e| io_error(&self.path, e))?;
                 frame.rechunk_mut();
                 writer
                     .write_batch(&frame)
@@ -277,7 +282,8 @@ impl EmbeddingWriter {
                         format!("{} rows written, {rows} announced", self.rows_written),
                     ));
                 }
-                out.into_inner().map_err(|e| io_error(&self.temp, e.error()))?
+                out.into_inner()
+                    .map_err(|e| io_error(&self.temp, e.error()))?
             }
         };
         file.sync_all().map_err(|e| io_error(&self.temp, e))?;

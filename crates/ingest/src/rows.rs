@@ -128,10 +128,7 @@ impl TextRowReader {
                         return Err(missing(column, names));
                     }
                 }
-                let dtype = &schema
-                    .get(text_column)
-                    .expect("checked above")
-                    .dtype;
+                let dtype = &schema.get(text_column).expect("checked above").dtype;
                 if !matches!(
                     dtype,
                     polars::prelude::ArrowDataType::Utf8
@@ -189,11 +186,7 @@ impl TextRowReader {
     }
 
     /// Reads (`keep`) or passes over up to `rows` rows; returns how many and, when kept, the chunk.
-    fn read(
-        &mut self,
-        rows: usize,
-        keep: bool,
-    ) -> Result<(usize, Option<TextChunk>), IngestError> {
+    fn read(&mut self, rows: usize, keep: bool) -> Result<(usize, Option<TextChunk>), IngestError> {
         let first_row = self.next_row;
         let mut texts = Vec::with_capacity(if keep { rows } else { 0 });
         let mut ids: Vec<Option<String>> = Vec::new();
@@ -207,9 +200,9 @@ impl TextRowReader {
                 record,
             } => {
                 while count < rows {
-                    let more = reader
-                        .read_record(record)
-                        .map_err(|e| parse_error(&path, e.position().map_or(0, |p| p.line()), &e))?;
+                    let more = reader.read_record(record).map_err(|e| {
+                        parse_error(&path, e.position().map_or(0, |p| p.line()), &e)
+                    })?;
                     if !more {
                         break;
                     }
@@ -217,7 +210,10 @@ impl TextRowReader {
                         record.get(i).ok_or_else(|| IngestError::Parse {
                             path: path.clone(),
                             line: record.position().map_or(0, |p| p.line()),
-                            message: format!("the record has {} fields, fewer than the header", record.len()),
+                            message: format!(
+                                "the record has {} fields, fewer than the header",
+                                record.len()
+                            ),
                         })
                     };
                     let t = field(*text)?;
@@ -243,12 +239,8 @@ impl TextRowReader {
                     if raw.trim().is_empty() {
                         continue;
                     }
-                    let (t, i) = jsonl_fields(
-                        &raw,
-                        &self.text_column,
-                        self.id_column.as_deref(),
-                    )
-                    .map_err(|message| IngestError::Parse {
+                    let (t, i) = jsonl_fields(&raw, &self.text_column, self.id_column.as_deref())
+                        .map_err(|message| IngestError::Parse {
                         path: path.clone(),
                         line: *line,
                         message,
@@ -405,7 +397,12 @@ fn jsonl_fields(
                 "key `{text_column}` holds {other}, expected a string"
             ));
         }
-        None => return Err(format!("no key `{text_column}`; the object has: {}", keys())),
+        None => {
+            return Err(format!(
+                "no key `{text_column}`; the object has: {}",
+                keys()
+            ));
+        }
     };
     let id = match id_column {
         None => None,
@@ -458,7 +455,8 @@ mod tests {
 
     #[test]
     fn skipping_keeps_row_numbers() {
-        let mut reader = TextRowReader::open(&fixture("tiny-sentiment.jsonl"), "text", None).unwrap();
+        let mut reader =
+            TextRowReader::open(&fixture("tiny-sentiment.jsonl"), "text", None).unwrap();
         assert_eq!(reader.skip(25).unwrap(), 25);
         let chunk = reader.next_chunk(100).unwrap().unwrap();
         assert_eq!(chunk.first_row, 25);
@@ -476,6 +474,9 @@ mod tests {
         );
         let mut reader = TextRowReader::open(&fixture("bad-lines.jsonl"), "text", None).unwrap();
         let err = reader.next_chunk(10).unwrap_err().to_string();
-        assert!(err.ends_with("bad-lines.jsonl:3: key `text` holds 5, expected a string"), "{err}");
+        assert!(
+            err.ends_with("bad-lines.jsonl:3: key `text` holds 5, expected a string"),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use graft_assets::Cache;
-use graft_backbone::{EncodedTexts, Pooling, Runtime, TextBackbone, TextBackboneConfig};
+use graft_backbone::{EncodedTexts, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
 use graft_ingest::{
     EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, Series, TextRowReader, count_rows,
     read_embeddings,
@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::PipelineError;
 use crate::plan::ModelSource;
-use crate::run::{ModelProblem, file_json, resolve_model, runtime_library};
+use crate::run::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
 
 /// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +98,8 @@ pub struct ExtractJob {
     pub chunk_rows: usize,
     /// The share of the rows this job processes (`None`: all of them, into `output` directly).
     pub shard: Option<Shard>,
+    /// Execution provider (CUDA falls back to CPU with a warning unless its `fallback` is off).
+    pub provider: Provider,
     /// Cache of fetched runtimes and models.
     pub cache_dir: PathBuf,
     /// Draw a progress bar.
@@ -125,6 +127,7 @@ impl ExtractJob {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             chunk_rows: 4096,
             shard: None,
+            provider: Provider::Cpu,
             cache_dir: cache_dir.into(),
             progress: true,
         }
@@ -198,7 +201,10 @@ fn input_signature(path: &Path) -> Result<String, PipelineError> {
         let n = file.read(&mut buf).map_err(io)?;
         hasher.update(&buf[..n]);
     }
-    Ok(format!("{len} bytes, head+tail sha256 {:x}", hasher.finalize()))
+    Ok(format!(
+        "{len} bytes, head+tail sha256 {:x}",
+        hasher.finalize()
+    ))
 }
 
 fn job_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
@@ -451,26 +457,22 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         );
     }
 
-    let todo: Vec<u64> = mine
-        .iter()
-        .copied()
-        .filter(|c| !done.contains(c))
-        .collect();
+    let todo: Vec<u64> = mine.iter().copied().filter(|c| !done.contains(c)).collect();
     let mut runtime_json = serde_json::Value::Null;
+    let mut provider_used = "none: every chunk was already done";
     let mut stats = StreamStats::default();
     let extract_clock = Instant::now();
     if !todo.is_empty() {
-        let (library, library_source, library_version) = runtime_library(&cache)?;
-        let runtime = Runtime::load(&library.path)?;
+        let choice = runtime_library(&cache, config.provider)?;
+        let runtime = Runtime::load(&choice.library.path)?;
+        let config = TextBackboneConfig {
+            provider: choice.provider,
+            ..config
+        };
         let mut backbone =
             TextBackbone::load(&runtime, &model.onnx.path, &model.tokenizer.path, config)?;
-        runtime_json = json!({
-            "library": file_json(&library),
-            "source": library_source,
-            "version": library_version,
-            "execution_provider": backbone.execution_provider(),
-            "intra_threads": job.threads,
-        });
+        runtime_json = runtime_manifest(&choice, &runtime, &backbone);
+        provider_used = backbone.execution_provider();
         let bar = progress_bar(job.progress, shard_rows, resumed_rows);
         stats = stream_chunks(
             job,
@@ -507,19 +509,13 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         "input": job.input,
     });
     let written = assemble(
-        sources,
-        &output,
-        &identity,
-        shard,
-        input_rows,
-        shard_rows,
-        stats_json,
+        sources, &output, &identity, shard, input_rows, shard_rows, stats_json,
     )?;
     std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
     drop(lock);
     let seconds = started.elapsed().as_secs_f64();
     let summary = format!(
-        "{rows} rows → {} ({dim}-d, {:.1} MB) in {seconds:.1} s: {extracted} extracted at {:.0} rows/s{}",
+        "{rows} rows → {} ({dim}-d, {:.1} MB) in {seconds:.1} s: {extracted} extracted at {:.0} rows/s on {provider_used}{}",
         output.display(),
         written.bytes as f64 / 1e6,
         extracted as f64 / extract_seconds.max(1e-9),
@@ -546,6 +542,7 @@ fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError
         batch_size: job.batch_size,
         intra_threads: job.threads,
         progress: false,
+        provider: job.provider,
         ..TextBackboneConfig::default()
     };
     if let ModelSource::Registry(name) = &job.model {
@@ -679,7 +676,11 @@ fn stream_chunks(
                             })
                             .map_err(PipelineError::from),
                         Ok(None) => Err(job_error(
-                            format!("{} ended before row {}", job.input.display(), c * chunk_rows as u64),
+                            format!(
+                                "{} ended before row {}",
+                                job.input.display(),
+                                c * chunk_rows as u64
+                            ),
                             "the input changed while the job ran; run it again",
                         )),
                         Err(e) => Err(e.into()),
@@ -735,8 +736,8 @@ fn stream_chunks(
                         "the input changed while the job ran; run it again",
                     ));
                 }
-                let (embeddings, s) = backbone
-                    .embed_encoded(&item.encoded, |rows| bar.inc(rows as u64))?;
+                let (embeddings, s) =
+                    backbone.embed_encoded(&item.encoded, |rows| bar.inc(rows as u64))?;
                 stats.tokens += s.tokens;
                 stats.padded_tokens += s.padded_tokens;
                 stats.truncated_rows += s.truncated_rows;
@@ -887,11 +888,8 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
             "run `cargo xtask extract … --shard I/N --output <folder>` for every I first",
         ));
     };
-    let (identity, count, input_rows) = (
-        first.identity.clone(),
-        first.shard.count,
-        first.input_rows,
-    );
+    let (identity, count, input_rows) =
+        (first.identity.clone(), first.shard.count, first.input_rows);
     let mut by_index: Vec<Option<PathBuf>> = vec![None; count as usize];
     for (part, m) in &manifests {
         if m.identity != identity || m.shard.count != count || m.input_rows != input_rows {

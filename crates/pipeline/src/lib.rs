@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use diagnostic::Diagnostic;
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
-pub use graft_backbone::Pooling;
+pub use graft_backbone::{Pooling, Provider};
 pub use plan::{BackbonePlan, DataPlan, DataSource, HeadPlan, ModelSource, Plan};
 pub use report::{Metrics, SplitMetrics};
 pub use run::{

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use graft_assets::Registry;
-use graft_backbone::{Pooling, TextBackboneConfig};
+use graft_backbone::{Pooling, Provider, TextBackboneConfig};
 use graft_heads::{HeadError, Logistic, LogisticValidParams, ParamGuard};
 use graft_ingest::SplitRatios;
 use serde_json::json;
@@ -13,7 +13,7 @@ use toml::Spanned;
 use crate::PipelineError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::schema::{
-    RawBackbone, RawData, RawHead, RawPipeline, RawPooling, RawSplit, SCHEMA_VERSION,
+    RawBackbone, RawData, RawHead, RawPipeline, RawPooling, RawProvider, RawSplit, SCHEMA_VERSION,
 };
 
 /// Where the rows come from.
@@ -176,6 +176,9 @@ impl Plan {
                 "batch_size": c.batch_size,
                 "threads": c.intra_threads,
                 "cache": self.backbone.cache,
+                "provider": c.provider.name(),
+                "device_id": match c.provider { Provider::Cuda { device_id, .. } => Some(device_id), Provider::Cpu => None },
+                "fallback": match c.provider { Provider::Cuda { fallback, .. } => Some(fallback), Provider::Cpu => None },
             },
             "head": head,
         })
@@ -543,6 +546,40 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.threads, "threads", 1)? {
             config.intra_threads = v;
         }
+        config.provider = match b.provider {
+            None | Some(RawProvider::Cpu) => {
+                if let Some(span) = b
+                    .device_id
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or(b.fallback.as_ref().map(Spanned::span))
+                {
+                    return Err(self
+                        .error(
+                            span,
+                            "`device_id` and `fallback` apply to `provider = \"cuda\"`",
+                        )
+                        .with_hint("add `provider = \"cuda\"` or remove the key"));
+                }
+                Provider::Cpu
+            }
+            Some(RawProvider::Cuda) => {
+                let device_id = match &b.device_id {
+                    Some(d) if *d.get_ref() < 0 => {
+                        return Err(self.error(
+                            d.span(),
+                            format!("`device_id` must be 0 or more, got {}", d.get_ref()),
+                        ));
+                    }
+                    Some(d) => *d.get_ref(),
+                    None => 0,
+                };
+                Provider::Cuda {
+                    device_id,
+                    fallback: b.fallback.as_ref().is_none_or(|f| *f.get_ref()),
+                }
+            }
+        };
         Ok(BackbonePlan {
             source,
             config,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use graft_assets::{Cache, VerifiedFile, sha256_file};
-use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Runtime, TextBackbone};
+use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Provider, Runtime, TextBackbone};
 use graft_eval::classification_report;
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{Fit, Predict, Targets};
@@ -184,45 +184,112 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
     })
 }
 
-/// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions.
-/// Returns the file, where it came from, and its version.
-pub(crate) fn runtime_library(cache: &Cache) -> Result<(VerifiedFile, String, String), PipelineError> {
-    match std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            let sha256 = sha256_file(&path).map_err(|e| BackboneError::RuntimeLoad {
-                path: path.clone(),
-                reason: e.to_string(),
-                hint: format!("{ORT_DYLIB_ENV} is set; point it at an existing libonnxruntime.so (1.31 or newer) or unset it"),
-            })?;
-            // The loader rejects anything older than 1.31; the file name usually carries the exact version.
-            let version = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix("libonnxruntime.so."))
-                .map_or_else(
-                    || "1.31 or newer (not stated in the file name)".to_owned(),
-                    str::to_owned,
-                );
-            Ok((
-                VerifiedFile {
-                    path,
-                    sha256,
-                    fetched: false,
-                },
-                ORT_DYLIB_ENV.to_owned(),
-                version,
-            ))
-        }
-        None => {
-            let runtime = cache.runtime("onnxruntime")?;
-            Ok((
-                runtime.library,
-                "provisioned by graft".to_owned(),
-                runtime.version,
-            ))
-        }
+/// The ONNX Runtime library chosen for a run, and the provider it will be asked for.
+pub(crate) struct RuntimeChoice {
+    pub library: VerifiedFile,
+    /// `ORT_DYLIB_PATH` or `provisioned by graft`.
+    pub source: String,
+    pub version: String,
+    /// The provider the pipeline or command line asked for.
+    pub requested: Provider,
+    /// The provider to request from the backbone (CUDA may have been turned into CPU here already).
+    pub provider: Provider,
+    /// Why CUDA was asked for and CPU chosen before loading anything.
+    pub fallback_reason: Option<String>,
+}
+
+/// Where the NVIDIA kernel driver reports itself once loaded.
+const NVIDIA_DRIVER_FILE: &str = "/proc/driver/nvidia/version";
+
+/// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions: the GPU build
+/// for CUDA on a machine with an NVIDIA driver, the CPU build otherwise. On a machine without the driver the
+/// 285 MB GPU build is not fetched: CUDA falls back to CPU at once, or fails when fallback is off.
+pub(crate) fn runtime_library(
+    cache: &Cache,
+    provider: Provider,
+) -> Result<RuntimeChoice, PipelineError> {
+    if let Some(path) = std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        let sha256 = sha256_file(&path).map_err(|e| BackboneError::RuntimeLoad {
+            path: path.clone(),
+            reason: e.to_string(),
+            hint: format!("{ORT_DYLIB_ENV} is set; point it at an existing libonnxruntime.so (1.31 or newer) or unset it"),
+        })?;
+        // The loader rejects anything older than 1.31; the file name usually carries the exact version.
+        let version = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+            .map_or_else(
+                || "1.31 or newer (not stated in the file name)".to_owned(),
+                str::to_owned,
+            );
+        return Ok(RuntimeChoice {
+            library: VerifiedFile {
+                path,
+                sha256,
+                fetched: false,
+            },
+            source: ORT_DYLIB_ENV.to_owned(),
+            version,
+            requested: provider,
+            provider,
+            fallback_reason: None,
+        });
     }
+    let requested = provider;
+    let (name, provider, fallback_reason) = match provider {
+        Provider::Cpu => ("onnxruntime", provider, None),
+        Provider::Cuda { .. } if Path::new(NVIDIA_DRIVER_FILE).exists() => {
+            ("onnxruntime-gpu", provider, None)
+        }
+        Provider::Cuda { fallback: true, .. } => {
+            let reason =
+                format!("no NVIDIA driver on this machine ({NVIDIA_DRIVER_FILE} is missing)");
+            tracing::warn!(%reason, "CUDA requested; running on CPU (set `fallback = false` to make this an error)");
+            ("onnxruntime", Provider::Cpu, Some(reason))
+        }
+        Provider::Cuda {
+            fallback: false, ..
+        } => {
+            return Err(BackboneError::Provider {
+                provider: "CUDA",
+                reason: format!("no NVIDIA driver on this machine ({NVIDIA_DRIVER_FILE} is missing)"),
+                hint: "run on a machine with an NVIDIA GPU and driver, or set `fallback = true` (CLI: drop \
+                       --no-fallback) to run on CPU, or `provider = \"cpu\"`"
+                    .to_owned(),
+            }
+            .into());
+        }
+    };
+    let runtime = cache.runtime(name)?;
+    Ok(RuntimeChoice {
+        library: runtime.library,
+        source: "provisioned by graft".to_owned(),
+        version: runtime.version,
+        requested,
+        provider,
+        fallback_reason,
+    })
+}
+
+/// The manifest's record of the runtime and of where inference really ran.
+pub(crate) fn runtime_manifest(
+    choice: &RuntimeChoice,
+    runtime: &Runtime,
+    backbone: &TextBackbone,
+) -> serde_json::Value {
+    json!({
+        "library": file_json(&choice.library),
+        "loaded": runtime.library(),
+        "source": choice.source,
+        "version": choice.version,
+        "build_info": runtime.build_info(),
+        "provider_requested": choice.requested.name(),
+        "execution_provider": backbone.execution_provider(),
+        "provider_fallback": choice.fallback_reason.as_deref().or(backbone.provider_fallback()),
+        "intra_threads": backbone.config().intra_threads,
+    })
 }
 
 /// A backbone's files, present and verified.
@@ -367,7 +434,7 @@ pub fn clear_feature_cache(
 /// Fetches everything the plan needs (runtime, model, data) without running it.
 pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
     let cache = Cache::new(cache_dir);
-    runtime_library(&cache)?;
+    runtime_library(&cache, plan.backbone.config.provider)?;
     if let ModelSource::Registry(name) = &plan.backbone.source {
         cache.model(name)?;
     }
@@ -492,10 +559,11 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         cached.rows
     } else {
         // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
-        let (library, library_source, library_version) = runtime_library(&cache)?;
-        let runtime = Runtime::load(&library.path)?;
+        let choice = runtime_library(&cache, config.provider)?;
+        let runtime = Runtime::load(&choice.library.path)?;
         let mut config = config.clone();
         config.progress = options.progress;
+        config.provider = choice.provider;
         let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
         let texts: Vec<&str> = missing.iter().map(|&i| data.texts[i].as_str()).collect();
         let (fresh, stats) = backbone.embed(&texts)?;
@@ -520,15 +588,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         extraction.rows_per_second = stats.rows as f64 / stats.seconds.max(1e-9);
         extraction.execution_provider = backbone.execution_provider().to_owned();
         extraction.threads = backbone.config().intra_threads;
-        runtime_json = json!({
-            "library": file_json(&library),
-            "loaded": runtime.library(),
-            "source": library_source,
-            "version": library_version,
-            "build_info": runtime.build_info(),
-            "execution_provider": backbone.execution_provider(),
-            "intra_threads": backbone.config().intra_threads,
-        });
+        runtime_json = runtime_manifest(&choice, &runtime, &backbone);
         features
     };
     timings.extract = clock.elapsed().as_secs_f64();

@@ -52,6 +52,13 @@ pub(crate) enum RawPooling {
     Cls,
 }
 
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawProvider {
+    Cpu,
+    Cuda,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackbone {
@@ -66,6 +73,9 @@ pub(crate) struct RawBackbone {
     pub batch_size: Option<Spanned<usize>>,
     pub threads: Option<Spanned<usize>>,
     pub cache: Option<bool>,
+    pub provider: Option<RawProvider>,
+    pub device_id: Option<Spanned<i32>>,
+    pub fallback: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -272,3 +272,15 @@ fn every_pipeline_in_the_repository_is_valid() {
     }
     assert!(seen >= 1);
 }
+
+#[test]
+fn cuda_settings_without_cuda_are_pointed_at() {
+    check(
+        "fallback-without-cuda",
+        20,
+        &[
+            "`device_id` and `fallback` apply to `provider = \"cuda\"`",
+            "hint: add `provider = \"cuda\"`",
+        ],
+    );
+}

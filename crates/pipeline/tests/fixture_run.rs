@@ -229,3 +229,44 @@ fn feature_cache_extracts_only_new_rows_and_never_trusts_a_damaged_chunk() {
         40
     );
 }
+
+#[test]
+fn cuda_without_a_usable_gpu_falls_back_to_cpu_or_fails_as_configured() {
+    if Path::new("/proc/driver/nvidia/version").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver, so CUDA may really start");
+        return;
+    }
+    let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
+    let options = options(runs.path(), features.path());
+    let mut plan = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
+    let on_cpu = run(&plan, &options).unwrap();
+    plan.backbone.cache = false;
+    plan.backbone.config.provider = graft_pipeline::Provider::Cuda {
+        device_id: 0,
+        fallback: true,
+    };
+    let fell_back = run(&plan, &options).unwrap();
+    assert_eq!(fell_back.metrics.test, on_cpu.metrics.test);
+    let runtime = &read_json(&fell_back.run_dir.join("manifest.json"))["runtime"];
+    assert_eq!(runtime["provider_requested"], "cuda");
+    assert_eq!(runtime["execution_provider"], "CPUExecutionProvider");
+    assert!(
+        runtime["provider_fallback"]
+            .as_str()
+            .unwrap()
+            .contains("no NVIDIA driver"),
+        "{runtime}"
+    );
+
+    plan.backbone.config.provider = graft_pipeline::Provider::Cuda {
+        device_id: 0,
+        fallback: false,
+    };
+    let err = run(&plan, &options).unwrap_err().to_string();
+    assert!(
+        err.starts_with("cannot run on CUDA: no NVIDIA driver"),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+}
