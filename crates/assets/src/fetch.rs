@@ -7,7 +7,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::{AssetError, PackageFile, PackageFormat, VerifiedFile};
+use crate::{AssetError, DebFile, PackageFile, PackageFormat, VerifiedFile};
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AssetError + '_ {
     move |source| AssetError::Io {
@@ -101,6 +101,119 @@ pub(crate) fn provision(
         .into_iter()
         .map(|r| r.expect("every file found or fetched"))
         .collect())
+}
+
+/// Makes every wanted file of Debian packages present and verified in `dir` (`apt-get download`, then
+/// `dpkg-deb -x`), downloading each package at most once.
+pub(crate) fn provision_deb(
+    cache_root: &Path,
+    dir: &Path,
+    wanted: &[&DebFile],
+) -> Result<Vec<VerifiedFile>, AssetError> {
+    let mut results = Vec::with_capacity(wanted.len());
+    let mut unpacked: Vec<(&str, tempfile::TempDir)> = Vec::new();
+    for file in wanted {
+        let dest = dir.join(&file.name);
+        if dest.exists() {
+            results.push(verify_existing(&dest, &file.sha256)?);
+            continue;
+        }
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let root = match unpacked.iter().find(|(deb, _)| *deb == file.deb) {
+            Some((_, root)) => root.path().to_path_buf(),
+            None => {
+                let downloads = cache_root.join("downloads");
+                std::fs::create_dir_all(&downloads).map_err(io_err(&downloads))?;
+                let scratch = tempfile::Builder::new()
+                    .prefix("deb-")
+                    .tempdir_in(&downloads)
+                    .map_err(io_err(&downloads))?;
+                deb_download(&file.deb, scratch.path(), dir)?;
+                let root = scratch.path().to_path_buf();
+                unpacked.push((&file.deb, scratch));
+                root
+            }
+        };
+        let member = root.join("root").join(&file.member);
+        if !member.is_file() {
+            return Err(AssetError::MemberMissing {
+                archive: PathBuf::from(&file.deb),
+                member: file.member.clone(),
+            });
+        }
+        let actual = sha256_file(&member).map_err(io_err(&member))?;
+        if actual != file.sha256 {
+            return Err(AssetError::ChecksumMismatch {
+                path: member,
+                expected: file.sha256.clone(),
+                actual,
+                hint: format!(
+                    "the Debian package {} as served differs from the registered one; nothing was stored",
+                    file.deb
+                ),
+            });
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        let mut src = File::open(&member).map_err(io_err(&member))?;
+        io::copy(&mut src, tmp.as_file_mut()).map_err(io_err(&dest))?;
+        tmp.as_file().sync_all().map_err(io_err(&dest))?;
+        persist_readable(tmp, &dest)?;
+        results.push(VerifiedFile {
+            path: dest,
+            sha256: actual,
+            fetched: true,
+        });
+    }
+    Ok(results)
+}
+
+/// `apt-get download <deb>` into `scratch`, then `dpkg-deb -x` into `scratch/root`.
+fn deb_download(deb: &str, scratch: &Path, dir: &Path) -> Result<(), AssetError> {
+    eprintln!("graft: fetching {deb} from Debian (apt-get download) …");
+    let failed = |status: String, output: &[u8]| {
+        let text = String::from_utf8_lossy(output);
+        let lines: Vec<&str> = text.lines().collect();
+        AssetError::DebFailed {
+            package: deb.to_owned(),
+            status,
+            output: lines[lines.len().saturating_sub(12)..].join("\n"),
+            dir: dir.to_path_buf(),
+        }
+    };
+    let tool_missing = |tool: &str, e: io::Error| failed(format!("cannot run {tool}: {e}"), b"");
+    let output = Command::new("apt-get")
+        .args(["download", "-q", deb])
+        .current_dir(scratch)
+        .output()
+        .map_err(|e| tool_missing("apt-get", e))?;
+    if !output.status.success() {
+        let mut text = output.stderr.clone();
+        text.extend_from_slice(&output.stdout);
+        return Err(failed(output.status.to_string(), &text));
+    }
+    let package = std::fs::read_dir(scratch)
+        .map_err(io_err(scratch))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| {
+            failed(
+                "exit 0".to_owned(),
+                b"apt-get reported success but wrote no .deb",
+            )
+        })?;
+    let output = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&package)
+        .arg(scratch.join("root"))
+        .output()
+        .map_err(|e| tool_missing("dpkg-deb", e))?;
+    if !output.status.success() {
+        return Err(failed(output.status.to_string(), &output.stderr));
+    }
+    Ok(())
 }
 
 fn pip_download(

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+mod convert;
 mod fetch;
 mod prepare;
 mod registry;
@@ -26,7 +27,8 @@ use std::path::{Path, PathBuf};
 
 pub use fetch::sha256_file;
 pub use registry::{
-    DatasetEntry, ModelEntry, PackageFile, PackageFormat, PreparedFile, Registry, RuntimeEntry,
+    Conversion, DatasetEntry, DebFile, ImageDatasetEntry, ImageModelEntry, ImagePreprocessEntry,
+    ModelEntry, PackageFile, PackageFormat, PreparedFile, Registry, RuntimeEntry,
 };
 
 /// Environment variable that moves the cache.
@@ -89,6 +91,23 @@ pub enum AssetError {
         /// The end of pip's output.
         output: String,
         /// Where the file was to go.
+        dir: PathBuf,
+    },
+    /// `apt-get download` or `dpkg-deb` failed.
+    #[error(
+        "fetching the Debian package {package} failed ({status}):\n{output}\n  hint: graft fetches this data \
+         set with `apt-get download` (a Debian or Ubuntu machine with a reachable mirror); elsewhere, put the \
+         files by hand into {}",
+        dir.display()
+    )]
+    DebFailed {
+        /// The package, `name=version`.
+        package: String,
+        /// Exit status or why it could not start.
+        status: String,
+        /// The end of the tool's output.
+        output: String,
+        /// Where the files were to go.
         dir: PathBuf,
     },
     /// The package does not contain the registered file.
@@ -182,6 +201,34 @@ fn entry<'r, T>(
         name: name.to_owned(),
         known: entries.keys().cloned().collect(),
     })
+}
+
+/// An image backbone's converted graph, verified.
+#[derive(Debug, Clone)]
+pub struct ImageModelFiles {
+    /// Registry name.
+    pub name: String,
+    /// The registry entry (preprocessing, output, dimension).
+    pub entry: ImageModelEntry,
+    /// The converted ONNX graph.
+    pub onnx: VerifiedFile,
+}
+
+/// The four IDX files of an image data set with an official split, verified.
+#[derive(Debug, Clone)]
+pub struct ImageDatasetFiles {
+    /// Registry name.
+    pub name: String,
+    /// The registry entry (class names).
+    pub entry: ImageDatasetEntry,
+    /// Training images.
+    pub train_images: VerifiedFile,
+    /// Training labels.
+    pub train_labels: VerifiedFile,
+    /// Test images.
+    pub test_images: VerifiedFile,
+    /// Test labels.
+    pub test_labels: VerifiedFile,
 }
 
 /// The folder that holds fetched parts, one sub-folder per part.
@@ -294,5 +341,72 @@ impl Cache {
             entry: entry.clone(),
             table,
         })
+    }
+
+    /// Fetches (or finds) the named image backbone: downloads its checkpoint, converts it with the registered
+    /// script and keeps the graph only if its checksum is the registered one.
+    pub fn image_model(&self, name: &str) -> Result<ImageModelFiles, AssetError> {
+        let registry = Registry::builtin();
+        let entry = entry(&registry.image_models, "model", name)?;
+        let dir = self.root.join("models").join(name);
+        let onnx_path = dir.join(&entry.onnx.name);
+        let onnx = if onnx_path.exists() {
+            fetch::verify_existing(&onnx_path, &entry.onnx.sha256)?
+        } else {
+            let checkpoint = fetch::provision(
+                &self.python,
+                &self.root,
+                &dir,
+                std::slice::from_ref(&entry.checkpoint),
+            )?;
+            convert::convert(
+                &self.python,
+                &self.root,
+                &entry.convert,
+                &checkpoint[0].path,
+                &onnx_path,
+                &entry.onnx.sha256,
+            )?
+        };
+        Ok(ImageModelFiles {
+            name: name.to_owned(),
+            entry: entry.clone(),
+            onnx,
+        })
+    }
+
+    /// Fetches (or finds) the named image data set's IDX files.
+    pub fn image_dataset(&self, name: &str) -> Result<ImageDatasetFiles, AssetError> {
+        let registry = Registry::builtin();
+        let entry = entry(&registry.image_datasets, "dataset", name)?;
+        let dir = self.root.join("datasets").join(name);
+        let files = fetch::provision_deb(
+            &self.root,
+            &dir,
+            &[
+                &entry.train_images,
+                &entry.train_labels,
+                &entry.test_images,
+                &entry.test_labels,
+            ],
+        )?;
+        let [train_images, train_labels, test_images, test_labels]: [VerifiedFile; 4] =
+            files.try_into().expect("four files asked for");
+        Ok(ImageDatasetFiles {
+            name: name.to_owned(),
+            entry: entry.clone(),
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+        })
+    }
+
+    /// Fetches (or finds) a registered sample file.
+    pub fn sample(&self, name: &str) -> Result<VerifiedFile, AssetError> {
+        let registry = Registry::builtin();
+        let file = entry(&registry.samples, "sample", name)?;
+        let dir = self.root.join("samples");
+        Ok(fetch::provision(&self.python, &self.root, &dir, std::slice::from_ref(file))?.remove(0))
     }
 }

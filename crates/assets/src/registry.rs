@@ -18,6 +18,103 @@ pub struct Registry {
     pub models: BTreeMap<String, ModelEntry>,
     /// Labelled data sets, by name.
     pub datasets: BTreeMap<String, DatasetEntry>,
+    /// Pretrained image backbones, by name.
+    #[serde(default)]
+    pub image_models: BTreeMap<String, ImageModelEntry>,
+    /// Labelled image data sets, by name.
+    #[serde(default)]
+    pub image_datasets: BTreeMap<String, ImageDatasetEntry>,
+    /// Single reference files used to check models (e.g. a photo of a known ImageNet class), by name.
+    #[serde(default)]
+    pub samples: BTreeMap<String, PackageFile>,
+}
+
+/// One file inside a Debian package, fetched with `apt-get download` and unpacked with `dpkg-deb`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebFile {
+    /// File name in the cache.
+    pub name: String,
+    /// The package, `name=version`.
+    pub deb: String,
+    /// Path of the file inside the package.
+    pub member: String,
+    /// Expected sha256 of the file, lowercase hex.
+    pub sha256: String,
+}
+
+/// How a checkpoint becomes the registered ONNX graph.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Conversion {
+    /// The converter in `crates/assets/converters/`.
+    pub script: String,
+    /// Exact versions of what the converter imports, installed from PyPI into the cache.
+    pub requirements: Vec<String>,
+}
+
+/// How images are turned into the tensor a backbone expects.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePreprocessEntry {
+    /// The graph input's name.
+    pub input: String,
+    /// Length of the short side after resizing (bilinear).
+    pub resize: u32,
+    /// Side of the centre crop taken after resizing.
+    pub crop: u32,
+    /// Per-channel mean subtracted from values scaled to [0, 1] (ignored for `uint8`).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by (ignored for `uint8`).
+    pub std: [f32; 3],
+    /// `nchw` or `nhwc`.
+    pub layout: String,
+    /// `float32` (normalised) or `uint8` (raw 0–255).
+    pub dtype: String,
+    /// `rgb` or `bgr`.
+    pub channels: String,
+}
+
+/// A pretrained image backbone converted to ONNX by a checked-in script.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageModelEntry {
+    /// One line about the model.
+    pub description: String,
+    /// Licence of the weights.
+    pub licence: String,
+    /// Width of the pooled features.
+    pub dimension: usize,
+    /// Name of the graph output holding the pooled features.
+    pub output: String,
+    /// The published checkpoint.
+    pub checkpoint: PackageFile,
+    /// How the checkpoint becomes ONNX.
+    pub convert: Conversion,
+    /// The converted graph; its checksum pins the conversion.
+    pub onnx: PreparedFile,
+    /// Image preprocessing the model was trained with.
+    pub preprocess: ImagePreprocessEntry,
+}
+
+/// A labelled image data set in IDX files with an official train/test split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDatasetEntry {
+    /// One line about the data.
+    pub description: String,
+    /// Licence or terms of use.
+    pub licence: String,
+    /// Class names, indexed by label value.
+    pub classes: Vec<String>,
+    /// Training images (IDX, gzip).
+    pub train_images: DebFile,
+    /// Training labels (IDX, gzip).
+    pub train_labels: DebFile,
+    /// Test images (IDX, gzip).
+    pub test_images: DebFile,
+    /// Test labels (IDX, gzip).
+    pub test_labels: DebFile,
 }
 
 /// One file inside a package from a package registry.
@@ -126,14 +223,28 @@ impl Registry {
         })
     }
 
-    /// Names of the registered backbones, sorted.
+    /// Names of the registered backbones (text and image), sorted.
     pub fn model_names(&self) -> Vec<&str> {
-        self.models.keys().map(String::as_str).collect()
+        let mut names: Vec<&str> = self
+            .models
+            .keys()
+            .chain(self.image_models.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
     }
 
-    /// Names of the registered data sets, sorted.
+    /// Names of the registered data sets (text and image), sorted.
     pub fn dataset_names(&self) -> Vec<&str> {
-        self.datasets.keys().map(String::as_str).collect()
+        let mut names: Vec<&str> = self
+            .datasets
+            .keys()
+            .chain(self.image_datasets.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
     }
 }
 
@@ -158,5 +269,15 @@ mod tests {
             assert_eq!(file.sha256.len(), 64, "{}", file.name);
             assert!(file.pip.contains("=="), "{} must pin a version", file.pip);
         }
+        let lite = &registry.image_models["efficientnet-lite0"];
+        assert_eq!(lite.dimension, 1280);
+        assert!(lite.convert.requirements.iter().all(|r| r.contains("==")));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("converters")
+            .join(&lite.convert.script);
+        assert!(script.is_file(), "{}", script.display());
+        let fmnist = &registry.image_datasets["fashion-mnist"];
+        assert_eq!(fmnist.classes.len(), 10);
+        assert!(fmnist.train_images.deb.contains('='));
     }
 }

@@ -24,10 +24,15 @@
 //! # }
 //! ```
 
+mod image;
 mod text;
 
 use std::path::{Path, PathBuf};
 
+pub use image::{
+    Augmentation, ImageBackbone, ImageBackboneConfig, ImageExtractionStats, ImagePreprocess,
+    ImageSource, Layout, PixelType,
+};
 pub use text::{
     EncodedTexts, ExtractionStats, Pooling, Provider, TextBackbone, TextBackboneConfig,
     TextTokenizer,
@@ -56,6 +61,14 @@ pub enum BackboneError {
         what: &'static str,
         /// The path tried.
         path: PathBuf,
+    },
+    /// An image that cannot be decoded.
+    #[error("image {}: {message}", path.display())]
+    Image {
+        /// The file (or `<pixels>`).
+        path: PathBuf,
+        /// What the decoder said.
+        message: String,
     },
     /// The tokenizer JSON could not be loaded or applied.
     #[error("tokenizer {}: {message}", path.display())]

@@ -191,11 +191,8 @@ impl TextBackbone {
             path: model.to_path_buf(),
             message,
         };
-        let (session, provider_used, fallback_reason) = open_session(runtime, model, &config)
-            .map_err(|e| match e {
-                SessionError::Model(message) => model_err(message),
-                SessionError::Other(e) => e,
-            })?;
+        let (session, provider_used, fallback_reason) =
+            open_session_on(runtime, model, config.intra_threads, config.provider)?;
 
         let mut feeds = Vec::new();
         for input in session.inputs() {
@@ -381,36 +378,32 @@ impl TextBackbone {
     }
 }
 
-enum SessionError {
-    Model(String),
-    Other(BackboneError),
-}
-
-/// Opens the session on the configured provider; returns it, the provider in use and, after a fallback to
-/// CPU, the reason.
-fn open_session(
+/// Opens a session on `provider`; returns it, the provider in use and, after a fallback to CPU, the reason.
+pub(crate) fn open_session_on(
     runtime: &Runtime,
     model: &Path,
-    config: &TextBackboneConfig,
-) -> Result<(Session, &'static str, Option<String>), SessionError> {
-    let builder = || -> Result<ort::session::builder::SessionBuilder, SessionError> {
-        Session::builder(runtime.environment())
-            .and_then(|b| {
-                b.with_intra_threads(config.intra_threads)
-                    .map_err(ort::Error::<()>::from)
-            })
-            .map_err(|e| SessionError::Other(e.into()))
+    intra_threads: usize,
+    provider: Provider,
+) -> Result<(Session, &'static str, Option<String>), BackboneError> {
+    let model_err = |message: String| BackboneError::Model {
+        path: model.to_path_buf(),
+        message,
+    };
+    let builder = || -> Result<ort::session::builder::SessionBuilder, BackboneError> {
+        Ok(Session::builder(runtime.environment())?
+            .with_intra_threads(intra_threads)
+            .map_err(ort::Error::<()>::from)?)
     };
     if let Provider::Cuda {
         device_id,
         fallback,
-    } = config.provider
+    } = provider
     {
         let cuda = ort::ep::CUDA::default()
             .with_device_id(device_id)
             .build()
             .error_on_failure();
-        // Without this, ONNX Runtime logs the failure and quietly runs on CPU.
+        // Without `error_on_failure`, ONNX Runtime logs the failure and quietly runs on CPU.
         let attempt = builder()?
             .with_execution_providers([cuda])
             .map_err(|e| ort::Error::<()>::from(e).to_string())
@@ -425,24 +418,24 @@ fn open_session(
                 );
                 let session = builder()?
                     .commit_from_file(model)
-                    .map_err(|e| SessionError::Model(e.to_string()))?;
+                    .map_err(|e| model_err(e.to_string()))?;
                 return Ok((session, "CPUExecutionProvider", Some(reason)));
             }
             Err(reason) => {
-                return Err(SessionError::Other(BackboneError::Provider {
+                return Err(BackboneError::Provider {
                     provider: "CUDA",
                     reason,
                     hint: "CUDA needs an NVIDIA GPU and driver, ONNX Runtime's GPU build (graft provisions \
                            onnxruntime-gpu when `provider = \"cuda\"`), CUDA 13 and cuDNN 9 libraries on \
                            LD_LIBRARY_PATH; or allow the CPU fallback"
                         .to_owned(),
-                }));
+                });
             }
         }
     }
     let session = builder()?
         .commit_from_file(model)
-        .map_err(|e| SessionError::Model(e.to_string()))?;
+        .map_err(|e| model_err(e.to_string()))?;
     Ok((session, "CPUExecutionProvider", None))
 }
 
