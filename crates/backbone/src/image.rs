@@ -217,22 +217,27 @@ impl ImageBackbone {
         self.embed_views(images, None)
     }
 
-    /// Embeds one augmented view of each image: view `view` of image `i` is drawn from a generator seeded by
-    /// (`seed`, `i`, `view`), so the same call gives the same features.
+    /// Embeds one augmented view of each image, image `i`'s drawn from a generator seeded with `seeds[i]`, so
+    /// the same seeds give the same features.
     pub fn embed_augmented(
         &mut self,
         images: &[ImageSource],
         augmentation: Augmentation,
-        seed: u64,
-        view: u64,
+        seeds: &[u64],
     ) -> Result<(Array2<f32>, ImageExtractionStats), BackboneError> {
-        self.embed_views(images, Some((augmentation, seed, view)))
+        if seeds.len() != images.len() {
+            return Err(BackboneError::InvalidConfig {
+                name: "seeds",
+                reason: format!("{} seeds for {} images", seeds.len(), images.len()),
+            });
+        }
+        self.embed_views(images, Some((augmentation, seeds)))
     }
 
     fn embed_views(
         &mut self,
         images: &[ImageSource],
-        augment: Option<(Augmentation, u64, u64)>,
+        augment: Option<(Augmentation, &[u64])>,
     ) -> Result<(Array2<f32>, ImageExtractionStats), BackboneError> {
         let started = Instant::now();
         let mut stats = ImageExtractionStats {
@@ -261,9 +266,8 @@ impl ImageBackbone {
                 .map(|(k, source)| {
                     let image = decode(source)?;
                     let image = match augment {
-                        Some((aug, seed, view)) => {
-                            let mut rng =
-                                ChaCha8Rng::seed_from_u64(mix(seed, (first + k) as u64, view));
+                        Some((aug, seeds)) => {
+                            let mut rng = ChaCha8Rng::seed_from_u64(seeds[first + k]);
                             augment_image(image, aug, &mut rng)
                         }
                         None => image,
@@ -328,15 +332,6 @@ fn pooled(features: ArrayViewD<'_, f32>) -> Result<Array2<f32>, String> {
             "the feature output has {n} dimensions; expected 2 or 4"
         )),
     }
-}
-
-/// Mixes the seed, the row and the view into one generator seed (splitmix64 finaliser).
-fn mix(seed: u64, row: u64, view: u64) -> u64 {
-    let mut z =
-        seed ^ row.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ view.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Decodes a source into 8-bit RGB (grey is replicated into the three channels).
@@ -574,17 +569,17 @@ mod tests {
         let a = augment_image(
             image.clone(),
             aug,
-            &mut ChaCha8Rng::seed_from_u64(mix(1, 2, 0)),
+            &mut ChaCha8Rng::seed_from_u64(12),
         );
         let b = augment_image(
             image.clone(),
             aug,
-            &mut ChaCha8Rng::seed_from_u64(mix(1, 2, 0)),
+            &mut ChaCha8Rng::seed_from_u64(12),
         );
         let c = augment_image(
             image.clone(),
             aug,
-            &mut ChaCha8Rng::seed_from_u64(mix(1, 2, 1)),
+            &mut ChaCha8Rng::seed_from_u64(13),
         );
         assert_eq!(a, b);
         assert_ne!(a, image);

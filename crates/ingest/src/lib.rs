@@ -18,6 +18,7 @@
 //! ```
 
 pub mod embeddings;
+mod images;
 pub mod rows;
 mod split;
 
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 pub use embeddings::{EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, read_embeddings};
+pub use images::{IdxImages, ImageFolder, image_folder, read_idx_images, read_idx_labels};
 pub use polars::frame::DataFrame;
 pub use polars::prelude::{DataType, Series};
 pub use rows::{TextChunk, TextRowReader, count_rows};
@@ -69,6 +71,17 @@ pub enum IngestError {
         path: PathBuf,
         /// 0-based row number.
         row: u64,
+    },
+    /// An image folder without at least two class sub-folders holding images.
+    #[error(
+        "{} needs at least two class sub-folders with .png/.jpg images (root/<class>/<image>); found {classes}",
+        path.display()
+    )]
+    ImageFolder {
+        /// The folder.
+        path: PathBuf,
+        /// Class folders with images.
+        classes: usize,
     },
     /// An output file that could not be written.
     #[error("cannot write {}: {message}", path.display())]

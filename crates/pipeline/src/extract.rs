@@ -471,7 +471,13 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         };
         let mut backbone =
             TextBackbone::load(&runtime, &model.onnx.path, &model.tokenizer.path, config)?;
-        runtime_json = runtime_manifest(&choice, &runtime, &backbone);
+        runtime_json = runtime_manifest(
+            &choice,
+            &runtime,
+            backbone.execution_provider(),
+            backbone.provider_fallback(),
+            job.threads,
+        );
         provider_used = backbone.execution_provider();
         let bar = progress_bar(job.progress, shard_rows, resumed_rows);
         stats = stream_chunks(

@@ -29,7 +29,9 @@ pub use diagnostic::Diagnostic;
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
 pub use graft_backbone::{Pooling, Provider};
-pub use plan::{BackbonePlan, DataPlan, DataSource, HeadPlan, ModelSource, Plan};
+pub use plan::{
+    BackbonePlan, DataPlan, DataSource, HeadPlan, ImagePlan, ModelSource, Plan, SplitPlan,
+};
 pub use report::{Metrics, SplitMetrics};
 pub use run::{
     RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,

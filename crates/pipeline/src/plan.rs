@@ -4,7 +4,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use graft_assets::Registry;
-use graft_backbone::{Pooling, Provider, TextBackboneConfig};
+use graft_backbone::{
+    Augmentation, ImagePreprocess, Layout, PixelType, Pooling, Provider, TextBackboneConfig,
+};
 use graft_heads::{HeadError, Logistic, LogisticValidParams, ParamGuard};
 use graft_ingest::SplitRatios;
 use serde_json::json;
@@ -23,6 +25,40 @@ pub enum DataSource {
     Registry(String),
     /// A CSV/TSV/Parquet file.
     File(PathBuf),
+    /// An image data set from graft's registry, with its official train/test split.
+    ImageRegistry(String),
+    /// A folder of class sub-folders of images.
+    ImageFolder(PathBuf),
+}
+
+impl DataSource {
+    /// Whether the rows are images.
+    pub fn is_images(&self) -> bool {
+        matches!(self, DataSource::ImageRegistry(_) | DataSource::ImageFolder(_))
+    }
+}
+
+/// How rows are split into train, validation and test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SplitPlan {
+    /// A seeded split that keeps class proportions.
+    Stratified(SplitRatios),
+    /// The data set's official train/test split; `validation` is the share of the training rows held out.
+    Predefined {
+        /// Share of the official training rows held out for validation (stratified, seeded).
+        validation: f64,
+    },
+}
+
+/// Image-specific backbone settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePlan {
+    /// Preprocessing (the registry entry's, with `image_size`/`resize` overrides).
+    pub preprocess: ImagePreprocess,
+    /// Graph output holding the features.
+    pub output: String,
+    /// Training-time augmentation and how many augmented views each training image adds.
+    pub augment: Option<(Augmentation, usize)>,
 }
 
 /// The data section, resolved.
@@ -59,8 +95,10 @@ pub enum ModelSource {
 pub struct BackbonePlan {
     /// Where the model comes from.
     pub source: ModelSource,
-    /// Extraction settings.
+    /// Extraction settings (for images: batch size, threads and provider).
     pub config: TextBackboneConfig,
+    /// Set for image backbones.
+    pub image: Option<ImagePlan>,
     /// Reuse and fill the shared feature cache.
     pub cache: bool,
 }
@@ -81,6 +119,7 @@ pub(crate) struct Spans {
     pub split: Option<Range<usize>>,
     pub sha256: Option<Range<usize>>,
     pub backbone: Option<Range<usize>>,
+    pub backbone_model: Option<Range<usize>>,
 }
 
 /// A pipeline file, parsed and checked; ready to run.
@@ -96,8 +135,8 @@ pub struct Plan {
     pub seed: u64,
     /// The data.
     pub data: DataPlan,
-    /// Train/validation/test fractions.
-    pub split: SplitRatios,
+    /// How rows are split.
+    pub split: SplitPlan,
     /// The frozen backbone.
     pub backbone: BackbonePlan,
     /// The head.
@@ -135,9 +174,27 @@ impl Plan {
     /// The resolved pipeline, as recorded in the run manifest.
     pub fn resolved(&self) -> serde_json::Value {
         let data_source = match &self.data.source {
-            DataSource::Registry(name) => json!({ "dataset": name }),
+            DataSource::Registry(name) | DataSource::ImageRegistry(name) => json!({ "dataset": name }),
             DataSource::File(path) => json!({ "path": path }),
+            DataSource::ImageFolder(path) => json!({ "images": path }),
         };
+        let split = match self.split {
+            SplitPlan::Stratified(r) => json!({ "stratified": {
+                "train": r.train(), "validation": r.validation(), "test": r.test()
+            }}),
+            SplitPlan::Predefined { validation } => json!({ "predefined": { "validation": validation }}),
+        };
+        let image = self.backbone.image.as_ref().map(|i| {
+            let p = &i.preprocess;
+            json!({
+                "input": p.input, "resize": p.resize, "image_size": p.crop, "mean": p.mean, "std": p.std,
+                "layout": format!("{:?}", p.layout).to_lowercase(), "dtype": format!("{:?}", p.dtype).to_lowercase(),
+                "bgr": p.bgr, "output": i.output,
+                "augment": i.augment.map(|(a, views)| json!({
+                    "horizontal_flip": a.horizontal_flip, "crop_scale": a.crop_scale, "views": views
+                })),
+            })
+        });
         let model_source = match &self.backbone.source {
             ModelSource::Registry(name) => json!({ "model": name }),
             ModelSource::Files {
@@ -164,9 +221,7 @@ impl Plan {
                 "label_column": self.data.label_column,
                 "sample": self.data.sample,
             },
-            "split": { "stratified": {
-                "train": self.split.train(), "validation": self.split.validation(), "test": self.split.test()
-            }},
+            "split": split,
             "backbone": {
                 "source": model_source,
                 "output": c.output,
@@ -179,6 +234,7 @@ impl Plan {
                 "provider": c.provider.name(),
                 "device_id": match c.provider { Provider::Cuda { device_id, .. } => Some(device_id), Provider::Cpu => None },
                 "fallback": match c.provider { Provider::Cuda { fallback, .. } => Some(fallback), Provider::Cpu => None },
+                "image": image,
             },
             "head": head,
         })
@@ -318,10 +374,41 @@ impl Checker<'_> {
                         .error(s.span(), "test = 0 leaves nothing to evaluate on")
                         .with_hint("give the test split a share, e.g. test = 0.1"));
                 }
-                ratios
+                SplitPlan::Stratified(ratios)
+            }
+            RawSplit::Predefined(s) => {
+                spans.split = Some(s.span());
+                if !matches!(data.source, DataSource::ImageRegistry(_)) {
+                    return Err(self
+                        .error(s.span(), "`[split.predefined]` needs a data set with an official split")
+                        .with_hint("registered image data sets (e.g. fashion-mnist) have one; for your own data use `[split.stratified]`"));
+                }
+                let validation = s.get_ref().validation.unwrap_or(0.0);
+                if !(0.0..1.0).contains(&validation) {
+                    return Err(self
+                        .error(s.span(), format!("validation = {validation} must be in [0, 1)"))
+                        .with_hint("it is the share of the official training rows held out, e.g. 0.1"));
+                }
+                SplitPlan::Predefined { validation }
             }
         };
         let backbone = self.check_backbone(raw.backbone, &mut spans)?;
+        if backbone.image.is_some() != data.source.is_images() {
+            let (model, rows) = if backbone.image.is_some() {
+                ("an image backbone", "texts")
+            } else {
+                ("a text backbone", "images")
+            };
+            return Err(self
+                .error(
+                    spans.backbone_model.clone().or(spans.backbone.clone()).expect("backbone span"),
+                    format!("{model} cannot embed {rows}"),
+                )
+                .with_hint(format!(
+                    "pick a backbone for the data's modality; registered backbones: {}",
+                    Registry::builtin().model_names().join(", ")
+                )));
+        }
         let head = match raw.head {
             RawHead::Logistic(h) => {
                 let r = h.get_ref();
@@ -379,34 +466,58 @@ impl Checker<'_> {
         spans.text_column = data.text_column.as_ref().map(Spanned::span);
         spans.label_column = data.label_column.as_ref().map(Spanned::span);
         let registry = Registry::builtin();
-        let (source, default_columns) = match (&data.dataset, &data.path) {
-            (Some(_), Some(path)) => {
+        let given: Vec<&Spanned<String>> = [&data.dataset, &data.path, &data.images]
+            .into_iter()
+            .flatten()
+            .collect();
+        if given.len() > 1 {
+            return Err(self
+                .error(given[1].span(), "`[data]` gives more than one of `dataset`, `path` and `images`")
+                .with_hint("keep one: `dataset` names a registered data set, `path` a table of your own, `images` a folder of class sub-folders"));
+        }
+        let (source, default_columns) = match (&data.dataset, &data.path, &data.images) {
+            (None, None, None) => {
                 return Err(self
-                    .error(path.span(), "`[data]` gives both `dataset` and `path`")
-                    .with_hint("keep one: `dataset` names a registered data set, `path` a file of your own"));
-            }
-            (None, None) => {
-                return Err(self
-                    .error(section, "`[data]` needs `dataset` or `path`")
+                    .error(section, "`[data]` needs `dataset`, `path` or `images`")
                     .with_hint(format!(
-                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file",
+                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file; `images = \"photos/\"` a folder of class sub-folders",
                         registry.dataset_names().join(", ")
                     )));
             }
-            (Some(name), None) => {
-                let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
-                    self.unknown(name, "data set", "data sets", &registry.dataset_names())
-                })?;
-                (
-                    DataSource::Registry(name.get_ref().clone()),
-                    Some((entry.text_column.clone(), entry.label_column.clone())),
-                )
+            (Some(name), _, _) => {
+                if registry.image_datasets.contains_key(name.get_ref()) {
+                    (DataSource::ImageRegistry(name.get_ref().clone()), Some((String::new(), String::new())))
+                } else {
+                    let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
+                        self.unknown(name, "data set", "data sets", &registry.dataset_names())
+                    })?;
+                    (
+                        DataSource::Registry(name.get_ref().clone()),
+                        Some((entry.text_column.clone(), entry.label_column.clone())),
+                    )
+                }
             }
-            (None, Some(path)) => {
+            (None, Some(path), _) => {
                 let resolved = self.existing_file(path, "data file")?;
                 (DataSource::File(resolved), None)
             }
+            (None, None, Some(folder)) => {
+                let resolved = self.resolve(folder.get_ref());
+                if !resolved.is_dir() {
+                    return Err(self
+                        .error(folder.span(), format!("image folder not found: {}", resolved.display()))
+                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                }
+                (DataSource::ImageFolder(resolved), Some((String::new(), String::new())))
+            }
         };
+        if source.is_images()
+            && let Some(c) = data.text_column.as_ref().or(data.label_column.as_ref())
+        {
+            return Err(self
+                .error(c.span(), "image data has no columns to name")
+                .with_hint("labels come from the data set or from the class sub-folder names"));
+        }
         let column = |value: Option<Spanned<String>>, key: &str, default: Option<String>| {
             value.map(Spanned::into_inner).or(default).ok_or_else(|| {
                 self.error(section.clone(), format!("`[data]` needs `{key}`"))
@@ -445,6 +556,7 @@ impl Checker<'_> {
         let registry = Registry::builtin();
         spans.sha256 = b.sha256.as_ref().map(Spanned::span);
         let mut config = TextBackboneConfig::default();
+        let mut image = None;
         let source = match (&b.model, &b.onnx) {
             (Some(_), Some(onnx)) => {
                 return Err(self
@@ -457,7 +569,93 @@ impl Checker<'_> {
                     registry.model_names().join(", ")
                 )));
             }
+            (Some(name), None) if registry.image_models.contains_key(name.get_ref()) => {
+                spans.backbone_model = Some(name.span());
+                let entry = &registry.image_models[name.get_ref()];
+                for (key, span) in [
+                    ("tokenizer", b.tokenizer.as_ref().map(Spanned::span)),
+                    ("sha256", b.sha256.as_ref().map(Spanned::span)),
+                    ("max_length", b.max_length.as_ref().map(Spanned::span)),
+                ] {
+                    if let Some(span) = span {
+                        return Err(self
+                            .error(span, format!("`{key}` does not apply to an image backbone"))
+                            .with_hint("image backbones take `image_size`, `resize` and `[backbone.augment]`"));
+                    }
+                }
+                if b.pooling.is_some() || b.normalize.is_some() {
+                    return Err(self
+                        .error(section.clone(), "`pooling` and `normalize` do not apply to an image backbone")
+                        .with_hint("the image backbone's output is already pooled"));
+                }
+                let p = &entry.preprocess;
+                let mut preprocess = ImagePreprocess {
+                    input: p.input.clone(),
+                    resize: p.resize,
+                    crop: p.crop,
+                    mean: p.mean,
+                    std: p.std,
+                    layout: if p.layout == "nhwc" { Layout::Nhwc } else { Layout::Nchw },
+                    dtype: if p.dtype == "uint8" { PixelType::Uint8 } else { PixelType::Float32 },
+                    bgr: p.channels == "bgr",
+                };
+                if let Some(size) = &b.image_size {
+                    if *size.get_ref() < 16 {
+                        return Err(self.error(size.span(), format!("`image_size` must be at least 16, got {}", size.get_ref())));
+                    }
+                    // Keep the registry's ratio of resize to crop (256/224) unless `resize` is given.
+                    preprocess.resize = (f64::from(*size.get_ref()) * f64::from(p.resize) / f64::from(p.crop)).round() as u32;
+                    preprocess.crop = *size.get_ref();
+                }
+                if let Some(resize) = &b.resize {
+                    if *resize.get_ref() < preprocess.crop {
+                        return Err(self
+                            .error(resize.span(), format!("`resize` ({}) is smaller than the crop ({})", resize.get_ref(), preprocess.crop))
+                            .with_hint("the short side is resized first, then the centre crop of `image_size` is taken"));
+                    }
+                    preprocess.resize = *resize.get_ref();
+                }
+                let augment = match &b.augment {
+                    None => None,
+                    Some(a) => {
+                        let raw = a.get_ref();
+                        let crop_scale = match &raw.crop_scale {
+                            None => None,
+                            Some(c) => match c.get_ref().as_slice() {
+                                [low, high] if 0.0 < *low && low <= high && *high <= 1.0 => Some((*low, *high)),
+                                _ => {
+                                    return Err(self
+                                        .error(c.span(), "`crop_scale` must be [low, high] with 0 < low <= high <= 1")
+                                        .with_hint("the share of the image's area a random crop keeps, e.g. [0.5, 1.0]"));
+                                }
+                            },
+                        };
+                        let views = match &raw.views {
+                            Some(v) if *v.get_ref() == 0 => {
+                                return Err(self.error(v.span(), "`views` must be at least 1")
+                                    .with_hint("remove `[backbone.augment]` to train without augmentation"));
+                            }
+                            Some(v) => *v.get_ref(),
+                            None => 1,
+                        };
+                        let horizontal_flip = raw.horizontal_flip.unwrap_or(false);
+                        if !horizontal_flip && crop_scale.is_none() {
+                            return Err(self
+                                .error(a.span(), "`[backbone.augment]` turns nothing on")
+                                .with_hint("set `horizontal_flip = true` and/or `crop_scale = [0.5, 1.0]`"));
+                        }
+                        Some((Augmentation { horizontal_flip, crop_scale }, views))
+                    }
+                };
+                image = Some(ImagePlan {
+                    preprocess,
+                    output: entry.output.clone(),
+                    augment,
+                });
+                ModelSource::Registry(name.get_ref().clone())
+            }
             (Some(name), None) => {
+                spans.backbone_model = Some(name.span());
                 let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
                     self.unknown(name, "backbone", "backbones", &registry.model_names())
                 })?;
@@ -580,9 +778,26 @@ impl Checker<'_> {
                 }
             }
         };
+        if image.is_none() {
+            for (key, span) in [
+                ("image_size", b.image_size.as_ref().map(Spanned::span)),
+                ("resize", b.resize.as_ref().map(Spanned::span)),
+                ("augment", b.augment.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    return Err(self
+                        .error(span, format!("`{key}` applies to image backbones only"))
+                        .with_hint(format!(
+                            "registered image backbones: {}",
+                            registry.image_models.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )));
+                }
+            }
+        }
         Ok(BackbonePlan {
             source,
             config,
+            image,
             cache: b.cache.unwrap_or(true),
         })
     }

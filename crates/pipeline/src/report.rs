@@ -98,7 +98,7 @@ pub struct Timings {
 }
 
 /// Feature-extraction figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ExtractionFigures {
     /// Rows that needed features.
     pub rows: usize,

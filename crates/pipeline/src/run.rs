@@ -4,19 +4,23 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use graft_assets::{Cache, VerifiedFile, sha256_file};
-use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Provider, Runtime, TextBackbone};
+use graft_backbone::{
+    BackboneError, ImageBackbone, ImageBackboneConfig, ImageSource, ORT_DYLIB_ENV, Provider, Runtime,
+    TextBackbone,
+};
 use graft_eval::classification_report;
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{Fit, Predict, Targets};
 use graft_ingest::{
-    IngestError, Split, TextClassificationData, read_table, stratified_split, stratified_subsample,
-    text_classification,
+    IngestError, Split, SplitRatios, TextClassificationData, image_folder, read_idx_images,
+    read_idx_labels, read_table, stratified_split, stratified_subsample, text_classification,
 };
 use ndarray::{Array2, Axis};
+use rayon::prelude::*;
 use serde_json::json;
 
 use crate::PipelineError;
-use crate::plan::{DataSource, HeadPlan, ModelSource, Plan};
+use crate::plan::{DataSource, HeadPlan, ModelSource, Plan, SplitPlan};
 use crate::report::{
     self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, TrainingFigures,
 };
@@ -72,19 +76,232 @@ fn derive_seed(seed: u64, purpose: &str) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The rows a run embeds: texts or images.
+enum Inputs {
+    Texts(Vec<String>),
+    Images(Vec<ImageSource>),
+}
+
+/// Labelled rows of either modality, after cleaning.
+struct Labelled {
+    inputs: Inputs,
+    labels: Vec<usize>,
+    classes: Vec<String>,
+    /// 0-based row of each used row in the source (for image data sets: train rows, then test rows).
+    source_rows: Vec<usize>,
+    /// For data sets with an official split: whether each row belongs to the official test set.
+    official_test: Option<Vec<bool>>,
+    rows_read: usize,
+    dropped_null_text: usize,
+    dropped_null_label: usize,
+}
+
+impl Labelled {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The rows `keep`, in that order.
+    fn select(self, keep: &[usize]) -> Labelled {
+        let pick = |v: &[usize]| keep.iter().map(|&i| v[i]).collect();
+        Labelled {
+            inputs: match self.inputs {
+                Inputs::Texts(t) => Inputs::Texts(keep.iter().map(|&i| t[i].clone()).collect()),
+                Inputs::Images(m) => Inputs::Images(keep.iter().map(|&i| m[i].clone()).collect()),
+            },
+            labels: pick(&self.labels),
+            source_rows: pick(&self.source_rows),
+            official_test: self
+                .official_test
+                .map(|t| keep.iter().map(|&i| t[i]).collect()),
+            ..self
+        }
+    }
+}
+
+impl From<TextClassificationData> for Labelled {
+    fn from(d: TextClassificationData) -> Labelled {
+        Labelled {
+            inputs: Inputs::Texts(d.texts),
+            labels: d.labels,
+            classes: d.classes,
+            source_rows: d.source_rows,
+            official_test: None,
+            rows_read: d.rows_read,
+            dropped_null_text: d.dropped_null_text,
+            dropped_null_label: d.dropped_null_label,
+        }
+    }
+}
+
 struct Ingested {
-    data: TextClassificationData,
+    data: Labelled,
     split: Split,
     file: VerifiedFile,
     label: String,
     not_sampled: usize,
 }
 
+/// Reads a registered image data set (IDX files, official split) or a folder of class sub-folders.
+fn read_images(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
+    match &plan.data.source {
+        DataSource::ImageRegistry(name) => {
+            let files = cache.image_dataset(name)?;
+            let mut inputs = Vec::new();
+            let mut labels = Vec::new();
+            let mut official_test = Vec::new();
+            for (images, label_file, is_test) in [
+                (&files.train_images, &files.train_labels, false),
+                (&files.test_images, &files.test_labels, true),
+            ] {
+                let images = read_idx_images(&images.path)?;
+                let values = read_idx_labels(&label_file.path)?;
+                if values.len() != images.count {
+                    return Err(PipelineError::Job {
+                        message: format!(
+                            "{} has {} labels for {} images",
+                            label_file.path.display(),
+                            values.len(),
+                            images.count
+                        ),
+                        hint: "delete the data set's cache folder to fetch it again".to_owned(),
+                    });
+                }
+                for (i, &value) in values.iter().enumerate() {
+                    let class = usize::from(value);
+                    if class >= files.entry.classes.len() {
+                        return Err(PipelineError::Job {
+                            message: format!("{}: label {class} has no class name", label_file.path.display()),
+                            hint: "the registry entry's class list is incomplete".to_owned(),
+                        });
+                    }
+                    inputs.push(ImageSource::Pixels {
+                        width: images.width,
+                        height: images.height,
+                        channels: 1,
+                        data: images.image(i).to_vec(),
+                    });
+                    labels.push(class);
+                    official_test.push(is_test);
+                }
+            }
+            let n = labels.len();
+            Ok((
+                Labelled {
+                    inputs: Inputs::Images(inputs),
+                    labels,
+                    classes: files.entry.classes.clone(),
+                    source_rows: (0..n).collect(),
+                    official_test: Some(official_test),
+                    rows_read: n,
+                    dropped_null_text: 0,
+                    dropped_null_label: 0,
+                },
+                files.train_images,
+                format!("{name} (registered data set, official train/test split)"),
+            ))
+        }
+        DataSource::ImageFolder(root) => {
+            let folder = image_folder(root)
+                .map_err(|e| PipelineError::from(plan.diagnostic(&plan.spans.data, e.to_string())))?;
+            // The folder's identity: file names and sizes (hashing every image would cost a full read).
+            let mut listing = String::new();
+            for file in &folder.files {
+                let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+                listing.push_str(&format!("{} {size}\n", file.strip_prefix(root).unwrap_or(file).display()));
+            }
+            let n = folder.files.len();
+            Ok((
+                Labelled {
+                    inputs: Inputs::Images(folder.files.into_iter().map(ImageSource::File).collect()),
+                    labels: folder.labels,
+                    classes: folder.classes,
+                    source_rows: (0..n).collect(),
+                    official_test: None,
+                    rows_read: n + folder.skipped,
+                    dropped_null_text: 0,
+                    dropped_null_label: 0,
+                },
+                VerifiedFile {
+                    path: root.clone(),
+                    sha256: sha2_hex(listing.as_bytes()),
+                    fetched: false,
+                },
+                format!("{} ({n} images)", root.display()),
+            ))
+        }
+        DataSource::Registry(_) | DataSource::File(_) => unreachable!("text sources are read as tables"),
+    }
+}
+
+/// Splits the rows as the plan says: stratified and seeded, or the data set's official split with a seeded,
+/// stratified validation share of its training rows.
+fn split_rows(plan: &Plan, data: &Labelled) -> Result<Split, PipelineError> {
+    let seed = derive_seed(plan.seed, "split");
+    let explain = |e: IngestError| {
+        PipelineError::from(plan.diagnostic(&plan.spans.split, e.to_string()).with_hint(
+            "drop or merge rare classes, add rows, or set `validation = 0` to need fewer rows per class",
+        ))
+    };
+    match (plan.split, &data.official_test) {
+        (SplitPlan::Stratified(ratios), _) => {
+            stratified_split(&data.labels, &data.classes, ratios, seed).map_err(explain)
+        }
+        (SplitPlan::Predefined { validation }, Some(is_test)) => {
+            let train_rows: Vec<usize> = (0..data.len()).filter(|&i| !is_test[i]).collect();
+            let test: Vec<usize> = (0..data.len()).filter(|&i| is_test[i]).collect();
+            let train_labels: Vec<usize> = train_rows.iter().map(|&i| data.labels[i]).collect();
+            let ratios = SplitRatios::new(1.0 - validation, validation, 0.0).map_err(explain)?;
+            let inner = stratified_split(&train_labels, &data.classes, ratios, seed).map_err(explain)?;
+            let map = |v: Vec<usize>| v.into_iter().map(|i| train_rows[i]).collect();
+            Ok(Split {
+                train: map(inner.train),
+                validation: map(inner.validation),
+                test,
+            })
+        }
+        (SplitPlan::Predefined { .. }, None) => unreachable!("checked when the plan was loaded"),
+    }
+}
+
 fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
+    let (data, file, label) = if plan.data.source.is_images() {
+        read_images(plan, cache)?
+    } else {
+        read_text_table(plan, cache)?
+    };
+    let (data, not_sampled) = match plan.data.sample {
+        Some(n) if n < data.len() => {
+            let keep = stratified_subsample(
+                &data.labels,
+                data.classes.len(),
+                n,
+                derive_seed(plan.seed, "sample"),
+            );
+            let dropped = data.len() - keep.len();
+            (data.select(&keep), dropped)
+        }
+        _ => (data, 0),
+    };
+    let split = split_rows(plan, &data)?;
+    Ok(Ingested {
+        data,
+        split,
+        file,
+        label,
+        not_sampled,
+    })
+}
+
+/// Reads the CSV/TSV/Parquet table (registered or the user's) and picks the text and label columns.
+fn read_text_table(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
     let (file, label) = match &plan.data.source {
         DataSource::Registry(name) => {
             let files = cache.dataset(name)?;
             (files.table, format!("{name} (registered data set)"))
+        }
+        DataSource::ImageRegistry(_) | DataSource::ImageFolder(_) => {
+            unreachable!("image sources are read by read_images")
         }
         DataSource::File(path) => {
             let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
@@ -150,38 +367,7 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
                 _ => PipelineError::Ingest(e),
             }
         })?;
-    let (data, not_sampled) = match plan.data.sample {
-        Some(n) if n < data.labels.len() => {
-            let keep = stratified_subsample(
-                &data.labels,
-                data.classes.len(),
-                n,
-                derive_seed(plan.seed, "sample"),
-            );
-            let dropped = data.labels.len() - keep.len();
-            let sampled = TextClassificationData {
-                texts: keep.iter().map(|&i| data.texts[i].clone()).collect(),
-                labels: keep.iter().map(|&i| data.labels[i]).collect(),
-                source_rows: keep.iter().map(|&i| data.source_rows[i]).collect(),
-                ..data
-            };
-            (sampled, dropped)
-        }
-        _ => (data, 0),
-    };
-    let split = stratified_split(&data.labels, &data.classes, plan.split, derive_seed(plan.seed, "split")).map_err(|e| {
-        PipelineError::from(
-            plan.diagnostic(&spans.split, e.to_string())
-                .with_hint("drop or merge rare classes, add rows, or set `validation = 0` to need fewer rows per class"),
-        )
-    })?;
-    Ok(Ingested {
-        data,
-        split,
-        file,
-        label,
-        not_sampled,
-    })
+    Ok((data.into(), file, label))
 }
 
 /// The ONNX Runtime library chosen for a run, and the provider it will be asked for.
@@ -277,7 +463,9 @@ pub(crate) fn runtime_library(
 pub(crate) fn runtime_manifest(
     choice: &RuntimeChoice,
     runtime: &Runtime,
-    backbone: &TextBackbone,
+    execution_provider: &str,
+    provider_fallback: Option<&str>,
+    intra_threads: usize,
 ) -> serde_json::Value {
     json!({
         "library": file_json(&choice.library),
@@ -286,9 +474,9 @@ pub(crate) fn runtime_manifest(
         "version": choice.version,
         "build_info": runtime.build_info(),
         "provider_requested": choice.requested.name(),
-        "execution_provider": backbone.execution_provider(),
-        "provider_fallback": choice.fallback_reason.as_deref().or(backbone.provider_fallback()),
-        "intra_threads": backbone.config().intra_threads,
+        "execution_provider": execution_provider,
+        "provider_fallback": choice.fallback_reason.as_deref().or(provider_fallback),
+        "intra_threads": intra_threads,
     })
 }
 
@@ -472,133 +660,25 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         "ingested"
     );
 
-    // 2. Fetch or verify the model files (the runtime is needed only if something must be extracted).
     let clock = Instant::now();
-    let ResolvedModel {
-        onnx,
-        tokenizer,
-        label: backbone_label,
-        json: model_json,
-    } = resolve_model(&cache, &plan.backbone.source).map_err(|problem| match problem {
-        ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
-            &plan.spans.backbone,
-            format!("backbone `{name}` is not a text model"),
-        )),
-        ModelProblem::Checksum {
-            path,
-            expected,
-            actual,
-        } => plan
-            .diagnostic(
-                &plan.spans.sha256,
-                format!(
-                    "checksum mismatch for {}: expected {expected}, found {actual}",
-                    path.display()
-                ),
-            )
-            .with_hint(
-                "the model file changed since the pipeline pinned it; restore it or update `sha256`",
-            )
-            .into(),
-        ModelProblem::Other(e) => e,
-    })?;
-    timings.provision = clock.elapsed().as_secs_f64();
-
-    // 3. Features for every used row: from the shared cache where present, extracted (once) otherwise.
-    let clock = Instant::now();
-    let config = &plan.backbone.config;
-    let store = if plan.backbone.cache {
-        // Everything that changes the extractor's output is part of the namespace.
-        let description = format!(
-            "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
-             normalize {}; max_length {}",
-            // The name is for `cache stats`; identity comes from the checksums.
-            match &plan.backbone.source {
-                ModelSource::Registry(name) => name.clone(),
-                ModelSource::Files { onnx, .. } => onnx
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            },
-            onnx.sha256,
-            tokenizer.sha256,
-            config.output.as_deref().unwrap_or("(first)"),
-            config.pooling.name(),
-            config.normalize,
-            config.max_length
-        );
-        Some(FeatureStore::open(&options.features_dir, &description)?)
-    } else {
-        None
+    // 2-3. Model files, then features for every used row: from the shared feature cache where present,
+    // extracted (once) otherwise. Augmented training views, if any, come as extra matrices.
+    let Featurized {
+        features,
+        train_views,
+        extraction,
+        runtime_json,
+        feature_cache_json,
+        model_label: backbone_label,
+        model_json,
+        model_sha256,
+        provision_seconds,
+    } = match &data.inputs {
+        Inputs::Texts(texts) => text_features(plan, options, &cache, texts)?,
+        Inputs::Images(images) => image_features(plan, options, &cache, images, &split.train)?,
     };
-    let keys: Vec<RowKey> = data.texts.iter().map(|t| row_key(t.as_bytes())).collect();
-    let cached = match &store {
-        Some(store) => store.lookup(&keys)?,
-        None => Lookup {
-            rows: Array2::zeros((keys.len(), 0)),
-            found: vec![false; keys.len()],
-            rejected_chunks: 0,
-        },
-    };
-    let missing = cached.missing();
-    let mut runtime_json = serde_json::Value::Null;
-    let mut extraction = ExtractionFigures {
-        rows: data.texts.len(),
-        extracted: missing.len(),
-        cache_hits: cached.hits(),
-        dimension: cached.rows.ncols(),
-        rows_per_second: 0.0,
-        batches: 0,
-        tokens: 0,
-        padded_tokens: 0,
-        truncated_rows: 0,
-        tokenize_seconds: 0.0,
-        execution_provider: "none: every feature came from the cache".to_owned(),
-        threads: 0,
-    };
-    let features = if missing.is_empty() {
-        cached.rows
-    } else {
-        // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
-        let choice = runtime_library(&cache, config.provider)?;
-        let runtime = Runtime::load(&choice.library.path)?;
-        let mut config = config.clone();
-        config.progress = options.progress;
-        config.provider = choice.provider;
-        let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
-        let texts: Vec<&str> = missing.iter().map(|&i| data.texts[i].as_str()).collect();
-        let (fresh, stats) = backbone.embed(&texts)?;
-        if let Some(store) = &store {
-            let fresh_keys: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
-            store.insert(&fresh_keys, fresh.view())?;
-        }
-        let mut features = if cached.rows.ncols() == fresh.ncols() {
-            cached.rows
-        } else {
-            Array2::zeros((keys.len(), fresh.ncols()))
-        };
-        for (row, &i) in missing.iter().enumerate() {
-            features.row_mut(i).assign(&fresh.row(row));
-        }
-        extraction.dimension = fresh.ncols();
-        extraction.batches = stats.batches;
-        extraction.tokens = stats.tokens;
-        extraction.padded_tokens = stats.padded_tokens;
-        extraction.truncated_rows = stats.truncated_rows;
-        extraction.tokenize_seconds = stats.tokenize_seconds;
-        extraction.rows_per_second = stats.rows as f64 / stats.seconds.max(1e-9);
-        extraction.execution_provider = backbone.execution_provider().to_owned();
-        extraction.threads = backbone.config().intra_threads;
-        runtime_json = runtime_manifest(&choice, &runtime, &backbone);
-        features
-    };
-    timings.extract = clock.elapsed().as_secs_f64();
-    let feature_cache_json = json!({
-        "enabled": store.is_some(),
-        "namespace": store.as_ref().map(|s| s.dir().to_path_buf()),
-        "hits": extraction.cache_hits,
-        "extracted": extraction.extracted,
-        "rejected_chunks": cached.rejected_chunks,
-    });
+    timings.provision = provision_seconds;
+    timings.extract = clock.elapsed().as_secs_f64() - provision_seconds;
 
     // 4. Train the head on the training split only.
     let clock = Instant::now();
@@ -608,7 +688,17 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             idx.iter().map(|&i| data.labels[i]).collect(),
         )
     };
-    let (x_train, y_train) = rows_of(&split.train);
+    let (mut x_train, mut y_train) = rows_of(&split.train);
+    if !train_views.is_empty() {
+        // Augmented views: more training rows with the same labels (validation and test stay as they are).
+        let base = y_train.clone();
+        let mut parts = vec![x_train.view()];
+        parts.extend(train_views.iter().map(|v| v.view()));
+        x_train = ndarray::concatenate(Axis(0), &parts).expect("views have the features' width");
+        for _ in &train_views {
+            y_train.extend_from_slice(&base);
+        }
+    }
     let n_classes = data.classes.len();
     let (head, head_label, training) = match &plan.head {
         HeadPlan::Logistic(params) => {
@@ -701,7 +791,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         head: &head_label,
         run_dir: "",
         data_sha256: &data_file.sha256,
-        model_sha256: &onnx.sha256,
+        model_sha256: &model_sha256,
     };
     let splits = splits_csv(&data, &split);
     let run_dir = write_run_dir(plan, options, &metrics, &manifest, &labels, splits)?;
@@ -720,9 +810,367 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     })
 }
 
+/// What the extraction stage hands on.
+struct Featurized {
+    features: Array2<f32>,
+    /// One matrix per augmented view, rows aligned with the training split.
+    train_views: Vec<Array2<f32>>,
+    extraction: ExtractionFigures,
+    runtime_json: serde_json::Value,
+    feature_cache_json: serde_json::Value,
+    model_label: String,
+    model_json: serde_json::Value,
+    model_sha256: String,
+    provision_seconds: f64,
+}
+
+/// Text rows: MiniLM-style backbone, feature cache keyed by each text's sha256.
+fn text_features(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    texts: &[String],
+) -> Result<Featurized, PipelineError> {
+    let clock = Instant::now();
+    let ResolvedModel {
+        onnx,
+        tokenizer,
+        label: backbone_label,
+        json: model_json,
+    } = resolve_model(cache, &plan.backbone.source).map_err(|problem| match problem {
+        ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
+            &plan.spans.backbone,
+            format!("backbone `{name}` is not a text model"),
+        )),
+        ModelProblem::Checksum {
+            path,
+            expected,
+            actual,
+        } => plan
+            .diagnostic(
+                &plan.spans.sha256,
+                format!(
+                    "checksum mismatch for {}: expected {expected}, found {actual}",
+                    path.display()
+                ),
+            )
+            .with_hint(
+                "the model file changed since the pipeline pinned it; restore it or update `sha256`",
+            )
+            .into(),
+        ModelProblem::Other(e) => e,
+    })?;
+    let provision_seconds = clock.elapsed().as_secs_f64();
+
+    let config = &plan.backbone.config;
+    let store = if plan.backbone.cache {
+        // Everything that changes the extractor's output is part of the namespace.
+        let description = format!(
+            "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
+             normalize {}; max_length {}",
+            // The name is for `cache stats`; identity comes from the checksums.
+            match &plan.backbone.source {
+                ModelSource::Registry(name) => name.clone(),
+                ModelSource::Files { onnx, .. } => onnx
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            },
+            onnx.sha256,
+            tokenizer.sha256,
+            config.output.as_deref().unwrap_or("(first)"),
+            config.pooling.name(),
+            config.normalize,
+            config.max_length
+        );
+        Some(FeatureStore::open(&options.features_dir, &description)?)
+    } else {
+        None
+    };
+    let keys: Vec<RowKey> = texts.iter().map(|t| row_key(t.as_bytes())).collect();
+    let cached = match &store {
+        Some(store) => store.lookup(&keys)?,
+        None => Lookup {
+            rows: Array2::zeros((keys.len(), 0)),
+            found: vec![false; keys.len()],
+            rejected_chunks: 0,
+        },
+    };
+    let missing = cached.missing();
+    let mut runtime_json = serde_json::Value::Null;
+    let mut extraction = ExtractionFigures {
+        rows: texts.len(),
+        extracted: missing.len(),
+        cache_hits: cached.hits(),
+        dimension: cached.rows.ncols(),
+        rows_per_second: 0.0,
+        batches: 0,
+        tokens: 0,
+        padded_tokens: 0,
+        truncated_rows: 0,
+        tokenize_seconds: 0.0,
+        execution_provider: "none: every feature came from the cache".to_owned(),
+        threads: 0,
+    };
+    let features = if missing.is_empty() {
+        cached.rows
+    } else {
+        // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
+        let choice = runtime_library(cache, config.provider)?;
+        let runtime = Runtime::load(&choice.library.path)?;
+        let mut config = config.clone();
+        config.progress = options.progress;
+        config.provider = choice.provider;
+        let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
+        let texts: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+        let (fresh, stats) = backbone.embed(&texts)?;
+        if let Some(store) = &store {
+            let fresh_keys: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
+            store.insert(&fresh_keys, fresh.view())?;
+        }
+        let mut features = if cached.rows.ncols() == fresh.ncols() {
+            cached.rows
+        } else {
+            Array2::zeros((keys.len(), fresh.ncols()))
+        };
+        for (row, &i) in missing.iter().enumerate() {
+            features.row_mut(i).assign(&fresh.row(row));
+        }
+        extraction.dimension = fresh.ncols();
+        extraction.batches = stats.batches;
+        extraction.tokens = stats.tokens;
+        extraction.padded_tokens = stats.padded_tokens;
+        extraction.truncated_rows = stats.truncated_rows;
+        extraction.tokenize_seconds = stats.tokenize_seconds;
+        extraction.rows_per_second = stats.rows as f64 / stats.seconds.max(1e-9);
+        extraction.execution_provider = backbone.execution_provider().to_owned();
+        extraction.threads = backbone.config().intra_threads;
+        runtime_json = runtime_manifest(
+            &choice,
+            &runtime,
+            backbone.execution_provider(),
+            backbone.provider_fallback(),
+            backbone.config().intra_threads,
+        );
+        features
+    };
+    let feature_cache_json = json!({
+        "enabled": store.is_some(),
+        "namespace": store.as_ref().map(|s| s.dir().to_path_buf()),
+        "hits": extraction.cache_hits,
+        "extracted": extraction.extracted,
+        "rejected_chunks": cached.rejected_chunks,
+    });
+
+    Ok(Featurized {
+        features,
+        train_views: Vec::new(),
+        extraction,
+        runtime_json,
+        feature_cache_json,
+        model_label: backbone_label,
+        model_json,
+        model_sha256: onnx.sha256,
+        provision_seconds,
+    })
+}
+
+/// Image rows: an image backbone, feature cache keyed by each image's content (plus, for augmented views,
+/// the view's seed); augmented views are extracted for the training rows only.
+fn image_features(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    images: &[ImageSource],
+    train: &[usize],
+) -> Result<Featurized, PipelineError> {
+    let clock = Instant::now();
+    let image_plan = plan.backbone.image.as_ref().expect("image data needs an image backbone");
+    let ModelSource::Registry(name) = &plan.backbone.source else {
+        unreachable!("image backbones come from the registry")
+    };
+    let model = cache.image_model(name)?;
+    let provision_seconds = clock.elapsed().as_secs_f64();
+    let config = &plan.backbone.config;
+    let p = &image_plan.preprocess;
+    let description = format!(
+        "graft-features 1; image model {name}; onnx sha256 {}; output {}; input {}; resize {}; crop {}; \
+         mean {:?}; std {:?}; layout {:?}; dtype {:?}; bgr {}",
+        model.onnx.sha256, image_plan.output, p.input, p.resize, p.crop, p.mean, p.std, p.layout, p.dtype, p.bgr
+    );
+    let keys: Vec<RowKey> = images.par_iter().map(image_key).collect::<Result<_, _>>()?;
+    // (views to extract, their namespace and keys, their seeds): the plain view first, then augmented ones.
+    let mut jobs: Vec<(Vec<usize>, String, Vec<RowKey>, Option<Vec<u64>>)> =
+        vec![((0..images.len()).collect(), description.clone(), keys.clone(), None)];
+    if let Some((aug, views)) = image_plan.augment {
+        for view in 1..=views as u64 {
+            let seeds: Vec<u64> = train
+                .iter()
+                .map(|&i| derive_seed(plan.seed, &format!("augment {view} {}", hex(&keys[i]))))
+                .collect();
+            let view_keys = train
+                .iter()
+                .zip(&seeds)
+                .map(|(&i, seed)| {
+                    let mut bytes = keys[i].to_vec();
+                    bytes.extend_from_slice(&seed.to_le_bytes());
+                    row_key(&bytes)
+                })
+                .collect();
+            jobs.push((
+                train.to_vec(),
+                format!(
+                    "{description}; augmented view: flip {}, crop_scale {:?}",
+                    aug.horizontal_flip, aug.crop_scale
+                ),
+                view_keys,
+                Some(seeds),
+            ));
+        }
+    }
+
+    let mut extraction = ExtractionFigures {
+        rows: jobs.iter().map(|j| j.0.len()).sum(),
+        execution_provider: "none: every feature came from the cache".to_owned(),
+        ..ExtractionFigures::default()
+    };
+    let mut runtime_json = serde_json::Value::Null;
+    let mut backbone: Option<(ImageBackbone, RuntimeChoice, Runtime)> = None;
+    let mut matrices = Vec::new();
+    let mut namespaces = Vec::new();
+    let mut rejected_chunks = 0;
+    let mut extract_seconds = 0.0;
+    for (rows, namespace, view_keys, seeds) in jobs {
+        let store = if plan.backbone.cache {
+            Some(FeatureStore::open(&options.features_dir, &namespace)?)
+        } else {
+            None
+        };
+        let cached = match &store {
+            Some(store) => store.lookup(&view_keys)?,
+            None => Lookup {
+                rows: Array2::zeros((view_keys.len(), 0)),
+                found: vec![false; view_keys.len()],
+                rejected_chunks: 0,
+            },
+        };
+        rejected_chunks += cached.rejected_chunks;
+        namespaces.push(store.as_ref().map(|s| s.dir().to_path_buf()));
+        let missing = cached.missing();
+        extraction.cache_hits += cached.hits();
+        extraction.extracted += missing.len();
+        if missing.is_empty() {
+            extraction.dimension = cached.rows.ncols();
+            matrices.push(cached.rows);
+            continue;
+        }
+        if backbone.is_none() {
+            let choice = runtime_library(cache, config.provider)?;
+            let runtime = Runtime::load(&choice.library.path)?;
+            let loaded = ImageBackbone::load(
+                &runtime,
+                &model.onnx.path,
+                ImageBackboneConfig {
+                    preprocess: p.clone(),
+                    output: image_plan.output.clone(),
+                    batch_size: config.batch_size,
+                    intra_threads: config.intra_threads,
+                    progress: options.progress,
+                    provider: choice.provider,
+                },
+            )?;
+            backbone = Some((loaded, choice, runtime));
+        }
+        let (extractor, _, _) = backbone.as_mut().expect("loaded above");
+        let todo: Vec<ImageSource> = missing.iter().map(|&k| images[rows[k]].clone()).collect();
+        let (fresh, stats) = match (&seeds, image_plan.augment) {
+            (Some(seeds), Some((aug, _))) => {
+                let todo_seeds: Vec<u64> = missing.iter().map(|&k| seeds[k]).collect();
+                extractor.embed_augmented(&todo, aug, &todo_seeds)?
+            }
+            _ => extractor.embed(&todo)?,
+        };
+        extract_seconds += stats.seconds;
+        extraction.batches += stats.batches;
+        extraction.tokenize_seconds += stats.preprocess_seconds;
+        if let Some(store) = &store {
+            let fresh_keys: Vec<RowKey> = missing.iter().map(|&k| view_keys[k]).collect();
+            store.insert(&fresh_keys, fresh.view())?;
+        }
+        let mut matrix = if cached.rows.ncols() == fresh.ncols() {
+            cached.rows
+        } else {
+            Array2::zeros((view_keys.len(), fresh.ncols()))
+        };
+        for (row, &k) in missing.iter().enumerate() {
+            matrix.row_mut(k).assign(&fresh.row(row));
+        }
+        extraction.dimension = fresh.ncols();
+        matrices.push(matrix);
+    }
+    if let Some((extractor, choice, runtime)) = &backbone {
+        extraction.rows_per_second = extraction.extracted as f64 / extract_seconds.max(1e-9);
+        extraction.execution_provider = extractor.execution_provider().to_owned();
+        extraction.threads = extractor.config().intra_threads;
+        runtime_json = runtime_manifest(
+            choice,
+            runtime,
+            extractor.execution_provider(),
+            extractor.provider_fallback(),
+            extractor.config().intra_threads,
+        );
+    }
+    let mut matrices = matrices.into_iter();
+    let features = matrices.next().expect("the plain view is always extracted");
+    Ok(Featurized {
+        features,
+        train_views: matrices.collect(),
+        extraction,
+        runtime_json,
+        feature_cache_json: json!({
+            "enabled": plan.backbone.cache,
+            "namespaces": namespaces,
+            "rejected_chunks": rejected_chunks,
+        }),
+        model_label: name.clone(),
+        model_json: json!({
+            "name": name, "licence": model.entry.licence, "dimension": model.entry.dimension,
+            "onnx": file_json(&model.onnx),
+        }),
+        model_sha256: model.onnx.sha256,
+        provision_seconds,
+    })
+}
+
+/// An image's content key: the file's bytes, or the pixels with their shape.
+fn image_key(image: &ImageSource) -> Result<RowKey, PipelineError> {
+    match image {
+        ImageSource::File(path) => {
+            let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(row_key(&bytes))
+        }
+        ImageSource::Pixels {
+            width,
+            height,
+            channels,
+            data,
+        } => {
+            let mut bytes = format!("{width}x{height}x{channels}:").into_bytes();
+            bytes.extend_from_slice(data);
+            Ok(row_key(&bytes))
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Which split each used row went to: `row` is the 0-based data row of the input file (header excluded), so
 /// other tools can reproduce the exact split.
-fn splits_csv(data: &TextClassificationData, split: &Split) -> String {
+fn splits_csv(data: &Labelled, split: &Split) -> String {
     let mut assigned: Vec<(usize, &str)> = Vec::with_capacity(data.labels.len());
     for (name, rows) in [
         ("train", &split.train),

@@ -26,6 +26,7 @@ pub(crate) struct RawPipeline {
 pub(crate) struct RawData {
     pub dataset: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
+    pub images: Option<Spanned<String>>,
     pub text_column: Option<Spanned<String>>,
     pub label_column: Option<Spanned<String>>,
     pub sample: Option<Spanned<usize>>,
@@ -35,6 +36,21 @@ pub(crate) struct RawData {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub(crate) enum RawSplit {
     Stratified(Spanned<RawStratified>),
+    Predefined(Spanned<RawPredefined>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPredefined {
+    pub validation: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAugment {
+    pub horizontal_flip: Option<bool>,
+    pub crop_scale: Option<Spanned<Vec<f32>>>,
+    pub views: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +92,9 @@ pub(crate) struct RawBackbone {
     pub provider: Option<RawProvider>,
     pub device_id: Option<Spanned<i32>>,
     pub fallback: Option<Spanned<bool>>,
+    pub image_size: Option<Spanned<u32>>,
+    pub resize: Option<Spanned<u32>>,
+    pub augment: Option<Spanned<RawAugment>>,
 }
 
 #[derive(Debug, Deserialize)]
