@@ -324,11 +324,20 @@ fn test(args: &[String]) -> ExitCode {
     let cache = default_cache();
     // Fetch first, so a network or checksum problem is reported once and plainly, not as many test failures.
     // The legacy runtime is what the version-check test must see refused.
+    // The image tests need EfficientNet-Lite0 (converted on first fetch), Fashion-MNIST and two sample photos.
     let fetched = fetch(
-        vec![root.join("pipelines/quickstart.toml")],
+        vec![
+            root.join("pipelines/quickstart.toml"),
+            root.join("pipelines/fashion-mnist.toml"),
+        ],
         Some(cache.clone()),
     )
-    .and_then(|()| graft_pipeline::provision_runtime("onnxruntime-legacy", &cache).map(drop));
+    .and_then(|()| graft_pipeline::provision_runtime("onnxruntime-legacy", &cache).map(drop))
+    .and_then(|()| {
+        ["coffee", "chelsea"]
+            .into_iter()
+            .try_for_each(|s| graft_pipeline::provision_sample(s, &cache).map(drop))
+    });
     if let Err(e) = fetched {
         eprintln!("error: cannot provision the test assets: {e}");
         return ExitCode::FAILURE;

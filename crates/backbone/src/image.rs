@@ -566,21 +566,9 @@ mod tests {
             horizontal_flip: true,
             crop_scale: Some((0.3, 0.6)),
         };
-        let a = augment_image(
-            image.clone(),
-            aug,
-            &mut ChaCha8Rng::seed_from_u64(12),
-        );
-        let b = augment_image(
-            image.clone(),
-            aug,
-            &mut ChaCha8Rng::seed_from_u64(12),
-        );
-        let c = augment_image(
-            image.clone(),
-            aug,
-            &mut ChaCha8Rng::seed_from_u64(13),
-        );
+        let a = augment_image(image.clone(), aug, &mut ChaCha8Rng::seed_from_u64(12));
+        let b = augment_image(image.clone(), aug, &mut ChaCha8Rng::seed_from_u64(12));
+        let c = augment_image(image.clone(), aug, &mut ChaCha8Rng::seed_from_u64(13));
         assert_eq!(a, b);
         assert_ne!(a, image);
         assert_ne!(a, c);

@@ -51,7 +51,11 @@ fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, IngestError> {
 }
 
 /// Checks an IDX header (`0 0 0x08 ndim`, then big-endian sizes) and returns the sizes and the data.
-fn idx_body<'a>(path: &Path, bytes: &'a [u8], ndim: u8) -> Result<(Vec<u32>, &'a [u8]), IngestError> {
+fn idx_body<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    ndim: u8,
+) -> Result<(Vec<u32>, &'a [u8]), IngestError> {
     let header = 4 + 4 * usize::from(ndim);
     if bytes.len() < header || bytes[0..3] != [0, 0, 0x08] || bytes[3] != ndim {
         return Err(bad(
@@ -145,9 +149,12 @@ pub fn image_folder(root: &Path) -> Result<ImageFolder, IngestError> {
             }
         }
         if found > 0 {
-            folder
-                .classes
-                .push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
+            folder.classes.push(
+                dir.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     if folder.classes.len() < 2 {
@@ -191,7 +198,10 @@ mod tests {
         std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 3, 9, 0, 4]).unwrap();
         assert_eq!(read_idx_labels(&labels).unwrap(), [9, 0, 4]);
         let err = read_idx_images(&labels).unwrap_err().to_string();
-        assert!(err.contains("not an IDX file of unsigned bytes with 3 dimension(s)"), "{err}");
+        assert!(
+            err.contains("not an IDX file of unsigned bytes with 3 dimension(s)"),
+            "{err}"
+        );
         std::fs::write(&labels, [0, 0, 8, 1, 0, 0, 0, 5, 9]).unwrap();
         let err = read_idx_labels(&labels).unwrap_err().to_string();
         assert!(err.contains("announces 5 bytes of data"), "{err}");
@@ -204,7 +214,12 @@ mod tests {
         assert_eq!(folder.files.len(), 8);
         assert_eq!(folder.labels, [0, 0, 0, 0, 1, 1, 1, 1]);
         assert_eq!(folder.skipped, 1);
-        let err = image_folder(&fixture("tiny-images/dark")).unwrap_err().to_string();
-        assert!(err.contains("needs at least two class sub-folders"), "{err}");
+        let err = image_folder(&fixture("tiny-images/dark"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs at least two class sub-folders"),
+            "{err}"
+        );
     }
 }

@@ -34,7 +34,10 @@ pub enum DataSource {
 impl DataSource {
     /// Whether the rows are images.
     pub fn is_images(&self) -> bool {
-        matches!(self, DataSource::ImageRegistry(_) | DataSource::ImageFolder(_))
+        matches!(
+            self,
+            DataSource::ImageRegistry(_) | DataSource::ImageFolder(_)
+        )
     }
 }
 
@@ -174,7 +177,9 @@ impl Plan {
     /// The resolved pipeline, as recorded in the run manifest.
     pub fn resolved(&self) -> serde_json::Value {
         let data_source = match &self.data.source {
-            DataSource::Registry(name) | DataSource::ImageRegistry(name) => json!({ "dataset": name }),
+            DataSource::Registry(name) | DataSource::ImageRegistry(name) => {
+                json!({ "dataset": name })
+            }
             DataSource::File(path) => json!({ "path": path }),
             DataSource::ImageFolder(path) => json!({ "images": path }),
         };
@@ -182,7 +187,9 @@ impl Plan {
             SplitPlan::Stratified(r) => json!({ "stratified": {
                 "train": r.train(), "validation": r.validation(), "test": r.test()
             }}),
-            SplitPlan::Predefined { validation } => json!({ "predefined": { "validation": validation }}),
+            SplitPlan::Predefined { validation } => {
+                json!({ "predefined": { "validation": validation }})
+            }
         };
         let image = self.backbone.image.as_ref().map(|i| {
             let p = &i.preprocess;
@@ -386,8 +393,13 @@ impl Checker<'_> {
                 let validation = s.get_ref().validation.unwrap_or(0.0);
                 if !(0.0..1.0).contains(&validation) {
                     return Err(self
-                        .error(s.span(), format!("validation = {validation} must be in [0, 1)"))
-                        .with_hint("it is the share of the official training rows held out, e.g. 0.1"));
+                        .error(
+                            s.span(),
+                            format!("validation = {validation} must be in [0, 1)"),
+                        )
+                        .with_hint(
+                            "it is the share of the official training rows held out, e.g. 0.1",
+                        ));
                 }
                 SplitPlan::Predefined { validation }
             }
@@ -401,7 +413,11 @@ impl Checker<'_> {
             };
             return Err(self
                 .error(
-                    spans.backbone_model.clone().or(spans.backbone.clone()).expect("backbone span"),
+                    spans
+                        .backbone_model
+                        .clone()
+                        .or(spans.backbone.clone())
+                        .expect("backbone span"),
                     format!("{model} cannot embed {rows}"),
                 )
                 .with_hint(format!(
@@ -486,7 +502,10 @@ impl Checker<'_> {
             }
             (Some(name), _, _) => {
                 if registry.image_datasets.contains_key(name.get_ref()) {
-                    (DataSource::ImageRegistry(name.get_ref().clone()), Some((String::new(), String::new())))
+                    (
+                        DataSource::ImageRegistry(name.get_ref().clone()),
+                        Some((String::new(), String::new())),
+                    )
                 } else {
                     let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
                         self.unknown(name, "data set", "data sets", &registry.dataset_names())
@@ -505,10 +524,18 @@ impl Checker<'_> {
                 let resolved = self.resolve(folder.get_ref());
                 if !resolved.is_dir() {
                     return Err(self
-                        .error(folder.span(), format!("image folder not found: {}", resolved.display()))
-                        .with_hint("relative paths are resolved from the folder of the pipeline file"));
+                        .error(
+                            folder.span(),
+                            format!("image folder not found: {}", resolved.display()),
+                        )
+                        .with_hint(
+                            "relative paths are resolved from the folder of the pipeline file",
+                        ));
                 }
-                (DataSource::ImageFolder(resolved), Some((String::new(), String::new())))
+                (
+                    DataSource::ImageFolder(resolved),
+                    Some((String::new(), String::new())),
+                )
             }
         };
         if source.is_images()
@@ -585,7 +612,10 @@ impl Checker<'_> {
                 }
                 if b.pooling.is_some() || b.normalize.is_some() {
                     return Err(self
-                        .error(section.clone(), "`pooling` and `normalize` do not apply to an image backbone")
+                        .error(
+                            section.clone(),
+                            "`pooling` and `normalize` do not apply to an image backbone",
+                        )
                         .with_hint("the image backbone's output is already pooled"));
                 }
                 let p = &entry.preprocess;
@@ -595,16 +625,29 @@ impl Checker<'_> {
                     crop: p.crop,
                     mean: p.mean,
                     std: p.std,
-                    layout: if p.layout == "nhwc" { Layout::Nhwc } else { Layout::Nchw },
-                    dtype: if p.dtype == "uint8" { PixelType::Uint8 } else { PixelType::Float32 },
+                    layout: if p.layout == "nhwc" {
+                        Layout::Nhwc
+                    } else {
+                        Layout::Nchw
+                    },
+                    dtype: if p.dtype == "uint8" {
+                        PixelType::Uint8
+                    } else {
+                        PixelType::Float32
+                    },
                     bgr: p.channels == "bgr",
                 };
                 if let Some(size) = &b.image_size {
                     if *size.get_ref() < 16 {
-                        return Err(self.error(size.span(), format!("`image_size` must be at least 16, got {}", size.get_ref())));
+                        return Err(self.error(
+                            size.span(),
+                            format!("`image_size` must be at least 16, got {}", size.get_ref()),
+                        ));
                     }
                     // Keep the registry's ratio of resize to crop (256/224) unless `resize` is given.
-                    preprocess.resize = (f64::from(*size.get_ref()) * f64::from(p.resize) / f64::from(p.crop)).round() as u32;
+                    preprocess.resize = (f64::from(*size.get_ref()) * f64::from(p.resize)
+                        / f64::from(p.crop))
+                    .round() as u32;
                     preprocess.crop = *size.get_ref();
                 }
                 if let Some(resize) = &b.resize {
@@ -622,7 +665,9 @@ impl Checker<'_> {
                         let crop_scale = match &raw.crop_scale {
                             None => None,
                             Some(c) => match c.get_ref().as_slice() {
-                                [low, high] if 0.0 < *low && low <= high && *high <= 1.0 => Some((*low, *high)),
+                                [low, high] if 0.0 < *low && low <= high && *high <= 1.0 => {
+                                    Some((*low, *high))
+                                }
                                 _ => {
                                     return Err(self
                                         .error(c.span(), "`crop_scale` must be [low, high] with 0 < low <= high <= 1")
@@ -632,8 +677,11 @@ impl Checker<'_> {
                         };
                         let views = match &raw.views {
                             Some(v) if *v.get_ref() == 0 => {
-                                return Err(self.error(v.span(), "`views` must be at least 1")
-                                    .with_hint("remove `[backbone.augment]` to train without augmentation"));
+                                return Err(self
+                                    .error(v.span(), "`views` must be at least 1")
+                                    .with_hint(
+                                        "remove `[backbone.augment]` to train without augmentation",
+                                    ));
                             }
                             Some(v) => *v.get_ref(),
                             None => 1,
@@ -642,9 +690,17 @@ impl Checker<'_> {
                         if !horizontal_flip && crop_scale.is_none() {
                             return Err(self
                                 .error(a.span(), "`[backbone.augment]` turns nothing on")
-                                .with_hint("set `horizontal_flip = true` and/or `crop_scale = [0.5, 1.0]`"));
+                                .with_hint(
+                                    "set `horizontal_flip = true` and/or `crop_scale = [0.5, 1.0]`",
+                                ));
                         }
-                        Some((Augmentation { horizontal_flip, crop_scale }, views))
+                        Some((
+                            Augmentation {
+                                horizontal_flip,
+                                crop_scale,
+                            },
+                            views,
+                        ))
                     }
                 };
                 image = Some(ImagePlan {
@@ -789,7 +845,12 @@ impl Checker<'_> {
                         .error(span, format!("`{key}` applies to image backbones only"))
                         .with_hint(format!(
                             "registered image backbones: {}",
-                            registry.image_models.keys().cloned().collect::<Vec<_>>().join(", ")
+                            registry
+                                .image_models
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )));
                 }
             }

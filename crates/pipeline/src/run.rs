@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use graft_assets::{Cache, VerifiedFile, sha256_file};
 use graft_backbone::{
-    BackboneError, ImageBackbone, ImageBackboneConfig, ImageSource, ORT_DYLIB_ENV, Provider, Runtime,
-    TextBackbone,
+    BackboneError, ImageBackbone, ImageBackboneConfig, ImageSource, ORT_DYLIB_ENV, Provider,
+    Runtime, TextBackbone,
 };
 use graft_eval::classification_report;
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
@@ -143,7 +143,10 @@ struct Ingested {
 }
 
 /// Reads a registered image data set (IDX files, official split) or a folder of class sub-folders.
-fn read_images(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
+fn read_images(
+    plan: &Plan,
+    cache: &Cache,
+) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
     match &plan.data.source {
         DataSource::ImageRegistry(name) => {
             let files = cache.image_dataset(name)?;
@@ -171,7 +174,10 @@ fn read_images(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, St
                     let class = usize::from(value);
                     if class >= files.entry.classes.len() {
                         return Err(PipelineError::Job {
-                            message: format!("{}: label {class} has no class name", label_file.path.display()),
+                            message: format!(
+                                "{}: label {class} has no class name",
+                                label_file.path.display()
+                            ),
                             hint: "the registry entry's class list is incomplete".to_owned(),
                         });
                     }
@@ -202,18 +208,24 @@ fn read_images(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, St
             ))
         }
         DataSource::ImageFolder(root) => {
-            let folder = image_folder(root)
-                .map_err(|e| PipelineError::from(plan.diagnostic(&plan.spans.data, e.to_string())))?;
+            let folder = image_folder(root).map_err(|e| {
+                PipelineError::from(plan.diagnostic(&plan.spans.data, e.to_string()))
+            })?;
             // The folder's identity: file names and sizes (hashing every image would cost a full read).
             let mut listing = String::new();
             for file in &folder.files {
                 let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-                listing.push_str(&format!("{} {size}\n", file.strip_prefix(root).unwrap_or(file).display()));
+                listing.push_str(&format!(
+                    "{} {size}\n",
+                    file.strip_prefix(root).unwrap_or(file).display()
+                ));
             }
             let n = folder.files.len();
             Ok((
                 Labelled {
-                    inputs: Inputs::Images(folder.files.into_iter().map(ImageSource::File).collect()),
+                    inputs: Inputs::Images(
+                        folder.files.into_iter().map(ImageSource::File).collect(),
+                    ),
                     labels: folder.labels,
                     classes: folder.classes,
                     source_rows: (0..n).collect(),
@@ -230,7 +242,9 @@ fn read_images(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, St
                 format!("{} ({n} images)", root.display()),
             ))
         }
-        DataSource::Registry(_) | DataSource::File(_) => unreachable!("text sources are read as tables"),
+        DataSource::Registry(_) | DataSource::File(_) => {
+            unreachable!("text sources are read as tables")
+        }
     }
 }
 
@@ -252,7 +266,8 @@ fn split_rows(plan: &Plan, data: &Labelled) -> Result<Split, PipelineError> {
             let test: Vec<usize> = (0..data.len()).filter(|&i| is_test[i]).collect();
             let train_labels: Vec<usize> = train_rows.iter().map(|&i| data.labels[i]).collect();
             let ratios = SplitRatios::new(1.0 - validation, validation, 0.0).map_err(explain)?;
-            let inner = stratified_split(&train_labels, &data.classes, ratios, seed).map_err(explain)?;
+            let inner =
+                stratified_split(&train_labels, &data.classes, ratios, seed).map_err(explain)?;
             let map = |v: Vec<usize>| v.into_iter().map(|i| train_rows[i]).collect();
             Ok(Split {
                 train: map(inner.train),
@@ -294,7 +309,10 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
 }
 
 /// Reads the CSV/TSV/Parquet table (registered or the user's) and picks the text and label columns.
-fn read_text_table(plan: &Plan, cache: &Cache) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
+fn read_text_table(
+    plan: &Plan,
+    cache: &Cache,
+) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
     let (file, label) = match &plan.data.source {
         DataSource::Registry(name) => {
             let files = cache.dataset(name)?;
@@ -623,13 +641,30 @@ pub fn clear_feature_cache(
 pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
     let cache = Cache::new(cache_dir);
     runtime_library(&cache, plan.backbone.config.provider)?;
-    if let ModelSource::Registry(name) = &plan.backbone.source {
-        cache.model(name)?;
+    match &plan.backbone.source {
+        ModelSource::Registry(name) if plan.backbone.image.is_some() => {
+            cache.image_model(name)?;
+        }
+        ModelSource::Registry(name) => {
+            cache.model(name)?;
+        }
+        ModelSource::Files { .. } => {}
     }
-    if let DataSource::Registry(name) = &plan.data.source {
-        cache.dataset(name)?;
+    match &plan.data.source {
+        DataSource::Registry(name) => {
+            cache.dataset(name)?;
+        }
+        DataSource::ImageRegistry(name) => {
+            cache.image_dataset(name)?;
+        }
+        DataSource::File(_) | DataSource::ImageFolder(_) => {}
     }
     Ok(())
+}
+
+/// Fetches a registered sample file (tests use them to check models) and returns its path.
+pub fn provision_sample(name: &str, cache_dir: &Path) -> Result<PathBuf, PipelineError> {
+    Ok(Cache::new(cache_dir).sample(name)?.path)
 }
 
 pub(crate) fn file_json(f: &VerifiedFile) -> serde_json::Value {
@@ -984,7 +1019,11 @@ fn image_features(
     train: &[usize],
 ) -> Result<Featurized, PipelineError> {
     let clock = Instant::now();
-    let image_plan = plan.backbone.image.as_ref().expect("image data needs an image backbone");
+    let image_plan = plan
+        .backbone
+        .image
+        .as_ref()
+        .expect("image data needs an image backbone");
     let ModelSource::Registry(name) = &plan.backbone.source else {
         unreachable!("image backbones come from the registry")
     };
@@ -995,12 +1034,25 @@ fn image_features(
     let description = format!(
         "graft-features 1; image model {name}; onnx sha256 {}; output {}; input {}; resize {}; crop {}; \
          mean {:?}; std {:?}; layout {:?}; dtype {:?}; bgr {}",
-        model.onnx.sha256, image_plan.output, p.input, p.resize, p.crop, p.mean, p.std, p.layout, p.dtype, p.bgr
+        model.onnx.sha256,
+        image_plan.output,
+        p.input,
+        p.resize,
+        p.crop,
+        p.mean,
+        p.std,
+        p.layout,
+        p.dtype,
+        p.bgr
     );
     let keys: Vec<RowKey> = images.par_iter().map(image_key).collect::<Result<_, _>>()?;
     // (views to extract, their namespace and keys, their seeds): the plain view first, then augmented ones.
-    let mut jobs: Vec<(Vec<usize>, String, Vec<RowKey>, Option<Vec<u64>>)> =
-        vec![((0..images.len()).collect(), description.clone(), keys.clone(), None)];
+    let mut jobs: Vec<(Vec<usize>, String, Vec<RowKey>, Option<Vec<u64>>)> = vec![(
+        (0..images.len()).collect(),
+        description.clone(),
+        keys.clone(),
+        None,
+    )];
     if let Some((aug, views)) = image_plan.augment {
         for view in 1..=views as u64 {
             let seeds: Vec<u64> = train

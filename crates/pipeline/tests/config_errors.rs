@@ -146,7 +146,7 @@ fn unknown_backbone_lists_the_registry() {
         &[
             "unknown backbone `minilm-l6`",
             "did you mean `minilm-l6-int8`?",
-            "registered backbones: minilm-l6-int8",
+            "registered backbones: efficientnet-lite0, minilm-l6-int8",
         ],
     );
 }
@@ -158,7 +158,7 @@ fn unknown_dataset_lists_the_registry() {
         6,
         &[
             "unknown data set `movie-reviews`",
-            "hint: registered data sets: mr",
+            "hint: registered data sets: fashion-mnist, mr",
         ],
     );
 }
@@ -281,6 +281,44 @@ fn cuda_settings_without_cuda_are_pointed_at() {
         &[
             "`device_id` and `fallback` apply to `provider = \"cuda\"`",
             "hint: add `provider = \"cuda\"`",
+        ],
+    );
+}
+
+#[test]
+fn modality_mismatch_points_at_the_backbone() {
+    check(
+        "text-backbone-on-images",
+        15,
+        &[
+            "a text backbone cannot embed images",
+            "hint: pick a backbone for the data's modality",
+            "efficientnet-lite0",
+        ],
+    );
+}
+
+#[test]
+fn image_settings_are_checked() {
+    check(
+        "augment-nothing",
+        20,
+        &[
+            "`[backbone.augment]` turns nothing on",
+            "hint: set `horizontal_flip = true`",
+        ],
+    );
+    check(
+        "image-size-on-text",
+        20,
+        &["`image_size` applies to image backbones only"],
+    );
+    check(
+        "predefined-split-own-file",
+        10,
+        &[
+            "`[split.predefined]` needs a data set with an official split",
+            "hint: registered image data sets (e.g. fashion-mnist) have one",
         ],
     );
 }

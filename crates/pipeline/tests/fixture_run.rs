@@ -270,3 +270,39 @@ fn cuda_without_a_usable_gpu_falls_back_to_cpu_or_fails_as_configured() {
     );
     assert!(err.contains("hint: "), "{err}");
 }
+
+#[test]
+fn image_folder_pipeline_with_augmented_views_is_deterministic_and_cached() {
+    let plan = Plan::load(&repo().join("fixtures/pipelines/tiny-images.toml")).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
+    let options = options(runs.path(), features.path());
+    let first = run(&plan, &options).unwrap();
+    let m = &first.metrics;
+    assert_eq!(m.classes, ["dark", "light"]);
+    assert_eq!((m.rows.train, m.rows.validation, m.rows.test), (4, 2, 2));
+    // 8 plain views + 2 augmented views of each of the 4 training images.
+    assert_eq!(m.extraction.rows, 16);
+    assert_eq!(m.extraction.extracted, 16);
+    assert_eq!(m.extraction.dimension, 1280);
+    // Dark and light 8x8 squares are trivially separable in ImageNet features.
+    assert_eq!(m.test.accuracy, 1.0);
+    let manifest = read_json(&first.run_dir.join("manifest.json"));
+    let image = &manifest["pipeline"]["resolved"]["backbone"]["image"];
+    assert_eq!(image["image_size"], 32);
+    assert_eq!(image["resize"], 37); // 32 * 256 / 224, the registry's resize-to-crop ratio
+    assert_eq!(image["augment"]["views"], 2);
+
+    let second = run(&plan, &options).unwrap().metrics;
+    assert_eq!(second.extraction.extracted, 0);
+    assert_eq!(second.extraction.cache_hits, 16);
+    assert_eq!(second.test, m.test);
+    assert_eq!(second.training, m.training);
+
+    // Another seed draws other augmented views (new cache entries), the plain views are reused.
+    let mut reseeded = plan.clone();
+    reseeded.seed = 4;
+    let third = run(&reseeded, &options).unwrap().metrics;
+    assert!(third.extraction.cache_hits >= 8, "{:?}", third.extraction);
+    assert!(third.extraction.extracted >= 8);
+}
