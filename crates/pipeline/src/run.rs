@@ -1009,6 +1009,15 @@ fn text_features(
     })
 }
 
+/// One set of feature rows to extract for images: which rows, the feature-cache namespace and keys, and
+/// for an augmented view each row's augmentation seed.
+struct View {
+    rows: Vec<usize>,
+    namespace: String,
+    keys: Vec<RowKey>,
+    seeds: Option<Vec<u64>>,
+}
+
 /// Image rows: an image backbone, feature cache keyed by each image's content (plus, for augmented views,
 /// the view's seed); augmented views are extracted for the training rows only.
 fn image_features(
@@ -1046,13 +1055,13 @@ fn image_features(
         p.bgr
     );
     let keys: Vec<RowKey> = images.par_iter().map(image_key).collect::<Result<_, _>>()?;
-    // (views to extract, their namespace and keys, their seeds): the plain view first, then augmented ones.
-    let mut jobs: Vec<(Vec<usize>, String, Vec<RowKey>, Option<Vec<u64>>)> = vec![(
-        (0..images.len()).collect(),
-        description.clone(),
-        keys.clone(),
-        None,
-    )];
+    // The plain view of every row first, then each augmented view of the training rows.
+    let mut jobs = vec![View {
+        rows: (0..images.len()).collect(),
+        namespace: description.clone(),
+        keys: keys.clone(),
+        seeds: None,
+    }];
     if let Some((aug, views)) = image_plan.augment {
         for view in 1..=views as u64 {
             let seeds: Vec<u64> = train
@@ -1068,20 +1077,20 @@ fn image_features(
                     row_key(&bytes)
                 })
                 .collect();
-            jobs.push((
-                train.to_vec(),
-                format!(
+            jobs.push(View {
+                rows: train.to_vec(),
+                namespace: format!(
                     "{description}; augmented view: flip {}, crop_scale {:?}",
                     aug.horizontal_flip, aug.crop_scale
                 ),
-                view_keys,
-                Some(seeds),
-            ));
+                keys: view_keys,
+                seeds: Some(seeds),
+            });
         }
     }
 
     let mut extraction = ExtractionFigures {
-        rows: jobs.iter().map(|j| j.0.len()).sum(),
+        rows: jobs.iter().map(|j| j.rows.len()).sum(),
         execution_provider: "none: every feature came from the cache".to_owned(),
         ..ExtractionFigures::default()
     };
@@ -1091,7 +1100,13 @@ fn image_features(
     let mut namespaces = Vec::new();
     let mut rejected_chunks = 0;
     let mut extract_seconds = 0.0;
-    for (rows, namespace, view_keys, seeds) in jobs {
+    for View {
+        rows,
+        namespace,
+        keys: view_keys,
+        seeds,
+    } in jobs
+    {
         let store = if plan.backbone.cache {
             Some(FeatureStore::open(&options.features_dir, &namespace)?)
         } else {
