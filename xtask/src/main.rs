@@ -105,6 +105,9 @@ struct ExtractArgs {
     /// ONNX Runtime intra-op threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Inference sessions working on different chunks at once, sharing --threads.
+    #[arg(long, default_value_t = 1)]
+    sessions: usize,
     /// Rows per chunk: the unit of length-sorted batching, resumption and sharding.
     #[arg(long, default_value_t = 4096)]
     chunk_rows: usize,
@@ -276,6 +279,7 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
         job.threads = threads;
     }
     job.chunk_rows = args.chunk_rows;
+    job.sessions = args.sessions;
     job.shard = args.shard;
     job.max_length = args.max_length;
     job.pooling = args.pooling.map(|p| {

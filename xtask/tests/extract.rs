@@ -29,8 +29,6 @@ fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
             "fixtures/models/tiny-tokenizer.json",
             "--text-column",
             "text",
-            "--threads",
-            "1",
             "--no-progress",
             "--input",
         ])
@@ -115,7 +113,17 @@ fn chunk_files(work: &Path) -> usize {
 fn a_job_killed_mid_run_resumes_to_identical_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let input = corpus(dir.path(), 30_000);
-    let chunking = ["--id-column", "id", "--chunk-rows", "200"];
+    // Two sessions on two threads: chunks finish out of order, and the output must not care.
+    let chunking = [
+        "--id-column",
+        "id",
+        "--chunk-rows",
+        "200",
+        "--threads",
+        "2",
+        "--sessions",
+        "2",
+    ];
 
     let reference = dir.path().join("reference.parquet");
     ok(extract_command(&input, &reference, &chunking)
@@ -170,7 +178,8 @@ fn a_job_killed_mid_run_resumes_to_identical_bytes() {
 fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
     let dir = tempfile::tempdir().unwrap();
     let input = repo().join("fixtures/data/tiny-sentiment.csv");
-    let chunking = ["--chunk-rows", "7"]; // 40 rows: 6 chunks over 4 shards, uneven on purpose
+    // 40 rows: 6 chunks over 4 shards, uneven on purpose.
+    let chunking = ["--chunk-rows", "7"];
 
     for (name, extra) in [
         ("one.parquet", &["--id-column", "id"][..]),
@@ -178,13 +187,18 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
     ] {
         let single = dir.path().join(name);
         let args: Vec<&str> = chunking.iter().chain(extra).copied().collect();
-        ok(extract_command(&input, &single, &args).output().unwrap());
+        let mut one_session = args.clone();
+        one_session.extend(["--threads", "1"]);
+        ok(extract_command(&input, &single, &one_session)
+            .output()
+            .unwrap());
 
         let parts = dir.path().join(format!("parts-{name}"));
         for i in 0..4 {
             let shard = format!("{i}/4");
+            // The shards run with two sessions each; the bytes must still match the one-session job.
             let mut args = args.clone();
-            args.extend(["--shard", &shard]);
+            args.extend(["--shard", &shard, "--threads", "2", "--sessions", "2"]);
             ok(extract_command(&input, &parts, &args).output().unwrap());
             assert!(
                 parts

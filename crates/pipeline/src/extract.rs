@@ -92,8 +92,11 @@ pub struct ExtractJob {
     pub output: PathBuf,
     /// Texts per inference call.
     pub batch_size: usize,
-    /// ONNX Runtime intra-op threads.
+    /// ONNX Runtime intra-op threads, shared out among the sessions.
     pub threads: usize,
+    /// Inference sessions working on different chunks at once (each gets `threads / sessions` threads).
+    /// Small graphs use cores better as several single-threaded sessions than as one multi-threaded one.
+    pub sessions: usize,
     /// Rows per chunk: the unit of length-sorting, resumption and sharding.
     pub chunk_rows: usize,
     /// The share of the rows this job processes (`None`: all of them, into `output` directly).
@@ -125,6 +128,7 @@ impl ExtractJob {
             output: output.into(),
             batch_size: 64,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sessions: 1,
             chunk_rows: 4096,
             shard: None,
             provider: Provider::Cpu,
@@ -257,6 +261,7 @@ fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
     for (name, value) in [
         ("--batch-size", job.batch_size),
         ("--threads", job.threads),
+        ("--sessions", job.sessions),
         ("--chunk-rows", job.chunk_rows),
     ] {
         if value == 0 {
@@ -265,6 +270,15 @@ fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
                 "leave it out to use the default",
             ));
         }
+    }
+    if job.sessions > job.threads {
+        return Err(job_error(
+            format!(
+                "--sessions {} is more than --threads {}: every session needs a thread",
+                job.sessions, job.threads
+            ),
+            "use at most as many sessions as threads",
+        ));
     }
     if let Some(id) = &job.id_column
         && (id == graft_ingest::embeddings::ROW_COLUMN
@@ -465,26 +479,37 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     if !todo.is_empty() {
         let choice = runtime_library(&cache, config.provider)?;
         let runtime = Runtime::load(&choice.library.path)?;
-        let config = TextBackboneConfig {
-            provider: choice.provider,
-            ..config
-        };
-        let mut backbone =
-            TextBackbone::load(&runtime, &model.onnx.path, &model.tokenizer.path, config)?;
+        let mut backbones = Vec::with_capacity(job.sessions);
+        for s in 0..job.sessions {
+            // Threads shared out as evenly as possible (5 threads, 2 sessions: 3 + 2).
+            let threads = job.threads / job.sessions + usize::from(s < job.threads % job.sessions);
+            let config = TextBackboneConfig {
+                provider: choice.provider,
+                intra_threads: threads,
+                ..config.clone()
+            };
+            backbones.push(TextBackbone::load(
+                &runtime,
+                &model.onnx.path,
+                &model.tokenizer.path,
+                config,
+            )?);
+        }
         runtime_json = runtime_manifest(
             &choice,
             &runtime,
-            backbone.execution_provider(),
-            backbone.provider_fallback(),
+            backbones[0].execution_provider(),
+            backbones[0].provider_fallback(),
             job.threads,
         );
-        provider_used = backbone.execution_provider();
+        runtime_json["sessions"] = json!(job.sessions);
+        provider_used = backbones[0].execution_provider();
         let bar = progress_bar(job.progress, shard_rows, resumed_rows);
         stats = stream_chunks(
             job,
             reader,
             &todo,
-            &mut backbone,
+            &mut backbones,
             &work,
             input_rows,
             &identity,
@@ -650,13 +675,15 @@ fn stream_chunks(
     job: &ExtractJob,
     mut reader: TextRowReader,
     todo: &[u64],
-    backbone: &mut TextBackbone,
+    backbones: &mut [TextBackbone],
     work: &Path,
     input_rows: u64,
     identity: &JobIdentity,
     bar: &ProgressBar,
 ) -> Result<StreamStats, PipelineError> {
-    let tokenizer = backbone.tokenizer();
+    let tokenizer = backbones[0].tokenizer();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = &failed;
     let chunk_rows = job.chunk_rows;
     let wanted: std::collections::BTreeSet<u64> = todo.iter().copied().collect();
     let last = *todo.last().expect("todo is not empty");
@@ -666,10 +693,12 @@ fn stream_chunks(
         sync_channel(1);
     let (to_write, from_infer): (SyncSender<EmbeddingBatch>, Receiver<EmbeddingBatch>) =
         sync_channel(1);
+    let from_reader = std::sync::Mutex::new(from_reader);
+    let stats = std::sync::Mutex::new(StreamStats::default());
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut c = 0u64;
-            while c <= last {
+            while c <= last && !failed.load(std::sync::atomic::Ordering::Relaxed) {
                 let step = if wanted.contains(&c) {
                     match reader.next_chunk(chunk_rows) {
                         Ok(Some(chunk)) => tokenizer
@@ -726,45 +755,97 @@ fn stream_chunks(
             }
             Ok(())
         });
-        let mut stats = StreamStats::default();
-        let inference = (|| -> Result<(), PipelineError> {
-            for item in from_reader {
-                let item = item?;
-                let expected = chunk_len(item.chunk, input_rows, chunk_rows);
-                if item.encoded.len() != expected {
-                    return Err(job_error(
-                        format!(
-                            "chunk {} of {} has {} rows, expected {expected}",
-                            item.chunk,
-                            job.input.display(),
-                            item.encoded.len()
-                        ),
-                        "the input changed while the job ran; run it again",
-                    ));
-                }
-                let (embeddings, s) =
-                    backbone.embed_encoded(&item.encoded, |rows| bar.inc(rows as u64))?;
-                stats.tokens += s.tokens;
-                stats.padded_tokens += s.padded_tokens;
-                stats.truncated_rows += s.truncated_rows;
-                let batch = EmbeddingBatch {
-                    first_row: item.first_row,
-                    ids: item.ids,
-                    embeddings,
-                };
-                if to_write.send(batch).is_err() {
-                    // The writer stopped: its error is reported below.
-                    break;
-                }
-            }
-            Ok(())
-        })();
+        // Each session takes the next tokenized chunk when it is free; chunks are independent files, so the
+        // order in which they finish does not matter.
+        let workers: Vec<_> = backbones
+            .iter_mut()
+            .map(|backbone| {
+                let to_write = to_write.clone();
+                let (from_reader, stats) = (&from_reader, &stats);
+                scope.spawn(move || -> Result<(), PipelineError> {
+                    let result = infer_chunks(
+                        job,
+                        backbone,
+                        from_reader,
+                        &to_write,
+                        stats,
+                        input_rows,
+                        bar,
+                    );
+                    if result.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    result
+                })
+            })
+            .collect();
         drop(to_write);
+        let inference: Vec<Result<(), PipelineError>> = workers
+            .into_iter()
+            .map(|w| w.join().expect("an inference thread does not panic"))
+            .collect();
         let written = writer.join().expect("the writer thread does not panic");
-        inference?;
-        written?;
-        Ok(stats)
-    })
+        for result in inference {
+            result?;
+        }
+        written
+    })?;
+    Ok(stats
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// One inference session's loop: take a tokenized chunk, embed it, hand it to the writer.
+#[allow(clippy::too_many_arguments)]
+fn infer_chunks(
+    job: &ExtractJob,
+    backbone: &mut TextBackbone,
+    from_reader: &std::sync::Mutex<Receiver<Result<Tokenized, PipelineError>>>,
+    to_write: &SyncSender<EmbeddingBatch>,
+    stats: &std::sync::Mutex<StreamStats>,
+    input_rows: u64,
+    bar: &ProgressBar,
+) -> Result<(), PipelineError> {
+    loop {
+        let next = from_reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(item) = next else {
+            return Ok(()); // the reader is done
+        };
+        let item = item?;
+        let expected = chunk_len(item.chunk, input_rows, job.chunk_rows);
+        if item.encoded.len() != expected {
+            return Err(job_error(
+                format!(
+                    "chunk {} of {} has {} rows, expected {expected}",
+                    item.chunk,
+                    job.input.display(),
+                    item.encoded.len()
+                ),
+                "the input changed while the job ran; run it again",
+            ));
+        }
+        let (embeddings, s) = backbone.embed_encoded(&item.encoded, |rows| bar.inc(rows as u64))?;
+        {
+            let mut stats = stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            stats.tokens += s.tokens;
+            stats.padded_tokens += s.padded_tokens;
+            stats.truncated_rows += s.truncated_rows;
+        }
+        let batch = EmbeddingBatch {
+            first_row: item.first_row,
+            ids: item.ids,
+            embeddings,
+        };
+        if to_write.send(batch).is_err() {
+            // The writer stopped: its error is reported by the caller.
+            return Ok(());
+        }
+    }
 }
 
 /// Where the rows of one chunk come from when assembling an output.
