@@ -194,19 +194,12 @@ fn extract(c: &mut Criterion) {
         .unwrap();
 
     let batches = presorted_batches(&tokenizer_path, &texts);
-    let mut raw_session = Session::builder(runtime.environment())
-        .unwrap()
-        .with_intra_threads(THREADS)
-        .map_err(ort::Error::<()>::from)
-        .unwrap()
-        .commit_from_file(&model.onnx.path)
-        .unwrap();
 
     let mut group = c.benchmark_group(format!("extract_mr_{ROWS}_rows"));
     group.sample_size(10);
     group.bench_function("graft", |b| b.iter(|| graft.embed(&texts).unwrap()));
     group.bench_function("raw_ort_presorted", |b| {
-        b.iter(|| raw_ort(&mut raw_session, &batches))
+        b.iter(|| raw_ort(&mut session, &batches))
     });
     group.bench_function("baseline_fixed_padding", |b| {
         b.iter(|| baseline(&mut session, &tokenizer, &texts))

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::PipelineError;
-use crate::plan::ModelSource;
+use crate::plan::{ModelSource, apply_registry_defaults};
 use crate::run::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
 
 /// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
@@ -589,14 +589,7 @@ fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError
                 ),
             )
         })?;
-        config.output = Some(entry.output.clone());
-        config.pooling = if entry.pooling == "cls" {
-            Pooling::Cls
-        } else {
-            Pooling::Mean
-        };
-        config.normalize = entry.normalize;
-        config.max_length = entry.max_length;
+        apply_registry_defaults(&mut config, entry);
     }
     if let Some(pooling) = job.pooling {
         config.pooling = pooling;

@@ -248,6 +248,21 @@ impl Plan {
     }
 }
 
+/// A registered text backbone's extraction settings (output, pooling, normalisation, truncation).
+pub(crate) fn apply_registry_defaults(
+    config: &mut TextBackboneConfig,
+    entry: &graft_assets::ModelEntry,
+) {
+    config.output = Some(entry.output.clone());
+    config.pooling = if entry.pooling == "cls" {
+        Pooling::Cls
+    } else {
+        Pooling::Mean
+    };
+    config.normalize = entry.normalize;
+    config.max_length = entry.max_length;
+}
+
 /// An absolute path with `.` and `..` removed lexically (so messages show `/repo/data/x.csv`, not
 /// `/repo/pipelines/../data/x.csv`).
 fn absolute(path: &Path) -> PathBuf {
@@ -725,14 +740,7 @@ impl Checker<'_> {
                         .error(tok.span(), "`tokenizer` applies to your own `onnx` file")
                         .with_hint("a registered backbone brings its own tokenizer"));
                 }
-                config.output = Some(entry.output.clone());
-                config.pooling = if entry.pooling == "cls" {
-                    Pooling::Cls
-                } else {
-                    Pooling::Mean
-                };
-                config.normalize = entry.normalize;
-                config.max_length = entry.max_length;
+                apply_registry_defaults(&mut config, entry);
                 ModelSource::Registry(name.get_ref().clone())
             }
             (None, Some(onnx)) => {
