@@ -87,12 +87,12 @@ struct ExtractArgs {
     /// The tokenizer.json of an .onnx --model.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Input table: .csv, .tsv, .jsonl/.ndjson or .parquet.
+    /// Input: a .csv, .tsv, .jsonl/.ndjson or .parquet table, or a folder of images (with an image backbone).
     #[arg(long)]
     input: PathBuf,
-    /// Column (or JSON key) with the texts.
+    /// Column (or JSON key) with the texts (tables only; a folder of images needs none).
     #[arg(long)]
-    text_column: String,
+    text_column: Option<String>,
     /// Column copied next to each embedding (otherwise rows are identified by `row`, their 0-based number).
     #[arg(long)]
     id_column: Option<String>,
@@ -269,7 +269,7 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
     let mut job = graft_pipeline::ExtractJob::new(
         model,
         args.input,
-        args.text_column,
+        args.text_column.unwrap_or_default(),
         args.output,
         args.cache_dir.unwrap_or_else(default_cache),
     );

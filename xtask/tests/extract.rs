@@ -275,3 +275,66 @@ fn merge_names_missing_parts_and_extract_reports_mistakes() {
         &["bad-lines.jsonl:3: key `text` holds 5, expected a string"],
     );
 }
+
+#[test]
+fn a_folder_of_images_is_embedded_by_an_image_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("images.parquet");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .current_dir(repo())
+        .args([
+            "extract",
+            "--model",
+            "efficientnet-lite0",
+            "--input",
+            "fixtures/data/tiny-images",
+            "--chunk-rows",
+            "3",
+            "--no-progress",
+            "--output",
+        ])
+        .arg(&output)
+        .arg("--cache-dir")
+        .arg(cache());
+    let out = ok(command.output().unwrap());
+    assert!(
+        out.contains("8 rows → ") && out.contains("(1280-d"),
+        "{out}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("images.parquet.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["rows"], 8);
+    assert_eq!(manifest["dimension"], 1280);
+    assert!(
+        manifest["identity"]["settings"]
+            .as_str()
+            .unwrap()
+            .contains("crop: 224"),
+        "{manifest}"
+    );
+
+    // The wrong modality either way round is explained.
+    let csv = repo().join("fixtures/data/tiny-sentiment.csv");
+    let mut image_model_on_table = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    image_model_on_table
+        .current_dir(repo())
+        .args(["extract", "--model", "efficientnet-lite0", "--input"])
+        .arg(&csv)
+        .arg("--output")
+        .arg(dir.path().join("x.parquet"));
+    user_error(
+        image_model_on_table.output().unwrap(),
+        &["is an image backbone; --input must be a folder of images"],
+    );
+    let text_model_on_images = extract_command(
+        &repo().join("fixtures/data/tiny-images"),
+        &dir.path().join("y.parquet"),
+        &[],
+    );
+    user_error(
+        { text_model_on_images }.output().unwrap(),
+        &["is a folder of images, and `tiny-embedder.onnx` is not an image backbone"],
+    );
+}

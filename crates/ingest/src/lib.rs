@@ -30,7 +30,7 @@ pub use embeddings::{EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, read_embe
 pub use images::{IdxImages, ImageFolder, image_folder, read_idx_images, read_idx_labels};
 pub use polars::frame::DataFrame;
 pub use polars::prelude::{DataType, Series};
-pub use rows::{TextChunk, TextRowReader, count_rows};
+pub use rows::{TextChunk, TextRowReader, count_rows, string_series};
 pub use split::{Split, SplitRatios, stratified_split, stratified_subsample};
 
 /// Everything that can go wrong while reading and splitting data.

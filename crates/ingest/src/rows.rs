@@ -321,6 +321,11 @@ impl TextRowReader {
     }
 }
 
+/// A string column (e.g. ids made by the caller), in the type [`TextChunk::ids`] carries.
+pub fn string_series(name: &str, values: Vec<String>) -> Series {
+    Series::new(name.into(), values)
+}
+
 /// Counts the data rows of a file [`TextRowReader`] can read (a fast pass for CSV and JSONL).
 pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
     let ext = extension(path);

@@ -13,7 +13,10 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use graft_assets::Cache;
-use graft_backbone::{EncodedTexts, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
+use graft_backbone::{
+    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImagePreprocess, ImageSource, Layout,
+    PixelType, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig,
+};
 use graft_ingest::{
     EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, Series, TextRowReader, count_rows,
     read_embeddings,
@@ -145,11 +148,11 @@ struct JobIdentity {
     format: u32,
     model: String,
     onnx_sha256: String,
+    /// Empty for image backbones.
     tokenizer_sha256: String,
-    output_name: Option<String>,
-    pooling: String,
-    normalize: bool,
-    max_length: usize,
+    output_name: String,
+    /// Pooling, normalisation and truncation (text), or the preprocessing (images).
+    settings: String,
     batch_size: usize,
     chunk_rows: usize,
     input_name: String,
@@ -289,10 +292,10 @@ fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
             "rename the column in the input",
         ));
     }
-    if !job.input.is_file() {
+    if !job.input.exists() {
         return Err(job_error(
-            format!("input file not found: {}", job.input.display()),
-            "--input takes a .csv, .tsv, .jsonl or .parquet file",
+            format!("input not found: {}", job.input.display()),
+            "--input takes a .csv, .tsv, .jsonl or .parquet file, or a folder of images",
         ));
     }
     Ok(())
@@ -320,39 +323,136 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             "write a .parquet file to keep ids, or leave out --id-column (rows stay in input order)",
         ));
     }
-    // Open the input first: a wrong column is reported before anything is fetched.
-    let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
-
     let cache = Cache::new(&job.cache_dir);
-    let model = resolve_model(&cache, &job.model).map_err(|problem| match problem {
-        ModelProblem::NotText(name) => job_error(
-            format!("backbone `{name}` is not a text model"),
-            "extract takes a text backbone: a registry name such as minilm-l6-int8, or --model x.onnx --tokenizer tokenizer.json",
-        ),
-        ModelProblem::Checksum { path, expected, actual } => job_error(
-            format!("checksum mismatch for {}: expected {expected}, found {actual}", path.display()),
-            "the model file changed",
-        ),
-        ModelProblem::Other(e) => e,
-    })?;
-    let config = backbone_config(job)?;
+    let registry = graft_assets::Registry::builtin();
+    let image_model = match &job.model {
+        ModelSource::Registry(name) => registry.image_models.get(name),
+        ModelSource::Files { .. } => None,
+    };
+    // Open the input first: a wrong column is reported before anything is fetched.
+    let (input, extractor, identity_model) = if job.input.is_dir() {
+        let Some(entry) = image_model else {
+            return Err(job_error(
+                format!(
+                    "{} is a folder of images, and `{}` is not an image backbone",
+                    job.input.display(),
+                    model_label(&job.model)
+                ),
+                format!(
+                    "registered image backbones: {}",
+                    registry
+                        .image_models
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        if job.id_column.is_some() {
+            return Err(job_error(
+                "--id-column does not apply to a folder of images",
+                "each row is identified by `path`, the image's path inside the folder",
+            ));
+        }
+        let files = list_images(&job.input)?;
+        let ModelSource::Registry(name) = &job.model else {
+            unreachable!("image backbones come from the registry")
+        };
+        let model = cache.image_model(name)?;
+        let p = &entry.preprocess;
+        let config = ImageBackboneConfig {
+            preprocess: ImagePreprocess {
+                input: p.input.clone(),
+                resize: p.resize,
+                crop: p.crop,
+                mean: p.mean,
+                std: p.std,
+                layout: if p.layout == "nhwc" {
+                    Layout::Nhwc
+                } else {
+                    Layout::Nchw
+                },
+                dtype: if p.dtype == "uint8" {
+                    PixelType::Uint8
+                } else {
+                    PixelType::Float32
+                },
+                bgr: p.channels == "bgr",
+            },
+            output: entry.output.clone(),
+            batch_size: job.batch_size,
+            intra_threads: job.threads,
+            progress: false,
+            provider: job.provider,
+        };
+        let description = format!("{:?}", config.preprocess);
+        let sha = model.onnx.sha256.clone();
+        (
+            Input::Images {
+                root: job.input.clone(),
+                files,
+            },
+            Extractor::Image(model, config),
+            (sha, String::new(), entry.output.clone(), description),
+        )
+    } else {
+        if image_model.is_some() {
+            return Err(job_error(
+                format!(
+                    "`{}` is an image backbone; --input must be a folder of images",
+                    model_label(&job.model)
+                ),
+                "give a folder (images at any depth), or a text backbone for a table",
+            ));
+        }
+        if job.text_column.is_empty() {
+            return Err(job_error(
+                format!(
+                    "{} is a table: say which column holds the texts",
+                    job.input.display()
+                ),
+                "add --text-column <name>",
+            ));
+        }
+        let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
+        let model = resolve_model(&cache, &job.model).map_err(|problem| match problem {
+            ModelProblem::NotText(name) => job_error(
+                format!("backbone `{name}` is not a text model"),
+                "give a registry name such as minilm-l6-int8, or --model x.onnx --tokenizer tokenizer.json",
+            ),
+            ModelProblem::Checksum { path, expected, actual } => job_error(
+                format!("checksum mismatch for {}: expected {expected}, found {actual}", path.display()),
+                "the model file changed",
+            ),
+            ModelProblem::Other(e) => e,
+        })?;
+        let config = backbone_config(job)?;
+        let identity_model = (
+            model.onnx.sha256.clone(),
+            model.tokenizer.sha256.clone(),
+            config.output.clone().unwrap_or_default(),
+            format!(
+                "pooling {}, normalize {}, max_length {}",
+                config.pooling.name(),
+                config.normalize,
+                config.max_length
+            ),
+        );
+        (
+            Input::Table(reader),
+            Extractor::Text(model, config),
+            identity_model,
+        )
+    };
+    let (onnx_sha256, tokenizer_sha256, output_name, settings) = identity_model;
     let identity = JobIdentity {
         format: 1,
-        // Identity comes from the checksums; the name is for people (own files: the file name, not the path,
-        // so shards that mount the model elsewhere still agree).
-        model: match &job.model {
-            ModelSource::Registry(name) => name.clone(),
-            ModelSource::Files { onnx, .. } => onnx
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        },
-        onnx_sha256: model.onnx.sha256.clone(),
-        tokenizer_sha256: model.tokenizer.sha256.clone(),
-        output_name: config.output.clone(),
-        pooling: config.pooling.name().to_owned(),
-        normalize: config.normalize,
-        max_length: config.max_length,
+        model: model_label(&job.model),
+        onnx_sha256,
+        tokenizer_sha256,
+        output_name,
+        settings,
         batch_size: job.batch_size,
         chunk_rows: job.chunk_rows,
         input_name: job
@@ -360,8 +460,14 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        input_signature: input_signature(&job.input)?,
-        text_column: job.text_column.clone(),
+        input_signature: match &input {
+            Input::Table(_) => input_signature(&job.input)?,
+            Input::Images { root, files } => folder_signature(root, files),
+        },
+        text_column: match &input {
+            Input::Table(_) => job.text_column.clone(),
+            Input::Images { .. } => String::new(),
+        },
         id_column: job.id_column.clone(),
     };
 
@@ -426,9 +532,12 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         return Err(busy());
     }
 
-    let input_rows = match reader.known_rows() {
-        Some(rows) => rows,
-        None => count_rows(&job.input)?,
+    let input_rows = match &input {
+        Input::Table(reader) => match reader.known_rows() {
+            Some(rows) => rows,
+            None => count_rows(&job.input)?,
+        },
+        Input::Images { files, .. } => files.len() as u64,
     };
     if input_rows == 0 {
         return Err(job_error(
@@ -477,23 +586,33 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     let mut stats = StreamStats::default();
     let mut extract_seconds = 0.0;
     if !todo.is_empty() {
-        let choice = runtime_library(&cache, config.provider)?;
+        let choice = runtime_library(&cache, job.provider)?;
         let runtime = Runtime::load(&choice.library.path)?;
         let mut backbones = Vec::with_capacity(job.sessions);
         for s in 0..job.sessions {
             // Threads shared out as evenly as possible (5 threads, 2 sessions: 3 + 2).
             let threads = job.threads / job.sessions + usize::from(s < job.threads % job.sessions);
-            let config = TextBackboneConfig {
-                provider: choice.provider,
-                intra_threads: threads,
-                ..config.clone()
-            };
-            backbones.push(TextBackbone::load(
-                &runtime,
-                &model.onnx.path,
-                &model.tokenizer.path,
-                config,
-            )?);
+            backbones.push(match &extractor {
+                Extractor::Text(model, config) => Worker::Text(TextBackbone::load(
+                    &runtime,
+                    &model.onnx.path,
+                    &model.tokenizer.path,
+                    TextBackboneConfig {
+                        provider: choice.provider,
+                        intra_threads: threads,
+                        ..config.clone()
+                    },
+                )?),
+                Extractor::Image(model, config) => Worker::Image(ImageBackbone::load(
+                    &runtime,
+                    &model.onnx.path,
+                    ImageBackboneConfig {
+                        provider: choice.provider,
+                        intra_threads: threads,
+                        ..config.clone()
+                    },
+                )?),
+            });
         }
         runtime_json = runtime_manifest(
             &choice,
@@ -509,7 +628,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         let extract_clock = Instant::now();
         stats = stream_chunks(
             job,
-            reader,
+            input,
             &todo,
             &mut backbones,
             &work,
@@ -538,7 +657,10 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         "padded_tokens": stats.padded_tokens,
         "truncated_rows": stats.truncated_rows,
         "runtime": runtime_json,
-        "model": model.json,
+        "model": match &extractor {
+            Extractor::Text(model, _) => model.json.clone(),
+            Extractor::Image(model, _) => json!({ "name": model.name, "onnx": crate::run::file_json(&model.onnx) }),
+        },
         "input": job.input,
     });
     let written = assemble(
@@ -568,6 +690,41 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         seconds,
         summary,
     })
+}
+
+/// The model as the job is made: registered name and settings, or own files.
+enum Extractor {
+    Text(crate::run::ResolvedModel, TextBackboneConfig),
+    Image(graft_assets::ImageModelFiles, ImageBackboneConfig),
+}
+
+/// A registry name, or (own files) the graph's file name: shards that mount the model elsewhere still agree.
+fn model_label(model: &ModelSource) -> String {
+    match model {
+        ModelSource::Registry(name) => name.clone(),
+        ModelSource::Files { onnx, .. } => onnx
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A folder's identity without reading every image: relative names and sizes.
+fn folder_signature(root: &Path, files: &[PathBuf]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for file in files {
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        hasher.update(format!(
+            "{} {size}\n",
+            file.strip_prefix(root).unwrap_or(file).display()
+        ));
+    }
+    format!(
+        "{} images, names+sizes sha256 {:x}",
+        files.len(),
+        hasher.finalize()
+    )
 }
 
 fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError> {
@@ -656,11 +813,78 @@ struct StreamStats {
     truncated_rows: usize,
 }
 
+/// Where a job's rows come from.
+enum Input {
+    /// The text (and id) column of a table, streamed.
+    Table(TextRowReader),
+    /// The image files of a folder (recursively, sorted), named by their path relative to `root`.
+    Images { root: PathBuf, files: Vec<PathBuf> },
+}
+
+/// A session of the job's modality.
+enum Worker {
+    Text(TextBackbone),
+    Image(ImageBackbone),
+}
+
+impl Worker {
+    fn execution_provider(&self) -> &'static str {
+        match self {
+            Worker::Text(b) => b.execution_provider(),
+            Worker::Image(b) => b.execution_provider(),
+        }
+    }
+
+    fn provider_fallback(&self) -> Option<&str> {
+        match self {
+            Worker::Text(b) => b.provider_fallback(),
+            Worker::Image(b) => b.provider_fallback(),
+        }
+    }
+}
+
+/// A chunk ready for inference: tokenized texts, or the images to decode.
+enum Prepared {
+    Texts(EncodedTexts),
+    Images(Vec<ImageSource>),
+}
+
+impl Prepared {
+    fn len(&self) -> usize {
+        match self {
+            Prepared::Texts(e) => e.len(),
+            Prepared::Images(i) => i.len(),
+        }
+    }
+}
+
 struct Tokenized {
     chunk: u64,
     first_row: u64,
     ids: Option<Series>,
-    encoded: EncodedTexts,
+    encoded: Prepared,
+}
+
+/// Image files under `root`, at any depth, sorted by path.
+fn list_images(root: &Path) -> Result<Vec<PathBuf>, PipelineError> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let path = entry.map_err(io_error(&dir))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg"))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Reads, tokenizes, embeds and writes the `todo` chunks, with reading+tokenizing and writing on their own
@@ -668,15 +892,18 @@ struct Tokenized {
 #[allow(clippy::too_many_arguments)]
 fn stream_chunks(
     job: &ExtractJob,
-    mut reader: TextRowReader,
+    mut input: Input,
     todo: &[u64],
-    backbones: &mut [TextBackbone],
+    backbones: &mut [Worker],
     work: &Path,
     input_rows: u64,
     identity: &JobIdentity,
     bar: &ProgressBar,
 ) -> Result<StreamStats, PipelineError> {
-    let tokenizer = backbones[0].tokenizer();
+    let tokenizer = match &backbones[0] {
+        Worker::Text(b) => Some(b.tokenizer()),
+        Worker::Image(_) => None,
+    };
     let failed = std::sync::atomic::AtomicBool::new(false);
     let failed = &failed;
     let chunk_rows = job.chunk_rows;
@@ -694,34 +921,57 @@ fn stream_chunks(
         scope.spawn(move || {
             let mut c = 0u64;
             while c <= last && !failed.load(std::sync::atomic::Ordering::Relaxed) {
-                let step = if wanted.contains(&c) {
-                    match reader.next_chunk(chunk_rows) {
-                        Ok(Some(chunk)) => tokenizer
-                            .encode(&chunk.texts)
-                            .map(|encoded| Tokenized {
-                                chunk: c,
-                                first_row: chunk.first_row,
-                                ids: chunk.ids,
-                                encoded,
-                            })
-                            .map_err(PipelineError::from),
-                        Ok(None) => Err(job_error(
-                            format!(
-                                "{} ended before row {}",
-                                job.input.display(),
-                                c * chunk_rows as u64
-                            ),
-                            "the input changed while the job ran; run it again",
-                        )),
-                        Err(e) => Err(e.into()),
+                let step = match &mut input {
+                    Input::Table(reader) if wanted.contains(&c) => {
+                        match reader.next_chunk(chunk_rows) {
+                            Ok(Some(chunk)) => tokenizer
+                                .as_ref()
+                                .expect("a table is read for a text backbone")
+                                .encode(&chunk.texts)
+                                .map(|encoded| Tokenized {
+                                    chunk: c,
+                                    first_row: chunk.first_row,
+                                    ids: chunk.ids,
+                                    encoded: Prepared::Texts(encoded),
+                                })
+                                .map_err(PipelineError::from),
+                            Ok(None) => Err(job_error(
+                                format!(
+                                    "{} ended before row {}",
+                                    job.input.display(),
+                                    c * chunk_rows as u64
+                                ),
+                                "the input changed while the job ran; run it again",
+                            )),
+                            Err(e) => Err(e.into()),
+                        }
                     }
-                } else {
-                    match reader.skip(chunk_rows) {
+                    Input::Table(reader) => match reader.skip(chunk_rows) {
                         Ok(_) => {
                             c += 1;
                             continue;
                         }
                         Err(e) => Err(e.into()),
+                    },
+                    Input::Images { root, files } if wanted.contains(&c) => {
+                        let first = c as usize * chunk_rows;
+                        let slice = &files[first..(first + chunk_rows).min(files.len())];
+                        let names: Vec<String> = slice
+                            .iter()
+                            .map(|f| f.strip_prefix(&*root).unwrap_or(f).display().to_string())
+                            .collect();
+                        Ok(Tokenized {
+                            chunk: c,
+                            first_row: first as u64,
+                            ids: Some(graft_ingest::string_series("path", names)),
+                            encoded: Prepared::Images(
+                                slice.iter().cloned().map(ImageSource::File).collect(),
+                            ),
+                        })
+                    }
+                    Input::Images { .. } => {
+                        c += 1;
+                        continue;
                     }
                 };
                 let failed = step.is_err();
@@ -794,7 +1044,7 @@ fn stream_chunks(
 #[allow(clippy::too_many_arguments)]
 fn infer_chunks(
     job: &ExtractJob,
-    backbone: &mut TextBackbone,
+    backbone: &mut Worker,
     from_reader: &std::sync::Mutex<Receiver<Result<Tokenized, PipelineError>>>,
     to_write: &SyncSender<EmbeddingBatch>,
     stats: &std::sync::Mutex<StreamStats>,
@@ -822,15 +1072,25 @@ fn infer_chunks(
                 "the input changed while the job ran; run it again",
             ));
         }
-        let (embeddings, s) = backbone.embed_encoded(&item.encoded, |rows| bar.inc(rows as u64))?;
-        {
-            let mut stats = stats
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            stats.tokens += s.tokens;
-            stats.padded_tokens += s.padded_tokens;
-            stats.truncated_rows += s.truncated_rows;
-        }
+        let embeddings = match (&mut *backbone, &item.encoded) {
+            (Worker::Text(backbone), Prepared::Texts(encoded)) => {
+                let (embeddings, s) =
+                    backbone.embed_encoded(encoded, |rows| bar.inc(rows as u64))?;
+                let mut stats = stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                stats.tokens += s.tokens;
+                stats.padded_tokens += s.padded_tokens;
+                stats.truncated_rows += s.truncated_rows;
+                embeddings
+            }
+            (Worker::Image(backbone), Prepared::Images(images)) => {
+                let (embeddings, _) = backbone.embed(images)?;
+                bar.inc(images.len() as u64);
+                embeddings
+            }
+            _ => unreachable!("the reader prepares what the sessions take"),
+        };
         let batch = EmbeddingBatch {
             first_row: item.first_row,
             ids: item.ids,
