@@ -393,7 +393,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
                 root: job.input.clone(),
                 files,
             },
-            Extractor::Image(model, config),
+            Extractor::Image(Box::new(model), config),
             (sha, String::new(), entry.output.clone(), description),
         )
     } else {
@@ -695,7 +695,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
 /// The model as the job is made: registered name and settings, or own files.
 enum Extractor {
     Text(crate::run::ResolvedModel, TextBackboneConfig),
-    Image(graft_assets::ImageModelFiles, ImageBackboneConfig),
+    Image(Box<graft_assets::ImageModelFiles>, ImageBackboneConfig),
 }
 
 /// A registry name, or (own files) the graph's file name: shards that mount the model elsewhere still agree.
