@@ -816,7 +816,7 @@ struct StreamStats {
 /// Where a job's rows come from.
 enum Input {
     /// The text (and id) column of a table, streamed.
-    Table(TextRowReader),
+    Table(Box<TextRowReader>),
     /// The image files of a folder (recursively, sorted), named by their path relative to `root`.
     Images { root: PathBuf, files: Vec<PathBuf> },
 }
