@@ -440,7 +440,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             ),
         );
         (
-            Input::Table(reader),
+            Input::Table(Box::new(reader)),
             Extractor::Text(model, config),
             identity_model,
         )
