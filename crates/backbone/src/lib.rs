@@ -4,7 +4,9 @@
 //! nothing is downloaded at build time). [`TextBackbone`] pairs an ONNX text encoder with a `tokenizers` JSON
 //! file and turns sentences into fixed-width embeddings: it tokenizes in parallel, truncates, forms batches from
 //! length-sorted rows, pads each batch only to its own longest row, pools token states (masked mean or CLS),
-//! optionally L2-normalises, and returns the rows in their original order.
+//! optionally L2-normalises, and returns the rows in their original order. [`ImageBackbone`] does the same
+//! for images: decode, grey→RGB, optional seeded augmentation, resize, centre crop, normalise, NCHW/NHWC.
+//! Both run on CPU or, with [`Provider::Cuda`], on a GPU (falling back to CPU, with the reason, when allowed).
 //!
 //! ```no_run
 //! use graft_backbone::{Runtime, TextBackbone, TextBackboneConfig};

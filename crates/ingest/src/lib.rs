@@ -2,6 +2,8 @@
 //!
 //! The currency at this edge is a polars [`DataFrame`]; what leaves the crate is plain vectors
 //! (texts, class indices, row indices) that the other crates consume without knowing about polars.
+//! Images come from IDX files ([`read_idx_images`]) or class folders ([`image_folder`]). Batch jobs stream
+//! rows in with [`TextRowReader`] and embeddings out with [`EmbeddingWriter`] (Parquet or `.npy`).
 //!
 //! ```
 //! use graft_ingest::{read_table, stratified_split, text_classification, SplitRatios};
