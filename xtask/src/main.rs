@@ -337,11 +337,7 @@ fn test(args: &[String]) -> ExitCode {
         Some(cache.clone()),
     )
     .and_then(|()| graft_pipeline::provision_runtime("onnxruntime-legacy", &cache).map(drop))
-    .and_then(|()| {
-        ["coffee", "chelsea"]
-            .into_iter()
-            .try_for_each(|s| graft_pipeline::provision_sample(s, &cache).map(drop))
-    });
+    .and_then(|()| graft_pipeline::provision_samples(&["coffee", "chelsea"], &cache).map(drop));
     if let Err(e) = fetched {
         eprintln!("error: cannot provision the test assets: {e}");
         return ExitCode::FAILURE;

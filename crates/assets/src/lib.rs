@@ -404,9 +404,16 @@ impl Cache {
 
     /// Fetches (or finds) a registered sample file.
     pub fn sample(&self, name: &str) -> Result<VerifiedFile, AssetError> {
+        Ok(self.samples(&[name])?.remove(0))
+    }
+
+    /// Fetches (or finds) several registered sample files, downloading each package once.
+    pub fn samples(&self, names: &[&str]) -> Result<Vec<VerifiedFile>, AssetError> {
         let registry = Registry::builtin();
-        let file = entry(&registry.samples, "sample", name)?;
-        let dir = self.root.join("samples");
-        Ok(fetch::provision(&self.python, &self.root, &dir, std::slice::from_ref(file))?.remove(0))
+        let files = names
+            .iter()
+            .map(|name| entry(&registry.samples, "sample", name).cloned())
+            .collect::<Result<Vec<_>, _>>()?;
+        fetch::provision(&self.python, &self.root, &self.root.join("samples"), &files)
     }
 }

@@ -35,7 +35,7 @@ pub use plan::{
 pub use report::{Metrics, SplitMetrics};
 pub use run::{
     RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
-    provision_runtime, provision_sample, run,
+    provision_runtime, provision_samples, run,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -662,9 +662,13 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
     Ok(())
 }
 
-/// Fetches a registered sample file (tests use them to check models) and returns its path.
-pub fn provision_sample(name: &str, cache_dir: &Path) -> Result<PathBuf, PipelineError> {
-    Ok(Cache::new(cache_dir).sample(name)?.path)
+/// Fetches registered sample files (tests use them to check models) and returns their paths.
+pub fn provision_samples(names: &[&str], cache_dir: &Path) -> Result<Vec<PathBuf>, PipelineError> {
+    Ok(Cache::new(cache_dir)
+        .samples(names)?
+        .into_iter()
+        .map(|f| f.path)
+        .collect())
 }
 
 pub(crate) fn file_json(f: &VerifiedFile) -> serde_json::Value {
