@@ -68,8 +68,11 @@ pub struct TextBackboneConfig {
     pub pooling: Pooling,
     /// L2-normalise each embedding. Default `true`.
     pub normalize: bool,
-    /// ONNX Runtime intra-op threads. Default: the number of cores.
+    /// ONNX Runtime intra-op threads (shared out among the sessions). Default: the number of cores.
     pub intra_threads: usize,
+    /// Sessions running batches at once. Small graphs use cores better as several single-threaded sessions
+    /// than as one multi-threaded session. Default 1.
+    pub sessions: usize,
     /// Name of the graph output to pool; `None` takes the first output. Default `None`.
     pub output: Option<String>,
     /// Draw a progress bar on a terminal. Default `true`.
@@ -86,6 +89,7 @@ impl Default for TextBackboneConfig {
             pooling: Pooling::Mean,
             normalize: true,
             intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sessions: 1,
             output: None,
             progress: true,
             provider: Provider::Cpu,
@@ -121,7 +125,8 @@ enum Feed {
 
 /// A frozen text encoder: ONNX graph + tokenizer.
 pub struct TextBackbone {
-    session: Session,
+    /// One or more sessions of the same graph; batches are shared out among them.
+    sessions: Vec<Session>,
     tokenizer: TextTokenizer,
     config: TextBackboneConfig,
     feeds: Vec<(String, Feed)>,
@@ -191,8 +196,22 @@ impl TextBackbone {
             path: model.to_path_buf(),
             message,
         };
+        if config.sessions == 0 || config.sessions > config.intra_threads {
+            return Err(BackboneError::InvalidConfig {
+                name: "sessions",
+                reason: format!(
+                    "must be between 1 and the number of threads ({}), got {}",
+                    config.intra_threads, config.sessions
+                ),
+            });
+        }
+        // Threads shared out as evenly as possible (5 threads, 2 sessions: 3 + 2).
+        let threads_of = |s: usize| {
+            config.intra_threads / config.sessions
+                + usize::from(s < config.intra_threads % config.sessions)
+        };
         let (session, provider_used, fallback_reason) =
-            open_session_on(runtime, model, config.intra_threads, config.provider)?;
+            open_session_on(runtime, model, threads_of(0), config.provider)?;
 
         let mut feeds = Vec::new();
         for input in session.inputs() {
@@ -230,10 +249,20 @@ impl TextBackbone {
                 .cloned()
                 .ok_or_else(|| model_err("the graph has no outputs".to_owned()))?,
         };
+        let mut sessions = vec![session];
+        // The others on the provider the first one ended up with (no second fallback warning).
+        let provider = if provider_used == "CUDAExecutionProvider" {
+            config.provider
+        } else {
+            Provider::Cpu
+        };
+        for s in 1..config.sessions {
+            sessions.push(open_session_on(runtime, model, threads_of(s), provider)?.0);
+        }
         Ok(TextBackbone {
             provider_used,
             fallback_reason,
-            session,
+            sessions,
             tokenizer: TextTokenizer {
                 tokenizer: Arc::new(tok),
                 path: tokenizer.to_path_buf(),
@@ -290,11 +319,12 @@ impl TextBackbone {
         Ok((embeddings, stats))
     }
 
-    /// Embeds texts tokenized by [`TextTokenizer::encode`]; calls `on_batch(rows)` after each inference call.
+    /// Embeds texts tokenized by [`TextTokenizer::encode`]; calls `on_batch(rows)` after each inference call
+    /// (from the session's thread when there are several sessions).
     pub fn embed_encoded(
         &mut self,
         encoded: &EncodedTexts,
-        mut on_batch: impl FnMut(usize),
+        on_batch: impl Fn(usize) + Sync,
     ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
         let started = Instant::now();
         let encodings = &encoded.encodings;
@@ -309,61 +339,56 @@ impl TextBackbone {
         // (the memory peak) comes first.
         let mut order: Vec<usize> = (0..encodings.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-
-        let mut result: Option<Array2<f32>> = None;
-        for batch in order.chunks(self.config.batch_size) {
+        let batches: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
+        for batch in &batches {
             let width = batch
                 .iter()
                 .map(|&i| encodings[i].get_ids().len())
                 .max()
                 .unwrap_or(0);
-            let mut ids = Array2::<i64>::zeros((batch.len(), width));
-            let mut mask = Array2::<i64>::zeros((batch.len(), width));
-            let mut types = Array2::<i64>::zeros((batch.len(), width));
-            for (r, &i) in batch.iter().enumerate() {
-                let enc = &encodings[i];
-                for (t, ((&id, &m), &ty)) in enc
-                    .get_ids()
-                    .iter()
-                    .zip(enc.get_attention_mask())
-                    .zip(enc.get_type_ids())
-                    .enumerate()
-                {
-                    ids[[r, t]] = i64::from(id);
-                    mask[[r, t]] = i64::from(m);
-                    types[[r, t]] = i64::from(ty);
-                }
-                stats.tokens += enc.get_ids().len();
-            }
+            stats.tokens += batch
+                .iter()
+                .map(|&i| encodings[i].get_ids().len())
+                .sum::<usize>();
             stats.padded_tokens += batch.len() * width;
-            stats.batches += 1;
+        }
+        stats.batches = batches.len();
 
-            let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-                Vec::with_capacity(self.feeds.len());
-            for (name, kind) in &self.feeds {
-                let array = match kind {
-                    Feed::InputIds => &ids,
-                    Feed::AttentionMask => &mask,
-                    Feed::TokenTypeIds => &types,
-                };
-                feed.push((
-                    Cow::Borrowed(name.as_str()),
-                    TensorRef::from_array_view(array)?.into(),
-                ));
-            }
-            let outputs = self.session.run(feed)?;
-            let states = outputs[self.output.as_str()].try_extract_array::<f32>()?;
-            let pooled = pool(states, &mask, self.config.pooling).map_err(|message| {
-                BackboneError::Model {
-                    path: self.model_path.clone(),
-                    message,
-                }
-            })?;
-            let out =
-                result.get_or_insert_with(|| Array2::zeros((encodings.len(), pooled.ncols())));
-            for (r, &i) in batch.iter().enumerate() {
+        // Each session takes the next batch when free. A batch is computed whole by one session, so the
+        // result does not depend on which one, nor on how many there are.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let job = BatchJob {
+            encodings,
+            feeds: &self.feeds,
+            output: &self.output,
+            pooling: self.config.pooling,
+            model_path: &self.model_path,
+        };
+        let pooled: Vec<Vec<(usize, Array2<f32>)>> = if self.sessions.len() == 1 {
+            vec![job.run_all(&mut self.sessions[0], &batches, &next, &on_batch)?]
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = self
+                    .sessions
+                    .iter_mut()
+                    .map(|session| {
+                        let (job, batches, next, on_batch) = (&job, &batches, &next, &on_batch);
+                        scope.spawn(move || job.run_all(session, batches, next, on_batch))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().expect("an inference thread does not panic"))
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+        };
+
+        let mut result: Option<Array2<f32>> = None;
+        for (b, rows) in pooled.into_iter().flatten() {
+            let out = result.get_or_insert_with(|| Array2::zeros((encodings.len(), rows.ncols())));
+            for (r, &i) in batches[b].iter().enumerate() {
                 let mut row = out.row_mut(i);
-                row.assign(&pooled.row(r));
+                row.assign(&rows.row(r));
                 if self.config.normalize {
                     let norm = row.dot(&row).sqrt();
                     if norm > 0.0 {
@@ -371,10 +396,85 @@ impl TextBackbone {
                     }
                 }
             }
-            on_batch(batch.len());
         }
         stats.seconds = started.elapsed().as_secs_f64() + encoded.tokenize_seconds;
         Ok((result.unwrap_or_else(|| Array2::zeros((0, 0))), stats))
+    }
+}
+
+/// What every session needs to run a batch.
+struct BatchJob<'a> {
+    encodings: &'a [Encoding],
+    feeds: &'a [(String, Feed)],
+    output: &'a str,
+    pooling: Pooling,
+    model_path: &'a Path,
+}
+
+impl BatchJob<'_> {
+    /// Runs batches on `session` until none are left; returns (batch index, pooled rows) pairs.
+    fn run_all(
+        &self,
+        session: &mut Session,
+        batches: &[&[usize]],
+        next: &std::sync::atomic::AtomicUsize,
+        on_batch: &(impl Fn(usize) + Sync),
+    ) -> Result<Vec<(usize, Array2<f32>)>, BackboneError> {
+        let mut done = Vec::new();
+        loop {
+            let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(batch) = batches.get(b) else {
+                return Ok(done);
+            };
+            done.push((b, self.run(session, batch)?));
+            on_batch(batch.len());
+        }
+    }
+
+    /// One inference call: pad the batch to its longest row, run, pool.
+    fn run(&self, session: &mut Session, batch: &[usize]) -> Result<Array2<f32>, BackboneError> {
+        let encodings = self.encodings;
+        let width = batch
+            .iter()
+            .map(|&i| encodings[i].get_ids().len())
+            .max()
+            .unwrap_or(0);
+        let mut ids = Array2::<i64>::zeros((batch.len(), width));
+        let mut mask = Array2::<i64>::zeros((batch.len(), width));
+        let mut types = Array2::<i64>::zeros((batch.len(), width));
+        for (r, &i) in batch.iter().enumerate() {
+            let enc = &encodings[i];
+            for (t, ((&id, &m), &ty)) in enc
+                .get_ids()
+                .iter()
+                .zip(enc.get_attention_mask())
+                .zip(enc.get_type_ids())
+                .enumerate()
+            {
+                ids[[r, t]] = i64::from(id);
+                mask[[r, t]] = i64::from(m);
+                types[[r, t]] = i64::from(ty);
+            }
+        }
+        let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(self.feeds.len());
+        for (name, kind) in self.feeds {
+            let array = match kind {
+                Feed::InputIds => &ids,
+                Feed::AttentionMask => &mask,
+                Feed::TokenTypeIds => &types,
+            };
+            feed.push((
+                Cow::Borrowed(name.as_str()),
+                TensorRef::from_array_view(array)?.into(),
+            ));
+        }
+        let outputs = session.run(feed)?;
+        let states = outputs[self.output].try_extract_array::<f32>()?;
+        pool(states, &mask, self.pooling).map_err(|message| BackboneError::Model {
+            path: self.model_path.to_path_buf(),
+            message,
+        })
     }
 }
 

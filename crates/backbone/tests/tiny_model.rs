@@ -205,3 +205,39 @@ fn cuda_that_cannot_start_falls_back_to_cpu_or_fails_when_told_to() {
     assert!(err.starts_with("cannot run on CUDA: "), "{err}");
     assert!(err.contains("hint: CUDA needs an NVIDIA GPU"), "{err}");
 }
+
+#[test]
+fn several_sessions_give_the_same_embeddings_as_one() {
+    let texts: Vec<String> = (0..50)
+        .map(|i| TEXTS[i % TEXTS.len()].repeat(1 + i % 4))
+        .collect();
+    let config = |sessions| TextBackboneConfig {
+        batch_size: 4,
+        intra_threads: 2,
+        sessions,
+        progress: false,
+        ..TextBackboneConfig::default()
+    };
+    let (one, _) = backbone(config(1)).unwrap().embed(&texts).unwrap();
+    let mut two = TextBackbone::load(
+        &runtime(),
+        &repo().join("fixtures/models/tiny-embedder.onnx"),
+        &repo().join("fixtures/models/tiny-tokenizer.json"),
+        config(2),
+    )
+    .unwrap();
+    let (parallel, stats) = two.embed(&texts).unwrap();
+    assert_eq!(stats.batches, 13);
+    assert_eq!(parallel, one);
+    let too_many = TextBackbone::load(
+        &runtime(),
+        &repo().join("fixtures/models/tiny-embedder.onnx"),
+        &repo().join("fixtures/models/tiny-tokenizer.json"),
+        TextBackboneConfig {
+            intra_threads: 1,
+            ..config(2)
+        },
+    )
+    .unwrap_err();
+    assert!(too_many.to_string().contains("`sessions`"), "{too_many}");
+}

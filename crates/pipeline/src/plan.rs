@@ -237,6 +237,7 @@ impl Plan {
                 "max_length": c.max_length,
                 "batch_size": c.batch_size,
                 "threads": c.intra_threads,
+                "sessions": c.sessions,
                 "cache": self.backbone.cache,
                 "provider": c.provider.name(),
                 "device_id": match c.provider { Provider::Cuda { device_id, .. } => Some(device_id), Provider::Cpu => None },
@@ -807,6 +808,20 @@ impl Checker<'_> {
         }
         if let Some(v) = at_least(&b.threads, "threads", 1)? {
             config.intra_threads = v;
+        }
+        if let Some(v) = at_least(&b.sessions, "sessions", 1)? {
+            let span = b.sessions.as_ref().map(Spanned::span).expect("given");
+            if image.is_some() {
+                return Err(self
+                    .error(span, "`sessions` applies to text backbones")
+                    .with_hint("image backbones run one session with `threads` threads"));
+            }
+            if v > config.intra_threads {
+                return Err(self
+                    .error(span, format!("`sessions = {v}` is more than `threads = {}`", config.intra_threads))
+                    .with_hint("every session needs at least one of the threads; e.g. threads = 2, sessions = 2"));
+            }
+            config.sessions = v;
         }
         config.provider = match b.provider {
             None | Some(RawProvider::Cpu) => {

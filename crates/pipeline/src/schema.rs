@@ -88,6 +88,7 @@ pub(crate) struct RawBackbone {
     pub max_length: Option<Spanned<usize>>,
     pub batch_size: Option<Spanned<usize>>,
     pub threads: Option<Spanned<usize>>,
+    pub sessions: Option<Spanned<usize>>,
     pub cache: Option<bool>,
     pub provider: Option<RawProvider>,
     pub device_id: Option<Spanned<i32>>,
