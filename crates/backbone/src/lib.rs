@@ -37,7 +37,7 @@ pub use image::{
 };
 pub use text::{
     EncodedTexts, ExtractionStats, Pooling, Provider, TextBackbone, TextBackboneConfig,
-    TextTokenizer,
+    TextTokenizer, session_threads,
 };
 
 /// The environment variable through which users point graft at their own ONNX Runtime library.

@@ -205,11 +205,7 @@ impl TextBackbone {
                 ),
             });
         }
-        // Threads shared out as evenly as possible (5 threads, 2 sessions: 3 + 2).
-        let threads_of = |s: usize| {
-            config.intra_threads / config.sessions
-                + usize::from(s < config.intra_threads % config.sessions)
-        };
+        let threads_of = |s: usize| session_threads(config.intra_threads, config.sessions, s);
         let (session, provider_used, fallback_reason) =
             open_session_on(runtime, model, threads_of(0), config.provider)?;
 
@@ -400,6 +396,12 @@ impl TextBackbone {
         stats.seconds = started.elapsed().as_secs_f64() + encoded.tokenize_seconds;
         Ok((result.unwrap_or_else(|| Array2::zeros((0, 0))), stats))
     }
+}
+
+/// Intra-op threads of session `index` when `threads` are shared out as evenly as possible among `sessions`
+/// (5 threads, 2 sessions: 3 + 2).
+pub fn session_threads(threads: usize, sessions: usize, index: usize) -> usize {
+    threads / sessions + usize::from(index < threads % sessions)
 }
 
 /// What every session needs to run a batch.

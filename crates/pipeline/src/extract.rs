@@ -15,7 +15,7 @@ use std::time::Instant;
 use graft_assets::Cache;
 use graft_backbone::{
     EncodedTexts, ImageBackbone, ImageBackboneConfig, ImagePreprocess, ImageSource, Layout,
-    PixelType, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig,
+    PixelType, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig, session_threads,
 };
 use graft_ingest::{
     EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, Series, TextRowReader, count_rows,
@@ -591,8 +591,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         let runtime = Runtime::load(&choice.library.path)?;
         let mut backbones = Vec::with_capacity(job.sessions);
         for s in 0..job.sessions {
-            // Threads shared out as evenly as possible (5 threads, 2 sessions: 3 + 2).
-            let threads = job.threads / job.sessions + usize::from(s < job.threads % job.sessions);
+            let threads = session_threads(job.threads, job.sessions, s);
             backbones.push(match &extractor {
                 Extractor::Text(model, config) => Worker::Text(TextBackbone::load(
                     &runtime,
