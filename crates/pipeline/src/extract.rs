@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use graft_assets::Cache;
 use graft_backbone::{
-    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImagePreprocess, ImageSource, Layout,
-    PixelType, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig, session_threads,
+    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImageSource, Pooling, Provider, Runtime,
+    TextBackbone, TextBackboneConfig, session_threads,
 };
 use graft_ingest::{
     EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, Series, TextRowReader, count_rows,
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::PipelineError;
-use crate::plan::{ModelSource, apply_registry_defaults};
+use crate::plan::{ModelSource, apply_registry_defaults, image_preprocess};
 use crate::run::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
 
 /// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
@@ -360,26 +360,8 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             unreachable!("image backbones come from the registry")
         };
         let model = cache.image_model(name)?;
-        let p = &entry.preprocess;
         let config = ImageBackboneConfig {
-            preprocess: ImagePreprocess {
-                input: p.input.clone(),
-                resize: p.resize,
-                crop: p.crop,
-                mean: p.mean,
-                std: p.std,
-                layout: if p.layout == "nhwc" {
-                    Layout::Nhwc
-                } else {
-                    Layout::Nchw
-                },
-                dtype: if p.dtype == "uint8" {
-                    PixelType::Uint8
-                } else {
-                    PixelType::Float32
-                },
-                bgr: p.channels == "bgr",
-            },
+            preprocess: image_preprocess(&entry.preprocess),
             output: entry.output.clone(),
             batch_size: job.batch_size,
             intra_threads: job.threads,

@@ -249,6 +249,28 @@ impl Plan {
     }
 }
 
+/// A registered image backbone's preprocessing, as the backbone crate takes it.
+pub(crate) fn image_preprocess(p: &graft_assets::ImagePreprocessEntry) -> ImagePreprocess {
+    ImagePreprocess {
+        input: p.input.clone(),
+        resize: p.resize,
+        crop: p.crop,
+        mean: p.mean,
+        std: p.std,
+        layout: if p.layout == "nhwc" {
+            Layout::Nhwc
+        } else {
+            Layout::Nchw
+        },
+        dtype: if p.dtype == "uint8" {
+            PixelType::Uint8
+        } else {
+            PixelType::Float32
+        },
+        bgr: p.channels == "bgr",
+    }
+}
+
 /// A registered text backbone's extraction settings (output, pooling, normalisation, truncation).
 pub(crate) fn apply_registry_defaults(
     config: &mut TextBackboneConfig,
@@ -635,24 +657,7 @@ impl Checker<'_> {
                         .with_hint("the image backbone's output is already pooled"));
                 }
                 let p = &entry.preprocess;
-                let mut preprocess = ImagePreprocess {
-                    input: p.input.clone(),
-                    resize: p.resize,
-                    crop: p.crop,
-                    mean: p.mean,
-                    std: p.std,
-                    layout: if p.layout == "nhwc" {
-                        Layout::Nhwc
-                    } else {
-                        Layout::Nchw
-                    },
-                    dtype: if p.dtype == "uint8" {
-                        PixelType::Uint8
-                    } else {
-                        PixelType::Float32
-                    },
-                    bgr: p.channels == "bgr",
-                };
+                let mut preprocess = image_preprocess(p);
                 if let Some(size) = &b.image_size {
                     if *size.get_ref() < 16 {
                         return Err(self.error(
