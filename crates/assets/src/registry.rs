@@ -235,6 +235,11 @@ impl Registry {
         names
     }
 
+    /// Names of the registered image backbones, sorted.
+    pub fn image_model_names(&self) -> Vec<&str> {
+        self.image_models.keys().map(String::as_str).collect()
+    }
+
     /// Names of the registered data sets (text and image), sorted.
     pub fn dataset_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self

@@ -420,44 +420,38 @@ fn channel_order(p: &ImagePreprocess) -> [usize; 3] {
 
 /// Normalised float32 tensor in the configured layout.
 pub(crate) fn to_tensor_f32(images: &[RgbImage], p: &ImagePreprocess) -> Array4<f32> {
-    let side = p.crop as usize;
-    let shape = match p.layout {
-        Layout::Nchw => (images.len(), 3, side, side),
-        Layout::Nhwc => (images.len(), side, side, 3),
-    };
-    let mut tensor = Array4::<f32>::zeros(shape);
-    let order = channel_order(p);
-    for (n, image) in images.iter().enumerate() {
-        for (x, y, pixel) in image.enumerate_pixels() {
-            for (c, &source) in order.iter().enumerate() {
-                let v = (f32::from(pixel.0[source]) / 255.0 - p.mean[source]) / p.std[source];
-                let (x, y) = (x as usize, y as usize);
-                match p.layout {
-                    Layout::Nchw => tensor[[n, c, y, x]] = v,
-                    Layout::Nhwc => tensor[[n, y, x, c]] = v,
-                }
-            }
-        }
-    }
-    tensor
+    to_tensor(images, p, |value, channel| {
+        (f32::from(value) / 255.0 - p.mean[channel]) / p.std[channel]
+    })
 }
 
 /// Raw 0–255 tensor in the configured layout.
 pub(crate) fn to_tensor_u8(images: &[RgbImage], p: &ImagePreprocess) -> Array4<u8> {
+    to_tensor(images, p, |value, _| value)
+}
+
+/// Lays images out as the graph wants them: channel order, NCHW or NHWC, each value converted by
+/// `convert(value, source channel)`.
+fn to_tensor<T: Clone + num_traits::Zero>(
+    images: &[RgbImage],
+    p: &ImagePreprocess,
+    convert: impl Fn(u8, usize) -> T,
+) -> Array4<T> {
     let side = p.crop as usize;
     let shape = match p.layout {
         Layout::Nchw => (images.len(), 3, side, side),
         Layout::Nhwc => (images.len(), side, side, 3),
     };
-    let mut tensor = Array4::<u8>::zeros(shape);
+    let mut tensor = Array4::<T>::zeros(shape);
     let order = channel_order(p);
     for (n, image) in images.iter().enumerate() {
         for (x, y, pixel) in image.enumerate_pixels() {
+            let (x, y) = (x as usize, y as usize);
             for (c, &source) in order.iter().enumerate() {
-                let (x, y) = (x as usize, y as usize);
+                let v = convert(pixel.0[source], source);
                 match p.layout {
-                    Layout::Nchw => tensor[[n, c, y, x]] = pixel.0[source],
-                    Layout::Nhwc => tensor[[n, y, x, c]] = pixel.0[source],
+                    Layout::Nchw => tensor[[n, c, y, x]] = v,
+                    Layout::Nhwc => tensor[[n, y, x, c]] = v,
                 }
             }
         }

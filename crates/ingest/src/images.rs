@@ -171,12 +171,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/data")
-            .join(name)
-    }
+    use crate::fixture;
 
     #[test]
     fn idx_images_and_labels_read_plain_and_gzipped() {

@@ -331,15 +331,17 @@ pub fn text_classification(
     })
 }
 
+/// A file under `fixtures/data/`, for the unit tests of every module.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/data")
+        .join(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/data")
-            .join(name)
-    }
 
     #[test]
     fn csv_and_parquet_fixtures_read_the_same_rows() {

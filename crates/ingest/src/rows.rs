@@ -424,12 +424,7 @@ fn jsonl_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/data")
-            .join(name)
-    }
+    use crate::fixture;
 
     fn all_rows(path: &Path, chunk: usize) -> (Vec<String>, Vec<String>) {
         let mut reader = TextRowReader::open(path, "text", Some("id")).unwrap();

@@ -340,12 +340,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
                 ),
                 format!(
                     "registered image backbones: {}",
-                    registry
-                        .image_models
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    registry.image_model_names().join(", ")
                 ),
             ));
         };

@@ -873,12 +873,7 @@ impl Checker<'_> {
                         .error(span, format!("`{key}` applies to image backbones only"))
                         .with_hint(format!(
                             "registered image backbones: {}",
-                            registry
-                                .image_models
-                                .keys()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            registry.image_model_names().join(", ")
                         )));
                 }
             }
