@@ -184,11 +184,25 @@ fn deb_download(deb: &str, scratch: &Path, dir: &Path) -> Result<(), AssetError>
         }
     };
     let tool_missing = |tool: &str, e: io::Error| failed(format!("cannot run {tool}: {e}"), b"");
-    let output = Command::new("apt-get")
-        .args(["download", "-q", deb])
-        .current_dir(scratch)
-        .output()
-        .map_err(|e| tool_missing("apt-get", e))?;
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-q", deb])
+            .current_dir(scratch)
+            .output()
+            .map_err(|e| tool_missing("apt-get", e))
+    };
+    let mut output = download()?;
+    if !output.status.success() {
+        // A fresh machine may have no package lists yet: refresh them once (this needs root) and retry.
+        eprintln!("graft: apt-get could not find {deb}; refreshing the package lists (apt-get update) …");
+        let updated = Command::new("apt-get")
+            .args(["update", "-qq"])
+            .output()
+            .map_err(|e| tool_missing("apt-get", e))?;
+        if updated.status.success() {
+            output = download()?;
+        }
+    }
     if !output.status.success() {
         let mut text = output.stderr.clone();
         text.extend_from_slice(&output.stdout);
