@@ -194,7 +194,9 @@ fn deb_download(deb: &str, scratch: &Path, dir: &Path) -> Result<(), AssetError>
     let mut output = download()?;
     if !output.status.success() {
         // A fresh machine may have no package lists yet: refresh them once (this needs root) and retry.
-        eprintln!("graft: apt-get could not find {deb}; refreshing the package lists (apt-get update) …");
+        eprintln!(
+            "graft: apt-get could not find {deb}; refreshing the package lists (apt-get update) …"
+        );
         let updated = Command::new("apt-get")
             .args(["update", "-qq"])
             .output()

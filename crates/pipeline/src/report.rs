@@ -118,10 +118,12 @@ pub struct ExtractionFigures {
     pub padded_tokens: usize,
     /// Texts cut at `max_length`.
     pub truncated_rows: usize,
-    /// Seconds of the extraction spent tokenizing.
+    /// Seconds of the extraction spent tokenizing (images: decoding and preprocessing).
     pub tokenize_seconds: f64,
     /// Execution provider used.
     pub execution_provider: String,
+    /// What a row is: `texts` or `images` (augmented views count as rows).
+    pub unit: String,
     /// ONNX Runtime intra-op threads.
     pub threads: usize,
 }
@@ -326,22 +328,33 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     let e = &m.extraction;
     let t = &m.timings_seconds;
     let _ = writeln!(s, "\n## Extraction and timings\n");
-    let _ = writeln!(
-        s,
-        "{} texts → {}-d features: {} from the feature cache, {} extracted in {:.2} s ({:.0} texts/s, {} batches, \
-         {} threads); {} real tokens, {} with padding; {} texts truncated.\n",
+    let head = format!(
+        "{} {} → {}-d features: {} from the feature cache, {} extracted in {:.2} s ({:.0} {}/s, {} batches, \
+         {} threads)",
         e.rows,
+        e.unit,
         e.dimension,
         e.cache_hits,
         e.extracted,
         t.extract,
         e.rows_per_second,
+        e.unit,
         e.batches,
         e.threads,
-        e.tokens,
-        e.padded_tokens,
-        e.truncated_rows
     );
+    let _ = if e.unit == "images" {
+        writeln!(
+            s,
+            "{head}; {:.2} s of it decoding and preprocessing.\n",
+            e.tokenize_seconds
+        )
+    } else {
+        writeln!(
+            s,
+            "{head}; {} real tokens, {} with padding; {} texts truncated.\n",
+            e.tokens, e.padded_tokens, e.truncated_rows
+        )
+    };
     let _ = writeln!(s, "| stage | seconds |\n|---|---:|");
     for (name, v) in [
         ("ingest", t.ingest),

@@ -948,6 +948,7 @@ fn text_features(
         truncated_rows: 0,
         tokenize_seconds: 0.0,
         execution_provider: "none: every feature came from the cache".to_owned(),
+        unit: "texts".to_owned(),
         threads: 0,
     };
     let features = if missing.is_empty() {
@@ -1096,6 +1097,7 @@ fn image_features(
     let mut extraction = ExtractionFigures {
         rows: jobs.iter().map(|j| j.rows.len()).sum(),
         execution_provider: "none: every feature came from the cache".to_owned(),
+        unit: "images".to_owned(),
         ..ExtractionFigures::default()
     };
     let mut runtime_json = serde_json::Value::Null;
