@@ -26,7 +26,7 @@ for round in $(seq "$rounds"); do
   python=$("$venv/bin/python" benches/python/extract_mr.py "$cache")
   rm -rf "$scratch/mr.parquet" "$scratch/mr.parquet.json"
   cargo xtask extract --model minilm-l6-int8 --input "$cache/datasets/mr/mr.csv" --text-column text \
-    --output "$scratch/mr.parquet" --threads 2 --sessions 2 --chunk-rows 512 --no-progress \
+    --output "$scratch/mr.parquet" --threads 2 --sessions 2 --no-progress \
     --cache-dir "$cache" >/dev/null 2>&1
   extract=$(python3 -c "import json; print(round(json.load(open('$scratch/mr.parquet.json'))['stats']['rows_per_second'], 1))")
   echo "round $round: graft run $graft rows/s, python $python rows/s, graft extract (2 sessions) $extract rows/s"

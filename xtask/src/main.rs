@@ -105,7 +105,7 @@ struct ExtractArgs {
     /// ONNX Runtime intra-op threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Inference sessions working on different chunks at once, sharing --threads.
+    /// Inference sessions sharing --threads, running batches at once (2 sessions of 1 thread can beat 1 of 2).
     #[arg(long, default_value_t = 1)]
     sessions: usize,
     /// Rows per chunk: the unit of length-sorted batching, resumption and sharding.

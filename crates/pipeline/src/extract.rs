@@ -97,8 +97,9 @@ pub struct ExtractJob {
     pub batch_size: usize,
     /// ONNX Runtime intra-op threads, shared out among the sessions.
     pub threads: usize,
-    /// Inference sessions working on different chunks at once (each gets `threads / sessions` threads).
-    /// Small graphs use cores better as several single-threaded sessions than as one multi-threaded one.
+    /// Inference sessions sharing `threads` (text: a chunk's batches are shared out among them; images: each
+    /// takes whole chunks). Small graphs use cores better as several single-threaded sessions than as one
+    /// multi-threaded one.
     pub sessions: usize,
     /// Rows per chunk: the unit of length-sorting, resumption and sharding.
     pub chunk_rows: usize,
@@ -566,31 +567,35 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     if !todo.is_empty() {
         let choice = runtime_library(&cache, job.provider)?;
         let runtime = Runtime::load(&choice.library.path)?;
-        let mut backbones = Vec::with_capacity(job.sessions);
-        for s in 0..job.sessions {
-            let threads = session_threads(job.threads, job.sessions, s);
-            backbones.push(match &extractor {
-                Extractor::Text(model, config) => Worker::Text(TextBackbone::load(
-                    &runtime,
-                    &model.onnx.path,
-                    &model.tokenizer.path,
-                    TextBackboneConfig {
-                        provider: choice.provider,
-                        intra_threads: threads,
-                        ..config.clone()
-                    },
-                )?),
-                Extractor::Image(model, config) => Worker::Image(ImageBackbone::load(
-                    &runtime,
-                    &model.onnx.path,
-                    ImageBackboneConfig {
-                        provider: choice.provider,
-                        intra_threads: threads,
-                        ..config.clone()
-                    },
-                )?),
-            });
-        }
+        // Text: one backbone whose sessions share out each chunk's batches (so small inputs with few chunks
+        // still use every session). Images: one backbone per session, each taking whole chunks.
+        let backbones: Vec<Worker> = match &extractor {
+            Extractor::Text(model, config) => vec![Worker::Text(TextBackbone::load(
+                &runtime,
+                &model.onnx.path,
+                &model.tokenizer.path,
+                TextBackboneConfig {
+                    provider: choice.provider,
+                    intra_threads: job.threads,
+                    sessions: job.sessions,
+                    ..config.clone()
+                },
+            )?)],
+            Extractor::Image(model, config) => (0..job.sessions)
+                .map(|s| {
+                    ImageBackbone::load(
+                        &runtime,
+                        &model.onnx.path,
+                        ImageBackboneConfig {
+                            provider: choice.provider,
+                            intra_threads: session_threads(job.threads, job.sessions, s),
+                            ..config.clone()
+                        },
+                    )
+                    .map(Worker::Image)
+                })
+                .collect::<Result<_, _>>()?,
+        };
         runtime_json = runtime_manifest(
             &choice,
             &runtime,
@@ -603,6 +608,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         let bar = progress_bar(job.progress, shard_rows, resumed_rows);
         // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
         let extract_clock = Instant::now();
+        let mut backbones = backbones;
         stats = stream_chunks(
             job,
             input,
