@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Peak memory of a 1,000,000-row `cargo xtask extract` (MiniLM-L6 int8, one thread, default 4,096-row chunks),
+# measured with /usr/bin/time -v. Takes about an hour on a 2-core machine. ROWS=100000 for a quicker look.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${GRAFT_CACHE:-$root/.graft-cache}
+rows=${ROWS:-1000000}
+cd "$root"
+cargo xtask fetch >/dev/null
+cargo build --quiet -p xtask
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+python3 benches/python/make_short_corpus.py "$cache/datasets/mr/mr.csv" "$scratch/corpus.csv" "$rows"
+/usr/bin/time -v target/debug/xtask extract --model minilm-l6-int8 --input "$scratch/corpus.csv" \
+  --text-column text --id-column id --output "$scratch/embeddings.parquet" --threads 1 --no-progress \
+  --cache-dir "$cache" 2>&1 | grep -E "rows →|Maximum resident|Elapsed"
