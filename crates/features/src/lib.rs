@@ -217,6 +217,13 @@ impl FeatureStore {
             .map_err(io(&self.dir))?;
         tmp.write_all(&body).map_err(io(&path))?;
         tmp.as_file().sync_all().map_err(io(&path))?;
+        #[cfg(unix)]
+        {
+            // Readable like every other cache file (a temporary file starts private).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+                .map_err(io(&path))?;
+        }
         tmp.persist(&path).map_err(|e| FeatureError::Io {
             path: path.clone(),
             source: e.error,

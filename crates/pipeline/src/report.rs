@@ -269,18 +269,18 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     );
     let _ = writeln!(s, "- **Head:** {}", ctx.head);
     let r = &m.rows;
+    let dropped = if m.extraction.unit == "images" {
+        String::new()
+    } else {
+        format!(
+            "{} dropped (null text), {} dropped (null label), ",
+            r.dropped_null_text, r.dropped_null_label
+        )
+    };
     let _ = writeln!(
         s,
-        "- **Rows:** {} read, {} dropped (null text), {} dropped (null label), {} not sampled; {} used: \
-         {} train / {} validation / {} test\n",
-        r.read,
-        r.dropped_null_text,
-        r.dropped_null_label,
-        r.not_sampled,
-        r.used,
-        r.train,
-        r.validation,
-        r.test
+        "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test\n",
+        r.read, r.not_sampled, r.used, r.train, r.validation, r.test
     );
     let _ = writeln!(s, "## Scores\n");
     let _ = writeln!(
