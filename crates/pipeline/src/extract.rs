@@ -605,7 +605,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         );
         runtime_json["sessions"] = json!(job.sessions);
         provider_used = backbones[0].execution_provider();
-        let bar = progress_bar(job.progress, shard_rows, resumed_rows);
+        let bar = progress_bar(job.progress, shard_rows, resumed_rows, "rows");
         // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
         let extract_clock = Instant::now();
         let mut backbones = backbones;
@@ -796,17 +796,18 @@ fn finished_manifest(
     Ok((actual == manifest.file_sha256).then_some(manifest))
 }
 
-fn progress_bar(visible: bool, rows: u64, done: u64) -> ProgressBar {
+/// A progress bar over `len` rows (or images: `unit`), `done` of them already done; hidden unless `visible`.
+pub(crate) fn progress_bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
     let bar = if visible {
-        ProgressBar::new(rows)
+        ProgressBar::new(len)
     } else {
-        ProgressBar::with_draw_target(Some(rows), ProgressDrawTarget::hidden())
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden())
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "extracting {bar:32.cyan/blue} {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
-        )
-        .expect("static template"),
+        ProgressStyle::with_template(&format!(
+            "extracting {{bar:32.cyan/blue}} {{human_pos}}/{{human_len}} {unit}  {{per_sec}}  ETA {{eta}}"
+        ))
+        .expect("a valid template"),
     );
     bar.set_position(done);
     bar.reset_eta();

@@ -1147,37 +1147,43 @@ fn image_features(
                     output: image_plan.output.clone(),
                     batch_size: config.batch_size,
                     intra_threads: config.intra_threads,
-                    progress: options.progress,
+                    // One bar over all slices, drawn here.
+                    progress: false,
                     provider: choice.provider,
                 },
             )?;
             backbone = Some((loaded, choice, runtime));
         }
         let (extractor, _, _) = backbone.as_mut().expect("loaded above");
-        let todo: Vec<ImageSource> = missing.iter().map(|&k| images[rows[k]].clone()).collect();
-        let (fresh, stats) = match (&seeds, image_plan.augment) {
-            (Some(seeds), Some((aug, _))) => {
-                let todo_seeds: Vec<u64> = missing.iter().map(|&k| seeds[k]).collect();
-                extractor.embed_augmented(&todo, aug, &todo_seeds)?
+        // Extracted and stored a slice at a time: a run stopped after an hour keeps most of its work.
+        let bar = crate::extract::progress_bar(options.progress, missing.len() as u64, 0, "images");
+        let mut matrix = cached.rows;
+        for part in missing.chunks(IMAGE_STORE_ROWS) {
+            let todo: Vec<ImageSource> = part.iter().map(|&k| images[rows[k]].clone()).collect();
+            let (fresh, stats) = match (&seeds, image_plan.augment) {
+                (Some(seeds), Some((aug, _))) => {
+                    let todo_seeds: Vec<u64> = part.iter().map(|&k| seeds[k]).collect();
+                    extractor.embed_augmented(&todo, aug, &todo_seeds)?
+                }
+                _ => extractor.embed(&todo)?,
+            };
+            extract_seconds += stats.seconds;
+            extraction.batches += stats.batches;
+            extraction.tokenize_seconds += stats.preprocess_seconds;
+            if let Some(store) = &store {
+                let fresh_keys: Vec<RowKey> = part.iter().map(|&k| view_keys[k]).collect();
+                store.insert(&fresh_keys, fresh.view())?;
             }
-            _ => extractor.embed(&todo)?,
-        };
-        extract_seconds += stats.seconds;
-        extraction.batches += stats.batches;
-        extraction.tokenize_seconds += stats.preprocess_seconds;
-        if let Some(store) = &store {
-            let fresh_keys: Vec<RowKey> = missing.iter().map(|&k| view_keys[k]).collect();
-            store.insert(&fresh_keys, fresh.view())?;
+            if matrix.ncols() != fresh.ncols() {
+                matrix = Array2::zeros((view_keys.len(), fresh.ncols()));
+            }
+            for (row, &k) in part.iter().enumerate() {
+                matrix.row_mut(k).assign(&fresh.row(row));
+            }
+            extraction.dimension = fresh.ncols();
+            bar.inc(part.len() as u64);
         }
-        let mut matrix = if cached.rows.ncols() == fresh.ncols() {
-            cached.rows
-        } else {
-            Array2::zeros((view_keys.len(), fresh.ncols()))
-        };
-        for (row, &k) in missing.iter().enumerate() {
-            matrix.row_mut(k).assign(&fresh.row(row));
-        }
-        extraction.dimension = fresh.ncols();
+        bar.finish_and_clear();
         matrices.push(matrix);
     }
     if let Some((extractor, choice, runtime)) = &backbone {
@@ -1213,6 +1219,9 @@ fn image_features(
         provision_seconds,
     })
 }
+
+/// Images extracted (and stored in the feature cache) per step of an image pipeline.
+const IMAGE_STORE_ROWS: usize = 2048;
 
 /// An image's content key: the file's bytes, or the pixels with their shape.
 fn image_key(image: &ImageSource) -> Result<RowKey, PipelineError> {
