@@ -333,8 +333,7 @@ impl TextBackbone {
 
         // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
         // (the memory peak) comes first.
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let order = encoded.length_order();
         let batches: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
         for batch in &batches {
             let width = batch
@@ -558,6 +557,29 @@ impl EncodedTexts {
     /// Whether there are no texts.
     pub fn is_empty(&self) -> bool {
         self.encodings.is_empty()
+    }
+
+    /// Row indices from the longest text to the shortest (ties in row order): the order in which
+    /// [`TextBackbone::embed_encoded`] forms batches. Embedding consecutive slices of it whose lengths are
+    /// multiples of the batch size forms exactly the same batches as embedding everything at once.
+    pub fn length_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.encodings.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.encodings[i].get_ids().len()));
+        order
+    }
+
+    /// The texts `rows`, in that order (tokenizing time is shared out by row count).
+    pub fn select(&self, rows: &[usize]) -> EncodedTexts {
+        let encodings: Vec<Encoding> = rows.iter().map(|&i| self.encodings[i].clone()).collect();
+        let share = rows.len() as f64 / self.encodings.len().max(1) as f64;
+        EncodedTexts {
+            truncated_rows: encodings
+                .iter()
+                .filter(|e| !e.get_overflowing().is_empty())
+                .count(),
+            encodings,
+            tokenize_seconds: self.tokenize_seconds * share,
+        }
     }
 }
 

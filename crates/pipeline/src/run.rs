@@ -958,30 +958,39 @@ fn text_features(
         let choice = runtime_library(cache, config.provider)?;
         let runtime = Runtime::load(&choice.library.path)?;
         let mut config = config.clone();
-        config.progress = options.progress;
+        config.progress = false;
         config.provider = choice.provider;
         let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
-        let texts: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
-        let (fresh, stats) = backbone.embed(&texts)?;
-        if let Some(store) = &store {
-            let fresh_keys: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
-            store.insert(&fresh_keys, fresh.view())?;
+        let started = Instant::now();
+        let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+        let encoded = backbone.tokenizer().encode(&todo)?;
+        // Embedded and stored a slice of whole batches at a time, in the global length order: the same
+        // batches as one call, and a stopped run keeps what it had stored.
+        let slice_rows = backbone.config().batch_size * TEXT_STORE_BATCHES;
+        let bar = crate::extract::progress_bar(options.progress, todo.len() as u64, 0, "rows");
+        let mut features = cached.rows;
+        for slice in encoded.length_order().chunks(slice_rows) {
+            let (fresh, stats) =
+                backbone.embed_encoded(&encoded.select(slice), |rows| bar.inc(rows as u64))?;
+            if let Some(store) = &store {
+                let fresh_keys: Vec<RowKey> = slice.iter().map(|&r| keys[missing[r]]).collect();
+                store.insert(&fresh_keys, fresh.view())?;
+            }
+            if features.ncols() != fresh.ncols() {
+                features = Array2::zeros((keys.len(), fresh.ncols()));
+            }
+            for (row, &r) in slice.iter().enumerate() {
+                features.row_mut(missing[r]).assign(&fresh.row(row));
+            }
+            extraction.dimension = fresh.ncols();
+            extraction.batches += stats.batches;
+            extraction.tokens += stats.tokens;
+            extraction.padded_tokens += stats.padded_tokens;
+            extraction.truncated_rows += stats.truncated_rows;
+            extraction.tokenize_seconds += stats.tokenize_seconds;
         }
-        let mut features = if cached.rows.ncols() == fresh.ncols() {
-            cached.rows
-        } else {
-            Array2::zeros((keys.len(), fresh.ncols()))
-        };
-        for (row, &i) in missing.iter().enumerate() {
-            features.row_mut(i).assign(&fresh.row(row));
-        }
-        extraction.dimension = fresh.ncols();
-        extraction.batches = stats.batches;
-        extraction.tokens = stats.tokens;
-        extraction.padded_tokens = stats.padded_tokens;
-        extraction.truncated_rows = stats.truncated_rows;
-        extraction.tokenize_seconds = stats.tokenize_seconds;
-        extraction.rows_per_second = stats.rows as f64 / stats.seconds.max(1e-9);
+        bar.finish_and_clear();
+        extraction.rows_per_second = todo.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         extraction.execution_provider = backbone.execution_provider().to_owned();
         extraction.threads = backbone.config().intra_threads;
         runtime_json = runtime_manifest(
@@ -1219,6 +1228,9 @@ fn image_features(
         provision_seconds,
     })
 }
+
+/// Batches of texts embedded (and stored in the feature cache) per step of a text pipeline.
+const TEXT_STORE_BATCHES: usize = 32;
 
 /// Images extracted (and stored in the feature cache) per step of an image pipeline.
 const IMAGE_STORE_ROWS: usize = 2048;
