@@ -315,84 +315,102 @@ impl TextBackbone {
         Ok((embeddings, stats))
     }
 
-    /// Embeds texts tokenized by [`TextTokenizer::encode`]; calls `on_batch(rows)` after each inference call
-    /// (from the session's thread when there are several sessions).
+    /// Embeds texts tokenized by [`TextTokenizer::encode`]; row `i` of the result belongs to text `i`. Calls
+    /// `on_batch(rows)` after each inference call (from the session's thread when there are several).
     pub fn embed_encoded(
         &mut self,
         encoded: &EncodedTexts,
         on_batch: impl Fn(usize) + Sync,
     ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
-        let started = Instant::now();
-        let encodings = &encoded.encodings;
-        let mut stats = ExtractionStats {
-            rows: encodings.len(),
-            truncated_rows: encoded.truncated_rows,
-            tokenize_seconds: encoded.tokenize_seconds,
-            ..ExtractionStats::default()
-        };
-
         // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
         // (the memory peak) comes first.
         let order = encoded.length_order();
-        let batches: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
-        for batch in &batches {
-            let width = batch
-                .iter()
-                .map(|&i| encodings[i].get_ids().len())
-                .max()
-                .unwrap_or(0);
-            stats.tokens += batch
-                .iter()
-                .map(|&i| encodings[i].get_ids().len())
-                .sum::<usize>();
-            stats.padded_tokens += batch.len() * width;
-        }
-        stats.batches = batches.len();
+        let (embeddings, mut stats) =
+            self.embed_into(encoded, &order, &order, encoded.len(), on_batch)?;
+        stats.tokenize_seconds = encoded.tokenize_seconds;
+        stats.seconds += encoded.tokenize_seconds;
+        Ok((embeddings, stats))
+    }
 
-        // Each session takes the next batch when free. A batch is computed whole by one session, so the
-        // result does not depend on which one, nor on how many there are.
+    /// Embeds the texts `rows` of `encoded`, batching consecutive runs of `rows` as they are given (pass
+    /// slices of [`EncodedTexts::length_order`] to get the batches one [`embed_encoded`](Self::embed_encoded)
+    /// call forms); row `k` of the result belongs to text `rows[k]`. Tokenizing time is not counted.
+    pub fn embed_rows(
+        &mut self,
+        encoded: &EncodedTexts,
+        rows: &[usize],
+        on_batch: impl Fn(usize) + Sync,
+    ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
+        let positions: Vec<usize> = (0..rows.len()).collect();
+        self.embed_into(encoded, rows, &positions, rows.len(), on_batch)
+    }
+
+    /// Embeds texts `rows` in batches of consecutive rows; text `rows[k]` goes to row `targets[k]` of an
+    /// `out_rows`-row result.
+    fn embed_into(
+        &mut self,
+        encoded: &EncodedTexts,
+        rows: &[usize],
+        targets: &[usize],
+        out_rows: usize,
+        on_batch: impl Fn(usize) + Sync,
+    ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
+        let started = Instant::now();
+        let encodings = &encoded.encodings;
+        let mut stats = ExtractionStats {
+            rows: rows.len(),
+            truncated_rows: rows
+                .iter()
+                .filter(|&&i| !encodings[i].get_overflowing().is_empty())
+                .count(),
+            ..ExtractionStats::default()
+        };
+        let batch_size = self.config.batch_size;
+        for batch in rows.chunks(batch_size) {
+            let lengths = batch.iter().map(|&i| encodings[i].get_ids().len());
+            stats.tokens += lengths.clone().sum::<usize>();
+            stats.padded_tokens += batch.len() * lengths.max().unwrap_or(0);
+            stats.batches += 1;
+        }
+
+        // Each session takes the next batch when free and writes its rows straight into the result. A batch
+        // is computed whole by one session, so the result does not depend on which one, nor on how many.
         let next = std::sync::atomic::AtomicUsize::new(0);
+        let result = std::sync::Mutex::new(None);
         let job = BatchJob {
             encodings,
+            rows,
+            targets,
+            batch_size,
+            out_rows,
             feeds: &self.feeds,
             output: &self.output,
             pooling: self.config.pooling,
+            normalize: self.config.normalize,
             model_path: &self.model_path,
         };
-        let pooled: Vec<Vec<(usize, Array2<f32>)>> = if self.sessions.len() == 1 {
-            vec![job.run_all(&mut self.sessions[0], &batches, &next, &on_batch)?]
+        if self.sessions.len() == 1 {
+            job.run_all(&mut self.sessions[0], &next, &result, &on_batch)?;
         } else {
             std::thread::scope(|scope| {
                 let workers: Vec<_> = self
                     .sessions
                     .iter_mut()
                     .map(|session| {
-                        let (job, batches, next, on_batch) = (&job, &batches, &next, &on_batch);
-                        scope.spawn(move || job.run_all(session, batches, next, on_batch))
+                        let (job, next, result, on_batch) = (&job, &next, &result, &on_batch);
+                        scope.spawn(move || job.run_all(session, next, result, on_batch))
                     })
                     .collect();
                 workers
                     .into_iter()
                     .map(|w| w.join().expect("an inference thread does not panic"))
-                    .collect::<Result<Vec<_>, _>>()
-            })?
-        };
-
-        let mut result: Option<Array2<f32>> = None;
-        for (b, rows) in pooled.into_iter().flatten() {
-            let out = result.get_or_insert_with(|| Array2::zeros((encodings.len(), rows.ncols())));
-            for (r, &i) in batches[b].iter().enumerate() {
-                let mut row = out.row_mut(i);
-                row.assign(&rows.row(r));
-                if self.config.normalize {
-                    let norm = row.dot(&row).sqrt();
-                    if norm > 0.0 {
-                        row /= norm;
-                    }
-                }
-            }
+                    .collect::<Result<Vec<()>, _>>()
+            })?;
         }
-        stats.seconds = started.elapsed().as_secs_f64() + encoded.tokenize_seconds;
+        stats.seconds = started.elapsed().as_secs_f64();
+        let result = result
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok((result.unwrap_or_else(|| Array2::zeros((0, 0))), stats))
     }
 }
@@ -403,32 +421,57 @@ pub fn session_threads(threads: usize, sessions: usize, index: usize) -> usize {
     threads / sessions + usize::from(index < threads % sessions)
 }
 
-/// What every session needs to run a batch.
+/// What every session needs to run a batch and store its rows.
 struct BatchJob<'a> {
     encodings: &'a [Encoding],
+    /// Texts in batch order; batch `b` is `rows[b * batch_size..]`, at most `batch_size` long.
+    rows: &'a [usize],
+    /// Result row of each entry of `rows`.
+    targets: &'a [usize],
+    batch_size: usize,
+    out_rows: usize,
     feeds: &'a [(String, Feed)],
     output: &'a str,
     pooling: Pooling,
+    normalize: bool,
     model_path: &'a Path,
 }
 
 impl BatchJob<'_> {
-    /// Runs batches on `session` until none are left; returns (batch index, pooled rows) pairs.
+    /// Runs batches on `session` until none are left, writing (and normalising) their rows into `result`.
     fn run_all(
         &self,
         session: &mut Session,
-        batches: &[&[usize]],
         next: &std::sync::atomic::AtomicUsize,
+        result: &std::sync::Mutex<Option<Array2<f32>>>,
         on_batch: &(impl Fn(usize) + Sync),
-    ) -> Result<Vec<(usize, Array2<f32>)>, BackboneError> {
-        let mut done = Vec::new();
+    ) -> Result<(), BackboneError> {
         loop {
             let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(batch) = batches.get(b) else {
-                return Ok(done);
-            };
-            done.push((b, self.run(session, batch)?));
-            on_batch(batch.len());
+            let start = b * self.batch_size;
+            if start >= self.rows.len() {
+                return Ok(());
+            }
+            let end = (start + self.batch_size).min(self.rows.len());
+            let pooled = self.run(session, &self.rows[start..end])?;
+            {
+                let mut result = result
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let out =
+                    result.get_or_insert_with(|| Array2::zeros((self.out_rows, pooled.ncols())));
+                for (r, &target) in self.targets[start..end].iter().enumerate() {
+                    let mut row = out.row_mut(target);
+                    row.assign(&pooled.row(r));
+                    if self.normalize {
+                        let norm = row.dot(&row).sqrt();
+                        if norm > 0.0 {
+                            row /= norm;
+                        }
+                    }
+                }
+            }
+            on_batch(end - start);
         }
     }
 
@@ -544,7 +587,6 @@ pub(crate) fn open_session_on(
 #[derive(Debug, Clone)]
 pub struct EncodedTexts {
     encodings: Vec<Encoding>,
-    truncated_rows: usize,
     tokenize_seconds: f64,
 }
 
@@ -561,25 +603,16 @@ impl EncodedTexts {
 
     /// Row indices from the longest text to the shortest (ties in row order): the order in which
     /// [`TextBackbone::embed_encoded`] forms batches. Embedding consecutive slices of it whose lengths are
-    /// multiples of the batch size forms exactly the same batches as embedding everything at once.
+    /// multiples of the batch size ([`TextBackbone::embed_rows`]) forms exactly the same batches.
     pub fn length_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.encodings.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.encodings[i].get_ids().len()));
         order
     }
 
-    /// The texts `rows`, in that order (tokenizing time is shared out by row count).
-    pub fn select(&self, rows: &[usize]) -> EncodedTexts {
-        let encodings: Vec<Encoding> = rows.iter().map(|&i| self.encodings[i].clone()).collect();
-        let share = rows.len() as f64 / self.encodings.len().max(1) as f64;
-        EncodedTexts {
-            truncated_rows: encodings
-                .iter()
-                .filter(|e| !e.get_overflowing().is_empty())
-                .count(),
-            encodings,
-            tokenize_seconds: self.tokenize_seconds * share,
-        }
+    /// Seconds the tokenizer took.
+    pub fn tokenize_seconds(&self) -> f64 {
+        self.tokenize_seconds
     }
 }
 
@@ -602,13 +635,8 @@ impl TextTokenizer {
                 path: self.path.clone(),
                 message: e.to_string(),
             })?;
-        let truncated_rows = encodings
-            .iter()
-            .filter(|e| !e.get_overflowing().is_empty())
-            .count();
         Ok(EncodedTexts {
             encodings,
-            truncated_rows,
             tokenize_seconds: started.elapsed().as_secs_f64(),
         })
     }

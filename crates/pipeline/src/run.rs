@@ -971,7 +971,7 @@ fn text_features(
         let mut features = cached.rows;
         for slice in encoded.length_order().chunks(slice_rows) {
             let (fresh, stats) =
-                backbone.embed_encoded(&encoded.select(slice), |rows| bar.inc(rows as u64))?;
+                backbone.embed_rows(&encoded, slice, |rows| bar.inc(rows as u64))?;
             if let Some(store) = &store {
                 let fresh_keys: Vec<RowKey> = slice.iter().map(|&r| keys[missing[r]]).collect();
                 store.insert(&fresh_keys, fresh.view())?;
@@ -987,8 +987,8 @@ fn text_features(
             extraction.tokens += stats.tokens;
             extraction.padded_tokens += stats.padded_tokens;
             extraction.truncated_rows += stats.truncated_rows;
-            extraction.tokenize_seconds += stats.tokenize_seconds;
         }
+        extraction.tokenize_seconds = encoded.tokenize_seconds();
         bar.finish_and_clear();
         extraction.rows_per_second = todo.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         extraction.execution_provider = backbone.execution_provider().to_owned();
