@@ -1,19 +1,12 @@
 //! The command line as a user meets it: exit codes, located messages, no panics, and the runtime-loading
 //! failures (each in its own process, since ONNX Runtime can be loaded only once per process).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn cache() -> PathBuf {
-    std::env::var_os(graft_assets::CACHE_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".graft-cache"))
-}
+use common::{cache, repo};
 
 /// Runs `xtask run <pipeline>` with a fresh runs folder and an empty feature cache (so the backbone really
 /// runs), optionally with ORT_DYLIB_PATH set.

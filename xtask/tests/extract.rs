@@ -5,33 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn cache() -> PathBuf {
-    std::env::var_os(graft_assets::CACHE_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".graft-cache"))
-}
+use common::{cache, repo};
 
-/// `xtask extract` with the tiny fixture model on `input`, plus `extra` arguments.
-fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+/// `xtask extract <model…> --input <input> --output <output>` plus `extra`, on the test cache.
+fn extract_with(model: &[&str], input: &Path, output: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command
         .current_dir(repo())
-        .args([
-            "extract",
-            "--model",
-            "fixtures/models/tiny-embedder.onnx",
-            "--tokenizer",
-            "fixtures/models/tiny-tokenizer.json",
-            "--text-column",
-            "text",
-            "--no-progress",
-            "--input",
-        ])
+        .arg("extract")
+        .args(model)
+        .args(["--no-progress", "--input"])
         .arg(input)
         .arg("--output")
         .arg(output)
@@ -40,6 +25,19 @@ fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
         .args(extra)
         .env_remove("ORT_DYLIB_PATH");
     command
+}
+
+/// `xtask extract` with the tiny fixture model on `input`, plus `extra` arguments.
+fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let model = [
+        "--model",
+        "fixtures/models/tiny-embedder.onnx",
+        "--tokenizer",
+        "fixtures/models/tiny-tokenizer.json",
+        "--text-column",
+        "text",
+    ];
+    extract_with(&model, input, output, extra)
 }
 
 fn ok(output: Output) -> String {
@@ -280,24 +278,10 @@ fn merge_names_missing_parts_and_extract_reports_mistakes() {
 fn a_folder_of_images_is_embedded_by_an_image_backbone() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("images.parquet");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    command
-        .current_dir(repo())
-        .args([
-            "extract",
-            "--model",
-            "efficientnet-lite0",
-            "--input",
-            "fixtures/data/tiny-images",
-            "--chunk-rows",
-            "3",
-            "--no-progress",
-            "--output",
-        ])
-        .arg(&output)
-        .arg("--cache-dir")
-        .arg(cache());
-    let out = ok(command.output().unwrap());
+    let images = repo().join("fixtures/data/tiny-images");
+    let lite0 = ["--model", "efficientnet-lite0"];
+    let command = extract_with(&lite0, &images, &output, &["--chunk-rows", "3"]);
+    let out = ok({ command }.output().unwrap());
     assert!(
         out.contains("8 rows → ") && out.contains("(1280-d"),
         "{out}"
@@ -317,22 +301,12 @@ fn a_folder_of_images_is_embedded_by_an_image_backbone() {
 
     // The wrong modality either way round is explained.
     let csv = repo().join("fixtures/data/tiny-sentiment.csv");
-    let mut image_model_on_table = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    image_model_on_table
-        .current_dir(repo())
-        .args(["extract", "--model", "efficientnet-lite0", "--input"])
-        .arg(&csv)
-        .arg("--output")
-        .arg(dir.path().join("x.parquet"));
+    let image_model_on_table = extract_with(&lite0, &csv, &dir.path().join("x.parquet"), &[]);
     user_error(
-        image_model_on_table.output().unwrap(),
+        { image_model_on_table }.output().unwrap(),
         &["is an image backbone; --input must be a folder of images"],
     );
-    let text_model_on_images = extract_command(
-        &repo().join("fixtures/data/tiny-images"),
-        &dir.path().join("y.parquet"),
-        &[],
-    );
+    let text_model_on_images = extract_command(&images, &dir.path().join("y.parquet"), &[]);
     user_error(
         { text_model_on_images }.output().unwrap(),
         &["is a folder of images, and `tiny-embedder.onnx` is not an image backbone"],

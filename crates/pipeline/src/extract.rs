@@ -449,7 +449,6 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         id_column: job.id_column.clone(),
     };
 
-    let manifest_path = sidecar(&output);
     if let Some(done) = finished_manifest(&output, &identity, shard)? {
         let summary = format!(
             "{}: already complete ({} rows); nothing to do",
@@ -665,7 +664,6 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         rows = written.rows,
         dim = written.dimension,
     );
-    debug_assert!(manifest_path.exists());
     Ok(ExtractOutcome {
         output,
         rows: written.rows,
