@@ -19,13 +19,25 @@
 //! # }
 //! ```
 
+mod calibration;
+mod knn;
 mod lbfgs;
 mod logistic;
+mod mlp;
+mod prototype;
+mod transform;
 
 use ndarray::{Array2, ArrayView2};
 
+pub use calibration::TemperatureScaling;
+pub use knn::{FittedKnn, Knn, KnnParams, KnnValidParams, Weighting};
 pub use lbfgs::Termination;
 pub use logistic::{FittedLogistic, Logistic, LogisticParams, LogisticValidParams, TrainingReport};
+pub use mlp::{
+    Activation, EpochRecord, FittedMlp, Mlp, MlpParams, MlpReport, MlpValidParams, Monitor, Schedule,
+};
+pub use prototype::{FittedPrototype, Metric, Prototype, PrototypeParams, PrototypeValidParams};
+pub use transform::{FittedTransform, TransformKind};
 
 /// Everything that can go wrong while configuring, training or applying a head.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -169,4 +181,47 @@ pub(crate) fn check_features(
         return Err(HeadError::NonFinite { row, column });
     }
     Ok(())
+}
+
+/// Checks shared by every head's training: one label per row, finite features, at least two classes.
+pub(crate) fn check_training(x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<(), HeadError> {
+    let labels = targets.labels();
+    if x.nrows() != labels.len() {
+        return Err(HeadError::ShapeMismatch {
+            what: "label count",
+            expected: x.nrows(),
+            got: labels.len(),
+        });
+    }
+    check_features(x, None)?;
+    let mut present = vec![false; targets.n_classes()];
+    labels.iter().for_each(|&l| present[l] = true);
+    let distinct = present.iter().filter(|&&p| p).count();
+    if distinct < 2 {
+        return Err(HeadError::Degenerate {
+            rows: labels.len(),
+            classes: distinct,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use ndarray::Array2;
+
+    /// Three well-separated clusters in 2-D, five fixed points each (no RNG needed).
+    pub fn blobs() -> (Array2<f32>, Vec<usize>) {
+        let centres = [(0.0f32, 0.0f32), (4.0, 0.0), (0.0, 4.0)];
+        let offsets = [(-0.5f32, -0.3f32), (0.4, 0.2), (0.1, -0.6), (-0.2, 0.5), (0.6, 0.6)];
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for (c, (cx, cy)) in centres.iter().enumerate() {
+            for (ox, oy) in offsets {
+                x.extend([cx + ox, cy + oy]);
+                y.push(c);
+            }
+        }
+        (Array2::from_shape_vec((15, 2), x).expect("15 × 2"), y)
+    }
 }

@@ -4,7 +4,7 @@ use ndarray::{Array1, Array2, ArrayView2, s};
 use rayon::prelude::*;
 
 use crate::lbfgs::{self, Settings, Termination};
-use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features};
+use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training};
 
 /// Multinomial (softmax) logistic regression.
 ///
@@ -179,26 +179,9 @@ impl Fit for LogisticValidParams {
         x: ArrayView2<'_, f32>,
         targets: &Targets<'_>,
     ) -> Result<FittedLogistic, HeadError> {
+        check_training(x, targets)?;
         let labels = targets.labels();
-        if x.nrows() != labels.len() {
-            return Err(HeadError::ShapeMismatch {
-                what: "label count",
-                expected: x.nrows(),
-                got: labels.len(),
-            });
-        }
-        check_features(x, None)?;
         let k = targets.n_classes();
-        let mut present = vec![false; k];
-        labels.iter().for_each(|&l| present[l] = true);
-        let distinct = present.iter().filter(|&&p| p).count();
-        if distinct < 2 {
-            return Err(HeadError::Degenerate {
-                rows: labels.len(),
-                classes: distinct,
-            });
-        }
-
         let (n, d) = x.dim();
         let x = x.as_standard_layout();
         let reg = 1.0 / (self.c * n as f64);
@@ -365,27 +348,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn blobs() -> (Array2<f32>, Vec<usize>) {
-        // Three well-separated clusters in 2-D, fixed points (no RNG needed).
-        let centres = [(0.0f32, 0.0f32), (4.0, 0.0), (0.0, 4.0)];
-        let offsets = [
-            (-0.5f32, -0.3f32),
-            (0.4, 0.2),
-            (0.1, -0.6),
-            (-0.2, 0.5),
-            (0.6, 0.6),
-        ];
-        let mut x = Vec::new();
-        let mut y = Vec::new();
-        for (c, (cx, cy)) in centres.iter().enumerate() {
-            for (ox, oy) in offsets {
-                x.extend([cx + ox, cy + oy]);
-                y.push(c);
-            }
-        }
-        (Array2::from_shape_vec((15, 2), x).unwrap(), y)
-    }
+    use crate::tests_support::blobs;
 
     #[test]
     fn separates_three_clusters() {

@@ -1,0 +1,279 @@
+//! Feature transforms fitted on training rows and applied before a head.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+
+use crate::{HeadError, check_features};
+
+/// A fitted transform: `(x − mean) · projection`, the one shape both transforms take, so both export to
+/// ONNX as a `Sub` and a `MatMul` (or `Mul` for standardisation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedTransform {
+    kind: TransformKind,
+    mean: Array1<f32>,
+    /// Standardisation: per-feature 1/σ (length d). Whitening: d × components.
+    scale: Array2<f32>,
+}
+
+/// Which transform was fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransformKind {
+    /// Per-feature zero mean, unit variance.
+    Standardize,
+    /// PCA whitening: projection on the principal axes, each scaled to unit variance.
+    PcaWhiten,
+}
+
+impl TransformKind {
+    /// The name used in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransformKind::Standardize => "standardize",
+            TransformKind::PcaWhiten => "pca_whiten",
+        }
+    }
+}
+
+fn check_rows(x: ArrayView2<'_, f32>) -> Result<(), HeadError> {
+    check_features(x, None)?;
+    if x.nrows() < 2 {
+        return Err(HeadError::Degenerate {
+            rows: x.nrows(),
+            classes: 0,
+        });
+    }
+    Ok(())
+}
+
+impl FittedTransform {
+    /// Per-feature standardisation; a constant feature keeps scale 1 (it becomes 0, not NaN).
+    pub fn standardize(x: ArrayView2<'_, f32>) -> Result<FittedTransform, HeadError> {
+        check_rows(x)?;
+        let x64 = x.mapv(f64::from);
+        let mean = x64.mean_axis(Axis(0)).expect("rows checked");
+        let std = x64.std_axis(Axis(0), 0.0);
+        let scale = std.mapv(|s| if s > 1e-12 { (1.0 / s) as f32 } else { 1.0 });
+        Ok(FittedTransform {
+            kind: TransformKind::Standardize,
+            mean: mean.mapv(|v| v as f32),
+            scale: scale.insert_axis(Axis(0)),
+        })
+    }
+
+    /// PCA whitening (`components` leading axes, or all): eigenvectors of the training covariance, each
+    /// divided by √(eigenvalue + `epsilon`); `epsilon` keeps near-zero directions from exploding.
+    pub fn pca_whiten(
+        x: ArrayView2<'_, f32>,
+        components: Option<usize>,
+        epsilon: f64,
+    ) -> Result<FittedTransform, HeadError> {
+        check_rows(x)?;
+        let d = x.ncols();
+        let components = components.unwrap_or(d);
+        if components == 0 || components > d {
+            return Err(HeadError::InvalidParameter {
+                name: "components",
+                value: components.to_string(),
+                expected: "between 1 and the feature count",
+            });
+        }
+        if !(epsilon.is_finite() && epsilon >= 0.0) {
+            return Err(HeadError::InvalidParameter {
+                name: "epsilon",
+                value: epsilon.to_string(),
+                expected: "a finite number of at least 0",
+            });
+        }
+        let x64 = x.mapv(f64::from);
+        let mean = x64.mean_axis(Axis(0)).expect("rows checked");
+        let centred = &x64 - &mean;
+        let cov = centred.t().dot(&centred) / (x.nrows() - 1) as f64;
+        let (values, vectors) = symmetric_eigen(cov);
+        let mut order: Vec<usize> = (0..d).collect();
+        order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+        let mut scale = Array2::<f32>::zeros((d, components));
+        for (out, &axis) in order.iter().take(components).enumerate() {
+            let mut v = vectors.column(axis).to_owned();
+            // Fix each axis's sign (largest component positive) so the result is reproducible.
+            let pivot = v.iter().fold(0.0f64, |m, &a| if a.abs() > m.abs() { a } else { m });
+            if pivot < 0.0 {
+                v.mapv_inplace(|a| -a);
+            }
+            let factor = 1.0 / (values[axis].max(0.0) + epsilon).sqrt();
+            scale
+                .column_mut(out)
+                .assign(&v.mapv(|a| (a * factor) as f32));
+        }
+        Ok(FittedTransform {
+            kind: TransformKind::PcaWhiten,
+            mean: mean.mapv(|v| v as f32),
+            scale,
+        })
+    }
+
+    /// Rebuilds a saved transform.
+    pub fn from_parts(
+        kind: TransformKind,
+        mean: Array1<f32>,
+        scale: Array2<f32>,
+    ) -> Result<FittedTransform, HeadError> {
+        let expected_rows = match kind {
+            TransformKind::Standardize => 1,
+            TransformKind::PcaWhiten => mean.len(),
+        };
+        if scale.nrows() != expected_rows {
+            return Err(HeadError::ShapeMismatch {
+                what: "transform scale rows",
+                expected: expected_rows,
+                got: scale.nrows(),
+            });
+        }
+        if kind == TransformKind::Standardize && scale.ncols() != mean.len() {
+            return Err(HeadError::ShapeMismatch {
+                what: "transform scale columns",
+                expected: mean.len(),
+                got: scale.ncols(),
+            });
+        }
+        Ok(FittedTransform { kind, mean, scale })
+    }
+
+    /// Which transform this is.
+    pub fn kind(&self) -> TransformKind {
+        self.kind
+    }
+
+    /// The training mean subtracted first.
+    pub fn mean(&self) -> &Array1<f32> {
+        &self.mean
+    }
+
+    /// Standardisation: 1 × d reciprocal standard deviations; whitening: d × components projection.
+    pub fn scale(&self) -> &Array2<f32> {
+        &self.scale
+    }
+
+    /// Features in.
+    pub fn n_features(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Features out.
+    pub fn n_outputs(&self) -> usize {
+        self.scale.ncols()
+    }
+
+    /// Applies the transform.
+    pub fn transform(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        check_features(x, Some(self.n_features()))?;
+        let centred = &x - &self.mean;
+        Ok(match self.kind {
+            TransformKind::Standardize => centred * &self.scale.row(0),
+            TransformKind::PcaWhiten => centred.dot(&self.scale),
+        })
+    }
+}
+
+/// Eigen-decomposition of a symmetric matrix by cyclic Jacobi rotations (Golub & Van Loan, §8.5):
+/// eigenvalues and the eigenvectors as columns.
+fn symmetric_eigen(mut a: Array2<f64>) -> (Array1<f64>, Array2<f64>) {
+    let n = a.nrows();
+    let mut v = Array2::<f64>::eye(n);
+    let total: f64 = a.iter().map(|x| x * x).sum();
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|p| (0..n).filter(move |&q| q != p).map(move |q| (p, q)))
+            .map(|(p, q)| a[[p, q]] * a[[p, q]])
+            .sum();
+        if off <= 1e-22 * total.max(f64::MIN_POSITIVE) {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[[p, q]];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[[q, q]] - a[[p, p]]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[[k, p]], a[[k, q]]);
+                    a[[k, p]] = c * akp - s * akq;
+                    a[[k, q]] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[[p, k]], a[[q, k]]);
+                    a[[p, k]] = c * apk - s * aqk;
+                    a[[q, k]] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[[k, p]], v[[k, q]]);
+                    v[[k, p]] = c * vkp - s * vkq;
+                    v[[k, q]] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    (a.diag().to_owned(), v)
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use super::*;
+
+    fn correlated() -> Array2<f32> {
+        Array2::from_shape_fn((200, 3), |(i, j)| {
+            let t = (i as f32 * 0.37).sin() * 3.0;
+            let u = (i as f32 * 1.13).cos();
+            let w = (i as f32 * 2.71).sin() * 0.5;
+            [t + 5.0, 0.5 * t + u, -2.0 * u + w + 1.0][j]
+        })
+    }
+
+    #[test]
+    fn standardised_training_rows_have_zero_mean_unit_variance() {
+        let x = correlated();
+        let t = FittedTransform::standardize(x.view()).unwrap();
+        let z = t.transform(x.view()).unwrap();
+        for column in z.columns() {
+            assert!(column.mean().unwrap().abs() < 1e-5);
+            assert!((column.std(0.0) - 1.0).abs() < 1e-4);
+        }
+        let constant = array![[1.0f32, 2.0], [1.0, 3.0]];
+        let z = FittedTransform::standardize(constant.view())
+            .unwrap()
+            .transform(constant.view())
+            .unwrap();
+        assert_eq!(z.column(0).to_vec(), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn whitened_training_rows_have_identity_covariance() {
+        let x = correlated();
+        let t = FittedTransform::pca_whiten(x.view(), None, 0.0).unwrap();
+        let z = t.transform(x.view()).unwrap().mapv(f64::from);
+        let cov = z.t().dot(&z) / (z.nrows() - 1) as f64;
+        for ((i, j), v) in cov.indexed_iter() {
+            let expected = if i == j { 1.0 } else { 0.0 };
+            assert!((v - expected).abs() < 1e-3, "cov[{i},{j}] = {v}");
+        }
+        let reduced = FittedTransform::pca_whiten(x.view(), Some(2), 0.0).unwrap();
+        assert_eq!(reduced.n_outputs(), 2);
+        let err = FittedTransform::pca_whiten(x.view(), Some(4), 0.0).unwrap_err();
+        assert!(err.to_string().contains("`components`"), "{err}");
+    }
+
+    #[test]
+    fn jacobi_finds_known_eigenvalues() {
+        let (values, vectors) = symmetric_eigen(array![[2.0, 1.0], [1.0, 2.0]]);
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        assert!((sorted[0] - 1.0).abs() < 1e-12 && (sorted[1] - 3.0).abs() < 1e-12);
+        let product = vectors.t().dot(&vectors);
+        assert!((product[[0, 1]]).abs() < 1e-12);
+    }
+}
