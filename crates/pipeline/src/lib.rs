@@ -18,6 +18,7 @@
 
 mod diagnostic;
 mod extract;
+mod heads;
 mod plan;
 mod report;
 mod run;
@@ -29,10 +30,12 @@ pub use diagnostic::Diagnostic;
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
 pub use graft_backbone::{Pooling, Provider};
-pub use plan::{
-    BackbonePlan, DataPlan, DataSource, HeadPlan, ImagePlan, ModelSource, Plan, SplitPlan,
+pub use heads::{
+    ArtefactInfo, CurvePoint, FittedHead, HeadKind, HeadSpec, LoadedHead, TrainedHead,
+    TrainingFigures, TransformPlan, load_head, save_head, train_head,
 };
-pub use report::{Metrics, SplitMetrics};
+pub use plan::{BackbonePlan, DataPlan, DataSource, ImagePlan, ModelSource, Plan, SplitPlan};
+pub use report::{HeadMetrics, Metrics, SplitMetrics};
 pub use run::{
     RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
     provision_runtime, provision_samples, run,
@@ -78,6 +81,14 @@ pub enum PipelineError {
         message: String,
         /// What to do about it.
         hint: String,
+    },
+    /// A saved head that cannot be loaded.
+    #[error("{}: {problem}", path.display())]
+    Artefact {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// Writing the run folder failed.
     #[error("{}: {source}", path.display())]

@@ -7,15 +7,21 @@ use graft_assets::Registry;
 use graft_backbone::{
     Augmentation, ImagePreprocess, Layout, PixelType, Pooling, Provider, TextBackboneConfig,
 };
-use graft_heads::{HeadError, Logistic, LogisticValidParams, ParamGuard};
+use graft_heads::{
+    Activation, HeadError, Knn, Logistic, Metric, Mlp, Monitor, ParamGuard, Prototype, Schedule,
+    Weighting,
+};
 use graft_ingest::SplitRatios;
 use serde_json::json;
 use toml::Spanned;
 
 use crate::PipelineError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::heads::{HeadKind, HeadSpec, TransformPlan};
 use crate::schema::{
-    RawBackbone, RawData, RawHead, RawPipeline, RawPooling, RawProvider, RawSplit, SCHEMA_VERSION,
+    RawActivation, RawBackbone, RawClassWeight, RawData, RawHeads, RawMetric, RawMonitor,
+    RawPipeline, RawPooling, RawProvider, RawSchedule, RawSplit, RawTransform, RawWeighting,
+    SCHEMA_VERSION,
 };
 
 /// Where the rows come from.
@@ -106,12 +112,6 @@ pub struct BackbonePlan {
     pub cache: bool,
 }
 
-/// The head to train.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HeadPlan {
-    /// Multinomial logistic regression.
-    Logistic(LogisticValidParams),
-}
 
 /// Spans of values that are checked only once data or models are at hand.
 #[derive(Debug, Clone, Default)]
@@ -142,8 +142,10 @@ pub struct Plan {
     pub split: SplitPlan,
     /// The frozen backbone.
     pub backbone: BackbonePlan,
-    /// The head.
-    pub head: HeadPlan,
+    /// Transform fitted on the training rows before the heads.
+    pub transform: Option<TransformPlan>,
+    /// The heads, in file order; the first is the headline.
+    pub heads: Vec<HeadSpec>,
     pub(crate) spans: Spans,
 }
 
@@ -213,11 +215,7 @@ impl Plan {
             }
         };
         let c = &self.backbone.config;
-        let head = match &self.head {
-            HeadPlan::Logistic(p) => json!({ "logistic": {
-                "c": p.c(), "max_iter": p.max_iter(), "tol": p.tol(), "fit_intercept": p.fit_intercept()
-            }}),
-        };
+        let heads: Vec<serde_json::Value> = self.heads.iter().map(HeadSpec::json).collect();
         json!({
             "schema": SCHEMA_VERSION,
             "name": self.name,
@@ -244,7 +242,8 @@ impl Plan {
                 "fallback": match c.provider { Provider::Cuda { fallback, .. } => Some(fallback), Provider::Cpu => None },
                 "image": image,
             },
-            "head": head,
+            "transform": self.transform.as_ref().map(TransformPlan::json),
+            "heads": heads,
         })
     }
 }
@@ -463,40 +462,8 @@ impl Checker<'_> {
                     Registry::builtin().model_names().join(", ")
                 )));
         }
-        let head = match raw.head {
-            RawHead::Logistic(h) => {
-                let r = h.get_ref();
-                let mut params = Logistic::params();
-                if let Some(c) = &r.c {
-                    params = params.c(*c.get_ref());
-                }
-                if let Some(m) = &r.max_iter {
-                    params = params.max_iter(*m.get_ref());
-                }
-                if let Some(t) = &r.tol {
-                    params = params.tol(*t.get_ref());
-                }
-                if let Some(f) = r.fit_intercept {
-                    params = params.fit_intercept(f);
-                }
-                let checked = params.check().map_err(|e| {
-                    let span = match &e {
-                        HeadError::InvalidParameter { name: "c", .. } => {
-                            r.c.as_ref().map(Spanned::span)
-                        }
-                        HeadError::InvalidParameter {
-                            name: "max_iter", ..
-                        } => r.max_iter.as_ref().map(Spanned::span),
-                        HeadError::InvalidParameter { name: "tol", .. } => {
-                            r.tol.as_ref().map(Spanned::span)
-                        }
-                        _ => None,
-                    };
-                    self.error(span.unwrap_or(h.span()), e.to_string())
-                })?;
-                HeadPlan::Logistic(checked)
-            }
-        };
+        let heads = self.check_heads(raw.head)?;
+        let transform = raw.transform.map(|t| self.check_transform(t)).transpose()?;
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),
@@ -505,8 +472,236 @@ impl Checker<'_> {
             data,
             split,
             backbone,
-            head,
+            transform,
+            heads,
             spans,
+        })
+    }
+
+    /// Checks every `[head.*]` table; an invalid hyperparameter points at its own line.
+    fn check_heads(&self, raw: Spanned<RawHeads>) -> Result<Vec<HeadSpec>, Diagnostic> {
+        let section = raw.span();
+        let raw = raw.into_inner();
+        // (position in the file, head)
+        let mut heads: Vec<(usize, HeadSpec)> = Vec::new();
+        let located = |e: HeadError, spans: &[(&str, Option<Range<usize>>)], table: Range<usize>| {
+            let span = match &e {
+                HeadError::InvalidParameter { name, .. } => spans
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, s)| s.clone()),
+                _ => None,
+            };
+            self.error(span.unwrap_or(table), e.to_string())
+        };
+        let sp = |v: &Option<Spanned<f64>>| v.as_ref().map(Spanned::span);
+        let su = |v: &Option<Spanned<usize>>| v.as_ref().map(Spanned::span);
+        let metric = |m: Option<RawMetric>| match m {
+            None | Some(RawMetric::Cosine) => Metric::Cosine,
+            Some(RawMetric::Euclidean) => Metric::Euclidean,
+        };
+        if let Some(h) = raw.logistic {
+            let table = h.span();
+            let r = h.into_inner();
+            let mut params = Logistic::params();
+            if let Some(c) = &r.c {
+                params = params.c(*c.get_ref());
+            }
+            if let Some(m) = &r.max_iter {
+                params = params.max_iter(*m.get_ref());
+            }
+            if let Some(t) = &r.tol {
+                params = params.tol(*t.get_ref());
+            }
+            if let Some(f) = r.fit_intercept {
+                params = params.fit_intercept(f);
+            }
+            params = params.balanced(matches!(r.class_weight, Some(RawClassWeight::Balanced)));
+            let checked = params.check().map_err(|e| {
+                located(
+                    e,
+                    &[("c", sp(&r.c)), ("max_iter", su(&r.max_iter)), ("tol", sp(&r.tol))],
+                    table.clone(),
+                )
+            })?;
+            heads.push((
+                table.start,
+                HeadSpec {
+                    kind: HeadKind::Logistic(checked),
+                    calibrate: r.calibrate.unwrap_or(false),
+                },
+            ));
+        }
+        if let Some(h) = raw.mlp {
+            let table = h.span();
+            let r = h.into_inner();
+            let mut params = Mlp::params();
+            if let Some(v) = &r.hidden {
+                params = params.hidden(v.get_ref());
+            }
+            if let Some(a) = r.activation {
+                params = params.activation(match a {
+                    RawActivation::Relu => Activation::Relu,
+                    RawActivation::Gelu => Activation::Gelu,
+                });
+            }
+            if let Some(v) = &r.dropout {
+                params = params.dropout(*v.get_ref());
+            }
+            if let Some(v) = &r.learning_rate {
+                params = params.learning_rate(*v.get_ref());
+            }
+            if let Some(v) = &r.weight_decay {
+                params = params.weight_decay(*v.get_ref());
+            }
+            if let Some(v) = &r.batch_size {
+                params = params.batch_size(*v.get_ref());
+            }
+            if let Some(v) = &r.max_epochs {
+                params = params.max_epochs(*v.get_ref());
+            }
+            if let Some(v) = &r.patience {
+                params = params.patience((*v.get_ref() > 0).then_some(*v.get_ref()));
+            }
+            if let Some(m) = r.monitor {
+                params = params.monitor(match m {
+                    RawMonitor::Loss => Monitor::Loss,
+                    RawMonitor::Accuracy => Monitor::Accuracy,
+                });
+            }
+            if let Some(b) = r.restore_best {
+                params = params.restore_best(b);
+            }
+            let schedule_keys = [
+                ("warmup_epochs", r.warmup_epochs.as_ref().map(Spanned::span), "cosine"),
+                ("step_epochs", r.step_epochs.as_ref().map(Spanned::span), "step"),
+                ("gamma", r.gamma.as_ref().map(Spanned::span), "step"),
+            ];
+            let schedule = r.schedule.unwrap_or(RawSchedule::Constant);
+            let schedule_name = match schedule {
+                RawSchedule::Constant => "constant",
+                RawSchedule::Cosine => "cosine",
+                RawSchedule::Step => "step",
+            };
+            for (key, span, needs) in &schedule_keys {
+                if let Some(span) = span
+                    && *needs != schedule_name
+                {
+                    return Err(self
+                        .error(span.clone(), format!("`{key}` applies to `schedule = \"{needs}\"`"))
+                        .with_hint(format!("this head's schedule is \"{schedule_name}\"; set `schedule = \"{needs}\"` or remove `{key}`")));
+                }
+            }
+            params = params.schedule(match schedule {
+                RawSchedule::Constant => Schedule::Constant,
+                RawSchedule::Cosine => Schedule::Cosine {
+                    warmup_epochs: r.warmup_epochs.as_ref().map_or(0, |v| *v.get_ref()),
+                },
+                RawSchedule::Step => Schedule::Step {
+                    step_epochs: r.step_epochs.as_ref().map_or(10, |v| *v.get_ref()),
+                    gamma: r.gamma.as_ref().map_or(0.1, |v| *v.get_ref()),
+                },
+            });
+            let checked = params.check().map_err(|e| {
+                located(
+                    e,
+                    &[
+                        ("hidden", r.hidden.as_ref().map(Spanned::span)),
+                        ("dropout", sp(&r.dropout)),
+                        ("learning_rate", sp(&r.learning_rate)),
+                        ("weight_decay", sp(&r.weight_decay)),
+                        ("batch_size", su(&r.batch_size)),
+                        ("max_epochs", su(&r.max_epochs)),
+                        ("patience", su(&r.patience)),
+                        ("warmup_epochs", su(&r.warmup_epochs)),
+                        ("step_epochs", su(&r.step_epochs)),
+                        ("gamma", sp(&r.gamma)),
+                    ],
+                    table.clone(),
+                )
+            })?;
+            heads.push((
+                table.start,
+                HeadSpec {
+                    kind: HeadKind::Mlp(checked),
+                    calibrate: r.calibrate.unwrap_or(false),
+                },
+            ));
+        }
+        if let Some(h) = raw.prototype {
+            let table = h.span();
+            let r = h.into_inner();
+            let mut params = Prototype::params().metric(metric(r.metric));
+            if let Some(t) = &r.temperature {
+                params = params.temperature(*t.get_ref());
+            }
+            let checked = params.check().map_err(|e| {
+                located(e, &[("temperature", sp(&r.temperature))], table.clone())
+            })?;
+            heads.push((
+                table.start,
+                HeadSpec {
+                    kind: HeadKind::Prototype(checked),
+                    calibrate: r.calibrate.unwrap_or(false),
+                },
+            ));
+        }
+        if let Some(h) = raw.knn {
+            let table = h.span();
+            let r = h.into_inner();
+            let mut params = Knn::params().metric(metric(r.metric));
+            if let Some(k) = &r.k {
+                params = params.k(*k.get_ref());
+            }
+            if let Some(w) = r.weighting {
+                params = params.weighting(match w {
+                    RawWeighting::Uniform => Weighting::Uniform,
+                    RawWeighting::Distance => Weighting::Distance,
+                });
+            }
+            let checked = params
+                .check()
+                .map_err(|e| located(e, &[("k", su(&r.k))], table.clone()))?;
+            heads.push((
+                table.start,
+                HeadSpec {
+                    kind: HeadKind::Knn(checked),
+                    calibrate: r.calibrate.unwrap_or(false),
+                },
+            ));
+        }
+        if heads.is_empty() {
+            return Err(self
+                .error(section, "`[head]` names no head")
+                .with_hint("add at least one of `[head.logistic]`, `[head.mlp]`, `[head.prototype]`, `[head.knn]`"));
+        }
+        heads.sort_by_key(|(at, _)| *at);
+        Ok(heads.into_iter().map(|(_, h)| h).collect())
+    }
+
+    fn check_transform(&self, raw: RawTransform) -> Result<TransformPlan, Diagnostic> {
+        Ok(match raw {
+            RawTransform::Standardize(_) => TransformPlan::Standardize,
+            RawTransform::PcaWhiten(t) => {
+                let r = t.get_ref();
+                if let Some(c) = &r.components
+                    && *c.get_ref() == 0
+                {
+                    return Err(self.error(c.span(), "`components` must be at least 1"));
+                }
+                let epsilon = r.epsilon.as_ref().map_or(Ok(1e-5), |e| {
+                    let v = *e.get_ref();
+                    if v.is_finite() && v >= 0.0 {
+                        Ok(v)
+                    } else {
+                        Err(self.error(e.span(), "`epsilon` must be a finite number of at least 0"))
+                    }
+                })?;
+                TransformPlan::PcaWhiten {
+                    components: r.components.as_ref().map(|c| *c.get_ref()),
+                    epsilon,
+                }
+            }
         })
     }
 

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use graft_eval::ClassificationReport;
 use serde::Serialize;
 
+use crate::heads::TrainingFigures;
+
 /// Scores of one split, with class names attached.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SplitMetrics {
@@ -128,17 +130,21 @@ pub struct ExtractionFigures {
     pub threads: usize,
 }
 
-/// How the head's training went.
+/// One head's scores and training figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TrainingFigures {
-    /// Head kind.
-    pub head: String,
-    /// Optimiser iterations.
-    pub iterations: usize,
-    /// Final training objective.
-    pub loss: f64,
-    /// Why training stopped.
-    pub termination: String,
+pub struct HeadMetrics {
+    /// Head name (its pipeline table).
+    pub name: String,
+    /// One-line description.
+    pub label: String,
+    /// Test scores.
+    pub test: SplitMetrics,
+    /// Validation scores.
+    pub validation: Option<SplitMetrics>,
+    /// Training scores.
+    pub train: SplitMetrics,
+    /// Training figures.
+    pub training: TrainingFigures,
 }
 
 /// Everything `metrics.json` holds.
@@ -158,8 +164,10 @@ pub struct Metrics {
     pub train: SplitMetrics,
     /// Extraction figures.
     pub extraction: ExtractionFigures,
-    /// Training figures.
+    /// Training figures of the headline head.
     pub training: TrainingFigures,
+    /// Every head, in pipeline order; the first is the headline above.
+    pub heads: Vec<HeadMetrics>,
     /// Seconds per stage.
     pub timings_seconds: Timings,
 }
@@ -247,6 +255,23 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         line("validation", v);
     }
     line("test", &m.test);
+    if m.heads.len() > 1 {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "  head        validation acc  test acc  test macro-F1  fit s");
+        for h in &m.heads {
+            let _ = writeln!(
+                s,
+                "  {:<10}  {:>14}  {:>8.4}  {:>13.4}  {:>5.2}",
+                h.name,
+                h.validation
+                    .as_ref()
+                    .map_or("-".to_owned(), |v| format!("{:.4}", v.accuracy)),
+                h.test.accuracy,
+                h.test.macro_f1,
+                h.training.seconds
+            );
+        }
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -268,6 +293,10 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         ctx.backbone, ctx.model_sha256, m.extraction.execution_provider
     );
     let _ = writeln!(s, "- **Head:** {}", ctx.head);
+    if m.heads.len() > 1 {
+        let others: Vec<&str> = m.heads[1..].iter().map(|h| h.label.as_str()).collect();
+        let _ = writeln!(s, "- **Also trained:** {}", others.join("; "));
+    }
     let r = &m.rows;
     let dropped = if m.extraction.unit == "images" {
         String::new()
@@ -303,6 +332,52 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         s,
         "\nThe test split is scored once, after training; nothing was tuned on it.\n"
     );
+    let _ = writeln!(s, "## Heads side by side\n");
+    let _ = writeln!(
+        s,
+        "| head | validation accuracy | test accuracy | test macro-F1 | fit seconds | temperature | training |\n|---|---:|---:|---:|---:|---:|---|"
+    );
+    for h in &m.heads {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.4} | {:.4} | {:.3} | {} | {} |",
+            h.label,
+            h.validation
+                .as_ref()
+                .map_or("-".to_owned(), |v| format!("{:.4}", v.accuracy)),
+            h.test.accuracy,
+            h.test.macro_f1,
+            h.training.seconds,
+            h.training
+                .temperature
+                .map_or("-".to_owned(), |t| format!("{t:.3}")),
+            h.training.termination
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nAll heads train on the same features and splits. The per-class table and confusion matrix below are \
+         the first head's.\n"
+    );
+    for h in m.heads.iter().filter(|h| !h.training.curve.is_empty()) {
+        let _ = writeln!(
+            s,
+            "### Training curve: {}\n\n| epoch | train loss | validation loss | validation accuracy |\n|---:|---:|---:|---:|",
+            h.name
+        );
+        for p in &h.training.curve {
+            let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+            let _ = writeln!(
+                s,
+                "| {} | {:.4} | {} | {} |",
+                p.epoch,
+                p.train_loss,
+                opt(p.validation_loss),
+                opt(p.validation_accuracy)
+            );
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(s, "## Per class (test)\n");
     let _ = writeln!(
         s,

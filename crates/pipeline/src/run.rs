@@ -10,7 +10,7 @@ use graft_backbone::{
 };
 use graft_eval::classification_report;
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
-use graft_heads::{Fit, Predict, Targets};
+use graft_heads::Targets;
 use graft_ingest::{
     IngestError, Split, SplitRatios, TextClassificationData, image_folder, read_idx_images,
     read_idx_labels, read_table, stratified_split, stratified_subsample, text_classification,
@@ -20,9 +20,10 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::PipelineError;
-use crate::plan::{DataSource, HeadPlan, ModelSource, Plan, SplitPlan};
+use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head};
+use crate::plan::{DataSource, ModelSource, Plan, SplitPlan};
 use crate::report::{
-    self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, TrainingFigures,
+    self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, HeadMetrics,
 };
 
 /// Where a run reads its cache and writes its folder.
@@ -739,43 +740,67 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         }
     }
     let n_classes = data.classes.len();
-    let (head, head_label, training) = match &plan.head {
-        HeadPlan::Logistic(params) => {
-            let fitted = params.fit(x_train.view(), &Targets::new(&y_train, n_classes)?)?;
-            let r = fitted.report().clone();
-            (
-                fitted,
-                format!("logistic regression (C = {}, L2, L-BFGS)", params.c()),
-                TrainingFigures {
-                    head: "logistic".to_owned(),
-                    iterations: r.iterations,
-                    loss: r.loss,
-                    termination: r.termination.name().to_owned(),
-                },
-            )
-        }
+    let train_targets = Targets::new(&y_train, n_classes)?;
+    let (x_validation, y_validation) = rows_of(&split.validation);
+    let validation_targets = Targets::new(&y_validation, n_classes)?;
+    // The transform is fitted once, on training rows only, and shared by every head.
+    let transform = plan
+        .transform
+        .as_ref()
+        .map(|t| t.fit(x_train.view()))
+        .transpose()?;
+    let apply = |x: &Array2<f32>| -> Result<Array2<f32>, PipelineError> {
+        Ok(match &transform {
+            Some(t) => t.transform(x.view())?,
+            None => x.clone(),
+        })
     };
+    let x_train_t = apply(&x_train)?;
+    let x_validation_t = apply(&x_validation)?;
+    let validation_view = (!y_validation.is_empty())
+        .then(|| (x_validation_t.view(), &validation_targets));
+    let mut trained = Vec::new();
+    for spec in &plan.heads {
+        tracing::info!(head = spec.name(), "training");
+        trained.push(train_head(
+            spec,
+            transform.as_ref(),
+            x_train_t.view(),
+            &train_targets,
+            validation_view,
+        )?);
+    }
     timings.train = clock.elapsed().as_secs_f64();
 
     // 5. Evaluate: validation for reference, test once.
     let clock = Instant::now();
-    let score = |idx: &[usize]| -> Result<SplitMetrics, PipelineError> {
-        let (x, y) = rows_of(idx);
-        let predicted = head.predict(x.view())?;
-        Ok(SplitMetrics::new(
-            classification_report(&y, &predicted, n_classes)?,
-            &data.classes,
-        ))
-    };
-    let train_metrics = score(&split.train)?;
-    let validation = if split.validation.is_empty() {
-        None
-    } else {
-        Some(score(&split.validation)?)
-    };
-    let test = score(&split.test)?;
+    let mut head_results = Vec::new();
+    for (head, figures) in &trained {
+        let score = |idx: &[usize]| -> Result<SplitMetrics, PipelineError> {
+            let (x, y) = rows_of(idx);
+            let proba = head.predict_proba(x.view())?;
+            let predicted = argmax_rows(&proba);
+            Ok(SplitMetrics::new(
+                classification_report(&y, &predicted, n_classes)?,
+                &data.classes,
+            ))
+        };
+        head_results.push(HeadMetrics {
+            name: head.spec.name().to_owned(),
+            label: head.spec.label(),
+            train: score(&split.train)?,
+            validation: if split.validation.is_empty() {
+                None
+            } else {
+                Some(score(&split.validation)?)
+            },
+            test: score(&split.test)?,
+            training: figures.clone(),
+        });
+    }
     timings.evaluate = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
+    let headline = head_results[0].clone();
 
     let metrics = Metrics {
         pipeline: plan.name.clone(),
@@ -790,11 +815,12 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             validation: split.validation.len(),
             test: split.test.len(),
         },
-        test,
-        validation,
-        train: train_metrics,
+        test: headline.test.clone(),
+        validation: headline.validation.clone(),
+        train: headline.train.clone(),
         extraction,
-        training,
+        training: headline.training.clone(),
+        heads: head_results,
         timings_seconds: timings,
     };
     let manifest = json!({
@@ -819,7 +845,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         "backbone": model_json,
         "runtime": runtime_json,
         "feature_cache": feature_cache_json,
-        "head": plan.resolved()["head"].clone(),
+        "transform": plan.resolved()["transform"].clone(),
+        "heads": plan.resolved()["heads"].clone(),
         "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
                   "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()) },
     });
@@ -827,13 +854,21 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let labels = Context {
         backbone: &backbone_label,
         data: &data_label,
-        head: &head_label,
+        head: &headline.label,
         run_dir: "",
         data_sha256: &data_file.sha256,
         model_sha256: &model_sha256,
     };
     let splits = splits_csv(&data, &split);
-    let run_dir = write_run_dir(plan, options, &metrics, &manifest, &labels, splits)?;
+    let info = ArtefactInfo {
+        classes: data.classes.clone(),
+        backbone: manifest["backbone"].clone(),
+        backbone_sha256: model_sha256.clone(),
+    };
+    let heads: Vec<TrainedHead> = trained.into_iter().map(|(h, _)| h).collect();
+    let run_dir = write_run_dir(
+        plan, options, &metrics, &manifest, &labels, splits, &heads, &info,
+    )?;
     let run_dir_text = run_dir.display().to_string();
     let summary = report::summary(
         &metrics,
@@ -847,6 +882,20 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         metrics,
         summary,
     })
+}
+
+/// The most probable class per row (the lowest index on ties).
+pub(crate) fn argmax_rows(proba: &Array2<f32>) -> Vec<usize> {
+    proba
+        .rows()
+        .into_iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best })
+                .0
+        })
+        .collect()
 }
 
 /// What the extraction stage hands on.
@@ -1287,7 +1336,7 @@ fn splits_csv(data: &Labelled, split: &Split) -> String {
     csv
 }
 
-fn sha2_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha2_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()
@@ -1304,6 +1353,8 @@ fn write_run_dir(
     manifest: &serde_json::Value,
     labels: &Context<'_>,
     splits: String,
+    heads: &[TrainedHead],
+    info: &ArtefactInfo,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -1341,6 +1392,11 @@ fn write_run_dir(
     for (name, content) in files {
         let path = tmp.join(name);
         std::fs::write(&path, content).map_err(io(&path))?;
+    }
+    let heads_dir = tmp.join("heads");
+    std::fs::create_dir_all(&heads_dir).map_err(io(&heads_dir))?;
+    for head in heads {
+        save_head(&heads_dir, head, info)?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)

@@ -18,7 +18,8 @@ pub(crate) struct RawPipeline {
     pub data: Spanned<RawData>,
     pub split: RawSplit,
     pub backbone: Spanned<RawBackbone>,
-    pub head: RawHead,
+    pub transform: Option<RawTransform>,
+    pub head: Spanned<RawHeads>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,10 +99,35 @@ pub(crate) struct RawBackbone {
     pub augment: Option<Spanned<RawAugment>>,
 }
 
+/// `[transform.standardize]` or `[transform.pca_whiten]`: fitted on the training rows, applied before
+/// every head.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub(crate) enum RawHead {
-    Logistic(Spanned<RawLogistic>),
+pub(crate) enum RawTransform {
+    Standardize(RawStandardize),
+    PcaWhiten(Spanned<RawPcaWhiten>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStandardize {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPcaWhiten {
+    pub components: Option<Spanned<usize>>,
+    pub epsilon: Option<Spanned<f64>>,
+}
+
+/// One or more heads, each under its own table (`[head.logistic]`, `[head.mlp]`, …); all train on the same
+/// features and are reported side by side, the first listed here being the headline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeads {
+    pub logistic: Option<Spanned<RawLogistic>>,
+    pub mlp: Option<Spanned<RawMlp>>,
+    pub prototype: Option<Spanned<RawPrototype>>,
+    pub knn: Option<Spanned<RawKnn>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,4 +137,87 @@ pub(crate) struct RawLogistic {
     pub max_iter: Option<Spanned<usize>>,
     pub tol: Option<Spanned<f64>>,
     pub fit_intercept: Option<bool>,
+    pub class_weight: Option<RawClassWeight>,
+    pub calibrate: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawClassWeight {
+    None,
+    Balanced,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawActivation {
+    Relu,
+    Gelu,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawSchedule {
+    Constant,
+    Cosine,
+    Step,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawMonitor {
+    Loss,
+    Accuracy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMlp {
+    pub hidden: Option<Spanned<Vec<usize>>>,
+    pub activation: Option<RawActivation>,
+    pub dropout: Option<Spanned<f64>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    pub weight_decay: Option<Spanned<f64>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub max_epochs: Option<Spanned<usize>>,
+    pub schedule: Option<RawSchedule>,
+    pub warmup_epochs: Option<Spanned<usize>>,
+    pub step_epochs: Option<Spanned<usize>>,
+    pub gamma: Option<Spanned<f64>>,
+    /// 0 turns early stopping off.
+    pub patience: Option<Spanned<usize>>,
+    pub monitor: Option<RawMonitor>,
+    pub restore_best: Option<bool>,
+    pub calibrate: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawMetric {
+    Cosine,
+    Euclidean,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawWeighting {
+    Uniform,
+    Distance,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrototype {
+    pub metric: Option<RawMetric>,
+    pub temperature: Option<Spanned<f64>>,
+    pub calibrate: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKnn {
+    pub k: Option<Spanned<usize>>,
+    pub metric: Option<RawMetric>,
+    pub weighting: Option<RawWeighting>,
+    pub calibrate: Option<bool>,
 }

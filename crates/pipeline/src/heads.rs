@@ -1,0 +1,658 @@
+//! The heads of a pipeline: checked settings, training on extracted features, and the artefacts a run
+//! leaves (`heads/<name>.safetensors` + `heads/<name>.json`) that `predict` loads again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use graft_heads::{
+    Activation, Fit, FittedKnn, FittedLogistic, FittedMlp, FittedPrototype, FittedTransform,
+    HeadError, KnnValidParams, LogisticValidParams, Metric, MlpValidParams, Monitor, Predict,
+    PrototypeValidParams, Schedule, Targets, TemperatureScaling, TransformKind, Weighting,
+};
+use ndarray::{Array1, Array2, ArrayView2};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::PipelineError;
+
+/// One head's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadKind {
+    /// Multinomial logistic regression.
+    Logistic(LogisticValidParams),
+    /// Multilayer perceptron.
+    Mlp(MlpValidParams),
+    /// Nearest class mean.
+    Prototype(PrototypeValidParams),
+    /// k-nearest neighbours.
+    Knn(KnnValidParams),
+}
+
+/// A head as the pipeline declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadSpec {
+    /// Which head, with its checked hyperparameters.
+    pub kind: HeadKind,
+    /// Fit a temperature on the validation split and apply it to the probabilities.
+    pub calibrate: bool,
+}
+
+/// The feature transform fitted before the heads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TransformPlan {
+    /// Per-feature standardisation.
+    Standardize,
+    /// PCA whitening.
+    PcaWhiten {
+        /// Leading components kept (all when `None`).
+        components: Option<usize>,
+        /// Added to each eigenvalue before the square root.
+        epsilon: f64,
+    },
+}
+
+impl HeadSpec {
+    /// The head's name: its table name in the pipeline, and its artefact file stem.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            HeadKind::Logistic(_) => "logistic",
+            HeadKind::Mlp(_) => "mlp",
+            HeadKind::Prototype(_) => "prototype",
+            HeadKind::Knn(_) => "knn",
+        }
+    }
+
+    /// A one-line description for reports.
+    pub fn label(&self) -> String {
+        let base = match &self.kind {
+            HeadKind::Logistic(p) => format!(
+                "logistic regression (C = {}, L2{}, L-BFGS)",
+                p.c(),
+                if p.balanced() { ", balanced" } else { "" }
+            ),
+            HeadKind::Mlp(p) => format!(
+                "MLP (hidden {:?}, {}, dropout {}, AdamW lr {} wd {})",
+                p.hidden(),
+                p.activation().name(),
+                p.dropout(),
+                p.learning_rate(),
+                p.weight_decay()
+            ),
+            HeadKind::Prototype(p) => format!("prototypes ({}, nearest class mean)", p.metric().name()),
+            HeadKind::Knn(p) => format!(
+                "kNN (k = {}, {}, {} votes)",
+                p.k(),
+                p.metric().name(),
+                p.weighting().name()
+            ),
+        };
+        if self.calibrate {
+            format!("{base}, temperature-scaled")
+        } else {
+            base
+        }
+    }
+
+    /// The hyperparameters, as recorded in manifests and artefacts.
+    pub fn json(&self) -> serde_json::Value {
+        let params = match &self.kind {
+            HeadKind::Logistic(p) => json!({
+                "c": p.c(), "max_iter": p.max_iter(), "tol": p.tol(), "fit_intercept": p.fit_intercept(),
+                "class_weight": if p.balanced() { "balanced" } else { "none" },
+            }),
+            HeadKind::Mlp(p) => {
+                let (schedule, warmup, step, gamma) = match p.schedule() {
+                    Schedule::Constant => ("constant", None, None, None),
+                    Schedule::Cosine { warmup_epochs } => {
+                        ("cosine", Some(warmup_epochs), None, None)
+                    }
+                    Schedule::Step { step_epochs, gamma } => {
+                        ("step", None, Some(step_epochs), Some(gamma))
+                    }
+                };
+                json!({
+                    "hidden": p.hidden(), "activation": p.activation().name(), "dropout": p.dropout(),
+                    "learning_rate": p.learning_rate(), "weight_decay": p.weight_decay(),
+                    "batch_size": p.batch_size(), "max_epochs": p.max_epochs(), "schedule": schedule,
+                    "warmup_epochs": warmup, "step_epochs": step, "gamma": gamma,
+                    "patience": p.patience(),
+                    "monitor": match p.monitor() { Monitor::Loss => "loss", Monitor::Accuracy => "accuracy" },
+                    "restore_best": p.restore_best(), "seed": p.seed(),
+                })
+            }
+            HeadKind::Prototype(p) => {
+                json!({ "metric": p.metric().name(), "temperature": p.temperature() })
+            }
+            HeadKind::Knn(p) => json!({
+                "k": p.k(), "metric": p.metric().name(), "weighting": p.weighting().name(),
+            }),
+        };
+        json!({ self.name(): params, "calibrate": self.calibrate })
+    }
+}
+
+impl TransformPlan {
+    /// As recorded in manifests.
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            TransformPlan::Standardize => json!({ "standardize": {} }),
+            TransformPlan::PcaWhiten {
+                components,
+                epsilon,
+            } => json!({ "pca_whiten": { "components": components, "epsilon": epsilon } }),
+        }
+    }
+
+    /// Fits the transform on training rows.
+    pub fn fit(&self, x: ArrayView2<'_, f32>) -> Result<FittedTransform, HeadError> {
+        match *self {
+            TransformPlan::Standardize => FittedTransform::standardize(x),
+            TransformPlan::PcaWhiten {
+                components,
+                epsilon,
+            } => FittedTransform::pca_whiten(x, components, epsilon),
+        }
+    }
+}
+
+/// A fitted head of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FittedHead {
+    /// Logistic regression.
+    Logistic(FittedLogistic),
+    /// MLP.
+    Mlp(FittedMlp),
+    /// Prototypes.
+    Prototype(FittedPrototype),
+    /// kNN.
+    Knn(FittedKnn),
+}
+
+impl FittedHead {
+    fn as_predict(&self) -> &dyn Predict {
+        match self {
+            FittedHead::Logistic(h) => h,
+            FittedHead::Mlp(h) => h,
+            FittedHead::Prototype(h) => h,
+            FittedHead::Knn(h) => h,
+        }
+    }
+}
+
+/// Per-epoch figures of an iterative head, for the training curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CurvePoint {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Validation loss after the epoch.
+    pub validation_loss: Option<f64>,
+    /// Validation accuracy after the epoch.
+    pub validation_accuracy: Option<f64>,
+}
+
+/// How a head's training went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingFigures {
+    /// Head kind.
+    pub head: String,
+    /// Optimiser iterations (logistic) or epochs (MLP); 0 for heads that only store statistics.
+    pub iterations: usize,
+    /// Final training objective (logistic: per-row objective; MLP: last epoch's mean loss).
+    pub loss: f64,
+    /// Why training stopped.
+    pub termination: String,
+    /// Seconds spent training (transform excluded).
+    pub seconds: f64,
+    /// Temperature fitted on the validation split, when `calibrate` is on.
+    pub temperature: Option<f64>,
+    /// Per-epoch training curve (MLP).
+    pub curve: Vec<CurvePoint>,
+}
+
+/// A trained head with everything applied around it: the fitted transform before, the temperature after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedHead {
+    /// Settings it was trained with.
+    pub spec: HeadSpec,
+    /// The transform fitted on the training rows, shared by all heads of a run.
+    pub transform: Option<FittedTransform>,
+    /// The head.
+    pub head: FittedHead,
+    /// Fitted temperature.
+    pub temperature: Option<TemperatureScaling>,
+}
+
+impl TrainedHead {
+    /// Class probabilities for raw (untransformed) features.
+    pub fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        let proba = match &self.transform {
+            Some(t) => self.head.as_predict().predict_proba(t.transform(x)?.view())?,
+            None => self.head.as_predict().predict_proba(x)?,
+        };
+        Ok(match &self.temperature {
+            Some(t) => t.apply(proba.view()),
+            None => proba,
+        })
+    }
+
+    /// Number of input features.
+    pub fn n_features(&self) -> usize {
+        match &self.transform {
+            Some(t) => t.n_features(),
+            None => self.head.as_predict().n_features(),
+        }
+    }
+
+    /// Number of classes.
+    pub fn n_classes(&self) -> usize {
+        self.head.as_predict().n_classes()
+    }
+}
+
+/// Trains one head on (already transformed) training rows; validation rows drive early stopping and the
+/// temperature.
+pub fn train_head(
+    spec: &HeadSpec,
+    transform: Option<&FittedTransform>,
+    x_train: ArrayView2<'_, f32>,
+    targets: &Targets<'_>,
+    validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
+) -> Result<(TrainedHead, TrainingFigures), HeadError> {
+    let clock = std::time::Instant::now();
+    let mut curve = Vec::new();
+    let (head, iterations, loss, termination) = match &spec.kind {
+        HeadKind::Logistic(p) => {
+            let fitted = p.fit(x_train, targets)?;
+            let r = fitted.report().clone();
+            (
+                FittedHead::Logistic(fitted),
+                r.iterations,
+                r.loss,
+                r.termination.name().to_owned(),
+            )
+        }
+        HeadKind::Mlp(p) => {
+            let fitted = p.fit_with_validation(x_train, targets, validation)?;
+            let r = fitted.report().clone();
+            curve = r
+                .history
+                .iter()
+                .map(|e| CurvePoint {
+                    epoch: e.epoch,
+                    train_loss: e.train_loss,
+                    validation_loss: e.validation_loss,
+                    validation_accuracy: e.validation_accuracy,
+                })
+                .collect();
+            let why = match (r.stopped_early, r.best_epoch) {
+                (true, Some(best)) => format!("early stop; best validation epoch {best}"),
+                (false, Some(best)) => format!("epoch limit; best validation epoch {best}"),
+                _ => "epoch limit".to_owned(),
+            };
+            let last = r.history.last().map_or(f64::NAN, |e| e.train_loss);
+            (FittedHead::Mlp(fitted), r.epochs_run, last, why)
+        }
+        HeadKind::Prototype(p) => (
+            FittedHead::Prototype(p.fit(x_train, targets)?),
+            0,
+            0.0,
+            "class means".to_owned(),
+        ),
+        HeadKind::Knn(p) => (
+            FittedHead::Knn(p.fit(x_train, targets)?),
+            0,
+            0.0,
+            "training rows stored".to_owned(),
+        ),
+    };
+    let seconds = clock.elapsed().as_secs_f64();
+    let temperature = match (spec.calibrate, validation) {
+        (true, Some((xv, tv))) => {
+            let proba = head.as_predict().predict_proba(xv)?;
+            Some(TemperatureScaling::fit(proba.view(), tv)?)
+        }
+        _ => None,
+    };
+    let figures = TrainingFigures {
+        head: spec.name().to_owned(),
+        iterations,
+        loss,
+        termination,
+        seconds,
+        temperature: temperature.map(|t| t.temperature()),
+        curve,
+    };
+    Ok((
+        TrainedHead {
+            spec: spec.clone(),
+            transform: transform.cloned(),
+            head,
+            temperature,
+        },
+        figures,
+    ))
+}
+
+/// What an artefact records beside the weights: enough to refuse a mismatched backbone and to apply the
+/// head exactly as trained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtefactInfo {
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// The backbone as the manifest records it (registry name, files, sha256, preprocessing).
+    pub backbone: serde_json::Value,
+    /// sha256 of the backbone's ONNX graph.
+    pub backbone_sha256: String,
+}
+
+fn tensor_error(path: &Path, what: impl Into<String>) -> PipelineError {
+    PipelineError::Artefact {
+        path: path.to_path_buf(),
+        problem: what.into(),
+    }
+}
+
+/// Writes `<dir>/<name>.safetensors` and `<dir>/<name>.json` (each to a temporary name, then renamed).
+pub fn save_head(
+    dir: &Path,
+    trained: &TrainedHead,
+    info: &ArtefactInfo,
+) -> Result<PathBuf, PipelineError> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut put1 = |name: &str, a: &Array1<f32>| {
+        tensors.push((name.to_owned(), vec![a.len()], a.to_vec()));
+    };
+    let mut extra = json!({});
+    let mut two: Vec<(String, &Array2<f32>)> = Vec::new();
+    if let Some(t) = &trained.transform {
+        put1("transform.mean", t.mean());
+        two.push(("transform.scale".to_owned(), t.scale()));
+        extra["transform"] = json!({ "kind": t.kind().name() });
+    }
+    let counts: Array1<f32>;
+    let labels: Array1<f32>;
+    match &trained.head {
+        FittedHead::Logistic(h) => {
+            put1("bias", h.bias());
+            two.push(("weights".to_owned(), h.weights()));
+        }
+        FittedHead::Mlp(h) => {
+            for (i, (w, b)) in h.layers().into_iter().enumerate() {
+                put1(&format!("layers.{i}.bias"), b);
+                two.push((format!("layers.{i}.weights"), w));
+            }
+            extra["activation"] = json!(h.activation().name());
+        }
+        FittedHead::Prototype(h) => {
+            two.push(("prototypes".to_owned(), h.prototypes()));
+            counts = h.counts().iter().map(|&c| c as f32).collect();
+            put1("counts", &counts);
+            extra["fitted_temperature"] = json!(h.temperature());
+        }
+        FittedHead::Knn(h) => {
+            two.push(("points".to_owned(), h.points()));
+            labels = h.labels().iter().map(|&c| c as f32).collect();
+            put1("labels", &labels);
+        }
+    }
+    for (name, a) in two {
+        tensors.push((
+            name,
+            vec![a.nrows(), a.ncols()],
+            a.as_standard_layout().iter().copied().collect(),
+        ));
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, shape, raw)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, shape, raw)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
+                    .expect("shape matches the data"),
+            )
+        })
+        .collect();
+    let name = trained.spec.name();
+    let weights_path = dir.join(format!("{name}.safetensors"));
+    let serialized = safetensors::serialize(views, None)
+        .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
+    let description = json!({
+        "format": "graft-head",
+        "format_version": 1,
+        "graft_version": env!("CARGO_PKG_VERSION"),
+        "head": trained.spec.json(),
+        "weights": format!("{name}.safetensors"),
+        "weights_sha256": crate::run::sha2_hex(&serialized),
+        "classes": info.classes,
+        "input_dimension": trained.n_features(),
+        "temperature": trained.temperature.map(|t| t.temperature()),
+        "backbone": info.backbone,
+        "backbone_sha256": info.backbone_sha256,
+        "extra": extra,
+    });
+    let json_path = dir.join(format!("{name}.json"));
+    write_atomic(&weights_path, &serialized)?;
+    write_atomic(
+        &json_path,
+        (serde_json::to_string_pretty(&description).expect("json") + "\n").as_bytes(),
+    )?;
+    Ok(json_path)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
+    let io = |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// A head loaded back from its artefact files.
+#[derive(Debug, Clone)]
+pub struct LoadedHead {
+    /// The head, ready to predict.
+    pub trained: TrainedHead,
+    /// What the artefact records.
+    pub info: ArtefactInfo,
+}
+
+/// Loads `<json>` and the safetensors file it names, checking the weights' sha256.
+pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
+    let bad = |what: String| tensor_error(json_path, what);
+    let text = std::fs::read_to_string(json_path).map_err(|source| PipelineError::Io {
+        path: json_path.to_path_buf(),
+        source,
+    })?;
+    let d: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    if d["format"] != "graft-head" {
+        return Err(bad("not a graft head description (`format` is not \"graft-head\")".into()));
+    }
+    let weights_name = d["weights"].as_str().ok_or_else(|| bad("no `weights` file named".into()))?;
+    let weights_path = json_path.with_file_name(weights_name);
+    let bytes = std::fs::read(&weights_path).map_err(|source| PipelineError::Io {
+        path: weights_path.clone(),
+        source,
+    })?;
+    if d["weights_sha256"].as_str() != Some(crate::run::sha2_hex(&bytes).as_str()) {
+        return Err(tensor_error(
+            &weights_path,
+            "sha256 differs from the one its .json records; the files do not belong together",
+        ));
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
+    let mut arrays: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(tensor_error(&weights_path, format!("tensor `{name}` is not f32")));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        arrays.insert(name, (view.shape().to_vec(), data));
+    }
+    let missing = |name: &str| tensor_error(&weights_path, format!("tensor `{name}` is missing"));
+    let one = |name: &str| -> Result<Array1<f32>, PipelineError> {
+        let (_, data) = arrays.get(name).ok_or_else(|| missing(name))?;
+        Ok(Array1::from_vec(data.clone()))
+    };
+    let two = |name: &str| -> Result<Array2<f32>, PipelineError> {
+        let (shape, data) = arrays.get(name).ok_or_else(|| missing(name))?;
+        if shape.len() != 2 {
+            return Err(tensor_error(&weights_path, format!("tensor `{name}` is not 2-D")));
+        }
+        Ok(Array2::from_shape_vec((shape[0], shape[1]), data.clone()).expect("shape from header"))
+    };
+    let head_json = &d["head"];
+    let spec = spec_from_json(head_json).map_err(bad)?;
+    let head_error = |e: HeadError| tensor_error(&weights_path, e.to_string());
+    let transform = match d["extra"]["transform"]["kind"].as_str() {
+        None => None,
+        Some(kind) => {
+            let kind = match kind {
+                "standardize" => TransformKind::Standardize,
+                "pca_whiten" => TransformKind::PcaWhiten,
+                other => return Err(bad(format!("unknown transform `{other}`"))),
+            };
+            Some(
+                FittedTransform::from_parts(kind, one("transform.mean")?, two("transform.scale")?)
+                    .map_err(head_error)?,
+            )
+        }
+    };
+    let classes: Vec<String> = serde_json::from_value(d["classes"].clone())
+        .map_err(|e| bad(format!("`classes`: {e}")))?;
+    let head = match &spec.kind {
+        HeadKind::Logistic(_) => FittedHead::Logistic(
+            FittedLogistic::from_parts(two("weights")?, one("bias")?).map_err(head_error)?,
+        ),
+        HeadKind::Mlp(p) => {
+            let mut layers = Vec::new();
+            while arrays.contains_key(&format!("layers.{}.weights", layers.len())) {
+                let i = layers.len();
+                layers.push((
+                    two(&format!("layers.{i}.weights"))?,
+                    one(&format!("layers.{i}.bias"))?,
+                ));
+            }
+            FittedHead::Mlp(FittedMlp::from_layers(layers, p.activation()).map_err(head_error)?)
+        }
+        HeadKind::Prototype(p) => FittedHead::Prototype(
+            FittedPrototype::from_parts(
+                two("prototypes")?,
+                one("counts")?.iter().map(|&c| c as usize).collect(),
+                p.metric(),
+                p.temperature() as f32,
+            )
+            .map_err(head_error)?,
+        ),
+        HeadKind::Knn(p) => FittedHead::Knn(
+            FittedKnn::from_parts(
+                two("points")?,
+                one("labels")?.iter().map(|&c| c as usize).collect(),
+                classes.len(),
+                p.clone(),
+            )
+            .map_err(head_error)?,
+        ),
+    };
+    let temperature = match d["temperature"].as_f64() {
+        Some(t) => Some(TemperatureScaling::with_temperature(t).map_err(head_error)?),
+        None => None,
+    };
+    let trained = TrainedHead {
+        spec,
+        transform,
+        head,
+        temperature,
+    };
+    if trained.n_classes() != classes.len() {
+        return Err(bad(format!(
+            "{} classes listed but the weights give {}",
+            classes.len(),
+            trained.n_classes()
+        )));
+    }
+    Ok(LoadedHead {
+        trained,
+        info: ArtefactInfo {
+            classes,
+            backbone: d["backbone"].clone(),
+            backbone_sha256: d["backbone_sha256"].as_str().unwrap_or_default().to_owned(),
+        },
+    })
+}
+
+/// Rebuilds checked settings from an artefact's `head` object (the form [`HeadSpec::json`] writes).
+fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
+    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};
+    let calibrate = v["calibrate"].as_bool().unwrap_or(false);
+    let f = |o: &serde_json::Value, k: &str| o[k].as_f64().ok_or(format!("`{k}` missing"));
+    let u = |o: &serde_json::Value, k: &str| {
+        o[k].as_u64().map(|x| x as usize).ok_or(format!("`{k}` missing"))
+    };
+    let metric = |o: &serde_json::Value| match o["metric"].as_str() {
+        Some("euclidean") => Metric::Euclidean,
+        _ => Metric::Cosine,
+    };
+    let err = |e: HeadError| e.to_string();
+    let kind = if let Some(o) = v.get("logistic") {
+        HeadKind::Logistic(
+            Logistic::params()
+                .c(f(o, "c")?)
+                .max_iter(u(o, "max_iter")?)
+                .tol(f(o, "tol")?)
+                .fit_intercept(o["fit_intercept"].as_bool().unwrap_or(true))
+                .balanced(o["class_weight"] == "balanced")
+                .check()
+                .map_err(err)?,
+        )
+    } else if let Some(o) = v.get("mlp") {
+        let hidden: Vec<usize> =
+            serde_json::from_value(o["hidden"].clone()).map_err(|e| format!("`hidden`: {e}"))?;
+        let activation = if o["activation"] == "gelu" { Activation::Gelu } else { Activation::Relu };
+        HeadKind::Mlp(Mlp::params().hidden(&hidden).activation(activation).check().map_err(err)?)
+    } else if let Some(o) = v.get("prototype") {
+        HeadKind::Prototype(
+            Prototype::params()
+                .metric(metric(o))
+                .temperature(f(o, "temperature")?)
+                .check()
+                .map_err(err)?,
+        )
+    } else if let Some(o) = v.get("knn") {
+        let weighting = if o["weighting"] == "distance" {
+            Weighting::Distance
+        } else {
+            Weighting::Uniform
+        };
+        HeadKind::Knn(
+            Knn::params()
+                .k(u(o, "k")?)
+                .metric(metric(o))
+                .weighting(weighting)
+                .check()
+                .map_err(err)?,
+        )
+    } else {
+        return Err("`head` names no known head (logistic, mlp, prototype, knn)".to_owned());
+    };
+    Ok(HeadSpec { kind, calibrate })
+}
