@@ -58,6 +58,8 @@ enum Cmd {
     },
     /// Embed every row of a file with a frozen backbone, streaming into Parquet or .npy (resumable, shardable).
     Extract(ExtractArgs),
+    /// Classify new rows with a run's saved head (features from the same frozen backbone).
+    Predict(PredictArgs),
     /// Merge the part files of a sharded `extract` into one file in input order.
     Merge {
         /// The folder the shards wrote into (their --output).
@@ -137,6 +139,45 @@ struct ExtractArgs {
     no_progress: bool,
 }
 
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// A run folder written by `cargo xtask run`.
+    run_dir: PathBuf,
+    /// Rows to classify: a .csv, .tsv, .jsonl or .parquet table, or a folder of images.
+    input: PathBuf,
+    /// Predictions: .csv or .parquet (row, id, predicted class, one probability column per class).
+    #[arg(long)]
+    output: PathBuf,
+    /// Which head of the run (default: the first in its pipeline).
+    #[arg(long)]
+    head: Option<String>,
+    /// Column with the texts (tables).
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column copied into the output to identify rows.
+    #[arg(long)]
+    id_column: Option<String>,
+    /// Use this backbone instead of the run's (registry name, or .onnx with --tokenizer); refused unless its
+    /// sha256 is the one the head was trained on.
+    #[arg(long)]
+    model: Option<String>,
+    /// The tokenizer.json of an .onnx --model.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Rows per inference call.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
 #[derive(Subcommand)]
 enum CacheAction {
     /// Rows and bytes per feature namespace (one per model and extraction setting).
@@ -207,6 +248,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Extract(args) => extract(args),
+        Cmd::Predict(args) => predict(args),
         Cmd::Merge { parts, output } => graft_pipeline::merge(&parts, &output).map(|m| {
             println!(
                 "merged {} parts: {} rows → {}",
@@ -250,22 +292,60 @@ fn run(
     Ok(())
 }
 
-fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
-    let is_file = args.model.ends_with(".onnx") || Path::new(&args.model).is_file();
-    let model = match (is_file, args.tokenizer) {
-        (true, Some(tokenizer)) => graft_pipeline::ModelSource::Files {
-            onnx: PathBuf::from(&args.model),
+/// `--model` (+ `--tokenizer`) as a model source.
+fn model_source(
+    model: String,
+    tokenizer: Option<PathBuf>,
+) -> Result<graft_pipeline::ModelSource, graft_pipeline::PipelineError> {
+    let is_file = model.ends_with(".onnx") || Path::new(&model).is_file();
+    match (is_file, tokenizer) {
+        (true, Some(tokenizer)) => Ok(graft_pipeline::ModelSource::Files {
+            onnx: PathBuf::from(&model),
             tokenizer,
             sha256: None,
-        },
-        (true, None) => {
-            return Err(graft_pipeline::PipelineError::Job {
-                message: format!("--model {} is a file, and --tokenizer is missing", args.model),
-                hint: "give the model's tokenizer.json with --tokenizer, or a registry name as --model".to_owned(),
-            });
-        }
-        (false, _) => graft_pipeline::ModelSource::Registry(args.model),
+        }),
+        (true, None) => Err(graft_pipeline::PipelineError::Job {
+            message: format!("--model {model} is a file, and --tokenizer is missing"),
+            hint: "give the model's tokenizer.json with --tokenizer, or a registry name as --model"
+                .to_owned(),
+        }),
+        (false, _) => Ok(graft_pipeline::ModelSource::Registry(model)),
+    }
+}
+
+fn predict(args: PredictArgs) -> Result<(), graft_pipeline::PipelineError> {
+    let model = args
+        .model
+        .map(|m| model_source(m, args.tokenizer))
+        .transpose()?;
+    let job = graft_pipeline::PredictJob {
+        run_dir: args.run_dir,
+        input: args.input,
+        text_column: args.text_column,
+        id_column: args.id_column,
+        output: args.output,
+        head: args.head,
+        model,
+        batch_size: args.batch_size,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        provider: graft_pipeline::Provider::Cpu,
+        cache_dir: args.cache_dir.unwrap_or_else(default_cache),
+        progress: !args.no_progress,
     };
+    let outcome = graft_pipeline::predict(&job)?;
+    println!(
+        "predicted {} rows with head `{}` → {}",
+        outcome.rows,
+        outcome.head,
+        outcome.output.display()
+    );
+    Ok(())
+}
+
+fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
+    let model = model_source(args.model, args.tokenizer)?;
     let mut job = graft_pipeline::ExtractJob::new(
         model,
         args.input,

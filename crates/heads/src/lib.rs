@@ -34,7 +34,8 @@ pub use knn::{FittedKnn, Knn, KnnParams, KnnValidParams, Weighting};
 pub use lbfgs::Termination;
 pub use logistic::{FittedLogistic, Logistic, LogisticParams, LogisticValidParams, TrainingReport};
 pub use mlp::{
-    Activation, EpochRecord, FittedMlp, Mlp, MlpParams, MlpReport, MlpValidParams, Monitor, Schedule,
+    Activation, EpochRecord, FittedMlp, Mlp, MlpParams, MlpReport, MlpValidParams, Monitor,
+    Schedule,
 };
 pub use prototype::{FittedPrototype, Metric, Prototype, PrototypeParams, PrototypeValidParams};
 pub use transform::{FittedTransform, TransformKind};
@@ -184,7 +185,10 @@ pub(crate) fn check_features(
 }
 
 /// Checks shared by every head's training: one label per row, finite features, at least two classes.
-pub(crate) fn check_training(x: ArrayView2<'_, f32>, targets: &Targets<'_>) -> Result<(), HeadError> {
+pub(crate) fn check_training(
+    x: ArrayView2<'_, f32>,
+    targets: &Targets<'_>,
+) -> Result<(), HeadError> {
     let labels = targets.labels();
     if x.nrows() != labels.len() {
         return Err(HeadError::ShapeMismatch {
@@ -213,7 +217,13 @@ pub(crate) mod tests_support {
     /// Three well-separated clusters in 2-D, five fixed points each (no RNG needed).
     pub fn blobs() -> (Array2<f32>, Vec<usize>) {
         let centres = [(0.0f32, 0.0f32), (4.0, 0.0), (0.0, 4.0)];
-        let offsets = [(-0.5f32, -0.3f32), (0.4, 0.2), (0.1, -0.6), (-0.2, 0.5), (0.6, 0.6)];
+        let offsets = [
+            (-0.5f32, -0.3f32),
+            (0.4, 0.2),
+            (0.1, -0.6),
+            (-0.2, 0.5),
+            (0.6, 0.6),
+        ];
         let mut x = Vec::new();
         let mut y = Vec::new();
         for (c, (cx, cy)) in centres.iter().enumerate() {

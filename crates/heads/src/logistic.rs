@@ -200,7 +200,10 @@ impl FittedLogistic {
     }
 
     /// Rebuilds a head from saved weights (features × classes) and intercepts.
-    pub fn from_parts(weights: Array2<f32>, bias: Array1<f32>) -> Result<FittedLogistic, HeadError> {
+    pub fn from_parts(
+        weights: Array2<f32>,
+        bias: Array1<f32>,
+    ) -> Result<FittedLogistic, HeadError> {
         if weights.ncols() != bias.len() {
             return Err(HeadError::ShapeMismatch {
                 what: "bias length",
@@ -263,7 +266,13 @@ impl LogisticValidParams {
             let n = labels.len() as f64;
             let per_class: Vec<f64> = counts
                 .iter()
-                .map(|&c| if c > 0 { n / (k as f64 * c as f64) } else { 0.0 })
+                .map(|&c| {
+                    if c > 0 {
+                        n / (k as f64 * c as f64)
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             labels.iter().map(|&l| per_class[l]).collect::<Vec<f64>>()
         });
@@ -356,8 +365,7 @@ impl Problem<'_> {
                     let weight = self.row_weights.map_or(1.0, |w| w[i]);
                     loss += weight * (lse - z[y]);
                     for (c, &zc) in z.iter().enumerate() {
-                        let residual =
-                            weight * ((zc - lse).exp() - if c == y { 1.0 } else { 0.0 });
+                        let residual = weight * ((zc - lse).exp() - if c == y { 1.0 } else { 0.0 });
                         axpy(residual, row, &mut g[c * d..(c + 1) * d]);
                         g[d * k + c] += residual;
                     }
@@ -460,7 +468,9 @@ mod tests {
             k: 3,
             reg: 0.3,
             fit_intercept: true,
-            row_weights: Some(&[1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.2, 1.0, 1.0, 1.0, 1.0]),
+            row_weights: Some(&[
+                1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.2, 1.0, 1.0, 1.0, 1.0,
+            ]),
         };
         let theta = Array1::from_iter((0..9).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3));
         let mut grad = Array1::zeros(9);

@@ -427,7 +427,10 @@ fn loss_and_accuracy(proba: &Array2<f32>, labels: &[usize]) -> (f64, f64) {
         let argmax = row
             .iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |b, (i, &p)| if p > b.1 { (i, p) } else { b })
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &p)| if p > b.1 { (i, p) } else { b },
+            )
             .0;
         correct += usize::from(argmax == y);
     }
@@ -550,7 +553,12 @@ impl Predict for FittedMlp {
     }
 
     fn n_classes(&self) -> usize {
-        self.net.layers.last().expect("at least one layer").w.ncols()
+        self.net
+            .layers
+            .last()
+            .expect("at least one layer")
+            .w
+            .ncols()
     }
 
     fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
@@ -565,7 +573,12 @@ trait Real:
 {
 }
 impl<T> Real for T where
-    T: Float + LinalgScalar + ScalarOperand + std::ops::AddAssign + std::ops::MulAssign + std::fmt::Debug
+    T: Float
+        + LinalgScalar
+        + ScalarOperand
+        + std::ops::AddAssign
+        + std::ops::MulAssign
+        + std::fmt::Debug
 {
 }
 
@@ -624,7 +637,11 @@ impl<A: Real> Network<A> {
                 (p > 0.0).then(|| {
                     let keep = cast::<A>(1.0 / (1.0 - f64::from(p)));
                     Array2::from_shape_simple_fn((rows, l.w.ncols()), || {
-                        if rng.random::<f32>() < p { A::zero() } else { keep }
+                        if rng.random::<f32>() < p {
+                            A::zero()
+                        } else {
+                            keep
+                        }
                     })
                 })
             })
@@ -772,7 +789,10 @@ impl AdamW {
             .zip(&mut self.v)
         {
             update(
-                layer.w.as_slice_mut().expect("owned weights are contiguous"),
+                layer
+                    .w
+                    .as_slice_mut()
+                    .expect("owned weights are contiguous"),
                 g.w.as_slice().expect("fresh gradients are contiguous"),
                 m.w.as_slice_mut().expect("contiguous"),
                 v.w.as_slice_mut().expect("contiguous"),

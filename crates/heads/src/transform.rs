@@ -94,7 +94,9 @@ impl FittedTransform {
         for (out, &axis) in order.iter().take(components).enumerate() {
             let mut v = vectors.column(axis).to_owned();
             // Fix each axis's sign (largest component positive) so the result is reproducible.
-            let pivot = v.iter().fold(0.0f64, |m, &a| if a.abs() > m.abs() { a } else { m });
+            let pivot = v
+                .iter()
+                .fold(0.0f64, |m, &a| if a.abs() > m.abs() { a } else { m });
             if pivot < 0.0 {
                 v.mapv_inplace(|a| -a);
             }

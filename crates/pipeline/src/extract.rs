@@ -85,6 +85,10 @@ pub struct ExtractJob {
     pub max_length: Option<usize>,
     /// Pooling override.
     pub pooling: Option<Pooling>,
+    /// Image backbones: centre-crop size override (the short side is resized in proportion, as in pipelines).
+    pub image_size: Option<u32>,
+    /// Image backbones: short-side resize override.
+    pub resize: Option<u32>,
     /// Input table: `.csv`, `.tsv`, `.jsonl`/`.ndjson` or `.parquet`.
     pub input: PathBuf,
     /// Column (or JSON key) holding the texts.
@@ -126,6 +130,8 @@ impl ExtractJob {
             model,
             max_length: None,
             pooling: None,
+            image_size: None,
+            resize: None,
             input: input.into(),
             text_column: text_column.into(),
             id_column: None,
@@ -356,8 +362,18 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             unreachable!("image backbones come from the registry")
         };
         let model = cache.image_model(name)?;
+        let mut preprocess = image_preprocess(&entry.preprocess);
+        if let Some(size) = job.image_size {
+            preprocess.resize = (f64::from(size) * f64::from(preprocess.resize)
+                / f64::from(preprocess.crop))
+            .round() as u32;
+            preprocess.crop = size;
+        }
+        if let Some(resize) = job.resize {
+            preprocess.resize = resize;
+        }
         let config = ImageBackboneConfig {
-            preprocess: image_preprocess(&entry.preprocess),
+            preprocess,
             output: entry.output.clone(),
             batch_size: job.batch_size,
             intra_threads: job.threads,

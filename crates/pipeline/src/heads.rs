@@ -78,7 +78,9 @@ impl HeadSpec {
                 p.learning_rate(),
                 p.weight_decay()
             ),
-            HeadKind::Prototype(p) => format!("prototypes ({}, nearest class mean)", p.metric().name()),
+            HeadKind::Prototype(p) => {
+                format!("prototypes ({}, nearest class mean)", p.metric().name())
+            }
             HeadKind::Knn(p) => format!(
                 "kNN (k = {}, {}, {} votes)",
                 p.k(),
@@ -228,7 +230,10 @@ impl TrainedHead {
     /// Class probabilities for raw (untransformed) features.
     pub fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
         let proba = match &self.transform {
-            Some(t) => self.head.as_predict().predict_proba(t.transform(x)?.view())?,
+            Some(t) => self
+                .head
+                .as_predict()
+                .predict_proba(t.transform(x)?.view())?,
             None => self.head.as_predict().predict_proba(x)?,
         };
         Ok(match &self.temperature {
@@ -480,9 +485,13 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let d: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     if d["format"] != "graft-head" {
-        return Err(bad("not a graft head description (`format` is not \"graft-head\")".into()));
+        return Err(bad(
+            "not a graft head description (`format` is not \"graft-head\")".into(),
+        ));
     }
-    let weights_name = d["weights"].as_str().ok_or_else(|| bad("no `weights` file named".into()))?;
+    let weights_name = d["weights"]
+        .as_str()
+        .ok_or_else(|| bad("no `weights` file named".into()))?;
     let weights_path = json_path.with_file_name(weights_name);
     let bytes = std::fs::read(&weights_path).map_err(|source| PipelineError::Io {
         path: weights_path.clone(),
@@ -499,7 +508,10 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let mut arrays: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(tensor_error(&weights_path, format!("tensor `{name}` is not f32")));
+            return Err(tensor_error(
+                &weights_path,
+                format!("tensor `{name}` is not f32"),
+            ));
         }
         let data = view
             .data()
@@ -516,7 +528,10 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let two = |name: &str| -> Result<Array2<f32>, PipelineError> {
         let (shape, data) = arrays.get(name).ok_or_else(|| missing(name))?;
         if shape.len() != 2 {
-            return Err(tensor_error(&weights_path, format!("tensor `{name}` is not 2-D")));
+            return Err(tensor_error(
+                &weights_path,
+                format!("tensor `{name}` is not 2-D"),
+            ));
         }
         Ok(Array2::from_shape_vec((shape[0], shape[1]), data.clone()).expect("shape from header"))
     };
@@ -537,8 +552,8 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
             )
         }
     };
-    let classes: Vec<String> = serde_json::from_value(d["classes"].clone())
-        .map_err(|e| bad(format!("`classes`: {e}")))?;
+    let classes: Vec<String> =
+        serde_json::from_value(d["classes"].clone()).map_err(|e| bad(format!("`classes`: {e}")))?;
     let head = match &spec.kind {
         HeadKind::Logistic(_) => FittedHead::Logistic(
             FittedLogistic::from_parts(two("weights")?, one("bias")?).map_err(head_error)?,
@@ -606,7 +621,9 @@ fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
     let calibrate = v["calibrate"].as_bool().unwrap_or(false);
     let f = |o: &serde_json::Value, k: &str| o[k].as_f64().ok_or(format!("`{k}` missing"));
     let u = |o: &serde_json::Value, k: &str| {
-        o[k].as_u64().map(|x| x as usize).ok_or(format!("`{k}` missing"))
+        o[k].as_u64()
+            .map(|x| x as usize)
+            .ok_or(format!("`{k}` missing"))
     };
     let metric = |o: &serde_json::Value| match o["metric"].as_str() {
         Some("euclidean") => Metric::Euclidean,
@@ -627,8 +644,18 @@ fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
     } else if let Some(o) = v.get("mlp") {
         let hidden: Vec<usize> =
             serde_json::from_value(o["hidden"].clone()).map_err(|e| format!("`hidden`: {e}"))?;
-        let activation = if o["activation"] == "gelu" { Activation::Gelu } else { Activation::Relu };
-        HeadKind::Mlp(Mlp::params().hidden(&hidden).activation(activation).check().map_err(err)?)
+        let activation = if o["activation"] == "gelu" {
+            Activation::Gelu
+        } else {
+            Activation::Relu
+        };
+        HeadKind::Mlp(
+            Mlp::params()
+                .hidden(&hidden)
+                .activation(activation)
+                .check()
+                .map_err(err)?,
+        )
     } else if let Some(o) = v.get("prototype") {
         HeadKind::Prototype(
             Prototype::params()

@@ -20,6 +20,7 @@ mod diagnostic;
 mod extract;
 mod heads;
 mod plan;
+mod predict;
 mod report;
 mod run;
 mod schema;
@@ -35,6 +36,7 @@ pub use heads::{
     TrainingFigures, TransformPlan, load_head, save_head, train_head,
 };
 pub use plan::{BackbonePlan, DataPlan, DataSource, ImagePlan, ModelSource, Plan, SplitPlan};
+pub use predict::{PredictJob, PredictOutcome, predict};
 pub use report::{HeadMetrics, Metrics, SplitMetrics};
 pub use run::{
     RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,

@@ -112,7 +112,6 @@ pub struct BackbonePlan {
     pub cache: bool,
 }
 
-
 /// Spans of values that are checked only once data or models are at hand.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Spans {
@@ -484,16 +483,17 @@ impl Checker<'_> {
         let raw = raw.into_inner();
         // (position in the file, head)
         let mut heads: Vec<(usize, HeadSpec)> = Vec::new();
-        let located = |e: HeadError, spans: &[(&str, Option<Range<usize>>)], table: Range<usize>| {
-            let span = match &e {
-                HeadError::InvalidParameter { name, .. } => spans
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .and_then(|(_, s)| s.clone()),
-                _ => None,
+        let located =
+            |e: HeadError, spans: &[(&str, Option<Range<usize>>)], table: Range<usize>| {
+                let span = match &e {
+                    HeadError::InvalidParameter { name, .. } => spans
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .and_then(|(_, s)| s.clone()),
+                    _ => None,
+                };
+                self.error(span.unwrap_or(table), e.to_string())
             };
-            self.error(span.unwrap_or(table), e.to_string())
-        };
         let sp = |v: &Option<Spanned<f64>>| v.as_ref().map(Spanned::span);
         let su = |v: &Option<Spanned<usize>>| v.as_ref().map(Spanned::span);
         let metric = |m: Option<RawMetric>| match m {
@@ -520,7 +520,11 @@ impl Checker<'_> {
             let checked = params.check().map_err(|e| {
                 located(
                     e,
-                    &[("c", sp(&r.c)), ("max_iter", su(&r.max_iter)), ("tol", sp(&r.tol))],
+                    &[
+                        ("c", sp(&r.c)),
+                        ("max_iter", su(&r.max_iter)),
+                        ("tol", sp(&r.tol)),
+                    ],
                     table.clone(),
                 )
             })?;
@@ -573,8 +577,16 @@ impl Checker<'_> {
                 params = params.restore_best(b);
             }
             let schedule_keys = [
-                ("warmup_epochs", r.warmup_epochs.as_ref().map(Spanned::span), "cosine"),
-                ("step_epochs", r.step_epochs.as_ref().map(Spanned::span), "step"),
+                (
+                    "warmup_epochs",
+                    r.warmup_epochs.as_ref().map(Spanned::span),
+                    "cosine",
+                ),
+                (
+                    "step_epochs",
+                    r.step_epochs.as_ref().map(Spanned::span),
+                    "step",
+                ),
                 ("gamma", r.gamma.as_ref().map(Spanned::span), "step"),
             ];
             let schedule = r.schedule.unwrap_or(RawSchedule::Constant);
@@ -635,9 +647,9 @@ impl Checker<'_> {
             if let Some(t) = &r.temperature {
                 params = params.temperature(*t.get_ref());
             }
-            let checked = params.check().map_err(|e| {
-                located(e, &[("temperature", sp(&r.temperature))], table.clone())
-            })?;
+            let checked = params
+                .check()
+                .map_err(|e| located(e, &[("temperature", sp(&r.temperature))], table.clone()))?;
             heads.push((
                 table.start,
                 HeadSpec {

@@ -257,7 +257,10 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
     line("test", &m.test);
     if m.heads.len() > 1 {
         let _ = writeln!(s);
-        let _ = writeln!(s, "  head        validation acc  test acc  test macro-F1  fit s");
+        let _ = writeln!(
+            s,
+            "  head        validation acc  test acc  test macro-F1  fit s"
+        );
         for h in &m.heads {
             let _ = writeln!(
                 s,

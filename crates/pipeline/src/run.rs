@@ -23,7 +23,7 @@ use crate::PipelineError;
 use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head};
 use crate::plan::{DataSource, ModelSource, Plan, SplitPlan};
 use crate::report::{
-    self, Context, ExtractionFigures, Metrics, RowCounts, SplitMetrics, Timings, HeadMetrics,
+    self, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SplitMetrics, Timings,
 };
 
 /// Where a run reads its cache and writes its folder.
@@ -757,8 +757,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     };
     let x_train_t = apply(&x_train)?;
     let x_validation_t = apply(&x_validation)?;
-    let validation_view = (!y_validation.is_empty())
-        .then(|| (x_validation_t.view(), &validation_targets));
+    let validation_view =
+        (!y_validation.is_empty()).then(|| (x_validation_t.view(), &validation_targets));
     let mut trained = Vec::new();
     for spec in &plan.heads {
         tracing::info!(head = spec.name(), "training");
@@ -862,7 +862,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let splits = splits_csv(&data, &split);
     let info = ArtefactInfo {
         classes: data.classes.clone(),
-        backbone: manifest["backbone"].clone(),
+        backbone: json!({ "files": manifest["backbone"], "settings": plan.resolved()["backbone"] }),
         backbone_sha256: model_sha256.clone(),
     };
     let heads: Vec<TrainedHead> = trained.into_iter().map(|(h, _)| h).collect();
@@ -892,7 +892,9 @@ pub(crate) fn argmax_rows(proba: &Array2<f32>) -> Vec<usize> {
         .map(|row| {
             row.iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| if p > best.1 { (i, p) } else { best })
+                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+                    if p > best.1 { (i, p) } else { best }
+                })
                 .0
         })
         .collect()

@@ -1,0 +1,192 @@
+//! Heads from the pipeline file to shipped artefacts: every head trains in one run, is saved, and
+//! `predict` loads it back and reproduces the run's own test scores; a mismatched backbone is refused.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{cache, repo};
+
+fn xtask(args: &[&str], extra: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(args)
+        .args(extra)
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap()
+}
+
+fn run_tiny_heads(runs: &Path) -> PathBuf {
+    let output = xtask(
+        &[
+            "run",
+            "fixtures/pipelines/tiny-heads.toml",
+            "--no-progress",
+            "--runs-dir",
+        ],
+        &[runs, Path::new("--features-dir"), &runs.join(".features")],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = std::fs::read_dir(runs.join("tiny-heads"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    dir
+}
+
+#[test]
+fn every_head_is_saved_and_predict_reproduces_its_test_scores() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_tiny_heads(runs.path());
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    let heads = metrics["heads"].as_array().unwrap();
+    let names: Vec<&str> = heads.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    // File order: the first head is the headline.
+    assert_eq!(names, ["logistic", "mlp", "prototype", "knn"]);
+    assert_eq!(metrics["test"], heads[0]["test"]);
+    assert!(heads[1]["training"]["curve"].as_array().unwrap().len() > 1);
+    assert!(heads[0]["training"]["temperature"].as_f64().unwrap() > 0.0);
+
+    // Which rows were test rows, with their true labels.
+    let splits = std::fs::read_to_string(run_dir.join("splits.csv")).unwrap();
+    let test_rows: HashMap<usize, String> = splits
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2] == "test").then(|| (f[0].parse().unwrap(), f[1].to_owned()))
+        })
+        .collect();
+    assert_eq!(test_rows.len(), 10);
+
+    for (i, name) in names.iter().enumerate() {
+        let artefact: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run_dir.join(format!("heads/{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(artefact["format"], "graft-head");
+        assert_eq!(
+            artefact["classes"],
+            serde_json::json!(["negative", "positive"])
+        );
+        assert_eq!(artefact["input_dimension"], 8);
+        assert_eq!(artefact["backbone_sha256"].as_str().unwrap().len(), 64);
+        assert!(run_dir.join(format!("heads/{name}.safetensors")).is_file());
+
+        let out = runs.path().join(format!("{name}.csv"));
+        let output = xtask(
+            &[
+                "predict",
+                run_dir.to_str().unwrap(),
+                "fixtures/data/tiny-sentiment.csv",
+                "--no-progress",
+                "--head",
+                name,
+                "--output",
+            ],
+            &[&out],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next().unwrap(), "row,predicted,p_negative,p_positive");
+        let mut correct = 0;
+        let mut rows = 0;
+        for line in lines {
+            let f: Vec<&str> = line.split(',').collect();
+            let p: f64 = f[2].parse::<f64>().unwrap() + f[3].parse::<f64>().unwrap();
+            assert!((p - 1.0).abs() < 1e-5, "{line}");
+            rows += 1;
+            if let Some(truth) = test_rows.get(&f[0].parse().unwrap()) {
+                correct += usize::from(f[1] == truth);
+            }
+        }
+        assert_eq!(rows, 40);
+        let accuracy = correct as f64 / 10.0;
+        assert_eq!(
+            accuracy,
+            heads[i]["test"]["accuracy"].as_f64().unwrap(),
+            "{name}"
+        );
+    }
+
+    // A head refuses features from a different backbone.
+    let other = runs.path().join("other.onnx");
+    let mut bytes = std::fs::read(repo().join("fixtures/models/tiny-embedder.onnx")).unwrap();
+    bytes.push(0);
+    std::fs::write(&other, bytes).unwrap();
+    let output = xtask(
+        &[
+            "predict",
+            run_dir.to_str().unwrap(),
+            "fixtures/data/tiny-sentiment.csv",
+            "--tokenizer",
+            "fixtures/models/tiny-tokenizer.json",
+            "--output",
+            "/dev/null/never.csv",
+            "--model",
+        ],
+        &[&other],
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("but the head was trained on features of"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn head_settings_are_checked_with_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo().join("fixtures/pipelines/tiny-heads.toml")).unwrap();
+    let cases = [
+        (
+            "dropout = 0.1",
+            "dropout = 1.5",
+            "invalid value for `dropout`",
+        ),
+        ("k = 3", "k = 0", "invalid value for `k`"),
+        (
+            "warmup_epochs = 2",
+            "warmup_epochs = 2\ngamma = 0.5",
+            "`gamma` applies to `schedule = \"step\"`",
+        ),
+        ("[head.knn]", "[head.knm]", "unknown field `knm`"),
+    ];
+    for (from, to, expected) in cases {
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            base.replace(from, to)
+                .replace("../", &format!("{}/fixtures/", repo().display())),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        assert!(err.contains(expected), "expected `{expected}` in {err}");
+        assert!(err.contains("p.toml:"), "{err}");
+    }
+}
