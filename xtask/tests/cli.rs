@@ -177,7 +177,7 @@ fn check_accepts_the_quickstart_and_rejects_a_bad_file() {
         .unwrap();
     assert_user_error(
         &bad,
-        &["unknown variant `logistc`", "did you mean `logistic`?"],
+        &["unknown field `logistc`", "did you mean `logistic`?"],
     );
 }
 

@@ -205,8 +205,6 @@ pub struct TrainingFigures {
     pub loss: f64,
     /// Why training stopped.
     pub termination: String,
-    /// Seconds spent training (transform excluded).
-    pub seconds: f64,
     /// Temperature fitted on the validation split, when `calibrate` is on.
     pub temperature: Option<f64>,
     /// Per-epoch training curve (MLP).
@@ -265,7 +263,6 @@ pub fn train_head(
     targets: &Targets<'_>,
     validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
 ) -> Result<(TrainedHead, TrainingFigures), HeadError> {
-    let clock = std::time::Instant::now();
     let mut curve = Vec::new();
     let (head, iterations, loss, termination) = match &spec.kind {
         HeadKind::Logistic(p) => {
@@ -312,7 +309,6 @@ pub fn train_head(
             "training rows stored".to_owned(),
         ),
     };
-    let seconds = clock.elapsed().as_secs_f64();
     let temperature = match (spec.calibrate, validation) {
         (true, Some((xv, tv))) => {
             let proba = head.as_predict().predict_proba(xv)?;
@@ -325,7 +321,6 @@ pub fn train_head(
         iterations,
         loss,
         termination,
-        seconds,
         temperature: temperature.map(|t| t.temperature()),
         curve,
     };

@@ -145,6 +145,8 @@ pub struct HeadMetrics {
     pub train: SplitMetrics,
     /// Training figures.
     pub training: TrainingFigures,
+    /// Seconds spent training (a timing: varies from run to run).
+    pub fit_seconds: f64,
 }
 
 /// Everything `metrics.json` holds.
@@ -271,7 +273,7 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
                     .map_or("-".to_owned(), |v| format!("{:.4}", v.accuracy)),
                 h.test.accuracy,
                 h.test.macro_f1,
-                h.training.seconds
+                h.fit_seconds
             );
         }
     }
@@ -350,7 +352,7 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
                 .map_or("-".to_owned(), |v| format!("{:.4}", v.accuracy)),
             h.test.accuracy,
             h.test.macro_f1,
-            h.training.seconds,
+            h.fit_seconds,
             h.training
                 .temperature
                 .map_or("-".to_owned(), |t| format!("{t:.3}")),

@@ -762,20 +762,22 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let mut trained = Vec::new();
     for spec in &plan.heads {
         tracing::info!(head = spec.name(), "training");
-        trained.push(train_head(
+        let clock = Instant::now();
+        let (head, figures) = train_head(
             spec,
             transform.as_ref(),
             x_train_t.view(),
             &train_targets,
             validation_view,
-        )?);
+        )?;
+        trained.push((head, figures, clock.elapsed().as_secs_f64()));
     }
     timings.train = clock.elapsed().as_secs_f64();
 
     // 5. Evaluate: validation for reference, test once.
     let clock = Instant::now();
     let mut head_results = Vec::new();
-    for (head, figures) in &trained {
+    for (head, figures, fit_seconds) in &trained {
         let score = |idx: &[usize]| -> Result<SplitMetrics, PipelineError> {
             let (x, y) = rows_of(idx);
             let proba = head.predict_proba(x.view())?;
@@ -796,6 +798,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             },
             test: score(&split.test)?,
             training: figures.clone(),
+            fit_seconds: *fit_seconds,
         });
     }
     timings.evaluate = clock.elapsed().as_secs_f64();
@@ -865,7 +868,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         backbone: json!({ "files": manifest["backbone"], "settings": plan.resolved()["backbone"] }),
         backbone_sha256: model_sha256.clone(),
     };
-    let heads: Vec<TrainedHead> = trained.into_iter().map(|(h, _)| h).collect();
+    let heads: Vec<TrainedHead> = trained.into_iter().map(|(h, _, _)| h).collect();
     let run_dir = write_run_dir(
         plan, options, &metrics, &manifest, &labels, splits, &heads, &info,
     )?;

@@ -61,10 +61,7 @@ fn misspelt_head_suggests_the_right_one() {
     check(
         "misspelt-head",
         21,
-        &[
-            "unknown variant `logistc`",
-            "hint: did you mean `logistic`?",
-        ],
+        &["unknown field `logistc`", "hint: did you mean `logistic`?"],
     );
 }
 
