@@ -35,13 +35,12 @@ fn run_tiny_heads(runs: &Path) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let dir = std::fs::read_dir(runs.join("tiny-heads"))
+    std::fs::read_dir(runs.join("tiny-heads"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
-        .path();
-    dir
+        .path()
 }
 
 #[test]

@@ -29,6 +29,22 @@ impl Weighting {
 /// Exact k-nearest-neighbour classification: every query is compared with every training row (blocked
 /// matrix products, query blocks in parallel with rayon). Probabilities are the weighted vote shares.
 /// Ties in distance go to the earlier training row, so results do not depend on thread count.
+///
+/// ```
+/// use graft_heads::{Fit, Knn, Metric, Predict, Targets, Weighting};
+/// use ndarray::array;
+///
+/// # fn main() -> Result<(), graft_heads::HeadError> {
+/// let x = array![[0.0f32], [1.0], [2.0], [10.0], [11.0]];
+/// let head = Knn::params()
+///     .k(3)
+///     .metric(Metric::Euclidean)
+///     .weighting(Weighting::Distance)
+///     .fit(x.view(), &Targets::new(&[0, 0, 1, 1, 1], 2)?)?;
+/// assert_eq!(head.predict(array![[0.4f32], [10.5]].view())?, vec![0, 1]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Knn;
 

@@ -235,3 +235,81 @@ pub(crate) mod tests_support {
         (Array2::from_shape_vec((15, 2), x).expect("15 × 2"), y)
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use ndarray::{Array2, Axis};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn every_head(x: ArrayView2<'_, f32>, t: &Targets<'_>) -> Vec<Box<dyn Predict>> {
+        vec![
+            Box::new(Logistic::params().max_iter(50).fit(x, t).unwrap()),
+            Box::new(
+                Mlp::params()
+                    .hidden(&[4])
+                    .max_epochs(3)
+                    .batch_size(4)
+                    .fit(x, t)
+                    .unwrap(),
+            ),
+            Box::new(Prototype::params().fit(x, t).unwrap()),
+            Box::new(
+                Prototype::params()
+                    .metric(Metric::Euclidean)
+                    .fit(x, t)
+                    .unwrap(),
+            ),
+            Box::new(
+                Knn::params()
+                    .k(3)
+                    .weighting(Weighting::Distance)
+                    .fit(x, t)
+                    .unwrap(),
+            ),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_head_gives_finite_probabilities_summing_to_one(
+            values in prop::collection::vec(-20.0f32..20.0, 36),
+            query in prop::collection::vec(-1e3f32..1e3, 12),
+        ) {
+            let x = Array2::from_shape_vec((12, 3), values).unwrap();
+            let y = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2];
+            let t = Targets::new(&y, 3).unwrap();
+            let q = Array2::from_shape_vec((4, 3), query).unwrap();
+            for head in every_head(x.view(), &t) {
+                let p = head.predict_proba(q.view()).unwrap();
+                for row in p.rows() {
+                    prop_assert!(row.iter().all(|v| v.is_finite() && *v >= 0.0), "{p}");
+                    prop_assert!((row.sum() - 1.0).abs() < 1e-4, "{p}");
+                }
+            }
+        }
+
+        #[test]
+        fn statistic_heads_ignore_training_row_order(seed in any::<u64>()) {
+            let (x, y) = tests_support::blobs();
+            let mut order: Vec<usize> = (0..y.len()).collect();
+            order.sort_by_key(|&i| (seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17));
+            let xp = x.select(Axis(0), &order);
+            let yp: Vec<usize> = order.iter().map(|&i| y[i]).collect();
+            let (t, tp) = (Targets::new(&y, 3).unwrap(), Targets::new(&yp, 3).unwrap());
+            let pairs: Vec<(Box<dyn Predict>, Box<dyn Predict>)> = vec![
+                (Box::new(Prototype::params().fit(x.view(), &t).unwrap()),
+                 Box::new(Prototype::params().fit(xp.view(), &tp).unwrap())),
+                (Box::new(Knn::params().k(4).metric(Metric::Euclidean).fit(x.view(), &t).unwrap()),
+                 Box::new(Knn::params().k(4).metric(Metric::Euclidean).fit(xp.view(), &tp).unwrap())),
+            ];
+            for (a, b) in pairs {
+                let (pa, pb) = (a.predict_proba(x.view()).unwrap(), b.predict_proba(x.view()).unwrap());
+                for (u, v) in pa.iter().zip(pb.iter()) {
+                    prop_assert!((u - v).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}

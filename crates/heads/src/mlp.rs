@@ -62,6 +62,30 @@ pub enum Monitor {
 /// biases; Loshchilov & Hutter, 2019). Weights start as PyTorch's `nn.Linear` does (uniform in
 /// ±1/√fan_in); initialisation, shuffling and dropout draw from one ChaCha8 stream seeded by `seed`, so a
 /// fit is reproducible bit for bit.
+///
+/// ```
+/// use graft_heads::{Activation, Mlp, ParamGuard, Predict, Schedule, Targets};
+/// use ndarray::array;
+///
+/// # fn main() -> Result<(), graft_heads::HeadError> {
+/// let x = array![[0.0f32, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]];
+/// let y = [0, 0, 1, 1];
+/// let (xv, yv) = (array![[0.05f32, 0.95], [0.95, 0.1]], [0, 1]);
+/// let head = Mlp::params()
+///     .hidden(&[8])
+///     .activation(Activation::Gelu)
+///     .learning_rate(0.05)
+///     .schedule(Schedule::Cosine { warmup_epochs: 2 })
+///     .max_epochs(50)
+///     .patience(Some(10))
+///     .seed(7)
+///     .check()?
+///     .fit_with_validation(x.view(), &Targets::new(&y, 2)?, Some((xv.view(), &Targets::new(&yv, 2)?)))?;
+/// assert_eq!(head.predict(xv.view())?, vec![0, 1]);
+/// assert!(head.report().best_epoch.is_some());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Mlp;
 

@@ -26,6 +26,22 @@ impl Metric {
 /// One prototype per class, the mean of its training rows (Snell et al., 2017, "Prototypical Networks for
 /// Few-shot Learning"). Probabilities are a softmax of the similarities divided by `temperature`.
 /// Classes can be added to a fitted head later ([`FittedPrototype::add_class`]) without touching the others.
+///
+/// ```
+/// use graft_heads::{Fit, Metric, Predict, Prototype, Targets};
+/// use ndarray::array;
+///
+/// # fn main() -> Result<(), graft_heads::HeadError> {
+/// // One example per class is enough to start (1-shot).
+/// let x = array![[1.0f32, 0.0], [0.0, 1.0]];
+/// let mut head = Prototype::params().metric(Metric::Cosine).fit(x.view(), &Targets::new(&[0, 1], 2)?)?;
+/// // A third class arrives later; the first two prototypes are untouched.
+/// let new_class = head.add_class(array![[-1.0f32, -1.0]].view())?;
+/// assert_eq!(new_class, 2);
+/// assert_eq!(head.predict(array![[0.9f32, 0.1], [-0.5, -0.6]].view())?, vec![0, 2]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Prototype;
 
@@ -241,11 +257,11 @@ impl Fit for PrototypeValidParams {
         let k = targets.n_classes();
         let mut prototypes = Array2::zeros((k, x.ncols()));
         let mut counts = vec![0; k];
-        for class in 0..k {
+        for (class, count) in counts.iter_mut().enumerate() {
             let rows: Vec<usize> = (0..x.nrows())
                 .filter(|&i| targets.labels()[i] == class)
                 .collect();
-            counts[class] = rows.len();
+            *count = rows.len();
             if !rows.is_empty() {
                 let mean = class_mean(x.select(Axis(0), &rows).view(), self.metric);
                 prototypes.row_mut(class).assign(&mean);

@@ -6,6 +6,21 @@ use crate::{HeadError, check_features};
 
 /// A fitted transform: `(x − mean) · projection`, the one shape both transforms take, so both export to
 /// ONNX as a `Sub` and a `MatMul` (or `Mul` for standardisation).
+///
+/// ```
+/// use graft_heads::FittedTransform;
+/// use ndarray::array;
+///
+/// # fn main() -> Result<(), graft_heads::HeadError> {
+/// let train = array![[1.0f32, 10.0], [3.0, 30.0], [5.0, 20.0]];
+/// let standardize = FittedTransform::standardize(train.view())?;
+/// let z = standardize.transform(array![[3.0f32, 20.0]].view())?;
+/// assert!(z.iter().all(|v| v.abs() < 1e-6));
+/// let whiten = FittedTransform::pca_whiten(train.view(), Some(1), 1e-5)?;
+/// assert_eq!(whiten.transform(train.view())?.ncols(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct FittedTransform {
     kind: TransformKind,
@@ -169,7 +184,7 @@ impl FittedTransform {
         check_features(x, Some(self.n_features()))?;
         let centred = &x - &self.mean;
         Ok(match self.kind {
-            TransformKind::Standardize => centred * &self.scale.row(0),
+            TransformKind::Standardize => centred * self.scale.row(0),
             TransformKind::PcaWhiten => centred.dot(&self.scale),
         })
     }

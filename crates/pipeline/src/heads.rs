@@ -678,3 +678,66 @@ fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
     };
     Ok(HeadSpec { kind, calibrate })
 }
+
+#[cfg(test)]
+mod tests {
+    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};
+    use ndarray::Array2;
+
+    use super::*;
+
+    #[test]
+    fn save_then_load_predicts_identically_for_every_head() {
+        let x = Array2::from_shape_fn((30, 4), |(i, j)| {
+            ((i * 7 + j * 3) % 11) as f32 * 0.3 + if j == i % 3 { 2.0 } else { 0.0 }
+        });
+        let y: Vec<usize> = (0..30).map(|i| i % 3).collect();
+        let t = Targets::new(&y, 3).unwrap();
+        let transform = TransformPlan::PcaWhiten {
+            components: Some(3),
+            epsilon: 1e-5,
+        }
+        .fit(x.view())
+        .unwrap();
+        let xt = transform.transform(x.view()).unwrap();
+        let specs = [
+            HeadKind::Logistic(Logistic::params().balanced(true).check().unwrap()),
+            HeadKind::Mlp(Mlp::params().hidden(&[5]).max_epochs(5).check().unwrap()),
+            HeadKind::Prototype(Prototype::params().check().unwrap()),
+            HeadKind::Knn(Knn::params().k(3).check().unwrap()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let info = ArtefactInfo {
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            backbone: json!({ "settings": {} }),
+            backbone_sha256: "0".repeat(64),
+        };
+        for kind in specs {
+            let spec = HeadSpec {
+                kind,
+                calibrate: true,
+            };
+            let (trained, _) = train_head(
+                &spec,
+                Some(&transform),
+                xt.view(),
+                &t,
+                Some((xt.view(), &t)),
+            )
+            .unwrap();
+            let path = save_head(dir.path(), &trained, &info).unwrap();
+            let loaded = load_head(&path).unwrap();
+            assert_eq!(
+                loaded.trained.predict_proba(x.view()).unwrap(),
+                trained.predict_proba(x.view()).unwrap(),
+                "{}",
+                spec.name()
+            );
+            assert_eq!(loaded.info, info);
+        }
+        // A weights file that does not belong to its description is refused.
+        std::fs::write(dir.path().join("knn.safetensors"), b"not the weights").unwrap();
+        let err = load_head(&dir.path().join("knn.json")).unwrap_err();
+        assert!(err.to_string().contains("sha256 differs"), "{err}");
+    }
+}

@@ -870,7 +870,16 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     };
     let heads: Vec<TrainedHead> = trained.into_iter().map(|(h, _, _)| h).collect();
     let run_dir = write_run_dir(
-        plan, options, &metrics, &manifest, &labels, splits, &heads, &info,
+        plan,
+        options,
+        &metrics,
+        &manifest,
+        &labels,
+        splits,
+        HeadArtefacts {
+            heads: &heads,
+            info: &info,
+        },
     )?;
     let run_dir_text = run_dir.display().to_string();
     let summary = report::summary(
@@ -1351,6 +1360,12 @@ pub(crate) fn sha2_hex(bytes: &[u8]) -> String {
 
 /// Writes the files into a hidden temporary folder, then renames it into place, so a run folder that exists
 /// is always complete.
+/// The trained heads a run folder keeps, with what their artefacts record.
+struct HeadArtefacts<'a> {
+    heads: &'a [TrainedHead],
+    info: &'a ArtefactInfo,
+}
+
 fn write_run_dir(
     plan: &Plan,
     options: &RunOptions,
@@ -1358,8 +1373,7 @@ fn write_run_dir(
     manifest: &serde_json::Value,
     labels: &Context<'_>,
     splits: String,
-    heads: &[TrainedHead],
-    info: &ArtefactInfo,
+    heads: HeadArtefacts<'_>,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -1400,8 +1414,8 @@ fn write_run_dir(
     }
     let heads_dir = tmp.join("heads");
     std::fs::create_dir_all(&heads_dir).map_err(io(&heads_dir))?;
-    for head in heads {
-        save_head(&heads_dir, head, info)?;
+    for head in heads.heads {
+        save_head(&heads_dir, head, heads.info)?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
