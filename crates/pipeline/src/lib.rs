@@ -1,9 +1,10 @@
 //! Typed TOML pipelines that wire graft's crates into one run.
 //!
-//! A pipeline file names the data, the split, a frozen backbone and a head. [`Plan::load`] parses and checks
-//! it before any work starts (errors point at the offending line); [`run`] then ingests and splits the rows,
-//! provisions ONNX Runtime and the model, extracts features, trains the head, evaluates it once on the test
-//! split and writes a run folder with `metrics.json`, `report.md` and `manifest.json`.
+//! A pipeline file names the data, the split, a frozen backbone and one or more heads. [`Plan::load`] parses
+//! and checks it before any work starts (errors point at the offending line); [`run`] then ingests and splits
+//! the rows, provisions ONNX Runtime and the model, extracts features, trains the heads, evaluates each once on
+//! the test split and writes a run folder with `metrics.json`, `report.md`, `manifest.json` and the saved
+//! heads, which [`predict`] applies to new rows.
 //!
 //! ```no_run
 //! use graft_pipeline::{Plan, RunOptions, run};
