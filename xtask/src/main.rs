@@ -170,12 +170,33 @@ struct PredictArgs {
     /// ONNX Runtime intra-op threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Execution provider.
+    #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
+    provider: String,
+    /// GPU to use with --provider cuda.
+    #[arg(long, default_value_t = 0)]
+    device_id: i32,
+    /// With --provider cuda: fail instead of running on CPU when CUDA cannot be initialised.
+    #[arg(long)]
+    no_fallback: bool,
     /// Cache folder (as for `run`).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// Do not draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// `--provider cuda --device-id N [--no-fallback]` as a provider.
+fn provider(name: &str, device_id: i32, no_fallback: bool) -> graft_pipeline::Provider {
+    if name == "cuda" {
+        graft_pipeline::Provider::Cuda {
+            device_id,
+            fallback: !no_fallback,
+        }
+    } else {
+        graft_pipeline::Provider::Cpu
+    }
 }
 
 #[derive(Subcommand)]
@@ -330,7 +351,7 @@ fn predict(args: PredictArgs) -> Result<(), graft_pipeline::PipelineError> {
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        provider: graft_pipeline::Provider::Cpu,
+        provider: provider(&args.provider, args.device_id, args.no_fallback),
         cache_dir: args.cache_dir.unwrap_or_else(default_cache),
         progress: !args.no_progress,
     };
@@ -370,12 +391,7 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
         }
     });
     job.progress = !args.no_progress;
-    if args.provider == "cuda" {
-        job.provider = graft_pipeline::Provider::Cuda {
-            device_id: args.device_id,
-            fallback: !args.no_fallback,
-        };
-    }
+    job.provider = provider(&args.provider, args.device_id, args.no_fallback);
     let outcome = graft_pipeline::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())
