@@ -122,15 +122,8 @@ struct ExtractArgs {
     /// Pooling of token states: mean or cls (default: the registry entry's, else mean).
     #[arg(long, value_parser = ["mean", "cls"])]
     pooling: Option<String>,
-    /// Execution provider.
-    #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
-    provider: String,
-    /// GPU to use with --provider cuda.
-    #[arg(long, default_value_t = 0)]
-    device_id: i32,
-    /// With --provider cuda: fail instead of running on CPU when CUDA cannot be initialised.
-    #[arg(long)]
-    no_fallback: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Cache folder (as for `run`).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -170,6 +163,19 @@ struct PredictArgs {
     /// ONNX Runtime intra-op threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Where inference runs (`extract`, `predict`).
+#[derive(clap::Args)]
+struct DeviceArgs {
     /// Execution provider.
     #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
     provider: String,
@@ -179,23 +185,18 @@ struct PredictArgs {
     /// With --provider cuda: fail instead of running on CPU when CUDA cannot be initialised.
     #[arg(long)]
     no_fallback: bool,
-    /// Cache folder (as for `run`).
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    no_progress: bool,
 }
 
-/// `--provider cuda --device-id N [--no-fallback]` as a provider.
-fn provider(name: &str, device_id: i32, no_fallback: bool) -> graft_pipeline::Provider {
-    if name == "cuda" {
-        graft_pipeline::Provider::Cuda {
-            device_id,
-            fallback: !no_fallback,
+impl DeviceArgs {
+    fn provider(&self) -> graft_pipeline::Provider {
+        if self.provider == "cuda" {
+            graft_pipeline::Provider::Cuda {
+                device_id: self.device_id,
+                fallback: !self.no_fallback,
+            }
+        } else {
+            graft_pipeline::Provider::Cpu
         }
-    } else {
-        graft_pipeline::Provider::Cpu
     }
 }
 
@@ -351,7 +352,7 @@ fn predict(args: PredictArgs) -> Result<(), graft_pipeline::PipelineError> {
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        provider: provider(&args.provider, args.device_id, args.no_fallback),
+        provider: args.device.provider(),
         cache_dir: args.cache_dir.unwrap_or_else(default_cache),
         progress: !args.no_progress,
     };
@@ -391,7 +392,7 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
         }
     });
     job.progress = !args.no_progress;
-    job.provider = provider(&args.provider, args.device_id, args.no_fallback);
+    job.provider = args.device.provider();
     let outcome = graft_pipeline::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())

@@ -83,6 +83,10 @@ fn every_head_is_saved_and_predict_reproduces_its_test_scores() {
         assert_eq!(artefact["input_dimension"], 8);
         assert_eq!(artefact["backbone_sha256"].as_str().unwrap().len(), 64);
         assert!(run_dir.join(format!("heads/{name}.safetensors")).is_file());
+        if *name == "mlp" {
+            // Initialisation, shuffling and dropout are seeded by the pipeline's seed.
+            assert_eq!(artefact["head"]["mlp"]["seed"], 7);
+        }
 
         let out = runs.path().join(format!("{name}.csv"));
         let output = xtask(

@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::{HeadError, Targets};
+use crate::{HeadError, Targets, softmax_rows};
 
 /// One temperature `T` fitted on validation rows: calibrated probabilities are `softmax(ln p / T)`, which
 /// for a softmax head equals `softmax(z / T)` of its logits. The argmax never changes; only confidence does.
@@ -108,12 +108,7 @@ impl TemperatureScaling {
     pub fn apply(&self, proba: ArrayView2<'_, f32>) -> Array2<f32> {
         let beta = 1.0 / self.temperature;
         let mut out = proba.mapv(|p| f64::from(p.max(FLOOR)).ln() * beta);
-        for mut row in out.rows_mut() {
-            let max = row.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-            row.mapv_inplace(|v| (v - max).exp());
-            let sum = row.sum();
-            row /= sum;
-        }
+        softmax_rows(&mut out);
         out.mapv(|v| v as f32)
     }
 }

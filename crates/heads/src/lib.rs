@@ -149,19 +149,33 @@ pub trait Predict {
     fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError>;
     /// The most probable class per row (the lowest index on ties).
     fn predict(&self, x: ArrayView2<'_, f32>) -> Result<Vec<usize>, HeadError> {
-        let proba = self.predict_proba(x)?;
-        Ok(proba
-            .rows()
-            .into_iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
-                        if p > best.1 { (i, p) } else { best }
-                    })
-                    .0
-            })
-            .collect())
+        Ok(argmax_rows(self.predict_proba(x)?.view()))
+    }
+}
+
+/// The index of each row's largest value (the lowest index on ties): the predicted class of probabilities.
+pub fn argmax_rows(proba: ArrayView2<'_, f32>) -> Vec<usize> {
+    proba
+        .rows()
+        .into_iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+                    if p > best.1 { (i, p) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
+/// Turns each row of scores into probabilities, in place (max-shifted for stability).
+pub(crate) fn softmax_rows<A: num_traits::Float>(z: &mut Array2<A>) {
+    for mut row in z.rows_mut() {
+        let max = row.fold(A::neg_infinity(), |m, &v| m.max(v));
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum = row.fold(A::zero(), |s, &v| s + v);
+        row.mapv_inplace(|v| v / sum);
     }
 }
 

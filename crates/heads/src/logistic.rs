@@ -4,7 +4,9 @@ use ndarray::{Array1, Array2, ArrayView2, s};
 use rayon::prelude::*;
 
 use crate::lbfgs::{self, Settings, Termination};
-use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training};
+use crate::{
+    Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training, softmax_rows,
+};
 
 /// Multinomial (softmax) logistic regression.
 ///
@@ -408,12 +410,7 @@ impl Predict for FittedLogistic {
     fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
         check_features(x, Some(self.n_features()))?;
         let mut z = x.dot(&self.weights) + &self.bias;
-        for mut row in z.rows_mut() {
-            let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            row.mapv_inplace(|v| (v - max).exp());
-            let sum = row.sum();
-            row /= sum;
-        }
+        softmax_rows(&mut z);
         Ok(z)
     }
 }

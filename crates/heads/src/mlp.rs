@@ -6,7 +6,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training};
+use crate::{
+    Fit, HeadError, ParamGuard, Predict, Targets, argmax_rows, check_features, check_training,
+    softmax_rows,
+};
 
 /// Hidden-layer nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,17 +449,14 @@ impl MlpValidParams {
 fn loss_and_accuracy(proba: &Array2<f32>, labels: &[usize]) -> (f64, f64) {
     let mut loss = 0.0;
     let mut correct = 0;
-    for (row, &y) in proba.rows().into_iter().zip(labels) {
+    for ((row, &y), predicted) in proba
+        .rows()
+        .into_iter()
+        .zip(labels)
+        .zip(argmax_rows(proba.view()))
+    {
         loss -= f64::from(row[y].max(1e-12)).ln();
-        let argmax = row
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &p)| if p > b.1 { (i, p) } else { b },
-            )
-            .0;
-        correct += usize::from(argmax == y);
+        correct += usize::from(predicted == y);
     }
     let n = labels.len().max(1) as f64;
     (loss / n, correct as f64 / n)
@@ -755,15 +755,6 @@ fn gelu<A: Real>(x: A) -> (A, A) {
     let value = half * x * (A::one() + t);
     let derivative = half * (A::one() + t) + half * x * (A::one() - t * t) * du;
     (value, derivative)
-}
-
-fn softmax_rows<A: Real>(z: &mut Array2<A>) {
-    for mut row in z.rows_mut() {
-        let max = row.fold(A::neg_infinity(), |m, &v| m.max(v));
-        row.mapv_inplace(|v| (v - max).exp());
-        let sum = row.sum();
-        row.mapv_inplace(|v| v / sum);
-    }
 }
 
 /// AdamW state (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, as PyTorch's defaults).

@@ -2,7 +2,9 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 
-use crate::{Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training};
+use crate::{
+    Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training, softmax_rows,
+};
 
 /// How a row is compared with a class mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,13 +296,8 @@ impl Predict for FittedPrototype {
                 column.fill(f32::NEG_INFINITY);
             }
         }
-        let t = self.temperature;
-        for mut row in z.rows_mut() {
-            let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            row.mapv_inplace(|v| ((v - max) / t).exp());
-            let sum = row.sum();
-            row /= sum;
-        }
+        z /= self.temperature;
+        softmax_rows(&mut z);
         Ok(z)
     }
 }

@@ -236,7 +236,7 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PipelineError + '_ {
 }
 
 /// Writes `content` to `path` atomically (temporary name, fsync, rename).
-fn write_atomic(path: &Path, content: &[u8]) -> Result<(), PipelineError> {
+pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), PipelineError> {
     use std::io::Write;
     let name = path
         .file_name()

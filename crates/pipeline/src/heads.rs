@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::PipelineError;
+use crate::extract::write_atomic;
 
 /// One head's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -446,19 +447,6 @@ pub fn save_head(
         (serde_json::to_string_pretty(&description).expect("json") + "\n").as_bytes(),
     )?;
     Ok(json_path)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    let io = |source| PipelineError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// A head loaded back from its artefact files.

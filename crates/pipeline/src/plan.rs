@@ -461,13 +461,14 @@ impl Checker<'_> {
                     Registry::builtin().model_names().join(", ")
                 )));
         }
-        let heads = self.check_heads(raw.head)?;
+        let seed = raw.seed.unwrap_or(42);
+        let heads = self.check_heads(raw.head, seed)?;
         let transform = raw.transform.map(|t| self.check_transform(t)).transpose()?;
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),
             name: name.clone(),
-            seed: raw.seed.unwrap_or(42),
+            seed,
             data,
             split,
             backbone,
@@ -477,8 +478,9 @@ impl Checker<'_> {
         })
     }
 
-    /// Checks every `[head.*]` table; an invalid hyperparameter points at its own line.
-    fn check_heads(&self, raw: Spanned<RawHeads>) -> Result<Vec<HeadSpec>, Diagnostic> {
+    /// Checks every `[head.*]` table; an invalid hyperparameter points at its own line. Heads that draw random
+    /// numbers (the MLP) are seeded with the pipeline's seed.
+    fn check_heads(&self, raw: Spanned<RawHeads>, seed: u64) -> Result<Vec<HeadSpec>, Diagnostic> {
         let section = raw.span();
         let raw = raw.into_inner();
         // (position in the file, head)
@@ -539,7 +541,7 @@ impl Checker<'_> {
         if let Some(h) = raw.mlp {
             let table = h.span();
             let r = h.into_inner();
-            let mut params = Mlp::params();
+            let mut params = Mlp::params().seed(seed);
             if let Some(v) = &r.hidden {
                 params = params.hidden(v.get_ref());
             }

@@ -10,7 +10,7 @@ use crate::PipelineError;
 use crate::extract::{ExtractJob, extract};
 use crate::heads::{LoadedHead, load_head};
 use crate::plan::ModelSource;
-use crate::run::{argmax_rows, sha2_hex};
+use crate::run::sha2_hex;
 
 /// What to predict, with what, and where to write it.
 #[derive(Debug, Clone)]
@@ -227,7 +227,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
         ));
     }
     let proba = loaded.trained.predict_proba(batch.embeddings.view())?;
-    let predicted = argmax_rows(&proba);
+    let predicted = graft_heads::argmax_rows(proba.view());
     let classes = &loaded.info.classes;
     let n = predicted.len();
     let mut columns: Vec<Column> =

@@ -10,7 +10,7 @@ use graft_backbone::{
 };
 use graft_eval::classification_report;
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
-use graft_heads::Targets;
+use graft_heads::{Targets, argmax_rows};
 use graft_ingest::{
     IngestError, Split, SplitRatios, TextClassificationData, image_folder, read_idx_images,
     read_idx_labels, read_table, stratified_split, stratified_subsample, text_classification,
@@ -728,37 +728,43 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             idx.iter().map(|&i| data.labels[i]).collect(),
         )
     };
-    let (mut x_train, mut y_train) = rows_of(&split.train);
-    if !train_views.is_empty() {
-        // Augmented views: more training rows with the same labels (validation and test stay as they are).
-        let base = y_train.clone();
+    // Each split's rows are selected once; every head trains and is scored on these.
+    let (x_train, y_train) = rows_of(&split.train);
+    let (x_validation, y_validation) = rows_of(&split.validation);
+    let (x_test, y_test) = rows_of(&split.test);
+    let n_classes = data.classes.len();
+    // Augmented views: more training rows with the same labels (validation and test stay as they are).
+    let augmented = (!train_views.is_empty()).then(|| {
         let mut parts = vec![x_train.view()];
         parts.extend(train_views.iter().map(|v| v.view()));
-        x_train = ndarray::concatenate(Axis(0), &parts).expect("views have the features' width");
-        for _ in &train_views {
-            y_train.extend_from_slice(&base);
-        }
-    }
-    let n_classes = data.classes.len();
-    let train_targets = Targets::new(&y_train, n_classes)?;
-    let (x_validation, y_validation) = rows_of(&split.validation);
+        let x = ndarray::concatenate(Axis(0), &parts).expect("views have the features' width");
+        (x, y_train.repeat(1 + train_views.len()))
+    });
+    let (x_fit, y_fit) = augmented
+        .as_ref()
+        .map_or((x_train.view(), y_train.as_slice()), |(x, y)| {
+            (x.view(), y.as_slice())
+        });
+    let train_targets = Targets::new(y_fit, n_classes)?;
     let validation_targets = Targets::new(&y_validation, n_classes)?;
     // The transform is fitted once, on training rows only, and shared by every head.
-    let transform = plan
-        .transform
-        .as_ref()
-        .map(|t| t.fit(x_train.view()))
-        .transpose()?;
-    let apply = |x: &Array2<f32>| -> Result<Array2<f32>, PipelineError> {
-        Ok(match &transform {
-            Some(t) => t.transform(x.view())?,
-            None => x.clone(),
-        })
+    let transform = plan.transform.as_ref().map(|t| t.fit(x_fit)).transpose()?;
+    let (x_fit_t, x_validation_t) = match &transform {
+        Some(t) => (
+            Some(t.transform(x_fit)?),
+            Some(t.transform(x_validation.view())?),
+        ),
+        None => (None, None),
     };
-    let x_train_t = apply(&x_train)?;
-    let x_validation_t = apply(&x_validation)?;
-    let validation_view =
-        (!y_validation.is_empty()).then(|| (x_validation_t.view(), &validation_targets));
+    let fit_view = x_fit_t.as_ref().map_or(x_fit, |x| x.view());
+    let validation_view = (!y_validation.is_empty()).then(|| {
+        (
+            x_validation_t
+                .as_ref()
+                .map_or(x_validation.view(), |x| x.view()),
+            &validation_targets,
+        )
+    });
     let mut trained = Vec::new();
     for spec in &plan.heads {
         tracing::info!(head = spec.name(), "training");
@@ -766,7 +772,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         let (head, figures) = train_head(
             spec,
             transform.as_ref(),
-            x_train_t.view(),
+            fit_view,
             &train_targets,
             validation_view,
         )?;
@@ -778,25 +784,23 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let clock = Instant::now();
     let mut head_results = Vec::new();
     for (head, figures, fit_seconds) in &trained {
-        let score = |idx: &[usize]| -> Result<SplitMetrics, PipelineError> {
-            let (x, y) = rows_of(idx);
-            let proba = head.predict_proba(x.view())?;
-            let predicted = argmax_rows(&proba);
+        let score = |x: &Array2<f32>, y: &[usize]| -> Result<SplitMetrics, PipelineError> {
+            let predicted = argmax_rows(head.predict_proba(x.view())?.view());
             Ok(SplitMetrics::new(
-                classification_report(&y, &predicted, n_classes)?,
+                classification_report(y, &predicted, n_classes)?,
                 &data.classes,
             ))
         };
         head_results.push(HeadMetrics {
             name: head.spec.name().to_owned(),
             label: head.spec.label(),
-            train: score(&split.train)?,
-            validation: if split.validation.is_empty() {
+            train: score(&x_train, &y_train)?,
+            validation: if y_validation.is_empty() {
                 None
             } else {
-                Some(score(&split.validation)?)
+                Some(score(&x_validation, &y_validation)?)
             },
-            test: score(&split.test)?,
+            test: score(&x_test, &y_test)?,
             training: figures.clone(),
             fit_seconds: *fit_seconds,
         });
@@ -894,22 +898,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         metrics,
         summary,
     })
-}
-
-/// The most probable class per row (the lowest index on ties).
-pub(crate) fn argmax_rows(proba: &Array2<f32>) -> Vec<usize> {
-    proba
-        .rows()
-        .into_iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
-                    if p > best.1 { (i, p) } else { best }
-                })
-                .0
-        })
-        .collect()
 }
 
 /// What the extraction stage hands on.
