@@ -60,6 +60,23 @@ enum Cmd {
     Extract(ExtractArgs),
     /// Classify new rows with a run's saved head (features from the same frozen backbone).
     Predict(PredictArgs),
+    /// Write a run's head as ONNX: merged with its backbone (token ids or pixels in, probabilities out) or alone.
+    Export {
+        /// A run folder written by `cargo xtask run`.
+        run_dir: PathBuf,
+        /// Which head of the run (default: the first in its pipeline).
+        #[arg(long)]
+        head: Option<String>,
+        /// The .onnx file (default: heads/<head>.onnx in the run folder, heads/<head>.head.onnx with --head-only).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Export the head alone; its input is the backbone's features.
+        #[arg(long)]
+        head_only: bool,
+        /// Cache folder (as for `run`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// Merge the part files of a sharded `extract` into one file in input order.
     Merge {
         /// The folder the shards wrote into (their --output).
@@ -271,6 +288,29 @@ fn main() -> ExitCode {
         }
         Cmd::Extract(args) => extract(args),
         Cmd::Predict(args) => predict(args),
+        Cmd::Export {
+            run_dir,
+            head,
+            output,
+            head_only,
+            cache_dir,
+        } => graft_pipeline::export(&graft_pipeline::ExportJob {
+            run_dir,
+            head,
+            output,
+            head_only,
+            cache_dir: cache_dir.unwrap_or_else(default_cache),
+        })
+        .map(|o| {
+            println!(
+                "exported head `{}` → {} ({:.1} KB)",
+                o.head,
+                o.output.display(),
+                o.bytes as f64 / 1e3
+            );
+            println!("  inputs   {}", o.inputs.join("; "));
+            println!("  outputs  {}", o.outputs.join("; "));
+        }),
         Cmd::Merge { parts, output } => graft_pipeline::merge(&parts, &output).map(|m| {
             println!(
                 "merged {} parts: {} rows → {}",

@@ -20,7 +20,9 @@ fn graft_dependencies(manifest: &Path) -> Vec<String> {
 #[test]
 fn leaf_crates_do_not_depend_on_each_other() {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
-    for leaf in ["ingest", "backbone", "heads", "eval", "assets", "features"] {
+    for leaf in [
+        "ingest", "backbone", "heads", "eval", "assets", "features", "onnx",
+    ] {
         let deps = graft_dependencies(&crates.join(leaf).join("Cargo.toml"));
         assert!(deps.is_empty(), "graft-{leaf} depends on {deps:?}");
     }
@@ -39,7 +41,8 @@ fn only_pipeline_composes_and_xtask_only_calls_pipeline() {
             "graft-eval",
             "graft-features",
             "graft-heads",
-            "graft-ingest"
+            "graft-ingest",
+            "graft-onnx"
         ]
     );
     assert_eq!(

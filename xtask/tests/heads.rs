@@ -154,6 +154,33 @@ fn every_head_is_saved_and_predict_reproduces_its_test_scores() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+
+    // Export from the command line: the merged model's inputs are the backbone's token inputs.
+    let output = xtask(&["export", run_dir.to_str().unwrap(), "--head", "mlp"], &[]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        out.contains("inputs   input_ids: int64 [batch, tokens]"),
+        "{out}"
+    );
+    assert!(out.contains("probabilities: float32 [batch, 2]"), "{out}");
+    assert!(run_dir.join("heads/mlp.onnx").is_file());
+    for (args, message) in [
+        (vec!["--head", "knn"], "a kNN head cannot be exported"),
+        (vec!["--output", "model.txt"], "name the output .onnx"),
+        (vec!["--head", "svm"], "the run has no head `svm`"),
+    ] {
+        let mut all = vec!["export", run_dir.to_str().unwrap()];
+        all.extend(args);
+        let output = xtask(&all, &[]);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{err}");
+        assert!(err.contains(message), "{err}");
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use image::{RgbImage, imageops::FilterType};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ndarray::{Array2, Array4, ArrayViewD, Axis};
+use ndarray::{Array2, Array3, Array4, ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::TensorRef;
 use rand::{Rng, SeedableRng};
@@ -70,6 +70,22 @@ pub struct ImagePreprocess {
     pub dtype: PixelType,
     /// Feed channels as BGR instead of RGB.
     pub bgr: bool,
+}
+
+/// The pixels an image backbone sees before scaling and normalisation: `source` decoded, its short side
+/// resized to `resize` (bilinear), centre-cropped to `crop` × `crop`, 8-bit RGB as `[crop, crop, 3]` — the
+/// input a merged model exported by graft takes.
+pub fn resized_pixels(
+    source: &ImageSource,
+    resize: u32,
+    crop: u32,
+) -> Result<Array3<u8>, BackboneError> {
+    let image = resize_and_crop(&decode(source)?, resize, crop);
+    let (w, h) = image.dimensions();
+    Ok(
+        Array3::from_shape_vec((h as usize, w as usize, 3), image.into_raw())
+            .expect("an RGB image holds height × width × 3 bytes"),
+    )
 }
 
 /// Training-time augmentation: each extra view of an image is a seeded random resized crop and/or flip.

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 pub use image::{
     Augmentation, ImageBackbone, ImageBackboneConfig, ImageExtractionStats, ImagePreprocess,
-    ImageSource, Layout, PixelType,
+    ImageSource, Layout, PixelType, resized_pixels,
 };
 pub use text::{
     EncodedTexts, ExtractionStats, Pooling, Provider, TextBackbone, TextBackboneConfig,

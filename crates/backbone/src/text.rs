@@ -610,6 +610,12 @@ impl EncodedTexts {
         order
     }
 
+    /// Token ids of row `row` (special tokens included, truncated, unpadded): what the graph's
+    /// `input_ids` holds for it, e.g. to feed a model exported by graft.
+    pub fn ids(&self, row: usize) -> &[u32] {
+        self.encodings[row].get_ids()
+    }
+
     /// Seconds the tokenizer took.
     pub fn tokenize_seconds(&self) -> f64 {
         self.tokenize_seconds

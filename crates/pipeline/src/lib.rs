@@ -4,7 +4,7 @@
 //! and checks it before any work starts (errors point at the offending line); [`run`] then ingests and splits
 //! the rows, provisions ONNX Runtime and the model, extracts features, trains the heads, evaluates each once on
 //! the test split and writes a run folder with `metrics.json`, `report.md`, `manifest.json` and the saved
-//! heads, which [`predict`] applies to new rows.
+//! heads, which [`predict`] applies to new rows and [`export`] writes as ONNX (alone, or merged with the backbone).
 //!
 //! ```no_run
 //! use graft_pipeline::{Plan, RunOptions, run};
@@ -18,6 +18,7 @@
 //! ```
 
 mod diagnostic;
+mod export;
 mod extract;
 mod heads;
 mod plan;
@@ -29,6 +30,7 @@ mod schema;
 use std::path::PathBuf;
 
 pub use diagnostic::Diagnostic;
+pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
 pub use graft_backbone::{Pooling, Provider};

@@ -61,7 +61,7 @@ fn predict_error(message: impl Into<String>, hint: impl Into<String>) -> Pipelin
 }
 
 /// The backbone a head was trained with, from its artefact.
-fn recorded_model(loaded: &LoadedHead) -> Result<ModelSource, PipelineError> {
+pub(crate) fn recorded_model(loaded: &LoadedHead) -> Result<ModelSource, PipelineError> {
     let source = &loaded.info.backbone["settings"]["source"];
     if let Some(name) = source["model"].as_str() {
         return Ok(ModelSource::Registry(name.to_owned()));
@@ -80,7 +80,11 @@ fn recorded_model(loaded: &LoadedHead) -> Result<ModelSource, PipelineError> {
 }
 
 /// sha256 of a backbone's ONNX graph (registered models are fetched and verified first).
-fn model_sha256(cache: &Cache, model: &ModelSource, image: bool) -> Result<String, PipelineError> {
+pub(crate) fn model_sha256(
+    cache: &Cache,
+    model: &ModelSource,
+    image: bool,
+) -> Result<String, PipelineError> {
     Ok(match model {
         ModelSource::Registry(name) if image => cache.image_model(name)?.onnx.sha256,
         ModelSource::Registry(name) => cache.model(name)?.onnx.sha256,
@@ -95,7 +99,7 @@ fn model_sha256(cache: &Cache, model: &ModelSource, image: bool) -> Result<Strin
 }
 
 /// Picks the head's artefact in `run_dir/heads/`.
-fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, PipelineError> {
+pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, PipelineError> {
     let heads_dir = run_dir.join("heads");
     let manifest_path = run_dir.join("manifest.json");
     let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
