@@ -20,6 +20,7 @@
 //! ```
 
 pub mod embeddings;
+mod features;
 mod images;
 pub mod rows;
 mod split;
@@ -29,6 +30,9 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 pub use embeddings::{EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, read_embeddings};
+pub use features::{
+    FeatureClassificationData, SplitTag, feature_classification, read_feature_matrix,
+};
 pub use images::{IdxImages, ImageFolder, image_folder, read_idx_images, read_idx_labels};
 pub use polars::frame::DataFrame;
 pub use polars::prelude::{DataType, Series};
@@ -63,6 +67,16 @@ pub enum IngestError {
         path: PathBuf,
         /// 1-based line number.
         line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A row whose values cannot be used.
+    #[error("{}: row {row}: {message}", path.display())]
+    BadRow {
+        /// The file.
+        path: PathBuf,
+        /// 0-based row number.
+        row: u64,
         /// What is wrong.
         message: String,
     },
@@ -250,6 +264,39 @@ fn column<'a>(table: &'a DataFrame, name: &str) -> Result<&'a Column, IngestErro
     })
 }
 
+/// Class indices for `raw` labels: classes sorted (numerically when `numeric`), at least two of them.
+pub(crate) fn encode_labels(
+    raw: &[String],
+    numeric: bool,
+) -> Result<(Vec<usize>, Vec<String>), IngestError> {
+    let mut classes: Vec<String> = raw.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
+    if numeric {
+        // `2` before `10`: order by value, not by spelling.
+        classes.sort_by(|a, b| {
+            let (x, y) = (
+                a.parse::<f64>().unwrap_or(f64::NAN),
+                b.parse::<f64>().unwrap_or(f64::NAN),
+            );
+            x.total_cmp(&y)
+        });
+    }
+    if classes.len() == 1 {
+        return Err(IngestError::SingleClass {
+            class: classes.remove(0),
+        });
+    }
+    let index: std::collections::HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let labels = raw.iter().map(|l| index[l.as_str()]).collect();
+
+    Ok((labels, classes))
+}
+
 /// Picks the text and label columns, drops rows where either is null and encodes labels as class indices.
 pub fn text_classification(
     table: &DataFrame,
@@ -295,30 +342,7 @@ pub fn text_classification(
         return Err(IngestError::NoUsableRows { rows: rows_read });
     }
 
-    let mut classes: Vec<String> = raw_labels.clone();
-    classes.sort_unstable();
-    classes.dedup();
-    if numeric_labels {
-        // `2` before `10`: order by value, not by spelling.
-        classes.sort_by(|a, b| {
-            let (x, y) = (
-                a.parse::<f64>().unwrap_or(f64::NAN),
-                b.parse::<f64>().unwrap_or(f64::NAN),
-            );
-            x.total_cmp(&y)
-        });
-    }
-    if classes.len() == 1 {
-        return Err(IngestError::SingleClass {
-            class: classes.remove(0),
-        });
-    }
-    let index: std::collections::HashMap<&str, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
-    let labels = raw_labels.iter().map(|l| index[l.as_str()]).collect();
+    let (labels, classes) = encode_labels(&raw_labels, numeric_labels)?;
 
     Ok(TextClassificationData {
         texts,

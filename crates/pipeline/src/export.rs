@@ -505,6 +505,11 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
     }
     let (bytes, inputs) = if job.head_only {
         head_only_model(&loaded)?
+    } else if loaded.info.backbone["settings"].is_null() {
+        return Err(export_error(
+            "the run trained on given features, so there is no backbone to merge the head with",
+            "export the head alone with --head-only; run it on the same kind of features",
+        ));
     } else {
         let settings = &loaded.info.backbone["settings"];
         let image = !settings["image"].is_null();

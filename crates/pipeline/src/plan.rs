@@ -35,6 +35,16 @@ pub enum DataSource {
     ImageRegistry(String),
     /// A folder of class sub-folders of images.
     ImageFolder(PathBuf),
+    /// Features computed elsewhere: a Parquet table with a list column, or a `.npy` matrix (labels then come
+    /// from `labels`, a row-aligned table).
+    Features {
+        /// The `.parquet` or `.npy` file.
+        path: PathBuf,
+        /// The table with the labels (and split column), when not the features file itself.
+        labels: Option<PathBuf>,
+        /// The Parquet column holding each row's feature vector.
+        embedding_column: String,
+    },
 }
 
 impl DataSource {
@@ -81,6 +91,8 @@ pub struct DataPlan {
     pub label_column: String,
     /// Keep only this many rows (a seeded, stratified sample) before splitting.
     pub sample: Option<usize>,
+    /// Column naming each row's split (`train`, `validation`, `test`), for `[split.predefined]`.
+    pub split_column: Option<String>,
 }
 
 /// Where the backbone comes from.
@@ -118,6 +130,7 @@ pub(crate) struct Spans {
     pub data: Option<Range<usize>>,
     pub text_column: Option<Range<usize>>,
     pub label_column: Option<Range<usize>>,
+    pub split_column: Option<Range<usize>>,
     pub split: Option<Range<usize>>,
     pub sha256: Option<Range<usize>>,
     pub backbone: Option<Range<usize>>,
@@ -139,8 +152,8 @@ pub struct Plan {
     pub data: DataPlan,
     /// How rows are split.
     pub split: SplitPlan,
-    /// The frozen backbone.
-    pub backbone: BackbonePlan,
+    /// The frozen backbone (`None` when the data gives features).
+    pub backbone: Option<BackbonePlan>,
     /// Transform fitted on the training rows before the heads.
     pub transform: Option<TransformPlan>,
     /// The heads, in file order; the first is the headline.
@@ -183,6 +196,13 @@ impl Plan {
             }
             DataSource::File(path) => json!({ "path": path }),
             DataSource::ImageFolder(path) => json!({ "images": path }),
+            DataSource::Features {
+                path,
+                labels,
+                embedding_column,
+            } => {
+                json!({ "features": path, "labels": labels, "embedding_column": embedding_column })
+            }
         };
         let split = match self.split {
             SplitPlan::Stratified(r) => json!({ "stratified": {
@@ -192,28 +212,6 @@ impl Plan {
                 json!({ "predefined": { "validation": validation }})
             }
         };
-        let image = self.backbone.image.as_ref().map(|i| {
-            let p = &i.preprocess;
-            json!({
-                "input": p.input, "resize": p.resize, "image_size": p.crop, "mean": p.mean, "std": p.std,
-                "layout": format!("{:?}", p.layout).to_lowercase(), "dtype": format!("{:?}", p.dtype).to_lowercase(),
-                "bgr": p.bgr, "output": i.output,
-                "augment": i.augment.map(|(a, views)| json!({
-                    "horizontal_flip": a.horizontal_flip, "crop_scale": a.crop_scale, "views": views
-                })),
-            })
-        });
-        let model_source = match &self.backbone.source {
-            ModelSource::Registry(name) => json!({ "model": name }),
-            ModelSource::Files {
-                onnx,
-                tokenizer,
-                sha256,
-            } => {
-                json!({ "onnx": onnx, "tokenizer": tokenizer, "sha256": sha256 })
-            }
-        };
-        let c = &self.backbone.config;
         let heads: Vec<serde_json::Value> = self.heads.iter().map(HeadSpec::json).collect();
         json!({
             "schema": SCHEMA_VERSION,
@@ -224,9 +222,42 @@ impl Plan {
                 "text_column": self.data.text_column,
                 "label_column": self.data.label_column,
                 "sample": self.data.sample,
+                "split_column": self.data.split_column,
             },
             "split": split,
-            "backbone": {
+            "backbone": self.backbone.as_ref().map(BackbonePlan::json),
+            "transform": self.transform.as_ref().map(TransformPlan::json),
+            "heads": heads,
+        })
+    }
+}
+
+impl BackbonePlan {
+    /// The resolved settings, as recorded in the manifest and in saved heads.
+    fn json(&self) -> serde_json::Value {
+        let image = self.image.as_ref().map(|i| {
+            let p = &i.preprocess;
+            json!({
+                "input": p.input, "resize": p.resize, "image_size": p.crop, "mean": p.mean, "std": p.std,
+                "layout": format!("{:?}", p.layout).to_lowercase(), "dtype": format!("{:?}", p.dtype).to_lowercase(),
+                "bgr": p.bgr, "output": i.output,
+                "augment": i.augment.map(|(a, views)| json!({
+                    "horizontal_flip": a.horizontal_flip, "crop_scale": a.crop_scale, "views": views
+                })),
+            })
+        });
+        let model_source = match &self.source {
+            ModelSource::Registry(name) => json!({ "model": name }),
+            ModelSource::Files {
+                onnx,
+                tokenizer,
+                sha256,
+            } => {
+                json!({ "onnx": onnx, "tokenizer": tokenizer, "sha256": sha256 })
+            }
+        };
+        let c = &self.config;
+        json!({
                 "source": model_source,
                 "output": c.output,
                 "pooling": c.pooling.name(),
@@ -235,14 +266,11 @@ impl Plan {
                 "batch_size": c.batch_size,
                 "threads": c.intra_threads,
                 "sessions": c.sessions,
-                "cache": self.backbone.cache,
+                "cache": self.cache,
                 "provider": c.provider.name(),
                 "device_id": match c.provider { Provider::Cuda { device_id, .. } => Some(device_id), Provider::Cpu => None },
                 "fallback": match c.provider { Provider::Cuda { fallback, .. } => Some(fallback), Provider::Cpu => None },
                 "image": image,
-            },
-            "transform": self.transform.as_ref().map(TransformPlan::json),
-            "heads": heads,
         })
     }
 }
@@ -400,7 +428,7 @@ impl Checker<'_> {
         }
         let mut spans = Spans {
             data: Some(raw.data.span()),
-            backbone: Some(raw.backbone.span()),
+            backbone: raw.backbone.as_ref().map(Spanned::span),
             ..Spans::default()
         };
         let data = self.check_data(raw.data, &mut spans)?;
@@ -417,14 +445,21 @@ impl Checker<'_> {
                         .error(s.span(), "test = 0 leaves nothing to evaluate on")
                         .with_hint("give the test split a share, e.g. test = 0.1"));
                 }
+                if let Some(span) = &spans.split_column {
+                    return Err(self
+                        .error(span.clone(), "`split_column` assigns rows to splits, but the split is `[split.stratified]`")
+                        .with_hint("use `[split.predefined]` to keep the column's train/validation/test, or remove `split_column`"));
+                }
                 SplitPlan::Stratified(ratios)
             }
             RawSplit::Predefined(s) => {
                 spans.split = Some(s.span());
-                if !matches!(data.source, DataSource::ImageRegistry(_)) {
+                if !matches!(data.source, DataSource::ImageRegistry(_))
+                    && data.split_column.is_none()
+                {
                     return Err(self
-                        .error(s.span(), "`[split.predefined]` needs a data set with an official split")
-                        .with_hint("registered image data sets (e.g. fashion-mnist) have one; for your own data use `[split.stratified]`"));
+                        .error(s.span(), "`[split.predefined]` needs a data set with an official split or a split column")
+                        .with_hint("registered image data sets (e.g. fashion-mnist) have one; for your own table name the column with `split_column = \"split\"` in `[data]` (values train, validation, test), or use `[split.stratified]`"));
                 }
                 let validation = s.get_ref().validation.unwrap_or(0.0);
                 if !(0.0..1.0).contains(&validation) {
@@ -440,8 +475,24 @@ impl Checker<'_> {
                 SplitPlan::Predefined { validation }
             }
         };
-        let backbone = self.check_backbone(raw.backbone, &mut spans)?;
-        if backbone.image.is_some() != data.source.is_images() {
+        let given_features = matches!(data.source, DataSource::Features { .. });
+        let backbone = match (raw.backbone, given_features) {
+            (Some(b), true) => {
+                return Err(self
+                    .error(b.span(), "`[backbone]` does not apply: `[data] features` gives the features")
+                    .with_hint("remove `[backbone]` to train on the given features, or `features` to extract them with the backbone"));
+            }
+            (None, true) => None,
+            (None, false) => {
+                return Err(self
+                    .error(0..0, "the pipeline has no `[backbone]`")
+                    .with_hint("add `[backbone]` with `model = \"minilm-l6-int8\"` (or another registered backbone), or give features computed elsewhere with `[data] features = \"x.parquet\"`"));
+            }
+            (Some(b), false) => Some(self.check_backbone(b, &mut spans)?),
+        };
+        if let Some(backbone) = &backbone
+            && backbone.image.is_some() != data.source.is_images()
+        {
             let (model, rows) = if backbone.image.is_some() {
                 ("an image backbone", "texts")
             } else {
@@ -729,21 +780,75 @@ impl Checker<'_> {
         spans.text_column = data.text_column.as_ref().map(Spanned::span);
         spans.label_column = data.label_column.as_ref().map(Spanned::span);
         let registry = Registry::builtin();
-        let given: Vec<&Spanned<String>> = [&data.dataset, &data.path, &data.images]
-            .into_iter()
-            .flatten()
-            .collect();
+        spans.split_column = data.split_column.as_ref().map(Spanned::span);
+        let given: Vec<&Spanned<String>> =
+            [&data.dataset, &data.path, &data.images, &data.features]
+                .into_iter()
+                .flatten()
+                .collect();
         if given.len() > 1 {
             return Err(self
-                .error(given[1].span(), "`[data]` gives more than one of `dataset`, `path` and `images`")
-                .with_hint("keep one: `dataset` names a registered data set, `path` a table of your own, `images` a folder of class sub-folders"));
+                .error(given[1].span(), "`[data]` gives more than one of `dataset`, `path`, `images` and `features`")
+                .with_hint("keep one: `dataset` names a registered data set, `path` a table of your own, `images` a folder of class sub-folders, `features` embeddings computed elsewhere"));
+        }
+        if data.features.is_none()
+            && let Some(key) = data.labels.as_ref().or(data.embedding_column.as_ref())
+        {
+            return Err(self
+                    .error(key.span(), "this key applies to `features` only")
+                    .with_hint("`labels` and `embedding_column` describe a features file given with `features = \"x.parquet\"`"));
+        }
+        if let Some(c) = &data.split_column
+            && (data.dataset.is_some() || data.images.is_some())
+        {
+            return Err(self
+                .error(c.span(), "`split_column` applies to your own table or features")
+                .with_hint("registered data sets and image folders have no split column; use `[split.predefined]` for a registered data set's official split"));
         }
         let (source, default_columns) = match (&data.dataset, &data.path, &data.images) {
+            (None, None, None) if data.features.is_some() => {
+                let features = data.features.as_ref().expect("checked");
+                let resolved = self.existing_file(features, "features file")?;
+                let ext = resolved
+                    .extension()
+                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if !["parquet", "pq", "npy"].contains(&ext.as_str()) {
+                    return Err(self
+                        .error(features.span(), format!("cannot read features from {}", resolved.display()))
+                        .with_hint("give a .parquet table with one list column of numbers per row (`embedding_column`, default \"embedding\"), or a .npy float matrix with `labels = \"labels.csv\"`"));
+                }
+                if let Some(t) = &data.text_column {
+                    return Err(self
+                        .error(t.span(), "features need no text column")
+                        .with_hint("remove `text_column`; the rows are already feature vectors"));
+                }
+                let labels = match &data.labels {
+                    Some(l) => Some(self.existing_file(l, "labels file")?),
+                    None if ext == "npy" => {
+                        return Err(self
+                            .error(features.span(), "a .npy file holds only the feature matrix; the labels must come from elsewhere")
+                            .with_hint("add `labels = \"labels.csv\"`: a table with the label column (and split column), one row per matrix row, in the same order"));
+                    }
+                    None => None,
+                };
+                (
+                    DataSource::Features {
+                        path: resolved,
+                        labels,
+                        embedding_column: data
+                            .embedding_column
+                            .as_ref()
+                            .map_or_else(|| "embedding".to_owned(), |c| c.get_ref().clone()),
+                    },
+                    Some((String::new(), "label".to_owned())),
+                )
+            }
             (None, None, None) => {
                 return Err(self
-                    .error(section, "`[data]` needs `dataset`, `path` or `images`")
+                    .error(section, "`[data]` needs `dataset`, `path`, `images` or `features`")
                     .with_hint(format!(
-                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file; `images = \"photos/\"` a folder of class sub-folders",
+                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file; `images = \"photos/\"` a folder of class sub-folders; `features = \"x.parquet\"` embeddings computed elsewhere",
                         registry.dataset_names().join(", ")
                     )));
             }
@@ -804,6 +909,7 @@ impl Checker<'_> {
         let (text_default, label_default) = default_columns.unzip();
         let text_column = column(data.text_column, "text_column", text_default)?;
         let label_column = column(data.label_column, "label_column", label_default)?;
+        let split_column = data.split_column.map(Spanned::into_inner);
         let sample = match data.sample {
             Some(s) if *s.get_ref() < 2 => {
                 return Err(self
@@ -817,6 +923,7 @@ impl Checker<'_> {
             text_column,
             label_column,
             sample,
+            split_column,
         })
     }
 

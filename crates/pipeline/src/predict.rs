@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use graft_assets::Cache;
 use graft_backbone::{Pooling, Provider};
+use ndarray::Array2;
 use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Series};
 
 use crate::PipelineError;
@@ -147,24 +148,30 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
     Ok(heads_dir.join(format!("{name}.json")))
 }
 
-/// Classifies every row of the input and writes predictions with per-class probabilities.
-pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
-    let format = match job.output.extension().and_then(|e| e.to_str()) {
-        Some("csv") => "csv",
-        Some("parquet") => "parquet",
-        _ => {
-            return Err(predict_error(
-                format!("cannot write predictions to {}", job.output.display()),
-                "name the output .csv or .parquet",
-            ));
-        }
-    };
-    let loaded = load_head(&head_file(&job.run_dir, job.head.as_deref())?)?;
+/// A hidden name next to `output` for this process's scratch or temporary files.
+fn beside(output: &Path, what: &str) -> PathBuf {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent.join(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+/// Features of the input rows through the run's backbone (the batch-extraction path: streaming,
+/// length-sorted batches), into a scratch folder beside the output.
+fn extracted_features(
+    job: &PredictJob,
+    loaded: &LoadedHead,
+) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
     let settings = &loaded.info.backbone["settings"];
     let image = !settings["image"].is_null();
     let model = match &job.model {
         Some(m) => m.clone(),
-        None => recorded_model(&loaded)?,
+        None => recorded_model(loaded)?,
     };
     let cache = Cache::new(&job.cache_dir);
     let sha = model_sha256(&cache, &model, image)?;
@@ -178,18 +185,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
         ));
     }
 
-    // Features through the batch-extraction path (streaming, length-sorted batches), into a scratch folder.
-    let parent = job
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = job
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let scratch = parent.join(format!(".{file_name}.predict-{}", std::process::id()));
+    let scratch = beside(&job.output, "predict");
     std::fs::create_dir_all(&scratch).map_err(|source| PipelineError::Io {
         path: scratch.clone(),
         source,
@@ -220,23 +216,78 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
     });
     let _ = std::fs::remove_dir_all(&scratch);
     let batch = result?;
-    if batch.embeddings.ncols() != loaded.trained.n_features() {
+    Ok((batch.embeddings, batch.ids))
+}
+
+/// Features given in a file, for a run trained on given features: the same column (Parquet) or a `.npy`
+/// matrix; `--id-column` names a column of the Parquet table.
+fn given_features(
+    job: &PredictJob,
+    loaded: &LoadedHead,
+) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
+    let column = loaded.info.backbone["files"]["embedding_column"]
+        .as_str()
+        .unwrap_or("embedding");
+    let embeddings = graft_ingest::read_feature_matrix(&job.input, column).map_err(|e| {
+        predict_error(
+            e.to_string(),
+            format!(
+                "this run's head was trained on given features, so the input must be features too: a .parquet table with a `{column}` list column, or a .npy matrix"
+            ),
+        )
+    })?;
+    let ids = match &job.id_column {
+        Some(name) => {
+            let table = graft_ingest::read_table(&job.input)
+                .map_err(|e| predict_error(e.to_string(), "--id-column needs a .parquet input"))?;
+            let ids = table.column(name).map_err(|_| {
+                predict_error(
+                    format!("the input has no column `{name}`"),
+                    "name a column of the input table with --id-column",
+                )
+            })?;
+            Some(ids.as_materialized_series().clone())
+        }
+        None => None,
+    };
+    Ok((embeddings, ids))
+}
+
+/// Classifies every row of the input and writes predictions with per-class probabilities.
+pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
+    let format = match job.output.extension().and_then(|e| e.to_str()) {
+        Some("csv") => "csv",
+        Some("parquet") => "parquet",
+        _ => {
+            return Err(predict_error(
+                format!("cannot write predictions to {}", job.output.display()),
+                "name the output .csv or .parquet",
+            ));
+        }
+    };
+    let loaded = load_head(&head_file(&job.run_dir, job.head.as_deref())?)?;
+    let (embeddings, ids) = if loaded.info.backbone["settings"].is_null() {
+        given_features(job, &loaded)?
+    } else {
+        extracted_features(job, &loaded)?
+    };
+    if embeddings.ncols() != loaded.trained.n_features() {
         return Err(predict_error(
             format!(
-                "the backbone gives {}-d features but the head expects {}",
-                batch.embeddings.ncols(),
+                "the features are {}-d but the head expects {}",
+                embeddings.ncols(),
                 loaded.trained.n_features()
             ),
-            "the run's backbone settings changed; predict with the run's own settings",
+            "predict with the backbone (or the kind of features) the run was trained on, with the run's own settings",
         ));
     }
-    let proba = loaded.trained.predict_proba(batch.embeddings.view())?;
+    let proba = loaded.trained.predict_proba(embeddings.view())?;
     let predicted = graft_heads::argmax_rows(proba.view());
     let classes = &loaded.info.classes;
     let n = predicted.len();
     let mut columns: Vec<Column> =
         vec![Series::new("row".into(), (0..n as u64).collect::<Vec<_>>()).into()];
-    if let Some(ids) = batch.ids {
+    if let Some(ids) = ids {
         columns.push(ids.into());
     }
     columns.push(
@@ -258,7 +309,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
             "this is a bug in graft; please report it",
         )
     })?;
-    let temp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let temp = beside(&job.output, "tmp");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PipelineError::Io { path, source }

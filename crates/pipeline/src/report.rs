@@ -217,7 +217,14 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         thousands(r.validation),
         thousands(r.test)
     );
-    if e.extracted > 0 {
+    if e.unit == "features" {
+        let _ = writeln!(
+            s,
+            "  features    {} rows × {} given with the data (no backbone)",
+            thousands(e.rows),
+            e.dimension
+        );
+    } else if e.extracted > 0 {
         let _ = writeln!(
             s,
             "  extraction  {} rows in {:.1} s ({:.0} rows/s) · {} thread(s) · {} · {} from the feature cache",
@@ -292,25 +299,34 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# graft run: {}\n", m.pipeline);
     let _ = writeln!(s, "- **Data:** {} (sha256 `{}`)", ctx.data, ctx.data_sha256);
-    let _ = writeln!(
-        s,
-        "- **Backbone:** {} (frozen; model sha256 `{}`), {}",
-        ctx.backbone, ctx.model_sha256, m.extraction.execution_provider
-    );
+    if m.extraction.unit == "features" {
+        let _ = writeln!(
+            s,
+            "- **Backbone:** none; {}-d features given with the data",
+            m.extraction.dimension
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "- **Backbone:** {} (frozen; model sha256 `{}`), {}",
+            ctx.backbone, ctx.model_sha256, m.extraction.execution_provider
+        );
+    }
     let _ = writeln!(s, "- **Head:** {}", ctx.head);
     if m.heads.len() > 1 {
         let others: Vec<&str> = m.heads[1..].iter().map(|h| h.label.as_str()).collect();
         let _ = writeln!(s, "- **Also trained:** {}", others.join("; "));
     }
     let r = &m.rows;
-    let dropped = if m.extraction.unit == "images" {
-        String::new()
-    } else {
-        format!(
+    let dropped = match m.extraction.unit.as_str() {
+        "images" => String::new(),
+        "features" => format!("{} dropped (null label), ", r.dropped_null_label),
+        _ => format!(
             "{} dropped (null text), {} dropped (null label), ",
             r.dropped_null_text, r.dropped_null_label
-        )
+        ),
     };
+
     let _ = writeln!(
         s,
         "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test\n",
@@ -422,7 +438,13 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         e.batches,
         e.threads,
     );
-    let _ = if e.unit == "images" {
+    let _ = if e.unit == "features" {
+        writeln!(
+            s,
+            "{} rows × {} features given with the data; nothing extracted.\n",
+            e.rows, e.dimension
+        )
+    } else if e.unit == "images" {
         writeln!(
             s,
             "{head}; {:.2} s of it decoding and preprocessing.\n",

@@ -12,8 +12,9 @@ use graft_eval::classification_report;
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{Targets, argmax_rows};
 use graft_ingest::{
-    IngestError, Split, SplitRatios, TextClassificationData, image_folder, read_idx_images,
-    read_idx_labels, read_table, stratified_split, stratified_subsample, text_classification,
+    IngestError, Split, SplitRatios, SplitTag, TextClassificationData, image_folder,
+    read_idx_images, read_idx_labels, read_table, stratified_split, stratified_subsample,
+    text_classification,
 };
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
@@ -81,6 +82,8 @@ fn derive_seed(seed: u64, purpose: &str) -> u64 {
 enum Inputs {
     Texts(Vec<String>),
     Images(Vec<ImageSource>),
+    /// Feature vectors given with the data (no backbone).
+    Features(Array2<f32>),
 }
 
 /// Labelled rows of either modality, after cleaning.
@@ -90,8 +93,8 @@ struct Labelled {
     classes: Vec<String>,
     /// 0-based row of each used row in the source (for image data sets: train rows, then test rows).
     source_rows: Vec<usize>,
-    /// For data sets with an official split: whether each row belongs to the official test set.
-    official_test: Option<Vec<bool>>,
+    /// Each row's split when the data fixes it (an official train/test split, or a split column).
+    predefined: Option<Vec<SplitTag>>,
     rows_read: usize,
     dropped_null_text: usize,
     dropped_null_label: usize,
@@ -109,11 +112,12 @@ impl Labelled {
             inputs: match self.inputs {
                 Inputs::Texts(t) => Inputs::Texts(keep.iter().map(|&i| t[i].clone()).collect()),
                 Inputs::Images(m) => Inputs::Images(keep.iter().map(|&i| m[i].clone()).collect()),
+                Inputs::Features(x) => Inputs::Features(x.select(Axis(0), keep)),
             },
             labels: pick(&self.labels),
             source_rows: pick(&self.source_rows),
-            official_test: self
-                .official_test
+            predefined: self
+                .predefined
                 .map(|t| keep.iter().map(|&i| t[i]).collect()),
             ..self
         }
@@ -127,7 +131,7 @@ impl From<TextClassificationData> for Labelled {
             labels: d.labels,
             classes: d.classes,
             source_rows: d.source_rows,
-            official_test: None,
+            predefined: None,
             rows_read: d.rows_read,
             dropped_null_text: d.dropped_null_text,
             dropped_null_label: d.dropped_null_label,
@@ -153,7 +157,7 @@ fn read_images(
             let files = cache.image_dataset(name)?;
             let mut inputs = Vec::new();
             let mut labels = Vec::new();
-            let mut official_test = Vec::new();
+            let mut predefined = Vec::new();
             for (images, label_file, is_test) in [
                 (&files.train_images, &files.train_labels, false),
                 (&files.test_images, &files.test_labels, true),
@@ -189,7 +193,11 @@ fn read_images(
                         data: images.image(i).to_vec(),
                     });
                     labels.push(class);
-                    official_test.push(is_test);
+                    predefined.push(if is_test {
+                        SplitTag::Test
+                    } else {
+                        SplitTag::Train
+                    });
                 }
             }
             let n = labels.len();
@@ -199,7 +207,7 @@ fn read_images(
                     labels,
                     classes: files.entry.classes.clone(),
                     source_rows: (0..n).collect(),
-                    official_test: Some(official_test),
+                    predefined: Some(predefined),
                     rows_read: n,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
@@ -230,7 +238,7 @@ fn read_images(
                     labels: folder.labels,
                     classes: folder.classes,
                     source_rows: (0..n).collect(),
-                    official_test: None,
+                    predefined: None,
                     rows_read: n + folder.skipped,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
@@ -243,8 +251,8 @@ fn read_images(
                 format!("{} ({n} images)", root.display()),
             ))
         }
-        DataSource::Registry(_) | DataSource::File(_) => {
-            unreachable!("text sources are read as tables")
+        DataSource::Registry(_) | DataSource::File(_) | DataSource::Features { .. } => {
+            unreachable!("tables and features are read elsewhere")
         }
     }
 }
@@ -258,13 +266,43 @@ fn split_rows(plan: &Plan, data: &Labelled) -> Result<Split, PipelineError> {
             "drop or merge rare classes, add rows, or set `validation = 0` to need fewer rows per class",
         ))
     };
-    match (plan.split, &data.official_test) {
+    match (plan.split, &data.predefined) {
         (SplitPlan::Stratified(ratios), _) => {
             stratified_split(&data.labels, &data.classes, ratios, seed).map_err(explain)
         }
-        (SplitPlan::Predefined { validation }, Some(is_test)) => {
-            let train_rows: Vec<usize> = (0..data.len()).filter(|&i| !is_test[i]).collect();
-            let test: Vec<usize> = (0..data.len()).filter(|&i| is_test[i]).collect();
+        (SplitPlan::Predefined { validation }, Some(tags)) => {
+            let rows = |tag: SplitTag| -> Vec<usize> {
+                (0..data.len()).filter(|&i| tags[i] == tag).collect()
+            };
+            let (train_rows, given_validation, test) = (
+                rows(SplitTag::Train),
+                rows(SplitTag::Validation),
+                rows(SplitTag::Test),
+            );
+            let problem = if train_rows.is_empty() {
+                Some("no row is marked `train`")
+            } else if test.is_empty() {
+                Some("no row is marked `test`: there would be nothing to evaluate on")
+            } else if !given_validation.is_empty() && validation > 0.0 {
+                Some(
+                    "the split column already marks validation rows, and `validation` asks to hold out more",
+                )
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(plan
+                    .diagnostic(&plan.spans.split, problem)
+                    .with_hint("the split column's values are train, validation (val, dev) and test; `validation` in `[split.predefined]` holds out a share of the train rows when the column has no validation rows")
+                    .into());
+            }
+            if validation == 0.0 {
+                return Ok(Split {
+                    train: train_rows,
+                    validation: given_validation,
+                    test,
+                });
+            }
             let train_labels: Vec<usize> = train_rows.iter().map(|&i| data.labels[i]).collect();
             let ratios = SplitRatios::new(1.0 - validation, validation, 0.0).map_err(explain)?;
             let inner =
@@ -283,6 +321,8 @@ fn split_rows(plan: &Plan, data: &Labelled) -> Result<Split, PipelineError> {
 fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
     let (data, file, label) = if plan.data.source.is_images() {
         read_images(plan, cache)?
+    } else if matches!(plan.data.source, DataSource::Features { .. }) {
+        read_given_features(plan)?
     } else {
         read_text_table(plan, cache)?
     };
@@ -319,8 +359,8 @@ fn read_text_table(
             let files = cache.dataset(name)?;
             (files.table, format!("{name} (registered data set)"))
         }
-        DataSource::ImageRegistry(_) | DataSource::ImageFolder(_) => {
-            unreachable!("image sources are read by read_images")
+        DataSource::ImageRegistry(_) | DataSource::ImageFolder(_) | DataSource::Features { .. } => {
+            unreachable!("images and features are read elsewhere")
         }
         DataSource::File(path) => {
             let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
@@ -386,7 +426,140 @@ fn read_text_table(
                 _ => PipelineError::Ingest(e),
             }
         })?;
-    Ok((data.into(), file, label))
+    let mut data: Labelled = data.into();
+    if let Some(name) = &plan.data.split_column {
+        data.predefined = Some(split_tags(
+            plan,
+            &table,
+            &file.path,
+            name,
+            &data.source_rows,
+        )?);
+    }
+    Ok((data, file, label))
+}
+
+/// The split of each used row, from the table's split column.
+fn split_tags(
+    plan: &Plan,
+    table: &graft_ingest::DataFrame,
+    path: &Path,
+    name: &str,
+    rows: &[usize],
+) -> Result<Vec<SplitTag>, PipelineError> {
+    let span = &plan.spans.split_column;
+    let column = table.column(name).map_err(|_| {
+        let available: Vec<String> = table
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        plan.diagnostic(
+            span,
+            format!("column `{name}` not found in {}", path.display()),
+        )
+        .with_hint(format!("the file has columns: {}", available.join(", ")))
+    })?;
+    let values = column.str().map_err(|_| {
+        plan.diagnostic(
+            span,
+            format!(
+                "column `{name}` holds {}, expected split names (train, validation, test)",
+                column.dtype()
+            ),
+        )
+    })?;
+    rows.iter()
+        .map(|&row| {
+            let value = values.get(row).unwrap_or("");
+            SplitTag::parse(value).ok_or_else(|| {
+                plan.diagnostic(
+                    span,
+                    format!("row {row} of {} has split `{value}`", path.display()),
+                )
+                .with_hint("the split column's values are train, validation (val, dev) and test")
+                .into()
+            })
+        })
+        .collect()
+}
+
+/// Reads features computed elsewhere, with their labels (from the same Parquet table or a `labels` table).
+fn read_given_features(plan: &Plan) -> Result<(Labelled, VerifiedFile, String), PipelineError> {
+    let DataSource::Features {
+        path,
+        labels,
+        embedding_column,
+    } = &plan.data.source
+    else {
+        unreachable!("called for features only")
+    };
+    let spans = &plan.spans;
+    let located = |e: IngestError| -> PipelineError {
+        match &e {
+            IngestError::MissingColumn { column, available } => {
+                let span = if *column == plan.data.label_column {
+                    &spans.label_column
+                } else if Some(column) == plan.data.split_column.as_ref() {
+                    &spans.split_column
+                } else {
+                    &spans.data
+                };
+                let span = if span.is_some() { span } else { &spans.data };
+                plan.diagnostic(span, format!("column `{column}` not found"))
+                    .with_hint(format!("the file has columns: {}", available.join(", ")))
+                    .into()
+            }
+            _ => plan.diagnostic(&spans.data, e.to_string()).into(),
+        }
+    };
+    let matrix = graft_ingest::read_feature_matrix(path, embedding_column).map_err(located)?;
+    let labels_path = labels.as_ref().unwrap_or(path);
+    let table = read_table(labels_path).map_err(located)?;
+    let data = graft_ingest::feature_classification(
+        matrix,
+        &table,
+        labels_path,
+        &plan.data.label_column,
+        plan.data.split_column.as_deref(),
+    )
+    .map_err(located)?;
+    // The data's identity: the features file's sha256, or the sha256 of both files' sha256s.
+    let mut shas = String::new();
+    for file in std::iter::once(path).chain(labels.as_ref()) {
+        shas.push_str(&sha256_file(file).map_err(|source| PipelineError::Io {
+            path: file.clone(),
+            source,
+        })?);
+    }
+    let label = format!(
+        "{} ({} × {} features given)",
+        path.display(),
+        data.features.nrows(),
+        data.features.ncols()
+    );
+    Ok((
+        Labelled {
+            inputs: Inputs::Features(data.features),
+            labels: data.labels,
+            classes: data.classes,
+            source_rows: data.source_rows,
+            predefined: data.split,
+            rows_read: data.rows_read,
+            dropped_null_text: 0,
+            dropped_null_label: data.dropped_null_label,
+        },
+        VerifiedFile {
+            path: path.clone(),
+            sha256: if labels.is_some() {
+                sha2_hex(shas.as_bytes())
+            } else {
+                shas
+            },
+            fetched: false,
+        },
+        label,
+    ))
 }
 
 /// The ONNX Runtime library chosen for a run, and the provider it will be asked for.
@@ -638,18 +811,27 @@ pub fn clear_feature_cache(
     Ok(removed)
 }
 
+/// The backbone of a plan whose rows need one (checked when the plan was loaded).
+fn backbone_of(plan: &Plan) -> &crate::plan::BackbonePlan {
+    plan.backbone
+        .as_ref()
+        .expect("texts and images come with a backbone (checked when the plan was loaded)")
+}
+
 /// Fetches everything the plan needs (runtime, model, data) without running it.
 pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
     let cache = Cache::new(cache_dir);
-    runtime_library(&cache, plan.backbone.config.provider)?;
-    match &plan.backbone.source {
-        ModelSource::Registry(name) if plan.backbone.image.is_some() => {
-            cache.image_model(name)?;
+    if let Some(backbone) = &plan.backbone {
+        runtime_library(&cache, backbone.config.provider)?;
+        match &backbone.source {
+            ModelSource::Registry(name) if backbone.image.is_some() => {
+                cache.image_model(name)?;
+            }
+            ModelSource::Registry(name) => {
+                cache.model(name)?;
+            }
+            ModelSource::Files { .. } => {}
         }
-        ModelSource::Registry(name) => {
-            cache.model(name)?;
-        }
-        ModelSource::Files { .. } => {}
     }
     match &plan.data.source {
         DataSource::Registry(name) => {
@@ -658,7 +840,7 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
         DataSource::ImageRegistry(name) => {
             cache.image_dataset(name)?;
         }
-        DataSource::File(_) | DataSource::ImageFolder(_) => {}
+        DataSource::File(_) | DataSource::ImageFolder(_) | DataSource::Features { .. } => {}
     }
     Ok(())
 }
@@ -688,7 +870,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let ingested = ingest(plan, &cache)?;
     timings.ingest = clock.elapsed().as_secs_f64();
     let Ingested {
-        data,
+        mut data,
         split,
         file: data_file,
         label: data_label,
@@ -713,9 +895,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         model_json,
         model_sha256,
         provision_seconds,
-    } = match &data.inputs {
+    } = match &mut data.inputs {
         Inputs::Texts(texts) => text_features(plan, options, &cache, texts)?,
         Inputs::Images(images) => image_features(plan, options, &cache, images, &split.train)?,
+        Inputs::Features(given) => given_features(plan, std::mem::take(given), &data_file),
     };
     timings.provision = provision_seconds;
     timings.extract = clock.elapsed().as_secs_f64() - provision_seconds;
@@ -900,6 +1083,47 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     })
 }
 
+/// Features given with the data: nothing to extract, nothing to provision.
+fn given_features(plan: &Plan, features: Array2<f32>, file: &VerifiedFile) -> Featurized {
+    let embedding_column = match &plan.data.source {
+        DataSource::Features {
+            embedding_column, ..
+        } => embedding_column.clone(),
+        _ => unreachable!("called for given features"),
+    };
+    let extraction = ExtractionFigures {
+        rows: features.nrows(),
+        extracted: 0,
+        cache_hits: 0,
+        dimension: features.ncols(),
+        rows_per_second: 0.0,
+        batches: 0,
+        tokens: 0,
+        padded_tokens: 0,
+        truncated_rows: 0,
+        tokenize_seconds: 0.0,
+        execution_provider: "none (features given)".to_owned(),
+        unit: "features".to_owned(),
+        threads: 0,
+    };
+    let dimension = features.ncols();
+    Featurized {
+        features,
+        train_views: Vec::new(),
+        extraction,
+        runtime_json: serde_json::Value::Null,
+        feature_cache_json: serde_json::Value::Null,
+        model_label: "no backbone (features given)".to_owned(),
+        model_json: json!({
+            "features": file_json(file),
+            "embedding_column": embedding_column,
+            "dimension": dimension,
+        }),
+        model_sha256: file.sha256.clone(),
+        provision_seconds: 0.0,
+    }
+}
+
 /// What the extraction stage hands on.
 struct Featurized {
     features: Array2<f32>,
@@ -927,7 +1151,7 @@ fn text_features(
         tokenizer,
         label: backbone_label,
         json: model_json,
-    } = resolve_model(cache, &plan.backbone.source).map_err(|problem| match problem {
+    } = resolve_model(cache, &backbone_of(plan).source).map_err(|problem| match problem {
         ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
             &plan.spans.backbone,
             format!("backbone `{name}` is not a text model"),
@@ -952,14 +1176,14 @@ fn text_features(
     })?;
     let provision_seconds = clock.elapsed().as_secs_f64();
 
-    let config = &plan.backbone.config;
-    let store = if plan.backbone.cache {
+    let config = &backbone_of(plan).config;
+    let store = if backbone_of(plan).cache {
         // Everything that changes the extractor's output is part of the namespace.
         let description = format!(
             "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
              normalize {}; max_length {}",
             // The name is for `cache stats`; identity comes from the checksums.
-            match &plan.backbone.source {
+            match &backbone_of(plan).source {
                 ModelSource::Registry(name) => name.clone(),
                 ModelSource::Files { onnx, .. } => onnx
                     .file_name()
@@ -1093,17 +1317,16 @@ fn image_features(
     train: &[usize],
 ) -> Result<Featurized, PipelineError> {
     let clock = Instant::now();
-    let image_plan = plan
-        .backbone
+    let image_plan = backbone_of(plan)
         .image
         .as_ref()
         .expect("image data needs an image backbone");
-    let ModelSource::Registry(name) = &plan.backbone.source else {
+    let ModelSource::Registry(name) = &backbone_of(plan).source else {
         unreachable!("image backbones come from the registry")
     };
     let model = cache.image_model(name)?;
     let provision_seconds = clock.elapsed().as_secs_f64();
-    let config = &plan.backbone.config;
+    let config = &backbone_of(plan).config;
     let p = &image_plan.preprocess;
     let description = format!(
         "graft-features 1; image model {name}; onnx sha256 {}; output {}; input {}; resize {}; crop {}; \
@@ -1173,7 +1396,7 @@ fn image_features(
         seeds,
     } in jobs
     {
-        let store = if plan.backbone.cache {
+        let store = if backbone_of(plan).cache {
             Some(FeatureStore::open(&options.features_dir, &namespace)?)
         } else {
             None
@@ -1266,7 +1489,7 @@ fn image_features(
         extraction,
         runtime_json,
         feature_cache_json: json!({
-            "enabled": plan.backbone.cache,
+            "enabled": backbone_of(plan).cache,
             "namespaces": namespaces,
             "rejected_chunks": rejected_chunks,
         }),

@@ -314,8 +314,53 @@ fn image_settings_are_checked() {
         "predefined-split-own-file",
         10,
         &[
-            "`[split.predefined]` needs a data set with an official split",
+            "`[split.predefined]` needs a data set with an official split or a split column",
             "hint: registered image data sets (e.g. fashion-mnist) have one",
+        ],
+    );
+}
+
+#[test]
+fn given_features_are_checked_against_the_rest_of_the_pipeline() {
+    check(
+        "features-with-backbone",
+        13,
+        &[
+            "`[backbone]` does not apply: `[data] features` gives the features",
+            "hint: remove `[backbone]`",
+        ],
+    );
+    check(
+        "npy-without-labels",
+        5,
+        &[
+            "a .npy file holds only the feature matrix",
+            "hint: add `labels = \"labels.csv\"`",
+        ],
+    );
+    check(
+        "split-column-stratified",
+        7,
+        &[
+            "`split_column` assigns rows to splits, but the split is `[split.stratified]`",
+            "hint: use `[split.predefined]`",
+        ],
+    );
+    check(
+        "bad-split-value",
+        8,
+        &[
+            "row 0 of",
+            "has split `positive`",
+            "hint: the split column's values are train, validation (val, dev) and test",
+        ],
+    );
+    check(
+        "no-backbone",
+        1,
+        &[
+            "the pipeline has no `[backbone]`",
+            "features computed elsewhere",
         ],
     );
 }

@@ -196,7 +196,7 @@ fn feature_cache_extracts_only_new_rows_and_never_trusts_a_damaged_chunk() {
 
     // Different extraction settings are a different namespace.
     let mut cls = full.clone();
-    cls.backbone.config.pooling = graft_backbone::Pooling::Cls;
+    cls.backbone.as_mut().unwrap().config.pooling = graft_backbone::Pooling::Cls;
     assert_eq!(
         run(&cls, &options).unwrap().metrics.extraction.extracted,
         40
@@ -223,7 +223,7 @@ fn feature_cache_extracts_only_new_rows_and_never_trusts_a_damaged_chunk() {
 
     // With `cache = false` nothing is read or written.
     let mut off = full.clone();
-    off.backbone.cache = false;
+    off.backbone.as_mut().unwrap().cache = false;
     assert_eq!(
         run(&off, &options).unwrap().metrics.extraction.extracted,
         40
@@ -241,8 +241,8 @@ fn cuda_without_a_usable_gpu_falls_back_to_cpu_or_fails_as_configured() {
     let options = options(runs.path(), features.path());
     let mut plan = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
     let on_cpu = run(&plan, &options).unwrap();
-    plan.backbone.cache = false;
-    plan.backbone.config.provider = graft_pipeline::Provider::Cuda {
+    plan.backbone.as_mut().unwrap().cache = false;
+    plan.backbone.as_mut().unwrap().config.provider = graft_pipeline::Provider::Cuda {
         device_id: 0,
         fallback: true,
     };
@@ -259,7 +259,7 @@ fn cuda_without_a_usable_gpu_falls_back_to_cpu_or_fails_as_configured() {
         "{runtime}"
     );
 
-    plan.backbone.config.provider = graft_pipeline::Provider::Cuda {
+    plan.backbone.as_mut().unwrap().config.provider = graft_pipeline::Provider::Cuda {
         device_id: 0,
         fallback: false,
     };

@@ -1,0 +1,77 @@
+//! Writes the bring-your-own-features fixtures: 48 rows of 6-d features in two classes, as a Parquet table
+//! (`embedding` as a plain list of float64, the way pandas/pyarrow write it, plus `label` and `split`) and
+//! as a `.npy` float32 matrix with a row-aligned `labels` CSV:
+//! `cargo run -p graft-ingest --example feature_fixtures -- fixtures/data`
+
+use polars::prelude::{DataFrame, NamedFrom, ParquetWriter, Series};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: feature_fixtures <dir>")?,
+    );
+    let (rows, dim) = (48usize, 6usize);
+    // Deterministic "noise" (no RNG crate needed): a fixed irrational rotation, folded into [-0.5, 0.5).
+    let noise = |i: usize| ((i as f64 * 0.618_033_988_749_895).fract() - 0.5) * 3.0;
+    let mut vectors = Vec::new();
+    let mut labels = Vec::new();
+    let mut splits = Vec::new();
+    for r in 0..rows {
+        let positive = r % 2 == 0;
+        let v: Vec<f64> = (0..dim)
+            .map(|d| {
+                let signal = if d == 0 {
+                    if positive { 1.0 } else { -1.0 }
+                } else {
+                    0.0
+                };
+                signal + noise(r * dim + d)
+            })
+            .collect();
+        vectors.push(v);
+        labels.push(if positive { "positive" } else { "negative" });
+        // 24 train, 12 validation, 12 test, both classes in each.
+        splits.push(match r % 8 {
+            0 | 1 | 4 | 5 => "train",
+            2 | 3 => "validation",
+            _ => "test",
+        });
+    }
+    let embedding: Vec<Series> = vectors
+        .iter()
+        .map(|v| Series::new("".into(), v.clone()))
+        .collect();
+    let mut table = DataFrame::new(
+        rows,
+        vec![
+            Series::new("embedding".into(), embedding).into(),
+            Series::new("label".into(), labels.clone()).into(),
+            Series::new("split".into(), splits.clone()).into(),
+        ],
+    )?;
+    ParquetWriter::new(std::fs::File::create(dir.join("tiny-features.parquet"))?)
+        .finish(&mut table)?;
+
+    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    let mut header = header.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy.extend_from_slice(&header);
+    for v in &vectors {
+        for &x in v {
+            npy.extend_from_slice(&(x as f32).to_le_bytes());
+        }
+    }
+    std::fs::write(dir.join("tiny-features.npy"), npy)?;
+    let mut csv = String::from("label,split\n");
+    for (l, s) in labels.iter().zip(&splits) {
+        csv.push_str(&format!("{l},{s}\n"));
+    }
+    std::fs::write(dir.join("tiny-features-labels.csv"), csv)?;
+    Ok(())
+}

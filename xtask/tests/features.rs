@@ -1,0 +1,151 @@
+//! Bring your own features: a pipeline without a backbone trains on embeddings from a Parquet list column or
+//! a `.npy` matrix with the file's own split; both give the same scores; `predict` takes features files;
+//! the head exports alone and the merged export is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{cache, repo};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap()
+}
+
+fn run(pipeline: &str, runs: &Path) -> PathBuf {
+    let output = xtask(&[
+        "run",
+        pipeline,
+        "--no-progress",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let name = Path::new(pipeline).file_stem().unwrap();
+    std::fs::read_dir(runs.join(name))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+fn metrics(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn parquet_and_npy_features_train_the_same_heads_and_predict_reproduces_the_test_scores() {
+    let runs = tempfile::tempdir().unwrap();
+    let parquet_run = run("fixtures/pipelines/tiny-features.toml", runs.path());
+    let npy_run = run("fixtures/pipelines/tiny-features-npy.toml", runs.path());
+    let (a, b) = (metrics(&parquet_run), metrics(&npy_run));
+    // The file's own split: 24 / 12 / 12.
+    assert_eq!(a["rows"]["train"], 24);
+    assert_eq!(a["rows"]["validation"], 12);
+    assert_eq!(a["rows"]["test"], 12);
+    assert_eq!(a["extraction"]["unit"], "features");
+    assert_eq!(a["extraction"]["dimension"], 6);
+    assert_eq!(a["extraction"]["extracted"], 0);
+    for (x, y) in a["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["heads"].as_array().unwrap())
+    {
+        assert_eq!(
+            x["test"], y["test"],
+            "{}: float64 Parquet vs float32 .npy",
+            x["name"]
+        );
+    }
+    let accuracy = a["test"]["accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy > 0.6 && accuracy < 1.0,
+        "a non-trivial fixture: {accuracy}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(parquet_run.join("manifest.json")).unwrap())
+            .unwrap();
+    assert!(manifest["pipeline"]["resolved"]["backbone"].is_null());
+    assert_eq!(manifest["backbone"]["embedding_column"], "embedding");
+    let report = std::fs::read_to_string(parquet_run.join("report.md")).unwrap();
+    assert!(
+        report.contains("**Backbone:** none; 6-d features given"),
+        "{report}"
+    );
+
+    // predict on the features themselves reproduces the test accuracy on the test rows.
+    let labels =
+        std::fs::read_to_string(repo().join("fixtures/data/tiny-features-labels.csv")).unwrap();
+    let truth: Vec<(&str, &str)> = labels
+        .lines()
+        .skip(1)
+        .map(|l| l.split_once(',').unwrap())
+        .collect();
+    for (run_dir, input) in [
+        (&parquet_run, "fixtures/data/tiny-features.parquet"),
+        (&npy_run, "fixtures/data/tiny-features.npy"),
+    ] {
+        let out = runs.path().join("predictions.csv");
+        let output = xtask(&[
+            "predict",
+            run_dir.to_str().unwrap(),
+            input,
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let predictions = std::fs::read_to_string(&out).unwrap();
+        let mut correct = 0;
+        for (line, (label, split)) in predictions.lines().skip(1).zip(&truth) {
+            if *split == "test" {
+                correct += usize::from(line.split(',').nth(1) == Some(*label));
+            }
+        }
+        assert_eq!(correct as f64 / 12.0, accuracy, "{input}");
+    }
+
+    // A text file is not features.
+    let output = xtask(&[
+        "predict",
+        parquet_run.to_str().unwrap(),
+        "fixtures/data/tiny-sentiment.csv",
+        "--output",
+        "/tmp/never.csv",
+    ]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("the input must be features too"), "{err}");
+
+    // The head exports alone; there is no backbone to merge it with.
+    let output = xtask(&["export", parquet_run.to_str().unwrap(), "--head-only"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("features: float32 [batch, 6]"));
+    let output = xtask(&["export", parquet_run.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("export the head alone with --head-only"),
+        "{err}"
+    );
+}
