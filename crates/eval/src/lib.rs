@@ -119,6 +119,108 @@ pub fn classification_report(
     })
 }
 
+/// The standard multi-label summary (scikit-learn's definitions).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MultiLabelReport {
+    /// Rows whose predicted label set equals the true set exactly (`accuracy_score` on indicators).
+    pub subset_accuracy: f64,
+    /// Share of label decisions that are wrong (`hamming_loss`).
+    pub hamming_loss: f64,
+    /// F1 over all label decisions pooled (`f1_score(average="micro")`).
+    pub micro_f1: f64,
+    /// Unweighted mean of the per-label F1 scores (`average="macro"`).
+    pub macro_f1: f64,
+    /// One entry per label; `support` counts the rows carrying it.
+    pub per_label: Vec<ClassMetrics>,
+    /// Rows scored.
+    pub rows: usize,
+}
+
+/// Scores predicted label sets against true ones, every label below `n_labels`.
+///
+/// ```
+/// use graft_eval::multi_label_report;
+///
+/// # fn main() -> Result<(), graft_eval::EvalError> {
+/// let truth = [vec![0, 1], vec![1], vec![]];
+/// let predicted = [vec![0, 1], vec![0], vec![]];
+/// let r = multi_label_report(&truth, &predicted, 2)?;
+/// assert_eq!(r.subset_accuracy, 2.0 / 3.0);
+/// assert_eq!(r.hamming_loss, 2.0 / 6.0);
+/// assert_eq!(r.per_label[1].recall, 0.5);
+/// # Ok(())
+/// # }
+/// ```
+pub fn multi_label_report(
+    y_true: &[Vec<usize>],
+    y_pred: &[Vec<usize>],
+    n_labels: usize,
+) -> Result<MultiLabelReport, EvalError> {
+    if y_true.len() != y_pred.len() {
+        return Err(EvalError::LengthMismatch {
+            truth: y_true.len(),
+            predicted: y_pred.len(),
+        });
+    }
+    if y_true.is_empty() {
+        return Err(EvalError::Empty);
+    }
+    // Per label: true positives, predicted positives, actual positives.
+    let mut counts = vec![(0usize, 0usize, 0usize); n_labels];
+    let (mut exact, mut wrong) = (0usize, 0usize);
+    for (t, p) in y_true.iter().zip(y_pred) {
+        let mut truth = vec![false; n_labels];
+        let mut predicted = vec![false; n_labels];
+        for (set, flags) in [(t, &mut truth), (p, &mut predicted)] {
+            for &l in set {
+                if l >= n_labels {
+                    return Err(EvalError::LabelOutOfRange {
+                        label: l,
+                        n_classes: n_labels,
+                    });
+                }
+                flags[l] = true;
+            }
+        }
+        exact += usize::from(truth == predicted);
+        for l in 0..n_labels {
+            wrong += usize::from(truth[l] != predicted[l]);
+            counts[l].0 += usize::from(truth[l] && predicted[l]);
+            counts[l].1 += usize::from(predicted[l]);
+            counts[l].2 += usize::from(truth[l]);
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let f1 = |tp: usize, predicted: usize, actual: usize| {
+        if predicted + actual == 0 {
+            0.0
+        } else {
+            2.0 * tp as f64 / (predicted + actual) as f64
+        }
+    };
+    let per_label: Vec<ClassMetrics> = counts
+        .iter()
+        .map(|&(tp, predicted, actual)| ClassMetrics {
+            precision: ratio(tp, predicted),
+            recall: ratio(tp, actual),
+            f1: f1(tp, predicted, actual),
+            support: actual,
+        })
+        .collect();
+    let (tp, predicted, actual) = counts
+        .iter()
+        .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2));
+    let rows = y_true.len();
+    Ok(MultiLabelReport {
+        subset_accuracy: ratio(exact, rows),
+        hamming_loss: ratio(wrong, rows * n_labels.max(1)),
+        micro_f1: f1(tp, predicted, actual),
+        macro_f1: per_label.iter().map(|m| m.f1).sum::<f64>() / n_labels.max(1) as f64,
+        per_label,
+        rows,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +248,32 @@ mod tests {
             assert_eq!(m.support, support);
         }
         assert!((report.macro_f1 - (2.0 / 3.0 + 0.5 + 0.75) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn multi_label_case_computed_by_hand() {
+        // label 0: TP 2, FP 0, FN 0; label 1: TP 1, FN 1; label 2: TP 1, FP 1.
+        let truth = [vec![0, 1], vec![1], vec![], vec![0, 2]];
+        let predicted = [vec![0], vec![1], vec![2], vec![2, 0]];
+        let r = multi_label_report(&truth, &predicted, 3).unwrap();
+        assert_eq!(r.subset_accuracy, 0.5);
+        assert_eq!(r.hamming_loss, 2.0 / 12.0);
+        assert!((r.micro_f1 - 0.8).abs() < 1e-12, "2·4 / (5 + 5)");
+        assert!((r.macro_f1 - 7.0 / 9.0).abs() < 1e-12);
+        assert_eq!(r.per_label[1].recall, 0.5);
+        assert_eq!(r.per_label[2].precision, 0.5);
+        assert_eq!(
+            r.per_label.iter().map(|m| m.support).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(
+            multi_label_report(&truth, &predicted[..2], 3).unwrap_err(),
+            EvalError::LengthMismatch {
+                truth: 4,
+                predicted: 2
+            }
+        );
+        assert!(multi_label_report(&[vec![3]], &[vec![]], 3).is_err());
     }
 
     #[test]

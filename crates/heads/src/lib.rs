@@ -2,7 +2,24 @@
 //!
 //! Every head follows one shape, after linfa: an unchecked `…Params` builder whose setters document their
 //! defaults, [`ParamGuard::check`] turning it into validated params (an error names the offending parameter),
-//! [`Fit::fit`] producing a separate fitted type, and [`Predict`] on that fitted type only.
+//! [`Fit::fit`] producing a separate fitted type, and [`Predict`] on that fitted type only. Logistic and MLP
+//! heads also have multi-label variants in the same shape ([`FitMultiLabel`] on [`LabelSets`],
+//! [`PredictMultiLabel`]: one sigmoid per label, binary cross-entropy, a threshold per label, which
+//! [`tune_thresholds`] can fit on validation rows).
+//!
+//! ```
+//! use graft_heads::{FitMultiLabel, LabelSets, Logistic, PredictMultiLabel};
+//! use ndarray::array;
+//!
+//! # fn main() -> Result<(), graft_heads::HeadError> {
+//! // Label 0 when x₀ > 0, label 1 when x₁ > 0: a row may carry none, one or both.
+//! let x = array![[1.0f32, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]];
+//! let sets = vec![vec![0, 1], vec![0], vec![1], vec![]];
+//! let head = Logistic::params().c(10.0).fit_multi_label(x.view(), &LabelSets::new(&sets, 2)?)?;
+//! assert_eq!(head.predict_sets(x.view(), &[0.5, 0.5])?, sets);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ```
 //! use graft_heads::{Fit, Logistic, Predict, Targets};
@@ -32,7 +49,10 @@ use ndarray::{Array2, ArrayView2};
 pub use calibration::TemperatureScaling;
 pub use knn::{FittedKnn, Knn, KnnParams, KnnValidParams, Weighting};
 pub use lbfgs::Termination;
-pub use logistic::{FittedLogistic, Logistic, LogisticParams, LogisticValidParams, TrainingReport};
+pub use logistic::{
+    FittedLogistic, FittedMultiLabelLogistic, Logistic, LogisticParams, LogisticValidParams,
+    TrainingReport,
+};
 pub use mlp::{
     Activation, EpochRecord, FittedMlp, Mlp, MlpParams, MlpReport, MlpValidParams, Monitor,
     Schedule,
@@ -119,6 +139,179 @@ impl<'a> Targets<'a> {
     /// The number of classes.
     pub fn n_classes(&self) -> usize {
         self.n_classes
+    }
+}
+
+/// Multi-label targets: each row's set of label indices (possibly empty), with the number of labels.
+#[derive(Debug, Clone)]
+pub struct LabelSets<'a> {
+    sets: &'a [Vec<usize>],
+    n_labels: usize,
+}
+
+impl<'a> LabelSets<'a> {
+    /// Checks that every label is below `n_labels`.
+    pub fn new(sets: &'a [Vec<usize>], n_labels: usize) -> Result<LabelSets<'a>, HeadError> {
+        for (row, set) in sets.iter().enumerate() {
+            if let Some(&label) = set.iter().find(|&&l| l >= n_labels) {
+                return Err(HeadError::LabelOutOfRange {
+                    label,
+                    row,
+                    n_classes: n_labels,
+                });
+            }
+        }
+        Ok(LabelSets { sets, n_labels })
+    }
+
+    /// The sets.
+    pub fn sets(&self) -> &'a [Vec<usize>] {
+        self.sets
+    }
+
+    /// The number of labels.
+    pub fn n_labels(&self) -> usize {
+        self.n_labels
+    }
+
+    /// The 0/1 indicator matrix, rows × labels.
+    pub fn indicator(&self) -> Array2<f32> {
+        let mut y = Array2::zeros((self.sets.len(), self.n_labels));
+        for (row, set) in self.sets.iter().enumerate() {
+            for &l in set {
+                y[[row, l]] = 1.0;
+            }
+        }
+        y
+    }
+}
+
+/// Multi-label training: each label is its own yes/no decision (sigmoid outputs, binary cross-entropy).
+pub trait FitMultiLabel {
+    /// The trained head.
+    type Fitted: PredictMultiLabel;
+    /// Trains on `x` (rows × features) and each row's label set.
+    fn fit_multi_label(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &LabelSets<'_>,
+    ) -> Result<Self::Fitted, HeadError>;
+}
+
+/// Inference with a fitted multi-label head.
+pub trait PredictMultiLabel {
+    /// Number of input features expected.
+    fn n_features(&self) -> usize;
+    /// Number of labels.
+    fn n_labels(&self) -> usize;
+    /// Each label's probability, independently (rows need not sum to one), rows × labels.
+    fn predict_scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError>;
+    /// The labels whose probability reaches `thresholds` (one per label).
+    fn predict_sets(
+        &self,
+        x: ArrayView2<'_, f32>,
+        thresholds: &[f32],
+    ) -> Result<Vec<Vec<usize>>, HeadError> {
+        if thresholds.len() != self.n_labels() {
+            return Err(HeadError::ShapeMismatch {
+                what: "threshold count",
+                expected: self.n_labels(),
+                got: thresholds.len(),
+            });
+        }
+        Ok(threshold_rows(self.predict_scores(x)?.view(), thresholds))
+    }
+}
+
+/// Each row's labels whose probability reaches its threshold.
+pub fn threshold_rows(scores: ArrayView2<'_, f32>, thresholds: &[f32]) -> Vec<Vec<usize>> {
+    scores
+        .rows()
+        .into_iter()
+        .map(|row| {
+            row.iter()
+                .zip(thresholds)
+                .enumerate()
+                .filter(|(_, (p, t))| p >= t)
+                .map(|(l, _)| l)
+                .collect()
+        })
+        .collect()
+}
+
+/// Per-label thresholds that maximise each label's F1 on held-out `scores` (rows × labels) and their true
+/// sets: the midpoint between consecutive distinct scores where F1 peaks (ties go to the threshold nearest
+/// ½); a label with no positive row keeps ½.
+pub fn tune_thresholds(scores: ArrayView2<'_, f32>, targets: &LabelSets<'_>) -> Vec<f32> {
+    let y = targets.indicator();
+    (0..scores.ncols())
+        .map(|l| {
+            let mut rows: Vec<(f32, bool)> = scores
+                .column(l)
+                .iter()
+                .zip(y.column(l))
+                .map(|(&p, &t)| (p, t > 0.5))
+                .collect();
+            let positives = rows.iter().filter(|(_, t)| *t).count();
+            if positives == 0 {
+                return 0.5;
+            }
+            rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+            // Predicting the top `i + 1` rows positive, for each cut between distinct scores.
+            let (mut best, mut best_f1) = (0.5f32, -1.0f64);
+            let mut tp = 0usize;
+            for i in 0..rows.len() {
+                tp += usize::from(rows[i].1);
+                if i + 1 < rows.len() && rows[i + 1].0 == rows[i].0 {
+                    continue;
+                }
+                let f1 = 2.0 * tp as f64 / (i + 1 + positives) as f64;
+                let threshold = match rows.get(i + 1) {
+                    Some(next) => (rows[i].0 + next.0) / 2.0,
+                    None => rows[i].0,
+                };
+                if f1 > best_f1 + 1e-12
+                    || ((f1 - best_f1).abs() <= 1e-12
+                        && (threshold - 0.5).abs() < (best - 0.5).abs())
+                {
+                    best = threshold;
+                    best_f1 = f1;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// Checks shared by multi-label training: one set per row, finite features, every label both present and
+/// absent somewhere (otherwise its decision cannot be learned).
+pub(crate) fn check_multi_label(
+    x: ArrayView2<'_, f32>,
+    targets: &LabelSets<'_>,
+) -> Result<(), HeadError> {
+    if x.nrows() != targets.sets().len() {
+        return Err(HeadError::ShapeMismatch {
+            what: "label-set count",
+            expected: x.nrows(),
+            got: targets.sets().len(),
+        });
+    }
+    check_features(x, None)?;
+    if targets.n_labels() == 0 || x.nrows() < 2 {
+        return Err(HeadError::Degenerate {
+            rows: x.nrows(),
+            classes: targets.n_labels(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn sigmoid<A: num_traits::Float>(z: A) -> A {
+    if z >= A::zero() {
+        A::one() / (A::one() + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (A::one() + e)
     }
 }
 
@@ -222,6 +415,30 @@ pub(crate) fn check_training(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use super::*;
+
+    #[test]
+    fn tuned_thresholds_separate_what_a_fixed_half_does_not() {
+        // Label 0 is positive exactly when its score exceeds 0.3; label 1 has no positive row.
+        let scores = array![
+            [0.9f32, 0.2],
+            [0.35, 0.1],
+            [0.32, 0.45],
+            [0.2, 0.3],
+            [0.1, 0.4]
+        ];
+        let sets = vec![vec![0], vec![0], vec![0], vec![], vec![]];
+        let t = tune_thresholds(scores.view(), &LabelSets::new(&sets, 2).unwrap());
+        assert!((t[0] - 0.26).abs() < 1e-6, "{t:?}");
+        assert_eq!(t[1], 0.5);
+        assert_eq!(threshold_rows(scores.view(), &t), sets);
+    }
 }
 
 #[cfg(test)]

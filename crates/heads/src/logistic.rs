@@ -5,7 +5,8 @@ use rayon::prelude::*;
 
 use crate::lbfgs::{self, Settings, Termination};
 use crate::{
-    Fit, HeadError, ParamGuard, Predict, Targets, check_features, check_training, softmax_rows,
+    Fit, FitMultiLabel, HeadError, LabelSets, ParamGuard, Predict, PredictMultiLabel, Targets,
+    check_features, check_multi_label, check_training, softmax_rows,
 };
 
 /// Multinomial (softmax) logistic regression.
@@ -278,16 +279,34 @@ impl LogisticValidParams {
                 .collect();
             labels.iter().map(|&l| per_class[l]).collect::<Vec<f64>>()
         });
+        let (weights, bias, report) =
+            self.solve(x, Target::Classes(labels), k, row_weights.as_deref(), start);
+        Ok(FittedLogistic {
+            weights,
+            bias,
+            report,
+        })
+    }
+
+    /// Minimises the objective for `target` from `start`; returns W (features × outputs), b and the report.
+    fn solve<'t>(
+        &self,
+        x: ArrayView2<'t, f32>,
+        target: Target<'t>,
+        k: usize,
+        row_weights: Option<&'t [f64]>,
+        start: Array1<f64>,
+    ) -> (Array2<f32>, Array1<f32>, TrainingReport) {
         let (n, d) = x.dim();
         let x = x.as_standard_layout();
         let reg = 1.0 / (self.c * n as f64);
         let problem = Problem {
             x: x.view(),
-            labels,
+            target,
             k,
             reg,
             fit_intercept: self.fit_intercept,
-            row_weights: row_weights.as_deref(),
+            row_weights,
         };
         let outcome = lbfgs::minimize(
             |theta, grad| problem.evaluate(theta, grad),
@@ -298,7 +317,7 @@ impl LogisticValidParams {
                 memory: 10,
             },
         );
-        // The optimiser works on Wᵀ (classes × features); the fitted head stores W.
+        // The optimiser works on Wᵀ (outputs × features); the fitted head stores W.
         let weights = outcome
             .x
             .slice(s![..d * k])
@@ -308,25 +327,31 @@ impl LogisticValidParams {
             .t()
             .mapv(|v| v as f32);
         let bias = outcome.x.slice(s![d * k..]).mapv(|v| v as f32);
-        Ok(FittedLogistic {
-            weights,
-            bias,
-            report: TrainingReport {
-                iterations: outcome.iterations,
-                loss: outcome.value,
-                gradient_norm: outcome.gradient_norm,
-                termination: outcome.termination,
-            },
-        })
+        let report = TrainingReport {
+            iterations: outcome.iterations,
+            loss: outcome.value,
+            gradient_norm: outcome.gradient_norm,
+            termination: outcome.termination,
+        };
+        (weights, bias, report)
     }
+}
+
+/// What the objective fits: one class per row (softmax cross-entropy) or a label set per row (one sigmoid
+/// and binary cross-entropy per label).
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Classes(&'a [usize]),
+    /// 0/1 indicators, rows × labels.
+    Sets(ArrayView2<'a, f32>),
 }
 
 /// The training objective divided by `C·n`: mean cross-entropy + `reg/2 · ‖W‖²` with `reg = 1/(C·n)`.
 /// Same minimiser as scikit-learn's form, with gradients that do not grow with the row count.
-struct Problem<'a> {
+struct Problem<'x, 'a> {
     /// Features in standard (row-major) layout.
-    x: ArrayView2<'a, f32>,
-    labels: &'a [usize],
+    x: ArrayView2<'x, f32>,
+    target: Target<'a>,
     k: usize,
     reg: f64,
     fit_intercept: bool,
@@ -338,7 +363,7 @@ struct Problem<'a> {
 /// depend on how many threads run.
 const BLOCK: usize = 512;
 
-impl Problem<'_> {
+impl Problem<'_, '_> {
     /// Returns the objective at `theta` = [Wᵀ (classes × features, row-major), b] and writes its gradient.
     ///
     /// One pass over the rows in blocks: per block the class scores `Z = X_b·W` and the gradient `R_bᵀ·X_b` of
@@ -361,14 +386,27 @@ impl Problem<'_> {
                     if self.fit_intercept {
                         zr.iter_mut().zip(b).for_each(|(v, bc)| *v += bc);
                     }
-                    let max = zr.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-                    let lse = max + zr.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-                    let y = self.labels[i];
                     let weight = self.row_weights.map_or(1.0, |w| w[i]);
-                    loss += weight * (lse - zr[y]);
-                    // The row of Z becomes the row's residual: weight · (softmax − one-hot).
-                    for (c, v) in zr.iter_mut().enumerate() {
-                        *v = weight * ((*v - lse).exp() - if c == y { 1.0 } else { 0.0 });
+                    match self.target {
+                        Target::Classes(labels) => {
+                            let max = zr.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                            let lse = max + zr.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                            let y = labels[i];
+                            loss += weight * (lse - zr[y]);
+                            // The row of Z becomes the row's residual: weight · (softmax − one-hot).
+                            for (c, v) in zr.iter_mut().enumerate() {
+                                *v = weight * ((*v - lse).exp() - if c == y { 1.0 } else { 0.0 });
+                            }
+                        }
+                        Target::Sets(y) => {
+                            // Σ_labels softplus(z) − y·z; residual σ(z) − y.
+                            for (c, v) in zr.iter_mut().enumerate() {
+                                let yc = f64::from(y[[i, c]]);
+                                let softplus = v.max(0.0) + (-v.abs()).exp().ln_1p();
+                                loss += weight * (softplus - yc * *v);
+                                *v = weight * (crate::sigmoid(*v) - yc);
+                            }
+                        }
                     }
                 }
                 let gw = z.t().dot(&xb);
@@ -395,6 +433,101 @@ impl Problem<'_> {
             *gb = if self.fit_intercept { *gb * inv_n } else { 0.0 };
         }
         loss * inv_n + 0.5 * self.reg * penalty
+    }
+}
+
+/// A trained multi-label logistic head: one independent sigmoid per label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedMultiLabelLogistic {
+    weights: Array2<f32>,
+    bias: Array1<f32>,
+    report: TrainingReport,
+}
+
+impl FittedMultiLabelLogistic {
+    /// Weights, features × labels.
+    pub fn weights(&self) -> &Array2<f32> {
+        &self.weights
+    }
+
+    /// Intercepts, one per label.
+    pub fn bias(&self) -> &Array1<f32> {
+        &self.bias
+    }
+
+    /// How training went.
+    pub fn report(&self) -> &TrainingReport {
+        &self.report
+    }
+
+    /// Rebuilds a head from saved weights (features × labels) and intercepts.
+    pub fn from_parts(
+        weights: Array2<f32>,
+        bias: Array1<f32>,
+    ) -> Result<FittedMultiLabelLogistic, HeadError> {
+        let single = FittedLogistic::from_parts(weights, bias)?;
+        Ok(FittedMultiLabelLogistic {
+            weights: single.weights,
+            bias: single.bias,
+            report: single.report,
+        })
+    }
+}
+
+impl FitMultiLabel for LogisticParams {
+    type Fitted = FittedMultiLabelLogistic;
+
+    fn fit_multi_label(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &LabelSets<'_>,
+    ) -> Result<FittedMultiLabelLogistic, HeadError> {
+        self.clone().check()?.fit_multi_label(x, targets)
+    }
+}
+
+impl FitMultiLabel for LogisticValidParams {
+    type Fitted = FittedMultiLabelLogistic;
+
+    /// Minimises `C · Σᵢ Σₗ BCE(yᵢₗ, σ(xᵢ·wₗ + bₗ)) + ½‖W‖²`: one-vs-rest logistic regressions sharing `C`,
+    /// solved together.
+    fn fit_multi_label(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &LabelSets<'_>,
+    ) -> Result<FittedMultiLabelLogistic, HeadError> {
+        check_multi_label(x, targets)?;
+        if self.balanced {
+            return Err(HeadError::InvalidParameter {
+                name: "class_weight",
+                value: "balanced".to_owned(),
+                expected: "no class weights for multi-label targets (balanced weights are defined for one class per row)",
+            });
+        }
+        let (d, k) = (x.ncols(), targets.n_labels());
+        let y = targets.indicator();
+        let (weights, bias, report) =
+            self.solve(x, Target::Sets(y.view()), k, None, Array1::zeros(d * k + k));
+        Ok(FittedMultiLabelLogistic {
+            weights,
+            bias,
+            report,
+        })
+    }
+}
+
+impl PredictMultiLabel for FittedMultiLabelLogistic {
+    fn n_features(&self) -> usize {
+        self.weights.nrows()
+    }
+
+    fn n_labels(&self) -> usize {
+        self.weights.ncols()
+    }
+
+    fn predict_scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        check_features(x, Some(self.n_features()))?;
+        Ok((x.dot(&self.weights) + &self.bias).mapv(crate::sigmoid))
     }
 }
 
@@ -437,34 +570,94 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() {
         let (x, y) = blobs();
-        let problem = Problem {
-            x: x.view(),
-            labels: &y,
-            k: 3,
-            reg: 0.3,
-            fit_intercept: true,
-            row_weights: Some(&[
-                1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.2, 1.0, 1.0, 1.0, 1.0,
-            ]),
-        };
-        let theta = Array1::from_iter((0..9).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3));
-        let mut grad = Array1::zeros(9);
-        problem.evaluate(&theta, &mut grad);
-        let mut scratch = Array1::zeros(9);
-        for i in 0..9 {
-            let h = 1e-6;
-            let (mut up, mut down) = (theta.clone(), theta.clone());
-            up[i] += h;
-            down[i] -= h;
-            let numeric = (problem.evaluate(&up, &mut scratch)
-                - problem.evaluate(&down, &mut scratch))
-                / (2.0 * h);
-            assert!(
-                (numeric - grad[i]).abs() < 1e-6,
-                "component {i}: {numeric} vs {}",
-                grad[i]
-            );
+        // Multi-label targets for the same rows: label 0 = class 0, label 1 = class ≥ 1, label 2 = odd rows.
+        let sets: Vec<Vec<usize>> = y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let mut s = vec![usize::from(c > 0)];
+                if i % 2 == 1 {
+                    s.push(2);
+                }
+                s
+            })
+            .collect();
+        let indicator = LabelSets::new(&sets, 3).unwrap().indicator();
+        let weights = [
+            1.0, 2.0, 0.5, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.2, 1.0, 1.0, 1.0, 1.0,
+        ];
+        for target in [Target::Classes(&y), Target::Sets(indicator.view())] {
+            let problem = Problem {
+                x: x.view(),
+                target,
+                k: 3,
+                reg: 0.3,
+                fit_intercept: true,
+                row_weights: Some(&weights),
+            };
+            let theta = Array1::from_iter((0..9).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3));
+            let mut grad = Array1::zeros(9);
+            problem.evaluate(&theta, &mut grad);
+            let mut scratch = Array1::zeros(9);
+            for i in 0..9 {
+                let h = 1e-6;
+                let (mut up, mut down) = (theta.clone(), theta.clone());
+                up[i] += h;
+                down[i] -= h;
+                let numeric = (problem.evaluate(&up, &mut scratch)
+                    - problem.evaluate(&down, &mut scratch))
+                    / (2.0 * h);
+                assert!(
+                    (numeric - grad[i]).abs() < 1e-6,
+                    "component {i}: {numeric} vs {}",
+                    grad[i]
+                );
+            }
         }
+    }
+
+    #[test]
+    fn multi_label_logistic_learns_independent_labels() {
+        // Label 0 when x₀ > 0, label 1 when x₁ > 0: any combination, including none and both.
+        let x = ndarray::array![
+            [1.0f32, 1.0],
+            [1.2, -0.8],
+            [-0.9, 1.1],
+            [-1.1, -1.0],
+            [0.8, 0.9],
+            [0.9, -1.2],
+            [-1.0, 0.7],
+            [-0.7, -0.9]
+        ];
+        let sets = vec![
+            vec![0, 1],
+            vec![0],
+            vec![1],
+            vec![],
+            vec![0, 1],
+            vec![0],
+            vec![1],
+            vec![],
+        ];
+        let targets = LabelSets::new(&sets, 2).unwrap();
+        let head = Logistic::params()
+            .c(10.0)
+            .fit_multi_label(x.view(), &targets)
+            .unwrap();
+        assert_eq!(head.predict_sets(x.view(), &[0.5, 0.5]).unwrap(), sets);
+        let scores = head.predict_scores(x.view()).unwrap();
+        assert!(scores.iter().all(|p| (0.0..=1.0).contains(p)));
+        assert!(
+            scores[[0, 0]] > 0.5 && scores[[0, 1]] > 0.5,
+            "rows need not sum to one"
+        );
+        let err = Logistic::params()
+            .balanced(true)
+            .fit_multi_label(x.view(), &targets)
+            .unwrap_err();
+        assert!(err.to_string().contains("class_weight"), "{err}");
+        let err = LabelSets::new(&[vec![2]], 2).unwrap_err();
+        assert!(matches!(err, HeadError::LabelOutOfRange { label: 2, .. }));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::{
-    Fit, HeadError, ParamGuard, Predict, Targets, argmax_rows, check_features, check_training,
-    softmax_rows,
+    Fit, FitMultiLabel, HeadError, LabelSets, ParamGuard, Predict, PredictMultiLabel, Targets,
+    argmax_rows, check_features, check_multi_label, check_training, softmax_rows,
 };
 
 /// Hidden-layer nonlinearity.
@@ -368,12 +368,54 @@ impl MlpValidParams {
                 });
             }
         }
+        let (net, report) = self.train(
+            x,
+            &Outputs::Classes(targets.labels(), targets.n_classes()),
+            validation.map(|(xv, tv)| (xv, Outputs::Classes(tv.labels(), tv.n_classes()))),
+        );
+        Ok(FittedMlp { net, report })
+    }
+
+    /// The multi-label variant of [`MlpValidParams::fit_with_validation`]: one sigmoid output per label,
+    /// binary cross-entropy; the monitored "accuracy" is 1 − Hamming loss at threshold ½.
+    pub fn fit_multi_label_with_validation(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &LabelSets<'_>,
+        validation: Option<(ArrayView2<'_, f32>, &LabelSets<'_>)>,
+    ) -> Result<FittedMultiLabelMlp, HeadError> {
+        check_multi_label(x, targets)?;
+        if let Some((xv, tv)) = validation {
+            check_features(xv, Some(x.ncols()))?;
+            if xv.nrows() != tv.sets().len() || tv.n_labels() != targets.n_labels() {
+                return Err(HeadError::ShapeMismatch {
+                    what: "validation label-set count",
+                    expected: xv.nrows(),
+                    got: tv.sets().len(),
+                });
+            }
+        }
+        let y = targets.indicator();
+        let yv = validation.map(|(xv, tv)| (xv, tv.indicator()));
+        let (net, report) = self.train(
+            x,
+            &Outputs::Sets(y.view()),
+            yv.as_ref().map(|(xv, y)| (*xv, Outputs::Sets(y.view()))),
+        );
+        Ok(FittedMultiLabelMlp { net, report })
+    }
+
+    fn train(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &Outputs<'_, f32>,
+        validation: Option<(ArrayView2<'_, f32>, Outputs<'_, f32>)>,
+    ) -> (Network<f32>, MlpReport) {
         let (n, d) = x.dim();
-        let k = targets.n_classes();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut widths = vec![d];
         widths.extend(&self.hidden);
-        widths.push(k);
+        widths.push(targets.width());
         let mut net = Network::<f32>::init(&widths, self.activation, &mut rng);
         let mut adam = AdamW::new(&net);
         let steps_per_epoch = n.div_ceil(self.batch_size);
@@ -387,9 +429,9 @@ impl MlpValidParams {
             let mut loss_sum = 0.0;
             for batch in order.chunks(self.batch_size) {
                 let xb = x.select(Axis(0), batch);
-                let yb: Vec<usize> = batch.iter().map(|&i| targets.labels()[i]).collect();
+                let yb = targets.rows(batch);
                 let masks = net.dropout_masks(batch.len(), self.dropout as f32, &mut rng);
-                let (loss, grads) = net.loss_and_gradients(xb.view(), &yb, &masks);
+                let (loss, grads) = net.loss_and_gradients(xb.view(), &yb.as_outputs(), &masks);
                 loss_sum += f64::from(loss) * batch.len() as f64;
                 let rate = self.rate_at(step, steps_per_epoch);
                 adam.step(&mut net, &grads, rate as f32, self.weight_decay as f32);
@@ -401,9 +443,8 @@ impl MlpValidParams {
                 validation_loss: None,
                 validation_accuracy: None,
             };
-            if let Some((xv, tv)) = validation {
-                let proba = net.forward_proba(xv);
-                let (loss, accuracy) = loss_and_accuracy(&proba, tv.labels());
+            if let Some((xv, tv)) = &validation {
+                let (loss, accuracy) = net.validation_scores(*xv, tv);
                 record.validation_loss = Some(loss);
                 record.validation_accuracy = Some(accuracy);
                 // Lower is better for both scores as stored.
@@ -433,15 +474,56 @@ impl MlpValidParams {
         {
             net = weights;
         }
-        Ok(FittedMlp {
+        (
             net,
-            report: MlpReport {
+            MlpReport {
                 epochs_run,
                 best_epoch,
                 stopped_early,
                 history,
             },
-        })
+        )
+    }
+}
+
+/// What the output layer is trained against: one class per row (softmax cross-entropy) or 0/1 label
+/// indicators (one sigmoid and binary cross-entropy per label).
+#[derive(Debug, Clone)]
+enum Outputs<'a, A> {
+    Classes(&'a [usize], usize),
+    Sets(ArrayView2<'a, A>),
+}
+
+/// A batch's targets, owned.
+enum BatchOutputs<A> {
+    Classes(Vec<usize>, usize),
+    Sets(Array2<A>),
+}
+
+impl<A> BatchOutputs<A> {
+    fn as_outputs(&self) -> Outputs<'_, A> {
+        match self {
+            BatchOutputs::Classes(labels, k) => Outputs::Classes(labels, *k),
+            BatchOutputs::Sets(y) => Outputs::Sets(y.view()),
+        }
+    }
+}
+
+impl<A: Clone> Outputs<'_, A> {
+    fn width(&self) -> usize {
+        match self {
+            Outputs::Classes(_, k) => *k,
+            Outputs::Sets(y) => y.ncols(),
+        }
+    }
+
+    fn rows(&self, rows: &[usize]) -> BatchOutputs<A> {
+        match self {
+            Outputs::Classes(labels, k) => {
+                BatchOutputs::Classes(rows.iter().map(|&i| labels[i]).collect(), *k)
+            }
+            Outputs::Sets(y) => BatchOutputs::Sets(y.select(Axis(0), rows)),
+        }
     }
 }
 
@@ -591,6 +673,83 @@ impl Predict for FittedMlp {
     }
 }
 
+/// A trained multi-label [`Mlp`] head (one sigmoid output per label).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedMultiLabelMlp {
+    net: Network<f32>,
+    report: MlpReport,
+}
+
+impl FittedMultiLabelMlp {
+    /// The layers as (weights in × out, bias) pairs, input side first; the last is the output layer.
+    pub fn layers(&self) -> Vec<(&Array2<f32>, &Array1<f32>)> {
+        self.net.layers.iter().map(|l| (&l.w, &l.b)).collect()
+    }
+
+    /// The hidden nonlinearity.
+    pub fn activation(&self) -> Activation {
+        self.net.activation
+    }
+
+    /// How training went.
+    pub fn report(&self) -> &MlpReport {
+        &self.report
+    }
+
+    /// Rebuilds a head from saved layers, as [`FittedMlp::from_layers`].
+    pub fn from_layers(
+        layers: Vec<(Array2<f32>, Array1<f32>)>,
+        activation: Activation,
+    ) -> Result<FittedMultiLabelMlp, HeadError> {
+        let FittedMlp { net, report } = FittedMlp::from_layers(layers, activation)?;
+        Ok(FittedMultiLabelMlp { net, report })
+    }
+}
+
+impl FitMultiLabel for MlpParams {
+    type Fitted = FittedMultiLabelMlp;
+
+    fn fit_multi_label(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &LabelSets<'_>,
+    ) -> Result<FittedMultiLabelMlp, HeadError> {
+        self.clone().check()?.fit_multi_label(x, targets)
+    }
+}
+
+impl FitMultiLabel for MlpValidParams {
+    type Fitted = FittedMultiLabelMlp;
+
+    fn fit_multi_label(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &LabelSets<'_>,
+    ) -> Result<FittedMultiLabelMlp, HeadError> {
+        self.fit_multi_label_with_validation(x, targets, None)
+    }
+}
+
+impl PredictMultiLabel for FittedMultiLabelMlp {
+    fn n_features(&self) -> usize {
+        self.net.layers[0].w.nrows()
+    }
+
+    fn n_labels(&self) -> usize {
+        self.net
+            .layers
+            .last()
+            .expect("at least one layer")
+            .w
+            .ncols()
+    }
+
+    fn predict_scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        check_features(x, Some(self.n_features()))?;
+        Ok(self.net.logits(x).mapv(crate::sigmoid))
+    }
+}
+
 /// Float types the network runs in: f32 for training, f64 for the gradient check.
 trait Real:
     Float + LinalgScalar + ScalarOperand + std::ops::AddAssign + std::ops::MulAssign + std::fmt::Debug
@@ -691,11 +850,35 @@ impl<A: Real> Network<A> {
         z
     }
 
-    /// Mean cross-entropy of a batch and its gradient with respect to every weight and bias.
+    /// Validation loss (mean cross-entropy; summed over labels for label sets) and accuracy (for label sets:
+    /// the share of label decisions right at threshold ½, i.e. 1 − Hamming loss).
+    fn validation_scores(&self, x: ArrayView2<'_, A>, targets: &Outputs<'_, A>) -> (f64, f64) {
+        match targets {
+            Outputs::Classes(labels, _) => {
+                let proba = self.forward_proba(x);
+                let proba = proba.mapv(|v| v.to_f32().unwrap_or(0.0));
+                loss_and_accuracy(&proba, labels)
+            }
+            Outputs::Sets(y) => {
+                let z = self.logits(x);
+                let (mut loss, mut right) = (0.0, 0usize);
+                for (zv, yv) in z.iter().zip(y.iter()) {
+                    let (zv, yv) = (zv.to_f64().unwrap_or(0.0), yv.to_f64().unwrap_or(0.0));
+                    loss += zv.max(0.0) + (-zv.abs()).exp().ln_1p() - yv * zv;
+                    right += usize::from((zv >= 0.0) == (yv > 0.5));
+                }
+                let n = z.nrows().max(1) as f64;
+                (loss / n, right as f64 / z.len().max(1) as f64)
+            }
+        }
+    }
+
+    /// Mean loss of a batch (softmax cross-entropy, or binary cross-entropy summed over labels) and its
+    /// gradient with respect to every weight and bias.
     fn loss_and_gradients(
         &self,
         x: ArrayView2<'_, A>,
-        labels: &[usize],
+        targets: &Outputs<'_, A>,
         masks: &[Option<Array2<A>>],
     ) -> (A, Vec<Layer<A>>) {
         let n = x.nrows();
@@ -713,17 +896,25 @@ impl<A: Real> Network<A> {
             }
             pre.push(z);
         }
-        let mut proba = pre.last().expect("output layer").clone();
-        softmax_rows(&mut proba);
         let inv_n = cast::<A>(1.0 / n as f64);
         let mut loss = A::zero();
-        for (i, &y) in labels.iter().enumerate() {
-            loss += -proba[[i, y]].max(cast(1e-30)).ln();
-        }
-        // dL/dz of the output layer: (P − Y)/n.
-        let mut delta = proba;
-        for (i, &y) in labels.iter().enumerate() {
-            delta[[i, y]] = delta[[i, y]] - A::one();
+        // dL/dz of the output layer: (P − Y)/n for both losses.
+        let mut delta = pre.last().expect("output layer").clone();
+        match targets {
+            Outputs::Classes(labels, _) => {
+                softmax_rows(&mut delta);
+                for (i, &y) in labels.iter().enumerate() {
+                    loss += -delta[[i, y]].max(cast(1e-30)).ln();
+                    delta[[i, y]] = delta[[i, y]] - A::one();
+                }
+            }
+            Outputs::Sets(y) => {
+                for (z, &yv) in delta.iter_mut().zip(y.iter()) {
+                    // softplus(z) − y·z, stably
+                    loss += z.max(A::zero()) + (-z.abs()).exp().ln_1p() - yv * *z;
+                    *z = crate::sigmoid(*z) - yv;
+                }
+            }
         }
         delta.mapv_inplace(|v| v * inv_n);
         let mut grads = Vec::with_capacity(self.layers.len());
@@ -833,42 +1024,83 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
+        let (x, y) = blobs();
+        let x = x.mapv(f64::from);
+        // Multi-label targets for the same rows (any 0/1 pattern over three outputs).
+        let sets = Array2::from_shape_fn((x.nrows(), 3), |(i, l)| ((i + l) % 3 == 0) as u8 as f64);
         for activation in [Activation::Relu, Activation::Gelu] {
-            let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let net = Network::<f64>::init(&[2, 5, 4, 3], activation, &mut rng);
-            let (x, y) = blobs();
-            let x = x.mapv(f64::from);
-            // Fixed dropout masks are part of the function being differentiated.
-            let masks = net.dropout_masks(x.nrows(), 0.3, &mut rng);
-            let (_, grads) = net.loss_and_gradients(x.view(), &y, &masks);
-            let h = 1e-6;
-            for (l, layer) in net.layers.iter().enumerate() {
-                for idx in 0..layer.w.len() + layer.b.len() {
-                    let bump = |delta: f64| {
-                        let mut probe = net.clone();
-                        let target = &mut probe.layers[l];
-                        if idx < target.w.len() {
-                            target.w.as_slice_mut().unwrap()[idx] += delta;
+            for targets in [Outputs::Classes(&y, 3), Outputs::Sets(sets.view())] {
+                let mut rng = ChaCha8Rng::seed_from_u64(7);
+                let net = Network::<f64>::init(&[2, 5, 4, 3], activation, &mut rng);
+                // Fixed dropout masks are part of the function being differentiated.
+                let masks = net.dropout_masks(x.nrows(), 0.3, &mut rng);
+                let (_, grads) = net.loss_and_gradients(x.view(), &targets, &masks);
+                let h = 1e-6;
+                for (l, layer) in net.layers.iter().enumerate() {
+                    for idx in 0..layer.w.len() + layer.b.len() {
+                        let bump = |delta: f64| {
+                            let mut probe = net.clone();
+                            let target = &mut probe.layers[l];
+                            if idx < target.w.len() {
+                                target.w.as_slice_mut().unwrap()[idx] += delta;
+                            } else {
+                                target.b[idx - target.w.len()] += delta;
+                            }
+                            probe.loss_and_gradients(x.view(), &targets, &masks).0
+                        };
+                        let numeric = (bump(h) - bump(-h)) / (2.0 * h);
+                        let analytic = if idx < layer.w.len() {
+                            grads[l].w.as_slice().unwrap()[idx]
                         } else {
-                            target.b[idx - target.w.len()] += delta;
-                        }
-                        probe.loss_and_gradients(x.view(), &y, &masks).0
-                    };
-                    let numeric = (bump(h) - bump(-h)) / (2.0 * h);
-                    let analytic = if idx < layer.w.len() {
-                        grads[l].w.as_slice().unwrap()[idx]
-                    } else {
-                        grads[l].b[idx - layer.w.len()]
-                    };
-                    assert!(
-                        (numeric - analytic).abs() < 1e-6,
-                        "{activation:?} layer {l} parameter {idx}: {numeric} vs {analytic}"
-                    );
+                            grads[l].b[idx - layer.w.len()]
+                        };
+                        assert!(
+                            (numeric - analytic).abs() < 1e-6,
+                            "{activation:?} layer {l} parameter {idx}: {numeric} vs {analytic}"
+                        );
+                    }
                 }
             }
         }
     }
 
+    #[test]
+    fn multi_label_mlp_learns_label_sets_with_early_stopping() {
+        let (x, y) = blobs();
+        // Label 0: class 0 or 1; label 1: class 1 or 2 (so class 1 rows carry both).
+        let sets: Vec<Vec<usize>> = y
+            .iter()
+            .map(|&c| match c {
+                0 => vec![0],
+                1 => vec![0, 1],
+                _ => vec![1],
+            })
+            .collect();
+        let targets = LabelSets::new(&sets, 2).unwrap();
+        let params = Mlp::params()
+            .hidden(&[16])
+            .learning_rate(0.05)
+            .batch_size(4)
+            .max_epochs(200)
+            .patience(Some(20))
+            .seed(5)
+            .check()
+            .unwrap();
+        let head = params
+            .fit_multi_label_with_validation(x.view(), &targets, Some((x.view(), &targets)))
+            .unwrap();
+        assert_eq!(head.predict_sets(x.view(), &[0.5, 0.5]).unwrap(), sets);
+        let last = head.report().history.last().unwrap();
+        assert!(last.validation_accuracy.unwrap() > 0.9, "{last:?}");
+        let again = params.fit_multi_label(x.view(), &targets).unwrap();
+        assert_eq!(
+            again,
+            params.fit_multi_label(x.view(), &targets).unwrap(),
+            "seeded"
+        );
+    }
+
+    #[test]
     #[test]
     fn learns_three_clusters_reproducibly() {
         let (x, y) = blobs();
