@@ -1101,7 +1101,6 @@ mod tests {
     }
 
     #[test]
-    #[test]
     fn learns_three_clusters_reproducibly() {
         let (x, y) = blobs();
         let t = Targets::new(&y, 3).unwrap();
