@@ -92,7 +92,10 @@ fn parquet_and_npy_features_train_the_same_heads_and_predict_reproduces_the_test
     let truth: Vec<(&str, &str)> = labels
         .lines()
         .skip(1)
-        .map(|l| l.split_once(',').unwrap())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[1])
+        })
         .collect();
     for (run_dir, input) in [
         (&parquet_run, "fixtures/data/tiny-features.parquet"),
@@ -148,4 +151,95 @@ fn parquet_and_npy_features_train_the_same_heads_and_predict_reproduces_the_test
         err.contains("export the head alone with --head-only"),
         "{err}"
     );
+}
+
+#[test]
+fn multi_label_heads_train_report_and_predict_label_sets() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run("fixtures/pipelines/tiny-multilabel.toml", runs.path());
+    let m = metrics(&run_dir);
+    assert_eq!(m["task"], "multi-label");
+    assert_eq!(m["classes"], serde_json::json!(["a", "b", "c"]));
+    let test = &m["test"];
+    let (subset, hamming) = (
+        test["accuracy"].as_f64().unwrap(),
+        test["hamming_loss"].as_f64().unwrap(),
+    );
+    // Three labels each carried by one noisy feature: most decisions right, most sets exact.
+    assert!(hamming < 0.2 && subset > 0.5, "{test}");
+    assert!(test["micro_f1"].as_f64().unwrap() > 0.8, "{test}");
+    assert_eq!(test["confusion"], serde_json::json!([]));
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("| split | rows | subset accuracy | macro-F1 | micro-F1 | Hamming loss |")
+    );
+    assert!(!report.contains("Confusion matrix"));
+
+    // The logistic head's thresholds were tuned on the validation rows; the MLP's are the fixed 0.5.
+    let artefact = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(run_dir.join(format!("heads/{name}.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let tuned = artefact("logistic")["multi_label"]["thresholds"].clone();
+    assert_eq!(tuned.as_array().unwrap().len(), 3);
+    assert!(
+        tuned
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_f64() != Some(0.5)),
+        "{tuned}"
+    );
+    assert_eq!(
+        artefact("mlp")["multi_label"]["thresholds"],
+        serde_json::json!([0.5, 0.5, 0.5])
+    );
+
+    // predict writes each row's label set, joined as in the data; on the test rows it reproduces the
+    // subset accuracy.
+    let labels =
+        std::fs::read_to_string(repo().join("fixtures/data/tiny-features-labels.csv")).unwrap();
+    let truth: Vec<Vec<&str>> = labels
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let out = runs.path().join("sets.csv");
+    let output = xtask(&[
+        "predict",
+        run_dir.to_str().unwrap(),
+        "fixtures/data/tiny-features.parquet",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let predictions = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        predictions.starts_with("row,predicted,p_a,p_b,p_c\n"),
+        "{predictions}"
+    );
+    let mut exact = 0;
+    for (line, t) in predictions.lines().skip(1).zip(&truth) {
+        if t[1] == "test" {
+            // An empty set is written as "" (an empty string, not a missing value).
+            let predicted = line.split(',').nth(1).unwrap_or("").trim_matches('"');
+            exact += usize::from(predicted == t[2]);
+        }
+    }
+    assert_eq!(exact as f64 / 12.0, subset);
+
+    let output = xtask(&["export", run_dir.to_str().unwrap(), "--head-only"]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.contains("predicted: bool [batch, 3]"), "{out}");
 }

@@ -54,8 +54,8 @@ pub use logistic::{
     TrainingReport,
 };
 pub use mlp::{
-    Activation, EpochRecord, FittedMlp, Mlp, MlpParams, MlpReport, MlpValidParams, Monitor,
-    Schedule,
+    Activation, EpochRecord, FittedMlp, FittedMultiLabelMlp, Mlp, MlpParams, MlpReport,
+    MlpValidParams, Monitor, Schedule,
 };
 pub use prototype::{FittedPrototype, Metric, Prototype, PrototypeParams, PrototypeValidParams};
 pub use transform::{FittedTransform, TransformKind};

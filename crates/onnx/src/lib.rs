@@ -59,6 +59,8 @@ pub enum ElementType {
     Uint8,
     /// 64-bit signed integer.
     Int64,
+    /// Boolean.
+    Bool,
     /// Any other type, by its code.
     Other(i32),
 }
@@ -69,6 +71,7 @@ impl ElementType {
             ElementType::Float => 1,
             ElementType::Uint8 => 2,
             ElementType::Int64 => 7,
+            ElementType::Bool => 9,
             ElementType::Other(c) => c,
         }
     }
@@ -78,6 +81,7 @@ impl ElementType {
             1 => ElementType::Float,
             2 => ElementType::Uint8,
             7 => ElementType::Int64,
+            9 => ElementType::Bool,
             c => ElementType::Other(c),
         }
     }

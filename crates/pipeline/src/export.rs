@@ -60,8 +60,8 @@ fn batch() -> Dim {
     Dim::Named("batch".to_owned())
 }
 
-/// Writes the transform, the head, the temperature and the outputs `probabilities` (float [batch,
-/// classes]) and `predicted` (int64 [batch], the arg-max class index) after the tensor `features`.
+/// Writes the transform, the head, the temperature (or the multi-label thresholds) and the outputs
+/// `probabilities` and `predicted` (see [`outputs`]) after the tensor `features`.
 fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<(), PipelineError> {
     let mut x = features.to_owned();
     if let Some(t) = &trained.transform {
@@ -69,20 +69,9 @@ fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<()
     }
     let mut logits = match &trained.head {
         FittedHead::Logistic(h) => affine(g, &x, h.weights(), h.bias().view()),
-        FittedHead::Mlp(h) => {
-            let layers = h.layers();
-            let last = layers.len() - 1;
-            for (i, (w, b)) in layers.into_iter().enumerate() {
-                x = affine(g, &x, w, b.view());
-                if i < last {
-                    x = match h.activation() {
-                        Activation::Relu => g.node("Relu", &[&x], &[]),
-                        Activation::Gelu => gelu_tanh(g, &x),
-                    };
-                }
-            }
-            x
-        }
+        FittedHead::MultiLabelLogistic(h) => affine(g, &x, h.weights(), h.bias().view()),
+        FittedHead::Mlp(h) => mlp_nodes(g, &x, h.layers(), h.activation()),
+        FittedHead::MultiLabelMlp(h) => mlp_nodes(g, &x, h.layers(), h.activation()),
         FittedHead::Prototype(h) => {
             let prototypes_t = h.prototypes().t().to_owned();
             let p = g.constant("prototypes_t", prototypes_t.view().into_dyn());
@@ -126,6 +115,14 @@ fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<()
             ));
         }
     };
+    if let Some(thresholds) = &trained.thresholds {
+        // Multi-label: each label's probability, and the labels at or above their thresholds.
+        g.node_into("Sigmoid", &[&logits], &[], "probabilities");
+        let t = g.constant("thresholds", ndarray::aview1(thresholds).into_dyn());
+        let below = g.node("Less", &["probabilities", &t], &[]);
+        g.node_into("Not", &[&below], &[], "predicted");
+        return Ok(());
+    }
     if let Some(t) = &trained.temperature {
         // graft calibrates probabilities: softmax(ln(max(p, 1e-12)) / T).
         let p = g.node("Softmax", &[&logits], &[("axis", Attribute::Int(1))]);
@@ -148,6 +145,26 @@ fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<()
         "predicted",
     );
     Ok(())
+}
+
+fn mlp_nodes(
+    g: &mut Graph,
+    x: &str,
+    layers: Vec<(&Array2<f32>, &ndarray::Array1<f32>)>,
+    activation: Activation,
+) -> String {
+    let last = layers.len() - 1;
+    let mut x = x.to_owned();
+    for (i, (w, b)) in layers.into_iter().enumerate() {
+        x = affine(g, &x, w, b.view());
+        if i < last {
+            x = match activation {
+                Activation::Relu => g.node("Relu", &[&x], &[]),
+                Activation::Gelu => gelu_tanh(g, &x),
+            };
+        }
+    }
+    x
 }
 
 fn transform_nodes(g: &mut Graph, t: &FittedTransform, x: &str) -> String {
@@ -205,6 +222,7 @@ fn describe(v: &ValueInfo) -> String {
         ElementType::Float => "float32".to_owned(),
         ElementType::Uint8 => "uint8".to_owned(),
         ElementType::Int64 => "int64".to_owned(),
+        ElementType::Bool => "bool".to_owned(),
         ElementType::Other(c) => format!("type {c}"),
     };
     let dims = v
@@ -224,14 +242,21 @@ fn describe(v: &ValueInfo) -> String {
     format!("{}: {ty} [{dims}]", v.name)
 }
 
-fn outputs(classes: usize) -> Vec<ValueInfo> {
+/// `probabilities` [batch, classes] and `predicted`: the arg-max class (int64 [batch]), or for a
+/// multi-label head each label's yes/no (bool [batch, labels]).
+fn outputs(trained: &TrainedHead) -> Vec<ValueInfo> {
+    let classes = Dim::Fixed(trained.n_classes() as i64);
     vec![
         ValueInfo::new(
             "probabilities",
             ElementType::Float,
-            vec![batch(), Dim::Fixed(classes as i64)],
+            vec![batch(), classes.clone()],
         ),
-        ValueInfo::new("predicted", ElementType::Int64, vec![batch()]),
+        if trained.is_multi_label() {
+            ValueInfo::new("predicted", ElementType::Bool, vec![batch(), classes])
+        } else {
+            ValueInfo::new("predicted", ElementType::Int64, vec![batch()])
+        },
     ]
 }
 
@@ -273,7 +298,7 @@ fn head_only_model(loaded: &LoadedHead) -> Result<(Vec<u8>, Vec<ValueInfo>), Pip
         "head",
         "features: the frozen backbone's pooled (and, for text, L2-normalised) features",
     );
-    let bytes = standalone_model(&g, &inputs, &outputs(trained.n_classes()), &meta);
+    let bytes = standalone_model(&g, &inputs, &outputs(trained), &meta);
     Ok((bytes, inputs))
 }
 
@@ -364,14 +389,7 @@ fn merged_text_model(
     );
     let meta = metadata(loaded, "merged", &note);
     let bytes = model
-        .merge(
-            None,
-            &[],
-            &g,
-            &new_inputs,
-            &outputs(loaded.trained.n_classes()),
-            &meta,
-        )
+        .merge(None, &[], &g, &new_inputs, &outputs(&loaded.trained), &meta)
         .map_err(|e| model_error(backbone_path, e))?;
     let mut inputs: Vec<ValueInfo> = model.inputs().to_vec();
     inputs.extend(new_inputs);
@@ -477,7 +495,7 @@ fn merged_image_model(
             &[input],
             &g,
             std::slice::from_ref(&pixels),
-            &outputs(loaded.trained.n_classes()),
+            &outputs(&loaded.trained),
             &meta,
         )
         .map_err(|e| model_error(backbone_path, e))?;
@@ -545,10 +563,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
         output,
         head: name,
         inputs: inputs.iter().map(describe).collect(),
-        outputs: outputs(loaded.trained.n_classes())
-            .iter()
-            .map(describe)
-            .collect(),
+        outputs: outputs(&loaded.trained).iter().map(describe).collect(),
         bytes: bytes.len(),
     })
 }

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use graft_heads::{
-    Activation, Fit, FittedKnn, FittedLogistic, FittedMlp, FittedPrototype, FittedTransform,
-    HeadError, KnnValidParams, LogisticValidParams, Metric, MlpValidParams, Monitor, Predict,
+    Activation, Fit, FitMultiLabel, FittedKnn, FittedLogistic, FittedMlp, FittedMultiLabelLogistic,
+    FittedMultiLabelMlp, FittedPrototype, FittedTransform, HeadError, KnnValidParams, LabelSets,
+    LogisticValidParams, Metric, MlpReport, MlpValidParams, Monitor, Predict, PredictMultiLabel,
     PrototypeValidParams, Schedule, Targets, TemperatureScaling, TransformKind, Weighting,
+    threshold_rows, tune_thresholds,
 };
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::Serialize;
@@ -36,6 +38,17 @@ pub struct HeadSpec {
     pub kind: HeadKind,
     /// Fit a temperature on the validation split and apply it to the probabilities.
     pub calibrate: bool,
+    /// For multi-label data: how each label's decision threshold is set (`None`: single-label).
+    pub multi_label: Option<Threshold>,
+}
+
+/// How a multi-label head turns per-label probabilities into a label set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    /// The same probability for every label.
+    Fixed(f32),
+    /// Per label, the threshold that maximises F1 on the validation rows.
+    Tuned,
 }
 
 /// The feature transform fitted before the heads.
@@ -89,10 +102,11 @@ impl HeadSpec {
                 p.weighting().name()
             ),
         };
-        if self.calibrate {
-            format!("{base}, temperature-scaled")
-        } else {
-            base
+        match self.multi_label {
+            Some(Threshold::Fixed(t)) => format!("{base}, multi-label (sigmoid, threshold {t})"),
+            Some(Threshold::Tuned) => format!("{base}, multi-label (sigmoid, thresholds tuned)"),
+            None if self.calibrate => format!("{base}, temperature-scaled"),
+            None => base,
         }
     }
 
@@ -130,7 +144,14 @@ impl HeadSpec {
                 "k": p.k(), "metric": p.metric().name(), "weighting": p.weighting().name(),
             }),
         };
-        json!({ self.name(): params, "calibrate": self.calibrate })
+        let mut v = json!({ self.name(): params, "calibrate": self.calibrate });
+        if let Some(t) = self.multi_label {
+            v["threshold"] = match t {
+                Threshold::Fixed(t) => json!(t),
+                Threshold::Tuned => json!("tune"),
+            };
+        }
+        v
     }
 }
 
@@ -169,15 +190,45 @@ pub enum FittedHead {
     Prototype(FittedPrototype),
     /// kNN.
     Knn(FittedKnn),
+    /// Multi-label logistic regression (one sigmoid per label).
+    MultiLabelLogistic(FittedMultiLabelLogistic),
+    /// Multi-label MLP.
+    MultiLabelMlp(FittedMultiLabelMlp),
 }
 
 impl FittedHead {
-    fn as_predict(&self) -> &dyn Predict {
+    /// Outputs per row: class probabilities (summing to one) or, for multi-label heads, each label's
+    /// probability.
+    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
         match self {
-            FittedHead::Logistic(h) => h,
-            FittedHead::Mlp(h) => h,
-            FittedHead::Prototype(h) => h,
-            FittedHead::Knn(h) => h,
+            FittedHead::Logistic(h) => h.predict_proba(x),
+            FittedHead::Mlp(h) => h.predict_proba(x),
+            FittedHead::Prototype(h) => h.predict_proba(x),
+            FittedHead::Knn(h) => h.predict_proba(x),
+            FittedHead::MultiLabelLogistic(h) => h.predict_scores(x),
+            FittedHead::MultiLabelMlp(h) => h.predict_scores(x),
+        }
+    }
+
+    fn n_features(&self) -> usize {
+        match self {
+            FittedHead::Logistic(h) => h.n_features(),
+            FittedHead::Mlp(h) => h.n_features(),
+            FittedHead::Prototype(h) => h.n_features(),
+            FittedHead::Knn(h) => h.n_features(),
+            FittedHead::MultiLabelLogistic(h) => h.n_features(),
+            FittedHead::MultiLabelMlp(h) => h.n_features(),
+        }
+    }
+
+    fn n_outputs(&self) -> usize {
+        match self {
+            FittedHead::Logistic(h) => h.n_classes(),
+            FittedHead::Mlp(h) => h.n_classes(),
+            FittedHead::Prototype(h) => h.n_classes(),
+            FittedHead::Knn(h) => h.n_classes(),
+            FittedHead::MultiLabelLogistic(h) => h.n_labels(),
+            FittedHead::MultiLabelMlp(h) => h.n_labels(),
         }
     }
 }
@@ -223,17 +274,17 @@ pub struct TrainedHead {
     pub head: FittedHead,
     /// Fitted temperature.
     pub temperature: Option<TemperatureScaling>,
+    /// Multi-label heads: each label's decision threshold.
+    pub thresholds: Option<Vec<f32>>,
 }
 
 impl TrainedHead {
-    /// Class probabilities for raw (untransformed) features.
+    /// Class probabilities for raw (untransformed) features; for a multi-label head, each label's
+    /// probability (rows need not sum to one).
     pub fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
         let proba = match &self.transform {
-            Some(t) => self
-                .head
-                .as_predict()
-                .predict_proba(t.transform(x)?.view())?,
-            None => self.head.as_predict().predict_proba(x)?,
+            Some(t) => self.head.scores(t.transform(x)?.view())?,
+            None => self.head.scores(x)?,
         };
         Ok(match &self.temperature {
             Some(t) => t.apply(proba.view()),
@@ -241,17 +292,34 @@ impl TrainedHead {
         })
     }
 
+    /// Each row's predicted label set (multi-label heads), or its most probable class as a one-element set.
+    pub fn predict_sets(&self, x: ArrayView2<'_, f32>) -> Result<Vec<Vec<usize>>, HeadError> {
+        let scores = self.predict_proba(x)?;
+        Ok(match &self.thresholds {
+            Some(t) => threshold_rows(scores.view(), t),
+            None => graft_heads::argmax_rows(scores.view())
+                .into_iter()
+                .map(|c| vec![c])
+                .collect(),
+        })
+    }
+
     /// Number of input features.
     pub fn n_features(&self) -> usize {
         match &self.transform {
             Some(t) => t.n_features(),
-            None => self.head.as_predict().n_features(),
+            None => self.head.n_features(),
         }
     }
 
-    /// Number of classes.
+    /// Number of classes (labels, for a multi-label head).
     pub fn n_classes(&self) -> usize {
-        self.head.as_predict().n_classes()
+        self.head.n_outputs()
+    }
+
+    /// Whether the head predicts label sets.
+    pub fn is_multi_label(&self) -> bool {
+        self.thresholds.is_some()
     }
 }
 
@@ -278,24 +346,10 @@ pub fn train_head(
         }
         HeadKind::Mlp(p) => {
             let fitted = p.fit_with_validation(x_train, targets, validation)?;
-            let r = fitted.report().clone();
-            curve = r
-                .history
-                .iter()
-                .map(|e| CurvePoint {
-                    epoch: e.epoch,
-                    train_loss: e.train_loss,
-                    validation_loss: e.validation_loss,
-                    validation_accuracy: e.validation_accuracy,
-                })
-                .collect();
-            let why = match (r.stopped_early, r.best_epoch) {
-                (true, Some(best)) => format!("early stop; best validation epoch {best}"),
-                (false, Some(best)) => format!("epoch limit; best validation epoch {best}"),
-                _ => "epoch limit".to_owned(),
-            };
-            let last = r.history.last().map_or(f64::NAN, |e| e.train_loss);
-            (FittedHead::Mlp(fitted), r.epochs_run, last, why)
+            let (points, why, last) = mlp_figures(fitted.report());
+            curve = points;
+            let epochs = fitted.report().epochs_run;
+            (FittedHead::Mlp(fitted), epochs, last, why)
         }
         HeadKind::Prototype(p) => (
             FittedHead::Prototype(p.fit(x_train, targets)?),
@@ -312,7 +366,7 @@ pub fn train_head(
     };
     let temperature = match (spec.calibrate, validation) {
         (true, Some((xv, tv))) => {
-            let proba = head.as_predict().predict_proba(xv)?;
+            let proba = head.scores(xv)?;
             Some(TemperatureScaling::fit(proba.view(), tv)?)
         }
         _ => None,
@@ -331,6 +385,96 @@ pub fn train_head(
             transform: transform.cloned(),
             head,
             temperature,
+            thresholds: None,
+        },
+        figures,
+    ))
+}
+
+fn mlp_figures(r: &MlpReport) -> (Vec<CurvePoint>, String, f64) {
+    let curve = r
+        .history
+        .iter()
+        .map(|e| CurvePoint {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            validation_loss: e.validation_loss,
+            validation_accuracy: e.validation_accuracy,
+        })
+        .collect();
+    let why = match (r.stopped_early, r.best_epoch) {
+        (true, Some(best)) => format!("early stop; best validation epoch {best}"),
+        (false, Some(best)) => format!("epoch limit; best validation epoch {best}"),
+        _ => "epoch limit".to_owned(),
+    };
+    let last = r.history.last().map_or(f64::NAN, |e| e.train_loss);
+    (curve, why, last)
+}
+
+/// Trains one multi-label head (logistic or MLP) on (already transformed) training rows and sets its
+/// thresholds (tuned on the validation rows when the spec says so).
+pub fn train_multi_label_head(
+    spec: &HeadSpec,
+    transform: Option<&FittedTransform>,
+    x_train: ArrayView2<'_, f32>,
+    targets: &LabelSets<'_>,
+    validation: Option<(ArrayView2<'_, f32>, &LabelSets<'_>)>,
+) -> Result<(TrainedHead, TrainingFigures), HeadError> {
+    let mut curve = Vec::new();
+    let (head, iterations, loss, termination) = match &spec.kind {
+        HeadKind::Logistic(p) => {
+            let fitted = p.fit_multi_label(x_train, targets)?;
+            let r = fitted.report().clone();
+            (
+                FittedHead::MultiLabelLogistic(fitted),
+                r.iterations,
+                r.loss,
+                r.termination.name().to_owned(),
+            )
+        }
+        HeadKind::Mlp(p) => {
+            let fitted = p.fit_multi_label_with_validation(x_train, targets, validation)?;
+            let (points, why, last) = mlp_figures(fitted.report());
+            curve = points;
+            let epochs = fitted.report().epochs_run;
+            (FittedHead::MultiLabelMlp(fitted), epochs, last, why)
+        }
+        HeadKind::Prototype(_) | HeadKind::Knn(_) => {
+            return Err(HeadError::InvalidParameter {
+                name: "head",
+                value: spec.name().to_owned(),
+                expected: "a logistic or MLP head for multi-label targets",
+            });
+        }
+    };
+    let n_labels = targets.n_labels();
+    let thresholds = match (spec.multi_label, validation) {
+        (Some(Threshold::Tuned), Some((xv, tv))) => tune_thresholds(head.scores(xv)?.view(), tv),
+        (Some(Threshold::Tuned), None) => {
+            return Err(HeadError::InvalidParameter {
+                name: "threshold",
+                value: "tune".to_owned(),
+                expected: "validation rows to tune on (give the validation split a share)",
+            });
+        }
+        (Some(Threshold::Fixed(t)), _) => vec![t; n_labels],
+        (None, _) => vec![0.5; n_labels],
+    };
+    let figures = TrainingFigures {
+        head: spec.name().to_owned(),
+        iterations,
+        loss,
+        termination,
+        temperature: None,
+        curve,
+    };
+    Ok((
+        TrainedHead {
+            spec: spec.clone(),
+            transform: transform.cloned(),
+            head,
+            temperature: None,
+            thresholds: Some(thresholds),
         },
         figures,
     ))
@@ -346,6 +490,8 @@ pub struct ArtefactInfo {
     pub backbone: serde_json::Value,
     /// sha256 of the backbone's ONNX graph.
     pub backbone_sha256: String,
+    /// Multi-label data: the separator joining a row's labels (used again in predictions).
+    pub label_separator: Option<String>,
 }
 
 fn tensor_error(path: &Path, what: impl Into<String>) -> PipelineError {
@@ -379,7 +525,18 @@ pub fn save_head(
             put1("bias", h.bias());
             two.push(("weights".to_owned(), h.weights()));
         }
+        FittedHead::MultiLabelLogistic(h) => {
+            put1("bias", h.bias());
+            two.push(("weights".to_owned(), h.weights()));
+        }
         FittedHead::Mlp(h) => {
+            for (i, (w, b)) in h.layers().into_iter().enumerate() {
+                put1(&format!("layers.{i}.bias"), b);
+                two.push((format!("layers.{i}.weights"), w));
+            }
+            extra["activation"] = json!(h.activation().name());
+        }
+        FittedHead::MultiLabelMlp(h) => {
             for (i, (w, b)) in h.layers().into_iter().enumerate() {
                 put1(&format!("layers.{i}.bias"), b);
                 two.push((format!("layers.{i}.weights"), w));
@@ -436,6 +593,9 @@ pub fn save_head(
         "classes": info.classes,
         "input_dimension": trained.n_features(),
         "temperature": trained.temperature.map(|t| t.temperature()),
+        "multi_label": trained.thresholds.as_ref().map(|t| json!({
+            "thresholds": t, "label_separator": info.label_separator,
+        })),
         "backbone": info.backbone,
         "backbone_sha256": info.backbone_sha256,
         "extra": extra,
@@ -537,21 +697,33 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     };
     let classes: Vec<String> =
         serde_json::from_value(d["classes"].clone()).map_err(|e| bad(format!("`classes`: {e}")))?;
+    let multi_label = spec.multi_label.is_some();
+    type Layers = Vec<(Array2<f32>, Array1<f32>)>;
+    let mlp_layers = || -> Result<Layers, PipelineError> {
+        let mut layers = Vec::new();
+        while arrays.contains_key(&format!("layers.{}.weights", layers.len())) {
+            let i = layers.len();
+            layers.push((
+                two(&format!("layers.{i}.weights"))?,
+                one(&format!("layers.{i}.bias"))?,
+            ));
+        }
+        Ok(layers)
+    };
     let head = match &spec.kind {
+        HeadKind::Logistic(_) if multi_label => FittedHead::MultiLabelLogistic(
+            FittedMultiLabelLogistic::from_parts(two("weights")?, one("bias")?)
+                .map_err(head_error)?,
+        ),
         HeadKind::Logistic(_) => FittedHead::Logistic(
             FittedLogistic::from_parts(two("weights")?, one("bias")?).map_err(head_error)?,
         ),
-        HeadKind::Mlp(p) => {
-            let mut layers = Vec::new();
-            while arrays.contains_key(&format!("layers.{}.weights", layers.len())) {
-                let i = layers.len();
-                layers.push((
-                    two(&format!("layers.{i}.weights"))?,
-                    one(&format!("layers.{i}.bias"))?,
-                ));
-            }
-            FittedHead::Mlp(FittedMlp::from_layers(layers, p.activation()).map_err(head_error)?)
-        }
+        HeadKind::Mlp(p) if multi_label => FittedHead::MultiLabelMlp(
+            FittedMultiLabelMlp::from_layers(mlp_layers()?, p.activation()).map_err(head_error)?,
+        ),
+        HeadKind::Mlp(p) => FittedHead::Mlp(
+            FittedMlp::from_layers(mlp_layers()?, p.activation()).map_err(head_error)?,
+        ),
         HeadKind::Prototype(p) => FittedHead::Prototype(
             FittedPrototype::from_parts(
                 two("prototypes")?,
@@ -575,11 +747,26 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
         Some(t) => Some(TemperatureScaling::with_temperature(t).map_err(head_error)?),
         None => None,
     };
+    let thresholds = if multi_label {
+        let t: Vec<f32> = serde_json::from_value(d["multi_label"]["thresholds"].clone())
+            .map_err(|e| bad(format!("`multi_label.thresholds`: {e}")))?;
+        if t.len() != classes.len() {
+            return Err(bad(format!(
+                "{} thresholds for {} labels",
+                t.len(),
+                classes.len()
+            )));
+        }
+        Some(t)
+    } else {
+        None
+    };
     let trained = TrainedHead {
         spec,
         transform,
         head,
         temperature,
+        thresholds,
     };
     if trained.n_classes() != classes.len() {
         return Err(bad(format!(
@@ -594,6 +781,9 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
             classes,
             backbone: d["backbone"].clone(),
             backbone_sha256: d["backbone_sha256"].as_str().unwrap_or_default().to_owned(),
+            label_separator: d["multi_label"]["label_separator"]
+                .as_str()
+                .map(str::to_owned),
         },
     })
 }
@@ -632,10 +822,34 @@ fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
         } else {
             Activation::Relu
         };
+        let schedule = match o["schedule"].as_str() {
+            Some("cosine") => Schedule::Cosine {
+                warmup_epochs: u(o, "warmup_epochs").unwrap_or(0),
+            },
+            Some("step") => Schedule::Step {
+                step_epochs: u(o, "step_epochs")?,
+                gamma: f(o, "gamma")?,
+            },
+            _ => Schedule::Constant,
+        };
         HeadKind::Mlp(
             Mlp::params()
                 .hidden(&hidden)
                 .activation(activation)
+                .dropout(f(o, "dropout")?)
+                .learning_rate(f(o, "learning_rate")?)
+                .weight_decay(f(o, "weight_decay")?)
+                .batch_size(u(o, "batch_size")?)
+                .max_epochs(u(o, "max_epochs")?)
+                .schedule(schedule)
+                .patience(o["patience"].as_u64().map(|p| p as usize))
+                .monitor(if o["monitor"] == "accuracy" {
+                    Monitor::Accuracy
+                } else {
+                    Monitor::Loss
+                })
+                .restore_best(o["restore_best"].as_bool().unwrap_or(true))
+                .seed(o["seed"].as_u64().unwrap_or(0))
                 .check()
                 .map_err(err)?,
         )
@@ -664,7 +878,19 @@ fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
     } else {
         return Err("`head` names no known head (logistic, mlp, prototype, knn)".to_owned());
     };
-    Ok(HeadSpec { kind, calibrate })
+    let multi_label = match &v["threshold"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) if s == "tune" => Some(Threshold::Tuned),
+        t => Some(Threshold::Fixed(
+            t.as_f64()
+                .ok_or("`threshold` is not a number or \"tune\"")? as f32,
+        )),
+    };
+    Ok(HeadSpec {
+        kind,
+        calibrate,
+        multi_label,
+    })
 }
 
 #[cfg(test)]
@@ -699,11 +925,13 @@ mod tests {
             classes: vec!["a".into(), "b".into(), "c".into()],
             backbone: json!({ "settings": {} }),
             backbone_sha256: "0".repeat(64),
+            label_separator: None,
         };
         for kind in specs {
             let spec = HeadSpec {
                 kind,
                 calibrate: true,
+                multi_label: None,
             };
             let (trained, _) = train_head(
                 &spec,
@@ -727,5 +955,48 @@ mod tests {
         std::fs::write(dir.path().join("knn.safetensors"), b"not the weights").unwrap();
         let err = load_head(&dir.path().join("knn.json")).unwrap_err();
         assert!(err.to_string().contains("sha256 differs"), "{err}");
+
+        // Multi-label heads keep their thresholds and separator.
+        let sets: Vec<Vec<usize>> = (0..30)
+            .map(|i| (0..3).filter(|l| (i + l) % 2 == 0).collect())
+            .collect();
+        let targets = LabelSets::new(&sets, 3).unwrap();
+        let info = ArtefactInfo {
+            label_separator: Some(";".to_owned()),
+            ..info
+        };
+        for (kind, threshold) in [
+            (
+                HeadKind::Logistic(Logistic::params().check().unwrap()),
+                Threshold::Tuned,
+            ),
+            (
+                HeadKind::Mlp(Mlp::params().hidden(&[5]).max_epochs(5).check().unwrap()),
+                Threshold::Fixed(0.4),
+            ),
+        ] {
+            let spec = HeadSpec {
+                kind,
+                calibrate: false,
+                multi_label: Some(threshold),
+            };
+            let (trained, _) = train_multi_label_head(
+                &spec,
+                Some(&transform),
+                xt.view(),
+                &targets,
+                Some((xt.view(), &targets)),
+            )
+            .unwrap();
+            let path = save_head(dir.path(), &trained, &info).unwrap();
+            let loaded = load_head(&path).unwrap();
+            assert_eq!(loaded.trained.spec, spec);
+            assert_eq!(loaded.trained.thresholds, trained.thresholds);
+            assert_eq!(
+                loaded.trained.predict_sets(x.view()).unwrap(),
+                trained.predict_sets(x.view()).unwrap()
+            );
+            assert_eq!(loaded.info, info);
+        }
     }
 }

@@ -17,11 +17,11 @@ use toml::Spanned;
 
 use crate::PipelineError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::heads::{HeadKind, HeadSpec, TransformPlan};
+use crate::heads::{HeadKind, HeadSpec, Threshold, TransformPlan};
 use crate::schema::{
     RawActivation, RawBackbone, RawClassWeight, RawData, RawHeads, RawMetric, RawMonitor,
-    RawPipeline, RawPooling, RawProvider, RawSchedule, RawSplit, RawTransform, RawWeighting,
-    SCHEMA_VERSION,
+    RawPipeline, RawPooling, RawProvider, RawSchedule, RawSplit, RawThreshold, RawTransform,
+    RawWeighting, SCHEMA_VERSION,
 };
 
 /// Where the rows come from.
@@ -93,6 +93,8 @@ pub struct DataPlan {
     pub sample: Option<usize>,
     /// Column naming each row's split (`train`, `validation`, `test`), for `[split.predefined]`.
     pub split_column: Option<String>,
+    /// Multi-label data: each label cell lists the row's labels joined by this separator.
+    pub label_separator: Option<String>,
 }
 
 /// Where the backbone comes from.
@@ -223,6 +225,7 @@ impl Plan {
                 "label_column": self.data.label_column,
                 "sample": self.data.sample,
                 "split_column": self.data.split_column,
+                "label_separator": self.data.label_separator,
             },
             "split": split,
             "backbone": self.backbone.as_ref().map(BackbonePlan::json),
@@ -513,7 +516,7 @@ impl Checker<'_> {
                 )));
         }
         let seed = raw.seed.unwrap_or(42);
-        let heads = self.check_heads(raw.head, seed)?;
+        let heads = self.check_heads(raw.head, seed, data.label_separator.is_some())?;
         let transform = raw.transform.map(|t| self.check_transform(t)).transpose()?;
         Ok(Plan {
             file: self.file.to_path_buf(),
@@ -531,7 +534,55 @@ impl Checker<'_> {
 
     /// Checks every `[head.*]` table; an invalid hyperparameter points at its own line. Heads that draw random
     /// numbers (the MLP) are seeded with the pipeline's seed.
-    fn check_heads(&self, raw: Spanned<RawHeads>, seed: u64) -> Result<Vec<HeadSpec>, Diagnostic> {
+    /// A head's task: single-label unless the data is multi-label, where `threshold` (a probability or
+    /// "tune") applies and temperature scaling does not.
+    fn head_task(
+        &self,
+        multi_label: bool,
+        threshold: Option<Spanned<RawThreshold>>,
+        calibrate: Option<bool>,
+        table: Range<usize>,
+    ) -> Result<Option<Threshold>, Diagnostic> {
+        if !multi_label {
+            return match threshold {
+                Some(t) => Err(self
+                    .error(t.span(), "`threshold` applies to multi-label data")
+                    .with_hint("set `label_separator` in `[data]` when a row can carry several labels; single-label heads predict the most probable class")),
+                None => Ok(None),
+            };
+        }
+        if calibrate == Some(true) {
+            return Err(self
+                .error(table, "`calibrate` applies to single-label heads")
+                .with_hint("temperature scaling calibrates a softmax; multi-label heads have one sigmoid per label — tune their decision with `threshold = \"tune\"`"));
+        }
+        Ok(Some(
+            match threshold.as_ref().map(|t| (t.span(), t.get_ref())) {
+                None => Threshold::Fixed(0.5),
+                Some((_, RawThreshold::Name(n))) if n == "tune" => Threshold::Tuned,
+                Some((span, RawThreshold::Value(v))) => {
+                    if !(*v > 0.0 && *v < 1.0) {
+                        return Err(self
+                        .error(span, format!("`threshold = {v}` must be between 0 and 1"))
+                        .with_hint("a label is predicted when its probability reaches the threshold, e.g. 0.5"));
+                    }
+                    Threshold::Fixed(*v as f32)
+                }
+                Some((span, RawThreshold::Name(n))) => {
+                    return Err(self
+                    .error(span, format!("`threshold = \"{n}\"` is not a probability or \"tune\""))
+                    .with_hint("`threshold = 0.5` or `threshold = \"tune\"` (per label, maximising F1 on the validation rows)"));
+                }
+            },
+        ))
+    }
+
+    fn check_heads(
+        &self,
+        raw: Spanned<RawHeads>,
+        seed: u64,
+        multi_label: bool,
+    ) -> Result<Vec<HeadSpec>, Diagnostic> {
         let section = raw.span();
         let raw = raw.into_inner();
         // (position in the file, head)
@@ -581,11 +632,24 @@ impl Checker<'_> {
                     table.clone(),
                 )
             })?;
+            let multi_label =
+                self.head_task(multi_label, r.threshold, r.calibrate, table.clone())?;
+            if multi_label.is_some() && checked.balanced() {
+                return Err(self
+                    .error(
+                        table,
+                        "`class_weight = \"balanced\"` applies to single-label heads",
+                    )
+                    .with_hint(
+                        "balanced weights are defined for one class per row; remove `class_weight`",
+                    ));
+            }
             heads.push((
                 table.start,
                 HeadSpec {
                     kind: HeadKind::Logistic(checked),
                     calibrate: r.calibrate.unwrap_or(false),
+                    multi_label,
                 },
             ));
         }
@@ -685,11 +749,14 @@ impl Checker<'_> {
                     table.clone(),
                 )
             })?;
+            let multi_label =
+                self.head_task(multi_label, r.threshold, r.calibrate, table.clone())?;
             heads.push((
                 table.start,
                 HeadSpec {
                     kind: HeadKind::Mlp(checked),
                     calibrate: r.calibrate.unwrap_or(false),
+                    multi_label,
                 },
             ));
         }
@@ -703,11 +770,17 @@ impl Checker<'_> {
             let checked = params
                 .check()
                 .map_err(|e| located(e, &[("temperature", sp(&r.temperature))], table.clone()))?;
+            if multi_label {
+                return Err(self
+                    .error(table, "`[head.prototype]` is single-label, and the data is multi-label (`label_separator`)")
+                    .with_hint("multi-label data trains `[head.logistic]` and `[head.mlp]` (one sigmoid per label)"));
+            }
             heads.push((
                 table.start,
                 HeadSpec {
                     kind: HeadKind::Prototype(checked),
                     calibrate: r.calibrate.unwrap_or(false),
+                    multi_label: None,
                 },
             ));
         }
@@ -727,11 +800,17 @@ impl Checker<'_> {
             let checked = params
                 .check()
                 .map_err(|e| located(e, &[("k", su(&r.k))], table.clone()))?;
+            if multi_label {
+                return Err(self
+                    .error(table, "`[head.knn]` is single-label, and the data is multi-label (`label_separator`)")
+                    .with_hint("multi-label data trains `[head.logistic]` and `[head.mlp]` (one sigmoid per label)"));
+            }
             heads.push((
                 table.start,
                 HeadSpec {
                     kind: HeadKind::Knn(checked),
                     calibrate: r.calibrate.unwrap_or(false),
+                    multi_label: None,
                 },
             ));
         }
@@ -910,6 +989,22 @@ impl Checker<'_> {
         let text_column = column(data.text_column, "text_column", text_default)?;
         let label_column = column(data.label_column, "label_column", label_default)?;
         let split_column = data.split_column.map(Spanned::into_inner);
+        let label_separator = match data.label_separator {
+            Some(sep) if sep.get_ref().is_empty() => {
+                return Err(self
+                    .error(sep.span(), "`label_separator` is empty")
+                    .with_hint("give the character that joins a row's labels, e.g. \"|\""));
+            }
+            Some(sep) if source.is_images() => {
+                return Err(self
+                    .error(
+                        sep.span(),
+                        "image folders and registered image data sets are single-label",
+                    )
+                    .with_hint("remove `label_separator`"));
+            }
+            other => other.map(Spanned::into_inner),
+        };
         let sample = match data.sample {
             Some(s) if *s.get_ref() < 2 => {
                 return Err(self
@@ -924,6 +1019,7 @@ impl Checker<'_> {
             label_column,
             sample,
             split_column,
+            label_separator,
         })
     }
 

@@ -282,24 +282,34 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
         ));
     }
     let proba = loaded.trained.predict_proba(embeddings.view())?;
-    let predicted = graft_heads::argmax_rows(proba.view());
+    // A class per row, or for a multi-label head the labels at or above their thresholds, joined as in the
+    // training data.
     let classes = &loaded.info.classes;
+    let predicted: Vec<String> = match &loaded.trained.thresholds {
+        Some(thresholds) => {
+            let separator = loaded.info.label_separator.as_deref().unwrap_or("|");
+            graft_heads::threshold_rows(proba.view(), thresholds)
+                .iter()
+                .map(|set| {
+                    set.iter()
+                        .map(|&l| classes[l].as_str())
+                        .collect::<Vec<_>>()
+                        .join(separator)
+                })
+                .collect()
+        }
+        None => graft_heads::argmax_rows(proba.view())
+            .into_iter()
+            .map(|c| classes[c].clone())
+            .collect(),
+    };
     let n = predicted.len();
     let mut columns: Vec<Column> =
         vec![Series::new("row".into(), (0..n as u64).collect::<Vec<_>>()).into()];
     if let Some(ids) = ids {
         columns.push(ids.into());
     }
-    columns.push(
-        Series::new(
-            "predicted".into(),
-            predicted
-                .iter()
-                .map(|&c| classes[c].as_str())
-                .collect::<Vec<_>>(),
-        )
-        .into(),
-    );
+    columns.push(Series::new("predicted".into(), predicted).into());
     for (c, class) in classes.iter().enumerate() {
         columns.push(Series::new(format!("p_{class}").into(), proba.column(c).to_vec()).into());
     }

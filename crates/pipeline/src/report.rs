@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use graft_eval::ClassificationReport;
+use graft_eval::{ClassificationReport, MultiLabelReport};
 use serde::Serialize;
 
 use crate::heads::TrainingFigures;
@@ -18,8 +18,16 @@ pub struct SplitMetrics {
     pub macro_f1: f64,
     /// Per-class precision, recall, F1 and support.
     pub per_class: Vec<ClassScores>,
-    /// `confusion[t][p]`: rows of true class `t` predicted as class `p` (order of `Metrics::classes`).
+    /// `confusion[t][p]`: rows of true class `t` predicted as class `p` (order of `Metrics::classes`);
+    /// empty for multi-label data.
     pub confusion: Vec<Vec<usize>>,
+    /// Multi-label data: share of wrong label decisions (`accuracy` is then the exact-set match rate and
+    /// `per_class` holds each label's scores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hamming_loss: Option<f64>,
+    /// Multi-label data: F1 over all label decisions pooled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_f1: Option<f64>,
 }
 
 /// One class's scores.
@@ -56,6 +64,31 @@ impl SplitMetrics {
                 })
                 .collect(),
             confusion: report.confusion,
+            hamming_loss: None,
+            micro_f1: None,
+        }
+    }
+
+    pub(crate) fn from_multi_label(report: MultiLabelReport, labels: &[String]) -> SplitMetrics {
+        SplitMetrics {
+            rows: report.rows,
+            accuracy: report.subset_accuracy,
+            macro_f1: report.macro_f1,
+            per_class: report
+                .per_label
+                .into_iter()
+                .zip(labels)
+                .map(|(m, label)| ClassScores {
+                    class: label.clone(),
+                    precision: m.precision,
+                    recall: m.recall,
+                    f1: m.f1,
+                    support: m.support,
+                })
+                .collect(),
+            confusion: Vec::new(),
+            hamming_loss: Some(report.hamming_loss),
+            micro_f1: Some(report.micro_f1),
         }
     }
 }
@@ -154,7 +187,9 @@ pub struct HeadMetrics {
 pub struct Metrics {
     /// Pipeline name.
     pub pipeline: String,
-    /// Class names, in label-index order.
+    /// `single-label` (one class per row) or `multi-label` (a set of labels per row).
+    pub task: String,
+    /// Class names, in label-index order (the labels, for multi-label data).
     pub classes: Vec<String>,
     /// Row counts.
     pub rows: RowCounts,
@@ -248,16 +283,35 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         "  head        {} · {} iterations · {}",
         ctx.head, m.training.iterations, m.training.termination
     );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "  split         rows  accuracy  macro-F1");
-    let mut line = |name: &str, sm: &SplitMetrics| {
+    let multi = m.task == "multi-label";
+    if multi {
         let _ = writeln!(
+            s,
+            "  task        multi-label: {} labels; accuracy = exact label-set match",
+            m.classes.len()
+        );
+    }
+    let _ = writeln!(s);
+    if multi {
+        let _ = writeln!(
+            s,
+            "  split         rows  accuracy  macro-F1  micro-F1  Hamming"
+        );
+    } else {
+        let _ = writeln!(s, "  split         rows  accuracy  macro-F1");
+    }
+    let mut line = |name: &str, sm: &SplitMetrics| {
+        let _ = write!(
             s,
             "  {name:<10} {:>7}  {:>8.4}  {:>8.4}",
             thousands(sm.rows),
             sm.accuracy,
             sm.macro_f1
         );
+        if let (Some(micro), Some(hamming)) = (sm.micro_f1, sm.hamming_loss) {
+            let _ = write!(s, "  {micro:>8.4}  {hamming:>7.4}");
+        }
+        let _ = writeln!(s);
     };
     line("train", &m.train);
     if let Some(v) = &m.validation {
@@ -332,17 +386,35 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test\n",
         r.read, r.not_sampled, r.used, r.train, r.validation, r.test
     );
+    let multi = m.task == "multi-label";
     let _ = writeln!(s, "## Scores\n");
-    let _ = writeln!(
-        s,
-        "| split | rows | accuracy | macro-F1 |\n|---|---:|---:|---:|"
-    );
-    let mut row = |name: &str, sm: &SplitMetrics| {
+    if multi {
         let _ = writeln!(
+            s,
+            "Multi-label: {} labels, one sigmoid each; a row's prediction is the set of labels at or above \
+             their thresholds. Accuracy is the exact-set match rate (scikit-learn's subset accuracy).\n",
+            m.classes.len()
+        );
+        let _ = writeln!(
+            s,
+            "| split | rows | subset accuracy | macro-F1 | micro-F1 | Hamming loss |\n|---|---:|---:|---:|---:|---:|"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "| split | rows | accuracy | macro-F1 |\n|---|---:|---:|---:|"
+        );
+    }
+    let mut row = |name: &str, sm: &SplitMetrics| {
+        let _ = write!(
             s,
             "| {name} | {} | {:.4} | {:.4} |",
             sm.rows, sm.accuracy, sm.macro_f1
         );
+        if let (Some(micro), Some(hamming)) = (sm.micro_f1, sm.hamming_loss) {
+            let _ = write!(s, " {micro:.4} | {hamming:.4} |");
+        }
+        let _ = writeln!(s);
     };
     row("train", &m.train);
     if let Some(v) = &m.validation {
@@ -399,10 +471,15 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
-    let _ = writeln!(s, "## Per class (test)\n");
     let _ = writeln!(
         s,
-        "| class | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|"
+        "## Per {} (test)\n",
+        if multi { "label" } else { "class" }
+    );
+    let _ = writeln!(
+        s,
+        "| {} | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|",
+        if multi { "label" } else { "class" }
     );
     for c in &m.test.per_class {
         let _ = writeln!(
@@ -411,15 +488,17 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
             c.class, c.precision, c.recall, c.f1, c.support
         );
     }
-    let _ = writeln!(
-        s,
-        "\n## Confusion matrix (test; rows = true class, columns = predicted)\n"
-    );
-    let _ = writeln!(s, "| true \\ predicted | {} |", m.classes.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(m.classes.len()));
-    for (class, counts) in m.classes.iter().zip(&m.test.confusion) {
-        let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
-        let _ = writeln!(s, "| {class} | {} |", cells.join(" | "));
+    if !m.test.confusion.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Confusion matrix (test; rows = true class, columns = predicted)\n"
+        );
+        let _ = writeln!(s, "| true \\ predicted | {} |", m.classes.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(m.classes.len()));
+        for (class, counts) in m.classes.iter().zip(&m.test.confusion) {
+            let cells: Vec<String> = counts.iter().map(usize::to_string).collect();
+            let _ = writeln!(s, "| {class} | {} |", cells.join(" | "));
+        }
     }
     let e = &m.extraction;
     let t = &m.timings_seconds;

@@ -8,9 +8,9 @@ use graft_backbone::{
     BackboneError, ImageBackbone, ImageBackboneConfig, ImageSource, ORT_DYLIB_ENV, Provider,
     Runtime, TextBackbone,
 };
-use graft_eval::classification_report;
+use graft_eval::{classification_report, multi_label_report};
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
-use graft_heads::{Targets, argmax_rows};
+use graft_heads::{LabelSets, Targets, argmax_rows};
 use graft_ingest::{
     IngestError, Split, SplitRatios, SplitTag, TextClassificationData, image_folder,
     read_idx_images, read_idx_labels, read_table, stratified_split, stratified_subsample,
@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::PipelineError;
-use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head};
+use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head, train_multi_label_head};
 use crate::plan::{DataSource, ModelSource, Plan, SplitPlan};
 use crate::report::{
     self, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SplitMetrics, Timings,
@@ -86,6 +86,46 @@ enum Inputs {
     Features(Array2<f32>),
 }
 
+/// Each row's labels, for multi-label data.
+struct MultiLabels {
+    sets: Vec<Vec<usize>>,
+    /// Label names, sorted.
+    names: Vec<String>,
+}
+
+impl MultiLabels {
+    /// Splits each raw label cell on `separator` (labels trimmed; empty pieces ignored).
+    fn from_cells(cells: &[&str], separator: &str) -> MultiLabels {
+        let pieces: Vec<Vec<&str>> = cells
+            .iter()
+            .map(|c| {
+                c.split(separator)
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .collect();
+        let mut names: Vec<String> = pieces.iter().flatten().map(|p| (*p).to_owned()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let index: std::collections::HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let sets = pieces
+            .iter()
+            .map(|p| {
+                let mut set: Vec<usize> = p.iter().map(|l| index[l]).collect();
+                set.sort_unstable();
+                set.dedup();
+                set
+            })
+            .collect();
+        MultiLabels { sets, names }
+    }
+}
+
 /// Labelled rows of either modality, after cleaning.
 struct Labelled {
     inputs: Inputs,
@@ -95,6 +135,9 @@ struct Labelled {
     source_rows: Vec<usize>,
     /// Each row's split when the data fixes it (an official train/test split, or a split column).
     predefined: Option<Vec<SplitTag>>,
+    /// Multi-label data: each row's label set. `labels`/`classes` then encode the raw label cell (the
+    /// combination), which sampling stratifies on.
+    multi_label: Option<MultiLabels>,
     rows_read: usize,
     dropped_null_text: usize,
     dropped_null_label: usize,
@@ -119,6 +162,10 @@ impl Labelled {
             predefined: self
                 .predefined
                 .map(|t| keep.iter().map(|&i| t[i]).collect()),
+            multi_label: self.multi_label.map(|m| MultiLabels {
+                sets: keep.iter().map(|&i| m.sets[i].clone()).collect(),
+                names: m.names,
+            }),
             ..self
         }
     }
@@ -132,6 +179,7 @@ impl From<TextClassificationData> for Labelled {
             classes: d.classes,
             source_rows: d.source_rows,
             predefined: None,
+            multi_label: None,
             rows_read: d.rows_read,
             dropped_null_text: d.dropped_null_text,
             dropped_null_label: d.dropped_null_label,
@@ -208,6 +256,7 @@ fn read_images(
                     classes: files.entry.classes.clone(),
                     source_rows: (0..n).collect(),
                     predefined: Some(predefined),
+                    multi_label: None,
                     rows_read: n,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
@@ -239,6 +288,7 @@ fn read_images(
                     classes: folder.classes,
                     source_rows: (0..n).collect(),
                     predefined: None,
+                    multi_label: None,
                     rows_read: n + folder.skipped,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
@@ -267,6 +317,12 @@ fn split_rows(plan: &Plan, data: &Labelled) -> Result<Split, PipelineError> {
         ))
     };
     match (plan.split, &data.predefined) {
+        (SplitPlan::Stratified(ratios), _) if data.multi_label.is_some() => {
+            // Label sets do not stratify (a combination may occur once): a seeded split with the exact
+            // shares.
+            let all = vec![0; data.len()];
+            stratified_split(&all, &["rows".to_owned()], ratios, seed).map_err(explain)
+        }
         (SplitPlan::Stratified(ratios), _) => {
             stratified_split(&data.labels, &data.classes, ratios, seed).map_err(explain)
         }
@@ -326,6 +382,28 @@ fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
     } else {
         read_text_table(plan, cache)?
     };
+    let mut data = data;
+    if let Some(separator) = &plan.data.label_separator {
+        let cells: Vec<&str> = data
+            .labels
+            .iter()
+            .map(|&l| data.classes[l].as_str())
+            .collect();
+        let multi = MultiLabels::from_cells(&cells, separator);
+        if multi.names.len() < 2 {
+            return Err(plan
+                .diagnostic(
+                    &plan.spans.label_column,
+                    format!(
+                        "multi-label data needs at least two labels; splitting on `{separator}` gives {}",
+                        multi.names.len()
+                    ),
+                )
+                .with_hint("check `label_separator`: it must be the character that joins a row's labels")
+                .into());
+        }
+        data.multi_label = Some(multi);
+    }
     let (data, not_sampled) = match plan.data.sample {
         Some(n) if n < data.len() => {
             let keep = stratified_subsample(
@@ -386,6 +464,7 @@ fn read_text_table(
         }
         other => other.into(),
     })?;
+    let table = empty_label_sets(plan, table);
     let data = text_classification(&table, &plan.data.text_column, &plan.data.label_column)
         .map_err(|e| {
             let in_file = format!(" in {}", file.path.display());
@@ -437,6 +516,31 @@ fn read_text_table(
         )?);
     }
     Ok((data, file, label))
+}
+
+/// Multi-label data: an empty label cell (read as null from CSV) is a row with no labels, not a missing
+/// label, so it is kept as an empty set.
+fn empty_label_sets(plan: &Plan, table: graft_ingest::DataFrame) -> graft_ingest::DataFrame {
+    if plan.data.label_separator.is_none() {
+        return table;
+    }
+    let name = plan.data.label_column.as_str();
+    use polars::prelude::NamedFrom;
+    let Some(filled) = table
+        .column(name)
+        .ok()
+        .and_then(|c| c.str().ok())
+        .map(|cells| {
+            let values: Vec<&str> = cells.iter().map(|v| v.unwrap_or("")).collect();
+            graft_ingest::Series::new(name.into(), values)
+        })
+    else {
+        return table;
+    };
+    let mut table = table;
+    // Same name and length: replacing the column cannot fail.
+    let _ = table.with_column(filled.into());
+    table
 }
 
 /// The split of each used row, from the table's split column.
@@ -515,7 +619,7 @@ fn read_given_features(plan: &Plan) -> Result<(Labelled, VerifiedFile, String), 
     };
     let matrix = graft_ingest::read_feature_matrix(path, embedding_column).map_err(located)?;
     let labels_path = labels.as_ref().unwrap_or(path);
-    let table = read_table(labels_path).map_err(located)?;
+    let table = empty_label_sets(plan, read_table(labels_path).map_err(located)?);
     let data = graft_ingest::feature_classification(
         matrix,
         &table,
@@ -545,6 +649,7 @@ fn read_given_features(plan: &Plan) -> Result<(Labelled, VerifiedFile, String), 
             classes: data.classes,
             source_rows: data.source_rows,
             predefined: data.split,
+            multi_label: None,
             rows_read: data.rows_read,
             dropped_null_text: 0,
             dropped_null_label: data.dropped_null_label,
@@ -948,17 +1053,42 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             &validation_targets,
         )
     });
+    // Multi-label data: the label sets of each split's rows.
+    let sets_of = |rows: &[usize]| -> Vec<Vec<usize>> {
+        let m = data.multi_label.as_ref().expect("multi-label data");
+        rows.iter().map(|&i| m.sets[i].clone()).collect()
+    };
+    let multi_sets = data.multi_label.as_ref().map(|m| {
+        (
+            sets_of(&split.train),
+            sets_of(&split.validation),
+            m.names.len(),
+        )
+    });
     let mut trained = Vec::new();
     for spec in &plan.heads {
         tracing::info!(head = spec.name(), "training");
         let clock = Instant::now();
-        let (head, figures) = train_head(
-            spec,
-            transform.as_ref(),
-            fit_view,
-            &train_targets,
-            validation_view,
-        )?;
+        let (head, figures) = match &multi_sets {
+            Some((train_sets, validation_sets, n_labels)) => {
+                let train = LabelSets::new(train_sets, *n_labels)?;
+                let validation = LabelSets::new(validation_sets, *n_labels)?;
+                train_multi_label_head(
+                    spec,
+                    transform.as_ref(),
+                    fit_view,
+                    &train,
+                    validation_view.map(|(x, _)| (x, &validation)),
+                )?
+            }
+            None => train_head(
+                spec,
+                transform.as_ref(),
+                fit_view,
+                &train_targets,
+                validation_view,
+            )?,
+        };
         trained.push((head, figures, clock.elapsed().as_secs_f64()));
     }
     timings.train = clock.elapsed().as_secs_f64();
@@ -967,23 +1097,31 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let clock = Instant::now();
     let mut head_results = Vec::new();
     for (head, figures, fit_seconds) in &trained {
-        let score = |x: &Array2<f32>, y: &[usize]| -> Result<SplitMetrics, PipelineError> {
-            let predicted = argmax_rows(head.predict_proba(x.view())?.view());
-            Ok(SplitMetrics::new(
-                classification_report(y, &predicted, n_classes)?,
-                &data.classes,
-            ))
-        };
+        let score =
+            |x: &Array2<f32>, y: &[usize], rows: &[usize]| -> Result<SplitMetrics, PipelineError> {
+                if let Some(m) = &data.multi_label {
+                    let predicted = head.predict_sets(x.view())?;
+                    return Ok(SplitMetrics::from_multi_label(
+                        multi_label_report(&sets_of(rows), &predicted, m.names.len())?,
+                        &m.names,
+                    ));
+                }
+                let predicted = argmax_rows(head.predict_proba(x.view())?.view());
+                Ok(SplitMetrics::new(
+                    classification_report(y, &predicted, n_classes)?,
+                    &data.classes,
+                ))
+            };
         head_results.push(HeadMetrics {
             name: head.spec.name().to_owned(),
             label: head.spec.label(),
-            train: score(&x_train, &y_train)?,
+            train: score(&x_train, &y_train, &split.train)?,
             validation: if y_validation.is_empty() {
                 None
             } else {
-                Some(score(&x_validation, &y_validation)?)
+                Some(score(&x_validation, &y_validation, &split.validation)?)
             },
-            test: score(&x_test, &y_test)?,
+            test: score(&x_test, &y_test, &split.test)?,
             training: figures.clone(),
             fit_seconds: *fit_seconds,
         });
@@ -991,10 +1129,21 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     timings.evaluate = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
     let headline = head_results[0].clone();
+    // What the heads output: classes, or for multi-label data the labels.
+    let output_classes = data
+        .multi_label
+        .as_ref()
+        .map_or_else(|| data.classes.clone(), |m| m.names.clone());
 
     let metrics = Metrics {
         pipeline: plan.name.clone(),
-        classes: data.classes.clone(),
+        task: if data.multi_label.is_some() {
+            "multi-label"
+        } else {
+            "single-label"
+        }
+        .to_owned(),
+        classes: output_classes.clone(),
         rows: RowCounts {
             read: data.rows_read,
             dropped_null_text: data.dropped_null_text,
@@ -1051,9 +1200,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     };
     let splits = splits_csv(&data, &split);
     let info = ArtefactInfo {
-        classes: data.classes.clone(),
+        classes: output_classes.clone(),
         backbone: json!({ "files": manifest["backbone"], "settings": plan.resolved()["backbone"] }),
         backbone_sha256: model_sha256.clone(),
+        label_separator: plan.data.label_separator.clone(),
     };
     let heads: Vec<TrainedHead> = trained.into_iter().map(|(h, _, _)| h).collect();
     let run_dir = write_run_dir(

@@ -32,6 +32,7 @@ pub(crate) struct RawData {
     pub labels: Option<Spanned<String>>,
     pub embedding_column: Option<Spanned<String>>,
     pub split_column: Option<Spanned<String>>,
+    pub label_separator: Option<Spanned<String>>,
     pub text_column: Option<Spanned<String>>,
     pub label_column: Option<Spanned<String>>,
     pub sample: Option<Spanned<usize>>,
@@ -143,6 +144,15 @@ pub(crate) struct RawLogistic {
     pub fit_intercept: Option<bool>,
     pub class_weight: Option<RawClassWeight>,
     pub calibrate: Option<bool>,
+    pub threshold: Option<Spanned<RawThreshold>>,
+}
+
+/// A multi-label head's decision threshold: a probability, or `"tune"` (per label, on validation rows).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawThreshold {
+    Value(f64),
+    Name(String),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -193,6 +203,7 @@ pub(crate) struct RawMlp {
     pub monitor: Option<RawMonitor>,
     pub restore_best: Option<bool>,
     pub calibrate: Option<bool>,
+    pub threshold: Option<Spanned<RawThreshold>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -364,3 +364,36 @@ fn given_features_are_checked_against_the_rest_of_the_pipeline() {
         ],
     );
 }
+
+#[test]
+fn multi_label_settings_are_checked() {
+    check(
+        "threshold-single-label",
+        14,
+        &[
+            "`threshold` applies to multi-label data",
+            "hint: set `label_separator`",
+        ],
+    );
+    check(
+        "multi-label-prototype",
+        16,
+        &[
+            "`[head.prototype]` is single-label, and the data is multi-label",
+            "hint: multi-label data trains `[head.logistic]` and `[head.mlp]`",
+        ],
+    );
+    check(
+        "multi-label-calibrate",
+        14,
+        &[
+            "`calibrate` applies to single-label heads",
+            "threshold = \"tune\"",
+        ],
+    );
+    check(
+        "bad-threshold",
+        15,
+        &["`threshold = 1.5` must be between 0 and 1"],
+    );
+}

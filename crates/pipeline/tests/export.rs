@@ -333,3 +333,50 @@ fn merged_efficientnet_model_matches_graft_on_pixels() {
         .to_owned();
     assert_close("merged EfficientNet logistic", &p, &graft);
 }
+
+#[test]
+fn exported_multi_label_heads_match_graft_with_sigmoids_and_thresholds() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_pipeline("fixtures/pipelines/tiny-multilabel.toml", runs.path());
+    let input = repo().join("fixtures/data/tiny-features.parquet");
+    let features = graft_ingest::read_feature_matrix(&input, "embedding").unwrap();
+    let runtime = runtime();
+    for head in ["logistic", "mlp"] {
+        let graft = predicted(&run_dir, head, &input, &["a", "b", "c"]);
+        let alone = export(&ExportJob {
+            run_dir: run_dir.clone(),
+            head: Some(head.to_owned()),
+            output: None,
+            head_only: true,
+            cache_dir: cache_dir(),
+        })
+        .unwrap();
+        let mut s = session(&runtime, &alone.output);
+        let out = s
+            .run(ort::inputs!["features" => TensorRef::from_array_view(&features).unwrap()])
+            .unwrap();
+        let p: Array2<f32> = out["probabilities"]
+            .try_extract_array::<f32>()
+            .unwrap()
+            .into_dimensionality()
+            .unwrap()
+            .to_owned();
+        assert_close(&format!("multi-label {head}"), &p, &graft);
+        // Rows need not sum to one: these are independent sigmoids.
+        assert!(p.rows().into_iter().any(|r| (r.sum() - 1.0).abs() > 0.1));
+        let decided = out["predicted"].try_extract_array::<bool>().unwrap();
+        let artefact: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run_dir.join(format!("heads/{head}.json"))).unwrap(),
+        )
+        .unwrap();
+        let thresholds: Vec<f32> =
+            serde_json::from_value(artefact["multi_label"]["thresholds"].clone()).unwrap();
+        for ((r, l), &yes) in decided.indexed_iter().map(|(i, v)| ((i[0], i[1]), v)) {
+            assert_eq!(
+                yes,
+                graft[[r, l]] >= thresholds[l],
+                "{head} row {r} label {l}"
+            );
+        }
+    }
+}
