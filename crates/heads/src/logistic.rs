@@ -300,23 +300,43 @@ impl LogisticValidParams {
         let (n, d) = x.dim();
         let x = x.as_standard_layout();
         let reg = 1.0 / (self.c * n as f64);
-        let problem = Problem {
+        let fast = Problem {
             x: x.view(),
             target,
             k,
             reg,
             fit_intercept: self.fit_intercept,
             row_weights,
+            precision: Precision::Single,
         };
-        let outcome = lbfgs::minimize(
-            |theta, grad| problem.evaluate(theta, grad),
-            start,
-            &Settings {
-                max_iter: self.max_iter,
-                tol: self.tol,
-                memory: 10,
-            },
-        );
+        let settings = Settings {
+            max_iter: self.max_iter,
+            tol: self.tol,
+            memory: 10,
+        };
+        // Most of the way in f32 products; the last steps, where the objective's changes fall below f32's
+        // resolution, in f64 (a gradient within tolerance in f32 is trusted down to 1e-6: its error is
+        // orders of magnitude smaller).
+        let mut outcome =
+            lbfgs::minimize(|theta, grad| fast.evaluate(theta, grad), start, &settings);
+        let finished = outcome.termination == Termination::MaxIterations
+            || (outcome.termination == Termination::GradientTolerance && self.tol >= 1e-6);
+        if !finished {
+            let exact = Problem {
+                precision: Precision::Double,
+                ..fast
+            };
+            let first = outcome.iterations;
+            outcome = lbfgs::minimize(
+                |theta, grad| exact.evaluate(theta, grad),
+                outcome.x,
+                &Settings {
+                    max_iter: self.max_iter.saturating_sub(first),
+                    ..settings
+                },
+            );
+            outcome.iterations += first;
+        }
         // The optimiser works on Wᵀ (outputs × features); the fitted head stores W.
         let weights = outcome
             .x
@@ -357,11 +377,23 @@ struct Problem<'x, 'a> {
     fit_intercept: bool,
     /// Per-row loss weights (class balancing), or all ones.
     row_weights: Option<&'a [f64]>,
+    precision: Precision,
 }
 
 /// Rows per parallel work item; fixed, so the reduction order (and so every bit of the result) does not
-/// depend on how many threads run.
+/// depend on how many threads run. (Measured: 512 beats 64–256, whose per-product packing overhead
+/// outweighs the better cache reuse.)
 const BLOCK: usize = 512;
+
+/// Arithmetic of the two matrix products in an evaluation (the loss and softmax are always f64).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    /// f32 products on the features as stored: about twice the speed, and no f64 copy of the rows; the
+    /// objective is then accurate to ~1e-7, too coarse for line searches very near the optimum.
+    Single,
+    /// f64 products on an f64 copy of each block.
+    Double,
+}
 
 impl Problem<'_, '_> {
     /// Returns the objective at `theta` = [Wᵀ (classes × features, row-major), b] and writes its gradient.
@@ -375,12 +407,18 @@ impl Problem<'_, '_> {
         let theta = theta.as_slice().expect("contiguous");
         let (wt, b) = theta.split_at(d * k);
         let wt = ArrayView2::from_shape((k, d), wt).expect("k × d weights");
+        let wt32 = (self.precision == Precision::Single).then(|| wt.mapv(|v| v as f32));
         let partials: Vec<(f64, Vec<f64>)> = (0..n.div_ceil(BLOCK))
             .into_par_iter()
             .map(|block| {
                 let rows = block * BLOCK..((block + 1) * BLOCK).min(n);
-                let xb = self.x.slice(s![rows.clone(), ..]).mapv(f64::from);
-                let mut z = xb.dot(&wt.t());
+                let x32 = self.x.slice(s![rows.clone(), ..]);
+                let x64 = wt32.is_none().then(|| x32.mapv(f64::from));
+                let mut z = match (&wt32, &x64) {
+                    (Some(w), _) => x32.dot(&w.t()).mapv(f64::from),
+                    (None, Some(x)) => x.dot(&wt.t()),
+                    (None, None) => unreachable!("one precision is chosen"),
+                };
                 let mut loss = 0.0;
                 for (mut zr, i) in z.rows_mut().into_iter().zip(rows) {
                     if self.fit_intercept {
@@ -409,7 +447,10 @@ impl Problem<'_, '_> {
                         }
                     }
                 }
-                let gw = z.t().dot(&xb);
+                let gw = match &x64 {
+                    Some(x) => z.t().dot(x),
+                    None => z.mapv(|v| v as f32).t().dot(&x32).mapv(f64::from),
+                };
                 let mut g = Vec::with_capacity(d * k + k);
                 g.extend(gw.iter());
                 g.extend(z.sum_axis(ndarray::Axis(0)).iter());
@@ -594,6 +635,7 @@ mod tests {
                 reg: 0.3,
                 fit_intercept: true,
                 row_weights: Some(&weights),
+                precision: Precision::Double,
             };
             let theta = Array1::from_iter((0..9).map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.3));
             let mut grad = Array1::zeros(9);
