@@ -37,6 +37,7 @@
 //! ```
 
 mod calibration;
+mod kernels;
 mod knn;
 mod lbfgs;
 mod logistic;
@@ -385,7 +386,20 @@ pub(crate) fn check_features(
             got: x.ncols(),
         });
     }
-    if let Some(((row, column), _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+    // A branch-free pass first (vectorised; the common case), the element's position only when one is bad.
+    let any_bad = |values: &[f32]| {
+        values
+            .chunks(4096)
+            .any(|c| c.iter().fold(false, |bad, v| bad | !v.is_finite()))
+    };
+    let bad = match x.as_slice() {
+        Some(values) => any_bad(values),
+        None => x.rows().into_iter().any(|r| match r.as_slice() {
+            Some(values) => any_bad(values),
+            None => r.iter().any(|v| !v.is_finite()),
+        }),
+    };
+    if bad && let Some(((row, column), _)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
         return Err(HeadError::NonFinite { row, column });
     }
     Ok(())

@@ -384,6 +384,8 @@ struct Problem<'x, 'a> {
 /// depend on how many threads run. (Measured: 512 beats 64–256, whose per-product packing overhead
 /// outweighs the better cache reuse.)
 const BLOCK: usize = 512;
+/// Groups of blocks summed separately (then in group order).
+const GROUPS: usize = 16;
 
 /// Arithmetic of the two matrix products in an evaluation (the loss and softmax are always f64).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -408,53 +410,79 @@ impl Problem<'_, '_> {
         let (wt, b) = theta.split_at(d * k);
         let wt = ArrayView2::from_shape((k, d), wt).expect("k × d weights");
         let wt32 = (self.precision == Precision::Single).then(|| wt.mapv(|v| v as f32));
-        let partials: Vec<(f64, Vec<f64>)> = (0..n.div_ceil(BLOCK))
+        // A fixed number of groups of consecutive blocks, each summed in order into one accumulator: the
+        // work spreads over the threads, and the reduction order depends on `n` only.
+        let blocks = n.div_ceil(BLOCK);
+        let groups = blocks.min(GROUPS);
+        let partials: Vec<(f64, Vec<f64>)> = (0..groups)
             .into_par_iter()
-            .map(|block| {
-                let rows = block * BLOCK..((block + 1) * BLOCK).min(n);
-                let x32 = self.x.slice(s![rows.clone(), ..]);
-                let x64 = wt32.is_none().then(|| x32.mapv(f64::from));
-                let mut z = match (&wt32, &x64) {
-                    (Some(w), _) => x32.dot(&w.t()).mapv(f64::from),
-                    (None, Some(x)) => x.dot(&wt.t()),
-                    (None, None) => unreachable!("one precision is chosen"),
-                };
-                let mut loss = 0.0;
-                for (mut zr, i) in z.rows_mut().into_iter().zip(rows) {
-                    if self.fit_intercept {
-                        zr.iter_mut().zip(b).for_each(|(v, bc)| *v += bc);
-                    }
-                    let weight = self.row_weights.map_or(1.0, |w| w[i]);
-                    match self.target {
-                        Target::Classes(labels) => {
-                            let max = zr.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-                            let lse = max + zr.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-                            let y = labels[i];
-                            loss += weight * (lse - zr[y]);
-                            // The row of Z becomes the row's residual: weight · (softmax − one-hot).
-                            for (c, v) in zr.iter_mut().enumerate() {
-                                *v = weight * ((*v - lse).exp() - if c == y { 1.0 } else { 0.0 });
+            .map(|group| {
+                let mut group_loss = 0.0;
+                let mut group_grad = vec![0.0f64; d * k + k];
+                for block in group * blocks / groups..(group + 1) * blocks / groups {
+                    let rows = block * BLOCK..((block + 1) * BLOCK).min(n);
+                    let x32 = self.x.slice(s![rows.clone(), ..]);
+                    let x64 = wt32.is_none().then(|| x32.mapv(f64::from));
+                    let mut z = match (&wt32, &x64) {
+                        (Some(w), _) => crate::kernels::scores(x32, w.view()).mapv(f64::from),
+                        (None, Some(x)) => x.dot(&wt.t()),
+                        (None, None) => unreachable!("one precision is chosen"),
+                    };
+                    let mut loss = 0.0;
+                    for (mut zr, i) in z.rows_mut().into_iter().zip(rows) {
+                        if self.fit_intercept {
+                            zr.iter_mut().zip(b).for_each(|(v, bc)| *v += bc);
+                        }
+                        let weight = self.row_weights.map_or(1.0, |w| w[i]);
+                        match self.target {
+                            Target::Classes(labels) => {
+                                let max = zr.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+                                let lse =
+                                    max + zr.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                                let y = labels[i];
+                                loss += weight * (lse - zr[y]);
+                                // The row of Z becomes the row's residual: weight · (softmax − one-hot).
+                                for (c, v) in zr.iter_mut().enumerate() {
+                                    *v = weight
+                                        * ((*v - lse).exp() - if c == y { 1.0 } else { 0.0 });
+                                }
+                            }
+                            Target::Sets(y) => {
+                                // Σ_labels softplus(z) − y·z; residual σ(z) − y.
+                                for (c, v) in zr.iter_mut().enumerate() {
+                                    let yc = f64::from(y[[i, c]]);
+                                    let softplus = v.max(0.0) + (-v.abs()).exp().ln_1p();
+                                    loss += weight * (softplus - yc * *v);
+                                    *v = weight * (crate::sigmoid(*v) - yc);
+                                }
                             }
                         }
-                        Target::Sets(y) => {
-                            // Σ_labels softplus(z) − y·z; residual σ(z) − y.
-                            for (c, v) in zr.iter_mut().enumerate() {
-                                let yc = f64::from(y[[i, c]]);
-                                let softplus = v.max(0.0) + (-v.abs()).exp().ln_1p();
-                                loss += weight * (softplus - yc * *v);
-                                *v = weight * (crate::sigmoid(*v) - yc);
-                            }
+                    }
+                    match &x64 {
+                        Some(x) => {
+                            let gw = z.t().dot(x);
+                            group_grad
+                                .iter_mut()
+                                .zip(gw.iter())
+                                .for_each(|(a, b)| *a += b);
+                        }
+                        None => {
+                            let gw = crate::kernels::gradient(x32, z.mapv(|v| v as f32).view());
+                            group_grad
+                                .iter_mut()
+                                .zip(gw.iter())
+                                .for_each(|(a, &b)| *a += f64::from(b));
                         }
                     }
+                    for (a, b) in group_grad[d * k..]
+                        .iter_mut()
+                        .zip(z.sum_axis(ndarray::Axis(0)))
+                    {
+                        *a += b;
+                    }
+                    group_loss += loss;
                 }
-                let gw = match &x64 {
-                    Some(x) => z.t().dot(x),
-                    None => z.mapv(|v| v as f32).t().dot(&x32).mapv(f64::from),
-                };
-                let mut g = Vec::with_capacity(d * k + k);
-                g.extend(gw.iter());
-                g.extend(z.sum_axis(ndarray::Axis(0)).iter());
-                (loss, g)
+                (group_loss, group_grad)
             })
             .collect();
         let inv_n = 1.0 / n as f64;
