@@ -1,4 +1,8 @@
-//! Classification metrics on plain label slices.
+//! Classification metrics on plain label slices (and, for probability metrics, an ndarray of class
+//! probabilities): accuracy, balanced accuracy, precision/recall/F1 (macro, micro, weighted, per class),
+//! confusion matrix ([`classification_report`]); ROC-AUC, PR-AUC, log loss, Brier score, expected
+//! calibration error and reliability bins ([`probability_report`]); multi-label scores
+//! ([`multi_label_report`]); seeded bootstrap intervals and paired tests ([`Bootstrap`], [`mcnemar`]).
 //!
 //! ```
 //! use graft_eval::classification_report;
@@ -12,7 +16,15 @@
 //! # }
 //! ```
 
+mod confidence;
+mod proba;
+
 use serde::Serialize;
+
+pub use confidence::{Bootstrap, Interval, McNemar, PairedBootstrap, mcnemar};
+pub use proba::{
+    ProbabilityReport, ReliabilityBin, average_precision_binary, probability_report, roc_auc_binary,
+};
 
 /// Everything that can go wrong while scoring.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,6 +48,9 @@ pub enum EvalError {
         /// The class count.
         n_classes: usize,
     },
+    /// A setting out of its range.
+    #[error("{0}")]
+    InvalidSetting(String),
 }
 
 /// Precision, recall, F1 and support of one class.
@@ -58,6 +73,16 @@ pub struct ClassificationReport {
     pub accuracy: f64,
     /// Unweighted mean of the per-class F1 scores (every class counts, as scikit-learn's `average="macro"`).
     pub macro_f1: f64,
+    /// Mean of the per-class recalls over the classes present (scikit-learn's `balanced_accuracy_score`).
+    pub balanced_accuracy: f64,
+    /// Unweighted means of the per-class precision and recall.
+    pub macro_precision: f64,
+    /// See `macro_precision`.
+    pub macro_recall: f64,
+    /// Per-class F1 weighted by support (`average="weighted"`).
+    pub weighted_f1: f64,
+    /// F1 over all decisions pooled (`average="micro"`; equal to accuracy for one class per row).
+    pub micro_f1: f64,
     /// One entry per class, by class index.
     pub per_class: Vec<ClassMetrics>,
     /// `confusion[t][p]`: rows of true class `t` predicted as `p`.
@@ -109,10 +134,25 @@ pub fn classification_report(
             }
         })
         .collect();
-    let macro_f1 = per_class.iter().map(|m| m.f1).sum::<f64>() / n_classes as f64;
+    let mean =
+        |f: fn(&ClassMetrics) -> f64| per_class.iter().map(f).sum::<f64>() / n_classes as f64;
+    let macro_f1 = mean(|m| m.f1);
+    let present: Vec<&ClassMetrics> = per_class.iter().filter(|m| m.support > 0).collect();
+    let balanced_accuracy =
+        present.iter().map(|m| m.recall).sum::<f64>() / present.len().max(1) as f64;
+    let weighted_f1 = per_class
+        .iter()
+        .map(|m| m.f1 * m.support as f64)
+        .sum::<f64>()
+        / y_true.len() as f64;
     Ok(ClassificationReport {
         accuracy: ratio(correct, y_true.len()),
         macro_f1,
+        balanced_accuracy,
+        macro_precision: mean(|m| m.precision),
+        macro_recall: mean(|m| m.recall),
+        weighted_f1,
+        micro_f1: ratio(correct, y_true.len()),
         per_class,
         confusion,
         rows: y_true.len(),
@@ -248,6 +288,143 @@ mod tests {
             assert_eq!(m.support, support);
         }
         assert!((report.macro_f1 - (2.0 / 3.0 + 0.5 + 0.75) / 3.0).abs() < 1e-12);
+    }
+
+    /// Reference values from scikit-learn 1.9.1 (`accuracy_score`, `balanced_accuracy_score`, `f1_score`,
+    /// `precision_score`, `recall_score`, `roc_auc_score(multi_class="ovr")`, `average_precision_score` on
+    /// `label_binarize`d truth, `log_loss`, `brier_score_loss`) on exactly these arrays (the probabilities
+    /// first rounded to float32, as graft stores them), printed with `repr`.
+    #[test]
+    fn three_class_and_binary_cases_match_scikit_learn() {
+        use ndarray::array;
+        let y = [0, 1, 2, 2, 1, 0, 1, 2, 0, 1, 2, 0];
+        let p = array![
+            [0.7f32, 0.2, 0.1],
+            [0.2, 0.5, 0.3],
+            [0.1, 0.3, 0.6],
+            [0.3, 0.3, 0.4],
+            [0.25, 0.5, 0.25],
+            [0.5, 0.4, 0.1],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.2, 0.6],
+            [0.4, 0.4, 0.2],
+            [0.1, 0.8, 0.1],
+            [0.3, 0.5, 0.2],
+            [0.8, 0.1, 0.1]
+        ];
+        let pred = [0, 1, 2, 2, 1, 0, 0, 2, 0, 1, 1, 0];
+        let close =
+            |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-9, "{what}: {a} vs {b}");
+        let r = classification_report(&y, &pred, 3).unwrap();
+        close(r.accuracy, 0.8333333333333334, "accuracy");
+        close(r.balanced_accuracy, 0.8333333333333334, "balanced accuracy");
+        close(r.macro_f1, 0.832010582010582, "macro F1");
+        close(r.micro_f1, 0.8333333333333334, "micro F1");
+        close(r.weighted_f1, 0.832010582010582, "weighted F1");
+        close(r.macro_precision, 0.85, "macro precision");
+        close(r.macro_recall, 0.8333333333333334, "macro recall");
+        let q = probability_report(&y, p.view(), 10).unwrap();
+        close(
+            q.roc_auc.unwrap(),
+            0.9010416666666666,
+            "ROC-AUC (ovr, macro)",
+        );
+        close(
+            q.pr_auc.unwrap(),
+            0.8388227513227514,
+            "average precision (macro)",
+        );
+        close(q.log_loss, 0.7125039033001769, "log loss");
+        close(q.brier, 0.40625000049670557, "Brier");
+
+        let yb = [0, 1, 1, 0, 1, 0, 1, 1];
+        let p1 = [0.1f32, 0.8, 0.6, 0.4, 0.4, 0.3, 0.9, 0.55];
+        let pb = ndarray::Array2::from_shape_fn(
+            (8, 2),
+            |(i, c)| if c == 1 { p1[i] } else { 1.0 - p1[i] },
+        );
+        let q = probability_report(&yb, pb.view(), 10).unwrap();
+        close(q.roc_auc.unwrap(), 0.9666666666666668, "binary ROC-AUC");
+        close(
+            q.pr_auc.unwrap(),
+            0.9666666666666666,
+            "binary average precision",
+        );
+        assert!(
+            (q.log_loss - 0.4157898088284786).abs() < 1e-7,
+            "binary log loss {}",
+            q.log_loss
+        );
+        close(q.brier, 0.12906249690800925, "binary Brier");
+    }
+
+    #[test]
+    fn calibration_bins_and_ece_by_hand() {
+        use ndarray::array;
+        // Confidences 0.9 (right), 0.9 (wrong), 0.65 (right), 0.55 (right) in 5 bins of width 0.2.
+        let p = array![[0.9f32, 0.1], [0.9, 0.1], [0.35, 0.65], [0.55, 0.45]];
+        let r = probability_report(&[0, 1, 1, 0], p.view(), 5).unwrap();
+        let bins: Vec<usize> = r.reliability.iter().map(|b| b.count).collect();
+        assert_eq!(bins, [0, 0, 1, 1, 2]);
+        // |1 − 0.55|·¼ + |1 − 0.65|·¼ + |0.5 − 0.9|·½
+        assert!((r.ece - 0.4).abs() < 1e-6, "{}", r.ece);
+        assert!((r.reliability[4].confidence - 0.9).abs() < 1e-6);
+        assert_eq!(r.reliability[4].accuracy, 0.5);
+    }
+
+    #[test]
+    fn mcnemar_exact_p_values_by_hand() {
+        // 10 rows only A gets right, 2 only B: p = 2 · (C(12,0) + C(12,1) + C(12,2)) / 2¹² = 158/4096.
+        let y = vec![0usize; 14];
+        let mut a = vec![0usize; 14];
+        let mut b = vec![0usize; 14];
+        b[..10].fill(1);
+        a[10] = 1;
+        a[11] = 1;
+        let t = mcnemar(&y, &a, &b).unwrap();
+        assert_eq!((t.a_only, t.b_only), (10, 2));
+        assert!((t.p_value - 158.0 / 4096.0).abs() < 1e-12, "{}", t.p_value);
+        assert_eq!(mcnemar(&y, &a, &a).unwrap().p_value, 1.0);
+    }
+
+    #[test]
+    fn bootstrap_intervals_are_seeded_and_about_the_normal_width() {
+        // 200 rows, 140 right: the normal approximation gives ±1.96·√(0.7·0.3/200) ≈ ±0.0635.
+        let correct: Vec<bool> = (0..200).map(|i| i % 10 < 7).collect();
+        let accuracy = |rows: &[usize]| {
+            rows.iter().filter(|&&r| correct[r]).count() as f64 / rows.len() as f64
+        };
+        let b = Bootstrap {
+            resamples: 2000,
+            level: 0.95,
+            seed: 7,
+        };
+        let ci = b.interval(200, accuracy).unwrap();
+        assert_eq!(
+            ci,
+            b.interval(200, accuracy).unwrap(),
+            "same seed, same interval"
+        );
+        assert_eq!(ci.estimate, 0.7);
+        assert!((ci.upper - ci.lower - 2.0 * 0.0635).abs() < 0.015, "{ci:?}");
+        let other = Bootstrap { seed: 8, ..b }.interval(200, accuracy).unwrap();
+        assert_ne!(ci, other);
+        assert!(
+            Bootstrap { resamples: 1, ..b }
+                .interval(200, accuracy)
+                .is_err()
+        );
+
+        // A head right on 20 more rows of 200 than another: the paired difference is clearly positive.
+        let y = vec![0usize; 200];
+        let a: Vec<usize> = (0..200).map(|i| usize::from(i % 10 >= 8)).collect();
+        let bp: Vec<usize> = (0..200).map(|i| usize::from(i % 10 >= 7)).collect();
+        let paired = b.paired_accuracy(&y, &a, &bp).unwrap();
+        assert!((paired.interval.estimate - 0.1).abs() < 1e-12);
+        assert!(
+            paired.interval.lower > 0.0 && paired.p_value < 0.01,
+            "{paired:?}"
+        );
     }
 
     #[test]
