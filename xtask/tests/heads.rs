@@ -55,6 +55,40 @@ fn every_head_is_saved_and_predict_reproduces_its_test_scores() {
     // File order: the first head is the headline.
     assert_eq!(names, ["logistic", "mlp", "prototype", "knn"]);
     assert_eq!(metrics["test"], heads[0]["test"]);
+    // Uncertainty and calibration of the test scores; paired comparisons against the headline.
+    let test = &metrics["test"];
+    let ci = &test["intervals"]["accuracy"];
+    assert_eq!(ci["resamples"], 1000);
+    assert!(
+        ci["lower"].as_f64() <= ci["estimate"].as_f64()
+            && ci["estimate"].as_f64() <= ci["upper"].as_f64()
+    );
+    assert_eq!(ci["estimate"], test["accuracy"]);
+    let bins = test["probabilities"]["reliability"].as_array().unwrap();
+    assert_eq!(bins.len(), 10);
+    assert_eq!(
+        bins.iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        10
+    );
+    assert!(heads[0].get("versus_headline").is_none());
+    let versus = &heads[3]["versus_headline"];
+    let (only_knn, only_headline) = (
+        versus["mcnemar"]["a_only"].as_u64().unwrap(),
+        versus["mcnemar"]["b_only"].as_u64().unwrap(),
+    );
+    let difference =
+        heads[3]["test"]["accuracy"].as_f64().unwrap() - test["accuracy"].as_f64().unwrap();
+    assert!((difference - (only_knn as f64 - only_headline as f64) / 10.0).abs() < 1e-12);
+    assert!(
+        (versus["accuracy_difference"]["interval"]["estimate"]
+            .as_f64()
+            .unwrap()
+            - difference)
+            .abs()
+            < 1e-12
+    );
     assert!(heads[1]["training"]["curve"].as_array().unwrap().len() > 1);
     assert!(heads[0]["training"]["temperature"].as_f64().unwrap() > 0.0);
 

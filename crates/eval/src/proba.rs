@@ -161,7 +161,8 @@ pub fn probability_report(
         .zip(proba.rows())
         .map(|(&y, row)| -f64::from(row[y]).clamp(1e-15, 1.0).ln())
         .sum::<f64>()
-        / n;
+        / n
+        + 0.0; // −0 (every row certain and right) reads as 0
     let brier = if proba.ncols() == 2 {
         y_true
             .iter()

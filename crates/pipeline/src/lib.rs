@@ -38,9 +38,11 @@ pub use heads::{
     ArtefactInfo, CurvePoint, FittedHead, HeadKind, HeadSpec, LoadedHead, TrainedHead,
     TrainingFigures, TransformPlan, load_head, save_head, train_head,
 };
-pub use plan::{BackbonePlan, DataPlan, DataSource, ImagePlan, ModelSource, Plan, SplitPlan};
+pub use plan::{
+    BackbonePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan, SplitPlan,
+};
 pub use predict::{PredictJob, PredictOutcome, predict};
-pub use report::{HeadMetrics, Metrics, SplitMetrics};
+pub use report::{Comparison, HeadMetrics, Metrics, SplitIntervals, SplitMetrics};
 pub use run::{
     RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
     provision_runtime, provision_samples, run,

@@ -19,9 +19,9 @@ use crate::PipelineError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::heads::{HeadKind, HeadSpec, Threshold, TransformPlan};
 use crate::schema::{
-    RawActivation, RawBackbone, RawClassWeight, RawData, RawHeads, RawMetric, RawMonitor,
-    RawPipeline, RawPooling, RawProvider, RawSchedule, RawSplit, RawThreshold, RawTransform,
-    RawWeighting, SCHEMA_VERSION,
+    RawActivation, RawBackbone, RawClassWeight, RawData, RawEvaluation, RawHeads, RawMetric,
+    RawMonitor, RawPipeline, RawPooling, RawProvider, RawSchedule, RawSplit, RawThreshold,
+    RawTransform, RawWeighting, SCHEMA_VERSION,
 };
 
 /// Where the rows come from.
@@ -160,7 +160,30 @@ pub struct Plan {
     pub transform: Option<TransformPlan>,
     /// The heads, in file order; the first is the headline.
     pub heads: Vec<HeadSpec>,
+    /// How test scores are qualified (bootstrap intervals, calibration bins).
+    pub evaluation: EvaluationPlan,
     pub(crate) spans: Spans,
+}
+
+/// The `[evaluation]` section, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvaluationPlan {
+    /// Bootstrap resamples for confidence intervals and paired comparisons (0: none).
+    pub bootstrap: usize,
+    /// Confidence level.
+    pub level: f64,
+    /// Reliability-diagram bins.
+    pub bins: usize,
+}
+
+impl Default for EvaluationPlan {
+    fn default() -> Self {
+        EvaluationPlan {
+            bootstrap: 1000,
+            level: 0.95,
+            bins: 10,
+        }
+    }
 }
 
 impl Plan {
@@ -231,6 +254,11 @@ impl Plan {
             "backbone": self.backbone.as_ref().map(BackbonePlan::json),
             "transform": self.transform.as_ref().map(TransformPlan::json),
             "heads": heads,
+            "evaluation": {
+                "bootstrap": self.evaluation.bootstrap,
+                "level": self.evaluation.level,
+                "bins": self.evaluation.bins,
+            },
         })
     }
 }
@@ -518,6 +546,10 @@ impl Checker<'_> {
         let seed = raw.seed.unwrap_or(42);
         let heads = self.check_heads(raw.head, seed, data.label_separator.is_some())?;
         let transform = raw.transform.map(|t| self.check_transform(t)).transpose()?;
+        let evaluation = match raw.evaluation {
+            None => EvaluationPlan::default(),
+            Some(e) => self.check_evaluation(e.into_inner())?,
+        };
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),
@@ -528,6 +560,7 @@ impl Checker<'_> {
             backbone,
             transform,
             heads,
+            evaluation,
             spans,
         })
     }
@@ -821,6 +854,36 @@ impl Checker<'_> {
         }
         heads.sort_by_key(|(at, _)| *at);
         Ok(heads.into_iter().map(|(_, h)| h).collect())
+    }
+
+    fn check_evaluation(&self, raw: RawEvaluation) -> Result<EvaluationPlan, Diagnostic> {
+        let mut plan = EvaluationPlan::default();
+        if let Some(b) = &raw.bootstrap {
+            if *b.get_ref() == 1 {
+                return Err(self
+                    .error(b.span(), "`bootstrap = 1` cannot make an interval")
+                    .with_hint("use 1000 or more resamples (or 0 to turn intervals off)"));
+            }
+            plan.bootstrap = *b.get_ref();
+        }
+        if let Some(l) = &raw.level {
+            let v = *l.get_ref();
+            if !(v > 0.0 && v < 1.0) {
+                return Err(self
+                    .error(l.span(), format!("`level = {v}` must be between 0 and 1"))
+                    .with_hint("e.g. 0.95 for 95% intervals"));
+            }
+            plan.level = v;
+        }
+        if let Some(b) = &raw.bins {
+            if *b.get_ref() == 0 {
+                return Err(self
+                    .error(b.span(), "`bins` must be at least 1")
+                    .with_hint("10 equal-width confidence bins is the usual choice"));
+            }
+            plan.bins = *b.get_ref();
+        }
+        Ok(plan)
     }
 
     fn check_transform(&self, raw: RawTransform) -> Result<TransformPlan, Diagnostic> {

@@ -2,7 +2,9 @@
 
 use std::fmt::Write as _;
 
-use graft_eval::{ClassificationReport, MultiLabelReport};
+use graft_eval::{
+    ClassificationReport, Interval, McNemar, MultiLabelReport, PairedBootstrap, ProbabilityReport,
+};
 use serde::Serialize;
 
 use crate::heads::TrainingFigures;
@@ -28,6 +30,37 @@ pub struct SplitMetrics {
     /// Multi-label data: F1 over all label decisions pooled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_f1: Option<f64>,
+    /// Mean per-class recall (single-label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balanced_accuracy: Option<f64>,
+    /// Support-weighted F1 (single-label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weighted_f1: Option<f64>,
+    /// Scores of the probabilities (test split, single-label): ROC-AUC, PR-AUC, log loss, Brier,
+    /// calibration error and reliability bins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<ProbabilityReport>,
+    /// Bootstrap confidence intervals (test split, single-label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<SplitIntervals>,
+}
+
+/// Bootstrap intervals of a split's headline scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitIntervals {
+    /// Accuracy.
+    pub accuracy: Interval,
+    /// Macro-F1.
+    pub macro_f1: Interval,
+}
+
+/// A head against the headline head on the same test rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// McNemar's exact test.
+    pub mcnemar: McNemar,
+    /// Paired bootstrap of this head's accuracy minus the headline's.
+    pub accuracy_difference: Option<PairedBootstrap>,
 }
 
 /// One class's scores.
@@ -66,6 +99,10 @@ impl SplitMetrics {
             confusion: report.confusion,
             hamming_loss: None,
             micro_f1: None,
+            balanced_accuracy: Some(report.balanced_accuracy),
+            weighted_f1: Some(report.weighted_f1),
+            probabilities: None,
+            intervals: None,
         }
     }
 
@@ -89,6 +126,10 @@ impl SplitMetrics {
             confusion: Vec::new(),
             hamming_loss: Some(report.hamming_loss),
             micro_f1: Some(report.micro_f1),
+            balanced_accuracy: None,
+            weighted_f1: None,
+            probabilities: None,
+            intervals: None,
         }
     }
 }
@@ -176,6 +217,9 @@ pub struct HeadMetrics {
     pub validation: Option<SplitMetrics>,
     /// Training scores.
     pub train: SplitMetrics,
+    /// Against the headline (first) head on the same test rows; absent for the headline itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versus_headline: Option<Comparison>,
     /// Training figures.
     pub training: TrainingFigures,
     /// Seconds spent training (a timing: varies from run to run).
@@ -318,6 +362,30 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         line("validation", v);
     }
     line("test", &m.test);
+    if let Some(i) = &m.test.intervals {
+        let _ = writeln!(
+            s,
+            "  test {:.0}% CI accuracy [{:.4}, {:.4}] · macro-F1 [{:.4}, {:.4}] ({} bootstrap resamples)",
+            i.accuracy.level * 100.0,
+            i.accuracy.lower,
+            i.accuracy.upper,
+            i.macro_f1.lower,
+            i.macro_f1.upper,
+            thousands(i.accuracy.resamples)
+        );
+    }
+    if let Some(p) = &m.test.probabilities {
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+        let _ = writeln!(
+            s,
+            "  test proba  ROC-AUC {} · PR-AUC {} · log loss {:.4} · Brier {:.4} · ECE {:.4}",
+            opt(p.roc_auc),
+            opt(p.pr_auc),
+            p.log_loss,
+            p.brier,
+            p.ece
+        );
+    }
     if m.heads.len() > 1 {
         let _ = writeln!(s);
         let _ = writeln!(
@@ -425,6 +493,24 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         s,
         "\nThe test split is scored once, after training; nothing was tuned on it.\n"
     );
+    if let Some(i) = &m.test.intervals {
+        let _ = writeln!(
+            s,
+            "Test {:.0}% intervals (percentile bootstrap, {} resamples of the test rows, seeded by the pipeline): \
+             accuracy {:.4} [{:.4}, {:.4}], macro-F1 {:.4} [{:.4}, {:.4}].\n",
+            i.accuracy.level * 100.0,
+            i.accuracy.resamples,
+            i.accuracy.estimate,
+            i.accuracy.lower,
+            i.accuracy.upper,
+            i.macro_f1.estimate,
+            i.macro_f1.lower,
+            i.macro_f1.upper
+        );
+    }
+    if let (Some(b), Some(w)) = (m.test.balanced_accuracy, m.test.weighted_f1) {
+        let _ = writeln!(s, "Test balanced accuracy {b:.4}, weighted F1 {w:.4}.\n");
+    }
     let _ = writeln!(s, "## Heads side by side\n");
     let _ = writeln!(
         s,
@@ -452,6 +538,39 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         "\nAll heads train on the same features and splits. The per-class table and confusion matrix below are \
          the first head's.\n"
     );
+    let compared: Vec<&HeadMetrics> = m
+        .heads
+        .iter()
+        .filter(|h| h.versus_headline.is_some())
+        .collect();
+    if !compared.is_empty() {
+        let _ = writeln!(
+            s,
+            "Against the headline ({}) on the same test rows:\n\n| head | test accuracy − headline's | interval | paired-bootstrap p | McNemar (only this right / only headline right) | McNemar p |\n|---|---:|---|---:|---|---:|",
+            m.heads[0].name
+        );
+        for h in compared {
+            let c = h.versus_headline.as_ref().expect("filtered");
+            let (diff, interval, p) = match &c.accuracy_difference {
+                Some(d) => (
+                    format!("{:+.4}", d.interval.estimate),
+                    format!("[{:+.4}, {:+.4}]", d.interval.lower, d.interval.upper),
+                    format!("{:.3}", d.p_value),
+                ),
+                None => (
+                    format!("{:+.4}", h.test.accuracy - m.heads[0].test.accuracy),
+                    "-".to_owned(),
+                    "-".to_owned(),
+                ),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {diff} | {interval} | {p} | {} / {} | {:.3} |",
+                h.name, c.mcnemar.a_only, c.mcnemar.b_only, c.mcnemar.p_value
+            );
+        }
+        let _ = writeln!(s);
+    }
     for h in m.heads.iter().filter(|h| !h.training.curve.is_empty()) {
         let _ = writeln!(
             s,
@@ -467,6 +586,38 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
                 p.train_loss,
                 opt(p.validation_loss),
                 opt(p.validation_accuracy)
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(p) = &m.test.probabilities {
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
+        let _ = writeln!(s, "## Probabilities and calibration (test)\n");
+        let _ = writeln!(
+            s,
+            "ROC-AUC {} · PR-AUC (average precision) {} · log loss {:.4} · Brier {:.4} · expected calibration \
+             error {:.4} ({} bins){}\n",
+            opt(p.roc_auc),
+            opt(p.pr_auc),
+            p.log_loss,
+            p.brier,
+            p.ece,
+            p.reliability.len(),
+            if m.classes.len() > 2 {
+                "; AUCs one-vs-rest, macro-averaged"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            s,
+            "| confidence | rows | mean confidence | accuracy |\n|---|---:|---:|---:|"
+        );
+        for b in p.reliability.iter().filter(|b| b.count > 0) {
+            let _ = writeln!(
+                s,
+                "| ({:.1}, {:.1}] | {} | {:.4} | {:.4} |",
+                b.lower, b.upper, b.count, b.confidence, b.accuracy
             );
         }
         let _ = writeln!(s);

@@ -8,7 +8,9 @@ use graft_backbone::{
     BackboneError, ImageBackbone, ImageBackboneConfig, ImageSource, ORT_DYLIB_ENV, Provider,
     Runtime, TextBackbone,
 };
-use graft_eval::{classification_report, multi_label_report};
+use graft_eval::{
+    Bootstrap, classification_report, mcnemar, multi_label_report, probability_report,
+};
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{LabelSets, Targets, argmax_rows};
 use graft_ingest::{
@@ -24,7 +26,8 @@ use crate::PipelineError;
 use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head, train_multi_label_head};
 use crate::plan::{DataSource, ModelSource, Plan, SplitPlan};
 use crate::report::{
-    self, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SplitMetrics, Timings,
+    self, Comparison, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SplitIntervals,
+    SplitMetrics, Timings,
 };
 
 /// Where a run reads its cache and writes its folder.
@@ -1096,32 +1099,71 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     // 5. Evaluate: validation for reference, test once.
     let clock = Instant::now();
     let mut head_results = Vec::new();
+    let evaluation = plan.evaluation;
+    let bootstrap = (evaluation.bootstrap > 0).then(|| Bootstrap {
+        resamples: evaluation.bootstrap,
+        level: evaluation.level,
+        // One seed for every head: their intervals and comparisons resample the same rows.
+        seed: derive_seed(plan.seed, "bootstrap"),
+    });
+    // The headline's test predictions, for the paired comparisons.
+    let mut headline_test: Option<Vec<usize>> = None;
     for (head, figures, fit_seconds) in &trained {
-        let score =
-            |x: &Array2<f32>, y: &[usize], rows: &[usize]| -> Result<SplitMetrics, PipelineError> {
-                if let Some(m) = &data.multi_label {
-                    let predicted = head.predict_sets(x.view())?;
-                    return Ok(SplitMetrics::from_multi_label(
-                        multi_label_report(&sets_of(rows), &predicted, m.names.len())?,
-                        &m.names,
-                    ));
+        let score = |x: &Array2<f32>,
+                     y: &[usize],
+                     rows: &[usize]|
+         -> Result<(SplitMetrics, Vec<usize>, Array2<f32>), PipelineError> {
+            let proba = head.predict_proba(x.view())?;
+            if let Some(m) = &data.multi_label {
+                let predicted = head.predict_sets(x.view())?;
+                let metrics = SplitMetrics::from_multi_label(
+                    multi_label_report(&sets_of(rows), &predicted, m.names.len())?,
+                    &m.names,
+                );
+                return Ok((metrics, Vec::new(), proba));
+            }
+            let predicted = argmax_rows(proba.view());
+            let metrics = SplitMetrics::new(
+                classification_report(y, &predicted, n_classes)?,
+                &data.classes,
+            );
+            Ok((metrics, predicted, proba))
+        };
+        let (mut test, test_predicted, test_proba) = score(&x_test, &y_test, &split.test)?;
+        let mut versus_headline = None;
+        if data.multi_label.is_none() {
+            test.probabilities = Some(probability_report(
+                &y_test,
+                test_proba.view(),
+                evaluation.bins,
+            )?);
+            if let Some(b) = &bootstrap {
+                test.intervals = Some(split_intervals(b, &y_test, &test_predicted, n_classes)?);
+            }
+            match &headline_test {
+                None => headline_test = Some(test_predicted.clone()),
+                Some(headline) => {
+                    versus_headline = Some(Comparison {
+                        mcnemar: mcnemar(&y_test, &test_predicted, headline)?,
+                        accuracy_difference: bootstrap
+                            .as_ref()
+                            .map(|b| b.paired_accuracy(&y_test, &test_predicted, headline))
+                            .transpose()?,
+                    });
                 }
-                let predicted = argmax_rows(head.predict_proba(x.view())?.view());
-                Ok(SplitMetrics::new(
-                    classification_report(y, &predicted, n_classes)?,
-                    &data.classes,
-                ))
-            };
+            }
+        }
         head_results.push(HeadMetrics {
             name: head.spec.name().to_owned(),
             label: head.spec.label(),
-            train: score(&x_train, &y_train, &split.train)?,
+            train: score(&x_train, &y_train, &split.train)?.0,
             validation: if y_validation.is_empty() {
                 None
             } else {
-                Some(score(&x_validation, &y_validation, &split.validation)?)
+                Some(score(&x_validation, &y_validation, &split.validation)?.0)
             },
-            test: score(&x_test, &y_test, &split.test)?,
+            test,
+            versus_headline,
             training: figures.clone(),
             fit_seconds: *fit_seconds,
         });
@@ -1231,6 +1273,23 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         metrics,
         summary,
     })
+}
+
+/// Bootstrap intervals of accuracy and macro-F1 on the rows scored.
+fn split_intervals(
+    bootstrap: &Bootstrap,
+    y: &[usize],
+    predicted: &[usize],
+    n_classes: usize,
+) -> Result<SplitIntervals, PipelineError> {
+    let accuracy = bootstrap.interval(y.len(), |rows| {
+        rows.iter().filter(|&&r| y[r] == predicted[r]).count() as f64 / rows.len() as f64
+    })?;
+    let macro_f1 = bootstrap.interval(y.len(), |rows| {
+        let (t, p): (Vec<usize>, Vec<usize>) = rows.iter().map(|&r| (y[r], predicted[r])).unzip();
+        classification_report(&t, &p, n_classes).map_or(f64::NAN, |r| r.macro_f1)
+    })?;
+    Ok(SplitIntervals { accuracy, macro_f1 })
 }
 
 /// Features given with the data: nothing to extract, nothing to provision.

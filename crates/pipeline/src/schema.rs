@@ -19,6 +19,7 @@ pub(crate) struct RawPipeline {
     pub split: RawSplit,
     pub backbone: Option<Spanned<RawBackbone>>,
     pub transform: Option<RawTransform>,
+    pub evaluation: Option<Spanned<RawEvaluation>>,
     pub head: Spanned<RawHeads>,
 }
 
@@ -235,4 +236,16 @@ pub(crate) struct RawKnn {
     pub metric: Option<RawMetric>,
     pub weighting: Option<RawWeighting>,
     pub calibrate: Option<bool>,
+}
+
+/// `[evaluation]`: how the test scores' uncertainty and calibration are reported.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEvaluation {
+    /// Bootstrap resamples for the confidence intervals (0 turns them off).
+    pub bootstrap: Option<Spanned<usize>>,
+    /// Confidence level of the intervals.
+    pub level: Option<Spanned<f64>>,
+    /// Bins of the reliability diagram and the expected calibration error.
+    pub bins: Option<Spanned<usize>>,
 }

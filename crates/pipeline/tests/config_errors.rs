@@ -397,3 +397,15 @@ fn multi_label_settings_are_checked() {
         &["`threshold = 1.5` must be between 0 and 1"],
     );
 }
+
+#[test]
+fn evaluation_settings_are_checked() {
+    check(
+        "bad-evaluation",
+        16,
+        &[
+            "`bootstrap = 1` cannot make an interval",
+            "hint: use 1000 or more resamples",
+        ],
+    );
+}
