@@ -37,7 +37,9 @@ pub use images::{IdxImages, ImageFolder, image_folder, read_idx_images, read_idx
 pub use polars::frame::DataFrame;
 pub use polars::prelude::{DataType, Series};
 pub use rows::{TextChunk, TextRowReader, count_rows, string_series};
-pub use split::{Split, SplitRatios, stratified_split, stratified_subsample};
+pub use split::{
+    Fold, Split, SplitRatios, group_kfold, stratified_kfold, stratified_split, stratified_subsample,
+};
 
 /// Everything that can go wrong while reading and splitting data.
 #[derive(Debug, thiserror::Error)]

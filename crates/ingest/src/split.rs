@@ -141,6 +141,99 @@ pub fn stratified_split(
     })
 }
 
+/// One round of k-fold cross-validation: the rows to train on and the held-out rows, each ascending.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fold {
+    /// Rows to train on (every other fold).
+    pub train: Vec<usize>,
+    /// The held-out fold.
+    pub held_out: Vec<usize>,
+}
+
+fn folds_from_assignment(fold_of: &[usize], k: usize) -> Vec<Fold> {
+    (0..k)
+        .map(|f| Fold {
+            train: (0..fold_of.len()).filter(|&r| fold_of[r] != f).collect(),
+            held_out: (0..fold_of.len()).filter(|&r| fold_of[r] == f).collect(),
+        })
+        .collect()
+}
+
+fn check_folds(k: usize, rows: usize) -> Result<(), IngestError> {
+    if k < 2 || k > rows {
+        return Err(IngestError::InvalidRatios {
+            reason: format!("k-fold needs 2 ≤ k ≤ rows ({rows}), got k = {k}"),
+        });
+    }
+    Ok(())
+}
+
+/// Stratified k-fold (as scikit-learn's `StratifiedKFold(shuffle=True)`): each class's rows, shuffled with
+/// the seed, are dealt round-robin over the folds, so every fold holds each class's share within one row.
+/// A class with fewer rows than `k` leaves some folds without it (as scikit-learn, which warns).
+///
+/// ```
+/// let labels = [0, 0, 0, 1, 1, 1, 0, 1, 0, 1];
+/// let folds = graft_ingest::stratified_kfold(&labels, 2, 5, 7).unwrap();
+/// assert_eq!(folds.len(), 5);
+/// for f in &folds {
+///     assert_eq!(f.held_out.len(), 2);
+///     assert_eq!(f.held_out.iter().filter(|&&r| labels[r] == 1).count(), 1);
+/// }
+/// ```
+pub fn stratified_kfold(
+    labels: &[usize],
+    n_classes: usize,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Fold>, IngestError> {
+    check_folds(k, labels.len())?;
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
+    for (row, &label) in labels.iter().enumerate() {
+        by_class[label].push(row);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold_of = vec![0usize; labels.len()];
+    // Continue the round-robin across classes so fold sizes also stay within one row of each other.
+    let mut next = 0;
+    for mut rows in by_class {
+        rows.shuffle(&mut rng);
+        for row in rows {
+            fold_of[row] = next % k;
+            next += 1;
+        }
+    }
+    Ok(folds_from_assignment(&fold_of, k))
+}
+
+/// Group k-fold: rows of one group (a speaker, a document, a patient) are never split between folds; groups
+/// go, largest first, to the fold with the fewest rows so far (scikit-learn's `GroupKFold`), ties to the
+/// lower fold.
+pub fn group_kfold(groups: &[usize], k: usize) -> Result<Vec<Fold>, IngestError> {
+    let n_groups = groups.iter().max().map_or(0, |&g| g + 1);
+    let mut sizes = vec![0usize; n_groups];
+    for &g in groups {
+        sizes[g] += 1;
+    }
+    let present = sizes.iter().filter(|&&s| s > 0).count();
+    if present < k {
+        return Err(IngestError::InvalidRatios {
+            reason: format!("group k-fold needs at least k = {k} groups, found {present}"),
+        });
+    }
+    let mut order: Vec<usize> = (0..n_groups).filter(|&g| sizes[g] > 0).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut fold_rows = vec![0usize; k];
+    let mut fold_of_group = vec![0usize; n_groups];
+    for g in order {
+        let f = (0..k).min_by_key(|&f| (fold_rows[f], f)).expect("k ≥ 1");
+        fold_of_group[g] = f;
+        fold_rows[f] += sizes[g];
+    }
+    let fold_of: Vec<usize> = groups.iter().map(|&g| fold_of_group[g]).collect();
+    Ok(folds_from_assignment(&fold_of, k))
+}
+
 /// Picks `n` rows (all rows when there are fewer) keeping each class's share, seeded; indices ascending.
 pub fn stratified_subsample(labels: &[usize], n_classes: usize, n: usize, seed: u64) -> Vec<usize> {
     if n >= labels.len() {
@@ -160,6 +253,53 @@ pub fn stratified_subsample(labels: &[usize], n_classes: usize, n: usize, seed: 
     }
     picked.sort_unstable();
     picked
+}
+
+#[cfg(test)]
+mod kfold_tests {
+    use super::*;
+
+    #[test]
+    fn stratified_folds_partition_the_rows_and_keep_class_shares() {
+        let labels: Vec<usize> = (0..103).map(|i| usize::from(i % 3 == 0)).collect();
+        let folds = stratified_kfold(&labels, 2, 5, 11).unwrap();
+        let mut seen = vec![0; labels.len()];
+        for f in &folds {
+            for &r in &f.held_out {
+                seen[r] += 1;
+            }
+            assert_eq!(f.train.len() + f.held_out.len(), labels.len());
+            let positives = f.held_out.iter().filter(|&&r| labels[r] == 1).count();
+            assert!((6..=7).contains(&positives), "{positives}");
+            assert!((20..=21).contains(&f.held_out.len()));
+        }
+        assert!(
+            seen.iter().all(|&c| c == 1),
+            "every row held out exactly once"
+        );
+        assert_eq!(
+            folds,
+            stratified_kfold(&labels, 2, 5, 11).unwrap(),
+            "seeded"
+        );
+        assert_ne!(folds, stratified_kfold(&labels, 2, 5, 12).unwrap());
+        assert!(stratified_kfold(&labels, 2, 1, 0).is_err());
+    }
+
+    #[test]
+    fn group_folds_never_split_a_group() {
+        let groups: Vec<usize> = (0..40).map(|i| i / 4).collect(); // 10 groups of 4
+        let folds = group_kfold(&groups, 3).unwrap();
+        for f in &folds {
+            for &r in &f.held_out {
+                assert!(f.train.iter().all(|&t| groups[t] != groups[r]));
+            }
+        }
+        let sizes: Vec<usize> = folds.iter().map(|f| f.held_out.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 4);
+        assert!(group_kfold(&groups, 11).is_err());
+    }
 }
 
 #[cfg(test)]
