@@ -243,3 +243,48 @@ fn multi_label_heads_train_report_and_predict_label_sets() {
     );
     assert!(out.contains("predicted: bool [batch, 3]"), "{out}");
 }
+
+#[test]
+fn a_seeded_search_picks_its_best_candidate_and_trains_it() {
+    let runs = tempfile::tempdir().unwrap();
+    let first = run("fixtures/pipelines/tiny-search.toml", runs.path());
+    let m = metrics(&first);
+    let search = &m["search"];
+    let candidates = search["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 6);
+    assert_eq!(search["selection"], "mean accuracy over 3 stratified folds");
+    let best = search["best"].as_u64().unwrap() as usize;
+    let top = candidates
+        .iter()
+        .map(|c| c["accuracy"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(candidates[best]["accuracy"].as_f64().unwrap(), top);
+    for c in candidates {
+        assert!(c["accuracy_std"].as_f64().is_some());
+        let lr = c["values"]["learning_rate"].as_f64().unwrap();
+        assert!(
+            (0.001..0.1).contains(&lr),
+            "drawn from the log-uniform range: {lr}"
+        );
+    }
+    // The winner is the MLP that was trained, saved and scored.
+    let artefact: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.join("heads/mlp.json")).unwrap())
+            .unwrap();
+    let winner = &candidates[best]["values"];
+    assert_eq!(artefact["head"]["mlp"]["hidden"], winner["hidden"]);
+    assert_eq!(
+        artefact["head"]["mlp"]["learning_rate"],
+        winner["learning_rate"]
+    );
+    assert_eq!(artefact["head"]["mlp"]["dropout"], winner["dropout"]);
+    let report = std::fs::read_to_string(first.join("report.md")).unwrap();
+    assert!(report.contains("## Hyperparameter search"), "{report}");
+    // Same file, same seed: the same draws and the same scores.
+    let again = tempfile::tempdir().unwrap();
+    let second = run("fixtures/pipelines/tiny-search.toml", again.path());
+    assert_eq!(
+        metrics(&second)["search"]["candidates"],
+        search["candidates"]
+    );
+}

@@ -39,10 +39,13 @@ pub use heads::{
     TrainingFigures, TransformPlan, load_head, save_head, train_head,
 };
 pub use plan::{
-    BackbonePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan, SplitPlan,
+    BackbonePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan, SearchPlan,
+    Selection, SplitPlan,
 };
 pub use predict::{PredictJob, PredictOutcome, predict};
-pub use report::{Comparison, HeadMetrics, Metrics, SplitIntervals, SplitMetrics};
+pub use report::{
+    Comparison, HeadMetrics, Metrics, SearchCandidate, SearchReport, SplitIntervals, SplitMetrics,
+};
 pub use run::{
     RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
     provision_runtime, provision_samples, run,

@@ -54,6 +54,36 @@ pub struct SplitIntervals {
     pub macro_f1: Interval,
 }
 
+/// A hyperparameter search: every candidate's score and the one kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchReport {
+    /// The head searched.
+    pub head: String,
+    /// `grid` or `random`.
+    pub method: String,
+    /// What candidates were compared on.
+    pub selection: String,
+    /// In the order tried.
+    pub candidates: Vec<SearchCandidate>,
+    /// Index of the winner (retrained and scored on test like any head).
+    pub best: usize,
+    /// Seconds for the whole search.
+    pub seconds: f64,
+}
+
+/// One search candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchCandidate {
+    /// The searched keys and their values.
+    pub values: serde_json::Value,
+    /// Validation accuracy, or the mean over folds.
+    pub accuracy: f64,
+    /// Macro-F1 likewise.
+    pub macro_f1: f64,
+    /// Standard deviation of the accuracy over folds (cross-validation only).
+    pub accuracy_std: Option<f64>,
+}
+
 /// A head against the headline head on the same test rows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
@@ -249,6 +279,9 @@ pub struct Metrics {
     pub training: TrainingFigures,
     /// Every head, in pipeline order; the first is the headline above.
     pub heads: Vec<HeadMetrics>,
+    /// The hyperparameter search, when the pipeline has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchReport>,
     /// Seconds per stage.
     pub timings_seconds: Timings,
 }
@@ -384,6 +417,20 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
             p.log_loss,
             p.brier,
             p.ece
+        );
+    }
+    if let Some(r) = &m.search {
+        let best = &r.candidates[r.best];
+        let _ = writeln!(
+            s,
+            "  search      {} {}: {} candidates by {} in {:.1} s → {} ({:.4})",
+            r.method,
+            r.head,
+            r.candidates.len(),
+            r.selection,
+            r.seconds,
+            best.values,
+            best.accuracy
         );
     }
     if m.heads.len() > 1 {
@@ -586,6 +633,43 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
                 p.train_loss,
                 opt(p.validation_loss),
                 opt(p.validation_accuracy)
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(r) = &m.search {
+        let _ = writeln!(
+            s,
+            "## Hyperparameter search\n\n{} search over the {} head: {} candidates compared by {} in {:.1} s; \
+             the best (marked) was retrained and scored once on test above.\n",
+            r.method,
+            r.head,
+            r.candidates.len(),
+            r.selection,
+            r.seconds
+        );
+        let _ = writeln!(
+            s,
+            "| # | values | accuracy | ± (folds) | macro-F1 |\n|---:|---|---:|---:|---:|"
+        );
+        let mut order: Vec<usize> = (0..r.candidates.len()).collect();
+        order.sort_by(|&a, &b| {
+            r.candidates[b]
+                .accuracy
+                .total_cmp(&r.candidates[a].accuracy)
+                .then(a.cmp(&b))
+        });
+        for i in order {
+            let c = &r.candidates[i];
+            let _ = writeln!(
+                s,
+                "| {}{} | `{}` | {:.4} | {} | {:.4} |",
+                i + 1,
+                if i == r.best { " ★" } else { "" },
+                c.values,
+                c.accuracy,
+                c.accuracy_std.map_or("-".to_owned(), |v| format!("{v:.4}")),
+                c.macro_f1
             );
         }
         let _ = writeln!(s);

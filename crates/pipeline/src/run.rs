@@ -15,19 +15,20 @@ use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{LabelSets, Targets, argmax_rows};
 use graft_ingest::{
     IngestError, Split, SplitRatios, SplitTag, TextClassificationData, image_folder,
-    read_idx_images, read_idx_labels, read_table, stratified_split, stratified_subsample,
-    text_classification,
+    read_idx_images, read_idx_labels, read_table, stratified_kfold, stratified_split,
+    stratified_subsample, text_classification,
 };
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use serde_json::json;
 
 use crate::PipelineError;
+use crate::heads::HeadSpec;
 use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head, train_multi_label_head};
-use crate::plan::{DataSource, ModelSource, Plan, SplitPlan};
+use crate::plan::{DataSource, ModelSource, Plan, Selection, SplitPlan};
 use crate::report::{
-    self, Comparison, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SplitIntervals,
-    SplitMetrics, Timings,
+    self, Comparison, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SearchCandidate,
+    SearchReport, SplitIntervals, SplitMetrics, Timings,
 };
 
 /// Where a run reads its cache and writes its folder.
@@ -69,7 +70,7 @@ pub struct RunOutcome {
 
 /// Derives an independent seed for one use of the pipeline seed, so that e.g. the sample and the split do not
 /// share a random stream.
-fn derive_seed(seed: u64, purpose: &str) -> u64 {
+pub(crate) fn derive_seed(seed: u64, purpose: &str) -> u64 {
     // FNV-1a over the purpose, mixed with the seed (splitmix64 finaliser).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in purpose.bytes() {
@@ -1068,8 +1069,32 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             m.names.len(),
         )
     });
+    // Hyperparameter search on the cached features (never the test rows); the winner replaces its head.
+    let mut head_specs = plan.heads.clone();
+    let search = match &plan.search {
+        None => None,
+        Some(search) => {
+            let report = run_search(
+                plan,
+                search,
+                SearchData {
+                    transform: transform.as_ref(),
+                    fit: fit_view,
+                    fit_targets: &train_targets,
+                    validation: validation_view,
+                    x_validation: &x_validation,
+                    y_validation: &y_validation,
+                    x_train: &x_train,
+                    y_train: &y_train,
+                    n_classes,
+                },
+            )?;
+            head_specs[search.head] = search.candidates[report.best].clone();
+            Some(report)
+        }
+    };
     let mut trained = Vec::new();
-    for spec in &plan.heads {
+    for spec in &head_specs {
         tracing::info!(head = spec.name(), "training");
         let clock = Instant::now();
         let (head, figures) = match &multi_sets {
@@ -1202,6 +1227,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         extraction,
         training: headline.training.clone(),
         heads: head_results,
+        search,
         timings_seconds: timings,
     };
     let manifest = json!({
@@ -1272,6 +1298,159 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         run_dir,
         metrics,
         summary,
+    })
+}
+
+/// What a search needs from the run: features and labels of the training and validation rows.
+struct SearchData<'a> {
+    transform: Option<&'a graft_heads::FittedTransform>,
+    /// Transformed training rows (with augmented views), for selection on the validation split.
+    fit: ndarray::ArrayView2<'a, f32>,
+    fit_targets: &'a Targets<'a>,
+    /// Transformed validation rows.
+    validation: Option<(ndarray::ArrayView2<'a, f32>, &'a Targets<'a>)>,
+    x_validation: &'a Array2<f32>,
+    y_validation: &'a [usize],
+    /// Raw training rows, for cross-validation (the transform is refitted per fold).
+    x_train: &'a Array2<f32>,
+    y_train: &'a [usize],
+    n_classes: usize,
+}
+
+fn accuracy_and_macro_f1(
+    head: &TrainedHead,
+    x: &Array2<f32>,
+    y: &[usize],
+    n_classes: usize,
+) -> Result<(f64, f64), PipelineError> {
+    let predicted = argmax_rows(head.predict_proba(x.view())?.view());
+    let r = classification_report(y, &predicted, n_classes)?;
+    Ok((r.accuracy, r.macro_f1))
+}
+
+/// Scores every candidate (in parallel) by validation accuracy or mean cross-validated accuracy and
+/// picks the best (ties: macro-F1, then the earlier candidate).
+fn run_search(
+    plan: &Plan,
+    search: &crate::plan::SearchPlan,
+    d: SearchData<'_>,
+) -> Result<SearchReport, PipelineError> {
+    let clock = Instant::now();
+    // Calibration does not change which class wins; candidates skip it.
+    let uncalibrated = |spec: &HeadSpec| HeadSpec {
+        calibrate: false,
+        ..spec.clone()
+    };
+    let scores: Vec<(f64, f64, Option<f64>)> = match search.select {
+        Selection::Validation => {
+            let Some(validation) = d.validation else {
+                return Err(plan
+                    .diagnostic(&plan.spans.split, "`[search]` selects on the validation split, which is empty")
+                    .with_hint("give the validation split a share, or select by cross-validation with `select = \"cv\"` in `[search]`")
+                    .into());
+            };
+            search
+                .candidates
+                .par_iter()
+                .map(|spec| {
+                    let (head, _) = train_head(
+                        &uncalibrated(spec),
+                        d.transform,
+                        d.fit,
+                        d.fit_targets,
+                        Some(validation),
+                    )?;
+                    let (a, f) =
+                        accuracy_and_macro_f1(&head, d.x_validation, d.y_validation, d.n_classes)?;
+                    Ok((a, f, None))
+                })
+                .collect::<Result<_, PipelineError>>()?
+        }
+        Selection::CrossValidation { folds } => {
+            let folds = stratified_kfold(
+                d.y_train,
+                d.n_classes,
+                folds,
+                derive_seed(plan.seed, "cross-validation"),
+            )
+            .map_err(|e| PipelineError::from(plan.diagnostic(&plan.spans.split, e.to_string())))?;
+            let pairs: Vec<(usize, usize)> = (0..search.candidates.len())
+                .flat_map(|c| (0..folds.len()).map(move |f| (c, f)))
+                .collect();
+            let per_fold: Vec<(f64, f64)> = pairs
+                .par_iter()
+                .map(|&(c, f)| {
+                    let fold = &folds[f];
+                    let x = d.x_train.select(Axis(0), &fold.train);
+                    let y: Vec<usize> = fold.train.iter().map(|&i| d.y_train[i]).collect();
+                    let transform = plan
+                        .transform
+                        .as_ref()
+                        .map(|t| t.fit(x.view()))
+                        .transpose()?;
+                    let xt = match &transform {
+                        Some(t) => t.transform(x.view())?,
+                        None => x,
+                    };
+                    let targets = Targets::new(&y, d.n_classes)?;
+                    let (head, _) = train_head(
+                        &uncalibrated(&search.candidates[c]),
+                        transform.as_ref(),
+                        xt.view(),
+                        &targets,
+                        None,
+                    )?;
+                    let held = d.x_train.select(Axis(0), &fold.held_out);
+                    let y_held: Vec<usize> = fold.held_out.iter().map(|&i| d.y_train[i]).collect();
+                    accuracy_and_macro_f1(&head, &held, &y_held, d.n_classes)
+                })
+                .collect::<Result<_, PipelineError>>()?;
+            per_fold
+                .chunks(folds.len())
+                .map(|fold_scores| {
+                    let k = fold_scores.len() as f64;
+                    let mean = fold_scores.iter().map(|s| s.0).sum::<f64>() / k;
+                    let f1 = fold_scores.iter().map(|s| s.1).sum::<f64>() / k;
+                    let var = fold_scores
+                        .iter()
+                        .map(|s| (s.0 - mean).powi(2))
+                        .sum::<f64>()
+                        / (k - 1.0);
+                    (mean, f1, Some(var.sqrt()))
+                })
+                .collect()
+        }
+    };
+    let best = (0..scores.len())
+        .max_by(|&a, &b| {
+            scores[a]
+                .0
+                .total_cmp(&scores[b].0)
+                .then(scores[a].1.total_cmp(&scores[b].1))
+                .then(b.cmp(&a))
+        })
+        .expect("at least one candidate");
+    Ok(SearchReport {
+        head: search.candidates[0].name().to_owned(),
+        method: search.method.to_owned(),
+        selection: match search.select {
+            Selection::Validation => "validation accuracy".to_owned(),
+            Selection::CrossValidation { folds } => {
+                format!("mean accuracy over {folds} stratified folds")
+            }
+        },
+        candidates: scores
+            .iter()
+            .zip(&search.values)
+            .map(|(&(accuracy, macro_f1, std), values)| SearchCandidate {
+                values: values.clone(),
+                accuracy,
+                macro_f1,
+                accuracy_std: std,
+            })
+            .collect(),
+        best,
+        seconds: clock.elapsed().as_secs_f64(),
     })
 }
 

@@ -20,6 +20,7 @@ pub(crate) struct RawPipeline {
     pub backbone: Option<Spanned<RawBackbone>>,
     pub transform: Option<RawTransform>,
     pub evaluation: Option<Spanned<RawEvaluation>>,
+    pub search: Option<Spanned<RawSearch>>,
     pub head: Spanned<RawHeads>,
 }
 
@@ -248,4 +249,60 @@ pub(crate) struct RawEvaluation {
     pub level: Option<Spanned<f64>>,
     /// Bins of the reliability diagram and the expected calibration error.
     pub bins: Option<Spanned<usize>>,
+}
+
+/// `[search]`: hyperparameter search over one head, on the cached features, before it is trained for good.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSearch {
+    pub method: Option<RawSearchMethod>,
+    pub trials: Option<Spanned<usize>>,
+    pub select: Option<RawSelect>,
+    pub folds: Option<Spanned<usize>>,
+    pub logistic: Option<Spanned<RawLogisticSpace>>,
+    pub mlp: Option<Spanned<RawMlpSpace>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawSearchMethod {
+    Grid,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawSelect {
+    Validation,
+    Cv,
+}
+
+/// A searched value: a list (grid values, or choices for random search) or a range to draw from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawRange {
+    Values(Vec<f64>),
+    Range(RawBounds),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBounds {
+    pub uniform: Option<[f64; 2]>,
+    pub log_uniform: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogisticSpace {
+    pub c: Option<Spanned<RawRange>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMlpSpace {
+    pub learning_rate: Option<Spanned<RawRange>>,
+    pub weight_decay: Option<Spanned<RawRange>>,
+    pub dropout: Option<Spanned<RawRange>>,
+    pub hidden: Option<Spanned<Vec<Vec<usize>>>>,
 }

@@ -409,3 +409,23 @@ fn evaluation_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn search_settings_are_checked() {
+    check(
+        "search-grid-range",
+        16,
+        &[
+            "`c` is a range, and a grid needs values",
+            "method = \"random\"",
+        ],
+    );
+    check(
+        "search-missing-head",
+        15,
+        &[
+            "`[search.mlp]` tunes a head the pipeline does not train",
+            "hint: add `[head.mlp]`",
+        ],
+    );
+}
