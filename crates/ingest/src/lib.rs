@@ -24,6 +24,7 @@ mod features;
 mod images;
 pub mod rows;
 mod split;
+mod tfidf;
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,7 @@ pub use rows::{TextChunk, TextRowReader, count_rows, string_series};
 pub use split::{
     Fold, Split, SplitRatios, group_kfold, stratified_kfold, stratified_split, stratified_subsample,
 };
+pub use tfidf::Tfidf;
 
 /// Everything that can go wrong while reading and splitting data.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+mod curve;
 mod diagnostic;
 mod export;
 mod extract;
@@ -29,6 +30,7 @@ mod schema;
 
 use std::path::PathBuf;
 
+pub use curve::{BaselineNeeds, DataEfficiency, LearningCurve, LearningPoint, Spread};
 pub use diagnostic::Diagnostic;
 pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
@@ -39,8 +41,8 @@ pub use heads::{
     TrainingFigures, TransformPlan, load_head, save_head, train_head,
 };
 pub use plan::{
-    BackbonePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan, SearchPlan,
-    Selection, SplitPlan,
+    BackbonePlan, CurvePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan,
+    SearchPlan, Selection, SplitPlan,
 };
 pub use predict::{PredictJob, PredictOutcome, predict};
 pub use report::{

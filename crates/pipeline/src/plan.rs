@@ -164,7 +164,18 @@ pub struct Plan {
     pub evaluation: EvaluationPlan,
     /// Hyperparameter search over one head, when `[search]` asks for it.
     pub search: Option<SearchPlan>,
+    /// The learning curve, when `[learning_curve]` asks for it.
+    pub learning_curve: Option<CurvePlan>,
     pub(crate) spans: Spans,
+}
+
+/// The `[learning_curve]` section, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurvePlan {
+    /// Training examples per class, ascending (the whole training split is always added).
+    pub shots: Vec<usize>,
+    /// Seeded draws per K.
+    pub repeats: usize,
 }
 
 /// How search candidates are compared.
@@ -283,6 +294,17 @@ impl Plan {
             "backbone": self.backbone.as_ref().map(BackbonePlan::json),
             "transform": self.transform.as_ref().map(TransformPlan::json),
             "heads": heads,
+            "search": self.search.as_ref().map(|r| json!({
+                "head": self.heads[r.head].name(), "method": r.method,
+                "select": match r.select {
+                    Selection::Validation => json!("validation"),
+                    Selection::CrossValidation { folds } => json!({ "cv": folds }),
+                },
+                "candidates": r.values,
+            })),
+            "learning_curve": self.learning_curve.as_ref().map(|c| json!({
+                "shots": c.shots, "repeats": c.repeats,
+            })),
             "evaluation": {
                 "bootstrap": self.evaluation.bootstrap,
                 "level": self.evaluation.level,
@@ -592,6 +614,46 @@ impl Checker<'_> {
                 Some(self.check_search(r, &heads, seed)?)
             }
         };
+        let learning_curve = match raw.learning_curve {
+            None => None,
+            Some(c) => {
+                let span = c.span();
+                if data.label_separator.is_some() {
+                    return Err(self
+                        .error(span, "`[learning_curve]` applies to single-label data")
+                        .with_hint("remove it, or drop `label_separator`"));
+                }
+                if matches!(data.source, DataSource::Features { .. }) {
+                    return Err(self
+                        .error(span, "`[learning_curve]` needs the raw texts or images, for the from-scratch baseline")
+                        .with_hint("given features have no raw inputs to train a baseline on; remove `[learning_curve]`"));
+                }
+                let c = c.into_inner();
+                let mut shots = c
+                    .shots
+                    .as_ref()
+                    .map_or_else(|| vec![1, 2, 4, 8, 16, 32, 64], |s| s.get_ref().clone());
+                if let Some(s) = &c.shots
+                    && (s.get_ref().is_empty() || s.get_ref().contains(&0))
+                {
+                    return Err(self
+                        .error(s.span(), "`shots` must list positive numbers of examples per class")
+                        .with_hint("e.g. `shots = [1, 2, 4, 8, 16, 32]`; the whole training split is always added"));
+                }
+                shots.sort_unstable();
+                shots.dedup();
+                let repeats = c.repeats.as_ref().map_or(5, |r| *r.get_ref());
+                if repeats == 0 {
+                    return Err(self
+                        .error(
+                            c.repeats.as_ref().map_or(span, Spanned::span),
+                            "`repeats` must be at least 1",
+                        )
+                        .with_hint("5 seeded draws per point give a usable interval"));
+                }
+                Some(CurvePlan { shots, repeats })
+            }
+        };
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),
@@ -604,6 +666,7 @@ impl Checker<'_> {
             heads,
             evaluation,
             search,
+            learning_curve,
             spans,
         })
     }

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::PipelineError;
+use crate::curve::{BaselineInputs, CurveData};
 use crate::heads::HeadSpec;
 use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head, train_multi_label_head};
 use crate::plan::{DataSource, ModelSource, Plan, Selection, SplitPlan};
@@ -1193,6 +1194,36 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             fit_seconds: *fit_seconds,
         });
     }
+    // Evidence of transfer: the headline head vs a from-scratch baseline at K examples per class.
+    let learning_curve = match &plan.learning_curve {
+        None => None,
+        Some(c) => {
+            tracing::info!("learning curve");
+            let pixels;
+            let baseline = match &data.inputs {
+                Inputs::Texts(texts) => BaselineInputs::Texts(texts),
+                Inputs::Images(images) => {
+                    pixels = raw_pixels(images)?;
+                    BaselineInputs::Pixels(&pixels)
+                }
+                Inputs::Features(_) => unreachable!("checked when the plan was loaded"),
+            };
+            Some(crate::curve::learning_curve(
+                &head_specs[0],
+                &c.shots,
+                c.repeats,
+                plan.seed,
+                &CurveData {
+                    features: features.view(),
+                    labels: &data.labels,
+                    n_classes,
+                    train: &split.train,
+                    test: &split.test,
+                    baseline,
+                },
+            )?)
+        }
+    };
     timings.evaluate = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
     let headline = head_results[0].clone();
@@ -1228,6 +1259,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         training: headline.training.clone(),
         heads: head_results,
         search,
+        learning_curve,
         timings_seconds: timings,
     };
     let manifest = json!({
@@ -1299,6 +1331,34 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         metrics,
         summary,
     })
+}
+
+/// Raw pixels in [0, 1], one row per image, for the from-scratch baseline: data-set pixels as stored, image
+/// files resized and centre-cropped to 32 × 32 RGB.
+fn raw_pixels(images: &[ImageSource]) -> Result<Array2<f32>, PipelineError> {
+    let rows: Vec<Vec<f32>> = images
+        .par_iter()
+        .map(|image| -> Result<Vec<f32>, PipelineError> {
+            Ok(match image {
+                ImageSource::Pixels { data, .. } => {
+                    data.iter().map(|&b| f32::from(b) / 255.0).collect()
+                }
+                ImageSource::File(_) => graft_backbone::resized_pixels(image, 32, 32)?
+                    .iter()
+                    .map(|&b| f32::from(b) / 255.0)
+                    .collect(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let width = rows.first().map_or(0, Vec::len);
+    if rows.iter().any(|r| r.len() != width) {
+        return Err(PipelineError::Job {
+            message: "the images differ in size, so raw pixels cannot form one baseline matrix"
+                .to_owned(),
+            hint: "remove `[learning_curve]`, or use images of one size".to_owned(),
+        });
+    }
+    Ok(Array2::from_shape_vec((rows.len(), width), rows.concat()).expect("rows × width"))
 }
 
 /// What a search needs from the run: features and labels of the training and validation rows.

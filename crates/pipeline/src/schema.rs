@@ -21,6 +21,7 @@ pub(crate) struct RawPipeline {
     pub transform: Option<RawTransform>,
     pub evaluation: Option<Spanned<RawEvaluation>>,
     pub search: Option<Spanned<RawSearch>>,
+    pub learning_curve: Option<Spanned<RawLearningCurve>>,
     pub head: Spanned<RawHeads>,
 }
 
@@ -305,4 +306,12 @@ pub(crate) struct RawMlpSpace {
     pub weight_decay: Option<Spanned<RawRange>>,
     pub dropout: Option<Spanned<RawRange>>,
     pub hidden: Option<Spanned<Vec<Vec<usize>>>>,
+}
+
+/// `[learning_curve]`: transfer vs a from-scratch baseline at K training examples per class.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLearningCurve {
+    pub shots: Option<Spanned<Vec<usize>>>,
+    pub repeats: Option<Spanned<usize>>,
 }

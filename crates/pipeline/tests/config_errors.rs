@@ -429,3 +429,15 @@ fn search_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn learning_curve_settings_are_checked() {
+    check(
+        "curve-without-raw-inputs",
+        15,
+        &[
+            "`[learning_curve]` needs the raw texts or images",
+            "given features have no raw inputs",
+        ],
+    );
+}

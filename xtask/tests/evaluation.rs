@@ -1,0 +1,89 @@
+//! Evidence of transfer on the tiny fixture: the learning curve's draws, its baseline and the data-efficiency
+//! summary, reproducible from the seed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+
+use common::{cache, repo};
+
+fn run_curve(runs: &Path) -> (PathBuf, serde_json::Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args([
+            "run",
+            "fixtures/pipelines/tiny-curve.toml",
+            "--no-progress",
+            "--runs-dir",
+        ])
+        .arg(runs)
+        .arg("--features-dir")
+        .arg(runs.join(".features"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run_dir = std::fs::read_dir(runs.join("tiny-curve"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let metrics =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    (run_dir, metrics)
+}
+
+#[test]
+fn the_learning_curve_compares_transfer_with_tf_idf_on_the_same_draws() {
+    let runs = tempfile::tempdir().unwrap();
+    let (run_dir, metrics) = run_curve(runs.path());
+    let curve = &metrics["learning_curve"];
+    let points = curve["points"].as_array().unwrap();
+    // shots = [4, 1, 2] sorted, plus the whole training split (20 rows).
+    let per_class: Vec<serde_json::Value> = points.iter().map(|p| p["per_class"].clone()).collect();
+    assert_eq!(
+        per_class,
+        [1.into(), 2.into(), 4.into(), serde_json::Value::Null]
+    );
+    let rows: Vec<u64> = points.iter().map(|p| p["rows"].as_u64().unwrap()).collect();
+    assert_eq!(rows, [2, 4, 8, 20]);
+    for p in points {
+        let n = if p["per_class"].is_null() { 1 } else { 3 };
+        for side in ["transfer", "baseline"] {
+            let s = &p[side];
+            assert_eq!(s["values"].as_array().unwrap().len(), n);
+            let (lo, mean, hi) = (
+                s["lower"].as_f64().unwrap(),
+                s["mean"].as_f64().unwrap(),
+                s["upper"].as_f64().unwrap(),
+            );
+            assert!(
+                (0.0..=1.0).contains(&mean) && lo <= mean && mean <= hi,
+                "{s}"
+            );
+        }
+    }
+    // The tiny embedder separates the classes from one example each; TF-IDF of two sentences cannot.
+    assert_eq!(points[0]["transfer"]["mean"], 1.0);
+    assert!(points[0]["baseline"]["mean"].as_f64().unwrap() < 0.9);
+    assert_eq!(curve["efficiency"][0]["baseline_needs"], "never");
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Learning curve: transfer vs from scratch"),
+        "{report}"
+    );
+    assert!(report.contains("| all | 20 |"), "{report}");
+
+    // Same file, same seed: the same draws and scores.
+    let again = tempfile::tempdir().unwrap();
+    let (_, second) = run_curve(again.path());
+    assert_eq!(second["learning_curve"]["points"], curve["points"]);
+}
