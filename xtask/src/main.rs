@@ -77,6 +77,22 @@ enum Cmd {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Put runs side by side: each run's headline head, its test scores and intervals, and a paired test
+    /// against the first run on the same test rows.
+    Compare {
+        /// Two or more run folders; the first is the reference.
+        #[arg(num_args = 2.., required = true)]
+        runs: Vec<PathBuf>,
+        /// Folder for comparison.md and comparison.json (default: runs/comparisons/<UTC timestamp>/).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Bootstrap resamples of the paired accuracy difference.
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        /// Seed of the resampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Merge the part files of a sharded `extract` into one file in input order.
     Merge {
         /// The folder the shards wrote into (their --output).
@@ -310,6 +326,25 @@ fn main() -> ExitCode {
             );
             println!("  inputs   {}", o.inputs.join("; "));
             println!("  outputs  {}", o.outputs.join("; "));
+        }),
+        Cmd::Compare {
+            runs,
+            output,
+            bootstrap,
+            seed,
+        } => graft_pipeline::compare(&graft_pipeline::CompareJob {
+            runs,
+            output_dir: output
+                .unwrap_or_else(|| graft_pipeline::comparison_dir(&workspace_root().join("runs"))),
+            bootstrap: graft_pipeline::Bootstrap {
+                resamples: bootstrap,
+                seed,
+                ..graft_pipeline::Bootstrap::default()
+            },
+        })
+        .map(|o| {
+            print!("{}", o.table);
+            println!("wrote {} and {}", o.markdown.display(), o.json.display());
         }),
         Cmd::Merge { parts, output } => graft_pipeline::merge(&parts, &output).map(|m| {
             println!(

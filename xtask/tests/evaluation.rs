@@ -87,3 +87,95 @@ fn the_learning_curve_compares_transfer_with_tf_idf_on_the_same_draws() {
     let (_, second) = run_curve(again.path());
     assert_eq!(second["learning_curve"]["points"], curve["points"]);
 }
+
+fn run_fixture(pipeline: &str, runs: &Path) -> PathBuf {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(["run", pipeline, "--no-progress", "--runs-dir"])
+        .arg(runs)
+        .arg("--features-dir")
+        .arg(runs.join(".features"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let name = Path::new(pipeline).file_stem().unwrap();
+    std::fs::read_dir(runs.join(name))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+#[test]
+fn compare_pairs_runs_on_the_same_test_rows_and_says_when_it_cannot() {
+    let runs = tempfile::tempdir().unwrap();
+    let tiny = run_fixture("fixtures/pipelines/tiny.toml", runs.path());
+    let heads = run_fixture("fixtures/pipelines/tiny-heads.toml", runs.path());
+    let features = run_fixture("fixtures/pipelines/tiny-features.toml", runs.path());
+    let out = runs.path().join("comparison");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .arg("compare")
+        .args([&tiny, &heads, &features])
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("(reference)"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("comparison.json")).unwrap())
+            .unwrap();
+    let compared = json["runs"].as_array().unwrap();
+    assert_eq!(compared.len(), 3);
+    // Same data, ratios and seed: the same 10 test rows, so the runs pair.
+    let paired = &compared[1]["versus_first"];
+    let (a, b) = (
+        paired["mcnemar"]["a_only"].as_u64().unwrap(),
+        paired["mcnemar"]["b_only"].as_u64().unwrap(),
+    );
+    let difference = compared[1]["test"]["accuracy"].as_f64().unwrap()
+        - compared[0]["test"]["accuracy"].as_f64().unwrap();
+    assert!((difference - (a as f64 - b as f64) / 10.0).abs() < 1e-12);
+    // Other data: other rows, no pairing, and the reason.
+    assert!(compared[2]["versus_first"].is_null());
+    assert!(
+        compared[2]["unpaired_because"]
+            .as_str()
+            .unwrap()
+            .contains("different test rows"),
+        "{}",
+        compared[2]
+    );
+    assert!(
+        std::fs::read_to_string(out.join("comparison.md"))
+            .unwrap()
+            .contains("| run | head |")
+    );
+
+    // A folder that is not a run is an error with a hint, not a panic.
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(["compare", "fixtures", "fixtures/data", "--output"])
+        .arg(runs.path().join("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not a graft run folder") && err.contains("hint:"),
+        "{err}"
+    );
+}

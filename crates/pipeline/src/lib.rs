@@ -17,6 +17,7 @@
 //! # }
 //! ```
 
+mod compare;
 mod curve;
 mod diagnostic;
 mod export;
@@ -30,12 +31,14 @@ mod schema;
 
 use std::path::PathBuf;
 
+pub use compare::{CompareJob, CompareOutcome, ComparedRun, Paired, compare, comparison_dir};
 pub use curve::{BaselineNeeds, DataEfficiency, LearningCurve, LearningPoint, Spread};
 pub use diagnostic::Diagnostic;
 pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
 pub use graft_backbone::{Pooling, Provider};
+pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, CurvePoint, FittedHead, HeadKind, HeadSpec, LoadedHead, TrainedHead,
     TrainingFigures, TransformPlan, load_head, save_head, train_head,

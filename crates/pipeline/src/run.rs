@@ -1134,6 +1134,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     });
     // The headline's test predictions, for the paired comparisons.
     let mut headline_test: Option<Vec<usize>> = None;
+    // Every head's test predictions (class names, or label sets joined), for predictions.csv.
+    let mut test_predictions: Vec<(String, Vec<String>)> = Vec::new();
     for (head, figures, fit_seconds) in &trained {
         let score = |x: &Array2<f32>,
                      y: &[usize],
@@ -1156,6 +1158,27 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             Ok((metrics, predicted, proba))
         };
         let (mut test, test_predicted, test_proba) = score(&x_test, &y_test, &split.test)?;
+        test_predictions.push((
+            head.spec.name().to_owned(),
+            match &data.multi_label {
+                Some(m) => {
+                    let separator = plan.data.label_separator.as_deref().unwrap_or("|");
+                    head.predict_sets(x_test.view())?
+                        .iter()
+                        .map(|set| {
+                            set.iter()
+                                .map(|&l| m.names[l].as_str())
+                                .collect::<Vec<_>>()
+                                .join(separator)
+                        })
+                        .collect()
+                }
+                None => test_predicted
+                    .iter()
+                    .map(|&c| data.classes[c].clone())
+                    .collect(),
+            },
+        ));
         let mut versus_headline = None;
         if data.multi_label.is_none() {
             test.probabilities = Some(probability_report(
@@ -1299,6 +1322,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         model_sha256: &model_sha256,
     };
     let splits = splits_csv(&data, &split);
+    let predictions = predictions_csv(&data, &split.test, &test_predictions);
     let info = ArtefactInfo {
         classes: output_classes.clone(),
         backbone: json!({ "files": manifest["backbone"], "settings": plan.resolved()["backbone"] }),
@@ -1312,7 +1336,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         &metrics,
         &manifest,
         &labels,
-        splits,
+        vec![("splits.csv", splits), ("predictions.csv", predictions)],
         HeadArtefacts {
             heads: &heads,
             info: &info,
@@ -1998,13 +2022,40 @@ fn splits_csv(data: &Labelled, split: &Split) -> String {
     assigned.sort_unstable();
     let mut csv = String::from("row,label,split\n");
     for (i, name) in assigned {
-        let label = &data.classes[data.labels[i]];
-        let label = if label.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", label.replace('"', "\"\""))
-        } else {
-            label.clone()
-        };
+        let label = csv_field(&data.classes[data.labels[i]]);
         csv.push_str(&format!("{},{label},{name}\n", data.source_rows[i]));
+    }
+    csv
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// Each test row's true label and every head's prediction: `row` (as in splits.csv), `label`, one column
+/// per head. `cargo xtask compare` pairs runs on these.
+fn predictions_csv(data: &Labelled, test: &[usize], heads: &[(String, Vec<String>)]) -> String {
+    let mut csv = String::from("row,label");
+    for (name, _) in heads {
+        csv.push(',');
+        csv.push_str(name);
+    }
+    csv.push('\n');
+    for (k, &i) in test.iter().enumerate() {
+        csv.push_str(&format!(
+            "{},{}",
+            data.source_rows[i],
+            csv_field(&data.classes[data.labels[i]])
+        ));
+        for (_, predicted) in heads {
+            csv.push(',');
+            csv.push_str(&csv_field(&predicted[k]));
+        }
+        csv.push('\n');
     }
     csv
 }
@@ -2031,7 +2082,7 @@ fn write_run_dir(
     metrics: &Metrics,
     manifest: &serde_json::Value,
     labels: &Context<'_>,
-    splits: String,
+    tables: Vec<(&str, String)>,
     heads: HeadArtefacts<'_>,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
@@ -2065,9 +2116,8 @@ fn write_run_dir(
         ),
         ("report.md", report::markdown(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
-        ("splits.csv", splits),
     ];
-    for (name, content) in files {
+    for (name, content) in files.into_iter().chain(tables) {
         let path = tmp.join(name);
         std::fs::write(&path, content).map_err(io(&path))?;
     }
