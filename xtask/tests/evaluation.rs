@@ -179,3 +179,89 @@ fn compare_pairs_runs_on_the_same_test_rows_and_says_when_it_cannot() {
         "{err}"
     );
 }
+
+/// Every `data-key="…" data-value="…"` of the page, resolved in metrics.json.
+fn check_html_against_metrics(run_dir: &Path, sections: &[&str]) -> usize {
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    for id in sections {
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "section {id} missing"
+        );
+    }
+    // Self-contained: no script, no external resource.
+    for forbidden in ["<script", " src=", " href=", "<link"] {
+        assert!(!html.contains(forbidden), "{forbidden} in report.html");
+    }
+    let mut checked = 0;
+    for piece in html.split("data-key=\"").skip(1) {
+        let (key, rest) = piece.split_once('"').unwrap();
+        let value: f64 = rest
+            .split_once("data-value=\"")
+            .unwrap()
+            .1
+            .split_once('"')
+            .unwrap()
+            .0
+            .parse()
+            .unwrap();
+        let mut node = &metrics;
+        for part in key.split('.') {
+            node = match part.parse::<usize>() {
+                Ok(i) => &node[i],
+                Err(_) => &node[part],
+            };
+        }
+        // serde_json's default float parser may land one ulp off the shortest representation both files
+        // were written from; anything more is a mismatch.
+        let recorded = node
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is not a number in metrics.json"));
+        assert!(
+            (recorded - value).abs() <= 4.0 * f64::EPSILON * recorded.abs().max(1.0),
+            "{key}: report.html {value} vs metrics.json {recorded}"
+        );
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn the_html_report_has_every_section_and_the_numbers_of_metrics_json() {
+    let runs = tempfile::tempdir().unwrap();
+    let (curve_run, _) = run_curve(runs.path());
+    let n = check_html_against_metrics(
+        &curve_run,
+        &[
+            "summary",
+            "metrics",
+            "per-class",
+            "figures",
+            "confusion",
+            "reliability",
+            "learning-curve",
+        ],
+    );
+    assert!(n >= 20, "only {n} numbers tagged");
+    let search_run = run_fixture("fixtures/pipelines/tiny-search.toml", runs.path());
+    let n = check_html_against_metrics(
+        &search_run,
+        &[
+            "summary",
+            "metrics",
+            "per-class",
+            "confusion",
+            "search",
+            "training-curves",
+        ],
+    );
+    assert!(n >= 20, "only {n} numbers tagged");
+    let html = std::fs::read_to_string(search_run.join("report.html")).unwrap();
+    assert!(
+        html.matches("<svg").count() >= 3,
+        "confusion, reliability and training-curve plots"
+    );
+}

@@ -23,6 +23,7 @@ mod diagnostic;
 mod export;
 mod extract;
 mod heads;
+mod html;
 mod plan;
 mod predict;
 mod report;

@@ -2115,6 +2115,7 @@ fn write_run_dir(
             serde_json::to_string_pretty(manifest).expect("manifest serialises") + "\n",
         ),
         ("report.md", report::markdown(metrics, &ctx)),
+        ("report.html", crate::html::html(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
     ];
     for (name, content) in files.into_iter().chain(tables) {
