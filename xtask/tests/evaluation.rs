@@ -265,3 +265,32 @@ fn the_html_report_has_every_section_and_the_numbers_of_metrics_json() {
         "confusion, reliability and training-curve plots"
     );
 }
+
+#[test]
+fn every_head_is_cross_validated_with_group_folds_when_a_group_column_is_named() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_fixture("fixtures/pipelines/tiny-cv.toml", runs.path());
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    for head in metrics["heads"].as_array().unwrap() {
+        let cv = &head["cross_validation"];
+        assert_eq!(cv["folds"], 3);
+        assert_eq!(cv["grouped"], true);
+        let per_fold: Vec<f64> = cv["accuracy_per_fold"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(per_fold.len(), 3);
+        let mean = per_fold.iter().sum::<f64>() / 3.0;
+        assert!((mean - cv["accuracy_mean"].as_f64().unwrap()).abs() < 1e-12);
+    }
+    check_html_against_metrics(&run_dir, &["cross-validation"]);
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("group k-fold: a group's rows stay in one fold"),
+        "{report}"
+    );
+}

@@ -60,6 +60,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Series::new("label".into(), labels.clone()).into(),
             Series::new("split".into(), splits.clone()).into(),
             Series::new("tags".into(), tags.clone()).into(),
+            // Twelve groups of four consecutive rows (e.g. four sentences per document).
+            Series::new(
+                "group".into(),
+                (0..rows).map(|r| format!("g{}", r / 4)).collect::<Vec<_>>(),
+            )
+            .into(),
         ],
     )?;
     ParquetWriter::new(std::fs::File::create(dir.join("tiny-features.parquet"))?)

@@ -421,7 +421,38 @@ pub(crate) fn html(m: &Metrics, ctx: &Context<'_>) -> String {
             cell(&format!("heads.{i}.test.macro_f1"), h.test.macro_f1),
         );
     }
-    let _ = writeln!(s, "</table></section>");
+    let _ = writeln!(s, "</table>");
+    if let Some(cv) = m.heads[0].cross_validation.as_ref() {
+        let _ = writeln!(
+            s,
+            "<h3 id=\"cross-validation\">Cross-validation ({} folds, {})</h3><table><tr><th>head</th><th>accuracy (mean)</th><th>sd</th><th>macro-F1 (mean)</th></tr>",
+            cv.folds,
+            if cv.grouped { "grouped" } else { "stratified" }
+        );
+        for (i, h) in m.heads.iter().enumerate() {
+            if let Some(c) = &h.cross_validation {
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{}</td>{}{}{}</tr>",
+                    escape(&h.name),
+                    cell(
+                        &format!("heads.{i}.cross_validation.accuracy_mean"),
+                        c.accuracy_mean
+                    ),
+                    cell(
+                        &format!("heads.{i}.cross_validation.accuracy_std"),
+                        c.accuracy_std
+                    ),
+                    cell(
+                        &format!("heads.{i}.cross_validation.macro_f1_mean"),
+                        c.macro_f1_mean
+                    ),
+                );
+            }
+        }
+        let _ = writeln!(s, "</table>");
+    }
+    let _ = writeln!(s, "</section>");
 
     // Per class.
     let _ = writeln!(

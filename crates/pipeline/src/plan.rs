@@ -95,6 +95,8 @@ pub struct DataPlan {
     pub split_column: Option<String>,
     /// Multi-label data: each label cell lists the row's labels joined by this separator.
     pub label_separator: Option<String>,
+    /// Column naming each row's group: cross-validation keeps a group's rows in one fold.
+    pub group_column: Option<String>,
 }
 
 /// Where the backbone comes from.
@@ -133,6 +135,7 @@ pub(crate) struct Spans {
     pub text_column: Option<Range<usize>>,
     pub label_column: Option<Range<usize>>,
     pub split_column: Option<Range<usize>>,
+    pub group_column: Option<Range<usize>>,
     pub split: Option<Range<usize>>,
     pub sha256: Option<Range<usize>>,
     pub backbone: Option<Range<usize>>,
@@ -214,6 +217,8 @@ pub struct EvaluationPlan {
     pub level: f64,
     /// Reliability-diagram bins.
     pub bins: usize,
+    /// Folds of a cross-validation of every head over the training and validation rows (`None`: none).
+    pub cv: Option<usize>,
 }
 
 impl Default for EvaluationPlan {
@@ -222,6 +227,7 @@ impl Default for EvaluationPlan {
             bootstrap: 1000,
             level: 0.95,
             bins: 10,
+            cv: None,
         }
     }
 }
@@ -288,6 +294,7 @@ impl Plan {
                 "label_column": self.data.label_column,
                 "sample": self.data.sample,
                 "split_column": self.data.split_column,
+                "group_column": self.data.group_column,
                 "label_separator": self.data.label_separator,
             },
             "split": split,
@@ -309,6 +316,7 @@ impl Plan {
                 "bootstrap": self.evaluation.bootstrap,
                 "level": self.evaluation.level,
                 "bins": self.evaluation.bins,
+                "cv": self.evaluation.cv,
             },
         })
     }
@@ -1251,6 +1259,16 @@ impl Checker<'_> {
             }
             plan.bins = *b.get_ref();
         }
+        if let Some(c) = &raw.cv {
+            if *c.get_ref() < 2 {
+                return Err(self
+                    .error(c.span(), "`cv` must be at least 2 folds")
+                    .with_hint(
+                        "5 folds is the usual choice; leave `cv` out to skip cross-validation",
+                    ));
+            }
+            plan.cv = Some(*c.get_ref());
+        }
         Ok(plan)
     }
 
@@ -1291,6 +1309,17 @@ impl Checker<'_> {
         spans.label_column = data.label_column.as_ref().map(Spanned::span);
         let registry = Registry::builtin();
         spans.split_column = data.split_column.as_ref().map(Spanned::span);
+        spans.group_column = data.group_column.as_ref().map(Spanned::span);
+        if let Some(c) = &data.group_column
+            && (data.dataset.is_some() || data.images.is_some())
+        {
+            return Err(self
+                .error(
+                    c.span(),
+                    "`group_column` applies to your own table or features",
+                )
+                .with_hint("registered data sets and image folders have no group column"));
+        }
         let given: Vec<&Spanned<String>> =
             [&data.dataset, &data.path, &data.images, &data.features]
                 .into_iter()
@@ -1451,6 +1480,7 @@ impl Checker<'_> {
             sample,
             split_column,
             label_separator,
+            group_column: data.group_column.map(Spanned::into_inner),
         })
     }
 

@@ -55,6 +55,43 @@ pub struct SplitIntervals {
     pub macro_f1: Interval,
 }
 
+/// A head's k-fold cross-validation over the training and validation rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CvScores {
+    /// Folds.
+    pub folds: usize,
+    /// Whether folds kept each group's rows together (group k-fold) rather than stratifying by class.
+    pub grouped: bool,
+    /// Mean held-out accuracy.
+    pub accuracy_mean: f64,
+    /// Its standard deviation over the folds.
+    pub accuracy_std: f64,
+    /// Mean held-out macro-F1.
+    pub macro_f1_mean: f64,
+    /// Each fold's held-out accuracy.
+    pub accuracy_per_fold: Vec<f64>,
+}
+
+impl CvScores {
+    pub(crate) fn of(per_fold: &[(f64, f64)], grouped: bool) -> CvScores {
+        let k = per_fold.len() as f64;
+        let accuracy_mean = per_fold.iter().map(|s| s.0).sum::<f64>() / k;
+        let var = per_fold
+            .iter()
+            .map(|s| (s.0 - accuracy_mean).powi(2))
+            .sum::<f64>()
+            / (k - 1.0).max(1.0);
+        CvScores {
+            folds: per_fold.len(),
+            grouped,
+            accuracy_mean,
+            accuracy_std: var.sqrt(),
+            macro_f1_mean: per_fold.iter().map(|s| s.1).sum::<f64>() / k,
+            accuracy_per_fold: per_fold.iter().map(|s| s.0).collect(),
+        }
+    }
+}
+
 /// A hyperparameter search: every candidate's score and the one kept.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchReport {
@@ -251,6 +288,9 @@ pub struct HeadMetrics {
     /// Against the headline (first) head on the same test rows; absent for the headline itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versus_headline: Option<Comparison>,
+    /// k-fold cross-validation over the training and validation rows, when `[evaluation] cv` asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_validation: Option<CvScores>,
     /// Training figures.
     pub training: TrainingFigures,
     /// Seconds spent training (a timing: varies from run to run).
@@ -461,6 +501,24 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
             best.accuracy
         );
     }
+    if let Some(cv) = m.heads[0].cross_validation.as_ref() {
+        let per_head: Vec<String> = m
+            .heads
+            .iter()
+            .filter_map(|h| {
+                h.cross_validation
+                    .as_ref()
+                    .map(|c| format!("{} {:.4} ± {:.4}", h.name, c.accuracy_mean, c.accuracy_std))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  cv          {}-fold ({}) accuracy: {}",
+            cv.folds,
+            if cv.grouped { "grouped" } else { "stratified" },
+            per_head.join(" · ")
+        );
+    }
     if m.heads.len() > 1 {
         let _ = writeln!(s);
         let _ = writeln!(
@@ -643,6 +701,38 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
                 "| {} | {diff} | {interval} | {p} | {} / {} | {:.3} |",
                 h.name, c.mcnemar.a_only, c.mcnemar.b_only, c.mcnemar.p_value
             );
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(cv) = m.heads[0].cross_validation.as_ref() {
+        let _ = writeln!(
+            s,
+            "Cross-validation: {} folds over the training and validation rows ({}; the transform refitted on each \
+             fold's training part):\n\n| head | accuracy (mean ± sd) | macro-F1 (mean) | per fold |\n|---|---:|---:|---|",
+            cv.folds,
+            if cv.grouped {
+                "group k-fold: a group's rows stay in one fold"
+            } else {
+                "stratified by class"
+            }
+        );
+        for h in &m.heads {
+            if let Some(c) = &h.cross_validation {
+                let folds: Vec<String> = c
+                    .accuracy_per_fold
+                    .iter()
+                    .map(|a| format!("{a:.4}"))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.4} ± {:.4} | {:.4} | {} |",
+                    h.name,
+                    c.accuracy_mean,
+                    c.accuracy_std,
+                    c.macro_f1_mean,
+                    folds.join(", ")
+                );
+            }
         }
         let _ = writeln!(s);
     }

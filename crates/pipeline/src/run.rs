@@ -14,7 +14,7 @@ use graft_eval::{
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use graft_heads::{LabelSets, Targets, argmax_rows};
 use graft_ingest::{
-    IngestError, Split, SplitRatios, SplitTag, TextClassificationData, image_folder,
+    IngestError, Split, SplitRatios, SplitTag, TextClassificationData, group_kfold, image_folder,
     read_idx_images, read_idx_labels, read_table, stratified_kfold, stratified_split,
     stratified_subsample, text_classification,
 };
@@ -28,8 +28,8 @@ use crate::heads::HeadSpec;
 use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head, train_multi_label_head};
 use crate::plan::{DataSource, ModelSource, Plan, Selection, SplitPlan};
 use crate::report::{
-    self, Comparison, Context, ExtractionFigures, HeadMetrics, Metrics, RowCounts, SearchCandidate,
-    SearchReport, SplitIntervals, SplitMetrics, Timings,
+    self, Comparison, Context, CvScores, ExtractionFigures, HeadMetrics, Metrics, RowCounts,
+    SearchCandidate, SearchReport, SplitIntervals, SplitMetrics, Timings,
 };
 
 /// Where a run reads its cache and writes its folder.
@@ -140,6 +140,8 @@ struct Labelled {
     source_rows: Vec<usize>,
     /// Each row's split when the data fixes it (an official train/test split, or a split column).
     predefined: Option<Vec<SplitTag>>,
+    /// Each row's group (group k-fold keeps a group's rows together), when the data names a group column.
+    groups: Option<Vec<usize>>,
     /// Multi-label data: each row's label set. `labels`/`classes` then encode the raw label cell (the
     /// combination), which sampling stratifies on.
     multi_label: Option<MultiLabels>,
@@ -167,6 +169,7 @@ impl Labelled {
             predefined: self
                 .predefined
                 .map(|t| keep.iter().map(|&i| t[i]).collect()),
+            groups: self.groups.map(|g| keep.iter().map(|&i| g[i]).collect()),
             multi_label: self.multi_label.map(|m| MultiLabels {
                 sets: keep.iter().map(|&i| m.sets[i].clone()).collect(),
                 names: m.names,
@@ -185,6 +188,7 @@ impl From<TextClassificationData> for Labelled {
             source_rows: d.source_rows,
             predefined: None,
             multi_label: None,
+            groups: None,
             rows_read: d.rows_read,
             dropped_null_text: d.dropped_null_text,
             dropped_null_label: d.dropped_null_label,
@@ -262,6 +266,7 @@ fn read_images(
                     source_rows: (0..n).collect(),
                     predefined: Some(predefined),
                     multi_label: None,
+                    groups: None,
                     rows_read: n,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
@@ -294,6 +299,7 @@ fn read_images(
                     source_rows: (0..n).collect(),
                     predefined: None,
                     multi_label: None,
+                    groups: None,
                     rows_read: n + folder.skipped,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
@@ -548,6 +554,47 @@ fn empty_label_sets(plan: &Plan, table: graft_ingest::DataFrame) -> graft_ingest
     table
 }
 
+/// Each used row's group index, from the table's group column (values compared as text).
+fn group_ids(
+    plan: &Plan,
+    table: &graft_ingest::DataFrame,
+    path: &Path,
+    rows: &[usize],
+) -> Result<Option<Vec<usize>>, PipelineError> {
+    let Some(name) = &plan.data.group_column else {
+        return Ok(None);
+    };
+    let column = table.column(name).map_err(|_| {
+        let available: Vec<String> = table
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        plan.diagnostic(
+            &plan.spans.group_column,
+            format!("column `{name}` not found in {}", path.display()),
+        )
+        .with_hint(format!("the file has columns: {}", available.join(", ")))
+    })?;
+    let text = column.cast(&graft_ingest::DataType::String).map_err(|_| {
+        plan.diagnostic(
+            &plan.spans.group_column,
+            format!("column `{name}` cannot be read as group names"),
+        )
+    })?;
+    let text = text.str().expect("cast to String");
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let ids = rows
+        .iter()
+        .map(|&r| {
+            let key = text.get(r).unwrap_or("").to_owned();
+            let next = index.len();
+            *index.entry(key).or_insert(next)
+        })
+        .collect();
+    Ok(Some(ids))
+}
+
 /// The split of each used row, from the table's split column.
 fn split_tags(
     plan: &Plan,
@@ -625,6 +672,12 @@ fn read_given_features(plan: &Plan) -> Result<(Labelled, VerifiedFile, String), 
     let matrix = graft_ingest::read_feature_matrix(path, embedding_column).map_err(located)?;
     let labels_path = labels.as_ref().unwrap_or(path);
     let table = empty_label_sets(plan, read_table(labels_path).map_err(located)?);
+    let groups_of_table = group_ids(
+        plan,
+        &table,
+        labels_path,
+        &(0..table.height()).collect::<Vec<_>>(),
+    )?;
     let data = graft_ingest::feature_classification(
         matrix,
         &table,
@@ -641,6 +694,8 @@ fn read_given_features(plan: &Plan) -> Result<(Labelled, VerifiedFile, String), 
             source,
         })?);
     }
+    let groups: Option<Vec<usize>> =
+        groups_of_table.map(|g| data.source_rows.iter().map(|&r| g[r]).collect());
     let label = format!(
         "{} ({} × {} features given)",
         path.display(),
@@ -655,6 +710,7 @@ fn read_given_features(plan: &Plan) -> Result<(Labelled, VerifiedFile, String), 
             source_rows: data.source_rows,
             predefined: data.split,
             multi_label: None,
+            groups,
             rows_read: data.rows_read,
             dropped_null_text: 0,
             dropped_null_label: data.dropped_null_label,
@@ -1070,6 +1126,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             m.names.len(),
         )
     });
+    let train_groups: Option<Vec<usize>> = data
+        .groups
+        .as_ref()
+        .map(|g| split.train.iter().map(|&i| g[i]).collect());
     // Hyperparameter search on the cached features (never the test rows); the winner replaces its head.
     let mut head_specs = plan.heads.clone();
     let search = match &plan.search {
@@ -1087,6 +1147,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                     y_validation: &y_validation,
                     x_train: &x_train,
                     y_train: &y_train,
+                    train_groups: train_groups.as_deref(),
                     n_classes,
                 },
             )?;
@@ -1132,11 +1193,41 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         // One seed for every head: their intervals and comparisons resample the same rows.
         seed: derive_seed(plan.seed, "bootstrap"),
     });
+    // k-fold cross-validation of every head over the training and validation rows (never test).
+    let cross_validation: Vec<CvScores> = match (evaluation.cv, &data.multi_label) {
+        (Some(k), None) => {
+            let mut rows: Vec<usize> = split
+                .train
+                .iter()
+                .chain(&split.validation)
+                .copied()
+                .collect();
+            rows.sort_unstable();
+            let x = features.select(Axis(0), &rows);
+            let y: Vec<usize> = rows.iter().map(|&i| data.labels[i]).collect();
+            let groups: Option<Vec<usize>> = data
+                .groups
+                .as_ref()
+                .map(|g| rows.iter().map(|&i| g[i]).collect());
+            let specs: Vec<HeadSpec> = head_specs
+                .iter()
+                .map(|h| HeadSpec {
+                    calibrate: false,
+                    ..h.clone()
+                })
+                .collect();
+            cross_validate(plan, &specs, &x, &y, groups.as_deref(), n_classes, k)?
+                .iter()
+                .map(|per_fold| CvScores::of(per_fold, groups.is_some()))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     // The headline's test predictions, for the paired comparisons.
     let mut headline_test: Option<Vec<usize>> = None;
     // Every head's test predictions (class names, or label sets joined), for predictions.csv.
     let mut test_predictions: Vec<(String, Vec<String>)> = Vec::new();
-    for (head, figures, fit_seconds) in &trained {
+    for (index, (head, figures, fit_seconds)) in trained.iter().enumerate() {
         let score = |x: &Array2<f32>,
                      y: &[usize],
                      rows: &[usize]|
@@ -1213,6 +1304,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             },
             test,
             versus_headline,
+            cross_validation: cross_validation.get(index).cloned(),
             training: figures.clone(),
             fit_seconds: *fit_seconds,
         });
@@ -1398,7 +1490,56 @@ struct SearchData<'a> {
     /// Raw training rows, for cross-validation (the transform is refitted per fold).
     x_train: &'a Array2<f32>,
     y_train: &'a [usize],
+    /// Group of each training row, when the data names a group column.
+    train_groups: Option<&'a [usize]>,
     n_classes: usize,
+}
+
+/// Scores of each spec on each fold: stratified k-fold of `y`, or group k-fold when `groups` is given; the
+/// transform is refitted on each fold's training part. Specs × folds run in parallel.
+fn cross_validate(
+    plan: &Plan,
+    specs: &[HeadSpec],
+    x: &Array2<f32>,
+    y: &[usize],
+    groups: Option<&[usize]>,
+    n_classes: usize,
+    k: usize,
+) -> Result<Vec<Vec<(f64, f64)>>, PipelineError> {
+    let folds = match groups {
+        Some(g) => group_kfold(g, k),
+        None => stratified_kfold(y, n_classes, k, derive_seed(plan.seed, "cross-validation")),
+    }
+    .map_err(|e| PipelineError::from(plan.diagnostic(&plan.spans.split, e.to_string())))?;
+    let pairs: Vec<(usize, usize)> = (0..specs.len())
+        .flat_map(|c| (0..folds.len()).map(move |f| (c, f)))
+        .collect();
+    let per_fold: Vec<(f64, f64)> = pairs
+        .par_iter()
+        .map(|&(c, f)| {
+            let fold = &folds[f];
+            let xf = x.select(Axis(0), &fold.train);
+            let yf: Vec<usize> = fold.train.iter().map(|&i| y[i]).collect();
+            let transform = plan
+                .transform
+                .as_ref()
+                .map(|t| t.fit(xf.view()))
+                .transpose()?;
+            let xt = match &transform {
+                Some(t) => t.transform(xf.view())?,
+                None => xf,
+            };
+            let targets = Targets::new(&yf, n_classes)?;
+            let (head, _) = train_head(&specs[c], transform.as_ref(), xt.view(), &targets, None)?;
+            let held = x.select(Axis(0), &fold.held_out);
+            let y_held: Vec<usize> = fold.held_out.iter().map(|&i| y[i]).collect();
+            accuracy_and_macro_f1(&head, &held, &y_held, n_classes)
+        })
+        .collect::<Result<_, PipelineError>>()?;
+    Ok(per_fold
+        .chunks(folds.len())
+        .map(<[(f64, f64)]>::to_vec)
+        .collect())
 }
 
 fn accuracy_and_macro_f1(
@@ -1451,58 +1592,23 @@ fn run_search(
                 .collect::<Result<_, PipelineError>>()?
         }
         Selection::CrossValidation { folds } => {
-            let folds = stratified_kfold(
+            let specs: Vec<HeadSpec> = search.candidates.iter().map(uncalibrated).collect();
+            let groups: Option<Vec<usize>> = d.train_groups.map(<[usize]>::to_vec);
+            cross_validate(
+                plan,
+                &specs,
+                d.x_train,
                 d.y_train,
+                groups.as_deref(),
                 d.n_classes,
                 folds,
-                derive_seed(plan.seed, "cross-validation"),
-            )
-            .map_err(|e| PipelineError::from(plan.diagnostic(&plan.spans.split, e.to_string())))?;
-            let pairs: Vec<(usize, usize)> = (0..search.candidates.len())
-                .flat_map(|c| (0..folds.len()).map(move |f| (c, f)))
-                .collect();
-            let per_fold: Vec<(f64, f64)> = pairs
-                .par_iter()
-                .map(|&(c, f)| {
-                    let fold = &folds[f];
-                    let x = d.x_train.select(Axis(0), &fold.train);
-                    let y: Vec<usize> = fold.train.iter().map(|&i| d.y_train[i]).collect();
-                    let transform = plan
-                        .transform
-                        .as_ref()
-                        .map(|t| t.fit(x.view()))
-                        .transpose()?;
-                    let xt = match &transform {
-                        Some(t) => t.transform(x.view())?,
-                        None => x,
-                    };
-                    let targets = Targets::new(&y, d.n_classes)?;
-                    let (head, _) = train_head(
-                        &uncalibrated(&search.candidates[c]),
-                        transform.as_ref(),
-                        xt.view(),
-                        &targets,
-                        None,
-                    )?;
-                    let held = d.x_train.select(Axis(0), &fold.held_out);
-                    let y_held: Vec<usize> = fold.held_out.iter().map(|&i| d.y_train[i]).collect();
-                    accuracy_and_macro_f1(&head, &held, &y_held, d.n_classes)
-                })
-                .collect::<Result<_, PipelineError>>()?;
-            per_fold
-                .chunks(folds.len())
-                .map(|fold_scores| {
-                    let k = fold_scores.len() as f64;
-                    let mean = fold_scores.iter().map(|s| s.0).sum::<f64>() / k;
-                    let f1 = fold_scores.iter().map(|s| s.1).sum::<f64>() / k;
-                    let var = fold_scores
-                        .iter()
-                        .map(|s| (s.0 - mean).powi(2))
-                        .sum::<f64>()
-                        / (k - 1.0);
-                    (mean, f1, Some(var.sqrt()))
-                })
-                .collect()
+            )?
+            .iter()
+            .map(|fold_scores| {
+                let s = CvScores::of(fold_scores, groups.is_some());
+                (s.accuracy_mean, s.macro_f1_mean, Some(s.accuracy_std))
+            })
+            .collect()
         }
     };
     let best = (0..scores.len())

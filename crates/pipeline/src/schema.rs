@@ -36,6 +36,7 @@ pub(crate) struct RawData {
     pub embedding_column: Option<Spanned<String>>,
     pub split_column: Option<Spanned<String>>,
     pub label_separator: Option<Spanned<String>>,
+    pub group_column: Option<Spanned<String>>,
     pub text_column: Option<Spanned<String>>,
     pub label_column: Option<Spanned<String>>,
     pub sample: Option<Spanned<usize>>,
@@ -250,6 +251,8 @@ pub(crate) struct RawEvaluation {
     pub level: Option<Spanned<f64>>,
     /// Bins of the reliability diagram and the expected calibration error.
     pub bins: Option<Spanned<usize>>,
+    /// Folds of a k-fold cross-validation of every head over the training and validation rows.
+    pub cv: Option<Spanned<usize>>,
 }
 
 /// `[search]`: hyperparameter search over one head, on the cached features, before it is trained for good.

@@ -441,3 +441,15 @@ fn learning_curve_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn cross_validation_settings_are_checked() {
+    check(
+        "cv-one-fold",
+        16,
+        &[
+            "`cv` must be at least 2 folds",
+            "hint: 5 folds is the usual choice",
+        ],
+    );
+}
