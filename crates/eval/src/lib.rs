@@ -81,7 +81,12 @@ pub struct ClassificationReport {
     pub macro_recall: f64,
     /// Per-class F1 weighted by support (`average="weighted"`).
     pub weighted_f1: f64,
-    /// F1 over all decisions pooled (`average="micro"`; equal to accuracy for one class per row).
+    /// Per-class precision weighted by support.
+    pub weighted_precision: f64,
+    /// Per-class recall weighted by support (equal to accuracy for one class per row).
+    pub weighted_recall: f64,
+    /// F1 over all decisions pooled (`average="micro"`; equal to accuracy for one class per row, as are
+    /// micro precision and recall).
     pub micro_f1: f64,
     /// One entry per class, by class index.
     pub per_class: Vec<ClassMetrics>,
@@ -140,11 +145,14 @@ pub fn classification_report(
     let present: Vec<&ClassMetrics> = per_class.iter().filter(|m| m.support > 0).collect();
     let balanced_accuracy =
         present.iter().map(|m| m.recall).sum::<f64>() / present.len().max(1) as f64;
-    let weighted_f1 = per_class
-        .iter()
-        .map(|m| m.f1 * m.support as f64)
-        .sum::<f64>()
-        / y_true.len() as f64;
+    let weighted = |f: fn(&ClassMetrics) -> f64| {
+        per_class
+            .iter()
+            .map(|m| f(m) * m.support as f64)
+            .sum::<f64>()
+            / y_true.len() as f64
+    };
+    let weighted_f1 = weighted(|m| m.f1);
     Ok(ClassificationReport {
         accuracy: ratio(correct, y_true.len()),
         macro_f1,
@@ -152,6 +160,8 @@ pub fn classification_report(
         macro_precision: mean(|m| m.precision),
         macro_recall: mean(|m| m.recall),
         weighted_f1,
+        weighted_precision: weighted(|m| m.precision),
+        weighted_recall: weighted(|m| m.recall),
         micro_f1: ratio(correct, y_true.len()),
         per_class,
         confusion,
@@ -323,6 +333,8 @@ mod tests {
         close(r.weighted_f1, 0.832010582010582, "weighted F1");
         close(r.macro_precision, 0.85, "macro precision");
         close(r.macro_recall, 0.8333333333333334, "macro recall");
+        close(r.weighted_precision, 0.85, "weighted precision");
+        close(r.weighted_recall, 0.8333333333333334, "weighted recall");
         let q = probability_report(&y, p.view(), 10).unwrap();
         close(
             q.roc_auc.unwrap(),
