@@ -155,6 +155,10 @@ struct ExtractArgs {
     /// Pooling of token states: mean or cls (default: the registry entry's, else mean).
     #[arg(long, value_parser = ["mean", "cls"])]
     pooling: Option<String>,
+    /// A template each text is put through before tokenization, `{text}` marking the text
+    /// (e.g. "query: {text}").
+    #[arg(long)]
+    prompt: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
     /// Cache folder (as for `run`).
@@ -466,6 +470,15 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
             graft_pipeline::Pooling::Mean
         }
     });
+    if let Some(p) = &args.prompt
+        && !p.contains("{text}")
+    {
+        return Err(graft_pipeline::PipelineError::Job {
+            message: format!("--prompt {p:?} has no {{text}} placeholder"),
+            hint: "mark where each text goes, e.g. --prompt \"query: {text}\"".to_owned(),
+        });
+    }
+    job.prompt = args.prompt;
     job.progress = !args.no_progress;
     job.provider = args.device.provider();
     let outcome = graft_pipeline::extract(&job)?;

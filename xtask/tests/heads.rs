@@ -254,3 +254,62 @@ fn head_settings_are_checked_with_located_errors() {
         assert!(err.contains("p.toml:"), "{err}");
     }
 }
+
+#[test]
+fn a_prompt_template_reaches_the_backbone_in_runs_and_in_predict() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = xtask(
+        &[
+            "run",
+            "fixtures/pipelines/tiny-prompt.toml",
+            "--no-progress",
+            "--runs-dir",
+        ],
+        &[
+            runs.path(),
+            Path::new("--features-dir"),
+            &runs.path().join(".features"),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run_dir = std::fs::read_dir(runs.path().join("tiny-prompt"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let artefact_path = run_dir.join("heads/logistic.json");
+    let artefact: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&artefact_path).unwrap()).unwrap();
+    assert_eq!(artefact["backbone"]["settings"]["prompt"], "great {text}");
+
+    let predict = |out: &Path| {
+        let output = xtask(
+            &[
+                "predict",
+                run_dir.to_str().unwrap(),
+                "fixtures/data/tiny-sentiment.csv",
+                "--output",
+            ],
+            &[out],
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read_to_string(out).unwrap()
+    };
+    let with_prompt = predict(&runs.path().join("with.csv"));
+    // The same head told its backbone took the bare texts predicts other probabilities: predict does apply
+    // the recorded template.
+    let mut without = artefact.clone();
+    without["backbone"]["settings"]["prompt"] = serde_json::Value::Null;
+    std::fs::write(&artefact_path, serde_json::to_string(&without).unwrap()).unwrap();
+    let bare = predict(&runs.path().join("bare.csv"));
+    assert_ne!(with_prompt, bare);
+}

@@ -384,8 +384,13 @@ fn merged_text_model(
     head_nodes(&mut g, &loaded.trained, &features)?;
     let note = format!(
         "token ids from the backbone's tokenizer (truncate at {} tokens, pad with 0 and attention_mask 0); \
-         token_type_ids all 0",
-        settings["max_length"].as_u64().unwrap_or(256)
+         token_type_ids all 0{}",
+        settings["max_length"].as_u64().unwrap_or(256),
+        settings["prompt"]
+            .as_str()
+            .map_or(String::new(), |p| format!(
+                "; put each text through the prompt {p:?} first"
+            ))
     );
     let meta = metadata(loaded, "merged", &note);
     let bytes = model

@@ -85,6 +85,8 @@ pub struct ExtractJob {
     pub max_length: Option<usize>,
     /// Pooling override.
     pub pooling: Option<Pooling>,
+    /// A template each text is put through before tokenization (`{text}` marks the text).
+    pub prompt: Option<String>,
     /// Image backbones: centre-crop size override (the short side is resized in proportion, as in pipelines).
     pub image_size: Option<u32>,
     /// Image backbones: short-side resize override.
@@ -130,6 +132,7 @@ impl ExtractJob {
             model,
             max_length: None,
             pooling: None,
+            prompt: None,
             image_size: None,
             resize: None,
             input: input.into(),
@@ -427,10 +430,11 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             model.tokenizer.sha256.clone(),
             config.output.clone().unwrap_or_default(),
             format!(
-                "pooling {}, normalize {}, max_length {}",
+                "pooling {}, normalize {}, max_length {}, prompt {:?}",
                 config.pooling.name(),
                 config.normalize,
-                config.max_length
+                config.max_length,
+                job.prompt
             ),
         );
         (
@@ -939,6 +943,7 @@ fn stream_chunks(
         sync_channel(1);
     let from_reader = std::sync::Mutex::new(from_reader);
     let stats = std::sync::Mutex::new(StreamStats::default());
+    let prompt = job.prompt.clone();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut c = 0u64;
@@ -949,7 +954,14 @@ fn stream_chunks(
                             Ok(Some(chunk)) => tokenizer
                                 .as_ref()
                                 .expect("a table is read for a text backbone")
-                                .encode(&chunk.texts)
+                                .encode(&match &prompt {
+                                    Some(p) => chunk
+                                        .texts
+                                        .iter()
+                                        .map(|t| crate::plan::apply_prompt(p, t))
+                                        .collect::<Vec<_>>(),
+                                    None => chunk.texts.clone(),
+                                })
                                 .map(|encoded| Tokenized {
                                     chunk: c,
                                     first_row: chunk.first_row,

@@ -126,6 +126,9 @@ pub struct BackbonePlan {
     pub image: Option<ImagePlan>,
     /// Reuse and fill the shared feature cache.
     pub cache: bool,
+    /// Text backbones: a template every text is put through before tokenization (`{text}` marks the
+    /// text), e.g. `"query: {text}"`.
+    pub prompt: Option<String>,
 }
 
 /// Spans of values that are checked only once data or models are at hand.
@@ -357,12 +360,18 @@ impl BackbonePlan {
                 "threads": c.intra_threads,
                 "sessions": c.sessions,
                 "cache": self.cache,
+                "prompt": self.prompt,
                 "provider": c.provider.name(),
                 "device_id": match c.provider { Provider::Cuda { device_id, .. } => Some(device_id), Provider::Cpu => None },
                 "fallback": match c.provider { Provider::Cuda { fallback, .. } => Some(fallback), Provider::Cpu => None },
                 "image": image,
         })
     }
+}
+
+/// A text put through a prompt template (`{text}` replaced by the text).
+pub fn apply_prompt(template: &str, text: &str) -> String {
+    template.replace("{text}", text)
 }
 
 /// A registered image backbone's preprocessing, as the backbone crate takes it.
@@ -1751,11 +1760,25 @@ impl Checker<'_> {
                 }
             }
         }
+        let prompt = match b.prompt {
+            Some(p) if image.is_some() => {
+                return Err(self
+                    .error(p.span(), "`prompt` applies to text backbones")
+                    .with_hint("image backbones take no text; remove `prompt`"));
+            }
+            Some(p) if !p.get_ref().contains("{text}") => {
+                return Err(self
+                    .error(p.span(), "`prompt` has no `{text}` placeholder")
+                    .with_hint("mark where each text goes, e.g. `prompt = \"query: {text}\"`"));
+            }
+            other => other.map(Spanned::into_inner),
+        };
         Ok(BackbonePlan {
             source,
             config,
             image,
             cache: b.cache.unwrap_or(true),
+            prompt,
         })
     }
 }

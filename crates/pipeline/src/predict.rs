@@ -209,6 +209,7 @@ fn extracted_features(
         Some("mean") => Some(Pooling::Mean),
         _ => None,
     };
+    extract_job.prompt = settings["prompt"].as_str().map(str::to_owned);
     extract_job.image_size = settings["image"]["image_size"].as_u64().map(|v| v as u32);
     extract_job.resize = settings["image"]["resize"].as_u64().map(|v| v as u32);
     let result = extract(&extract_job).and_then(|_| {

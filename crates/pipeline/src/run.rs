@@ -1062,7 +1062,16 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         model_sha256,
         provision_seconds,
     } = match &mut data.inputs {
-        Inputs::Texts(texts) => text_features(plan, options, &cache, texts)?,
+        Inputs::Texts(texts) => {
+            // The template is part of what the backbone reads, so of each row's cache key too.
+            let prompted: Option<Vec<String>> = backbone_of(plan).prompt.as_ref().map(|p| {
+                texts
+                    .iter()
+                    .map(|t| crate::plan::apply_prompt(p, t))
+                    .collect()
+            });
+            text_features(plan, options, &cache, prompted.as_deref().unwrap_or(texts))?
+        }
         Inputs::Images(images) => image_features(plan, options, &cache, images, &split.train)?,
         Inputs::Features(given) => given_features(plan, std::mem::take(given), &data_file),
     };

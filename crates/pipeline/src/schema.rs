@@ -106,6 +106,7 @@ pub(crate) struct RawBackbone {
     pub image_size: Option<Spanned<u32>>,
     pub resize: Option<Spanned<u32>>,
     pub augment: Option<Spanned<RawAugment>>,
+    pub prompt: Option<Spanned<String>>,
 }
 
 /// `[transform.standardize]` or `[transform.pca_whiten]`: fitted on the training rows, applied before

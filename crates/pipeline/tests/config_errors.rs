@@ -453,3 +453,15 @@ fn cross_validation_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn a_prompt_needs_its_placeholder() {
+    check(
+        "prompt-without-placeholder",
+        17,
+        &[
+            "`prompt` has no `{text}` placeholder",
+            "prompt = \"query: {text}\"",
+        ],
+    );
+}
