@@ -1,51 +1,19 @@
 //! Evidence of transfer on the tiny fixture: the learning curve's draws, its baseline and the data-efficiency
 //! summary, reproducible from the seed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
 
-use common::{cache, repo};
-
-fn run_curve(runs: &Path) -> (PathBuf, serde_json::Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(repo())
-        .args([
-            "run",
-            "fixtures/pipelines/tiny-curve.toml",
-            "--no-progress",
-            "--runs-dir",
-        ])
-        .arg(runs)
-        .arg("--features-dir")
-        .arg(runs.join(".features"))
-        .arg("--cache-dir")
-        .arg(cache())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let run_dir = std::fs::read_dir(runs.join("tiny-curve"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let metrics =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
-            .unwrap();
-    (run_dir, metrics)
-}
+use common::{metrics, repo, run_pipeline};
 
 #[test]
 fn the_learning_curve_compares_transfer_with_tf_idf_on_the_same_draws() {
     let runs = tempfile::tempdir().unwrap();
-    let (run_dir, metrics) = run_curve(runs.path());
-    let curve = &metrics["learning_curve"];
+    let run_dir = run_pipeline("fixtures/pipelines/tiny-curve.toml", runs.path());
+    let recorded = metrics(&run_dir);
+    let curve = &recorded["learning_curve"];
     let points = curve["points"].as_array().unwrap();
     // shots = [4, 1, 2] sorted, plus the whole training split (20 rows).
     let per_class: Vec<serde_json::Value> = points.iter().map(|p| p["per_class"].clone()).collect();
@@ -84,41 +52,19 @@ fn the_learning_curve_compares_transfer_with_tf_idf_on_the_same_draws() {
 
     // Same file, same seed: the same draws and scores.
     let again = tempfile::tempdir().unwrap();
-    let (_, second) = run_curve(again.path());
+    let second = metrics(&run_pipeline(
+        "fixtures/pipelines/tiny-curve.toml",
+        again.path(),
+    ));
     assert_eq!(second["learning_curve"]["points"], curve["points"]);
-}
-
-fn run_fixture(pipeline: &str, runs: &Path) -> PathBuf {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(repo())
-        .args(["run", pipeline, "--no-progress", "--runs-dir"])
-        .arg(runs)
-        .arg("--features-dir")
-        .arg(runs.join(".features"))
-        .arg("--cache-dir")
-        .arg(cache())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let name = Path::new(pipeline).file_stem().unwrap();
-    std::fs::read_dir(runs.join(name))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
 }
 
 #[test]
 fn compare_pairs_runs_on_the_same_test_rows_and_says_when_it_cannot() {
     let runs = tempfile::tempdir().unwrap();
-    let tiny = run_fixture("fixtures/pipelines/tiny.toml", runs.path());
-    let heads = run_fixture("fixtures/pipelines/tiny-heads.toml", runs.path());
-    let features = run_fixture("fixtures/pipelines/tiny-features.toml", runs.path());
+    let tiny = run_pipeline("fixtures/pipelines/tiny.toml", runs.path());
+    let heads = run_pipeline("fixtures/pipelines/tiny-heads.toml", runs.path());
+    let features = run_pipeline("fixtures/pipelines/tiny-features.toml", runs.path());
     let out = runs.path().join("comparison");
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(repo())
@@ -232,7 +178,7 @@ fn check_html_against_metrics(run_dir: &Path, sections: &[&str]) -> usize {
 #[test]
 fn the_html_report_has_every_section_and_the_numbers_of_metrics_json() {
     let runs = tempfile::tempdir().unwrap();
-    let (curve_run, _) = run_curve(runs.path());
+    let curve_run = run_pipeline("fixtures/pipelines/tiny-curve.toml", runs.path());
     let n = check_html_against_metrics(
         &curve_run,
         &[
@@ -246,7 +192,7 @@ fn the_html_report_has_every_section_and_the_numbers_of_metrics_json() {
         ],
     );
     assert!(n >= 20, "only {n} numbers tagged");
-    let search_run = run_fixture("fixtures/pipelines/tiny-search.toml", runs.path());
+    let search_run = run_pipeline("fixtures/pipelines/tiny-search.toml", runs.path());
     let n = check_html_against_metrics(
         &search_run,
         &[
@@ -269,7 +215,7 @@ fn the_html_report_has_every_section_and_the_numbers_of_metrics_json() {
 #[test]
 fn every_head_is_cross_validated_with_group_folds_when_a_group_column_is_named() {
     let runs = tempfile::tempdir().unwrap();
-    let run_dir = run_fixture("fixtures/pipelines/tiny-cv.toml", runs.path());
+    let run_dir = run_pipeline("fixtures/pipelines/tiny-cv.toml", runs.path());
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
             .unwrap();

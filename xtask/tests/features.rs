@@ -2,12 +2,11 @@
 //! a `.npy` matrix with the file's own split; both give the same scores; `predict` takes features files;
 //! the head exports alone and the merged export is refused.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
 
-use common::{cache, repo};
+use common::{cache, metrics, repo, run_pipeline};
 
 fn xtask(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -19,37 +18,11 @@ fn xtask(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn run(pipeline: &str, runs: &Path) -> PathBuf {
-    let output = xtask(&[
-        "run",
-        pipeline,
-        "--no-progress",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let name = Path::new(pipeline).file_stem().unwrap();
-    std::fs::read_dir(runs.join(name))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-}
-
-fn metrics(run_dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn parquet_and_npy_features_train_the_same_heads_and_predict_reproduces_the_test_scores() {
     let runs = tempfile::tempdir().unwrap();
-    let parquet_run = run("fixtures/pipelines/tiny-features.toml", runs.path());
-    let npy_run = run("fixtures/pipelines/tiny-features-npy.toml", runs.path());
+    let parquet_run = run_pipeline("fixtures/pipelines/tiny-features.toml", runs.path());
+    let npy_run = run_pipeline("fixtures/pipelines/tiny-features-npy.toml", runs.path());
     let (a, b) = (metrics(&parquet_run), metrics(&npy_run));
     // The file's own split: 24 / 12 / 12.
     assert_eq!(a["rows"]["train"], 24);
@@ -156,7 +129,7 @@ fn parquet_and_npy_features_train_the_same_heads_and_predict_reproduces_the_test
 #[test]
 fn multi_label_heads_train_report_and_predict_label_sets() {
     let runs = tempfile::tempdir().unwrap();
-    let run_dir = run("fixtures/pipelines/tiny-multilabel.toml", runs.path());
+    let run_dir = run_pipeline("fixtures/pipelines/tiny-multilabel.toml", runs.path());
     let m = metrics(&run_dir);
     assert_eq!(m["task"], "multi-label");
     assert_eq!(m["classes"], serde_json::json!(["a", "b", "c"]));
@@ -247,7 +220,7 @@ fn multi_label_heads_train_report_and_predict_label_sets() {
 #[test]
 fn a_seeded_search_picks_its_best_candidate_and_trains_it() {
     let runs = tempfile::tempdir().unwrap();
-    let first = run("fixtures/pipelines/tiny-search.toml", runs.path());
+    let first = run_pipeline("fixtures/pipelines/tiny-search.toml", runs.path());
     let m = metrics(&first);
     let search = &m["search"];
     let candidates = search["candidates"].as_array().unwrap();
@@ -282,7 +255,7 @@ fn a_seeded_search_picks_its_best_candidate_and_trains_it() {
     assert!(report.contains("## Hyperparameter search"), "{report}");
     // Same file, same seed: the same draws and the same scores.
     let again = tempfile::tempdir().unwrap();
-    let second = run("fixtures/pipelines/tiny-search.toml", again.path());
+    let second = run_pipeline("fixtures/pipelines/tiny-search.toml", again.path());
     assert_eq!(
         metrics(&second)["search"]["candidates"],
         search["candidates"]

@@ -100,16 +100,21 @@ impl Bootstrap {
         self.check(rows)?;
         let all: Vec<usize> = (0..rows).collect();
         let estimate = statistic(&all);
-        let mut values = self.replicate(rows, statistic);
+        let values = self.replicate(rows, statistic);
+        Ok(self.percentiles(estimate, values))
+    }
+
+    /// The percentile interval of bootstrap `values` around `estimate`.
+    fn percentiles(&self, estimate: f64, mut values: Vec<f64>) -> Interval {
         values.sort_by(f64::total_cmp);
         let tail = (1.0 - self.level) / 2.0;
-        Ok(Interval {
+        Interval {
             estimate,
             lower: quantile(&values, tail),
             upper: quantile(&values, 1.0 - tail),
             level: self.level,
             resamples: self.resamples,
-        })
+        }
     }
 
     /// Paired bootstrap of the accuracy difference `a − b` on the same rows: the interval, and a two-sided
@@ -128,12 +133,15 @@ impl Bootstrap {
             .map(|(t, (a, b))| f64::from(u8::from(a == t)) - f64::from(u8::from(b == t)))
             .collect();
         let mean = |rows: &[usize]| rows.iter().map(|&r| gain[r]).sum::<f64>() / rows.len() as f64;
-        let interval = self.interval(gain.len(), mean)?;
+        let estimate = gain.iter().sum::<f64>() / gain.len() as f64;
         let values = self.replicate(gain.len(), mean);
         let at_or_below = values.iter().filter(|&&v| v <= 0.0).count() as f64;
         let at_or_above = values.iter().filter(|&&v| v >= 0.0).count() as f64;
         let p_value = (2.0 * at_or_below.min(at_or_above) / values.len() as f64).min(1.0);
-        Ok(PairedBootstrap { interval, p_value })
+        Ok(PairedBootstrap {
+            interval: self.percentiles(estimate, values),
+            p_value,
+        })
     }
 }
 

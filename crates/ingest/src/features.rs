@@ -6,7 +6,7 @@ use std::path::Path;
 use ndarray::Array2;
 use polars::prelude::*;
 
-use crate::{IngestError, column, encode_labels};
+use crate::{IngestError, column, encode_labels, labels_as_text};
 
 /// Which split a row was assigned to by the data's own `split` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,14 +246,7 @@ pub fn feature_classification(
         });
     }
     let label = column(table, label_column)?;
-    let numeric_labels = label.dtype().is_primitive_numeric();
-    let label_strings = label
-        .cast(&DataType::String)
-        .map_err(|_| IngestError::ColumnType {
-            column: label_column.to_owned(),
-            expected: "labels that can be read as strings",
-            found: label.dtype().to_string(),
-        })?;
+    let (label_strings, numeric_labels) = labels_as_text(label, label_column)?;
     let label_strings = label_strings
         .str()
         .expect("cast to String yields a string column");

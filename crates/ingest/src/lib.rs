@@ -268,6 +268,18 @@ fn column<'a>(table: &'a DataFrame, name: &str) -> Result<&'a Column, IngestErro
     })
 }
 
+/// A label column as text, and whether it was numeric (so classes sort by value).
+pub(crate) fn labels_as_text(label: &Column, name: &str) -> Result<(Column, bool), IngestError> {
+    let text = label
+        .cast(&DataType::String)
+        .map_err(|_| IngestError::ColumnType {
+            column: name.to_owned(),
+            expected: "labels that can be read as strings",
+            found: label.dtype().to_string(),
+        })?;
+    Ok((text, label.dtype().is_primitive_numeric()))
+}
+
 /// Class indices for `raw` labels: classes sorted (numerically when `numeric`), at least two of them.
 pub(crate) fn encode_labels(
     raw: &[String],
@@ -314,14 +326,7 @@ pub fn text_classification(
         expected: "text (a string column)",
         found: text.dtype().to_string(),
     })?;
-    let numeric_labels = label.dtype().is_primitive_numeric();
-    let label_strings = label
-        .cast(&DataType::String)
-        .map_err(|_| IngestError::ColumnType {
-            column: label_column.to_owned(),
-            expected: "labels that can be read as strings",
-            found: label.dtype().to_string(),
-        })?;
+    let (label_strings, numeric_labels) = labels_as_text(label, label_column)?;
     let label_strings = label_strings
         .str()
         .expect("cast to String yields a string column");

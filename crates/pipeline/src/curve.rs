@@ -107,6 +107,17 @@ pub enum BaselineNeeds {
     Never,
 }
 
+impl BaselineNeeds {
+    /// For reports: "256 per class", "the whole training split", ….
+    pub fn describe(self) -> String {
+        match self {
+            BaselineNeeds::PerClass(k) => format!("{k} per class"),
+            BaselineNeeds::WholeTrainingSplit => "the whole training split".to_owned(),
+            BaselineNeeds::Never => "more than the whole training split".to_owned(),
+        }
+    }
+}
+
 /// The learning curve, as `metrics.json` records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LearningCurve {

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::curve::BaselineNeeds;
 use crate::report::{Context, Metrics, SplitMetrics};
 
 fn escape(text: &str) -> String {
@@ -519,11 +518,7 @@ pub(crate) fn html(m: &Metrics, ctx: &Context<'_>) -> String {
                 .efficiency
                 .iter()
                 .find(|e| Some(e.per_class) == p.per_class)
-                .map_or("–".to_owned(), |e| match e.baseline_needs {
-                    BaselineNeeds::PerClass(k) => format!("{k} per class"),
-                    BaselineNeeds::WholeTrainingSplit => "the whole split".to_owned(),
-                    BaselineNeeds::Never => "more than the whole split".to_owned(),
-                });
+                .map_or("–".to_owned(), |e| e.baseline_needs.describe());
             let _ = writeln!(
                 s,
                 "<tr><td>{}</td><td>{}</td>{}{}<td>{needs}</td></tr>",

@@ -1242,8 +1242,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                      rows: &[usize]|
          -> Result<(SplitMetrics, Vec<usize>, Array2<f32>), PipelineError> {
             let proba = head.predict_proba(x.view())?;
-            if let Some(m) = &data.multi_label {
-                let predicted = head.predict_sets(x.view())?;
+            if let (Some(m), Some(thresholds)) = (&data.multi_label, &head.thresholds) {
+                let predicted = graft_heads::threshold_rows(proba.view(), thresholds);
                 let metrics = SplitMetrics::from_multi_label(
                     multi_label_report(&sets_of(rows), &predicted, m.names.len())?,
                     &m.names,
@@ -1260,10 +1260,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         let (mut test, test_predicted, test_proba) = score(&x_test, &y_test, &split.test)?;
         test_predictions.push((
             head.spec.name().to_owned(),
-            match &data.multi_label {
-                Some(m) => {
+            match (&data.multi_label, &head.thresholds) {
+                (Some(m), Some(thresholds)) => {
                     let separator = plan.data.label_separator.as_deref().unwrap_or("|");
-                    head.predict_sets(x_test.view())?
+                    graft_heads::threshold_rows(test_proba.view(), thresholds)
                         .iter()
                         .map(|set| {
                             set.iter()
@@ -1273,7 +1273,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                         })
                         .collect()
                 }
-                None => test_predicted
+                _ => test_predicted
                     .iter()
                     .map(|&c| data.classes[c].clone())
                     .collect(),

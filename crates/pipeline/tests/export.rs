@@ -99,6 +99,16 @@ fn token_batch(backbone: &TextBackbone, texts: &[String]) -> [Array2<i64>; 3] {
     [ids, mask, types]
 }
 
+/// The `probabilities` output of an exported model, rows × classes.
+fn probabilities(out: &ort::session::SessionOutputs<'_>) -> Array2<f32> {
+    out["probabilities"]
+        .try_extract_array::<f32>()
+        .unwrap()
+        .into_dimensionality()
+        .unwrap()
+        .to_owned()
+}
+
 fn assert_close(name: &str, onnx: &Array2<f32>, graft: &Array2<f32>) {
     assert_eq!(onnx.dim(), graft.dim(), "{name}: shapes");
     let worst = onnx
@@ -161,12 +171,7 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
                 "token_type_ids" => TensorRef::from_array_view(&types).unwrap(),
             ])
             .unwrap();
-        let p = out["probabilities"]
-            .try_extract_array::<f32>()
-            .unwrap()
-            .into_dimensionality()
-            .unwrap()
-            .to_owned();
+        let p = probabilities(&out);
         assert_close(&format!("merged {head}"), &p, &graft);
         let predicted_index = out["predicted"].try_extract_array::<i64>().unwrap();
         let graft_index = graft_heads_argmax(&graft);
@@ -192,12 +197,7 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
         let out = s
             .run(ort::inputs!["features" => TensorRef::from_array_view(&features).unwrap()])
             .unwrap();
-        let p = out["probabilities"]
-            .try_extract_array::<f32>()
-            .unwrap()
-            .into_dimensionality()
-            .unwrap()
-            .to_owned();
+        let p = probabilities(&out);
         assert_close(&format!("{head} alone"), &p, &graft);
     }
 }
@@ -325,12 +325,7 @@ fn merged_efficientnet_model_matches_graft_on_pixels() {
     let out = s
         .run(ort::inputs!["pixels" => TensorRef::from_array_view(&pixels).unwrap()])
         .unwrap();
-    let p: Array2<f32> = out["probabilities"]
-        .try_extract_array::<f32>()
-        .unwrap()
-        .into_dimensionality()
-        .unwrap()
-        .to_owned();
+    let p = probabilities(&out);
     assert_close("merged EfficientNet logistic", &p, &graft);
 }
 
@@ -355,12 +350,7 @@ fn exported_multi_label_heads_match_graft_with_sigmoids_and_thresholds() {
         let out = s
             .run(ort::inputs!["features" => TensorRef::from_array_view(&features).unwrap()])
             .unwrap();
-        let p: Array2<f32> = out["probabilities"]
-            .try_extract_array::<f32>()
-            .unwrap()
-            .into_dimensionality()
-            .unwrap()
-            .to_owned();
+        let p = probabilities(&out);
         assert_close(&format!("multi-label {head}"), &p, &graft);
         // Rows need not sum to one: these are independent sigmoids.
         assert!(p.rows().into_iter().any(|r| (r.sum() - 1.0).abs() > 0.1));

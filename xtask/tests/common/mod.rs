@@ -14,3 +14,37 @@ pub fn cache() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".graft-cache"))
 }
+
+/// Runs a pipeline file through the command line into `runs` (feature cache in `runs/.features`) and returns
+/// the run folder.
+#[allow(dead_code)] // not every test binary runs pipelines
+pub fn run_pipeline(pipeline: &str, runs: &Path) -> PathBuf {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(["run", pipeline, "--no-progress", "--runs-dir"])
+        .arg(runs)
+        .arg("--features-dir")
+        .arg(runs.join(".features"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let name = Path::new(pipeline).file_stem().unwrap();
+    std::fs::read_dir(runs.join(name))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// The run folder's metrics.json.
+#[allow(dead_code)]
+pub fn metrics(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap()
+}
