@@ -19,11 +19,17 @@ pub(crate) fn prepare(
     };
     let csv = match recipe {
         "mr" => mr_csv(raw)?,
+        "mr-ratings" => mr_ratings_csv(raw)?,
+        "vader-polarity" => vader_polarity_csv(raw)?,
         other => {
             return Err(AssetError::Unknown {
                 kind: "preparation",
                 name: other.to_owned(),
-                known: vec!["mr".to_owned()],
+                known: vec![
+                    "mr".to_owned(),
+                    "mr-ratings".to_owned(),
+                    "vader-polarity".to_owned(),
+                ],
             });
         }
     };
@@ -57,45 +63,133 @@ pub(crate) fn prepare(
 /// Positive snippets come first in the published file (rt-polarity.pos, then .neg).
 const MR_LAST_POSITIVE_ID: u32 = 5152;
 
-/// `movieReviewSnippets_GroundTruth.txt` (id TAB mean-rating TAB text, CRLF) → `id,text,label` CSV.
-fn mr_csv(raw: &Path) -> Result<String, AssetError> {
-    let text = std::fs::read_to_string(raw).map_err(|source| AssetError::Io {
+/// |mean rating| from which a snippet counts as strongly (not mildly) polar, on VADER's −4…4 crowd scale.
+const STRONG_RATING: f64 = 1.5;
+
+/// |mean rating| below which a snippet of the other VADER corpora counts as neutral and is left out.
+const NEUTRAL_RATING: f64 = 0.5;
+
+/// One line of a VADER ground-truth file (Hutto & Gilbert, 2014): id, mean crowd rating, text.
+struct Snippet<'a> {
+    line: usize,
+    id: &'a str,
+    rating: f64,
+    text: &'a str,
+}
+
+/// Reads a `*_GroundTruth.txt` (id TAB mean-rating TAB text, CRLF) and formats each snippet with `row`
+/// (which returns `None` to leave one out) under `header`.
+fn vader_csv(
+    raw: &Path,
+    header: &str,
+    row: impl Fn(&Snippet<'_>) -> Result<Option<String>, String>,
+) -> Result<String, AssetError> {
+    let bytes = std::fs::read(raw).map_err(|source| AssetError::Io {
         path: raw.to_path_buf(),
         source,
     })?;
+    // A few snippets of the other corpora are not UTF-8; they are kept with replacement characters.
+    let text = String::from_utf8_lossy(&bytes);
     let bad = |line: usize, message: String| AssetError::BadRawData {
         path: raw.to_path_buf(),
         line,
         message,
     };
     let mut csv = String::with_capacity(text.len() + text.len() / 4);
-    csv.push_str("id,text,label\n");
+    csv.push_str(header);
+    csv.push('\n');
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.is_empty() {
             continue;
         }
         let mut fields = line.splitn(3, '\t');
-        let (Some(id), Some(_rating), Some(snippet)) =
-            (fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(rating), Some(text)) = (fields.next(), fields.next(), fields.next())
         else {
             return Err(bad(i + 1, "expected `id<TAB>rating<TAB>text`".to_owned()));
         };
-        let id: u32 = id
+        let rating: f64 = rating
             .trim()
             .parse()
-            .map_err(|_| bad(i + 1, format!("`{id}` is not a numeric id")))?;
-        let label = if id <= MR_LAST_POSITIVE_ID {
-            "positive"
-        } else {
-            "negative"
+            .map_err(|_| bad(i + 1, format!("`{rating}` is not a numeric rating")))?;
+        let snippet = Snippet {
+            line: i + 1,
+            id: id.trim(),
+            rating,
+            text,
         };
-        csv.push_str(&format!(
-            "{id},\"{}\",{label}\n",
-            snippet.replace('"', "\"\"")
-        ));
+        if let Some(row) = row(&snippet).map_err(|m| bad(snippet.line, m))? {
+            csv.push_str(&row);
+            csv.push('\n');
+        }
     }
     Ok(csv)
+}
+
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+/// MR polarity by id (the file lists rt-polarity.pos, then .neg).
+fn mr_label(s: &Snippet<'_>) -> Result<&'static str, String> {
+    let id: u32 =
+        s.id.parse()
+            .map_err(|_| format!("`{}` is not a numeric id", s.id))?;
+    Ok(if id <= MR_LAST_POSITIVE_ID {
+        "positive"
+    } else {
+        "negative"
+    })
+}
+
+/// `movieReviewSnippets_GroundTruth.txt` → `id,text,label` CSV.
+fn mr_csv(raw: &Path) -> Result<String, AssetError> {
+    vader_csv(raw, "id,text,label", |s| {
+        Ok(Some(format!(
+            "{},{},{}",
+            s.id,
+            quoted(s.text),
+            mr_label(s)?
+        )))
+    })
+}
+
+/// The same snippets with their crowd rating and a second task: `intensity` is `strong` when |rating| ≥ 1.5,
+/// else `mild`.
+fn mr_ratings_csv(raw: &Path) -> Result<String, AssetError> {
+    vader_csv(raw, "id,text,label,rating,intensity", |s| {
+        let intensity = if s.rating.abs() >= STRONG_RATING {
+            "strong"
+        } else {
+            "mild"
+        };
+        Ok(Some(format!(
+            "{},{},{},{},{intensity}",
+            s.id,
+            quoted(s.text),
+            mr_label(s)?,
+            s.rating
+        )))
+    })
+}
+
+/// Another VADER corpus labelled by the sign of its mean rating; neutral snippets (|rating| < 0.5) left out.
+fn vader_polarity_csv(raw: &Path) -> Result<String, AssetError> {
+    vader_csv(raw, "id,text,label,rating", |s| {
+        let label = if s.rating >= NEUTRAL_RATING {
+            "positive"
+        } else if s.rating <= -NEUTRAL_RATING {
+            "negative"
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "{},{},{label},{}",
+            s.id,
+            quoted(s.text),
+            s.rating
+        )))
+    })
 }
 
 #[cfg(test)]
@@ -127,6 +221,26 @@ mod tests {
         assert!(
             err.ends_with("raw.txt:2: expected `id<TAB>rating<TAB>text`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn ratings_give_intensity_and_other_corpora_drop_neutral_snippets() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("raw.txt");
+        std::fs::write(&raw, "1\t2.2\tgreat\r\n5153\t-1.0\tdull\r\n").unwrap();
+        assert_eq!(
+            mr_ratings_csv(&raw).unwrap(),
+            "id,text,label,rating,intensity\n1,\"great\",positive,2.2,strong\n5153,\"dull\",negative,-1,mild\n"
+        );
+        std::fs::write(
+            &raw,
+            "1_1\t-0.9\tbroken\r\n1_2\t0.2\tit is a box\r\n1_3\t0.5\tfine\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            vader_polarity_csv(&raw).unwrap(),
+            "id,text,label,rating\n1_1,\"broken\",negative,-0.9\n1_3,\"fine\",positive,0.5\n"
         );
     }
 }

@@ -55,11 +55,11 @@ pub use logistic::{
     TrainingReport,
 };
 pub use mlp::{
-    Activation, EpochRecord, FittedMlp, FittedMultiLabelMlp, Mlp, MlpParams, MlpReport,
-    MlpValidParams, Monitor, Schedule,
+    Activation, EpochRecord, FittedMlp, FittedMultiLabelMlp, FittedMultitaskMlp, Mlp, MlpParams,
+    MlpReport, MlpValidParams, Monitor, Schedule, TaskTargets,
 };
 pub use prototype::{FittedPrototype, Metric, Prototype, PrototypeParams, PrototypeValidParams};
-pub use transform::{FittedTransform, TransformKind};
+pub use transform::{FittedTransform, TransformKind, coral};
 
 /// Everything that can go wrong while configuring, training or applying a head.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -329,6 +329,11 @@ impl MlpValidParams {
         self.seed
     }
 
+    /// These settings as unchecked parameters, to change some with the setters and check again.
+    pub fn unchecked(&self) -> MlpParams {
+        MlpParams(self.clone())
+    }
+
     fn rate_at(&self, step: usize, steps_per_epoch: usize) -> f64 {
         let epoch = step / steps_per_epoch;
         match self.schedule {
@@ -376,6 +381,80 @@ impl MlpValidParams {
         Ok(FittedMlp { net, report })
     }
 
+    /// Continues training from an earlier fit's weights (warm start) on new rows: the continual-learning
+    /// update. The earlier head must have the same input width, hidden layers and number of classes;
+    /// the optimiser state starts afresh.
+    pub fn fit_from(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &Targets<'_>,
+        start: &FittedMlp,
+    ) -> Result<FittedMlp, HeadError> {
+        check_training(x, targets)?;
+        let layers = &start.net.layers;
+        let widths: Vec<usize> = std::iter::once(layers[0].w.nrows())
+            .chain(layers.iter().map(|l| l.w.ncols()))
+            .collect();
+        let mut expected = vec![x.ncols()];
+        expected.extend(&self.hidden);
+        expected.push(targets.n_classes());
+        if widths != expected {
+            return Err(HeadError::ShapeMismatch {
+                what: "warm-start layer widths (input, hidden…, classes)",
+                expected: expected.iter().sum(),
+                got: widths.iter().sum(),
+            });
+        }
+        let (net, report) = self.train_from(
+            x,
+            &Outputs::Classes(targets.labels(), targets.n_classes()),
+            None,
+            Some(start.net.clone()),
+        );
+        Ok(FittedMlp { net, report })
+    }
+
+    /// Multitask training: one network, a shared trunk (the hidden layers) and one softmax output block per
+    /// task, trained jointly on the sum of the tasks' cross-entropies; a row without a label for a task
+    /// (`None`) contributes nothing to that task's loss. Caruana (1997), "Multitask learning".
+    pub fn fit_multitask(
+        &self,
+        x: ArrayView2<'_, f32>,
+        tasks: &[TaskTargets<'_>],
+    ) -> Result<FittedMultitaskMlp, HeadError> {
+        check_features(x, None)?;
+        if tasks.is_empty() {
+            return Err(HeadError::Degenerate {
+                rows: x.nrows(),
+                classes: 0,
+            });
+        }
+        let widths: Vec<usize> = tasks.iter().map(|t| t.n_classes).collect();
+        let mut y = Array2::<f32>::zeros((x.nrows(), widths.iter().sum()));
+        let mut start = 0;
+        for task in tasks {
+            if task.labels.len() != x.nrows() {
+                return Err(HeadError::ShapeMismatch {
+                    what: "task label count",
+                    expected: x.nrows(),
+                    got: task.labels.len(),
+                });
+            }
+            for (i, label) in task.labels.iter().enumerate() {
+                if let Some(k) = label {
+                    y[[i, start + k]] = 1.0;
+                }
+            }
+            start += task.n_classes;
+        }
+        let (net, report) = self.train(x, &Outputs::Tasks(y.view(), &widths), None);
+        Ok(FittedMultitaskMlp {
+            net,
+            widths,
+            report,
+        })
+    }
+
     /// The multi-label variant of [`MlpValidParams::fit_with_validation`]: one sigmoid output per label,
     /// binary cross-entropy; the monitored "accuracy" is 1 − Hamming loss at threshold ½.
     pub fn fit_multi_label_with_validation(
@@ -411,12 +490,23 @@ impl MlpValidParams {
         targets: &Outputs<'_, f32>,
         validation: Option<(ArrayView2<'_, f32>, Outputs<'_, f32>)>,
     ) -> (Network<f32>, MlpReport) {
+        self.train_from(x, targets, validation, None)
+    }
+
+    fn train_from(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &Outputs<'_, f32>,
+        validation: Option<(ArrayView2<'_, f32>, Outputs<'_, f32>)>,
+        start: Option<Network<f32>>,
+    ) -> (Network<f32>, MlpReport) {
         let (n, d) = x.dim();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut widths = vec![d];
         widths.extend(&self.hidden);
         widths.push(targets.width());
-        let mut net = Network::<f32>::init(&widths, self.activation, &mut rng);
+        let initial = Network::<f32>::init(&widths, self.activation, &mut rng);
+        let mut net = start.unwrap_or(initial);
         let mut adam = AdamW::new(&net);
         let steps_per_epoch = n.div_ceil(self.batch_size);
         let mut order: Vec<usize> = (0..n).collect();
@@ -492,39 +582,73 @@ impl MlpValidParams {
 enum Outputs<'a, A> {
     Classes(&'a [usize], usize),
     Sets(ArrayView2<'a, A>),
+    /// Several single-label tasks side by side: one-hot blocks of these widths (an all-zero block: the row
+    /// has no label for that task), a softmax per block.
+    Tasks(ArrayView2<'a, A>, &'a [usize]),
 }
 
 /// A batch's targets, owned.
-enum BatchOutputs<A> {
+enum BatchOutputs<'a, A> {
     Classes(Vec<usize>, usize),
     Sets(Array2<A>),
+    Tasks(Array2<A>, &'a [usize]),
 }
 
-impl<A> BatchOutputs<A> {
+impl<A> BatchOutputs<'_, A> {
     fn as_outputs(&self) -> Outputs<'_, A> {
         match self {
             BatchOutputs::Classes(labels, k) => Outputs::Classes(labels, *k),
             BatchOutputs::Sets(y) => Outputs::Sets(y.view()),
+            BatchOutputs::Tasks(y, widths) => Outputs::Tasks(y.view(), widths),
         }
     }
 }
 
-impl<A: Clone> Outputs<'_, A> {
+impl<'a, A: Clone> Outputs<'a, A> {
     fn width(&self) -> usize {
         match self {
             Outputs::Classes(_, k) => *k,
-            Outputs::Sets(y) => y.ncols(),
+            Outputs::Sets(y) | Outputs::Tasks(y, _) => y.ncols(),
         }
     }
 
-    fn rows(&self, rows: &[usize]) -> BatchOutputs<A> {
+    fn rows(&self, rows: &[usize]) -> BatchOutputs<'a, A> {
         match self {
             Outputs::Classes(labels, k) => {
                 BatchOutputs::Classes(rows.iter().map(|&i| labels[i]).collect(), *k)
             }
             Outputs::Sets(y) => BatchOutputs::Sets(y.select(Axis(0), rows)),
+            Outputs::Tasks(y, widths) => BatchOutputs::Tasks(y.select(Axis(0), rows), widths),
         }
     }
+}
+
+/// Softmax within each block of columns (`widths` wide, left to right) of every row.
+fn softmax_blocks<A: Real>(z: &mut Array2<A>, widths: &[usize]) {
+    let mut start = 0;
+    for &w in widths {
+        let mut block = z.slice_mut(ndarray::s![.., start..start + w]).to_owned();
+        softmax_rows(&mut block);
+        z.slice_mut(ndarray::s![.., start..start + w])
+            .assign(&block);
+        start += w;
+    }
+}
+
+/// Per block of a multitask output: the labelled class of each row (`None` for an all-zero block).
+fn block_labels<A: Real>(y: ArrayView2<'_, A>, widths: &[usize]) -> Vec<Vec<Option<usize>>> {
+    let mut start = 0;
+    let mut out = Vec::new();
+    for &w in widths {
+        out.push(
+            y.rows()
+                .into_iter()
+                .map(|row| (0..w).find(|&k| row[start + k] > A::zero()))
+                .collect(),
+        );
+        start += w;
+    }
+    out
 }
 
 /// Mean cross-entropy and accuracy of probabilities against labels.
@@ -670,6 +794,65 @@ impl Predict for FittedMlp {
     fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
         check_features(x, Some(self.n_features()))?;
         Ok(self.net.forward_proba(x))
+    }
+}
+
+/// One task's labels for [`MlpValidParams::fit_multitask`]: a class per row, or `None` where the row is not
+/// labelled for this task.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskTargets<'a> {
+    labels: &'a [Option<usize>],
+    n_classes: usize,
+}
+
+impl<'a> TaskTargets<'a> {
+    /// Checks that every label is below `n_classes` and that at least two classes exist.
+    pub fn new(
+        labels: &'a [Option<usize>],
+        n_classes: usize,
+    ) -> Result<TaskTargets<'a>, HeadError> {
+        if n_classes < 2 || labels.iter().flatten().any(|&l| l >= n_classes) {
+            return Err(HeadError::Degenerate {
+                rows: labels.len(),
+                classes: n_classes,
+            });
+        }
+        Ok(TaskTargets { labels, n_classes })
+    }
+}
+
+/// A trained multitask [`Mlp`]: a shared trunk and one softmax block per task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedMultitaskMlp {
+    net: Network<f32>,
+    widths: Vec<usize>,
+    report: MlpReport,
+}
+
+impl FittedMultitaskMlp {
+    /// Class probabilities of every task, in task order (rows × that task's classes).
+    pub fn predict_proba_tasks(
+        &self,
+        x: ArrayView2<'_, f32>,
+    ) -> Result<Vec<Array2<f32>>, HeadError> {
+        check_features(x, Some(self.net.layers[0].w.nrows()))?;
+        let mut z = self.net.logits(x);
+        softmax_blocks(&mut z, &self.widths);
+        let mut start = 0;
+        Ok(self
+            .widths
+            .iter()
+            .map(|&w| {
+                let block = z.slice(ndarray::s![.., start..start + w]).to_owned();
+                start += w;
+                block
+            })
+            .collect())
+    }
+
+    /// How training went.
+    pub fn report(&self) -> &MlpReport {
+        &self.report
     }
 }
 
@@ -870,6 +1053,27 @@ impl<A: Real> Network<A> {
                 let n = z.nrows().max(1) as f64;
                 (loss / n, right as f64 / z.len().max(1) as f64)
             }
+            Outputs::Tasks(y, widths) => {
+                let mut p = self.logits(x);
+                softmax_blocks(&mut p, widths);
+                let (mut loss, mut right, mut labelled) = (0.0, 0usize, 0usize);
+                let mut start = 0;
+                for (&w, labels) in widths.iter().zip(block_labels(*y, widths)) {
+                    for (i, label) in labels.iter().enumerate() {
+                        let Some(k) = *label else { continue };
+                        let row = p.slice(ndarray::s![i, start..start + w]);
+                        loss -= row[k].to_f64().unwrap_or(0.0).max(1e-12).ln();
+                        let best = (0..w).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+                        right += usize::from(best == k);
+                        labelled += 1;
+                    }
+                    start += w;
+                }
+                (
+                    loss / p.nrows().max(1) as f64,
+                    right as f64 / labelled.max(1) as f64,
+                )
+            }
         }
     }
 
@@ -913,6 +1117,24 @@ impl<A: Real> Network<A> {
                     // softplus(z) − y·z, stably
                     loss += z.max(A::zero()) + (-z.abs()).exp().ln_1p() - yv * *z;
                     *z = crate::sigmoid(*z) - yv;
+                }
+            }
+            Outputs::Tasks(y, widths) => {
+                // Summed cross-entropy over the tasks a row is labelled for; unlabelled blocks pass no gradient.
+                softmax_blocks(&mut delta, widths);
+                let mut start = 0;
+                for (&w, labels) in widths.iter().zip(block_labels(*y, widths)) {
+                    for (i, label) in labels.iter().enumerate() {
+                        let mut block = delta.slice_mut(ndarray::s![i, start..start + w]);
+                        match *label {
+                            Some(k) => {
+                                loss += -block[k].max(cast(1e-30)).ln();
+                                block[k] = block[k] - A::one();
+                            }
+                            None => block.fill(A::zero()),
+                        }
+                    }
+                    start += w;
                 }
             }
         }
@@ -1023,15 +1245,71 @@ mod tests {
     use crate::tests_support::blobs;
 
     #[test]
+    fn multitask_mlp_learns_both_tasks_and_skips_missing_labels() {
+        let (x, y) = blobs();
+        // Task 2: is the class 0? Rows 0, 5, 10… have no label for it.
+        let second: Vec<Option<usize>> = y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (i % 5 != 0).then_some(usize::from(c == 0)))
+            .collect();
+        let first: Vec<Option<usize>> = y.iter().map(|&c| Some(c)).collect();
+        let fitted = Mlp::params()
+            .hidden(&[8])
+            .learning_rate(0.05)
+            .weight_decay(0.0)
+            .dropout(0.0)
+            .max_epochs(300)
+            .patience(None)
+            .seed(1)
+            .check()
+            .unwrap()
+            .fit_multitask(
+                x.view(),
+                &[
+                    TaskTargets::new(&first, 3).unwrap(),
+                    TaskTargets::new(&second, 2).unwrap(),
+                ],
+            )
+            .unwrap();
+        let proba = fitted.predict_proba_tasks(x.view()).unwrap();
+        assert_eq!((proba[0].ncols(), proba[1].ncols()), (3, 2));
+        let right = |p: &Array2<f32>, truth: &dyn Fn(usize) -> usize| {
+            argmax_rows(p.view())
+                .iter()
+                .enumerate()
+                .filter(|&(i, &k)| k == truth(i))
+                .count() as f64
+                / p.nrows() as f64
+        };
+        assert!(right(&proba[0], &|i| y[i]) > 0.95);
+        assert!(right(&proba[1], &|i| usize::from(y[i] == 0)) > 0.95);
+        assert!(
+            TaskTargets::new(&[Some(2)], 2).is_err(),
+            "label out of range"
+        );
+    }
+
+    #[test]
     fn gradients_match_finite_differences() {
         let (x, y) = blobs();
         let x = x.mapv(f64::from);
         // Multi-label targets for the same rows (any 0/1 pattern over three outputs).
         let sets = Array2::from_shape_fn((x.nrows(), 3), |(i, l)| ((i + l) % 3 == 0) as u8 as f64);
+        // Two tasks (2 and 3 classes); every fourth row has no label for the first.
+        let widths = [2, 3];
+        let tasks = Array2::from_shape_fn((x.nrows(), 5), |(i, c)| match c {
+            0 | 1 => (i % 4 != 0 && c == y[i] % 2) as u8 as f64,
+            _ => (c - 2 == y[i]) as u8 as f64,
+        });
         for activation in [Activation::Relu, Activation::Gelu] {
-            for targets in [Outputs::Classes(&y, 3), Outputs::Sets(sets.view())] {
+            for targets in [
+                Outputs::Classes(&y, 3),
+                Outputs::Sets(sets.view()),
+                Outputs::Tasks(tasks.view(), &widths),
+            ] {
                 let mut rng = ChaCha8Rng::seed_from_u64(7);
-                let net = Network::<f64>::init(&[2, 5, 4, 3], activation, &mut rng);
+                let net = Network::<f64>::init(&[2, 5, 4, targets.width()], activation, &mut rng);
                 // Fixed dropout masks are part of the function being differentiated.
                 let masks = net.dropout_masks(x.nrows(), 0.3, &mut rng);
                 let (_, grads) = net.loss_and_gradients(x.view(), &targets, &masks);

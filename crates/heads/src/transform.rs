@@ -190,6 +190,56 @@ impl FittedTransform {
     }
 }
 
+/// CORAL (Sun, Feng & Saenko, 2016, "Return of frustratingly easy domain adaptation"): the d × d matrix
+/// `A = Cs^(-1/2) · Ct^(1/2)`, with `Cs`, `Ct` the source and target feature covariances plus `lambda`·I.
+/// Source rows multiplied by `A` take the target's second-order statistics; a head trained on them is
+/// applied to target rows unchanged. The paper uses `lambda = 1` on standardised features.
+///
+/// ```
+/// use graft_heads::coral;
+/// use ndarray::array;
+///
+/// # fn main() -> Result<(), graft_heads::HeadError> {
+/// let source = array![[1.0f32, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]];
+/// let target = source.mapv(|v| 3.0 * v);
+/// let a = coral(source.view(), target.view(), 1.0)?;
+/// // Aligned source rows have the target's spread along each axis.
+/// let aligned = source.dot(&a);
+/// assert!((aligned[[0, 0]] - ((6.0f32 + 1.0) / (2.0 / 3.0 + 1.0)).sqrt()).abs() < 1e-4);
+/// # Ok(())
+/// # }
+/// ```
+pub fn coral(
+    source: ArrayView2<'_, f32>,
+    target: ArrayView2<'_, f32>,
+    lambda: f64,
+) -> Result<Array2<f32>, HeadError> {
+    check_rows(source)?;
+    check_features(target, Some(source.ncols()))?;
+    check_rows(target)?;
+    if !(lambda.is_finite() && lambda > 0.0) {
+        return Err(HeadError::InvalidParameter {
+            name: "lambda",
+            value: lambda.to_string(),
+            expected: "a finite number above 0",
+        });
+    }
+    // Symmetric matrix power V · diag(λ^p) · Vᵀ of cov(x) + lambda·I.
+    let power = |x: ArrayView2<'_, f32>, p: f64| -> Array2<f64> {
+        let x64 = x.mapv(f64::from);
+        let mean = x64.mean_axis(Axis(0)).expect("rows checked");
+        let centred = &x64 - &mean;
+        let mut cov = centred.t().dot(&centred) / (x.nrows() - 1) as f64;
+        cov.diag_mut().mapv_inplace(|v| v + lambda);
+        let (values, vectors) = symmetric_eigen(cov);
+        let scaled = &vectors * &values.mapv(|v| v.max(lambda).powf(p));
+        scaled.dot(&vectors.t())
+    };
+    Ok(power(source, -0.5)
+        .dot(&power(target, 0.5))
+        .mapv(|v| v as f32))
+}
+
 /// Eigen-decomposition of a symmetric matrix by cyclic Jacobi rotations (Golub & Van Loan, §8.5):
 /// eigenvalues and the eigenvectors as columns.
 fn symmetric_eigen(mut a: Array2<f64>) -> (Array1<f64>, Array2<f64>) {
@@ -282,6 +332,34 @@ mod tests {
         assert_eq!(reduced.n_outputs(), 2);
         let err = FittedTransform::pca_whiten(x.view(), Some(4), 0.0).unwrap_err();
         assert!(err.to_string().contains("`components`"), "{err}");
+    }
+
+    /// Sample covariance of the rows.
+    fn covariance(x: &Array2<f32>) -> Array2<f64> {
+        let x = x.mapv(f64::from);
+        let centred = &x - &x.mean_axis(Axis(0)).unwrap();
+        centred.t().dot(&centred) / (x.nrows() - 1) as f64
+    }
+
+    #[test]
+    fn coral_gives_source_rows_the_target_covariance() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Correlated 6-d source, differently correlated and scaled target.
+        let mix_s = Array2::from_shape_fn((6, 6), |_| rng.random_range(-1.0f32..1.0));
+        let mix_t = Array2::from_shape_fn((6, 6), |_| rng.random_range(-2.0f32..2.0));
+        let source =
+            Array2::from_shape_fn((4000, 6), |_| rng.random_range(-1.0f32..1.0)).dot(&mix_s);
+        let target =
+            Array2::from_shape_fn((4000, 6), |_| rng.random_range(-1.0f32..1.0)).dot(&mix_t);
+        // A tiny lambda: the aligned covariance must match the target's.
+        let a = coral(source.view(), target.view(), 1e-6).unwrap();
+        let aligned = covariance(&source.dot(&a));
+        let wanted = covariance(&target);
+        let scale = wanted.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (x, y) in aligned.iter().zip(wanted.iter()) {
+            assert!((x - y).abs() < 1e-3 * scale, "{x} vs {y}");
+        }
     }
 
     #[test]

@@ -364,6 +364,47 @@ pub fn text_classification(
     })
 }
 
+/// A further label column of the same rows (a second task): the classes of the rows `rows` (0-based table
+/// rows, e.g. [`TextClassificationData::source_rows`]), `None` where the cell is null; classes sorted as
+/// [`text_classification`] sorts them, at least two.
+///
+/// ```
+/// use graft_ingest::{DataFrame, Series, task_labels};
+///
+/// # fn main() -> Result<(), graft_ingest::IngestError> {
+/// let table = DataFrame::new(3, vec![
+///     Series::new("topic".into(), &[Some("b"), None, Some("a")]).into(),
+/// ]).unwrap();
+/// let (labels, classes) = task_labels(&table, "topic", &[0, 1, 2])?;
+/// assert_eq!(classes, ["a", "b"]);
+/// assert_eq!(labels, [Some(1), None, Some(0)]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn task_labels(
+    table: &DataFrame,
+    name: &str,
+    rows: &[usize],
+) -> Result<(Vec<Option<usize>>, Vec<String>), IngestError> {
+    let (text, numeric) = labels_as_text(column(table, name)?, name)?;
+    let text = text.str().expect("cast to String yields a string column");
+    let values: Vec<Option<String>> = rows
+        .iter()
+        .map(|&r| text.get(r).map(str::to_owned))
+        .collect();
+    let present: Vec<String> = values.iter().flatten().cloned().collect();
+    if present.is_empty() {
+        return Err(IngestError::NoUsableRows { rows: rows.len() });
+    }
+    let (encoded, classes) = encode_labels(&present, numeric)?;
+    let mut encoded = encoded.into_iter();
+    let labels = values
+        .iter()
+        .map(|v| v.as_ref().and_then(|_| encoded.next()))
+        .collect();
+    Ok((labels, classes))
+}
+
 /// A file under `fixtures/data/`, for the unit tests of every module.
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> PathBuf {

@@ -49,7 +49,7 @@ const T975: [f64; 30] = [
 ];
 
 impl Spread {
-    fn of(values: Vec<f64>) -> Spread {
+    pub(crate) fn of(values: Vec<f64>) -> Spread {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         let std = if values.len() > 1 {
@@ -140,7 +140,13 @@ fn accuracy(predicted: &[usize], truth: &[usize]) -> f64 {
 }
 
 /// Draws up to `k` rows per class from `train` (seeded).
-fn draw(train: &[usize], labels: &[usize], n_classes: usize, k: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn draw(
+    train: &[usize],
+    labels: &[usize],
+    n_classes: usize,
+    k: usize,
+    seed: u64,
+) -> Vec<usize> {
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); n_classes];
     for &r in train {
         by_class[labels[r]].push(r);

@@ -537,6 +537,31 @@ pub(crate) fn html(m: &Metrics, ctx: &Context<'_>) -> String {
         let _ = writeln!(s, "</table></section>");
     }
 
+    for t in &m.techniques {
+        let _ = writeln!(
+            s,
+            "<section id=\"technique-{}\"><h2>{}</h2><p>{}</p><p><strong>Result:</strong> {}.</p><table><tr>{}</tr>",
+            escape(&t.technique),
+            escape(&t.title),
+            escape(&t.method),
+            escape(&t.finding),
+            t.columns
+                .iter()
+                .map(|c| format!("<th>{}</th>", escape(c)))
+                .collect::<String>()
+        );
+        for row in &t.rows {
+            let _ = writeln!(
+                s,
+                "<tr>{}</tr>",
+                row.iter()
+                    .map(|c| format!("<td>{}</td>", escape(c)))
+                    .collect::<String>()
+            );
+        }
+        let _ = writeln!(s, "</table></section>");
+    }
+
     if let Some(r) = &m.search {
         let _ = writeln!(
             s,

@@ -29,6 +29,7 @@ mod predict;
 mod report;
 mod run;
 mod schema;
+mod techniques;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,7 @@ pub use run::{
     provision_runtime, provision_samples, run,
 };
 pub use schema::SCHEMA_VERSION;
+pub use techniques::{TechniqueReport, TechniquesPlan};
 
 /// Everything that can stop a pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -172,6 +172,8 @@ pub struct Plan {
     pub search: Option<SearchPlan>,
     /// The learning curve, when `[learning_curve]` asks for it.
     pub learning_curve: Option<CurvePlan>,
+    /// Transfer-learning technique stages (`[zero_shot]`, `[few_shot]`, …).
+    pub techniques: crate::techniques::TechniquesPlan,
     pub(crate) spans: Spans,
 }
 
@@ -315,6 +317,7 @@ impl Plan {
             "learning_curve": self.learning_curve.as_ref().map(|c| json!({
                 "shots": c.shots, "repeats": c.repeats,
             })),
+            "techniques": self.techniques.json(),
             "evaluation": {
                 "bootstrap": self.evaluation.bootstrap,
                 "level": self.evaluation.level,
@@ -671,6 +674,25 @@ impl Checker<'_> {
                 Some(CurvePlan { shots, repeats })
             }
         };
+        let techniques = crate::techniques::check(
+            &crate::techniques::Check {
+                file: self.file,
+                source: self.source,
+            },
+            crate::techniques::RawTechniques {
+                zero_shot: raw.zero_shot,
+                few_shot: raw.few_shot,
+                self_training: raw.self_training,
+                continual: raw.continual,
+                domain_adaptation: raw.domain_adaptation,
+                multitask: raw.multitask,
+            },
+            crate::techniques::Modality {
+                texts: backbone.as_ref().is_some_and(|b| b.image.is_none()),
+                images: data.source.is_images(),
+                multi_label: data.label_separator.is_some(),
+            },
+        )?;
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),
@@ -684,6 +706,7 @@ impl Checker<'_> {
             evaluation,
             search,
             learning_curve,
+            techniques,
             spans,
         })
     }

@@ -326,6 +326,9 @@ pub struct Metrics {
     /// The learning curve (transfer vs a from-scratch baseline), when the pipeline asks for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learning_curve: Option<crate::curve::LearningCurve>,
+    /// Transfer-learning technique stages, in the order they ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub techniques: Vec<crate::techniques::TechniqueReport>,
     /// Seconds per stage.
     pub timings_seconds: Timings,
 }
@@ -500,6 +503,9 @@ pub(crate) fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
             best.values,
             best.accuracy
         );
+    }
+    for t in &m.techniques {
+        let _ = writeln!(s, "  {:<11} {}", t.technique, t.finding);
     }
     if let Some(cv) = m.heads[0].cross_validation.as_ref() {
         let per_head: Vec<String> = m
@@ -803,6 +809,26 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
             let _ = writeln!(s, "| {} | {:.4} | {needs} |", e.per_class, e.transfer);
         }
         let _ = writeln!(s);
+    }
+    for t in &m.techniques {
+        let _ = writeln!(
+            s,
+            "## {}\n\n{}\n\n**Result:** {}.\n\n| {} |\n|{}|",
+            t.title,
+            t.method,
+            t.finding,
+            t.columns.join(" | "),
+            t.columns
+                .iter()
+                .enumerate()
+                .map(|(i, _)| if i == 0 { "---" } else { "---:" })
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        for row in &t.rows {
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+        }
+        let _ = writeln!(s, "\n({:.1} s)\n", t.seconds);
     }
     if let Some(r) = &m.search {
         let _ = writeln!(

@@ -1008,6 +1008,9 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
         }
         DataSource::File(_) | DataSource::ImageFolder(_) | DataSource::Features { .. } => {}
     }
+    if let Some(name) = plan.techniques.registered_target() {
+        cache.dataset(name)?;
+    }
     Ok(())
 }
 
@@ -1348,6 +1351,41 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             )?)
         }
     };
+    // Technique stages, on the same features; texts they bring go through the same backbone and cache.
+    let techniques = if plan.techniques.is_empty() {
+        Vec::new()
+    } else {
+        let prompt = plan.backbone.as_ref().and_then(|b| b.prompt.clone());
+        let embed = |texts: &[String]| -> Result<Array2<f32>, PipelineError> {
+            let prompted: Vec<String> = match &prompt {
+                Some(p) => texts
+                    .iter()
+                    .map(|t| crate::plan::apply_prompt(p, t))
+                    .collect(),
+                None => texts.to_vec(),
+            };
+            Ok(text_features(plan, options, &cache, &prompted)?.features)
+        };
+        let is_text = matches!(data.inputs, Inputs::Texts(_));
+        let table = matches!(
+            plan.data.source,
+            DataSource::Registry(_) | DataSource::File(_)
+        )
+        .then(|| (data_file.path.as_path(), data.source_rows.as_slice()));
+        crate::techniques::run(&crate::techniques::RunData {
+            plan,
+            features: features.view(),
+            labels: &data.labels,
+            classes: &data.classes,
+            train: &split.train,
+            test: &split.test,
+            headline: &head_specs[0],
+            headline_accuracy: head_results[0].test.accuracy,
+            table,
+            embed: is_text.then_some(&embed as &crate::techniques::EmbedTexts<'_>),
+            cache: &cache,
+        })?
+    };
     timings.evaluate = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
     let headline = head_results[0].clone();
@@ -1384,6 +1422,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         heads: head_results,
         search,
         learning_curve,
+        techniques,
         timings_seconds: timings,
     };
     let manifest = json!({

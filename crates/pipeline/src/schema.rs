@@ -22,6 +22,12 @@ pub(crate) struct RawPipeline {
     pub evaluation: Option<Spanned<RawEvaluation>>,
     pub search: Option<Spanned<RawSearch>>,
     pub learning_curve: Option<Spanned<RawLearningCurve>>,
+    pub zero_shot: Option<Spanned<crate::techniques::RawZeroShot>>,
+    pub few_shot: Option<Spanned<crate::techniques::RawFewShot>>,
+    pub self_training: Option<Spanned<crate::techniques::RawSelfTraining>>,
+    pub continual: Option<Spanned<crate::techniques::RawContinual>>,
+    pub domain_adaptation: Option<Spanned<crate::techniques::RawDomainAdaptation>>,
+    pub multitask: Option<Spanned<crate::techniques::RawMultitask>>,
     pub head: Spanned<RawHeads>,
 }
 

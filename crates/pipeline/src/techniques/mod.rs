@@ -1,0 +1,347 @@
+//! Transfer-learning techniques as pipeline stages: each an optional top-level table of the pipeline file
+//! (`[zero_shot]`, `[few_shot]`, `[self_training]`, …) that runs on the run's frozen features after the heads
+//! and reports the comparison it exists for (a [`TechniqueReport`] in metrics.json, report.md, report.html).
+//!
+//! The stages share one shape: checked settings (errors point at their key), a seed derived from the
+//! pipeline's, the features the run already extracted (or cached), and a table of measured results.
+
+mod continual;
+mod domain;
+mod few_shot;
+mod multitask;
+mod self_training;
+mod zero_shot;
+
+use std::ops::Range;
+use std::path::Path;
+
+use ndarray::{Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::{Diagnostic, PipelineError, heads::HeadSpec};
+
+pub(crate) use continual::{ContinualPlan, RawContinual};
+pub(crate) use domain::{DomainPlan, RawDomainAdaptation, TargetSource};
+pub(crate) use few_shot::{FewShotPlan, RawFewShot};
+pub(crate) use multitask::{MultitaskPlan, RawMultitask};
+pub(crate) use self_training::{RawSelfTraining, SelfTrainingPlan};
+pub(crate) use zero_shot::{RawZeroShot, ZeroShotPlan};
+
+/// What one technique stage measured, as metrics.json records it and the reports show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TechniqueReport {
+    /// The table that enabled it (`zero_shot`, `few_shot`, …).
+    pub technique: String,
+    /// A heading.
+    pub title: String,
+    /// What was done, with the published method it follows.
+    pub method: String,
+    /// The comparison the technique exists for, in one sentence with its numbers.
+    pub finding: String,
+    /// Column names of the results table.
+    pub columns: Vec<String>,
+    /// Its rows, formatted.
+    pub rows: Vec<Vec<String>>,
+    /// The same results as numbers.
+    pub details: serde_json::Value,
+    /// Seconds the stage took.
+    pub seconds: f64,
+}
+
+/// The technique tables of a pipeline, checked.
+#[derive(Debug, Clone, Default)]
+pub struct TechniquesPlan {
+    pub(crate) zero_shot: Option<ZeroShotPlan>,
+    pub(crate) few_shot: Option<FewShotPlan>,
+    pub(crate) self_training: Option<SelfTrainingPlan>,
+    pub(crate) continual: Option<ContinualPlan>,
+    pub(crate) domain: Option<DomainPlan>,
+    pub(crate) multitask: Option<MultitaskPlan>,
+}
+
+impl TechniquesPlan {
+    /// Whether any stage is on.
+    pub fn is_empty(&self) -> bool {
+        self.zero_shot.is_none()
+            && self.few_shot.is_none()
+            && self.self_training.is_none()
+            && self.continual.is_none()
+            && self.domain.is_none()
+            && self.multitask.is_none()
+    }
+
+    /// The resolved settings, for the manifest.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "zero_shot": self.zero_shot.as_ref().map(ZeroShotPlan::json),
+            "few_shot": self.few_shot.as_ref().map(FewShotPlan::json),
+            "self_training": self.self_training.as_ref().map(SelfTrainingPlan::json),
+            "continual": self.continual.as_ref().map(ContinualPlan::json),
+            "domain_adaptation": self.domain.as_ref().map(DomainPlan::json),
+            "multitask": self.multitask.as_ref().map(MultitaskPlan::json),
+        })
+    }
+
+    /// The target data set of a domain-adaptation stage, when it is a registered one (for `fetch`).
+    pub(crate) fn registered_target(&self) -> Option<&str> {
+        match self.domain.as_ref().map(|d| &d.target) {
+            Some(TargetSource::Registry(name)) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// The technique tables as written.
+pub(crate) struct RawTechniques {
+    pub zero_shot: Option<Spanned<RawZeroShot>>,
+    pub few_shot: Option<Spanned<RawFewShot>>,
+    pub self_training: Option<Spanned<RawSelfTraining>>,
+    pub continual: Option<Spanned<RawContinual>>,
+    pub domain_adaptation: Option<Spanned<RawDomainAdaptation>>,
+    pub multitask: Option<Spanned<RawMultitask>>,
+}
+
+/// What the data and backbone of the pipeline are, for checks that depend on them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Modality {
+    /// Rows are texts embedded by a text backbone.
+    pub texts: bool,
+    /// Rows are images.
+    pub images: bool,
+    /// Multi-label data.
+    pub multi_label: bool,
+}
+
+/// Builds located errors for the checks.
+pub(crate) struct Check<'a> {
+    pub file: &'a Path,
+    pub source: &'a str,
+}
+
+impl Check<'_> {
+    pub(crate) fn error(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.file, self.source, Some(span), message)
+    }
+
+    /// A path relative to the pipeline file's folder.
+    pub(crate) fn resolve(&self, path: &str) -> std::path::PathBuf {
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        std::path::absolute(base.join(path)).unwrap_or_else(|_| base.join(path))
+    }
+
+    /// A positive count, or the default.
+    pub(crate) fn positive(
+        &self,
+        value: &Option<Spanned<usize>>,
+        default: usize,
+        key: &str,
+        hint: &str,
+    ) -> Result<usize, Diagnostic> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() > 0 => Ok(*v.get_ref()),
+            Some(v) => Err(self
+                .error(v.span(), format!("`{key}` must be at least 1"))
+                .with_hint(hint.to_owned())),
+        }
+    }
+
+    /// A list of positive counts, sorted and deduplicated, or the default.
+    pub(crate) fn shots(
+        &self,
+        value: &Option<Spanned<Vec<usize>>>,
+        default: &[usize],
+        key: &str,
+    ) -> Result<Vec<usize>, Diagnostic> {
+        let mut shots = match value {
+            None => default.to_vec(),
+            Some(s) if s.get_ref().is_empty() || s.get_ref().contains(&0) => {
+                return Err(self
+                    .error(
+                        s.span(),
+                        format!("`{key}` must list positive numbers of examples per class"),
+                    )
+                    .with_hint(format!("e.g. `{key} = [1, 5, 10]`")));
+            }
+            Some(s) => s.get_ref().clone(),
+        };
+        shots.sort_unstable();
+        shots.dedup();
+        Ok(shots)
+    }
+
+    /// A probability strictly between 0 and 1, or the default.
+    pub(crate) fn fraction(
+        &self,
+        value: &Option<Spanned<f64>>,
+        default: f64,
+        key: &str,
+        hint: &str,
+    ) -> Result<f64, Diagnostic> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() > 0.0 && *v.get_ref() < 1.0 => Ok(*v.get_ref()),
+            Some(v) => Err(self
+                .error(
+                    v.span(),
+                    format!("`{key}` = {} must be between 0 and 1", v.get_ref()),
+                )
+                .with_hint(hint.to_owned())),
+        }
+    }
+
+    /// Refuses a stage on multi-label data.
+    pub(crate) fn single_label(
+        &self,
+        modality: Modality,
+        span: Range<usize>,
+        table: &str,
+    ) -> Result<(), Diagnostic> {
+        if modality.multi_label {
+            return Err(self
+                .error(span, format!("`[{table}]` applies to single-label data"))
+                .with_hint("remove it, or drop `label_separator` from `[data]`"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks every technique table.
+pub(crate) fn check(
+    check: &Check<'_>,
+    raw: RawTechniques,
+    modality: Modality,
+) -> Result<TechniquesPlan, Diagnostic> {
+    Ok(TechniquesPlan {
+        zero_shot: raw
+            .zero_shot
+            .map(|r| zero_shot::check(check, r, modality))
+            .transpose()?,
+        few_shot: raw
+            .few_shot
+            .map(|r| few_shot::check(check, r, modality))
+            .transpose()?,
+        self_training: raw
+            .self_training
+            .map(|r| self_training::check(check, r, modality))
+            .transpose()?,
+        continual: raw
+            .continual
+            .map(|r| continual::check(check, r, modality))
+            .transpose()?,
+        domain: raw
+            .domain_adaptation
+            .map(|r| domain::check(check, r, modality))
+            .transpose()?,
+        multitask: raw
+            .multitask
+            .map(|r| multitask::check(check, r, modality))
+            .transpose()?,
+    })
+}
+
+/// Embeds texts with the run's backbone (through the feature cache), for stages that bring texts of
+/// their own: label descriptions, a target domain.
+pub(crate) type EmbedTexts<'a> =
+    dyn Fn(&[String]) -> Result<Array2<f32>, PipelineError> + Sync + 'a;
+
+/// Everything the stages read from the run.
+pub(crate) struct RunData<'a> {
+    pub plan: &'a crate::Plan,
+    /// Every used row's features.
+    pub features: ArrayView2<'a, f32>,
+    /// Every used row's class.
+    pub labels: &'a [usize],
+    pub classes: &'a [String],
+    pub train: &'a [usize],
+    pub test: &'a [usize],
+    /// The headline head's settings, and its test accuracy for comparison.
+    pub headline: &'a HeadSpec,
+    pub headline_accuracy: f64,
+    /// The data table and the table row of each used row, for stages that read more of its columns.
+    pub table: Option<(&'a Path, &'a [usize])>,
+    /// The backbone, for texts a stage brings (`None` for image backbones and given features).
+    pub embed: Option<&'a EmbedTexts<'a>>,
+    /// The cache folder, for registered data sets a stage reads.
+    pub cache: &'a graft_assets::Cache,
+}
+
+/// Runs the stages the plan asks for, in a fixed order.
+pub(crate) fn run(data: &RunData<'_>) -> Result<Vec<TechniqueReport>, PipelineError> {
+    let t = &data.plan.techniques;
+    let mut reports = Vec::new();
+    if let Some(p) = &t.zero_shot {
+        tracing::info!("zero-shot");
+        reports.push(zero_shot::run(p, data)?);
+    }
+    if let Some(p) = &t.few_shot {
+        tracing::info!("few-shot episodes");
+        reports.push(few_shot::run(p, data)?);
+    }
+    if let Some(p) = &t.self_training {
+        tracing::info!("self-training");
+        reports.push(self_training::run(p, data)?);
+    }
+    if let Some(p) = &t.continual {
+        tracing::info!("continual learning");
+        reports.push(continual::run(p, data)?);
+    }
+    if let Some(p) = &t.domain {
+        tracing::info!("domain adaptation");
+        reports.push(domain::run(p, data)?);
+    }
+    if let Some(p) = &t.multitask {
+        tracing::info!("multitask");
+        reports.push(multitask::run(p, data)?);
+    }
+    Ok(reports)
+}
+
+/// Share of equal entries.
+pub(crate) fn accuracy(predicted: &[usize], truth: &[usize]) -> f64 {
+    if truth.is_empty() {
+        return 0.0;
+    }
+    predicted.iter().zip(truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64
+}
+
+/// `0.7670` style.
+pub(crate) fn f4(v: f64) -> String {
+    format!("{v:.4}")
+}
+
+/// `0.7670 [0.7406, 0.7925]` style.
+pub(crate) fn with_interval(s: &crate::Spread) -> String {
+    format!("{:.4} [{:.4}, {:.4}]", s.mean, s.lower, s.upper)
+}
+
+/// The headline's settings without calibration (stages train on rows that have no validation split).
+pub(crate) fn uncalibrated(spec: &HeadSpec) -> HeadSpec {
+    HeadSpec {
+        calibrate: false,
+        ..spec.clone()
+    }
+}
+
+/// The MLP a stage trains: the pipeline's `[head.mlp]` settings when it has one, else graft's defaults
+/// (seeded from the pipeline); `epochs` epochs and no early stopping (stages have no validation rows).
+pub(crate) fn mlp_settings(
+    d: &RunData<'_>,
+    epochs: usize,
+    purpose: &str,
+) -> Result<graft_heads::MlpValidParams, PipelineError> {
+    use graft_heads::ParamGuard;
+    let base = d
+        .plan
+        .heads
+        .iter()
+        .find_map(|h| match &h.kind {
+            crate::heads::HeadKind::Mlp(m) => Some(m.unchecked()),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            graft_heads::Mlp::params().seed(crate::run::derive_seed(d.plan.seed, purpose))
+        });
+    Ok(base.max_epochs(epochs).patience(None).check()?)
+}
