@@ -414,6 +414,52 @@ impl MlpValidParams {
         Ok(FittedMlp { net, report })
     }
 
+    /// Knowledge distillation (Hinton, Vinyals & Dean, 2015): trains on the labels and on a teacher's
+    /// probabilities softened at `temperature` (rows × classes, each row summing to one), minimising
+    /// (1 − `alpha`)·cross-entropy + `alpha`·T²·KL(teacher_T ‖ student_T). `alpha = 0` is ordinary training.
+    pub fn fit_distilled(
+        &self,
+        x: ArrayView2<'_, f32>,
+        targets: &Targets<'_>,
+        teacher: ArrayView2<'_, f32>,
+        temperature: f64,
+        alpha: f64,
+    ) -> Result<FittedMlp, HeadError> {
+        check_training(x, targets)?;
+        if teacher.dim() != (x.nrows(), targets.n_classes()) {
+            return Err(HeadError::ShapeMismatch {
+                what: "teacher probabilities (rows × classes)",
+                expected: x.nrows() * targets.n_classes(),
+                got: teacher.len(),
+            });
+        }
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(HeadError::InvalidParameter {
+                name: "temperature",
+                value: temperature.to_string(),
+                expected: "a finite number above 0",
+            });
+        }
+        if !(0.0..=1.0).contains(&alpha) {
+            return Err(HeadError::InvalidParameter {
+                name: "alpha",
+                value: alpha.to_string(),
+                expected: "a weight between 0 and 1",
+            });
+        }
+        let (net, report) = self.train(
+            x,
+            &Outputs::Soft(
+                targets.labels(),
+                teacher,
+                temperature as f32,
+                alpha as f32,
+            ),
+            None,
+        );
+        Ok(FittedMlp { net, report })
+    }
+
     /// Multitask training: one network, a shared trunk (the hidden layers) and one softmax output block per
     /// task, trained jointly on the sum of the tasks' cross-entropies; a row without a label for a task
     /// (`None`) contributes nothing to that task's loss. Caruana (1997), "Multitask learning".
@@ -585,6 +631,9 @@ enum Outputs<'a, A> {
     /// Several single-label tasks side by side: one-hot blocks of these widths (an all-zero block: the row
     /// has no label for that task), a softmax per block.
     Tasks(ArrayView2<'a, A>, &'a [usize]),
+    /// Knowledge distillation: hard labels, the teacher's probabilities at `temperature`, and `alpha`, the
+    /// weight of the soft term.
+    Soft(&'a [usize], ArrayView2<'a, A>, A, A),
 }
 
 /// A batch's targets, owned.
@@ -592,14 +641,18 @@ enum BatchOutputs<'a, A> {
     Classes(Vec<usize>, usize),
     Sets(Array2<A>),
     Tasks(Array2<A>, &'a [usize]),
+    Soft(Vec<usize>, Array2<A>, A, A),
 }
 
-impl<A> BatchOutputs<'_, A> {
+impl<A: Copy> BatchOutputs<'_, A> {
     fn as_outputs(&self) -> Outputs<'_, A> {
         match self {
             BatchOutputs::Classes(labels, k) => Outputs::Classes(labels, *k),
             BatchOutputs::Sets(y) => Outputs::Sets(y.view()),
             BatchOutputs::Tasks(y, widths) => Outputs::Tasks(y.view(), widths),
+            BatchOutputs::Soft(labels, soft, t, alpha) => {
+                Outputs::Soft(labels, soft.view(), *t, *alpha)
+            }
         }
     }
 }
@@ -608,7 +661,7 @@ impl<'a, A: Clone> Outputs<'a, A> {
     fn width(&self) -> usize {
         match self {
             Outputs::Classes(_, k) => *k,
-            Outputs::Sets(y) | Outputs::Tasks(y, _) => y.ncols(),
+            Outputs::Sets(y) | Outputs::Tasks(y, _) | Outputs::Soft(_, y, _, _) => y.ncols(),
         }
     }
 
@@ -619,6 +672,12 @@ impl<'a, A: Clone> Outputs<'a, A> {
             }
             Outputs::Sets(y) => BatchOutputs::Sets(y.select(Axis(0), rows)),
             Outputs::Tasks(y, widths) => BatchOutputs::Tasks(y.select(Axis(0), rows), widths),
+            Outputs::Soft(labels, soft, t, alpha) => BatchOutputs::Soft(
+                rows.iter().map(|&i| labels[i]).collect(),
+                soft.select(Axis(0), rows),
+                t.clone(),
+                alpha.clone(),
+            ),
         }
     }
 }
@@ -1037,7 +1096,7 @@ impl<A: Real> Network<A> {
     /// the share of label decisions right at threshold ½, i.e. 1 − Hamming loss).
     fn validation_scores(&self, x: ArrayView2<'_, A>, targets: &Outputs<'_, A>) -> (f64, f64) {
         match targets {
-            Outputs::Classes(labels, _) => {
+            Outputs::Classes(labels, _) | Outputs::Soft(labels, ..) => {
                 let proba = self.forward_proba(x);
                 let proba = proba.mapv(|v| v.to_f32().unwrap_or(0.0));
                 loss_and_accuracy(&proba, labels)
@@ -1117,6 +1176,26 @@ impl<A: Real> Network<A> {
                     // softplus(z) − y·z, stably
                     loss += z.max(A::zero()) + (-z.abs()).exp().ln_1p() - yv * *z;
                     *z = crate::sigmoid(*z) - yv;
+                }
+            }
+            Outputs::Soft(labels, soft, t, alpha) => {
+                // (1 − α)·CE(y, q) + α·T²·KL(p_T ‖ q_T) (Hinton et al., 2015); its gradient with respect to the
+                // logits is (1 − α)(q − y) + α·T·(q_T − p_T).
+                let mut tempered = delta.mapv(|z| z / *t);
+                softmax_rows(&mut tempered);
+                softmax_rows(&mut delta);
+                let one = A::one();
+                for (i, &y) in labels.iter().enumerate() {
+                    loss += (one - *alpha) * -delta[[i, y]].max(cast(1e-30)).ln();
+                    for k in 0..delta.ncols() {
+                        let (p, q) = (soft[[i, k]], tempered[[i, k]]);
+                        if p > A::zero() {
+                            loss += *alpha * *t * *t * p * (p.ln() - q.max(cast(1e-30)).ln());
+                        }
+                        let hard = if k == y { one } else { A::zero() };
+                        delta[[i, k]] =
+                            (one - *alpha) * (delta[[i, k]] - hard) + *alpha * *t * (q - p);
+                    }
                 }
             }
             Outputs::Tasks(y, widths) => {
@@ -1302,11 +1381,15 @@ mod tests {
             0 | 1 => (i % 4 != 0 && c == y[i] % 2) as u8 as f64,
             _ => (c - 2 == y[i]) as u8 as f64,
         });
+        // A teacher's softened probabilities for the same rows.
+        let mut soft = Array2::from_shape_fn((x.nrows(), 3), |(i, c)| ((i * 7 + c * 3) % 5) as f64);
+        crate::softmax_rows(&mut soft);
         for activation in [Activation::Relu, Activation::Gelu] {
             for targets in [
                 Outputs::Classes(&y, 3),
                 Outputs::Sets(sets.view()),
                 Outputs::Tasks(tasks.view(), &widths),
+                Outputs::Soft(&y, soft.view(), 3.0, 0.7),
             ] {
                 let mut rng = ChaCha8Rng::seed_from_u64(7);
                 let net = Network::<f64>::init(&[2, 5, 4, targets.width()], activation, &mut rng);

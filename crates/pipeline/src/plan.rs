@@ -399,6 +399,21 @@ pub(crate) fn image_preprocess(p: &graft_assets::ImagePreprocessEntry) -> ImageP
     }
 }
 
+/// The registered text backbone `name` with `base`'s batch size, threads, provider, cache and prompt: a
+/// second backbone for a technique stage (checked to exist and to be a text model when the plan was loaded).
+pub(crate) fn registered_text_backbone(base: &BackbonePlan, name: &str) -> BackbonePlan {
+    let registry = Registry::builtin();
+    let mut config = base.config.clone();
+    apply_registry_defaults(&mut config, &registry.models[name]);
+    BackbonePlan {
+        source: ModelSource::Registry(name.to_owned()),
+        config,
+        image: None,
+        cache: base.cache,
+        prompt: base.prompt.clone(),
+    }
+}
+
 /// A registered text backbone's extraction settings (output, pooling, normalisation, truncation).
 pub(crate) fn apply_registry_defaults(
     config: &mut TextBackboneConfig,
@@ -686,11 +701,20 @@ impl Checker<'_> {
                 continual: raw.continual,
                 domain_adaptation: raw.domain_adaptation,
                 multitask: raw.multitask,
+                distillation: raw.distillation,
+                fusion: raw.fusion,
+                augmentation: raw.augmentation,
+                prompt_templates: raw.prompt_templates,
             },
             crate::techniques::Modality {
                 texts: backbone.as_ref().is_some_and(|b| b.image.is_none()),
                 images: data.source.is_images(),
                 multi_label: data.label_separator.is_some(),
+                image_views: backbone
+                    .as_ref()
+                    .and_then(|b| b.image.as_ref())
+                    .is_some_and(|i| i.augment.is_some()),
+                prompted: backbone.as_ref().is_some_and(|b| b.prompt.is_some()),
             },
         )?;
         Ok(Plan {

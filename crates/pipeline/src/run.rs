@@ -1011,6 +1011,9 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
     if let Some(name) = plan.techniques.registered_target() {
         cache.dataset(name)?;
     }
+    for name in plan.techniques.registered_backbones() {
+        cache.model(name)?;
+    }
     Ok(())
 }
 
@@ -1356,7 +1359,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         Vec::new()
     } else {
         let prompt = plan.backbone.as_ref().and_then(|b| b.prompt.clone());
-        let embed = |texts: &[String]| -> Result<Array2<f32>, PipelineError> {
+        let embed = |backbone: Option<&str>,
+                     texts: &[String],
+                     fresh: bool|
+         -> Result<crate::techniques::Embedded, PipelineError> {
             let prompted: Vec<String> = match &prompt {
                 Some(p) => texts
                     .iter()
@@ -1364,9 +1370,24 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                     .collect(),
                 None => texts.to_vec(),
             };
-            Ok(text_features(plan, options, &cache, &prompted)?.features)
+            let mut other = plan.clone();
+            let chosen = other.backbone.as_mut().expect("text rows have a backbone");
+            if let Some(name) = backbone {
+                *chosen = crate::plan::registered_text_backbone(chosen, name);
+            }
+            chosen.cache &= !fresh;
+            let f = text_features(&other, options, &cache, &prompted)?;
+            Ok(crate::techniques::Embedded {
+                features: f.features,
+                rows_per_second: f.extraction.rows_per_second,
+                extracted: f.extraction.extracted,
+            })
         };
-        let is_text = matches!(data.inputs, Inputs::Texts(_));
+        let texts = match &data.inputs {
+            Inputs::Texts(texts) => Some(texts.as_slice()),
+            _ => None,
+        };
+        let is_text = texts.is_some();
         let table = matches!(
             plan.data.source,
             DataSource::Registry(_) | DataSource::File(_)
@@ -1383,6 +1404,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             headline_accuracy: head_results[0].test.accuracy,
             table,
             embed: is_text.then_some(&embed as &crate::techniques::EmbedTexts<'_>),
+            texts,
+            train_views: &train_views,
             cache: &cache,
         })?
     };

@@ -28,6 +28,10 @@ pub(crate) struct RawPipeline {
     pub continual: Option<Spanned<crate::techniques::RawContinual>>,
     pub domain_adaptation: Option<Spanned<crate::techniques::RawDomainAdaptation>>,
     pub multitask: Option<Spanned<crate::techniques::RawMultitask>>,
+    pub distillation: Option<Spanned<crate::techniques::RawDistillation>>,
+    pub fusion: Option<Spanned<crate::techniques::RawFusion>>,
+    pub augmentation: Option<Spanned<crate::techniques::RawAugmentation>>,
+    pub prompt_templates: Option<Spanned<crate::techniques::RawPromptTemplates>>,
     pub head: Spanned<RawHeads>,
 }
 

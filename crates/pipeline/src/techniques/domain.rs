@@ -224,7 +224,7 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let clock = std::time::Instant::now();
     let (texts, y_target, target_label) = read_target(p, d)?;
     let embed = d.embed.expect("checked: text rows have a text backbone");
-    let x_target = embed(&texts)?;
+    let x_target = embed(None, &texts, false)?.features;
     let n_classes = d.classes.len();
     let spec = uncalibrated(d.headline);
     let x_source = d.features.select(Axis(0), d.train);

@@ -5,10 +5,14 @@
 //! The stages share one shape: checked settings (errors point at their key), a seed derived from the
 //! pipeline's, the features the run already extracted (or cached), and a table of measured results.
 
+mod augmentation;
 mod continual;
+mod distillation;
 mod domain;
 mod few_shot;
+mod fusion;
 mod multitask;
+mod prompts;
 mod self_training;
 mod zero_shot;
 
@@ -21,10 +25,14 @@ use toml::Spanned;
 
 use crate::{Diagnostic, PipelineError, heads::HeadSpec};
 
+pub(crate) use augmentation::{AugmentationPlan, RawAugmentation};
 pub(crate) use continual::{ContinualPlan, RawContinual};
+pub(crate) use distillation::{DistillationPlan, RawDistillation};
 pub(crate) use domain::{DomainPlan, RawDomainAdaptation, TargetSource};
 pub(crate) use few_shot::{FewShotPlan, RawFewShot};
+pub(crate) use fusion::{FusionPlan, RawFusion};
 pub(crate) use multitask::{MultitaskPlan, RawMultitask};
+pub(crate) use prompts::{PromptTemplatesPlan, RawPromptTemplates};
 pub(crate) use self_training::{RawSelfTraining, SelfTrainingPlan};
 pub(crate) use zero_shot::{RawZeroShot, ZeroShotPlan};
 
@@ -58,6 +66,10 @@ pub struct TechniquesPlan {
     pub(crate) continual: Option<ContinualPlan>,
     pub(crate) domain: Option<DomainPlan>,
     pub(crate) multitask: Option<MultitaskPlan>,
+    pub(crate) distillation: Option<DistillationPlan>,
+    pub(crate) fusion: Option<FusionPlan>,
+    pub(crate) augmentation: Option<AugmentationPlan>,
+    pub(crate) prompt_templates: Option<PromptTemplatesPlan>,
 }
 
 impl TechniquesPlan {
@@ -69,6 +81,10 @@ impl TechniquesPlan {
             && self.continual.is_none()
             && self.domain.is_none()
             && self.multitask.is_none()
+            && self.distillation.is_none()
+            && self.fusion.is_none()
+            && self.augmentation.is_none()
+            && self.prompt_templates.is_none()
     }
 
     /// The resolved settings, for the manifest.
@@ -80,7 +96,19 @@ impl TechniquesPlan {
             "continual": self.continual.as_ref().map(ContinualPlan::json),
             "domain_adaptation": self.domain.as_ref().map(DomainPlan::json),
             "multitask": self.multitask.as_ref().map(MultitaskPlan::json),
+            "distillation": self.distillation.as_ref().map(DistillationPlan::json),
+            "fusion": self.fusion.as_ref().map(FusionPlan::json),
+            "augmentation": self.augmentation.as_ref().map(AugmentationPlan::json),
+            "prompt_templates": self.prompt_templates.as_ref().map(PromptTemplatesPlan::json),
         })
+    }
+
+    /// Further registered backbones the stages embed with (for `fetch`).
+    pub(crate) fn registered_backbones(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        names.extend(self.distillation.as_ref().map(|d| d.student.as_str()));
+        names.extend(self.fusion.as_ref().map(|f| f.backbone.as_str()));
+        names
     }
 
     /// The target data set of a domain-adaptation stage, when it is a registered one (for `fetch`).
@@ -100,6 +128,10 @@ pub(crate) struct RawTechniques {
     pub continual: Option<Spanned<RawContinual>>,
     pub domain_adaptation: Option<Spanned<RawDomainAdaptation>>,
     pub multitask: Option<Spanned<RawMultitask>>,
+    pub distillation: Option<Spanned<RawDistillation>>,
+    pub fusion: Option<Spanned<RawFusion>>,
+    pub augmentation: Option<Spanned<RawAugmentation>>,
+    pub prompt_templates: Option<Spanned<RawPromptTemplates>>,
 }
 
 /// What the data and backbone of the pipeline are, for checks that depend on them.
@@ -111,6 +143,10 @@ pub(crate) struct Modality {
     pub images: bool,
     /// Multi-label data.
     pub multi_label: bool,
+    /// `[backbone] augment` makes augmented views of the training images.
+    pub image_views: bool,
+    /// `[backbone] prompt` is set.
+    pub prompted: bool,
 }
 
 /// Builds located errors for the checks.
@@ -191,6 +227,29 @@ impl Check<'_> {
         }
     }
 
+    /// A registered text backbone named by a stage.
+    pub(crate) fn text_backbone(
+        &self,
+        name: &Spanned<String>,
+    ) -> Result<String, Diagnostic> {
+        let registry = graft_assets::Registry::builtin();
+        let text_models: Vec<&str> = registry
+            .models
+            .iter()
+            .filter(|(_, m)| m.modality == "text")
+            .map(|(n, _)| n.as_str())
+            .collect();
+        match registry.models.get(name.get_ref()) {
+            Some(m) if m.modality == "text" => Ok(name.get_ref().clone()),
+            Some(_) => Err(self
+                .error(name.span(), format!("`{}` is not a text backbone", name.get_ref()))
+                .with_hint(format!("registered text backbones: {}", text_models.join(", ")))),
+            None => Err(self
+                .error(name.span(), format!("unknown backbone `{}`", name.get_ref()))
+                .with_hint(format!("registered text backbones: {}", text_models.join(", ")))),
+        }
+    }
+
     /// Refuses a stage on multi-label data.
     pub(crate) fn single_label(
         &self,
@@ -238,13 +297,39 @@ pub(crate) fn check(
             .multitask
             .map(|r| multitask::check(check, r, modality))
             .transpose()?,
+        distillation: raw
+            .distillation
+            .map(|r| distillation::check(check, r, modality))
+            .transpose()?,
+        fusion: raw
+            .fusion
+            .map(|r| fusion::check(check, r, modality))
+            .transpose()?,
+        augmentation: raw
+            .augmentation
+            .map(|r| augmentation::check(check, r, modality))
+            .transpose()?,
+        prompt_templates: raw
+            .prompt_templates
+            .map(|r| prompts::check(check, r, modality))
+            .transpose()?,
     })
 }
 
-/// Embeds texts with the run's backbone (through the feature cache), for stages that bring texts of
-/// their own: label descriptions, a target domain.
+/// Embeds texts (through the backbone's prompt) with the run's backbone (`backbone = None`) or a registered
+/// text backbone with the run's threads and batch size, through the feature cache unless `fresh` (then
+/// every row is extracted, for timing).
 pub(crate) type EmbedTexts<'a> =
-    dyn Fn(&[String]) -> Result<Array2<f32>, PipelineError> + Sync + 'a;
+    dyn Fn(Option<&str>, &[String], bool) -> Result<Embedded, PipelineError> + Sync + 'a;
+
+/// Features of texts a stage asked for, and how fast they were extracted.
+pub(crate) struct Embedded {
+    pub features: Array2<f32>,
+    /// Rows per second of the rows extracted (0 when all came from the cache).
+    pub rows_per_second: f64,
+    /// Rows extracted rather than found in the cache.
+    pub extracted: usize,
+}
 
 /// Everything the stages read from the run.
 pub(crate) struct RunData<'a> {
@@ -263,6 +348,10 @@ pub(crate) struct RunData<'a> {
     pub table: Option<(&'a Path, &'a [usize])>,
     /// The backbone, for texts a stage brings (`None` for image backbones and given features).
     pub embed: Option<&'a EmbedTexts<'a>>,
+    /// Every used row's text, for text data.
+    pub texts: Option<&'a [String]>,
+    /// Augmented views of the training images (one matrix per view, rows aligned with `train`).
+    pub train_views: &'a [Array2<f32>],
     /// The cache folder, for registered data sets a stage reads.
     pub cache: &'a graft_assets::Cache,
 }
@@ -271,6 +360,10 @@ pub(crate) struct RunData<'a> {
 pub(crate) fn run(data: &RunData<'_>) -> Result<Vec<TechniqueReport>, PipelineError> {
     let t = &data.plan.techniques;
     let mut reports = Vec::new();
+    if let Some(p) = &t.prompt_templates {
+        tracing::info!("prompt templates");
+        reports.push(prompts::run(p, data)?);
+    }
     if let Some(p) = &t.zero_shot {
         tracing::info!("zero-shot");
         reports.push(zero_shot::run(p, data)?);
@@ -294,6 +387,18 @@ pub(crate) fn run(data: &RunData<'_>) -> Result<Vec<TechniqueReport>, PipelineEr
     if let Some(p) = &t.multitask {
         tracing::info!("multitask");
         reports.push(multitask::run(p, data)?);
+    }
+    if let Some(p) = &t.fusion {
+        tracing::info!("feature fusion");
+        reports.push(fusion::run(p, data)?);
+    }
+    if let Some(p) = &t.distillation {
+        tracing::info!("distillation");
+        reports.push(distillation::run(p, data)?);
+    }
+    if let Some(p) = &t.augmentation {
+        tracing::info!("augmentation");
+        reports.push(augmentation::run(p, data)?);
     }
     Ok(reports)
 }
@@ -344,4 +449,15 @@ pub(crate) fn mlp_settings(
             graft_heads::Mlp::params().seed(crate::run::derive_seed(d.plan.seed, purpose))
         });
     Ok(base.max_epochs(epochs).patience(None).check()?)
+}
+
+/// A short name of the pipeline's backbone: the registered name, or the ONNX file's name.
+pub(crate) fn pipeline_backbone_name(d: &RunData<'_>) -> String {
+    match d.plan.backbone.as_ref().map(|b| &b.source) {
+        Some(crate::plan::ModelSource::Registry(name)) => name.clone(),
+        Some(crate::plan::ModelSource::Files { onnx, .. }) => onnx
+            .file_name()
+            .map_or_else(|| "backbone".to_owned(), |n| n.to_string_lossy().into_owned()),
+        None => "given features".to_owned(),
+    }
 }

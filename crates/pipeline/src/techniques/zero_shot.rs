@@ -154,7 +154,7 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     }
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = p.class_texts(d.classes);
-    let class_embeddings = embed(&texts)?;
+    let class_embeddings = embed(None, &texts, false)?.features;
     let n_classes = d.classes.len();
     let zero_shot = FittedPrototype::from_parts(
         prototypes(&[], d, &class_embeddings, 1.0),

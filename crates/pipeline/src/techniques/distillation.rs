@@ -1,0 +1,205 @@
+//! `[distillation]`: knowledge distillation (Hinton, Vinyals & Dean, 2015) from the pipeline's backbone and
+//! headline head (the teacher) into a smaller backbone with an MLP head (the student).
+//!
+//! The teacher, trained on the training split, gives probabilities softened at temperature T for the
+//! training rows; the student MLP trains on the smaller backbone's features with
+//! (1 − α)·cross-entropy + α·T²·KL(teacher_T ‖ student_T). Reported: the teacher, the student trained on the
+//! labels alone (α = 0, same settings and seed) and the distilled student on the test split, and the
+//! student's extraction speed-up — both backbones timed on the same rows, bypassing the cache.
+
+use graft_heads::{Predict, Targets, argmax_rows};
+use ndarray::Axis;
+use serde::Deserialize;
+use serde_json::json;
+use toml::Spanned;
+
+use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4, uncalibrated};
+use crate::heads::train_head;
+use crate::{Diagnostic, PipelineError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDistillation {
+    pub student: Spanned<String>,
+    pub temperature: Option<Spanned<f64>>,
+    pub alpha: Option<Spanned<f64>>,
+    pub epochs: Option<Spanned<usize>>,
+    pub timing_rows: Option<Spanned<usize>>,
+}
+
+/// `[distillation]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct DistillationPlan {
+    /// The student backbone (a registered text model).
+    pub student: String,
+    pub temperature: f64,
+    pub alpha: f64,
+    pub epochs: usize,
+    /// Rows both backbones embed, uncached, for the speed-up.
+    pub timing_rows: usize,
+}
+
+impl DistillationPlan {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        json!({ "student": self.student, "temperature": self.temperature, "alpha": self.alpha,
+                "epochs": self.epochs, "timing_rows": self.timing_rows })
+    }
+}
+
+pub(crate) fn check(
+    c: &Check<'_>,
+    raw: Spanned<RawDistillation>,
+    modality: Modality,
+) -> Result<DistillationPlan, Diagnostic> {
+    let span = raw.span();
+    c.single_label(modality, span.clone(), "distillation")?;
+    if !modality.texts {
+        return Err(c
+            .error(span, "`[distillation]` distils into a smaller text backbone")
+            .with_hint("it needs text rows and a text `[backbone]` as the teacher"));
+    }
+    let r = raw.into_inner();
+    let temperature = match &r.temperature {
+        None => 4.0,
+        Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 => *t.get_ref(),
+        Some(t) => {
+            return Err(c
+                .error(t.span(), "`temperature` must be a number above 0")
+                .with_hint("Hinton et al. (2015) soften with T between 2 and 20; 4 is common"));
+        }
+    };
+    let alpha = match &r.alpha {
+        None => 0.5,
+        Some(a) if (0.0..=1.0).contains(a.get_ref()) => *a.get_ref(),
+        Some(a) => {
+            return Err(c
+                .error(a.span(), format!("`alpha` = {} must be between 0 and 1", a.get_ref()))
+                .with_hint("the weight of the teacher's soft targets; 1 − alpha goes to the labels"));
+        }
+    };
+    Ok(DistillationPlan {
+        student: c.text_backbone(&r.student)?,
+        temperature,
+        alpha,
+        epochs: c.positive(&r.epochs, 20, "epochs", "epochs of the student MLP, e.g. 20")?,
+        timing_rows: c.positive(
+            &r.timing_rows,
+            1000,
+            "timing_rows",
+            "rows both backbones embed uncached to time them, e.g. 1000",
+        )?,
+    })
+}
+
+pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
+    let clock = std::time::Instant::now();
+    let embed = d.embed.expect("checked: text rows have a text backbone");
+    let texts = d.texts.expect("checked: text rows");
+    let teacher_name = super::pipeline_backbone_name(d);
+    if teacher_name == p.student {
+        return Err(d
+            .plan
+            .diagnostic(
+                &d.plan.spans.backbone,
+                format!("the student backbone `{}` is the teacher's", p.student),
+            )
+            .with_hint("distil into a smaller registered backbone, e.g. `student = \"minilm-l3\"`")
+            .into());
+    }
+    let n_classes = d.classes.len();
+    let y_train: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
+    let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
+    let targets = Targets::new(&y_train, n_classes)?;
+    // Teacher: the pipeline's backbone and headline head.
+    let (teacher, _) = train_head(
+        &uncalibrated(d.headline),
+        None,
+        d.features.select(Axis(0), d.train).view(),
+        &targets,
+        None,
+    )?;
+    let teacher_accuracy = accuracy(
+        &argmax_rows(
+            teacher
+                .predict_proba(d.features.select(Axis(0), d.test).view())?
+                .view(),
+        ),
+        &y_test,
+    );
+    // Softened targets: softmax(ln p / T) = p^(1/T), renormalised.
+    let mut soft = teacher.predict_proba(d.features.select(Axis(0), d.train).view())?;
+    let inverse = 1.0 / p.temperature as f32;
+    for mut row in soft.rows_mut() {
+        row.mapv_inplace(|v| v.max(1e-12).powf(inverse));
+        let sum = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    // Student features for every row (through the cache).
+    let student = embed(Some(&p.student), texts, false)?;
+    let x_student = student.features.select(Axis(0), d.train);
+    let x_student_test = student.features.select(Axis(0), d.test);
+    let settings = super::mlp_settings(d, p.epochs, "distillation student")?;
+    let alone = settings.fit_distilled(x_student.view(), &targets, soft.view(), p.temperature, 0.0)?;
+    let distilled =
+        settings.fit_distilled(x_student.view(), &targets, soft.view(), p.temperature, p.alpha)?;
+    let alone_accuracy = accuracy(&alone.predict(x_student_test.view())?, &y_test);
+    let distilled_accuracy = accuracy(&distilled.predict(x_student_test.view())?, &y_test);
+    // Extraction speed: the same rows through both backbones, bypassing the cache, one after the other.
+    let timed: Vec<String> = texts.iter().take(p.timing_rows).cloned().collect();
+    let teacher_speed = embed(None, &timed, true)?.rows_per_second;
+    let student_speed = embed(Some(&p.student), &timed, true)?.rows_per_second;
+    let speed_up = student_speed / teacher_speed;
+    let rows = vec![
+        vec![
+            format!("teacher: {teacher_name} + {}", uncalibrated(d.headline).label()),
+            f4(teacher_accuracy),
+            format!("{teacher_speed:.0}"),
+        ],
+        vec![
+            format!("student alone: {} + MLP on the labels", p.student),
+            f4(alone_accuracy),
+            format!("{student_speed:.0}"),
+        ],
+        vec![
+            format!(
+                "distilled student: {} + MLP, T = {}, α = {}",
+                p.student, p.temperature, p.alpha
+            ),
+            f4(distilled_accuracy),
+            format!("{student_speed:.0}"),
+        ],
+    ];
+    Ok(TechniqueReport {
+        technique: "distillation".to_owned(),
+        title: "Knowledge distillation: teacher → smaller student".to_owned(),
+        method: format!(
+            "Teacher: {teacher_name} features + {} trained on the training split. Student: {} features + MLP ({} \
+             epochs), trained on the labels alone (α = 0) or on (1 − α)·CE + α·T²·KL with the teacher's \
+             probabilities softened at T (Hinton, Vinyals & Dean, 2015), same settings and seed. Extraction \
+             speed: the first {} texts through each backbone, cache bypassed, same threads and batch size.",
+            uncalibrated(d.headline).label(),
+            p.student,
+            p.epochs,
+            timed.len()
+        ),
+        finding: format!(
+            "test accuracy teacher {teacher_accuracy:.4}, student alone {alone_accuracy:.4}, distilled student \
+             {distilled_accuracy:.4} ({:+.4}); the student extracts {speed_up:.2}× as fast ({student_speed:.0} vs \
+             {teacher_speed:.0} rows/s)",
+            distilled_accuracy - alone_accuracy
+        ),
+        columns: vec![
+            "model".to_owned(),
+            "test accuracy".to_owned(),
+            "extraction rows/s".to_owned(),
+        ],
+        rows,
+        details: json!({
+            "teacher_accuracy": teacher_accuracy, "student_alone_accuracy": alone_accuracy,
+            "distilled_accuracy": distilled_accuracy, "teacher_rows_per_second": teacher_speed,
+            "student_rows_per_second": student_speed, "speed_up": speed_up, "timing_rows": timed.len(),
+            "temperature": p.temperature, "alpha": p.alpha,
+        }),
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,140 @@
+//! `[fusion]`: features of a second frozen text backbone next to the pipeline's, for the same rows — the
+//! lateral use of several frozen models (Rusu et al., 2016, "Progressive neural networks", with frozen
+//! columns and no adapters). The fused row is the concatenation of both embeddings; the headline head's
+//! settings are trained on each backbone alone and on the fusion, all on the same split, and the fusion is
+//! paired with the pipeline's backbone on the test rows (McNemar's exact test).
+
+use graft_eval::{classification_report, mcnemar};
+use graft_heads::{Targets, argmax_rows};
+use ndarray::{Array2, Axis};
+use serde::Deserialize;
+use serde_json::json;
+use toml::Spanned;
+
+use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
+use crate::heads::train_head;
+use crate::{Diagnostic, PipelineError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFusion {
+    pub backbone: Spanned<String>,
+}
+
+/// `[fusion]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct FusionPlan {
+    /// The second backbone (a registered text model).
+    pub backbone: String,
+}
+
+impl FusionPlan {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        json!({ "backbone": self.backbone, "method": "concatenate" })
+    }
+}
+
+pub(crate) fn check(
+    c: &Check<'_>,
+    raw: Spanned<RawFusion>,
+    modality: Modality,
+) -> Result<FusionPlan, Diagnostic> {
+    let span = raw.span();
+    c.single_label(modality, span.clone(), "fusion")?;
+    if !modality.texts {
+        return Err(c
+            .error(span, "`[fusion]` adds a second text backbone")
+            .with_hint("it needs text rows and a text `[backbone]`"));
+    }
+    let raw = raw.into_inner();
+    Ok(FusionPlan {
+        backbone: c.text_backbone(&raw.backbone)?,
+    })
+}
+
+/// The headline's settings trained on `x`'s training rows; test predictions.
+fn test_predictions(d: &RunData<'_>, x: &Array2<f32>) -> Result<Vec<usize>, PipelineError> {
+    let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
+    let (head, _) = train_head(
+        &uncalibrated(d.headline),
+        None,
+        x.select(Axis(0), d.train).view(),
+        &Targets::new(&y, d.classes.len())?,
+        None,
+    )?;
+    Ok(argmax_rows(
+        head.predict_proba(x.select(Axis(0), d.test).view())?
+            .view(),
+    ))
+}
+
+pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
+    let clock = std::time::Instant::now();
+    let embed = d.embed.expect("checked: text rows have a text backbone");
+    let texts = d.texts.expect("checked: text rows");
+    let second = embed(Some(&p.backbone), texts, false)?;
+    let first = d.features.to_owned();
+    let fused = ndarray::concatenate(Axis(1), &[first.view(), second.features.view()])
+        .expect("same rows");
+    let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
+    let n_classes = d.classes.len();
+    let pipeline_name = super::pipeline_backbone_name(d);
+    let variants = [
+        (pipeline_name.clone(), &first),
+        (p.backbone.clone(), &second.features),
+        (format!("{pipeline_name} ⊕ {}", p.backbone), &fused),
+    ];
+    let mut predictions = Vec::new();
+    let mut rows = Vec::new();
+    let mut results = Vec::new();
+    for (name, x) in &variants {
+        let predicted = test_predictions(d, x)?;
+        let report = classification_report(&y_test, &predicted, n_classes)?;
+        rows.push(vec![
+            name.clone(),
+            x.ncols().to_string(),
+            f4(report.accuracy),
+            f4(report.macro_f1),
+        ]);
+        results.push(json!({ "features": name, "dimension": x.ncols(), "test_accuracy": report.accuracy,
+                             "test_macro_f1": report.macro_f1 }));
+        predictions.push(predicted);
+    }
+    let paired = mcnemar(&y_test, &predictions[2], &predictions[0])?;
+    let accuracy = |i: usize| results[i]["test_accuracy"].as_f64().unwrap_or(f64::NAN);
+    Ok(TechniqueReport {
+        technique: "fusion".to_owned(),
+        title: "Feature fusion across backbones".to_owned(),
+        method: format!(
+            "A second frozen backbone, {}, embeds the same rows ({} extracted now, the rest from the feature \
+             cache); its embedding is concatenated with the pipeline's. The headline head's settings ({}) are \
+             trained on the training split of each feature set and scored on the test split; fused vs the \
+             pipeline's backbone paired on the test rows by McNemar's exact test.",
+            p.backbone,
+            second.extracted,
+            uncalibrated(d.headline).label()
+        ),
+        finding: format!(
+            "test accuracy {:.4} ({pipeline_name}), {:.4} ({}), {:.4} fused ({:+.4} vs {pipeline_name}; McNemar \
+             {}/{}, p = {:.3})",
+            accuracy(0),
+            accuracy(1),
+            p.backbone,
+            accuracy(2),
+            accuracy(2) - accuracy(0),
+            paired.a_only,
+            paired.b_only,
+            paired.p_value
+        ),
+        columns: vec![
+            "features".to_owned(),
+            "dimension".to_owned(),
+            "test accuracy".to_owned(),
+            "macro-F1".to_owned(),
+        ],
+        rows,
+        details: json!({ "variants": results, "fused_vs_pipeline_mcnemar": {
+            "fused_only": paired.a_only, "pipeline_only": paired.b_only, "p_value": paired.p_value } }),
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,161 @@
+//! `[prompt_templates]`: which prompt template suits the backbone and task, measured. Every row is embedded
+//! through each template (`{text}` marks the text; each template is its own part of the feature cache) and
+//! the headline head's settings are trained and scored on each, next to the texts as written. The chosen
+//! template then goes to `[backbone] prompt`.
+
+use graft_eval::{classification_report, mcnemar};
+use graft_heads::{Targets, argmax_rows};
+use ndarray::{Array2, Axis};
+use serde::Deserialize;
+use serde_json::json;
+use toml::Spanned;
+
+use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
+use crate::heads::train_head;
+use crate::{Diagnostic, PipelineError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPromptTemplates {
+    pub templates: Spanned<Vec<String>>,
+}
+
+/// `[prompt_templates]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct PromptTemplatesPlan {
+    pub templates: Vec<String>,
+}
+
+impl PromptTemplatesPlan {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        json!({ "templates": self.templates })
+    }
+}
+
+pub(crate) fn check(
+    c: &Check<'_>,
+    raw: Spanned<RawPromptTemplates>,
+    modality: Modality,
+) -> Result<PromptTemplatesPlan, Diagnostic> {
+    let span = raw.span();
+    c.single_label(modality, span.clone(), "prompt_templates")?;
+    if !modality.texts {
+        return Err(c
+            .error(span, "`[prompt_templates]` compares templates for a text backbone")
+            .with_hint("it needs text rows and a text `[backbone]`"));
+    }
+    if modality.prompted {
+        return Err(c
+            .error(span, "`[prompt_templates]` compares templates against the texts as written, but `[backbone] prompt` is set")
+            .with_hint("remove `prompt` from `[backbone]` while comparing; put the winner there afterwards"));
+    }
+    let templates = raw.into_inner().templates;
+    if templates.get_ref().is_empty() {
+        return Err(c
+            .error(templates.span(), "`templates` is empty")
+            .with_hint("e.g. `templates = [\"Movie review: {text}\", \"query: {text}\"]`"));
+    }
+    if let Some(bad) = templates.get_ref().iter().find(|t| !t.contains("{text}")) {
+        return Err(c
+            .error(templates.span(), format!("template `{bad}` has no `{{text}}` placeholder"))
+            .with_hint("mark where each text goes, e.g. `\"query: {text}\"`"));
+    }
+    Ok(PromptTemplatesPlan {
+        templates: templates.into_inner(),
+    })
+}
+
+/// The headline's settings trained on `x`'s training rows; test predictions.
+fn test_predictions(d: &RunData<'_>, x: &Array2<f32>) -> Result<Vec<usize>, PipelineError> {
+    let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
+    let (head, _) = train_head(
+        &uncalibrated(d.headline),
+        None,
+        x.select(Axis(0), d.train).view(),
+        &Targets::new(&y, d.classes.len())?,
+        None,
+    )?;
+    Ok(argmax_rows(
+        head.predict_proba(x.select(Axis(0), d.test).view())?
+            .view(),
+    ))
+}
+
+pub(crate) fn run(p: &PromptTemplatesPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
+    let clock = std::time::Instant::now();
+    let embed = d.embed.expect("checked: text rows have a text backbone");
+    let texts = d.texts.expect("checked: text rows");
+    let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
+    let plain = test_predictions(d, &d.features.to_owned())?;
+    let plain_report = classification_report(&y_test, &plain, d.classes.len())?;
+    let mut rows = vec![vec![
+        "(texts as written)".to_owned(),
+        f4(plain_report.accuracy),
+        f4(plain_report.macro_f1),
+        "–".to_owned(),
+    ]];
+    let mut results = Vec::new();
+    let mut extracted = 0;
+    for template in &p.templates {
+        let prompted: Vec<String> = texts
+            .iter()
+            .map(|t| crate::plan::apply_prompt(template, t))
+            .collect();
+        let features = embed(None, &prompted, false)?;
+        extracted += features.extracted;
+        let predicted = test_predictions(d, &features.features)?;
+        let report = classification_report(&y_test, &predicted, d.classes.len())?;
+        let paired = mcnemar(&y_test, &predicted, &plain)?;
+        rows.push(vec![
+            format!("`{template}`"),
+            f4(report.accuracy),
+            f4(report.macro_f1),
+            format!(
+                "{:+.4} (McNemar {}/{}, p = {:.3})",
+                report.accuracy - plain_report.accuracy,
+                paired.a_only,
+                paired.b_only,
+                paired.p_value
+            ),
+        ]);
+        results.push(json!({ "template": template, "test_accuracy": report.accuracy,
+                             "test_macro_f1": report.macro_f1, "mcnemar_p": paired.p_value }));
+    }
+    let best = results
+        .iter()
+        .max_by(|a, b| {
+            a["test_accuracy"]
+                .as_f64()
+                .unwrap_or(f64::MIN)
+                .total_cmp(&b["test_accuracy"].as_f64().unwrap_or(f64::MIN))
+        })
+        .expect("at least one template");
+    Ok(TechniqueReport {
+        technique: "prompt_templates".to_owned(),
+        title: "Prompt templates".to_owned(),
+        method: format!(
+            "Every row embedded through each template ({extracted} rows extracted now, the rest from the feature \
+             cache, where each template is its own key); the headline head's settings ({}) trained on the \
+             training split of each and scored on the test split, paired with the texts as written (McNemar's \
+             exact test).",
+            uncalibrated(d.headline).label()
+        ),
+        finding: format!(
+            "texts as written {:.4}; best template `{}` {:.4}",
+            plain_report.accuracy,
+            best["template"].as_str().unwrap_or("?"),
+            best["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+        ),
+        columns: vec![
+            "template".to_owned(),
+            "test accuracy".to_owned(),
+            "macro-F1".to_owned(),
+            "vs as written".to_owned(),
+        ],
+        rows,
+        details: json!({ "as_written": { "test_accuracy": plain_report.accuracy,
+                                          "test_macro_f1": plain_report.macro_f1 },
+                         "templates": results }),
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
