@@ -449,12 +449,7 @@ impl MlpValidParams {
         }
         let (net, report) = self.train(
             x,
-            &Outputs::Soft(
-                targets.labels(),
-                teacher,
-                temperature as f32,
-                alpha as f32,
-            ),
+            &Outputs::Soft(targets.labels(), teacher, temperature as f32, alpha as f32),
             None,
         );
         Ok(FittedMlp { net, report })

@@ -399,14 +399,26 @@ pub(crate) fn image_preprocess(p: &graft_assets::ImagePreprocessEntry) -> ImageP
     }
 }
 
-/// The registered text backbone `name` with `base`'s batch size, threads, provider, cache and prompt: a
-/// second backbone for a technique stage (checked to exist and to be a text model when the plan was loaded).
-pub(crate) fn registered_text_backbone(base: &BackbonePlan, name: &str) -> BackbonePlan {
-    let registry = Registry::builtin();
+/// A stage's second text backbone with `base`'s batch size, threads, provider, cache and prompt; a
+/// registered one brings its own output, pooling, normalisation and length, files take `base`'s.
+pub(crate) fn other_text_backbone(
+    base: &BackbonePlan,
+    other: &crate::techniques::OtherBackbone,
+) -> BackbonePlan {
     let mut config = base.config.clone();
-    apply_registry_defaults(&mut config, &registry.models[name]);
+    let source = match other {
+        crate::techniques::OtherBackbone::Registry(name) => {
+            apply_registry_defaults(&mut config, &Registry::builtin().models[name]);
+            ModelSource::Registry(name.clone())
+        }
+        crate::techniques::OtherBackbone::Files { onnx, tokenizer } => ModelSource::Files {
+            onnx: onnx.clone(),
+            tokenizer: tokenizer.clone(),
+            sha256: None,
+        },
+    };
     BackbonePlan {
-        source: ModelSource::Registry(name.to_owned()),
+        source,
         config,
         image: None,
         cache: base.cache,
@@ -431,7 +443,7 @@ pub(crate) fn apply_registry_defaults(
 
 /// An absolute path with `.` and `..` removed lexically (so messages show `/repo/data/x.csv`, not
 /// `/repo/pipelines/../data/x.csv`).
-fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     use std::path::Component;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut out = PathBuf::new();

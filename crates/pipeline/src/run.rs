@@ -1359,7 +1359,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         Vec::new()
     } else {
         let prompt = plan.backbone.as_ref().and_then(|b| b.prompt.clone());
-        let embed = |backbone: Option<&str>,
+        let embed = |backbone: Option<&crate::techniques::OtherBackbone>,
                      texts: &[String],
                      fresh: bool|
          -> Result<crate::techniques::Embedded, PipelineError> {
@@ -1372,8 +1372,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             };
             let mut other = plan.clone();
             let chosen = other.backbone.as_mut().expect("text rows have a backbone");
-            if let Some(name) = backbone {
-                *chosen = crate::plan::registered_text_backbone(chosen, name);
+            if let Some(backbone) = backbone {
+                *chosen = crate::plan::other_text_backbone(chosen, backbone);
             }
             chosen.cache &= !fresh;
             let f = text_features(&other, options, &cache, &prompted)?;

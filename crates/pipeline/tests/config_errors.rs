@@ -465,3 +465,46 @@ fn a_prompt_needs_its_placeholder() {
         ],
     );
 }
+
+#[test]
+fn technique_stages_point_at_the_key_that_is_wrong() {
+    check(
+        "zero-shot-template",
+        21,
+        &["`template` must contain `{label}`", "hint: e.g."],
+    );
+    check("few-shot-one-way", 21, &["`ways` must be at least 2"]);
+    check(
+        "domain-no-target",
+        20,
+        &["needs a target domain", "target = \"amazon-snippets\""],
+    );
+    check(
+        "distillation-unknown-student",
+        21,
+        &["unknown backbone `minilm-l9`", "minilm-l3"],
+    );
+    check(
+        "distillation-alpha",
+        22,
+        &["`alpha` = 1.5 must be between 0 and 1"],
+    );
+    check(
+        "augmentation-on-features",
+        14,
+        &[
+            "`[augmentation]` augments texts or images",
+            "remove `[augmentation]`",
+        ],
+    );
+    check(
+        "prompt-templates-with-prompt",
+        21,
+        &["`[backbone] prompt` is set", "put the winner there"],
+    );
+    check(
+        "multitask-no-tasks",
+        21,
+        &["`tasks` lists no label columns"],
+    );
+}

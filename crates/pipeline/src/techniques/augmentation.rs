@@ -95,18 +95,29 @@ pub(crate) fn check(
         None => Ok(default),
         Some(p) if (0.0..1.0).contains(p.get_ref()) => Ok(*p.get_ref()),
         Some(p) => Err(c
-            .error(p.span(), format!("`{key}` = {} must be in [0, 1)", p.get_ref()))
+            .error(
+                p.span(),
+                format!("`{key}` = {} must be in [0, 1)", p.get_ref()),
+            )
             .with_hint("EDA's defaults are 0.1")),
     };
     let deletion = probability(&r.deletion, 0.1, "deletion")?;
     let swap = probability(&r.swap, 0.1, "swap")?;
     if modality.texts && deletion == 0.0 && swap == 0.0 {
         return Err(c
-            .error(span, "`deletion = 0` and `swap = 0` leave every view equal to its text")
+            .error(
+                span,
+                "`deletion = 0` and `swap = 0` leave every view equal to its text",
+            )
             .with_hint("EDA's defaults are deletion = 0.1, swap = 0.1"));
     }
     Ok(AugmentationPlan {
-        views: c.positive(&r.views, 2, "views", "augmented copies of each training text, e.g. 2")?,
+        views: c.positive(
+            &r.views,
+            2,
+            "views",
+            "augmented copies of each training text, e.g. 2",
+        )?,
         deletion,
         swap,
         per_class: c.shots(&r.per_class, &[8, 32], "per_class")?,
@@ -208,9 +219,15 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         let x_aug = ndarray::concatenate(Axis(0), &parts).expect("same width");
         let y_aug = y.repeat(1 + views.len());
         let mut out = [0.0; 2];
-        for (slot, (x, y)) in [(x.view(), &y), (x_aug.view(), &y_aug)].into_iter().enumerate() {
+        for (slot, (x, y)) in [(x.view(), &y), (x_aug.view(), &y_aug)]
+            .into_iter()
+            .enumerate()
+        {
             let (head, _) = train_head(&spec, None, x, &Targets::new(y, n_classes)?, None)?;
-            out[slot] = accuracy(&argmax_rows(head.predict_proba(x_test.view())?.view()), &y_test);
+            out[slot] = accuracy(
+                &argmax_rows(head.predict_proba(x_test.view())?.view()),
+                &y_test,
+            );
         }
         Ok((out[0], out[1]))
     };
@@ -245,8 +262,10 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
             with_interval(&augmented),
             format!("{:+.4}", augmented.mean - plain.mean),
         ]);
-        points.push(json!({ "per_class": k, "without": super::few_shot::summary(&plain),
-                            "with": super::few_shot::summary(&augmented) }));
+        points.push(
+            json!({ "per_class": k, "without": super::few_shot::summary(&plain),
+                            "with": super::few_shot::summary(&augmented) }),
+        );
     }
     rows.push(vec![
         format!("whole training split ({} rows)", d.train.len()),
@@ -303,6 +322,9 @@ mod tests {
             assert!(v.split_whitespace().all(|w| words.contains(&w)), "{v}");
         }
         assert!((0..20).any(|s| view(s) != text));
-        assert_eq!(eda("one", 0.5, 0.9, &mut ChaCha8Rng::seed_from_u64(0)), "one");
+        assert_eq!(
+            eda("one", 0.5, 0.9, &mut ChaCha8Rng::seed_from_u64(0)),
+            "one"
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::{Diagnostic, PipelineError};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDistillation {
-    pub student: Spanned<String>,
+    pub student: Spanned<super::RawBackboneRef>,
     pub temperature: Option<Spanned<f64>>,
     pub alpha: Option<Spanned<f64>>,
     pub epochs: Option<Spanned<usize>>,
@@ -30,18 +30,19 @@ pub(crate) struct RawDistillation {
 /// `[distillation]`, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct DistillationPlan {
-    /// The student backbone (a registered text model).
-    pub student: String,
+    /// The student backbone.
+    pub student: super::OtherBackbone,
     pub temperature: f64,
     pub alpha: f64,
     pub epochs: usize,
     /// Rows both backbones embed, uncached, for the speed-up.
     pub timing_rows: usize,
+    student_span: std::ops::Range<usize>,
 }
 
 impl DistillationPlan {
     pub(crate) fn json(&self) -> serde_json::Value {
-        json!({ "student": self.student, "temperature": self.temperature, "alpha": self.alpha,
+        json!({ "student": self.student.json(), "temperature": self.temperature, "alpha": self.alpha,
                 "epochs": self.epochs, "timing_rows": self.timing_rows })
     }
 }
@@ -55,7 +56,10 @@ pub(crate) fn check(
     c.single_label(modality, span.clone(), "distillation")?;
     if !modality.texts {
         return Err(c
-            .error(span, "`[distillation]` distils into a smaller text backbone")
+            .error(
+                span,
+                "`[distillation]` distils into a smaller text backbone",
+            )
             .with_hint("it needs text rows and a text `[backbone]` as the teacher"));
     }
     let r = raw.into_inner();
@@ -73,15 +77,26 @@ pub(crate) fn check(
         Some(a) if (0.0..=1.0).contains(a.get_ref()) => *a.get_ref(),
         Some(a) => {
             return Err(c
-                .error(a.span(), format!("`alpha` = {} must be between 0 and 1", a.get_ref()))
-                .with_hint("the weight of the teacher's soft targets; 1 − alpha goes to the labels"));
+                .error(
+                    a.span(),
+                    format!("`alpha` = {} must be between 0 and 1", a.get_ref()),
+                )
+                .with_hint(
+                    "the weight of the teacher's soft targets; 1 − alpha goes to the labels",
+                ));
         }
     };
     Ok(DistillationPlan {
         student: c.text_backbone(&r.student)?,
+        student_span: r.student.span(),
         temperature,
         alpha,
-        epochs: c.positive(&r.epochs, 20, "epochs", "epochs of the student MLP, e.g. 20")?,
+        epochs: c.positive(
+            &r.epochs,
+            20,
+            "epochs",
+            "epochs of the student MLP, e.g. 20",
+        )?,
         timing_rows: c.positive(
             &r.timing_rows,
             1000,
@@ -96,11 +111,11 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = d.texts.expect("checked: text rows");
     let teacher_name = super::pipeline_backbone_name(d);
-    if teacher_name == p.student {
+    if p.student.is_pipeline_backbone(d.plan) {
         return Err(d
             .plan
             .diagnostic(
-                &d.plan.spans.backbone,
+                &Some(p.student_span.clone()),
                 format!("the student backbone `{}` is the teacher's", p.student),
             )
             .with_hint("distil into a smaller registered backbone, e.g. `student = \"minilm-l3\"`")
@@ -139,9 +154,15 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let x_student = student.features.select(Axis(0), d.train);
     let x_student_test = student.features.select(Axis(0), d.test);
     let settings = super::mlp_settings(d, p.epochs, "distillation student")?;
-    let alone = settings.fit_distilled(x_student.view(), &targets, soft.view(), p.temperature, 0.0)?;
-    let distilled =
-        settings.fit_distilled(x_student.view(), &targets, soft.view(), p.temperature, p.alpha)?;
+    let alone =
+        settings.fit_distilled(x_student.view(), &targets, soft.view(), p.temperature, 0.0)?;
+    let distilled = settings.fit_distilled(
+        x_student.view(),
+        &targets,
+        soft.view(),
+        p.temperature,
+        p.alpha,
+    )?;
     let alone_accuracy = accuracy(&alone.predict(x_student_test.view())?, &y_test);
     let distilled_accuracy = accuracy(&distilled.predict(x_student_test.view())?, &y_test);
     // Extraction speed: the same rows through both backbones, bypassing the cache, one after the other.
@@ -151,7 +172,10 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let speed_up = student_speed / teacher_speed;
     let rows = vec![
         vec![
-            format!("teacher: {teacher_name} + {}", uncalibrated(d.headline).label()),
+            format!(
+                "teacher: {teacher_name} + {}",
+                uncalibrated(d.headline).label()
+            ),
             f4(teacher_accuracy),
             format!("{teacher_speed:.0}"),
         ],

@@ -161,7 +161,13 @@ fn read_target(
         ),
         TargetSource::File(path) => (path.clone(), path.display().to_string()),
     };
-    let table = graft_ingest::read_table(&path)?;
+    let table = graft_ingest::read_table(&path).map_err(|e| {
+        PipelineError::from(
+            d.plan
+                .diagnostic(&span, format!("target domain: {e}"))
+                .with_hint("give a CSV/TSV or Parquet table with a header row, texts and labels"),
+        )
+    })?;
     let target = graft_ingest::text_classification(&table, &p.text_column, &p.label_column)
         .map_err(|e| {
             PipelineError::from(

@@ -18,19 +18,19 @@ use crate::{Diagnostic, PipelineError};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFusion {
-    pub backbone: Spanned<String>,
+    pub backbone: Spanned<super::RawBackboneRef>,
 }
 
 /// `[fusion]`, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct FusionPlan {
-    /// The second backbone (a registered text model).
-    pub backbone: String,
+    /// The second backbone.
+    pub backbone: super::OtherBackbone,
 }
 
 impl FusionPlan {
     pub(crate) fn json(&self) -> serde_json::Value {
-        json!({ "backbone": self.backbone, "method": "concatenate" })
+        json!({ "backbone": self.backbone.json(), "method": "concatenate" })
     }
 }
 
@@ -63,8 +63,7 @@ fn test_predictions(d: &RunData<'_>, x: &Array2<f32>) -> Result<Vec<usize>, Pipe
         None,
     )?;
     Ok(argmax_rows(
-        head.predict_proba(x.select(Axis(0), d.test).view())?
-            .view(),
+        head.predict_proba(x.select(Axis(0), d.test).view())?.view(),
     ))
 }
 
@@ -74,14 +73,14 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let texts = d.texts.expect("checked: text rows");
     let second = embed(Some(&p.backbone), texts, false)?;
     let first = d.features.to_owned();
-    let fused = ndarray::concatenate(Axis(1), &[first.view(), second.features.view()])
-        .expect("same rows");
+    let fused =
+        ndarray::concatenate(Axis(1), &[first.view(), second.features.view()]).expect("same rows");
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let n_classes = d.classes.len();
     let pipeline_name = super::pipeline_backbone_name(d);
     let variants = [
         (pipeline_name.clone(), &first),
-        (p.backbone.clone(), &second.features),
+        (p.backbone.name(), &second.features),
         (format!("{pipeline_name} ⊕ {}", p.backbone), &fused),
     ];
     let mut predictions = Vec::new();
@@ -96,8 +95,10 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
             f4(report.accuracy),
             f4(report.macro_f1),
         ]);
-        results.push(json!({ "features": name, "dimension": x.ncols(), "test_accuracy": report.accuracy,
-                             "test_macro_f1": report.macro_f1 }));
+        results.push(
+            json!({ "features": name, "dimension": x.ncols(), "test_accuracy": report.accuracy,
+                             "test_macro_f1": report.macro_f1 }),
+        );
         predictions.push(predicted);
     }
     let paired = mcnemar(&y_test, &predictions[2], &predictions[0])?;

@@ -105,10 +105,17 @@ impl TechniquesPlan {
 
     /// Further registered backbones the stages embed with (for `fetch`).
     pub(crate) fn registered_backbones(&self) -> Vec<&str> {
-        let mut names = Vec::new();
-        names.extend(self.distillation.as_ref().map(|d| d.student.as_str()));
-        names.extend(self.fusion.as_ref().map(|f| f.backbone.as_str()));
-        names
+        [
+            self.distillation.as_ref().map(|d| &d.student),
+            self.fusion.as_ref().map(|f| &f.backbone),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|b| match b {
+            OtherBackbone::Registry(name) => Some(name.as_str()),
+            OtherBackbone::Files { .. } => None,
+        })
+        .collect()
     }
 
     /// The target data set of a domain-adaptation stage, when it is a registered one (for `fetch`).
@@ -132,6 +139,71 @@ pub(crate) struct RawTechniques {
     pub fusion: Option<Spanned<RawFusion>>,
     pub augmentation: Option<Spanned<RawAugmentation>>,
     pub prompt_templates: Option<Spanned<RawPromptTemplates>>,
+}
+
+/// A second backbone as a stage names it: a registered name, or files.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawBackboneRef {
+    Name(String),
+    Files(RawModelFiles),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModelFiles {
+    pub onnx: String,
+    pub tokenizer: String,
+}
+
+/// A second text backbone, checked: the pipeline's extraction settings apply to it (registered ones bring
+/// their own output, pooling, normalisation and length).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OtherBackbone {
+    Registry(String),
+    Files {
+        onnx: std::path::PathBuf,
+        tokenizer: std::path::PathBuf,
+    },
+}
+
+impl OtherBackbone {
+    /// For reports.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            OtherBackbone::Registry(name) => name.clone(),
+            OtherBackbone::Files { onnx, .. } => onnx
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// Whether it is the pipeline's own backbone.
+    pub(crate) fn is_pipeline_backbone(&self, plan: &crate::Plan) -> bool {
+        match (self, plan.backbone.as_ref().map(|b| &b.source)) {
+            (OtherBackbone::Registry(a), Some(crate::plan::ModelSource::Registry(b))) => a == b,
+            (
+                OtherBackbone::Files { onnx: a, .. },
+                Some(crate::plan::ModelSource::Files { onnx: b, .. }),
+            ) => a == b,
+            _ => false,
+        }
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        match self {
+            OtherBackbone::Registry(name) => serde_json::json!({ "model": name }),
+            OtherBackbone::Files { onnx, tokenizer } => {
+                serde_json::json!({ "onnx": onnx, "tokenizer": tokenizer })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for OtherBackbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
 }
 
 /// What the data and backbone of the pipeline are, for checks that depend on them.
@@ -162,8 +234,7 @@ impl Check<'_> {
 
     /// A path relative to the pipeline file's folder.
     pub(crate) fn resolve(&self, path: &str) -> std::path::PathBuf {
-        let base = self.file.parent().unwrap_or(Path::new("."));
-        std::path::absolute(base.join(path)).unwrap_or_else(|_| base.join(path))
+        crate::plan::absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
     }
 
     /// A positive count, or the default.
@@ -227,11 +298,11 @@ impl Check<'_> {
         }
     }
 
-    /// A registered text backbone named by a stage.
+    /// A second text backbone named by a stage: registered, or ONNX + tokenizer files.
     pub(crate) fn text_backbone(
         &self,
-        name: &Spanned<String>,
-    ) -> Result<String, Diagnostic> {
+        raw: &Spanned<RawBackboneRef>,
+    ) -> Result<OtherBackbone, Diagnostic> {
         let registry = graft_assets::Registry::builtin();
         let text_models: Vec<&str> = registry
             .models
@@ -239,14 +310,40 @@ impl Check<'_> {
             .filter(|(_, m)| m.modality == "text")
             .map(|(n, _)| n.as_str())
             .collect();
-        match registry.models.get(name.get_ref()) {
-            Some(m) if m.modality == "text" => Ok(name.get_ref().clone()),
-            Some(_) => Err(self
-                .error(name.span(), format!("`{}` is not a text backbone", name.get_ref()))
-                .with_hint(format!("registered text backbones: {}", text_models.join(", ")))),
-            None => Err(self
-                .error(name.span(), format!("unknown backbone `{}`", name.get_ref()))
-                .with_hint(format!("registered text backbones: {}", text_models.join(", ")))),
+        let hint = format!(
+            "registered text backbones: {}; or give files: {{ onnx = \"model.onnx\", tokenizer = \"tokenizer.json\" }}",
+            text_models.join(", ")
+        );
+        match raw.get_ref() {
+            RawBackboneRef::Name(name) => match registry.models.get(name) {
+                Some(m) if m.modality == "text" => Ok(OtherBackbone::Registry(name.clone())),
+                Some(_) => Err(self
+                    .error(raw.span(), format!("`{name}` is not a text backbone"))
+                    .with_hint(hint)),
+                None => Err(self
+                    .error(raw.span(), format!("unknown backbone `{name}`"))
+                    .with_hint(hint)),
+            },
+            RawBackboneRef::Files(files) => {
+                let mut paths = Vec::new();
+                for (what, path) in [("ONNX model", &files.onnx), ("tokenizer", &files.tokenizer)] {
+                    let resolved = self.resolve(path);
+                    if !resolved.is_file() {
+                        return Err(self
+                            .error(
+                                raw.span(),
+                                format!("{what} not found: {}", resolved.display()),
+                            )
+                            .with_hint(
+                                "relative paths are resolved from the folder of the pipeline file",
+                            ));
+                    }
+                    paths.push(resolved);
+                }
+                let tokenizer = paths.pop().expect("two paths");
+                let onnx = paths.pop().expect("two paths");
+                Ok(OtherBackbone::Files { onnx, tokenizer })
+            }
         }
     }
 
@@ -320,7 +417,7 @@ pub(crate) fn check(
 /// text backbone with the run's threads and batch size, through the feature cache unless `fresh` (then
 /// every row is extracted, for timing).
 pub(crate) type EmbedTexts<'a> =
-    dyn Fn(Option<&str>, &[String], bool) -> Result<Embedded, PipelineError> + Sync + 'a;
+    dyn Fn(Option<&OtherBackbone>, &[String], bool) -> Result<Embedded, PipelineError> + Sync + 'a;
 
 /// Features of texts a stage asked for, and how fast they were extracted.
 pub(crate) struct Embedded {
@@ -455,9 +552,10 @@ pub(crate) fn mlp_settings(
 pub(crate) fn pipeline_backbone_name(d: &RunData<'_>) -> String {
     match d.plan.backbone.as_ref().map(|b| &b.source) {
         Some(crate::plan::ModelSource::Registry(name)) => name.clone(),
-        Some(crate::plan::ModelSource::Files { onnx, .. }) => onnx
-            .file_name()
-            .map_or_else(|| "backbone".to_owned(), |n| n.to_string_lossy().into_owned()),
+        Some(crate::plan::ModelSource::Files { onnx, .. }) => onnx.file_name().map_or_else(
+            || "backbone".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
         None => "given features".to_owned(),
     }
 }

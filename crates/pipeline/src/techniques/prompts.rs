@@ -41,7 +41,10 @@ pub(crate) fn check(
     c.single_label(modality, span.clone(), "prompt_templates")?;
     if !modality.texts {
         return Err(c
-            .error(span, "`[prompt_templates]` compares templates for a text backbone")
+            .error(
+                span,
+                "`[prompt_templates]` compares templates for a text backbone",
+            )
             .with_hint("it needs text rows and a text `[backbone]`"));
     }
     if modality.prompted {
@@ -57,7 +60,10 @@ pub(crate) fn check(
     }
     if let Some(bad) = templates.get_ref().iter().find(|t| !t.contains("{text}")) {
         return Err(c
-            .error(templates.span(), format!("template `{bad}` has no `{{text}}` placeholder"))
+            .error(
+                templates.span(),
+                format!("template `{bad}` has no `{{text}}` placeholder"),
+            )
             .with_hint("mark where each text goes, e.g. `\"query: {text}\"`"));
     }
     Ok(PromptTemplatesPlan {
@@ -76,12 +82,14 @@ fn test_predictions(d: &RunData<'_>, x: &Array2<f32>) -> Result<Vec<usize>, Pipe
         None,
     )?;
     Ok(argmax_rows(
-        head.predict_proba(x.select(Axis(0), d.test).view())?
-            .view(),
+        head.predict_proba(x.select(Axis(0), d.test).view())?.view(),
     ))
 }
 
-pub(crate) fn run(p: &PromptTemplatesPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
+pub(crate) fn run(
+    p: &PromptTemplatesPlan,
+    d: &RunData<'_>,
+) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = d.texts.expect("checked: text rows");
@@ -118,8 +126,10 @@ pub(crate) fn run(p: &PromptTemplatesPlan, d: &RunData<'_>) -> Result<TechniqueR
                 paired.p_value
             ),
         ]);
-        results.push(json!({ "template": template, "test_accuracy": report.accuracy,
-                             "test_macro_f1": report.macro_f1, "mcnemar_p": paired.p_value }));
+        results.push(
+            json!({ "template": template, "test_accuracy": report.accuracy,
+                             "test_macro_f1": report.macro_f1, "mcnemar_p": paired.p_value }),
+        );
     }
     let best = results
         .iter()

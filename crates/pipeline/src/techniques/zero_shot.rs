@@ -149,7 +149,16 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
                 &p.labels_span,
                 format!("`labels` names class `{unknown}`, which the data does not have"),
             )
-            .with_hint(format!("the classes are: {}", d.classes.join(", ")))
+            .with_hint(
+                match crate::diagnostic::did_you_mean(unknown, d.classes.iter().map(String::as_str))
+                {
+                    Some(best) => format!(
+                        "did you mean `{best}`? the classes are: {}",
+                        d.classes.join(", ")
+                    ),
+                    None => format!("the classes are: {}", d.classes.join(", ")),
+                },
+            )
             .into());
     }
     let embed = d.embed.expect("checked: text rows have a text backbone");

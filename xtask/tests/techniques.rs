@@ -1,0 +1,370 @@
+//! The transfer-learning technique stages on the tiny fixtures: each reports the comparison it exists for,
+//! deterministically, and mistakes found only once the data is read are located errors.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{cache, metrics, repo, run_pipeline};
+use serde_json::Value;
+
+/// fixtures/pipelines/tiny-techniques.toml, run once for every test of this file.
+fn techniques() -> &'static (tempfile::TempDir, PathBuf) {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let runs = tempfile::tempdir().unwrap();
+        let dir = run_pipeline("fixtures/pipelines/tiny-techniques.toml", runs.path());
+        (runs, dir)
+    })
+}
+
+/// The stage `name`'s report in the shared run.
+fn stage(name: &str) -> Value {
+    let recorded = metrics(&techniques().1);
+    recorded["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["technique"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` in {recorded}"))
+        .clone()
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn assert_interval(s: &Value) {
+    let (lo, mean, hi) = (number(&s["lower"]), number(&s["mean"]), number(&s["upper"]));
+    assert!(
+        (0.0..=1.0).contains(&mean) && lo <= mean && mean <= hi,
+        "{s}"
+    );
+}
+
+#[test]
+fn every_stage_is_reported_in_metrics_markdown_html_and_the_manifest() {
+    let dir = &techniques().1;
+    let recorded = metrics(dir);
+    let names: Vec<&str> = recorded["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["technique"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "prompt_templates",
+            "zero_shot",
+            "few_shot",
+            "self_training",
+            "domain_adaptation",
+            "multitask",
+            "fusion",
+            "distillation",
+            "augmentation"
+        ]
+    );
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for t in recorded["techniques"].as_array().unwrap() {
+        let title = t["title"].as_str().unwrap();
+        assert!(markdown.contains(&format!("## {title}")), "{title}");
+        assert!(markdown.contains(t["finding"].as_str().unwrap()));
+        assert!(html.contains(&format!(
+            "id=\"technique-{}\"",
+            t["technique"].as_str().unwrap()
+        )));
+        let columns = t["columns"].as_array().unwrap().len();
+        assert!(
+            t["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r.as_array().unwrap().len() == columns)
+        );
+    }
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let resolved = &manifest["pipeline"]["resolved"]["techniques"];
+    assert_eq!(resolved["few_shot"]["episodes"], 20);
+    assert_eq!(resolved["distillation"]["alpha"], 0.5);
+    assert!(
+        resolved["fusion"]["backbone"]["onnx"]
+            .as_str()
+            .unwrap()
+            .ends_with("tiny-embedder-small.onnx")
+    );
+}
+
+#[test]
+fn the_same_file_and_seed_give_the_same_technique_results() {
+    let again = tempfile::tempdir().unwrap();
+    let second = metrics(&run_pipeline(
+        "fixtures/pipelines/tiny-techniques.toml",
+        again.path(),
+    ));
+    let first = metrics(&techniques().1);
+    for (a, b) in first["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(second["techniques"].as_array().unwrap())
+    {
+        let (mut a, mut b) = (a["details"].clone(), b["details"].clone());
+        // Extraction speeds are timings, not results.
+        for d in [&mut a, &mut b] {
+            if let Some(o) = d.as_object_mut() {
+                o.retain(|k, _| !k.contains("per_second") && k != "speed_up");
+            }
+        }
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn zero_shot_embeds_the_class_descriptions_through_the_template() {
+    let z = stage("zero_shot");
+    let d = &z["details"];
+    // Classes in label order: negative, positive.
+    assert_eq!(
+        d["class_texts"],
+        serde_json::json!(["it is terrible", "it is wonderful"])
+    );
+    // The tiny embedder puts sentiment on one axis, so the descriptions alone separate the classes.
+    assert_eq!(d["test_accuracy"], 1.0);
+    let prior = d["prior"].as_array().unwrap();
+    assert_eq!(prior.len(), 2);
+    for p in prior {
+        assert_interval(&p["prototype"]);
+        assert_interval(&p["with_prior"]);
+    }
+}
+
+#[test]
+fn few_shot_runs_seeded_episodes_per_k() {
+    let f = stage("few_shot");
+    let d = &f["details"];
+    assert_eq!(
+        (d["ways"].as_u64(), d["episodes"].as_u64()),
+        (Some(2), Some(20))
+    );
+    let points = d["points"].as_array().unwrap();
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["shots"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    for p in points {
+        assert_interval(&p["prototype"]);
+        assert_interval(&p["logistic"]);
+    }
+}
+
+#[test]
+fn self_training_adds_confident_pseudo_labels_round_by_round() {
+    let s = stage("self_training");
+    let rounds = s["details"]["rounds"].as_array().unwrap();
+    assert_eq!(rounds[0]["labelled"], 4, "2 per class");
+    assert_eq!(rounds[0]["pseudo_labelled"], 0);
+    let added: Vec<u64> = rounds
+        .iter()
+        .map(|r| r["pseudo_labelled"].as_u64().unwrap())
+        .collect();
+    assert!(added.windows(2).all(|w| w[0] <= w[1]), "{added:?}");
+    assert!(added.last().unwrap() > &0 && added.last().unwrap() <= &16);
+    assert!(
+        rounds.len() <= 3,
+        "at most `rounds` = 2 rounds after round 0"
+    );
+    assert!((0.0..=1.0).contains(&number(&s["details"]["all_labels_accuracy"])));
+}
+
+#[test]
+fn domain_adaptation_scores_every_alignment_on_the_target_rows() {
+    let d = stage("domain_adaptation");
+    let details = &d["details"];
+    assert_eq!(details["target_rows"], 12);
+    let methods: Vec<&str> = details["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "no adaptation",
+            "per-domain standardisation",
+            "CORAL",
+            "per-domain standardisation + CORAL"
+        ]
+    );
+    for m in details["methods"].as_array().unwrap() {
+        assert!((0.0..=1.0).contains(&number(&m["target_accuracy"])));
+    }
+    assert!((0.0..=1.0).contains(&number(&details["target_cross_validated_accuracy"])));
+}
+
+#[test]
+fn multitask_trains_each_label_column_and_a_shared_trunk() {
+    let m = stage("multitask");
+    let tasks = m["details"]["tasks"].as_array().unwrap();
+    assert_eq!(tasks[0]["task"], "label");
+    assert_eq!(tasks[1]["task"], "strength");
+    assert_eq!(tasks[1]["classes"], serde_json::json!(["mild", "strong"]));
+    // Two rows have no strength: the task uses fewer rows than the first.
+    let rows = |t: &Value| t["train_rows"].as_u64().unwrap() + t["test_rows"].as_u64().unwrap();
+    assert!(rows(&tasks[1]) < rows(&tasks[0]));
+    for t in tasks {
+        for key in ["head", "mlp_alone", "mlp_shared_trunk"] {
+            assert!((0.0..=1.0).contains(&number(&t[key]["accuracy"])), "{t}");
+        }
+    }
+}
+
+#[test]
+fn fusion_concatenates_the_second_backbone() {
+    let f = stage("fusion");
+    let dims: Vec<u64> = f["details"]["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["dimension"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dims, [8, 4, 12]);
+}
+
+#[test]
+fn distillation_reports_teacher_student_and_speed() {
+    let d = stage("distillation")["details"].clone();
+    for key in [
+        "teacher_accuracy",
+        "student_alone_accuracy",
+        "distilled_accuracy",
+    ] {
+        assert!((0.0..=1.0).contains(&number(&d[key])), "{key}");
+    }
+    assert!(number(&d["teacher_rows_per_second"]) > 0.0);
+    assert!(number(&d["student_rows_per_second"]) > 0.0);
+    assert_eq!(d["timing_rows"], 8);
+}
+
+#[test]
+fn text_augmentation_compares_training_with_and_without_views() {
+    let a = stage("augmentation");
+    let d = &a["details"];
+    assert_eq!(d["views"], 2);
+    assert_eq!(d["points"][0]["per_class"], 2);
+    assert_interval(&d["points"][0]["without"]);
+    assert_interval(&d["points"][0]["with"]);
+    assert!(
+        a["method"]
+            .as_str()
+            .unwrap()
+            .contains("random deletion p = 0.1")
+    );
+}
+
+#[test]
+fn image_augmentation_measures_the_backbone_views() {
+    let runs = tempfile::tempdir().unwrap();
+    let recorded = metrics(&run_pipeline(
+        "fixtures/pipelines/tiny-images-augment.toml",
+        runs.path(),
+    ));
+    let a = &recorded["techniques"][0];
+    assert_eq!(a["technique"], "augmentation");
+    assert_eq!(a["details"]["views"], 2);
+    assert!((0.0..=1.0).contains(&number(&a["details"]["whole_split"]["with"])));
+}
+
+#[test]
+fn continual_learning_tracks_every_stage_and_forgetting() {
+    let runs = tempfile::tempdir().unwrap();
+    let recorded = metrics(&run_pipeline(
+        "fixtures/pipelines/tiny-continual.toml",
+        runs.path(),
+    ));
+    let c = &recorded["techniques"][0];
+    assert_eq!(c["technique"], "continual");
+    let d = &c["details"];
+    assert_eq!(
+        d["stages"],
+        serde_json::json!([
+            ["negative-mild", "negative-strong"],
+            ["positive-mild", "positive-strong"]
+        ])
+    );
+    // accuracy_matrix[learner][after stage][stage's classes]: three learners, 2 × 2, the upper triangle
+    // (classes not seen yet) empty.
+    let matrix = d["accuracy_matrix"].as_array().unwrap();
+    assert_eq!(matrix.len(), 3);
+    for learner in matrix {
+        assert!(learner[0][1].is_null());
+        assert!((0.0..=1.0).contains(&number(&learner[1][0])));
+    }
+    assert_eq!(d["seen_accuracy"][0].as_array().unwrap().len(), 2);
+    assert_eq!(d["average_forgetting"].as_array().unwrap().len(), 3);
+    assert!((0.0..=1.0).contains(&number(&d["joint_accuracy"])));
+}
+
+/// Runs an error fixture through the command line: it must fail with `fragments` in stderr and write no
+/// run folder.
+fn fails_with(name: &str, fragments: &[&str]) {
+    let runs = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args([
+            "run",
+            &format!("fixtures/pipelines/errors/{name}.toml"),
+            "--no-progress",
+        ])
+        .arg("--runs-dir")
+        .arg(runs.path())
+        .arg("--features-dir")
+        .arg(runs.path().join(".features"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("{name}.toml:")), "{stderr}");
+    for fragment in fragments {
+        assert!(
+            stderr.contains(fragment),
+            "expected `{fragment}` in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !runs.path().join(name).exists(),
+        "no run folder for a failed run"
+    );
+}
+
+#[test]
+fn mistakes_found_once_the_data_is_read_are_located() {
+    fails_with(
+        "domain-other-classes",
+        &["classes (bad, good) differ from the source's (negative, positive)"],
+    );
+    fails_with(
+        "domain-empty-target",
+        &["target domain: ", "has no data rows"],
+    );
+    fails_with(
+        "distillation-same-backbone",
+        &["the student backbone `tiny-embedder.onnx` is the teacher's"],
+    );
+    fails_with(
+        "zero-shot-unknown-class",
+        &["class `postive`", "did you mean `positive`?"],
+    );
+}
