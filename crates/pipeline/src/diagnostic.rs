@@ -113,11 +113,21 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo. A candidate that
+/// `word` abbreviates (`minilm-l6` → `minilm-l6-int8`) wins over a closer spelling of another name.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    if !word.is_empty()
+        && let Some(longer) = candidates
+            .iter()
+            .filter(|c| c.starts_with(word))
+            .min_by_key(|c| c.len())
+    {
+        return Some(longer);
+    }
     candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(word, c), c))
@@ -156,6 +166,10 @@ mod tests {
         assert_eq!(
             did_you_mean("colour", ["text_column", "label_column"]),
             None
+        );
+        assert_eq!(
+            did_you_mean("minilm-l6", ["minilm-l3", "minilm-l6-int8"]),
+            Some("minilm-l6-int8")
         );
     }
 }

@@ -143,7 +143,7 @@ fn unknown_backbone_lists_the_registry() {
         &[
             "unknown backbone `minilm-l6`",
             "did you mean `minilm-l6-int8`?",
-            "registered backbones: efficientnet-lite0, minilm-l6-int8",
+            "registered backbones: efficientnet-lite0, minilm-l3, minilm-l6-int8",
         ],
     );
 }
@@ -155,7 +155,7 @@ fn unknown_dataset_lists_the_registry() {
         6,
         &[
             "unknown data set `movie-reviews`",
-            "hint: registered data sets: fashion-mnist, mr",
+            "hint: registered data sets: amazon-snippets, fashion-mnist, mr, mr-ratings",
         ],
     );
 }

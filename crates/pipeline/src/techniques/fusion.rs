@@ -5,14 +5,12 @@
 //! paired with the pipeline's backbone on the test rows (McNemar's exact test).
 
 use graft_eval::{classification_report, mcnemar};
-use graft_heads::{Targets, argmax_rows};
-use ndarray::{Array2, Axis};
+use ndarray::Axis;
 use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
 use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
-use crate::heads::train_head;
 use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
@@ -52,21 +50,6 @@ pub(crate) fn check(
     })
 }
 
-/// The headline's settings trained on `x`'s training rows; test predictions.
-fn test_predictions(d: &RunData<'_>, x: &Array2<f32>) -> Result<Vec<usize>, PipelineError> {
-    let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
-    let (head, _) = train_head(
-        &uncalibrated(d.headline),
-        None,
-        x.select(Axis(0), d.train).view(),
-        &Targets::new(&y, d.classes.len())?,
-        None,
-    )?;
-    Ok(argmax_rows(
-        head.predict_proba(x.select(Axis(0), d.test).view())?.view(),
-    ))
-}
-
 pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let embed = d.embed.expect("checked: text rows have a text backbone");
@@ -87,7 +70,7 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let mut rows = Vec::new();
     let mut results = Vec::new();
     for (name, x) in &variants {
-        let predicted = test_predictions(d, x)?;
+        let predicted = super::headline_test_predictions(d, x)?;
         let report = classification_report(&y_test, &predicted, n_classes)?;
         rows.push(vec![
             name.clone(),

@@ -559,3 +559,23 @@ pub(crate) fn pipeline_backbone_name(d: &RunData<'_>) -> String {
         None => "given features".to_owned(),
     }
 }
+
+/// The headline head's settings (uncalibrated) trained on the training rows of `x` (one row per used row),
+/// and its predictions for the test rows: the comparison stages that swap the features make.
+pub(crate) fn headline_test_predictions(
+    d: &RunData<'_>,
+    x: &Array2<f32>,
+) -> Result<Vec<usize>, PipelineError> {
+    let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
+    let (head, _) = crate::heads::train_head(
+        &uncalibrated(d.headline),
+        None,
+        x.select(ndarray::Axis(0), d.train).view(),
+        &graft_heads::Targets::new(&y, d.classes.len())?,
+        None,
+    )?;
+    Ok(graft_heads::argmax_rows(
+        head.predict_proba(x.select(ndarray::Axis(0), d.test).view())?
+            .view(),
+    ))
+}

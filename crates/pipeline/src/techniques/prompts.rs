@@ -4,14 +4,11 @@
 //! template then goes to `[backbone] prompt`.
 
 use graft_eval::{classification_report, mcnemar};
-use graft_heads::{Targets, argmax_rows};
-use ndarray::{Array2, Axis};
 use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
 use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
-use crate::heads::train_head;
 use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
@@ -71,21 +68,6 @@ pub(crate) fn check(
     })
 }
 
-/// The headline's settings trained on `x`'s training rows; test predictions.
-fn test_predictions(d: &RunData<'_>, x: &Array2<f32>) -> Result<Vec<usize>, PipelineError> {
-    let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
-    let (head, _) = train_head(
-        &uncalibrated(d.headline),
-        None,
-        x.select(Axis(0), d.train).view(),
-        &Targets::new(&y, d.classes.len())?,
-        None,
-    )?;
-    Ok(argmax_rows(
-        head.predict_proba(x.select(Axis(0), d.test).view())?.view(),
-    ))
-}
-
 pub(crate) fn run(
     p: &PromptTemplatesPlan,
     d: &RunData<'_>,
@@ -94,7 +76,7 @@ pub(crate) fn run(
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = d.texts.expect("checked: text rows");
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
-    let plain = test_predictions(d, &d.features.to_owned())?;
+    let plain = super::headline_test_predictions(d, &d.features.to_owned())?;
     let plain_report = classification_report(&y_test, &plain, d.classes.len())?;
     let mut rows = vec![vec![
         "(texts as written)".to_owned(),
@@ -111,7 +93,7 @@ pub(crate) fn run(
             .collect();
         let features = embed(None, &prompted, false)?;
         extracted += features.extracted;
-        let predicted = test_predictions(d, &features.features)?;
+        let predicted = super::headline_test_predictions(d, &features.features)?;
         let report = classification_report(&y_test, &predicted, d.classes.len())?;
         let paired = mcnemar(&y_test, &predicted, &plain)?;
         rows.push(vec![
