@@ -370,6 +370,7 @@ pub fn text_classification(
 ///
 /// ```
 /// use graft_ingest::{DataFrame, Series, task_labels};
+/// use polars::prelude::NamedFrom;
 ///
 /// # fn main() -> Result<(), graft_ingest::IngestError> {
 /// let table = DataFrame::new(3, vec![
