@@ -136,6 +136,13 @@ fn zero_shot_embeds_the_class_descriptions_through_the_template() {
     );
     // The tiny embedder puts sentiment on one axis, so the descriptions alone separate the classes.
     assert_eq!(d["test_accuracy"], 1.0);
+    // The pipeline's prototype head started from the descriptions.
+    assert!(
+        z["method"]
+            .as_str()
+            .unwrap()
+            .contains("The pipeline's prototype head was trained with this prior")
+    );
     let prior = d["prior"].as_array().unwrap();
     assert_eq!(prior.len(), 2);
     for p in prior {

@@ -729,6 +729,28 @@ impl Checker<'_> {
                 prompted: backbone.as_ref().is_some_and(|b| b.prompt.is_some()),
             },
         )?;
+        if let Some(span) = techniques
+            .zero_shot
+            .as_ref()
+            .and_then(|z| z.initialise_prototype.clone())
+        {
+            let cosine_prototype = heads.iter().any(|h| {
+                matches!(&h.kind, HeadKind::Prototype(p) if p.metric() == graft_heads::Metric::Cosine)
+            });
+            if !cosine_prototype {
+                return Err(self
+                    .error(
+                        span,
+                        "`initialise_prototype` needs a cosine `[head.prototype]`",
+                    )
+                    .with_hint("add `[head.prototype]` (metric = \"cosine\", the default)"));
+            }
+            if transform.is_some() {
+                return Err(self
+                    .error(span, "`initialise_prototype` mixes class descriptions into prototypes of transformed features")
+                    .with_hint("the descriptions are embedded as the backbone gives them; remove `[transform.*]` or this key"));
+            }
+        }
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),

@@ -1083,6 +1083,33 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     };
     timings.provision = provision_seconds;
     timings.extract = clock.elapsed().as_secs_f64() - provision_seconds;
+    // Texts that technique stages bring (label descriptions, a target domain, augmented views, a second
+    // backbone) go through the pipeline's prompt and the feature cache like the rows.
+    let prompt = plan.backbone.as_ref().and_then(|b| b.prompt.clone());
+    let embed = |backbone: Option<&crate::techniques::OtherBackbone>,
+                 texts: &[String],
+                 fresh: bool|
+     -> Result<crate::techniques::Embedded, PipelineError> {
+        let prompted: Vec<String> = match &prompt {
+            Some(p) => texts
+                .iter()
+                .map(|t| crate::plan::apply_prompt(p, t))
+                .collect(),
+            None => texts.to_vec(),
+        };
+        let mut other = plan.clone();
+        let chosen = other.backbone.as_mut().expect("text rows have a backbone");
+        if let Some(backbone) = backbone {
+            *chosen = crate::plan::other_text_backbone(chosen, backbone);
+        }
+        chosen.cache &= !fresh;
+        let f = text_features(&other, options, &cache, &prompted)?;
+        Ok(crate::techniques::Embedded {
+            features: f.features,
+            rows_per_second: f.extraction.rows_per_second,
+            extracted: f.extraction.extracted,
+        })
+    };
 
     // 4. Train the head on the training split only.
     let clock = Instant::now();
@@ -1195,6 +1222,26 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             )?,
         };
         trained.push((head, figures, clock.elapsed().as_secs_f64()));
+    }
+    // `[zero_shot] initialise_prototype`: the class descriptions become part of each cosine prototype.
+    if let Some(z) = plan
+        .techniques
+        .zero_shot
+        .as_ref()
+        .filter(|z| z.initialise_prototype.is_some())
+    {
+        let descriptions = embed(None, &z.class_texts(&data.classes), false)?.features;
+        for (head, _, _) in &mut trained {
+            if let crate::heads::FittedHead::Prototype(fitted) = &mut head.head {
+                *fitted = crate::techniques::prototype_with_prior(
+                    fit_view,
+                    y_fit,
+                    &descriptions,
+                    z.prior_weight as f32,
+                    fitted.temperature(),
+                )?;
+            }
+        }
     }
     timings.train = clock.elapsed().as_secs_f64();
 
@@ -1358,31 +1405,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let techniques = if plan.techniques.is_empty() {
         Vec::new()
     } else {
-        let prompt = plan.backbone.as_ref().and_then(|b| b.prompt.clone());
-        let embed = |backbone: Option<&crate::techniques::OtherBackbone>,
-                     texts: &[String],
-                     fresh: bool|
-         -> Result<crate::techniques::Embedded, PipelineError> {
-            let prompted: Vec<String> = match &prompt {
-                Some(p) => texts
-                    .iter()
-                    .map(|t| crate::plan::apply_prompt(p, t))
-                    .collect(),
-                None => texts.to_vec(),
-            };
-            let mut other = plan.clone();
-            let chosen = other.backbone.as_mut().expect("text rows have a backbone");
-            if let Some(backbone) = backbone {
-                *chosen = crate::plan::other_text_backbone(chosen, backbone);
-            }
-            chosen.cache &= !fresh;
-            let f = text_features(&other, options, &cache, &prompted)?;
-            Ok(crate::techniques::Embedded {
-                features: f.features,
-                rows_per_second: f.extraction.rows_per_second,
-                extracted: f.extraction.extracted,
-            })
-        };
         let texts = match &data.inputs {
             Inputs::Texts(texts) => Some(texts.as_slice()),
             _ => None,

@@ -508,3 +508,15 @@ fn technique_stages_point_at_the_key_that_is_wrong() {
         &["`tasks` lists no label columns"],
     );
 }
+
+#[test]
+fn a_zero_shot_prior_needs_a_prototype_head() {
+    check(
+        "zero-shot-prior-without-prototype",
+        21,
+        &[
+            "`initialise_prototype` needs a cosine `[head.prototype]`",
+            "hint: add `[head.prototype]`",
+        ],
+    );
+}

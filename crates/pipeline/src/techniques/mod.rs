@@ -34,7 +34,7 @@ pub(crate) use fusion::{FusionPlan, RawFusion};
 pub(crate) use multitask::{MultitaskPlan, RawMultitask};
 pub(crate) use prompts::{PromptTemplatesPlan, RawPromptTemplates};
 pub(crate) use self_training::{RawSelfTraining, SelfTrainingPlan};
-pub(crate) use zero_shot::{RawZeroShot, ZeroShotPlan};
+pub(crate) use zero_shot::{RawZeroShot, ZeroShotPlan, prototype_with_prior};
 
 /// What one technique stage measured, as metrics.json records it and the reports show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use graft_eval::classification_report;
 use graft_heads::{FittedPrototype, Metric, Predict, argmax_rows};
-use ndarray::{Array1, Array2, ArrayView1, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +29,7 @@ pub(crate) struct RawZeroShot {
     pub prior_shots: Option<Spanned<Vec<usize>>>,
     pub prior_weight: Option<Spanned<f64>>,
     pub repeats: Option<Spanned<usize>>,
+    pub initialise_prototype: Option<Spanned<bool>>,
 }
 
 /// `[zero_shot]`, checked.
@@ -42,12 +43,15 @@ pub(crate) struct ZeroShotPlan {
     pub prior_shots: Vec<usize>,
     pub prior_weight: f64,
     pub repeats: usize,
+    /// Set (to the key's span) when the pipeline's prototype head starts from the descriptions.
+    pub initialise_prototype: Option<std::ops::Range<usize>>,
 }
 
 impl ZeroShotPlan {
     pub(crate) fn json(&self) -> serde_json::Value {
         json!({ "template": self.template, "labels": self.labels, "prior_shots": self.prior_shots,
-                "prior_weight": self.prior_weight, "repeats": self.repeats })
+                "prior_weight": self.prior_weight, "repeats": self.repeats,
+                "initialise_prototype": self.initialise_prototype.is_some() })
     }
 
     /// The text embedded for each class, in class order.
@@ -110,6 +114,11 @@ pub(crate) fn check(
         prior_shots: c.shots(&r.prior_shots, &[1, 2, 4, 8, 16], "prior_shots")?,
         prior_weight,
         repeats: c.positive(&r.repeats, 10, "repeats", "10 seeded draws per K")?,
+        initialise_prototype: r
+            .initialise_prototype
+            .as_ref()
+            .filter(|i| *i.get_ref())
+            .map(Spanned::span),
     })
 }
 
@@ -118,26 +127,51 @@ fn unit(v: ArrayView1<'_, f32>) -> Array1<f32> {
     v.mapv(|x| x / norm)
 }
 
-/// Cosine prototypes from summed unit rows plus `weight` × the unit class embedding.
-fn prototypes(
-    rows: &[usize],
-    d: &RunData<'_>,
+/// Cosine prototypes from summed unit rows of `x` (classes `y`) plus `weight` × each unit class embedding.
+fn prior_prototypes(
+    x: ArrayView2<'_, f32>,
+    y: &[usize],
     class_embeddings: &Array2<f32>,
     weight: f32,
 ) -> Array2<f32> {
-    let mut sums = class_embeddings.mapv(|_| 0.0f32);
+    let mut sums = Array2::<f32>::zeros(class_embeddings.raw_dim());
     for (c, mut sum) in sums.rows_mut().into_iter().enumerate() {
         sum.scaled_add(weight, &unit(class_embeddings.row(c)));
     }
-    for &r in rows {
-        let mut sum = sums.row_mut(d.labels[r]);
-        sum += &unit(d.features.row(r));
+    for (row, &label) in x.rows().into_iter().zip(y) {
+        let mut sum = sums.row_mut(label);
+        sum += &unit(row);
     }
     for mut row in sums.rows_mut() {
         let u = unit(row.view());
         row.assign(&u);
     }
     sums
+}
+
+/// A cosine prototype head whose class means start from the class descriptions, which count as `weight`
+/// examples each: the zero-shot prior for few labelled rows.
+pub(crate) fn prototype_with_prior(
+    x: ArrayView2<'_, f32>,
+    y: &[usize],
+    class_embeddings: &Array2<f32>,
+    weight: f32,
+    temperature: f32,
+) -> Result<FittedPrototype, PipelineError> {
+    let mut counts = vec![0; class_embeddings.nrows()];
+    for &label in y {
+        counts[label] += 1;
+    }
+    if weight > 0.0 {
+        // A class known only from its description can still be predicted (a count of 0 masks a class).
+        counts.iter_mut().for_each(|n| *n = (*n).max(1));
+    }
+    Ok(FittedPrototype::from_parts(
+        prior_prototypes(x, y, class_embeddings, weight),
+        counts,
+        Metric::Cosine,
+        temperature,
+    )?)
 }
 
 pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
@@ -165,10 +199,11 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let texts = p.class_texts(d.classes);
     let class_embeddings = embed(None, &texts, false)?.features;
     let n_classes = d.classes.len();
-    let zero_shot = FittedPrototype::from_parts(
-        prototypes(&[], d, &class_embeddings, 1.0),
-        vec![0; n_classes],
-        Metric::Cosine,
+    let zero_shot = prototype_with_prior(
+        d.features.slice(ndarray::s![..0, ..]),
+        &[],
+        &class_embeddings,
+        1.0,
         1.0,
     )?;
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
@@ -192,13 +227,10 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
                 k,
                 derive_seed(d.plan.seed, &format!("zero-shot prior {k} {r}")),
             );
+            let x = d.features.select(Axis(0), &rows);
+            let y: Vec<usize> = rows.iter().map(|&r| d.labels[r]).collect();
             let score = |weight: f32| -> Result<f64, PipelineError> {
-                let head = FittedPrototype::from_parts(
-                    prototypes(&rows, d, &class_embeddings, weight),
-                    vec![k; n_classes],
-                    Metric::Cosine,
-                    1.0,
-                )?;
+                let head = prototype_with_prior(x.view(), &y, &class_embeddings, weight, 1.0)?;
                 Ok(super::accuracy(&head.predict(x_test.view())?, &y_test))
             };
             Ok((score(0.0)?, score(p.prior_weight as f32)?))
@@ -248,7 +280,7 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             "Each class's description is put through the template `{}` and embedded by the backbone (texts: {}); \
              every test row goes to the most cosine-similar class — no training row is used. As a prior, the \
              description counts as {} example(s) in a cosine prototype head (unit(w·ê + Σx̂)), compared with the \
-             plain class mean on {} seeded draws per K from the training split.",
+             plain class mean on {} seeded draws per K from the training split.{}",
             p.template,
             texts
                 .iter()
@@ -256,7 +288,12 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
                 .collect::<Vec<_>>()
                 .join(", "),
             p.prior_weight,
-            p.repeats
+            p.repeats,
+            if p.initialise_prototype.is_some() {
+                " The pipeline's prototype head was trained with this prior (its saved means include it)."
+            } else {
+                ""
+            }
         ),
         finding: format!(
             "zero-shot test accuracy {:.4} (macro-F1 {:.4}) vs {:.4} for the trained head; with {} per class the \
@@ -285,4 +322,40 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
         }),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn the_prior_weighs_descriptions_against_examples() {
+        let x = array![[1.0f32, 0.0], [0.8, 0.6], [0.0, -1.0]];
+        let y = [0, 0, 1];
+        let descriptions = array![[0.0f32, 2.0], [-3.0, 0.0]];
+        // Weight 0: the plain cosine class means.
+        let plain = prototype_with_prior(x.view(), &y, &descriptions, 0.0, 1.0).unwrap();
+        let mean0 = unit(array![1.8f32, 0.6].view());
+        assert!(
+            (plain.prototypes().row(0).to_owned() - &mean0)
+                .iter()
+                .all(|d| d.abs() < 1e-6)
+        );
+        assert_eq!(plain.counts(), &[2, 1]);
+        // A description worth as much as all the examples pulls its class mean halfway.
+        let half = prototype_with_prior(x.view(), &y, &descriptions, 1.0, 1.0).unwrap();
+        let expected = unit(array![0.0f32, -1.0].view()) + unit(array![-1.0f32, 0.0].view());
+        let expected = unit(expected.view());
+        assert!(
+            (half.prototypes().row(1).to_owned() - &expected)
+                .iter()
+                .all(|d| d.abs() < 1e-6)
+        );
+        // No examples: the descriptions alone (the zero-shot classifier).
+        let none =
+            prototype_with_prior(x.slice(ndarray::s![..0, ..]), &[], &descriptions, 1.0, 1.0)
+                .unwrap();
+        assert_eq!(none.predict(x.view()).unwrap(), vec![0, 0, 1]);
+    }
 }
