@@ -138,10 +138,15 @@ fn check_html_against_metrics(run_dir: &Path, sections: &[&str]) -> usize {
             "section {id} missing"
         );
     }
-    // Self-contained: no script, no external resource.
-    for forbidden in ["<script", " src=", " href=", "<link"] {
+    // Self-contained: no script, no external resource; links only within the page.
+    for forbidden in ["<script", " src=", "<link"] {
         assert!(!html.contains(forbidden), "{forbidden} in report.html");
     }
+    assert!(
+        html.split(" href=\"")
+            .skip(1)
+            .all(|link| link.starts_with('#'))
+    );
     let mut checked = 0;
     for piece in html.split("data-key=\"").skip(1) {
         let (key, rest) = piece.split_once('"').unwrap();

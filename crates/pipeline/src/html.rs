@@ -336,7 +336,7 @@ pub(crate) fn html(m: &Metrics, ctx: &Context<'_>) -> String {
          <tr><th>rows</th><td>{} read, {} used: {} train / {} validation / {} test</td></tr>\
          <tr><th>heads</th><td>{}</td></tr>\
          <tr><th>seconds</th><td>ingest {:.2} · extract {:.2} · train {:.2} · evaluate {:.2} · total {:.2}</td></tr>\
-         </table></section>",
+         {}</table></section>",
         escape(ctx.data),
         escape(ctx.data_sha256),
         escape(ctx.backbone),
@@ -359,6 +359,16 @@ pub(crate) fn html(m: &Metrics, ctx: &Context<'_>) -> String {
         m.timings_seconds.train,
         m.timings_seconds.evaluate,
         m.timings_seconds.total,
+        // Each technique's finding up front, linked to its section below.
+        m.techniques
+            .iter()
+            .map(|t| format!(
+                "<tr><th><a href=\"#technique-{}\">{}</a></th><td>{}</td></tr>",
+                escape(&t.technique),
+                escape(&t.title),
+                escape(&t.finding)
+            ))
+            .collect::<String>(),
     );
 
     // Scores.

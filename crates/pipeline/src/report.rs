@@ -593,6 +593,12 @@ pub(crate) fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test\n",
         r.read, r.not_sampled, r.used, r.train, r.validation, r.test
     );
+    for t in &m.techniques {
+        let _ = writeln!(s, "- **{}:** {} (section below)", t.title, t.finding);
+    }
+    if !m.techniques.is_empty() {
+        let _ = writeln!(s);
+    }
     let multi = m.task == "multi-label";
     let _ = writeln!(s, "## Scores\n");
     if multi {
