@@ -249,7 +249,14 @@ fn fusion_concatenates_the_second_backbone() {
 
 #[test]
 fn distillation_reports_teacher_student_and_speed() {
-    let d = stage("distillation")["details"].clone();
+    let stage = stage("distillation");
+    assert!(
+        stage["method"]
+            .as_str()
+            .unwrap()
+            .contains("an ensemble: the heads' mean probabilities")
+    );
+    let d = stage["details"].clone();
     for key in [
         "teacher_accuracy",
         "student_alone_accuracy",

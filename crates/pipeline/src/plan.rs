@@ -727,6 +727,7 @@ impl Checker<'_> {
                     .and_then(|b| b.image.as_ref())
                     .is_some_and(|i| i.augment.is_some()),
                 prompted: backbone.as_ref().is_some_and(|b| b.prompt.is_some()),
+                heads: heads.len(),
             },
         )?;
         if let Some(span) = techniques

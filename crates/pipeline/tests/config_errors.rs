@@ -520,3 +520,12 @@ fn a_zero_shot_prior_needs_a_prototype_head() {
         ],
     );
 }
+
+#[test]
+fn an_ensemble_teacher_needs_several_heads() {
+    check(
+        "distillation-ensemble-one-head",
+        22,
+        &["averages the pipeline's heads, but it has one"],
+    );
+}

@@ -25,6 +25,7 @@ pub(crate) struct RawDistillation {
     pub alpha: Option<Spanned<f64>>,
     pub epochs: Option<Spanned<usize>>,
     pub timing_rows: Option<Spanned<usize>>,
+    pub teacher: Option<Spanned<String>>,
 }
 
 /// `[distillation]`, checked.
@@ -38,12 +39,15 @@ pub(crate) struct DistillationPlan {
     /// Rows both backbones embed, uncached, for the speed-up.
     pub timing_rows: usize,
     student_span: std::ops::Range<usize>,
+    /// The teacher is every `[head.*]` of the pipeline, averaged (else the headline).
+    pub ensemble: bool,
 }
 
 impl DistillationPlan {
     pub(crate) fn json(&self) -> serde_json::Value {
         json!({ "student": self.student.json(), "temperature": self.temperature, "alpha": self.alpha,
-                "epochs": self.epochs, "timing_rows": self.timing_rows })
+                "epochs": self.epochs, "timing_rows": self.timing_rows,
+                "teacher": if self.ensemble { "ensemble" } else { "headline" } })
     }
 }
 
@@ -86,7 +90,30 @@ pub(crate) fn check(
                 ));
         }
     };
+    let ensemble = match &r.teacher {
+        None => false,
+        Some(t) if t.get_ref() == "headline" => false,
+        Some(t) if t.get_ref() == "ensemble" => {
+            if modality.heads < 2 {
+                return Err(c
+                    .error(
+                        t.span(),
+                        "`teacher = \"ensemble\"` averages the pipeline's heads, but it has one",
+                    )
+                    .with_hint("add more `[head.*]` tables, or use `teacher = \"headline\"`"));
+            }
+            true
+        }
+        Some(t) => {
+            return Err(c
+                .error(t.span(), format!("unknown teacher `{}`", t.get_ref()))
+                .with_hint(
+                    "`headline` (the first head) or `ensemble` (all heads' mean probabilities)",
+                ));
+        }
+    };
     Ok(DistillationPlan {
+        ensemble,
         student: c.text_backbone(&r.student)?,
         student_span: r.student.span(),
         temperature,
@@ -125,24 +152,34 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let y_train: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let targets = Targets::new(&y_train, n_classes)?;
-    // Teacher: the pipeline's backbone and headline head.
-    let (teacher, _) = train_head(
-        &uncalibrated(d.headline),
-        None,
-        d.features.select(Axis(0), d.train).view(),
-        &targets,
-        None,
-    )?;
-    let teacher_accuracy = accuracy(
-        &argmax_rows(
-            teacher
-                .predict_proba(d.features.select(Axis(0), d.test).view())?
-                .view(),
-        ),
-        &y_test,
+    // Teacher: the pipeline's backbone and its headline head, or the mean probabilities of all its heads.
+    let members: Vec<&crate::heads::HeadSpec> = if p.ensemble {
+        d.plan.heads.iter().collect()
+    } else {
+        vec![d.headline]
+    };
+    let (x_train, x_test) = (
+        d.features.select(Axis(0), d.train),
+        d.features.select(Axis(0), d.test),
     );
+    let mut teacher_train = ndarray::Array2::<f32>::zeros((d.train.len(), n_classes));
+    let mut teacher_test = ndarray::Array2::<f32>::zeros((d.test.len(), n_classes));
+    for spec in &members {
+        let (head, _) = train_head(&uncalibrated(spec), None, x_train.view(), &targets, None)?;
+        teacher_train += &head.predict_proba(x_train.view())?;
+        teacher_test += &head.predict_proba(x_test.view())?;
+    }
+    let share = 1.0 / members.len() as f32;
+    teacher_train *= share;
+    teacher_test *= share;
+    let teacher_label = members
+        .iter()
+        .map(|h| uncalibrated(h).label())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let teacher_accuracy = accuracy(&argmax_rows(teacher_test.view()), &y_test);
     // Softened targets: softmax(ln p / T) = p^(1/T), renormalised.
-    let mut soft = teacher.predict_proba(d.features.select(Axis(0), d.train).view())?;
+    let mut soft = teacher_train;
     let inverse = 1.0 / p.temperature as f32;
     for mut row in soft.rows_mut() {
         row.mapv_inplace(|v| v.max(1e-12).powf(inverse));
@@ -172,10 +209,7 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let speed_up = student_speed / teacher_speed;
     let rows = vec![
         vec![
-            format!(
-                "teacher: {teacher_name} + {}",
-                uncalibrated(d.headline).label()
-            ),
+            format!("teacher: {teacher_name} + {teacher_label}"),
             f4(teacher_accuracy),
             format!("{teacher_speed:.0}"),
         ],
@@ -197,11 +231,16 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         technique: "distillation".to_owned(),
         title: "Knowledge distillation: teacher → smaller student".to_owned(),
         method: format!(
-            "Teacher: {teacher_name} features + {} trained on the training split. Student: {} features + MLP ({} \
+            "Teacher: {teacher_name} features + {}{} trained on the training split. Student: {} features + MLP ({} \
              epochs), trained on the labels alone (α = 0) or on (1 − α)·CE + α·T²·KL with the teacher's \
              probabilities softened at T (Hinton, Vinyals & Dean, 2015), same settings and seed. Extraction \
              speed: the first {} texts through each backbone, cache bypassed, same threads and batch size.",
-            uncalibrated(d.headline).label(),
+            teacher_label,
+            if members.len() > 1 {
+                " (an ensemble: the heads' mean probabilities)"
+            } else {
+                ""
+            },
             p.student,
             p.epochs,
             timed.len()

@@ -219,6 +219,8 @@ pub(crate) struct Modality {
     pub image_views: bool,
     /// `[backbone] prompt` is set.
     pub prompted: bool,
+    /// Number of `[head.*]` tables.
+    pub heads: usize,
 }
 
 /// Builds located errors for the checks.
