@@ -1429,6 +1429,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             texts,
             train_views: &train_views,
             cache: &cache,
+            progress: options.progress,
         })?
     };
     timings.evaluate = clock.elapsed().as_secs_f64();

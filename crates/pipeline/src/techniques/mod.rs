@@ -453,51 +453,71 @@ pub(crate) struct RunData<'a> {
     pub train_views: &'a [Array2<f32>],
     /// The cache folder, for registered data sets a stage reads.
     pub cache: &'a graft_assets::Cache,
+    /// Draw progress on the terminal.
+    pub progress: bool,
 }
 
-/// Runs the stages the plan asks for, in a fixed order.
+/// Runs the stages the plan asks for, in a fixed order, each behind a spinner with its elapsed time.
 pub(crate) fn run(data: &RunData<'_>) -> Result<Vec<TechniqueReport>, PipelineError> {
     let t = &data.plan.techniques;
-    let mut reports = Vec::new();
+    type Stage<'s> = Box<dyn Fn() -> Result<TechniqueReport, PipelineError> + 's>;
+    let mut stages: Vec<(&str, Stage<'_>)> = Vec::new();
     if let Some(p) = &t.prompt_templates {
-        tracing::info!("prompt templates");
-        reports.push(prompts::run(p, data)?);
+        stages.push(("prompt templates", Box::new(move || prompts::run(p, data))));
     }
     if let Some(p) = &t.zero_shot {
-        tracing::info!("zero-shot");
-        reports.push(zero_shot::run(p, data)?);
+        stages.push(("zero-shot", Box::new(move || zero_shot::run(p, data))));
     }
     if let Some(p) = &t.few_shot {
-        tracing::info!("few-shot episodes");
-        reports.push(few_shot::run(p, data)?);
+        stages.push((
+            "few-shot episodes",
+            Box::new(move || few_shot::run(p, data)),
+        ));
     }
     if let Some(p) = &t.self_training {
-        tracing::info!("self-training");
-        reports.push(self_training::run(p, data)?);
+        stages.push((
+            "self-training",
+            Box::new(move || self_training::run(p, data)),
+        ));
     }
     if let Some(p) = &t.continual {
-        tracing::info!("continual learning");
-        reports.push(continual::run(p, data)?);
+        stages.push((
+            "continual learning",
+            Box::new(move || continual::run(p, data)),
+        ));
     }
     if let Some(p) = &t.domain {
-        tracing::info!("domain adaptation");
-        reports.push(domain::run(p, data)?);
+        stages.push(("domain adaptation", Box::new(move || domain::run(p, data))));
     }
     if let Some(p) = &t.multitask {
-        tracing::info!("multitask");
-        reports.push(multitask::run(p, data)?);
+        stages.push(("multitask", Box::new(move || multitask::run(p, data))));
     }
     if let Some(p) = &t.fusion {
-        tracing::info!("feature fusion");
-        reports.push(fusion::run(p, data)?);
+        stages.push(("feature fusion", Box::new(move || fusion::run(p, data))));
     }
     if let Some(p) = &t.distillation {
-        tracing::info!("distillation");
-        reports.push(distillation::run(p, data)?);
+        stages.push(("distillation", Box::new(move || distillation::run(p, data))));
     }
     if let Some(p) = &t.augmentation {
-        tracing::info!("augmentation");
-        reports.push(augmentation::run(p, data)?);
+        stages.push(("augmentation", Box::new(move || augmentation::run(p, data))));
+    }
+    let mut reports = Vec::new();
+    for (name, stage) in stages {
+        tracing::info!(technique = name, "running");
+        let spinner = if data.progress {
+            indicatif::ProgressBar::new_spinner()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .expect("a valid template"),
+        );
+        spinner.set_message(name.to_owned());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        let report = stage();
+        spinner.finish_and_clear();
+        reports.push(report?);
     }
     Ok(reports)
 }
