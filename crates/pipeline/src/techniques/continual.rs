@@ -102,6 +102,21 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             ))
             .into());
     }
+    if p.memory < n_classes {
+        return Err(d
+            .plan
+            .diagnostic(
+                &Some(p.span.clone()),
+                format!(
+                    "`memory = {}` cannot keep an exemplar of each of the {n_classes} classes",
+                    p.memory
+                ),
+            )
+            .with_hint(format!(
+                "use `memory` ≥ {n_classes}; it is shared out evenly over the seen classes"
+            ))
+            .into());
+    }
     let stage_of = |class: usize| class / p.classes_per_stage;
     let rows_of = |pool: &[usize], stage: usize| -> Vec<usize> {
         pool.iter()

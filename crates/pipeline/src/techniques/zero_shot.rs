@@ -1,11 +1,12 @@
-//! `[zero_shot]`: classes given as names or descriptions, embedded by the text backbone through a template;
-//! each row goes to the class whose embedding is most cosine-similar (no training; the recipe of
-//! sentence-embedding zero-shot classification, e.g. Yin et al., 2019, and the CLIP-style "prompt
-//! ensembling"-free baseline of Radford et al., 2021).
+//! `[zero_shot]`: classes given as names or descriptions, put through a template ("This review is
+//! {label}.") and embedded by the text backbone (through the pipeline's prompt, like every text); each row
+//! goes to the class whose embedding is most cosine-similar, with no training — embedding-based zero-shot
+//! classification (Yin, Hay & Roth, 2019; the label-template recipe CLIP popularised, Radford et al., 2021).
 //!
 //! The class embeddings also serve as a prior for a prototype head: with K examples per class the prototype
-//! is unit(w · ê_c + Σ x̂_i) — the label embedding counts as `prior_weight` examples — which is compared with
-//! the plain class mean on the same seeded draws.
+//! is unit(w · ê_c + Σ x̂_i) — the description counts as `prior_weight` examples — which is compared with the
+//! plain class mean on the same seeded draws, and with `initialise_prototype` trains the pipeline's
+//! `[head.prototype]`.
 
 use std::collections::BTreeMap;
 
