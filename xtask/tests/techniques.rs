@@ -244,7 +244,11 @@ fn fusion_concatenates_the_second_backbone() {
         .iter()
         .map(|v| v["dimension"].as_u64().unwrap())
         .collect();
-    assert_eq!(dims, [8, 4, 12]);
+    assert_eq!(
+        dims,
+        [8, 4, 12, 6],
+        "pipeline, second, concatenated, projected"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ use crate::{Diagnostic, PipelineError};
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFusion {
     pub backbone: Spanned<super::RawBackboneRef>,
+    pub project: Option<Spanned<usize>>,
 }
 
 /// `[fusion]`, checked.
@@ -24,11 +25,14 @@ pub(crate) struct RawFusion {
 pub(crate) struct FusionPlan {
     /// The second backbone.
     pub backbone: super::OtherBackbone,
+    /// Also project the concatenation onto this many PCA-whitened axes (fitted on the training rows).
+    pub project: Option<usize>,
+    span: std::ops::Range<usize>,
 }
 
 impl FusionPlan {
     pub(crate) fn json(&self) -> serde_json::Value {
-        json!({ "backbone": self.backbone.json(), "method": "concatenate" })
+        json!({ "backbone": self.backbone.json(), "method": "concatenate", "project": self.project })
     }
 }
 
@@ -45,8 +49,22 @@ pub(crate) fn check(
             .with_hint("it needs text rows and a text `[backbone]`"));
     }
     let raw = raw.into_inner();
+    let project = raw
+        .project
+        .as_ref()
+        .map(|_| {
+            c.positive(
+                &raw.project,
+                0,
+                "project",
+                "PCA components of the fused features, e.g. 256",
+            )
+        })
+        .transpose()?;
     Ok(FusionPlan {
         backbone: c.text_backbone(&raw.backbone)?,
+        project,
+        span: raw.project.as_ref().map_or(span, Spanned::span),
     })
 }
 
@@ -61,11 +79,45 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let n_classes = d.classes.len();
     let pipeline_name = super::pipeline_backbone_name(d);
-    let variants = [
+    let projected = match p.project {
+        Some(k) if k > fused.ncols() => {
+            return Err(d
+                .plan
+                .diagnostic(
+                    &Some(p.span.clone()),
+                    format!(
+                        "`project = {k}` exceeds the {} fused dimensions",
+                        fused.ncols()
+                    ),
+                )
+                .with_hint("project onto fewer axes than the two embeddings have together")
+                .into());
+        }
+        Some(k) => {
+            let pca = graft_heads::FittedTransform::pca_whiten(
+                fused.select(Axis(0), d.train).view(),
+                Some(k),
+                1e-5,
+            )?;
+            Some(pca.transform(fused.view())?)
+        }
+        None => None,
+    };
+    let mut variants = vec![
         (pipeline_name.clone(), &first),
         (p.backbone.name(), &second.features),
         (format!("{pipeline_name} ⊕ {}", p.backbone), &fused),
     ];
+    if let Some(x) = &projected {
+        variants.push((
+            format!(
+                "{pipeline_name} ⊕ {}, PCA-whitened to {}",
+                p.backbone,
+                x.ncols()
+            ),
+            x,
+        ));
+    }
     let mut predictions = Vec::new();
     let mut rows = Vec::new();
     let mut results = Vec::new();
@@ -91,16 +143,19 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         title: "Feature fusion across backbones".to_owned(),
         method: format!(
             "A second frozen backbone, {}, embeds the same rows ({} extracted now, the rest from the feature \
-             cache); its embedding is concatenated with the pipeline's. The headline head's settings ({}) are \
+             cache); its embedding is concatenated with the pipeline's{}. The headline head's settings ({}) are \
              trained on the training split of each feature set and scored on the test split; fused vs the \
              pipeline's backbone paired on the test rows by McNemar's exact test.",
             p.backbone,
             second.extracted,
+            p.project.map_or_else(String::new, |k| format!(
+                " and, as a projection, PCA-whitened onto {k} axes fitted on the training rows"
+            )),
             uncalibrated(d.headline).label()
         ),
         finding: format!(
             "test accuracy {:.4} ({pipeline_name}), {:.4} ({}), {:.4} fused ({:+.4} vs {pipeline_name}; McNemar \
-             {}/{}, p = {:.3})",
+             {}/{}, p = {:.3}){}",
             accuracy(0),
             accuracy(1),
             p.backbone,
@@ -108,7 +163,12 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
             accuracy(2) - accuracy(0),
             paired.a_only,
             paired.b_only,
-            paired.p_value
+            paired.p_value,
+            projected.as_ref().map_or_else(String::new, |x| format!(
+                "; projected onto {} axes {:.4}",
+                x.ncols(),
+                accuracy(3)
+            ))
         ),
         columns: vec![
             "features".to_owned(),
