@@ -386,3 +386,46 @@ fn mistakes_found_once_the_data_is_read_are_located() {
         &["class `postive`", "did you mean `positive`?"],
     );
 }
+
+#[test]
+fn continual_classes_can_arrive_in_a_seeded_order() {
+    let runs = tempfile::tempdir().unwrap();
+    let recorded = metrics(&run_pipeline(
+        "fixtures/pipelines/tiny-continual-seeded.toml",
+        runs.path(),
+    ));
+    let stages = recorded["techniques"][0]["details"]["stages"].clone();
+    let mut arrived: Vec<String> = stages
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+        })
+        .collect();
+    let in_order = arrived.clone();
+    arrived.sort();
+    assert_eq!(
+        arrived,
+        [
+            "negative-mild",
+            "negative-strong",
+            "positive-mild",
+            "positive-strong"
+        ]
+    );
+    // Seed 5 permutes the four classes (a fixed, reproducible order).
+    assert_ne!(in_order, arrived, "{stages}");
+    let again = tempfile::tempdir().unwrap();
+    let second = metrics(&run_pipeline(
+        "fixtures/pipelines/tiny-continual-seeded.toml",
+        again.path(),
+    ));
+    assert_eq!(
+        second["techniques"][0]["details"],
+        recorded["techniques"][0]["details"]
+    );
+}

@@ -1,5 +1,5 @@
-//! `[continual]`: class-incremental learning. The classes arrive in stages (in class order, a fixed number
-//! per stage); after each stage every learner is scored on the test rows of all classes seen so far, choosing
+//! `[continual]`: class-incremental learning. The classes arrive in stages (a fixed number per stage, in
+//! class order or, with `order = "seeded"`, a seeded random order as in iCaRL's protocol); after each stage every learner is scored on the test rows of all classes seen so far, choosing
 //! among those classes only.
 //!
 //! Learners: the prototype head, which adds each new class's mean and never touches old ones
@@ -29,6 +29,17 @@ pub(crate) struct RawContinual {
     pub classes_per_stage: Option<Spanned<usize>>,
     pub memory: Option<Spanned<usize>>,
     pub epochs: Option<Spanned<usize>>,
+    pub order: Option<RawOrder>,
+}
+
+/// The order classes arrive in.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawOrder {
+    /// Class-index order (the data's sorted class names).
+    Classes,
+    /// A seeded random permutation, as iCaRL's protocol (Rebuffi et al., 2017).
+    Seeded,
 }
 
 /// `[continual]`, checked.
@@ -39,12 +50,15 @@ pub(crate) struct ContinualPlan {
     pub memory: usize,
     /// MLP epochs per stage.
     pub epochs: usize,
+    /// Classes arrive in a seeded random order (else in class order).
+    pub seeded_order: bool,
     span: std::ops::Range<usize>,
 }
 
 impl ContinualPlan {
     pub(crate) fn json(&self) -> serde_json::Value {
-        json!({ "classes_per_stage": self.classes_per_stage, "memory": self.memory, "epochs": self.epochs })
+        json!({ "classes_per_stage": self.classes_per_stage, "memory": self.memory, "epochs": self.epochs,
+                "order": if self.seeded_order { "seeded" } else { "classes" } })
     }
 }
 
@@ -70,22 +84,37 @@ pub(crate) fn check(
             "exemplars kept for rehearsal over all seen classes, e.g. 200",
         )?,
         epochs: c.positive(&r.epochs, 10, "epochs", "MLP epochs per stage, e.g. 10")?,
+        seeded_order: r.order == Some(RawOrder::Seeded),
         span,
     })
 }
 
-/// Predictions among the seen classes only.
-fn predict_seen(proba: ArrayView2<'_, f32>, seen: usize) -> Vec<usize> {
-    graft_heads::argmax_rows(proba.slice(ndarray::s![.., ..seen]))
+/// Predictions among the seen classes only (dataset class indices).
+fn predict_seen(proba: ArrayView2<'_, f32>, seen: &[usize]) -> Vec<usize> {
+    graft_heads::argmax_rows(proba.select(Axis(1), seen).view())
+        .into_iter()
+        .map(|i| seen[i])
+        .collect()
 }
 
 pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let n_classes = d.classes.len();
-    let stages: Vec<std::ops::Range<usize>> = (0..n_classes)
-        .step_by(p.classes_per_stage)
-        .map(|start| start..(start + p.classes_per_stage).min(n_classes))
-        .collect();
+    // The arrival order of the classes, then stages of `classes_per_stage` of them.
+    let mut order: Vec<usize> = (0..n_classes).collect();
+    if p.seeded_order {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+            d.plan.seed,
+            "continual class order",
+        )));
+    }
+    let stages: Vec<&[usize]> = order.chunks(p.classes_per_stage).collect();
+    let mut stage_of_class = vec![0; n_classes];
+    for (s, classes) in stages.iter().enumerate() {
+        for &c in *classes {
+            stage_of_class[c] = s;
+        }
+    }
     if stages.len() < 2 {
         return Err(d
             .plan
@@ -117,7 +146,7 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             ))
             .into());
     }
-    let stage_of = |class: usize| class / p.classes_per_stage;
+    let stage_of = |class: usize| stage_of_class[class];
     let rows_of = |pool: &[usize], stage: usize| -> Vec<usize> {
         pool.iter()
             .copied()
@@ -146,17 +175,22 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
     for (s, classes) in stages.iter().enumerate() {
         let stage_rows = rows_of(d.train, s);
         let (x, y) = select(&stage_rows);
-        // Prototype head: fitted on the first stage's classes, then one new mean per class, old ones untouched.
+        // Prototype head: fitted on the first stage's classes, then one new mean per class, old ones
+        // untouched; its class i is order[i].
         match &mut prototype {
             None => {
+                let local: Vec<usize> = y
+                    .iter()
+                    .map(|c| classes.iter().position(|k| k == c).expect("a stage class"))
+                    .collect();
                 prototype = Some(
                     Prototype::params()
                         .metric(Metric::Cosine)
-                        .fit(x.view(), &Targets::new(&y, classes.end)?)?,
+                        .fit(x.view(), &Targets::new(&local, classes.len())?)?,
                 );
             }
             Some(head) => {
-                for class in classes.clone() {
+                for &class in *classes {
                     let class_rows: Vec<usize> = stage_rows
                         .iter()
                         .copied()
@@ -179,10 +213,10 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             None => settings.fit(xr.view(), &replay_targets)?,
             Some(start) => settings.fit_from(xr.view(), &replay_targets, start)?,
         });
-        let seen = classes.end;
-        let per_class = p.memory / seen;
+        let seen: Vec<usize> = stages[..=s].concat();
+        let per_class = p.memory / seen.len();
         let mut kept = Vec::new();
-        for class in 0..seen {
+        for &class in &seen {
             let mut candidates: Vec<usize> = if stage_of(class) == s {
                 stage_rows
                     .iter()
@@ -206,19 +240,26 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         // Learner l's predictions among the seen classes: 0 prototype, 1 fine-tuned MLP, 2 rehearsal MLP.
         let predict = |l: usize, x: ArrayView2<'_, f32>| -> Result<Vec<usize>, PipelineError> {
             let mlp = match l {
-                0 => return Ok(prototype.as_ref().expect("trained").predict(x)?),
+                0 => {
+                    let local = prototype.as_ref().expect("trained").predict(x)?;
+                    return Ok(local.into_iter().map(|i| order[i]).collect());
+                }
                 1 => naive.as_ref(),
                 _ => rehearsal.as_ref(),
             };
             Ok(predict_seen(
                 mlp.expect("trained").predict_proba(x)?.view(),
-                seen,
+                &seen,
             ))
         };
         let mut row = vec![format!(
             "{} ({})",
             s + 1,
-            d.classes[classes.clone()].join(", ")
+            classes
+                .iter()
+                .map(|&c| d.classes[c].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )];
         for l in 0..3 {
             let (mut right, mut total) = (0.0, 0usize);
@@ -292,7 +333,7 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         technique: "continual".to_owned(),
         title: "Continual (class-incremental) learning".to_owned(),
         method: format!(
-            "{} stages of {} classes in class order. After each stage every learner is scored on the test rows \
+            "{} stages of {} classes in {}. After each stage every learner is scored on the test rows \
              of all classes seen so far. Prototype: one cosine class mean added per new class (old ones \
              untouched; Rebuffi et al., 2017). MLP ({} epochs per stage, warm-started from the previous stage): \
              fine-tuned on the new stage's rows alone, or with rehearsal of at most {} exemplars kept \
@@ -300,6 +341,11 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
              stages of best-ever minus final accuracy on their classes (Chaudhry et al., 2018).",
             stages.len(),
             p.classes_per_stage,
+            if p.seeded_order {
+                "a seeded random class order"
+            } else {
+                "class order"
+            },
             p.epochs,
             p.memory
         ),
@@ -313,7 +359,10 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         ],
         rows: table,
         details: json!({
-            "stages": stages.iter().map(|r| d.classes[r.clone()].to_vec()).collect::<Vec<_>>(),
+            "stages": stages
+                .iter()
+                .map(|r| r.iter().map(|&c| d.classes[c].clone()).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
             "learners": learners,
             "seen_accuracy": seen_accuracy,
             "accuracy_matrix": per_stage,
