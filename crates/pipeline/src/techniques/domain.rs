@@ -116,6 +116,16 @@ pub(crate) fn check(
                 .with_hint("add `target = \"amazon-snippets\"` (a registered data set) or `target_path = \"target.csv\"`"));
         }
     };
+    if let (TargetSource::Registry(_), Some(key)) =
+        (&target, r.text_column.as_ref().or(r.label_column.as_ref()))
+    {
+        return Err(c
+            .error(
+                key.span(),
+                "`text_column` and `label_column` name the columns of a `target_path` table",
+            )
+            .with_hint("a registered target data set brings its own columns; remove this key"));
+    }
     let (text_column, label_column) = match &target {
         TargetSource::Registry(name) => {
             let entry = &registry.datasets[name];
