@@ -113,6 +113,73 @@ impl PrototypeValidParams {
     pub fn temperature(&self) -> f64 {
         self.temperature.expect("set by check")
     }
+
+    /// Cosine class means that start from a prior vector per class (e.g. the embedding of the class's
+    /// description), which counts as `weight` examples: prototype = unit(weight · p̂_c + Σ x̂_i). With no rows
+    /// at all this is a zero-shot classifier. `labels` index the rows of `prior`; every class with a prior
+    /// (`weight` > 0) can be predicted even without rows.
+    pub fn fit_with_prior(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[usize],
+        prior: ArrayView2<'_, f32>,
+        weight: f32,
+    ) -> Result<FittedPrototype, HeadError> {
+        if self.metric != Metric::Cosine {
+            return Err(HeadError::InvalidParameter {
+                name: "metric",
+                value: self.metric.name().to_owned(),
+                expected: "cosine (a prior direction has no Euclidean scale)",
+            });
+        }
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(HeadError::InvalidParameter {
+                name: "weight",
+                value: weight.to_string(),
+                expected: "a finite number of at least 0",
+            });
+        }
+        check_features(x, Some(prior.ncols()))?;
+        if labels.len() != x.nrows() {
+            return Err(HeadError::ShapeMismatch {
+                what: "label count",
+                expected: x.nrows(),
+                got: labels.len(),
+            });
+        }
+        let k = prior.nrows();
+        if let Some(&bad) = labels.iter().find(|&&l| l >= k) {
+            return Err(HeadError::ShapeMismatch {
+                what: "class index (prior rows)",
+                expected: k,
+                got: bad + 1,
+            });
+        }
+        let mut sums = Array2::<f32>::zeros(prior.raw_dim());
+        let mut counts = vec![0; k];
+        for (c, mut sum) in sums.rows_mut().into_iter().enumerate() {
+            sum.scaled_add(weight, &unit(prior.row(c)));
+        }
+        for (row, &label) in x.rows().into_iter().zip(labels) {
+            let mut sum = sums.row_mut(label);
+            sum += &unit(row);
+            counts[label] += 1;
+        }
+        for mut row in sums.rows_mut() {
+            let u = unit(row.view());
+            row.assign(&u);
+        }
+        if weight > 0.0 {
+            // A count of 0 masks a class; one known from its prior can be predicted.
+            counts.iter_mut().for_each(|n| *n = (*n).max(1));
+        }
+        Ok(FittedPrototype {
+            prototypes: sums,
+            counts,
+            metric: Metric::Cosine,
+            temperature: self.temperature() as f32,
+        })
+    }
 }
 
 /// A trained [`Prototype`] head.
@@ -308,6 +375,55 @@ mod tests {
 
     use super::*;
     use crate::tests_support::blobs;
+
+    #[test]
+    fn a_prior_counts_as_examples_of_its_class() {
+        let x = array![[1.0f32, 0.0], [0.8, 0.6], [0.0, -1.0]];
+        let y = [0, 0, 1];
+        let prior = array![[0.0f32, 2.0], [-3.0, 0.0]];
+        let params = Prototype::params().check().unwrap();
+        // Weight 0: the plain cosine class means.
+        let plain = params
+            .fit_with_prior(x.view(), &y, prior.view(), 0.0)
+            .unwrap();
+        let fitted = params.fit(x.view(), &Targets::new(&y, 2).unwrap()).unwrap();
+        assert!(
+            (plain.prototypes() - fitted.prototypes())
+                .iter()
+                .all(|d| d.abs() < 1e-6)
+        );
+        assert_eq!(plain.counts(), &[2, 1]);
+        // A prior worth one example against one row: halfway between the two directions.
+        let half = params
+            .fit_with_prior(x.view(), &y, prior.view(), 1.0)
+            .unwrap();
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        assert!(
+            (half.prototypes().row(1).to_owned() - array![-h, -h])
+                .iter()
+                .all(|d| d.abs() < 1e-6)
+        );
+        // No rows: the priors alone classify (zero-shot), and both classes can be predicted.
+        let none = params
+            .fit_with_prior(x.slice(ndarray::s![..0, ..]), &[], prior.view(), 1.0)
+            .unwrap();
+        assert_eq!(none.counts(), &[1, 1]);
+        assert_eq!(none.predict(x.view()).unwrap(), vec![0, 0, 1]);
+        let euclidean = Prototype::params()
+            .metric(Metric::Euclidean)
+            .check()
+            .unwrap();
+        assert!(
+            euclidean
+                .fit_with_prior(x.view(), &y, prior.view(), 1.0)
+                .is_err()
+        );
+        assert!(
+            params
+                .fit_with_prior(x.view(), &[0, 0, 2], prior.view(), 1.0)
+                .is_err()
+        );
+    }
 
     #[test]
     fn classifies_its_own_means_and_the_clusters() {

@@ -36,7 +36,7 @@ pub use features::{
 };
 pub use images::{IdxImages, ImageFolder, image_folder, read_idx_images, read_idx_labels};
 pub use polars::frame::DataFrame;
-pub use polars::prelude::{DataType, Series};
+pub use polars::prelude::{Column, DataType, Series};
 pub use rows::{TextChunk, TextRowReader, count_rows, string_series};
 pub use split::{
     Fold, Split, SplitRatios, group_kfold, stratified_kfold, stratified_split, stratified_subsample,

@@ -180,10 +180,7 @@ pub(crate) fn learning_curve(
     d: &CurveData<'_>,
 ) -> Result<LearningCurve, PipelineError> {
     let clock = std::time::Instant::now();
-    let spec = HeadSpec {
-        calibrate: false,
-        ..head.clone()
-    };
+    let spec = head.uncalibrated();
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let x_test = d.features.select(Axis(0), d.test);
     // (K, draw); K = None for the whole training split (one draw: nothing to resample).

@@ -66,6 +66,15 @@ pub enum TransformPlan {
 }
 
 impl HeadSpec {
+    /// The same head without temperature scaling: for fits that have no validation rows to calibrate on, or
+    /// only compare predicted classes (which calibration does not change).
+    pub fn uncalibrated(&self) -> HeadSpec {
+        HeadSpec {
+            calibrate: false,
+            ..self.clone()
+        }
+    }
+
     /// The head's name: its table name in the pipeline, and its artefact file stem.
     pub fn name(&self) -> &'static str {
         match self.kind {

@@ -564,18 +564,7 @@ fn group_ids(
     let Some(name) = &plan.data.group_column else {
         return Ok(None);
     };
-    let column = table.column(name).map_err(|_| {
-        let available: Vec<String> = table
-            .get_column_names()
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
-        plan.diagnostic(
-            &plan.spans.group_column,
-            format!("column `{name}` not found in {}", path.display()),
-        )
-        .with_hint(format!("the file has columns: {}", available.join(", ")))
-    })?;
+    let column = named_column(plan, table, path, name, &plan.spans.group_column)?;
     let text = column.cast(&graft_ingest::DataType::String).map_err(|_| {
         plan.diagnostic(
             &plan.spans.group_column,
@@ -595,16 +584,15 @@ fn group_ids(
     Ok(Some(ids))
 }
 
-/// The split of each used row, from the table's split column.
-fn split_tags(
+/// The column `name` of the data table; a diagnostic at `span` listing the columns when it is missing.
+fn named_column<'t>(
     plan: &Plan,
-    table: &graft_ingest::DataFrame,
+    table: &'t graft_ingest::DataFrame,
     path: &Path,
     name: &str,
-    rows: &[usize],
-) -> Result<Vec<SplitTag>, PipelineError> {
-    let span = &plan.spans.split_column;
-    let column = table.column(name).map_err(|_| {
+    span: &Option<std::ops::Range<usize>>,
+) -> Result<&'t graft_ingest::Column, PipelineError> {
+    table.column(name).map_err(|_| {
         let available: Vec<String> = table
             .get_column_names()
             .iter()
@@ -615,7 +603,20 @@ fn split_tags(
             format!("column `{name}` not found in {}", path.display()),
         )
         .with_hint(format!("the file has columns: {}", available.join(", ")))
-    })?;
+        .into()
+    })
+}
+
+/// The split of each used row, from the table's split column.
+fn split_tags(
+    plan: &Plan,
+    table: &graft_ingest::DataFrame,
+    path: &Path,
+    name: &str,
+    rows: &[usize],
+) -> Result<Vec<SplitTag>, PipelineError> {
+    let span = &plan.spans.split_column;
+    let column = named_column(plan, table, path, name, span)?;
     let values = column.str().map_err(|_| {
         plan.diagnostic(
             span,
@@ -1232,13 +1233,16 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     {
         let descriptions = embed(None, &z.class_texts(&data.classes), false)?.features;
         for (head, _, _) in &mut trained {
-            if let crate::heads::FittedHead::Prototype(fitted) = &mut head.head {
-                *fitted = crate::techniques::prototype_with_prior(
+            if let (
+                crate::heads::HeadKind::Prototype(params),
+                crate::heads::FittedHead::Prototype(fitted),
+            ) = (&head.spec.kind, &mut head.head)
+            {
+                *fitted = params.fit_with_prior(
                     fit_view,
                     y_fit,
-                    &descriptions,
+                    descriptions.view(),
                     z.prior_weight as f32,
-                    fitted.temperature(),
                 )?;
             }
         }
@@ -1271,13 +1275,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
                 .groups
                 .as_ref()
                 .map(|g| rows.iter().map(|&i| g[i]).collect());
-            let specs: Vec<HeadSpec> = head_specs
-                .iter()
-                .map(|h| HeadSpec {
-                    calibrate: false,
-                    ..h.clone()
-                })
-                .collect();
+            let specs: Vec<HeadSpec> = head_specs.iter().map(HeadSpec::uncalibrated).collect();
             cross_validate(plan, &specs, &x, &y, groups.as_deref(), n_classes, k)?
                 .iter()
                 .map(|per_fold| CvScores::of(per_fold, groups.is_some()))
@@ -1656,10 +1654,6 @@ fn run_search(
 ) -> Result<SearchReport, PipelineError> {
     let clock = Instant::now();
     // Calibration does not change which class wins; candidates skip it.
-    let uncalibrated = |spec: &HeadSpec| HeadSpec {
-        calibrate: false,
-        ..spec.clone()
-    };
     let scores: Vec<(f64, f64, Option<f64>)> = match search.select {
         Selection::Validation => {
             let Some(validation) = d.validation else {
@@ -1673,7 +1667,7 @@ fn run_search(
                 .par_iter()
                 .map(|spec| {
                     let (head, _) = train_head(
-                        &uncalibrated(spec),
+                        &spec.uncalibrated(),
                         d.transform,
                         d.fit,
                         d.fit_targets,
@@ -1686,7 +1680,11 @@ fn run_search(
                 .collect::<Result<_, PipelineError>>()?
         }
         Selection::CrossValidation { folds } => {
-            let specs: Vec<HeadSpec> = search.candidates.iter().map(uncalibrated).collect();
+            let specs: Vec<HeadSpec> = search
+                .candidates
+                .iter()
+                .map(HeadSpec::uncalibrated)
+                .collect();
             let groups: Option<Vec<usize>> = d.train_groups.map(<[usize]>::to_vec);
             cross_validate(
                 plan,

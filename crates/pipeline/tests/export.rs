@@ -3,6 +3,8 @@
 //! graft's features. Real parts: MiniLM-L6 on MR sentences, EfficientNet-Lite0 on images (fetched into the
 //! cache like any run; `cargo xtask test` fetches them beforehand), plus the tiny fixtures.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use graft_assets::Cache;
@@ -12,18 +14,9 @@ use ndarray::{Array2, Array4};
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use common::{cache_dir, repo};
+
 const TOLERANCE: f32 = 1e-4;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os(graft_pipeline::CACHE_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".graft-cache"))
-}
 
 fn runtime() -> Runtime {
     let cache = Cache::new(cache_dir());
@@ -174,7 +167,7 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
         let p = probabilities(&out);
         assert_close(&format!("merged {head}"), &p, &graft);
         let predicted_index = out["predicted"].try_extract_array::<i64>().unwrap();
-        let graft_index = graft_heads_argmax(&graft);
+        let graft_index = graft_heads::argmax_rows(graft.view());
         assert_eq!(
             predicted_index
                 .iter()
@@ -200,20 +193,6 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
         let p = probabilities(&out);
         assert_close(&format!("{head} alone"), &p, &graft);
     }
-}
-
-fn graft_heads_argmax(p: &Array2<f32>) -> Vec<usize> {
-    p.rows()
-        .into_iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 { (i, v) } else { best }
-                })
-                .0
-        })
-        .collect()
 }
 
 #[test]

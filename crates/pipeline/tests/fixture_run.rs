@@ -3,20 +3,13 @@
 //! Needs the ONNX Runtime library, which it fetches into the cache like any run (`cargo xtask test` fetches it
 //! beforehand).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use graft_pipeline::{Plan, RunOptions, run};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os(graft_pipeline::CACHE_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".graft-cache"))
-}
+use common::{cache_dir, repo};
 
 /// Run options with a fresh feature cache in `features`, so every run's extraction counts are its own.
 fn options(runs: &Path, features: &Path) -> RunOptions {

@@ -1,23 +1,16 @@
 //! Real parts: the registered MiniLM-L6 int8 backbone and the MR data set, fetched into the cache like any run
 //! (`cargo xtask test` fetches them beforehand).
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use graft_assets::Cache;
 use graft_backbone::{Pooling, Runtime, TextBackbone, TextBackboneConfig};
 use graft_pipeline::{Plan, RunOptions, run};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{cache_dir, repo};
 
 fn cache() -> Cache {
-    Cache::new(
-        std::env::var_os(graft_pipeline::CACHE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join(".graft-cache")),
-    )
+    Cache::new(cache_dir())
 }
 
 fn minilm() -> TextBackbone {

@@ -13,15 +13,14 @@ use ndarray::{Array2, Axis};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, accuracy, uncalibrated, with_interval};
+use super::{Check, Modality, RunData, TechniqueReport, accuracy, spread_json, with_interval};
 use crate::heads::train_head;
 use crate::run::derive_seed;
-use crate::{Diagnostic, PipelineError, Spread};
+use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,7 +202,7 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
             .into());
     }
     let n_classes = d.classes.len();
-    let spec = uncalibrated(d.headline);
+    let spec = d.headline.uncalibrated();
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let x_test = d.features.select(Axis(0), d.test);
     let position: std::collections::HashMap<usize, usize> =
@@ -213,9 +212,10 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         let y: Vec<usize> = rows.iter().map(|&r| d.labels[r]).collect();
         let x = d.features.select(Axis(0), rows);
         let at: Vec<usize> = rows.iter().map(|r| position[r]).collect();
-        let mut parts = vec![x.clone()];
-        parts.extend(views.iter().map(|v| v.select(Axis(0), &at)));
-        let parts: Vec<_> = parts.iter().map(|m| m.view()).collect();
+        let view_rows: Vec<Array2<f32>> = views.iter().map(|v| v.select(Axis(0), &at)).collect();
+        let parts: Vec<_> = std::iter::once(x.view())
+            .chain(view_rows.iter().map(|m| m.view()))
+            .collect();
         let x_aug = ndarray::concatenate(Axis(0), &parts).expect("same width");
         let y_aug = y.repeat(1 + views.len());
         let mut out = [0.0; 2];
@@ -231,41 +231,28 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         }
         Ok((out[0], out[1]))
     };
-    let jobs: Vec<(usize, usize)> = p
-        .per_class
-        .iter()
-        .flat_map(|&k| (0..p.repeats).map(move |r| (k, r)))
-        .collect();
-    let drawn: Vec<(f64, f64)> = jobs
-        .par_iter()
-        .map(|&(k, r)| {
-            let rows = crate::curve::draw(
-                d.train,
-                d.labels,
-                n_classes,
-                k,
-                derive_seed(d.plan.seed, &format!("augmentation draw {k} {r}")),
-            );
-            score(&rows)
-        })
-        .collect::<Result<_, _>>()?;
+    let per_k = super::paired_draws(&p.per_class, p.repeats, |k, r| {
+        let rows = crate::curve::draw(
+            d.train,
+            d.labels,
+            n_classes,
+            k,
+            derive_seed(d.plan.seed, &format!("augmentation draw {k} {r}")),
+        );
+        score(&rows)
+    })?;
     let whole = score(d.train)?;
     let mut rows = Vec::new();
     let mut points = Vec::new();
-    for (i, &k) in p.per_class.iter().enumerate() {
-        let slice = &drawn[i * p.repeats..(i + 1) * p.repeats];
-        let plain = Spread::of(slice.iter().map(|r| r.0).collect());
-        let augmented = Spread::of(slice.iter().map(|r| r.1).collect());
+    for (k, plain, augmented) in &per_k {
         rows.push(vec![
             format!("{k} per class"),
-            with_interval(&plain),
-            with_interval(&augmented),
+            with_interval(plain),
+            with_interval(augmented),
             format!("{:+.4}", augmented.mean - plain.mean),
         ]);
-        points.push(
-            json!({ "per_class": k, "without": super::few_shot::summary(&plain),
-                            "with": super::few_shot::summary(&augmented) }),
-        );
+        points.push(json!({ "per_class": k, "without": spread_json(plain),
+                            "with": spread_json(augmented) }));
     }
     rows.push(vec![
         format!("whole training split ({} rows)", d.train.len()),
@@ -273,11 +260,7 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         super::f4(whole.1),
         format!("{:+.4}", whole.1 - whole.0),
     ]);
-    let first = &points[0];
-    let (first_without, first_with) = (
-        first["without"]["mean"].as_f64().unwrap_or(f64::NAN),
-        first["with"]["mean"].as_f64().unwrap_or(f64::NAN),
-    );
+    let (first_k, first_without, first_with) = (per_k[0].0, per_k[0].1.mean, per_k[0].2.mean);
     Ok(TechniqueReport {
         technique: "augmentation".to_owned(),
         title: "Augmentation: training with and without augmented views".to_owned(),
@@ -289,9 +272,9 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
             p.repeats
         ),
         finding: format!(
-            "{} per class: {first_without:.4} without vs {first_with:.4} with augmentation; whole training split: \
+            "{first_k} per class: {first_without:.4} without vs {first_with:.4} with augmentation; whole training split: \
              {:.4} vs {:.4}",
-            first["per_class"], whole.0, whole.1
+            whole.0, whole.1
         ),
         columns: vec![
             "training rows".to_owned(),

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4, uncalibrated};
+use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4};
 use crate::heads::train_head;
 use crate::{Diagnostic, PipelineError};
 
@@ -165,7 +165,7 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let mut teacher_train = ndarray::Array2::<f32>::zeros((d.train.len(), n_classes));
     let mut teacher_test = ndarray::Array2::<f32>::zeros((d.test.len(), n_classes));
     for spec in &members {
-        let (head, _) = train_head(&uncalibrated(spec), None, x_train.view(), &targets, None)?;
+        let (head, _) = train_head(&spec.uncalibrated(), None, x_train.view(), &targets, None)?;
         teacher_train += &head.predict_proba(x_train.view())?;
         teacher_test += &head.predict_proba(x_test.view())?;
     }
@@ -174,7 +174,7 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     teacher_test *= share;
     let teacher_label = members
         .iter()
-        .map(|h| uncalibrated(h).label())
+        .map(|h| h.uncalibrated().label())
         .collect::<Vec<_>>()
         .join(" + ");
     let teacher_accuracy = accuracy(&argmax_rows(teacher_test.view()), &y_test);

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4, uncalibrated};
+use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4};
 use crate::heads::{HeadSpec, train_head};
 use crate::run::derive_seed;
 use crate::{Diagnostic, PipelineError};
@@ -242,7 +242,7 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let x_target = embed(None, &texts, false)?.features;
     let n_classes = d.classes.len();
-    let spec = uncalibrated(d.headline);
+    let spec = d.headline.uncalibrated();
     let x_source = d.features.select(Axis(0), d.train);
     let y_source: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
     let x_source_test = d.features.select(Axis(0), d.test);
@@ -287,6 +287,8 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     ];
     let mut rows = Vec::new();
     let mut results = Vec::new();
+    // (method, target accuracy) of each alignment.
+    let mut target_scores = Vec::new();
     for m in &methods {
         let scores = train_and_score(
             &spec,
@@ -300,6 +302,7 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         )?;
         rows.push(vec![m.name.to_owned(), f4(scores[0]), f4(scores[1])]);
         results.push(json!({ "method": m.name, "source_test_accuracy": scores[0], "target_accuracy": scores[1] }));
+        target_scores.push((m.name, scores[1]));
     }
     // Ceiling: target labels, stratified 5-fold cross-validation on the target rows.
     let folds = graft_ingest::stratified_kfold(
@@ -328,17 +331,11 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         "–".to_owned(),
         f4(oracle),
     ]);
-    let none = results[0]["target_accuracy"].as_f64().unwrap_or(f64::NAN);
-    let best = results
+    let none = target_scores[0].1;
+    let (best_method, best) = target_scores[1..]
         .iter()
-        .skip(1)
-        .max_by(|a, b| {
-            let (x, y) = (
-                a["target_accuracy"].as_f64().unwrap_or(f64::MIN),
-                b["target_accuracy"].as_f64().unwrap_or(f64::MIN),
-            );
-            x.total_cmp(&y)
-        })
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
         .expect("three adapted methods");
     let counts: Vec<usize> = (0..n_classes)
         .map(|c| y_target.iter().filter(|&&y| y == c).count())
@@ -365,9 +362,9 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         finding: format!(
             "target accuracy {none:.4} without adaptation, {:.4} with {} ({:+.4}); a head trained on target labels \
              reaches {oracle:.4}",
-            best["target_accuracy"].as_f64().unwrap_or(f64::NAN),
-            best["method"].as_str().unwrap_or("?"),
-            best["target_accuracy"].as_f64().unwrap_or(f64::NAN) - none
+            best,
+            best_method,
+            best - none
         ),
         columns: vec![
             "alignment".to_owned(),

@@ -11,14 +11,13 @@ use ndarray::Axis;
 use rand::SeedableRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, accuracy, with_interval};
+use super::{Check, Modality, RunData, TechniqueReport, accuracy, spread_json, with_interval};
 use crate::run::derive_seed;
-use crate::{Diagnostic, PipelineError, Spread};
+use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,71 +118,58 @@ pub(crate) fn run(p: &FewShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, P
             .with_hint("lower the largest of `shots`, `queries` or `ways`, or give the test split a larger share")
             .into());
     }
-    let jobs: Vec<(usize, usize)> = p
-        .shots
-        .iter()
-        .flat_map(|&k| (0..p.episodes).map(move |e| (k, e)))
-        .collect();
-    let results: Vec<(f64, f64)> = jobs
-        .par_iter()
-        .map(|&(k, e)| -> Result<(f64, f64), PipelineError> {
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
-                d.plan.seed,
-                &format!("few-shot {ways}-way {k}-shot {e}"),
-            ));
-            let classes: Vec<usize> = eligible.choose_multiple(&mut rng, ways).copied().collect();
-            let (mut support, mut y_support, mut query, mut y_query) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (episode_class, &c) in classes.iter().enumerate() {
-                let mut rows = by_class[c].clone();
-                rows.shuffle(&mut rng);
-                support.extend(&rows[..k]);
-                y_support.extend(std::iter::repeat_n(episode_class, k));
-                query.extend(&rows[k..k + p.queries]);
-                y_query.extend(std::iter::repeat_n(episode_class, p.queries));
-            }
-            let x_support = d.features.select(Axis(0), &support);
-            let x_query = d.features.select(Axis(0), &query);
-            let targets = Targets::new(&y_support, ways)?;
-            let prototype = Prototype::params()
-                .metric(Metric::Cosine)
-                .fit(x_support.view(), &targets)?;
-            let logistic = Logistic::params()
-                .c(1.0)
-                .max_iter(1000)
-                .fit(x_support.view(), &targets)?;
-            Ok((
-                accuracy(&prototype.predict(x_query.view())?, &y_query),
-                accuracy(&logistic.predict(x_query.view())?, &y_query),
-            ))
-        })
-        .collect::<Result<_, _>>()?;
+    let per_k = super::paired_draws(&p.shots, p.episodes, |k, e| {
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
+            d.plan.seed,
+            &format!("few-shot {ways}-way {k}-shot {e}"),
+        ));
+        let classes: Vec<usize> = eligible.choose_multiple(&mut rng, ways).copied().collect();
+        let (mut support, mut y_support, mut query, mut y_query) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (episode_class, &c) in classes.iter().enumerate() {
+            let mut rows = by_class[c].clone();
+            rows.shuffle(&mut rng);
+            support.extend(&rows[..k]);
+            y_support.extend(std::iter::repeat_n(episode_class, k));
+            query.extend(&rows[k..k + p.queries]);
+            y_query.extend(std::iter::repeat_n(episode_class, p.queries));
+        }
+        let x_support = d.features.select(Axis(0), &support);
+        let x_query = d.features.select(Axis(0), &query);
+        let targets = Targets::new(&y_support, ways)?;
+        let prototype = Prototype::params()
+            .metric(Metric::Cosine)
+            .fit(x_support.view(), &targets)?;
+        let logistic = Logistic::params()
+            .c(1.0)
+            .max_iter(1000)
+            .fit(x_support.view(), &targets)?;
+        Ok((
+            accuracy(&prototype.predict(x_query.view())?, &y_query),
+            accuracy(&logistic.predict(x_query.view())?, &y_query),
+        ))
+    })?;
     let mut rows = Vec::new();
     let mut points = Vec::new();
-    for (i, &k) in p.shots.iter().enumerate() {
-        let slice = &results[i * p.episodes..(i + 1) * p.episodes];
-        let prototype = Spread::of(slice.iter().map(|r| r.0).collect());
-        let logistic = Spread::of(slice.iter().map(|r| r.1).collect());
+    for (k, prototype, logistic) in &per_k {
         rows.push(vec![
             format!("{ways}-way {k}-shot"),
-            with_interval(&prototype),
-            with_interval(&logistic),
+            with_interval(prototype),
+            with_interval(logistic),
         ]);
-        points.push(
-            json!({ "shots": k, "prototype": summary(&prototype), "logistic": summary(&logistic) }),
-        );
+        points.push(json!({ "shots": k, "prototype": spread_json(prototype),
+                            "logistic": spread_json(logistic) }));
     }
-    let first = &points[0];
-    let last = &points[points.len() - 1];
+    let (first, last) = (&per_k[0], &per_k[per_k.len() - 1]);
     let finding = format!(
         "{ways}-way {}-shot: prototype {:.4}, logistic {:.4}; {ways}-way {}-shot: prototype {:.4}, logistic {:.4} \
          (chance {:.4}; {} episodes each)",
-        first["shots"],
-        first["prototype"]["mean"].as_f64().unwrap_or(f64::NAN),
-        first["logistic"]["mean"].as_f64().unwrap_or(f64::NAN),
-        last["shots"],
-        last["prototype"]["mean"].as_f64().unwrap_or(f64::NAN),
-        last["logistic"]["mean"].as_f64().unwrap_or(f64::NAN),
+        first.0,
+        first.1.mean,
+        first.2.mean,
+        last.0,
+        last.1.mean,
+        last.2.mean,
         1.0 / ways as f64,
         p.episodes
     );
@@ -209,8 +195,4 @@ pub(crate) fn run(p: &FewShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, P
         details: json!({ "ways": ways, "queries": p.queries, "episodes": p.episodes, "points": points }),
         seconds: clock.elapsed().as_secs_f64(),
     })
-}
-
-pub(crate) fn summary(s: &Spread) -> serde_json::Value {
-    json!({ "mean": s.mean, "lower": s.lower, "upper": s.upper, "std": s.std })
 }

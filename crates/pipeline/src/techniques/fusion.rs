@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
+use super::{Check, Modality, RunData, TechniqueReport, f4};
 use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
@@ -73,9 +73,8 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = d.texts.expect("checked: text rows");
     let second = embed(Some(&p.backbone), texts, false)?;
-    let first = d.features.to_owned();
-    let fused =
-        ndarray::concatenate(Axis(1), &[first.view(), second.features.view()]).expect("same rows");
+    let first = d.features;
+    let fused = ndarray::concatenate(Axis(1), &[first, second.features.view()]).expect("same rows");
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let n_classes = d.classes.len();
     let pipeline_name = super::pipeline_backbone_name(d);
@@ -104,9 +103,9 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         None => None,
     };
     let mut variants = vec![
-        (pipeline_name.clone(), &first),
-        (p.backbone.name(), &second.features),
-        (format!("{pipeline_name} ⊕ {}", p.backbone), &fused),
+        (pipeline_name.clone(), first),
+        (p.backbone.name(), second.features.view()),
+        (format!("{pipeline_name} ⊕ {}", p.backbone), fused.view()),
     ];
     if let Some(x) = &projected {
         variants.push((
@@ -115,14 +114,14 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
                 p.backbone,
                 x.ncols()
             ),
-            x,
+            x.view(),
         ));
     }
     let mut predictions = Vec::new();
     let mut rows = Vec::new();
     let mut results = Vec::new();
     for (name, x) in &variants {
-        let predicted = super::headline_test_predictions(d, x)?;
+        let predicted = super::headline_test_predictions(d, *x)?;
         let report = classification_report(&y_test, &predicted, n_classes)?;
         rows.push(vec![
             name.clone(),
@@ -151,7 +150,7 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
             p.project.map_or_else(String::new, |k| format!(
                 " and, as a projection, PCA-whitened onto {k} axes fitted on the training rows"
             )),
-            uncalibrated(d.headline).label()
+            d.headline.uncalibrated().label()
         ),
         finding: format!(
             "test accuracy {:.4} ({pipeline_name}), {:.4} ({}), {:.4} fused ({:+.4} vs {pipeline_name}; McNemar \

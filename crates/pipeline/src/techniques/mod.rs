@@ -34,7 +34,7 @@ pub(crate) use fusion::{FusionPlan, RawFusion};
 pub(crate) use multitask::{MultitaskPlan, RawMultitask};
 pub(crate) use prompts::{PromptTemplatesPlan, RawPromptTemplates};
 pub(crate) use self_training::{RawSelfTraining, SelfTrainingPlan};
-pub(crate) use zero_shot::{RawZeroShot, ZeroShotPlan, prototype_with_prior};
+pub(crate) use zero_shot::{RawZeroShot, ZeroShotPlan};
 
 /// What one technique stage measured, as metrics.json records it and the reports show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -540,14 +540,6 @@ pub(crate) fn with_interval(s: &crate::Spread) -> String {
     format!("{:.4} [{:.4}, {:.4}]", s.mean, s.lower, s.upper)
 }
 
-/// The headline's settings without calibration (stages train on rows that have no validation split).
-pub(crate) fn uncalibrated(spec: &HeadSpec) -> HeadSpec {
-    HeadSpec {
-        calibrate: false,
-        ..spec.clone()
-    }
-}
-
 /// The MLP a stage trains: the pipeline's `[head.mlp]` settings when it has one, else graft's defaults
 /// (seeded from the pipeline); `epochs` epochs and no early stopping (stages have no validation rows).
 pub(crate) fn mlp_settings(
@@ -586,11 +578,11 @@ pub(crate) fn pipeline_backbone_name(d: &RunData<'_>) -> String {
 /// and its predictions for the test rows: the comparison stages that swap the features make.
 pub(crate) fn headline_test_predictions(
     d: &RunData<'_>,
-    x: &Array2<f32>,
+    x: ArrayView2<'_, f32>,
 ) -> Result<Vec<usize>, PipelineError> {
     let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
     let (head, _) = crate::heads::train_head(
-        &uncalibrated(d.headline),
+        &d.headline.uncalibrated(),
         None,
         x.select(ndarray::Axis(0), d.train).view(),
         &graft_heads::Targets::new(&y, d.classes.len())?,
@@ -600,4 +592,38 @@ pub(crate) fn headline_test_predictions(
         head.predict_proba(x.select(ndarray::Axis(0), d.test).view())?
             .view(),
     ))
+}
+
+/// Runs `job(k, repeat)` for every K of `ks` × `repeats` seeded repeats in parallel; each returns two scores
+/// of the same draw (e.g. without and with a technique). Per K, in order: K and the two scores' spreads.
+pub(crate) fn paired_draws(
+    ks: &[usize],
+    repeats: usize,
+    job: impl Fn(usize, usize) -> Result<(f64, f64), PipelineError> + Sync,
+) -> Result<Vec<(usize, crate::Spread, crate::Spread)>, PipelineError> {
+    use rayon::prelude::*;
+    let jobs: Vec<(usize, usize)> = ks
+        .iter()
+        .flat_map(|&k| (0..repeats).map(move |r| (k, r)))
+        .collect();
+    let results: Vec<(f64, f64)> = jobs
+        .par_iter()
+        .map(|&(k, r)| job(k, r))
+        .collect::<Result<_, _>>()?;
+    Ok(ks
+        .iter()
+        .zip(results.chunks(repeats))
+        .map(|(&k, draws)| {
+            (
+                k,
+                crate::Spread::of(draws.iter().map(|d| d.0).collect()),
+                crate::Spread::of(draws.iter().map(|d| d.1).collect()),
+            )
+        })
+        .collect())
+}
+
+/// A spread as metrics.json records it in technique details.
+pub(crate) fn spread_json(s: &crate::Spread) -> serde_json::Value {
+    serde_json::json!({ "mean": s.mean, "lower": s.lower, "upper": s.upper, "std": s.std })
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
+use super::{Check, Modality, RunData, TechniqueReport, f4};
 use crate::heads::train_head;
 use crate::{Diagnostic, PipelineError};
 
@@ -138,7 +138,7 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         }
         tasks.push(task);
     }
-    let spec = uncalibrated(d.headline);
+    let spec = d.headline.uncalibrated();
     let x_of = |rows: &[usize]| d.features.select(Axis(0), rows);
     let score =
         |task: &Task, proba: ndarray::ArrayView2<'_, f32>| -> Result<(f64, f64), PipelineError> {
@@ -148,6 +148,10 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         };
     // (accuracy, macro-F1) per task: the headline's settings, and with `shared_trunk` an MLP per task and
     // one MLP for all tasks.
+    let settings = p
+        .shared_trunk
+        .then(|| super::mlp_settings(d, p.epochs, "multitask mlp"))
+        .transpose()?;
     let mut separate = Vec::new();
     let mut alone = Vec::new();
     for task in &tasks {
@@ -159,8 +163,7 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             task,
             head.predict_proba(x_of(&test_rows).view())?.view(),
         )?);
-        if p.shared_trunk {
-            let settings = super::mlp_settings(d, p.epochs, "multitask mlp")?;
+        if let Some(settings) = &settings {
             let mlp = settings.fit(x_of(&train_rows).view(), &targets)?;
             alone.push(score(
                 task,
@@ -169,8 +172,7 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         }
     }
     let mut shared = Vec::new();
-    if p.shared_trunk {
-        let settings = super::mlp_settings(d, p.epochs, "multitask mlp")?;
+    if let Some(settings) = &settings {
         let labels: Vec<Vec<Option<usize>>> = tasks
             .iter()
             .map(|t| d.train.iter().map(|&r| t.labels[r]).collect())

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, f4, uncalibrated};
+use super::{Check, Modality, RunData, TechniqueReport, f4};
 use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +76,7 @@ pub(crate) fn run(
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = d.texts.expect("checked: text rows");
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
-    let plain = super::headline_test_predictions(d, &d.features.to_owned())?;
+    let plain = super::headline_test_predictions(d, d.features)?;
     let plain_report = classification_report(&y_test, &plain, d.classes.len())?;
     let mut rows = vec![vec![
         "(texts as written)".to_owned(),
@@ -85,6 +85,8 @@ pub(crate) fn run(
         "–".to_owned(),
     ]];
     let mut results = Vec::new();
+    // The template with the best test accuracy so far.
+    let mut best: Option<(&str, f64)> = None;
     let mut extracted = 0;
     for template in &p.templates {
         let prompted: Vec<String> = texts
@@ -93,7 +95,7 @@ pub(crate) fn run(
             .collect();
         let features = embed(None, &prompted, false)?;
         extracted += features.extracted;
-        let predicted = super::headline_test_predictions(d, &features.features)?;
+        let predicted = super::headline_test_predictions(d, features.features.view())?;
         let report = classification_report(&y_test, &predicted, d.classes.len())?;
         let paired = mcnemar(&y_test, &predicted, &plain)?;
         rows.push(vec![
@@ -112,16 +114,11 @@ pub(crate) fn run(
             json!({ "template": template, "test_accuracy": report.accuracy,
                              "test_macro_f1": report.macro_f1, "mcnemar_p": paired.p_value }),
         );
+        if best.is_none_or(|(_, a)| report.accuracy > a) {
+            best = Some((template, report.accuracy));
+        }
     }
-    let best = results
-        .iter()
-        .max_by(|a, b| {
-            a["test_accuracy"]
-                .as_f64()
-                .unwrap_or(f64::MIN)
-                .total_cmp(&b["test_accuracy"].as_f64().unwrap_or(f64::MIN))
-        })
-        .expect("at least one template");
+    let (best_template, best_accuracy) = best.expect("at least one template");
     Ok(TechniqueReport {
         technique: "prompt_templates".to_owned(),
         title: "Prompt templates".to_owned(),
@@ -130,13 +127,11 @@ pub(crate) fn run(
              cache, where each template is its own key); the headline head's settings ({}) trained on the \
              training split of each and scored on the test split, paired with the texts as written (McNemar's \
              exact test).",
-            uncalibrated(d.headline).label()
+            d.headline.uncalibrated().label()
         ),
         finding: format!(
             "texts as written {:.4}; best template `{}` {:.4}",
-            plain_report.accuracy,
-            best["template"].as_str().unwrap_or("?"),
-            best["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+            plain_report.accuracy, best_template, best_accuracy
         ),
         columns: vec![
             "template".to_owned(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4, uncalibrated};
+use super::{Check, Modality, RunData, TechniqueReport, accuracy, f4};
 use crate::heads::train_head;
 use crate::run::derive_seed;
 use crate::{Diagnostic, PipelineError};
@@ -66,7 +66,7 @@ pub(crate) fn check(
 pub(crate) fn run(p: &SelfTrainingPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let n_classes = d.classes.len();
-    let spec = uncalibrated(d.headline);
+    let spec = d.headline.uncalibrated();
     let labelled = crate::curve::draw(
         d.train,
         d.labels,
@@ -120,12 +120,8 @@ pub(crate) fn run(p: &SelfTrainingPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         }
         let proba = head.predict_proba(d.features.select(Axis(0), &pool).view())?;
         let mut kept = Vec::new();
-        for (i, row) in proba.rows().into_iter().enumerate() {
-            let (best, &p_best) = row
-                .iter()
-                .enumerate()
-                .fold((0, &f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
-            if f64::from(p_best) >= p.threshold {
+        for (i, best) in argmax_rows(proba.view()).into_iter().enumerate() {
+            if f64::from(proba[[i, best]]) >= p.threshold {
                 pseudo.push((pool[i], best));
             } else {
                 kept.push(pool[i]);

@@ -11,16 +11,15 @@
 use std::collections::BTreeMap;
 
 use graft_eval::classification_report;
-use graft_heads::{FittedPrototype, Metric, Predict, argmax_rows};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
-use rayon::prelude::*;
+use graft_heads::{FittedPrototype, Metric, ParamGuard, Predict, Prototype, argmax_rows};
+use ndarray::{Array2, ArrayView2, Axis};
 use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality, RunData, TechniqueReport, f4, with_interval};
+use super::{Check, Modality, RunData, TechniqueReport, f4, spread_json, with_interval};
 use crate::run::derive_seed;
-use crate::{Diagnostic, PipelineError, Spread};
+use crate::{Diagnostic, PipelineError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,56 +122,19 @@ pub(crate) fn check(
     })
 }
 
-fn unit(v: ArrayView1<'_, f32>) -> Array1<f32> {
-    let norm = v.dot(&v).sqrt().max(1e-12);
-    v.mapv(|x| x / norm)
-}
-
-/// Cosine prototypes from summed unit rows of `x` (classes `y`) plus `weight` × each unit class embedding.
-fn prior_prototypes(
+/// A cosine prototype head from `x` (classes `y`) and the class descriptions, which count as `weight`
+/// examples each (temperature 1: only the predicted class is used here).
+fn prior_head(
     x: ArrayView2<'_, f32>,
     y: &[usize],
     class_embeddings: &Array2<f32>,
     weight: f32,
-) -> Array2<f32> {
-    let mut sums = Array2::<f32>::zeros(class_embeddings.raw_dim());
-    for (c, mut sum) in sums.rows_mut().into_iter().enumerate() {
-        sum.scaled_add(weight, &unit(class_embeddings.row(c)));
-    }
-    for (row, &label) in x.rows().into_iter().zip(y) {
-        let mut sum = sums.row_mut(label);
-        sum += &unit(row);
-    }
-    for mut row in sums.rows_mut() {
-        let u = unit(row.view());
-        row.assign(&u);
-    }
-    sums
-}
-
-/// A cosine prototype head whose class means start from the class descriptions, which count as `weight`
-/// examples each: the zero-shot prior for few labelled rows.
-pub(crate) fn prototype_with_prior(
-    x: ArrayView2<'_, f32>,
-    y: &[usize],
-    class_embeddings: &Array2<f32>,
-    weight: f32,
-    temperature: f32,
 ) -> Result<FittedPrototype, PipelineError> {
-    let mut counts = vec![0; class_embeddings.nrows()];
-    for &label in y {
-        counts[label] += 1;
-    }
-    if weight > 0.0 {
-        // A class known only from its description can still be predicted (a count of 0 masks a class).
-        counts.iter_mut().for_each(|n| *n = (*n).max(1));
-    }
-    Ok(FittedPrototype::from_parts(
-        prior_prototypes(x, y, class_embeddings, weight),
-        counts,
-        Metric::Cosine,
-        temperature,
-    )?)
+    Ok(Prototype::params()
+        .metric(Metric::Cosine)
+        .temperature(1.0)
+        .check()?
+        .fit_with_prior(x, y, class_embeddings.view(), weight)?)
 }
 
 pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
@@ -200,11 +162,10 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let texts = p.class_texts(d.classes);
     let class_embeddings = embed(None, &texts, false)?.features;
     let n_classes = d.classes.len();
-    let zero_shot = prototype_with_prior(
+    let zero_shot = prior_head(
         d.features.slice(ndarray::s![..0, ..]),
         &[],
         &class_embeddings,
-        1.0,
         1.0,
     )?;
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
@@ -213,30 +174,22 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let report = classification_report(&y_test, &predicted, n_classes)?;
 
     // The description as a prior for a prototype head, on the same seeded draws as the plain class mean.
-    let jobs: Vec<(usize, usize)> = p
-        .prior_shots
-        .iter()
-        .flat_map(|&k| (0..p.repeats).map(move |r| (k, r)))
-        .collect();
-    let results: Vec<(f64, f64)> = jobs
-        .par_iter()
-        .map(|&(k, r)| -> Result<(f64, f64), PipelineError> {
-            let rows = crate::curve::draw(
-                d.train,
-                d.labels,
-                n_classes,
-                k,
-                derive_seed(d.plan.seed, &format!("zero-shot prior {k} {r}")),
-            );
-            let x = d.features.select(Axis(0), &rows);
-            let y: Vec<usize> = rows.iter().map(|&r| d.labels[r]).collect();
-            let score = |weight: f32| -> Result<f64, PipelineError> {
-                let head = prototype_with_prior(x.view(), &y, &class_embeddings, weight, 1.0)?;
-                Ok(super::accuracy(&head.predict(x_test.view())?, &y_test))
-            };
-            Ok((score(0.0)?, score(p.prior_weight as f32)?))
-        })
-        .collect::<Result<_, _>>()?;
+    let per_k = super::paired_draws(&p.prior_shots, p.repeats, |k, r| {
+        let rows = crate::curve::draw(
+            d.train,
+            d.labels,
+            n_classes,
+            k,
+            derive_seed(d.plan.seed, &format!("zero-shot prior {k} {r}")),
+        );
+        let x = d.features.select(Axis(0), &rows);
+        let y: Vec<usize> = rows.iter().map(|&r| d.labels[r]).collect();
+        let score = |weight: f32| -> Result<f64, PipelineError> {
+            let head = prior_head(x.view(), &y, &class_embeddings, weight)?;
+            Ok(super::accuracy(&head.predict(x_test.view())?, &y_test))
+        };
+        Ok((score(0.0)?, score(p.prior_weight as f32)?))
+    })?;
     let mut rows = vec![
         vec![
             "zero-shot (class descriptions only)".to_owned(),
@@ -252,28 +205,23 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
         ],
     ];
     let mut points = Vec::new();
-    for (i, &k) in p.prior_shots.iter().enumerate() {
-        let slice = &results[i * p.repeats..(i + 1) * p.repeats];
-        let plain = Spread::of(slice.iter().map(|r| r.0).collect());
-        let prior = Spread::of(slice.iter().map(|r| r.1).collect());
+    for (k, plain, prior) in &per_k {
         rows.push(vec![
             format!("prototype, {k} per class"),
             (k * n_classes).to_string(),
-            with_interval(&plain),
+            with_interval(plain),
             "–".to_owned(),
         ]);
         rows.push(vec![
             format!("prototype with zero-shot prior, {k} per class"),
             (k * n_classes).to_string(),
-            with_interval(&prior),
+            with_interval(prior),
             "–".to_owned(),
         ]);
-        points.push(
-            json!({ "per_class": k, "prototype": super::few_shot::summary(&plain),
-                            "with_prior": super::few_shot::summary(&prior) }),
-        );
+        points.push(json!({ "per_class": k, "prototype": spread_json(plain),
+                            "with_prior": spread_json(prior) }));
     }
-    let first = &points[0];
+    let first = &per_k[0];
     Ok(TechniqueReport {
         technique: "zero_shot".to_owned(),
         title: "Zero-shot: classes from their descriptions".to_owned(),
@@ -302,9 +250,9 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             report.accuracy,
             report.macro_f1,
             d.headline_accuracy,
-            first["per_class"],
-            first["prototype"]["mean"].as_f64().unwrap_or(f64::NAN),
-            first["with_prior"]["mean"].as_f64().unwrap_or(f64::NAN),
+            first.0,
+            first.1.mean,
+            first.2.mean,
         ),
         columns: vec![
             "classifier".to_owned(),
@@ -323,40 +271,4 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
         }),
         seconds: clock.elapsed().as_secs_f64(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::array;
-
-    #[test]
-    fn the_prior_weighs_descriptions_against_examples() {
-        let x = array![[1.0f32, 0.0], [0.8, 0.6], [0.0, -1.0]];
-        let y = [0, 0, 1];
-        let descriptions = array![[0.0f32, 2.0], [-3.0, 0.0]];
-        // Weight 0: the plain cosine class means.
-        let plain = prototype_with_prior(x.view(), &y, &descriptions, 0.0, 1.0).unwrap();
-        let mean0 = unit(array![1.8f32, 0.6].view());
-        assert!(
-            (plain.prototypes().row(0).to_owned() - &mean0)
-                .iter()
-                .all(|d| d.abs() < 1e-6)
-        );
-        assert_eq!(plain.counts(), &[2, 1]);
-        // A description worth as much as all the examples pulls its class mean halfway.
-        let half = prototype_with_prior(x.view(), &y, &descriptions, 1.0, 1.0).unwrap();
-        let expected = unit(array![0.0f32, -1.0].view()) + unit(array![-1.0f32, 0.0].view());
-        let expected = unit(expected.view());
-        assert!(
-            (half.prototypes().row(1).to_owned() - &expected)
-                .iter()
-                .all(|d| d.abs() < 1e-6)
-        );
-        // No examples: the descriptions alone (the zero-shot classifier).
-        let none =
-            prototype_with_prior(x.slice(ndarray::s![..0, ..]), &[], &descriptions, 1.0, 1.0)
-                .unwrap();
-        assert_eq!(none.predict(x.view()).unwrap(), vec![0, 0, 1]);
-    }
 }
