@@ -1,0 +1,21 @@
+//! The foundation under every graft crate: what all of them need and nothing about models, data or heads.
+//!
+//! - [`atomic`]: files and folders that appear whole or not at all (temporary name, fsync, rename).
+//! - [`sha256_hex`], [`sha256_file`], [`HashingWriter`]: the checksums graft records and verifies.
+//! - [`derive_seed`]: one independent, stable seed per purpose from a pipeline's seed.
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("metrics.json");
+//! graft_stdx::atomic::write(&path, b"{}")?;
+//! assert_eq!(graft_stdx::sha256_file(&path)?, graft_stdx::sha256_hex(b"{}"));
+//! assert_ne!(graft_stdx::derive_seed(42, "split"), graft_stdx::derive_seed(42, "sample"));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+pub mod atomic;
+mod hash;
+mod seed;
+
+pub use hash::{HashingWriter, sha256_file, sha256_hex};
+pub use seed::derive_seed;
