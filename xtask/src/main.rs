@@ -1,10 +1,11 @@
-//! `cargo xtask`: graft's command line. It parses arguments and calls `graft-pipeline`; nothing else.
+//! `cargo xtask`: graft's command line. It parses arguments and calls `graft-engine`; nothing else.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
-use graft_pipeline::{Plan, RunOptions};
+use graft_config::Plan;
+use graft_engine::RunOptions;
 
 #[derive(Parser)]
 #[command(
@@ -148,7 +149,7 @@ struct ExtractArgs {
     chunk_rows: usize,
     /// Process only shard I of N (I from 0), e.g. --shard "$JOB_COMPLETION_INDEX/8".
     #[arg(long)]
-    shard: Option<graft_pipeline::Shard>,
+    shard: Option<graft_engine::Shard>,
     /// Tokens kept per text (default: the registry entry's, else 256).
     #[arg(long)]
     max_length: Option<usize>,
@@ -225,14 +226,14 @@ struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    fn provider(&self) -> graft_pipeline::Provider {
+    fn provider(&self) -> graft_engine::Provider {
         if self.provider == "cuda" {
-            graft_pipeline::Provider::Cuda {
+            graft_engine::Provider::Cuda {
                 device_id: self.device_id,
                 fallback: !self.no_fallback,
             }
         } else {
-            graft_pipeline::Provider::Cpu
+            graft_engine::Provider::Cpu
         }
     }
 }
@@ -257,7 +258,7 @@ fn workspace_root() -> PathBuf {
 }
 
 fn default_cache() -> PathBuf {
-    std::env::var_os(graft_pipeline::CACHE_ENV)
+    std::env::var_os(graft_engine::CACHE_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".graft-cache"))
@@ -294,10 +295,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| cache_dir.unwrap_or_else(default_cache).join("features"));
             match action {
                 CacheAction::Stats => {
-                    graft_pipeline::feature_cache_stats(&features).map(|table| print!("{table}"))
+                    graft_engine::feature_cache_stats(&features).map(|table| print!("{table}"))
                 }
                 CacheAction::Clear { model } => {
-                    graft_pipeline::clear_feature_cache(&features, model.as_deref()).map(|n| {
+                    graft_engine::clear_feature_cache(&features, model.as_deref()).map(|n| {
                         println!(
                             "removed {n} feature namespace(s) from {}",
                             features.display()
@@ -314,7 +315,7 @@ fn main() -> ExitCode {
             output,
             head_only,
             cache_dir,
-        } => graft_pipeline::export(&graft_pipeline::ExportJob {
+        } => graft_engine::export(&graft_engine::ExportJob {
             run_dir,
             head,
             output,
@@ -336,21 +337,21 @@ fn main() -> ExitCode {
             output,
             bootstrap,
             seed,
-        } => graft_pipeline::compare(&graft_pipeline::CompareJob {
+        } => graft_engine::compare(&graft_engine::CompareJob {
             runs,
             output_dir: output
-                .unwrap_or_else(|| graft_pipeline::comparison_dir(&workspace_root().join("runs"))),
-            bootstrap: graft_pipeline::Bootstrap {
+                .unwrap_or_else(|| graft_engine::comparison_dir(&workspace_root().join("runs"))),
+            bootstrap: graft_engine::Bootstrap {
                 resamples: bootstrap,
                 seed,
-                ..graft_pipeline::Bootstrap::default()
+                ..graft_engine::Bootstrap::default()
             },
         })
         .map(|o| {
             print!("{}", o.table);
             println!("wrote {} and {}", o.markdown.display(), o.json.display());
         }),
-        Cmd::Merge { parts, output } => graft_pipeline::merge(&parts, &output).map(|m| {
+        Cmd::Merge { parts, output } => graft_engine::merge(&parts, &output).map(|m| {
             println!(
                 "merged {} parts: {} rows → {}",
                 m.parts,
@@ -358,7 +359,7 @@ fn main() -> ExitCode {
                 m.output.display()
             )
         }),
-        Cmd::Check { pipeline } => Plan::load(&pipeline).map(|plan| {
+        Cmd::Check { pipeline } => Plan::load(&pipeline).map_err(Into::into).map(|plan| {
             println!("{}: ok (pipeline `{}`)", pipeline.display(), plan.name);
         }),
         Cmd::Test { args } => return test(&args),
@@ -378,7 +379,7 @@ fn run(
     cache_dir: Option<PathBuf>,
     features_dir: Option<PathBuf>,
     progress: bool,
-) -> Result<(), graft_pipeline::PipelineError> {
+) -> Result<(), graft_engine::PipelineError> {
     let plan = Plan::load(pipeline)?;
     let mut options = RunOptions::new(
         cache_dir.unwrap_or_else(default_cache),
@@ -388,7 +389,7 @@ fn run(
     if let Some(dir) = features_dir {
         options.features_dir = dir;
     }
-    let outcome = graft_pipeline::run(&plan, &options)?;
+    let outcome = graft_engine::run(&plan, &options)?;
     println!("{}", outcome.summary);
     Ok(())
 }
@@ -397,29 +398,29 @@ fn run(
 fn model_source(
     model: String,
     tokenizer: Option<PathBuf>,
-) -> Result<graft_pipeline::ModelSource, graft_pipeline::PipelineError> {
+) -> Result<graft_config::ModelSource, graft_engine::PipelineError> {
     let is_file = model.ends_with(".onnx") || Path::new(&model).is_file();
     match (is_file, tokenizer) {
-        (true, Some(tokenizer)) => Ok(graft_pipeline::ModelSource::Files {
+        (true, Some(tokenizer)) => Ok(graft_config::ModelSource::Files {
             onnx: PathBuf::from(&model),
             tokenizer,
             sha256: None,
         }),
-        (true, None) => Err(graft_pipeline::PipelineError::Job {
+        (true, None) => Err(graft_engine::PipelineError::Job {
             message: format!("--model {model} is a file, and --tokenizer is missing"),
             hint: "give the model's tokenizer.json with --tokenizer, or a registry name as --model"
                 .to_owned(),
         }),
-        (false, _) => Ok(graft_pipeline::ModelSource::Registry(model)),
+        (false, _) => Ok(graft_config::ModelSource::Registry(model)),
     }
 }
 
-fn predict(args: PredictArgs) -> Result<(), graft_pipeline::PipelineError> {
+fn predict(args: PredictArgs) -> Result<(), graft_engine::PipelineError> {
     let model = args
         .model
         .map(|m| model_source(m, args.tokenizer))
         .transpose()?;
-    let job = graft_pipeline::PredictJob {
+    let job = graft_engine::PredictJob {
         run_dir: args.run_dir,
         input: args.input,
         text_column: args.text_column,
@@ -435,7 +436,7 @@ fn predict(args: PredictArgs) -> Result<(), graft_pipeline::PipelineError> {
         cache_dir: args.cache_dir.unwrap_or_else(default_cache),
         progress: !args.no_progress,
     };
-    let outcome = graft_pipeline::predict(&job)?;
+    let outcome = graft_engine::predict(&job)?;
     println!(
         "predicted {} rows with head `{}` → {}",
         outcome.rows,
@@ -445,9 +446,9 @@ fn predict(args: PredictArgs) -> Result<(), graft_pipeline::PipelineError> {
     Ok(())
 }
 
-fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
+fn extract(args: ExtractArgs) -> Result<(), graft_engine::PipelineError> {
     let model = model_source(args.model, args.tokenizer)?;
-    let mut job = graft_pipeline::ExtractJob::new(
+    let mut job = graft_engine::ExtractJob::new(
         model,
         args.input,
         args.text_column.unwrap_or_default(),
@@ -465,15 +466,15 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
     job.max_length = args.max_length;
     job.pooling = args.pooling.map(|p| {
         if p == "cls" {
-            graft_pipeline::Pooling::Cls
+            graft_engine::Pooling::Cls
         } else {
-            graft_pipeline::Pooling::Mean
+            graft_engine::Pooling::Mean
         }
     });
     if let Some(p) = &args.prompt
         && !p.contains("{text}")
     {
-        return Err(graft_pipeline::PipelineError::Job {
+        return Err(graft_engine::PipelineError::Job {
             message: format!("--prompt {p:?} has no {{text}} placeholder"),
             hint: "mark where each text goes, e.g. --prompt \"query: {text}\"".to_owned(),
         });
@@ -481,7 +482,7 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
     job.prompt = args.prompt;
     job.progress = !args.no_progress;
     job.provider = args.device.provider();
-    let outcome = graft_pipeline::extract(&job)?;
+    let outcome = graft_engine::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())
 }
@@ -489,7 +490,7 @@ fn extract(args: ExtractArgs) -> Result<(), graft_pipeline::PipelineError> {
 fn fetch(
     pipelines: Vec<PathBuf>,
     cache_dir: Option<PathBuf>,
-) -> Result<(), graft_pipeline::PipelineError> {
+) -> Result<(), graft_engine::PipelineError> {
     let cache = cache_dir.unwrap_or_else(default_cache);
     let pipelines = if pipelines.is_empty() {
         vec![workspace_root().join("pipelines/quickstart.toml")]
@@ -498,7 +499,7 @@ fn fetch(
     };
     for pipeline in pipelines {
         let plan = Plan::load(&pipeline)?;
-        graft_pipeline::provision_all(&plan, &cache)?;
+        graft_engine::provision_all(&plan, &cache)?;
         println!(
             "{}: everything fetched and verified in {}",
             pipeline.display(),
@@ -521,8 +522,8 @@ fn test(args: &[String]) -> ExitCode {
         ],
         Some(cache.clone()),
     )
-    .and_then(|()| graft_pipeline::provision_runtime("onnxruntime-legacy", &cache).map(drop))
-    .and_then(|()| graft_pipeline::provision_samples(&["coffee", "chelsea"], &cache).map(drop));
+    .and_then(|()| graft_engine::provision_runtime("onnxruntime-legacy", &cache).map(drop))
+    .and_then(|()| graft_engine::provision_samples(&["coffee", "chelsea"], &cache).map(drop));
     if let Err(e) = fetched {
         eprintln!("error: cannot provision the test assets: {e}");
         return ExitCode::FAILURE;
@@ -545,7 +546,7 @@ fn test(args: &[String]) -> ExitCode {
     for (name, mut command) in [("tests", unit), ("doctests", doc)] {
         command
             .current_dir(&root)
-            .env(graft_pipeline::CACHE_ENV, &cache);
+            .env(graft_engine::CACHE_ENV, &cache);
         // `cargo run` gave this process the package variables of xtask; build scripts (ring's, via polars'
         // HTTP stack) watch some of them, so passing them on would rebuild half the dependency tree.
         for (key, _) in std::env::vars_os() {

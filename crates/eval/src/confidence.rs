@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::EvalError;
 
 /// A point estimate with a percentile bootstrap interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Interval {
     /// The statistic on all rows.
     pub estimate: f64,
@@ -146,7 +146,7 @@ impl Bootstrap {
 }
 
 /// A paired bootstrap comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct PairedBootstrap {
     /// Accuracy of A minus accuracy of B, with its interval.
     pub interval: Interval,
@@ -155,7 +155,7 @@ pub struct PairedBootstrap {
 }
 
 /// McNemar's test on two classifiers' predictions of the same rows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct McNemar {
     /// Rows A got right and B wrong.
     pub a_only: usize,

@@ -54,7 +54,7 @@ pub enum EvalError {
 }
 
 /// Precision, recall, F1 and support of one class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ClassMetrics {
     /// Of the rows predicted as this class, the share that are. 0 when nothing was predicted as it.
     pub precision: f64,
@@ -67,7 +67,7 @@ pub struct ClassMetrics {
 }
 
 /// The standard single-label classification summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ClassificationReport {
     /// Share of rows predicted correctly.
     pub accuracy: f64,
@@ -170,7 +170,7 @@ pub fn classification_report(
 }
 
 /// The standard multi-label summary (scikit-learn's definitions).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MultiLabelReport {
     /// Rows whose predicted label set equals the true set exactly (`accuracy_score` on indicators).
     pub subset_accuracy: f64,

@@ -103,7 +103,7 @@ fn one_vs_rest(
 }
 
 /// Everything computed from class probabilities.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ProbabilityReport {
     /// ROC-AUC: binary (class 1) or one-vs-rest macro average; `None` when undefined (one class only).
     pub roc_auc: Option<f64>,
@@ -121,7 +121,7 @@ pub struct ProbabilityReport {
 }
 
 /// One bin of a reliability diagram.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ReliabilityBin {
     /// Lower edge of the confidence range (exclusive, except for the first bin).
     pub lower: f64,

@@ -1,0 +1,75 @@
+//! `[few_shot]`: N-way K-shot episodic evaluation on the frozen features.
+//!
+//! The protocol of Vinyals et al. (2016) and Snell et al. (2017): each episode draws N classes, K support and
+//! Q query rows per class from the test split (rows no head was trained on); a head is fitted on the support
+//! rows alone and scored on the queries. Two heads: nearest class mean (prototypical networks, cosine) and
+//! logistic regression on the frozen embedding (Tian et al., 2020, "Rethinking few-shot image
+//! classification: a good embedding is all you need"). Mean accuracy over the episodes with a 95% interval.
+
+use serde::Deserialize;
+use serde_json::json;
+use toml::Spanned;
+
+use super::{Check, Modality};
+use crate::Diagnostic;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFewShot {
+    pub ways: Option<Spanned<usize>>,
+    pub shots: Option<Spanned<Vec<usize>>>,
+    pub queries: Option<Spanned<usize>>,
+    pub episodes: Option<Spanned<usize>>,
+}
+
+/// `[few_shot]`, checked.
+#[derive(Debug, Clone)]
+pub struct FewShotPlan {
+    /// Classes per episode (`None`: min(5, classes)).
+    pub ways: Option<usize>,
+    pub shots: Vec<usize>,
+    pub queries: usize,
+    pub episodes: usize,
+    pub span: std::ops::Range<usize>,
+}
+
+impl FewShotPlan {
+    pub fn json(&self) -> serde_json::Value {
+        json!({ "ways": self.ways, "shots": self.shots, "queries": self.queries, "episodes": self.episodes })
+    }
+}
+
+pub fn check(
+    c: &Check<'_>,
+    raw: Spanned<RawFewShot>,
+    modality: Modality,
+) -> Result<FewShotPlan, Diagnostic> {
+    let span = raw.span();
+    c.single_label(modality, span.clone(), "few_shot")?;
+    let r = raw.into_inner();
+    let ways = match &r.ways {
+        Some(w) if *w.get_ref() < 2 => {
+            return Err(c
+                .error(w.span(), "`ways` must be at least 2")
+                .with_hint("an episode tells N ≥ 2 classes apart, e.g. `ways = 5`"));
+        }
+        w => w.as_ref().map(|w| *w.get_ref()),
+    };
+    Ok(FewShotPlan {
+        ways,
+        shots: c.shots(&r.shots, &[1, 5], "shots")?,
+        queries: c.positive(
+            &r.queries,
+            15,
+            "queries",
+            "15 query rows per class is the usual choice",
+        )?,
+        episodes: c.positive(
+            &r.episodes,
+            200,
+            "episodes",
+            "a few hundred episodes give a tight interval",
+        )?,
+        span,
+    })
+}

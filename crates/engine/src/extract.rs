@@ -1,0 +1,1324 @@
+//! Batch extraction jobs: a file of texts in, a file of embeddings out, for millions of rows.
+//!
+//! The input is cut into chunks of `chunk_rows` consecutive rows. Chunk `c` belongs to shard `c mod N`, so
+//! every shard of an `N`-way job gets a deterministic share without knowing the row count in advance. Three
+//! threads overlap the work: one reads and tokenizes the next chunk, one runs inference, one writes finished
+//! chunks. Each chunk is written to its own file in a hidden work folder beside the output (temporary name,
+//! fsync, rename), so a job killed at any moment restarts with the chunks it has and recomputes only the
+//! others. When every chunk is there, they are copied in order into the output (again under a temporary name),
+//! and the work folder is removed. Memory holds a few chunks, whatever the size of the input.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Instant;
+
+use graft_assets::Cache;
+use graft_backbone::{
+    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImageSource, Pooling, Provider, Runtime,
+    TextBackbone, TextBackboneConfig, session_threads,
+};
+use graft_ingest::{
+    EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, Series, TextRowReader, count_rows,
+    read_embeddings,
+};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::PipelineError;
+use crate::io::write_atomic;
+use crate::run::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
+use graft_config::{ModelSource, apply_registry_defaults, image_preprocess};
+
+/// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based index of this shard.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// Parses `I/N` (e.g. `3/8`; `I` counts from 0).
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not of the form I/N (e.g. 0/4)"))?;
+        let parse = |v: &str, what: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("`{v}` in `{s}` is not a {what}"))
+        };
+        let (index, count) = (parse(i, "shard index")?, parse(n, "shard count")?);
+        if count == 0 || index >= count {
+            return Err(format!(
+                "`{s}`: the index counts from 0 and must be below the count (e.g. 0/{n} … {}/{n})",
+                count.max(1) - 1
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// The whole input, as one shard.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The part file this shard writes inside a job's output folder.
+    pub fn part_file_name(self) -> String {
+        format!("part-{:05}-of-{:05}.parquet", self.index, self.count)
+    }
+
+    fn owns(self, chunk: u64) -> bool {
+        chunk % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+/// A batch extraction job.
+#[derive(Debug, Clone)]
+pub struct ExtractJob {
+    /// The backbone: a registry name, or an ONNX graph with its tokenizer.
+    pub model: ModelSource,
+    /// Overrides of the registry entry's (or, for own files, the default) extraction settings.
+    pub max_length: Option<usize>,
+    /// Pooling override.
+    pub pooling: Option<Pooling>,
+    /// A template each text is put through before tokenization (`{text}` marks the text).
+    pub prompt: Option<String>,
+    /// Image backbones: centre-crop size override (the short side is resized in proportion, as in pipelines).
+    pub image_size: Option<u32>,
+    /// Image backbones: short-side resize override.
+    pub resize: Option<u32>,
+    /// Input table: `.csv`, `.tsv`, `.jsonl`/`.ndjson` or `.parquet`.
+    pub input: PathBuf,
+    /// Column (or JSON key) holding the texts.
+    pub text_column: String,
+    /// Column copied into the output next to each embedding.
+    pub id_column: Option<String>,
+    /// Output file (`.parquet` or `.npy`); with a shard, the folder that receives the part files.
+    pub output: PathBuf,
+    /// Texts per inference call.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads, shared out among the sessions.
+    pub threads: usize,
+    /// Inference sessions sharing `threads` (text: a chunk's batches are shared out among them; images: each
+    /// takes whole chunks). Small graphs use cores better as several single-threaded sessions than as one
+    /// multi-threaded one.
+    pub sessions: usize,
+    /// Rows per chunk: the unit of length-sorting, resumption and sharding.
+    pub chunk_rows: usize,
+    /// The share of the rows this job processes (`None`: all of them, into `output` directly).
+    pub shard: Option<Shard>,
+    /// Execution provider (CUDA falls back to CPU with a warning unless its `fallback` is off).
+    pub provider: Provider,
+    /// Cache of fetched runtimes and models.
+    pub cache_dir: PathBuf,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+impl ExtractJob {
+    /// A job with default settings (batch 64, all cores, 4,096-row chunks, no shard).
+    pub fn new(
+        model: ModelSource,
+        input: impl Into<PathBuf>,
+        text_column: impl Into<String>,
+        output: impl Into<PathBuf>,
+        cache_dir: impl Into<PathBuf>,
+    ) -> ExtractJob {
+        ExtractJob {
+            model,
+            max_length: None,
+            pooling: None,
+            prompt: None,
+            image_size: None,
+            resize: None,
+            input: input.into(),
+            text_column: text_column.into(),
+            id_column: None,
+            output: output.into(),
+            batch_size: 64,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sessions: 1,
+            chunk_rows: 4096,
+            shard: None,
+            provider: Provider::Cpu,
+            cache_dir: cache_dir.into(),
+            progress: true,
+        }
+    }
+}
+
+/// Everything that determines a job's output bytes. A work folder or part file made under another identity is
+/// never mixed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct JobIdentity {
+    format: u32,
+    model: String,
+    onnx_sha256: String,
+    /// Empty for image backbones.
+    tokenizer_sha256: String,
+    output_name: String,
+    /// Pooling, normalisation and truncation (text), or the preprocessing (images).
+    settings: String,
+    batch_size: usize,
+    chunk_rows: usize,
+    input_name: String,
+    input_signature: String,
+    text_column: String,
+    id_column: Option<String>,
+}
+
+/// What a finished part or output records beside itself (`<file>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartManifest {
+    identity: JobIdentity,
+    shard: Shard,
+    /// Rows in the whole input.
+    input_rows: u64,
+    /// Rows in this file.
+    rows: u64,
+    dimension: usize,
+    file_sha256: String,
+    stats: serde_json::Value,
+}
+
+/// What [`extract`] did.
+#[derive(Debug, Clone)]
+pub struct ExtractOutcome {
+    /// The file written.
+    pub output: PathBuf,
+    /// Rows in it.
+    pub rows: u64,
+    /// Rows embedded by this invocation (the rest came from an interrupted run's chunks).
+    pub extracted: u64,
+    /// Seconds this invocation took.
+    pub seconds: f64,
+    /// The one-line summary.
+    pub summary: String,
+}
+
+/// The input's identity without reading all of it: size plus a hash of its first and last MiB.
+fn input_signature(path: &Path) -> Result<String, PipelineError> {
+    use sha2::Digest;
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(len.to_le_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    for start in [0, len.saturating_sub(1 << 20)] {
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let n = file.read(&mut buf).map_err(io)?;
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!(
+        "{len} bytes, head+tail sha256 {:x}",
+        hasher.finalize()
+    ))
+}
+
+fn job_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
+    PipelineError::Job {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PipelineError + '_ {
+    move |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Rows in chunk `c` of an input of `rows` rows.
+fn chunk_len(c: u64, rows: u64, chunk_rows: usize) -> usize {
+    rows.saturating_sub(c * chunk_rows as u64)
+        .min(chunk_rows as u64) as usize
+}
+
+fn chunk_path(work: &Path, c: u64) -> PathBuf {
+    work.join(format!("chunk-{c:09}.parquet"))
+}
+
+/// The Parquet key-value metadata of an output: the identity, so the file says what made it.
+fn file_metadata(identity: &JobIdentity) -> Vec<(String, String)> {
+    vec![(
+        "graft.extract".to_owned(),
+        serde_json::to_string(identity).expect("identity serialises"),
+    )]
+}
+
+fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
+    for (name, value) in [
+        ("--batch-size", job.batch_size),
+        ("--threads", job.threads),
+        ("--sessions", job.sessions),
+        ("--chunk-rows", job.chunk_rows),
+    ] {
+        if value == 0 {
+            return Err(job_error(
+                format!("{name} must be at least 1"),
+                "leave it out to use the default",
+            ));
+        }
+    }
+    if job.sessions > job.threads {
+        return Err(job_error(
+            format!(
+                "--sessions {} is more than --threads {}: every session needs a thread",
+                job.sessions, job.threads
+            ),
+            "use at most as many sessions as threads",
+        ));
+    }
+    if let Some(id) = &job.id_column
+        && (id == graft_ingest::embeddings::ROW_COLUMN
+            || id == graft_ingest::embeddings::EMBEDDING_COLUMN)
+    {
+        return Err(job_error(
+            format!("the id column may not be called `{id}`: the output has a column of that name"),
+            "rename the column in the input",
+        ));
+    }
+    if !job.input.exists() {
+        return Err(job_error(
+            format!("input not found: {}", job.input.display()),
+            "--input takes a .csv, .tsv, .jsonl or .parquet file, or a folder of images",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs (or resumes, or finds already done) a batch extraction job.
+pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
+    let started = Instant::now();
+    validate(job)?;
+    let shard = job.shard.unwrap_or(Shard::WHOLE);
+    let output = match job.shard {
+        Some(shard) => {
+            std::fs::create_dir_all(&job.output).map_err(io_error(&job.output))?;
+            job.output.join(shard.part_file_name())
+        }
+        None => job.output.clone(),
+    };
+    let format = EmbeddingFormat::from_path(&output)?;
+    if format == EmbeddingFormat::Npy && job.id_column.is_some() {
+        return Err(job_error(
+            format!(
+                "{} would hold only the embedding matrix, so --id-column has nowhere to go",
+                output.display()
+            ),
+            "write a .parquet file to keep ids, or leave out --id-column (rows stay in input order)",
+        ));
+    }
+    let cache = Cache::new(&job.cache_dir);
+    let registry = graft_assets::Registry::builtin();
+    let image_model = match &job.model {
+        ModelSource::Registry(name) => registry.image_models.get(name),
+        ModelSource::Files { .. } => None,
+    };
+    // Open the input first: a wrong column is reported before anything is fetched.
+    let (input, extractor, identity_model) = if job.input.is_dir() {
+        let Some(entry) = image_model else {
+            return Err(job_error(
+                format!(
+                    "{} is a folder of images, and `{}` is not an image backbone",
+                    job.input.display(),
+                    model_label(&job.model)
+                ),
+                format!(
+                    "registered image backbones: {}",
+                    registry.image_model_names().join(", ")
+                ),
+            ));
+        };
+        if job.id_column.is_some() {
+            return Err(job_error(
+                "--id-column does not apply to a folder of images",
+                "each row is identified by `path`, the image's path inside the folder",
+            ));
+        }
+        let files = list_images(&job.input)?;
+        let ModelSource::Registry(name) = &job.model else {
+            unreachable!("image backbones come from the registry")
+        };
+        let model = cache.image_model(name)?;
+        let mut preprocess = image_preprocess(&entry.preprocess);
+        if let Some(size) = job.image_size {
+            preprocess.resize = (f64::from(size) * f64::from(preprocess.resize)
+                / f64::from(preprocess.crop))
+            .round() as u32;
+            preprocess.crop = size;
+        }
+        if let Some(resize) = job.resize {
+            preprocess.resize = resize;
+        }
+        let config = ImageBackboneConfig {
+            preprocess,
+            output: entry.output.clone(),
+            batch_size: job.batch_size,
+            intra_threads: job.threads,
+            progress: false,
+            provider: job.provider,
+        };
+        let description = format!("{:?}", config.preprocess);
+        let sha = model.onnx.sha256.clone();
+        (
+            Input::Images {
+                root: job.input.clone(),
+                files,
+            },
+            Extractor::Image(Box::new(model), config),
+            (sha, String::new(), entry.output.clone(), description),
+        )
+    } else {
+        if image_model.is_some() {
+            return Err(job_error(
+                format!(
+                    "`{}` is an image backbone; --input must be a folder of images",
+                    model_label(&job.model)
+                ),
+                "give a folder (images at any depth), or a text backbone for a table",
+            ));
+        }
+        if job.text_column.is_empty() {
+            return Err(job_error(
+                format!(
+                    "{} is a table: say which column holds the texts",
+                    job.input.display()
+                ),
+                "add --text-column <name>",
+            ));
+        }
+        let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
+        let model = resolve_model(&cache, &job.model).map_err(|problem| match problem {
+            ModelProblem::NotText(name) => job_error(
+                format!("backbone `{name}` is not a text model"),
+                "give a registry name such as minilm-l6-int8, or --model x.onnx --tokenizer tokenizer.json",
+            ),
+            ModelProblem::Checksum { path, expected, actual } => job_error(
+                format!("checksum mismatch for {}: expected {expected}, found {actual}", path.display()),
+                "the model file changed",
+            ),
+            ModelProblem::Other(e) => e,
+        })?;
+        let config = backbone_config(job)?;
+        let identity_model = (
+            model.onnx.sha256.clone(),
+            model.tokenizer.sha256.clone(),
+            config.output.clone().unwrap_or_default(),
+            format!(
+                "pooling {}, normalize {}, max_length {}, prompt {:?}",
+                config.pooling.name(),
+                config.normalize,
+                config.max_length,
+                job.prompt
+            ),
+        );
+        (
+            Input::Table(Box::new(reader)),
+            Extractor::Text(model, config),
+            identity_model,
+        )
+    };
+    let (onnx_sha256, tokenizer_sha256, output_name, settings) = identity_model;
+    let identity = JobIdentity {
+        format: 1,
+        model: model_label(&job.model),
+        onnx_sha256,
+        tokenizer_sha256,
+        output_name,
+        settings,
+        batch_size: job.batch_size,
+        chunk_rows: job.chunk_rows,
+        input_name: job
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        input_signature: match &input {
+            Input::Table(_) => input_signature(&job.input)?,
+            Input::Images { root, files } => folder_signature(root, files),
+        },
+        text_column: match &input {
+            Input::Table(_) => job.text_column.clone(),
+            Input::Images { .. } => String::new(),
+        },
+        id_column: job.id_column.clone(),
+    };
+
+    if let Some(done) = finished_manifest(&output, &identity, shard)? {
+        let summary = format!(
+            "{}: already complete ({} rows); nothing to do",
+            output.display(),
+            done.rows
+        );
+        return Ok(ExtractOutcome {
+            output,
+            rows: done.rows,
+            extracted: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            summary,
+        });
+    }
+    if output.exists() {
+        return Err(job_error(
+            format!("{} exists and was not made by this job", output.display()),
+            "delete it, or choose another --output",
+        ));
+    }
+
+    // The work folder: resume it if it belongs to this very job; an abandoned one made with other settings or
+    // another input is of no use and is discarded. One process per output: the identity file is locked.
+    let work = work_dir(&output);
+    let identity_file = work.join("job.json");
+    let busy = || {
+        job_error(
+            format!("another extract is writing {} right now", output.display()),
+            "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
+        )
+    };
+    if work.exists() {
+        let theirs: Option<JobIdentity> = std::fs::read(&identity_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if theirs.as_ref() != Some(&identity) {
+            if let Ok(file) = std::fs::File::open(&identity_file)
+                && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
+            {
+                return Err(busy());
+            }
+            tracing::warn!(
+                work = %work.display(),
+                "discarding an interrupted job made with other settings or another input"
+            );
+            std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
+        }
+    }
+    if !work.exists() {
+        std::fs::create_dir_all(&work).map_err(io_error(&work))?;
+        write_atomic(
+            &identity_file,
+            &serde_json::to_vec_pretty(&identity).expect("identity serialises"),
+        )?;
+    }
+    let lock = std::fs::File::open(&identity_file).map_err(io_error(&identity_file))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        return Err(busy());
+    }
+    remove_stale_temporaries(&output);
+
+    let input_rows = match &input {
+        Input::Table(reader) => match reader.known_rows() {
+            Some(rows) => rows,
+            None => count_rows(&job.input)?,
+        },
+        Input::Images { files, .. } => files.len() as u64,
+    };
+    if input_rows == 0 {
+        return Err(job_error(
+            format!("{} has no data rows", job.input.display()),
+            "check the file",
+        ));
+    }
+    let chunks = input_rows.div_ceil(job.chunk_rows as u64);
+    let mine: Vec<u64> = (0..chunks).filter(|&c| shard.owns(c)).collect();
+    let shard_rows: u64 = mine
+        .iter()
+        .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
+        .sum();
+    // Chunks finished by an earlier, interrupted run. A file exists only once complete (it is renamed into
+    // place); one whose row count is off is recomputed.
+    let mut done = std::collections::BTreeSet::new();
+    for &c in &mine {
+        let path = chunk_path(&work, c);
+        if path.exists() {
+            match count_rows(&path) {
+                Ok(n) if n == chunk_len(c, input_rows, job.chunk_rows) as u64 => {
+                    done.insert(c);
+                }
+                _ => {
+                    tracing::warn!(chunk = %path.display(), "unreadable chunk; extracting it again");
+                    std::fs::remove_file(&path).map_err(io_error(&path))?;
+                }
+            }
+        }
+    }
+    let resumed_rows: u64 = done
+        .iter()
+        .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
+        .sum();
+    if !done.is_empty() {
+        tracing::info!(
+            chunks = done.len(),
+            rows = resumed_rows,
+            "resuming an interrupted job"
+        );
+    }
+
+    let todo: Vec<u64> = mine.iter().copied().filter(|c| !done.contains(c)).collect();
+    let mut runtime_json = serde_json::Value::Null;
+    let mut provider_used = "none: every chunk was already done";
+    let mut stats = StreamStats::default();
+    let mut extract_seconds = 0.0;
+    if !todo.is_empty() {
+        let choice = runtime_library(&cache, job.provider)?;
+        let runtime = Runtime::load(&choice.library.path)?;
+        // Text: one backbone whose sessions share out each chunk's batches (so small inputs with few chunks
+        // still use every session). Images: one backbone per session, each taking whole chunks.
+        let backbones: Vec<Worker> = match &extractor {
+            Extractor::Text(model, config) => vec![Worker::Text(TextBackbone::load(
+                &runtime,
+                &model.onnx.path,
+                &model.tokenizer.path,
+                TextBackboneConfig {
+                    provider: choice.provider,
+                    intra_threads: job.threads,
+                    sessions: job.sessions,
+                    ..config.clone()
+                },
+            )?)],
+            Extractor::Image(model, config) => (0..job.sessions)
+                .map(|s| {
+                    ImageBackbone::load(
+                        &runtime,
+                        &model.onnx.path,
+                        ImageBackboneConfig {
+                            provider: choice.provider,
+                            intra_threads: session_threads(job.threads, job.sessions, s),
+                            ..config.clone()
+                        },
+                    )
+                    .map(Worker::Image)
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        runtime_json = runtime_manifest(
+            &choice,
+            &runtime,
+            backbones[0].execution_provider(),
+            backbones[0].provider_fallback(),
+            job.threads,
+        );
+        runtime_json["sessions"] = json!(job.sessions);
+        provider_used = backbones[0].execution_provider();
+        let bar = crate::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
+        // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
+        let extract_clock = Instant::now();
+        let mut backbones = backbones;
+        stats = stream_chunks(
+            job,
+            input,
+            &todo,
+            &mut backbones,
+            &work,
+            input_rows,
+            &identity,
+            &bar,
+        )?;
+        extract_seconds = extract_clock.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+    }
+
+    // Every chunk is on disk: copy them in order into the output.
+    let sources = mine
+        .iter()
+        .map(|&c| ChunkSource::File(chunk_path(&work, c)))
+        .collect();
+    let extracted = shard_rows - resumed_rows;
+    let seconds = started.elapsed().as_secs_f64();
+    let stats_json = json!({
+        "rows_extracted_now": extracted,
+        "rows_resumed": resumed_rows,
+        "seconds": seconds,
+        "extract_seconds": extract_seconds,
+        "rows_per_second": extracted as f64 / extract_seconds.max(1e-9),
+        "tokens": stats.tokens,
+        "padded_tokens": stats.padded_tokens,
+        "truncated_rows": stats.truncated_rows,
+        "runtime": runtime_json,
+        "model": match &extractor {
+            Extractor::Text(model, _) => model.json.clone(),
+            Extractor::Image(model, _) => json!({ "name": model.name, "onnx": crate::run::file_json(&model.onnx) }),
+        },
+        "input": job.input,
+    });
+    let written = assemble(
+        sources, &output, &identity, shard, input_rows, shard_rows, stats_json,
+    )?;
+    std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
+    drop(lock);
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = format!(
+        "{rows} rows → {} ({dim}-d, {:.1} MB) in {seconds:.1} s: {extracted} extracted at {:.0} rows/s on {provider_used}{}",
+        output.display(),
+        written.bytes as f64 / 1e6,
+        extracted as f64 / extract_seconds.max(1e-9),
+        if resumed_rows > 0 {
+            format!(", {resumed_rows} kept from the interrupted run")
+        } else {
+            String::new()
+        },
+        rows = written.rows,
+        dim = written.dimension,
+    );
+    Ok(ExtractOutcome {
+        output,
+        rows: written.rows,
+        extracted,
+        seconds,
+        summary,
+    })
+}
+
+/// The model as the job is made: registered name and settings, or own files.
+enum Extractor {
+    Text(crate::run::ResolvedModel, TextBackboneConfig),
+    Image(Box<graft_assets::ImageModelFiles>, ImageBackboneConfig),
+}
+
+/// A registry name, or (own files) the graph's file name: shards that mount the model elsewhere still agree.
+fn model_label(model: &ModelSource) -> String {
+    match model {
+        ModelSource::Registry(name) => name.clone(),
+        ModelSource::Files { onnx, .. } => onnx
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A folder's identity without reading every image: relative names and sizes.
+fn folder_signature(root: &Path, files: &[PathBuf]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for file in files {
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        hasher.update(format!(
+            "{} {size}\n",
+            file.strip_prefix(root).unwrap_or(file).display()
+        ));
+    }
+    format!(
+        "{} images, names+sizes sha256 {:x}",
+        files.len(),
+        hasher.finalize()
+    )
+}
+
+fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError> {
+    let mut config = TextBackboneConfig {
+        batch_size: job.batch_size,
+        intra_threads: job.threads,
+        progress: false,
+        provider: job.provider,
+        ..TextBackboneConfig::default()
+    };
+    if let ModelSource::Registry(name) = &job.model {
+        let registry = graft_assets::Registry::builtin();
+        let entry = registry.models.get(name).ok_or_else(|| {
+            job_error(
+                format!("no backbone `{name}` in graft's registry"),
+                format!(
+                    "registered backbones: {}; or pass an .onnx file with --tokenizer",
+                    registry.model_names().join(", ")
+                ),
+            )
+        })?;
+        apply_registry_defaults(&mut config, entry);
+    }
+    if let Some(pooling) = job.pooling {
+        config.pooling = pooling;
+    }
+    if let Some(max_length) = job.max_length {
+        config.max_length = max_length;
+    }
+    Ok(config)
+}
+
+/// Removes temporary files that a killed run of this job left beside the output (`.<name>.tmp-<pid>`,
+/// `.<name>.json.tmp-<pid>`); the caller holds the job's lock, so no live process is writing them.
+fn remove_stale_temporaries(output: &Path) {
+    let (Some(dir), Some(name)) = (output.parent(), output.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.json.tmp-")];
+    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| file.starts_with(p.as_str())) {
+            tracing::info!(file, "removing a temporary file left by an interrupted run");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `<output>.json`: the manifest beside a finished file.
+fn sidecar(output: &Path) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    output.with_file_name(name)
+}
+
+/// The hidden folder where an unfinished job keeps its chunks.
+fn work_dir(output: &Path) -> PathBuf {
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    output.with_file_name(format!(".{name}.partial"))
+}
+
+/// The manifest of `output` if it is complete and was made by this job.
+fn finished_manifest(
+    output: &Path,
+    identity: &JobIdentity,
+    shard: Shard,
+) -> Result<Option<PartManifest>, PipelineError> {
+    let Ok(bytes) = std::fs::read(sidecar(output)) else {
+        return Ok(None);
+    };
+    let Ok(manifest) = serde_json::from_slice::<PartManifest>(&bytes) else {
+        return Ok(None);
+    };
+    if manifest.identity != *identity || manifest.shard != shard || !output.exists() {
+        return Ok(None);
+    }
+    let actual = graft_assets::sha256_file(output).map_err(io_error(output))?;
+    Ok((actual == manifest.file_sha256).then_some(manifest))
+}
+
+#[derive(Debug, Default)]
+struct StreamStats {
+    tokens: usize,
+    padded_tokens: usize,
+    truncated_rows: usize,
+}
+
+/// Where a job's rows come from.
+enum Input {
+    /// The text (and id) column of a table, streamed.
+    Table(Box<TextRowReader>),
+    /// The image files of a folder (recursively, sorted), named by their path relative to `root`.
+    Images { root: PathBuf, files: Vec<PathBuf> },
+}
+
+/// A session of the job's modality.
+enum Worker {
+    Text(TextBackbone),
+    Image(ImageBackbone),
+}
+
+impl Worker {
+    fn execution_provider(&self) -> &'static str {
+        match self {
+            Worker::Text(b) => b.execution_provider(),
+            Worker::Image(b) => b.execution_provider(),
+        }
+    }
+
+    fn provider_fallback(&self) -> Option<&str> {
+        match self {
+            Worker::Text(b) => b.provider_fallback(),
+            Worker::Image(b) => b.provider_fallback(),
+        }
+    }
+}
+
+/// A chunk ready for inference: tokenized texts, or the images to decode.
+enum Prepared {
+    Texts(EncodedTexts),
+    Images(Vec<ImageSource>),
+}
+
+impl Prepared {
+    fn len(&self) -> usize {
+        match self {
+            Prepared::Texts(e) => e.len(),
+            Prepared::Images(i) => i.len(),
+        }
+    }
+}
+
+struct Tokenized {
+    chunk: u64,
+    first_row: u64,
+    ids: Option<Series>,
+    encoded: Prepared,
+}
+
+/// Image files under `root`, at any depth, sorted by path.
+fn list_images(root: &Path) -> Result<Vec<PathBuf>, PipelineError> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let path = entry.map_err(io_error(&dir))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                .is_some_and(|e| matches!(e.as_str(), "png" | "jpg" | "jpeg"))
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads, tokenizes, embeds and writes the `todo` chunks, with reading+tokenizing and writing on their own
+/// threads so that inference never waits for them.
+#[allow(clippy::too_many_arguments)]
+fn stream_chunks(
+    job: &ExtractJob,
+    mut input: Input,
+    todo: &[u64],
+    backbones: &mut [Worker],
+    work: &Path,
+    input_rows: u64,
+    identity: &JobIdentity,
+    bar: &ProgressBar,
+) -> Result<StreamStats, PipelineError> {
+    let tokenizer = match &backbones[0] {
+        Worker::Text(b) => Some(b.tokenizer()),
+        Worker::Image(_) => None,
+    };
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = &failed;
+    let chunk_rows = job.chunk_rows;
+    let wanted: std::collections::BTreeSet<u64> = todo.iter().copied().collect();
+    let last = *todo.last().expect("todo is not empty");
+    let metadata = file_metadata(identity);
+    // Depth 1 on each side: memory holds at most ~4 chunks (reading, queued, in inference, writing).
+    let (to_infer, from_reader): (SyncSender<Result<Tokenized, PipelineError>>, Receiver<_>) =
+        sync_channel(1);
+    let (to_write, from_infer): (SyncSender<EmbeddingBatch>, Receiver<EmbeddingBatch>) =
+        sync_channel(1);
+    let from_reader = std::sync::Mutex::new(from_reader);
+    let stats = std::sync::Mutex::new(StreamStats::default());
+    let prompt = job.prompt.clone();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut c = 0u64;
+            while c <= last && !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                let step = match &mut input {
+                    Input::Table(reader) if wanted.contains(&c) => {
+                        match reader.next_chunk(chunk_rows) {
+                            Ok(Some(chunk)) => tokenizer
+                                .as_ref()
+                                .expect("a table is read for a text backbone")
+                                .encode(&match &prompt {
+                                    Some(p) => chunk
+                                        .texts
+                                        .iter()
+                                        .map(|t| graft_config::apply_prompt(p, t))
+                                        .collect::<Vec<_>>(),
+                                    None => chunk.texts.clone(),
+                                })
+                                .map(|encoded| Tokenized {
+                                    chunk: c,
+                                    first_row: chunk.first_row,
+                                    ids: chunk.ids,
+                                    encoded: Prepared::Texts(encoded),
+                                })
+                                .map_err(PipelineError::from),
+                            Ok(None) => Err(job_error(
+                                format!(
+                                    "{} ended before row {}",
+                                    job.input.display(),
+                                    c * chunk_rows as u64
+                                ),
+                                "the input changed while the job ran; run it again",
+                            )),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                    Input::Table(reader) => match reader.skip(chunk_rows) {
+                        Ok(_) => {
+                            c += 1;
+                            continue;
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    Input::Images { root, files } if wanted.contains(&c) => {
+                        let first = c as usize * chunk_rows;
+                        let slice = &files[first..(first + chunk_rows).min(files.len())];
+                        let names: Vec<String> = slice
+                            .iter()
+                            .map(|f| f.strip_prefix(&*root).unwrap_or(f).display().to_string())
+                            .collect();
+                        Ok(Tokenized {
+                            chunk: c,
+                            first_row: first as u64,
+                            ids: Some(graft_ingest::string_series("path", names)),
+                            encoded: Prepared::Images(
+                                slice.iter().cloned().map(ImageSource::File).collect(),
+                            ),
+                        })
+                    }
+                    Input::Images { .. } => {
+                        c += 1;
+                        continue;
+                    }
+                };
+                let failed = step.is_err();
+                if to_infer.send(step).is_err() || failed {
+                    return;
+                }
+                c += 1;
+            }
+        });
+        let writer = scope.spawn(move || -> Result<(), PipelineError> {
+            for batch in from_infer {
+                let c = batch.first_row / chunk_rows as u64;
+                let path = chunk_path(work, c);
+                let mut out = EmbeddingWriter::create(
+                    &path,
+                    batch.embeddings.ncols(),
+                    batch
+                        .ids
+                        .as_ref()
+                        .map(|s| (s.name().to_string(), s.dtype().clone())),
+                    None,
+                    metadata.clone(),
+                )?;
+                out.write(&batch)?;
+                out.finish()?;
+            }
+            Ok(())
+        });
+        // Each session takes the next tokenized chunk when it is free; chunks are independent files, so the
+        // order in which they finish does not matter.
+        let workers: Vec<_> = backbones
+            .iter_mut()
+            .map(|backbone| {
+                let to_write = to_write.clone();
+                let (from_reader, stats) = (&from_reader, &stats);
+                scope.spawn(move || -> Result<(), PipelineError> {
+                    let result = infer_chunks(
+                        job,
+                        backbone,
+                        from_reader,
+                        &to_write,
+                        stats,
+                        input_rows,
+                        bar,
+                    );
+                    if result.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    result
+                })
+            })
+            .collect();
+        drop(to_write);
+        let inference: Vec<Result<(), PipelineError>> = workers
+            .into_iter()
+            .map(|w| w.join().expect("an inference thread does not panic"))
+            .collect();
+        let written = writer.join().expect("the writer thread does not panic");
+        for result in inference {
+            result?;
+        }
+        written
+    })?;
+    Ok(stats
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// One inference session's loop: take a tokenized chunk, embed it, hand it to the writer.
+#[allow(clippy::too_many_arguments)]
+fn infer_chunks(
+    job: &ExtractJob,
+    backbone: &mut Worker,
+    from_reader: &std::sync::Mutex<Receiver<Result<Tokenized, PipelineError>>>,
+    to_write: &SyncSender<EmbeddingBatch>,
+    stats: &std::sync::Mutex<StreamStats>,
+    input_rows: u64,
+    bar: &ProgressBar,
+) -> Result<(), PipelineError> {
+    loop {
+        let next = from_reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(item) = next else {
+            return Ok(()); // the reader is done
+        };
+        let item = item?;
+        let expected = chunk_len(item.chunk, input_rows, job.chunk_rows);
+        if item.encoded.len() != expected {
+            return Err(job_error(
+                format!(
+                    "chunk {} of {} has {} rows, expected {expected}",
+                    item.chunk,
+                    job.input.display(),
+                    item.encoded.len()
+                ),
+                "the input changed while the job ran; run it again",
+            ));
+        }
+        let embeddings = match (&mut *backbone, &item.encoded) {
+            (Worker::Text(backbone), Prepared::Texts(encoded)) => {
+                let (embeddings, s) =
+                    backbone.embed_encoded(encoded, |rows| bar.inc(rows as u64))?;
+                let mut stats = stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                stats.tokens += s.tokens;
+                stats.padded_tokens += s.padded_tokens;
+                stats.truncated_rows += s.truncated_rows;
+                embeddings
+            }
+            (Worker::Image(backbone), Prepared::Images(images)) => {
+                let (embeddings, _) = backbone.embed(images)?;
+                bar.inc(images.len() as u64);
+                embeddings
+            }
+            _ => unreachable!("the reader prepares what the sessions take"),
+        };
+        let batch = EmbeddingBatch {
+            first_row: item.first_row,
+            ids: item.ids,
+            embeddings,
+        };
+        if to_write.send(batch).is_err() {
+            // The writer stopped: its error is reported by the caller.
+            return Ok(());
+        }
+    }
+}
+
+/// Where the rows of one chunk come from when assembling an output.
+enum ChunkSource {
+    /// A chunk file of the work folder.
+    File(PathBuf),
+    /// Rows `[offset, offset + len)` of a part file.
+    Slice(PathBuf, u64, usize),
+}
+
+struct Written {
+    rows: u64,
+    dimension: usize,
+    bytes: u64,
+}
+
+/// Copies chunks, in order, into `output` and writes its manifest beside it.
+fn assemble(
+    sources: Vec<ChunkSource>,
+    output: &Path,
+    identity: &JobIdentity,
+    shard: Shard,
+    input_rows: u64,
+    rows: u64,
+    stats: serde_json::Value,
+) -> Result<Written, PipelineError> {
+    let mut writer: Option<EmbeddingWriter> = None;
+    let mut dimension = 0;
+    for source in sources {
+        let batch = match &source {
+            ChunkSource::File(path) => read_embeddings(path, None)?,
+            ChunkSource::Slice(path, offset, len) => read_embeddings(path, Some((*offset, *len)))?,
+        };
+        let out = match &mut writer {
+            Some(w) => w,
+            None => {
+                dimension = batch.embeddings.ncols();
+                writer.insert(EmbeddingWriter::create(
+                    output,
+                    dimension,
+                    batch
+                        .ids
+                        .as_ref()
+                        .map(|s| (s.name().to_string(), s.dtype().clone())),
+                    Some(rows),
+                    file_metadata(identity),
+                )?)
+            }
+        };
+        out.write(&batch)?;
+    }
+    let writer = writer.ok_or_else(|| {
+        job_error(
+            format!("no rows for {}", output.display()),
+            "this shard has no chunks: use fewer shards or smaller --chunk-rows",
+        )
+    })?;
+    let bytes = writer.finish()?;
+    let manifest = PartManifest {
+        identity: identity.clone(),
+        shard,
+        input_rows,
+        rows,
+        dimension,
+        file_sha256: graft_assets::sha256_file(output).map_err(io_error(output))?,
+        stats,
+    };
+    write_atomic(
+        &sidecar(output),
+        &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+    )?;
+    Ok(Written {
+        rows,
+        dimension,
+        bytes,
+    })
+}
+
+/// What [`merge`] produced.
+#[derive(Debug, Clone)]
+pub struct MergeOutcome {
+    /// The merged file.
+    pub output: PathBuf,
+    /// Rows in it.
+    pub rows: u64,
+    /// Part files read.
+    pub parts: usize,
+}
+
+/// Merges the part files of a sharded job (the folder given to `--output` with `--shard`) into one file in
+/// input order, identical to what the job would have written unsharded.
+pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineError> {
+    EmbeddingFormat::from_path(output)?;
+    let entries = std::fs::read_dir(parts_dir).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            job_error(
+                format!("no such folder: {}", parts_dir.display()),
+                "give the folder that `extract --shard I/N --output <folder>` wrote its parts into",
+            )
+        } else {
+            PipelineError::Io {
+                path: parts_dir.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let mut manifests: Vec<(PathBuf, PartManifest)> = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io_error(parts_dir))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !(name.starts_with("part-") && name.ends_with(".parquet.json")) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+        let manifest: PartManifest = serde_json::from_slice(&bytes).map_err(|e| {
+            job_error(
+                format!("{}: not a part manifest: {e}", path.display()),
+                "remove the file or re-run that shard",
+            )
+        })?;
+        let part = path.with_file_name(name.trim_end_matches(".json"));
+        manifests.push((part, manifest));
+    }
+    let Some((_, first)) = manifests.first() else {
+        return Err(job_error(
+            format!("no finished part files in {}", parts_dir.display()),
+            "run `cargo xtask extract … --shard I/N --output <folder>` for every I first",
+        ));
+    };
+    let (identity, count, input_rows) =
+        (first.identity.clone(), first.shard.count, first.input_rows);
+    let mut by_index: Vec<Option<PathBuf>> = vec![None; count as usize];
+    for (part, m) in &manifests {
+        if m.identity != identity || m.shard.count != count || m.input_rows != input_rows {
+            return Err(job_error(
+                format!(
+                    "{} comes from a different job than the other parts",
+                    part.display()
+                ),
+                "every shard must run the same command apart from --shard; remove stray parts",
+            ));
+        }
+        let actual = graft_assets::sha256_file(part).map_err(io_error(part))?;
+        if actual != m.file_sha256 {
+            return Err(job_error(
+                format!("{} does not match its manifest's checksum", part.display()),
+                "the part is damaged or was changed: run that shard again",
+            ));
+        }
+        by_index[m.shard.index as usize] = Some(part.clone());
+    }
+    let missing: Vec<String> = by_index
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_none())
+        .map(|(i, _)| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(job_error(
+            format!(
+                "{} of {count} parts are missing or unfinished: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+            "run (or finish) those shards, then merge again",
+        ));
+    }
+    let chunk_rows = identity.chunk_rows;
+    let chunks = input_rows.div_ceil(chunk_rows as u64);
+    let sources = (0..chunks)
+        .map(|c| {
+            let part = by_index[(c % u64::from(count)) as usize]
+                .clone()
+                .expect("checked above");
+            // Within its part, chunk c is preceded by the part's earlier chunks, all full.
+            let offset = (c / u64::from(count)) * chunk_rows as u64;
+            ChunkSource::Slice(part, offset, chunk_len(c, input_rows, chunk_rows))
+        })
+        .collect();
+    let written = assemble(
+        sources,
+        output,
+        &identity,
+        Shard::WHOLE,
+        input_rows,
+        input_rows,
+        json!({ "merged_from": by_index }),
+    )?;
+    Ok(MergeOutcome {
+        output: output.to_path_buf(),
+        rows: written.rows,
+        parts: count as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_partition_the_chunks() {
+        let s: Shard = "2/4".parse().unwrap();
+        assert_eq!(s, Shard { index: 2, count: 4 });
+        assert_eq!(s.part_file_name(), "part-00002-of-00004.parquet");
+        for bad in ["4/4", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        for c in 0..20 {
+            let owners = (0..4)
+                .filter(|&i| Shard { index: i, count: 4 }.owns(c))
+                .count();
+            assert_eq!(owners, 1);
+        }
+        assert_eq!(chunk_len(2, 10, 4), 2);
+        assert_eq!(chunk_len(1, 10, 4), 4);
+        assert_eq!(chunk_len(3, 10, 4), 0);
+    }
+}

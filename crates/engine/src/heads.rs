@@ -1,0 +1,813 @@
+//! The heads of a pipeline: checked settings, training on extracted features, and the artefacts a run
+//! leaves (`heads/<name>.safetensors` + `heads/<name>.json`) that `predict` loads again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use graft_heads::{
+    Activation, Fit, FitMultiLabel, FittedKnn, FittedLogistic, FittedMlp, FittedMultiLabelLogistic,
+    FittedMultiLabelMlp, FittedPrototype, FittedTransform, HeadError, LabelSets, Metric, MlpReport,
+    Monitor, Predict, PredictMultiLabel, Schedule, Targets, TemperatureScaling, TransformKind,
+    Weighting, threshold_rows, tune_thresholds,
+};
+use ndarray::{Array1, Array2, ArrayView2};
+use serde_json::json;
+
+use graft_config::{HeadKind, HeadSpec, Threshold};
+use graft_report::{CurvePoint, TrainingFigures};
+
+use crate::PipelineError;
+use crate::io::write_atomic;
+
+/// A fitted head of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FittedHead {
+    /// Logistic regression.
+    Logistic(FittedLogistic),
+    /// MLP.
+    Mlp(FittedMlp),
+    /// Prototypes.
+    Prototype(FittedPrototype),
+    /// kNN.
+    Knn(FittedKnn),
+    /// Multi-label logistic regression (one sigmoid per label).
+    MultiLabelLogistic(FittedMultiLabelLogistic),
+    /// Multi-label MLP.
+    MultiLabelMlp(FittedMultiLabelMlp),
+}
+
+impl FittedHead {
+    /// Outputs per row: class probabilities (summing to one) or, for multi-label heads, each label's
+    /// probability.
+    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        match self {
+            FittedHead::Logistic(h) => h.predict_proba(x),
+            FittedHead::Mlp(h) => h.predict_proba(x),
+            FittedHead::Prototype(h) => h.predict_proba(x),
+            FittedHead::Knn(h) => h.predict_proba(x),
+            FittedHead::MultiLabelLogistic(h) => h.predict_scores(x),
+            FittedHead::MultiLabelMlp(h) => h.predict_scores(x),
+        }
+    }
+
+    fn n_features(&self) -> usize {
+        match self {
+            FittedHead::Logistic(h) => h.n_features(),
+            FittedHead::Mlp(h) => h.n_features(),
+            FittedHead::Prototype(h) => h.n_features(),
+            FittedHead::Knn(h) => h.n_features(),
+            FittedHead::MultiLabelLogistic(h) => h.n_features(),
+            FittedHead::MultiLabelMlp(h) => h.n_features(),
+        }
+    }
+
+    fn n_outputs(&self) -> usize {
+        match self {
+            FittedHead::Logistic(h) => h.n_classes(),
+            FittedHead::Mlp(h) => h.n_classes(),
+            FittedHead::Prototype(h) => h.n_classes(),
+            FittedHead::Knn(h) => h.n_classes(),
+            FittedHead::MultiLabelLogistic(h) => h.n_labels(),
+            FittedHead::MultiLabelMlp(h) => h.n_labels(),
+        }
+    }
+}
+
+/// A trained head with everything applied around it: the fitted transform before, the temperature after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedHead {
+    /// Settings it was trained with.
+    pub spec: HeadSpec,
+    /// The transform fitted on the training rows, shared by all heads of a run.
+    pub transform: Option<FittedTransform>,
+    /// The head.
+    pub head: FittedHead,
+    /// Fitted temperature.
+    pub temperature: Option<TemperatureScaling>,
+    /// Multi-label heads: each label's decision threshold.
+    pub thresholds: Option<Vec<f32>>,
+}
+
+impl TrainedHead {
+    /// Class probabilities for raw (untransformed) features; for a multi-label head, each label's
+    /// probability (rows need not sum to one).
+    pub fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+        let proba = match &self.transform {
+            Some(t) => self.head.scores(t.transform(x)?.view())?,
+            None => self.head.scores(x)?,
+        };
+        Ok(match &self.temperature {
+            Some(t) => t.apply(proba.view()),
+            None => proba,
+        })
+    }
+
+    /// Each row's predicted label set (multi-label heads), or its most probable class as a one-element set.
+    pub fn predict_sets(&self, x: ArrayView2<'_, f32>) -> Result<Vec<Vec<usize>>, HeadError> {
+        let scores = self.predict_proba(x)?;
+        Ok(match &self.thresholds {
+            Some(t) => threshold_rows(scores.view(), t),
+            None => graft_heads::argmax_rows(scores.view())
+                .into_iter()
+                .map(|c| vec![c])
+                .collect(),
+        })
+    }
+
+    /// Number of input features.
+    pub fn n_features(&self) -> usize {
+        match &self.transform {
+            Some(t) => t.n_features(),
+            None => self.head.n_features(),
+        }
+    }
+
+    /// Number of classes (labels, for a multi-label head).
+    pub fn n_classes(&self) -> usize {
+        self.head.n_outputs()
+    }
+
+    /// Whether the head predicts label sets.
+    pub fn is_multi_label(&self) -> bool {
+        self.thresholds.is_some()
+    }
+}
+
+/// Trains one head on (already transformed) training rows; validation rows drive early stopping and the
+/// temperature.
+pub fn train_head(
+    spec: &HeadSpec,
+    transform: Option<&FittedTransform>,
+    x_train: ArrayView2<'_, f32>,
+    targets: &Targets<'_>,
+    validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
+) -> Result<(TrainedHead, TrainingFigures), HeadError> {
+    let mut curve = Vec::new();
+    let (head, iterations, loss, termination) = match &spec.kind {
+        HeadKind::Logistic(p) => {
+            let fitted = p.fit(x_train, targets)?;
+            let r = fitted.report().clone();
+            (
+                FittedHead::Logistic(fitted),
+                r.iterations,
+                r.loss,
+                r.termination.name().to_owned(),
+            )
+        }
+        HeadKind::Mlp(p) => {
+            let fitted = p.fit_with_validation(x_train, targets, validation)?;
+            let (points, why, last) = mlp_figures(fitted.report());
+            curve = points;
+            let epochs = fitted.report().epochs_run;
+            (FittedHead::Mlp(fitted), epochs, last, why)
+        }
+        HeadKind::Prototype(p) => (
+            FittedHead::Prototype(p.fit(x_train, targets)?),
+            0,
+            0.0,
+            "class means".to_owned(),
+        ),
+        HeadKind::Knn(p) => (
+            FittedHead::Knn(p.fit(x_train, targets)?),
+            0,
+            0.0,
+            "training rows stored".to_owned(),
+        ),
+    };
+    let temperature = match (spec.calibrate, validation) {
+        (true, Some((xv, tv))) => {
+            let proba = head.scores(xv)?;
+            Some(TemperatureScaling::fit(proba.view(), tv)?)
+        }
+        _ => None,
+    };
+    let figures = TrainingFigures {
+        head: spec.name().to_owned(),
+        iterations,
+        loss,
+        termination,
+        temperature: temperature.map(|t| t.temperature()),
+        curve,
+    };
+    Ok((
+        TrainedHead {
+            spec: spec.clone(),
+            transform: transform.cloned(),
+            head,
+            temperature,
+            thresholds: None,
+        },
+        figures,
+    ))
+}
+
+fn mlp_figures(r: &MlpReport) -> (Vec<CurvePoint>, String, f64) {
+    let curve = r
+        .history
+        .iter()
+        .map(|e| CurvePoint {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            validation_loss: e.validation_loss,
+            validation_accuracy: e.validation_accuracy,
+        })
+        .collect();
+    let why = match (r.stopped_early, r.best_epoch) {
+        (true, Some(best)) => format!("early stop; best validation epoch {best}"),
+        (false, Some(best)) => format!("epoch limit; best validation epoch {best}"),
+        _ => "epoch limit".to_owned(),
+    };
+    let last = r.history.last().map_or(f64::NAN, |e| e.train_loss);
+    (curve, why, last)
+}
+
+/// Trains one multi-label head (logistic or MLP) on (already transformed) training rows and sets its
+/// thresholds (tuned on the validation rows when the spec says so).
+pub fn train_multi_label_head(
+    spec: &HeadSpec,
+    transform: Option<&FittedTransform>,
+    x_train: ArrayView2<'_, f32>,
+    targets: &LabelSets<'_>,
+    validation: Option<(ArrayView2<'_, f32>, &LabelSets<'_>)>,
+) -> Result<(TrainedHead, TrainingFigures), HeadError> {
+    let mut curve = Vec::new();
+    let (head, iterations, loss, termination) = match &spec.kind {
+        HeadKind::Logistic(p) => {
+            let fitted = p.fit_multi_label(x_train, targets)?;
+            let r = fitted.report().clone();
+            (
+                FittedHead::MultiLabelLogistic(fitted),
+                r.iterations,
+                r.loss,
+                r.termination.name().to_owned(),
+            )
+        }
+        HeadKind::Mlp(p) => {
+            let fitted = p.fit_multi_label_with_validation(x_train, targets, validation)?;
+            let (points, why, last) = mlp_figures(fitted.report());
+            curve = points;
+            let epochs = fitted.report().epochs_run;
+            (FittedHead::MultiLabelMlp(fitted), epochs, last, why)
+        }
+        HeadKind::Prototype(_) | HeadKind::Knn(_) => {
+            return Err(HeadError::InvalidParameter {
+                name: "head",
+                value: spec.name().to_owned(),
+                expected: "a logistic or MLP head for multi-label targets",
+            });
+        }
+    };
+    let n_labels = targets.n_labels();
+    let thresholds = match (spec.multi_label, validation) {
+        (Some(Threshold::Tuned), Some((xv, tv))) => tune_thresholds(head.scores(xv)?.view(), tv),
+        (Some(Threshold::Tuned), None) => {
+            return Err(HeadError::InvalidParameter {
+                name: "threshold",
+                value: "tune".to_owned(),
+                expected: "validation rows to tune on (give the validation split a share)",
+            });
+        }
+        (Some(Threshold::Fixed(t)), _) => vec![t; n_labels],
+        (None, _) => vec![0.5; n_labels],
+    };
+    let figures = TrainingFigures {
+        head: spec.name().to_owned(),
+        iterations,
+        loss,
+        termination,
+        temperature: None,
+        curve,
+    };
+    Ok((
+        TrainedHead {
+            spec: spec.clone(),
+            transform: transform.cloned(),
+            head,
+            temperature: None,
+            thresholds: Some(thresholds),
+        },
+        figures,
+    ))
+}
+
+/// What an artefact records beside the weights: enough to refuse a mismatched backbone and to apply the
+/// head exactly as trained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtefactInfo {
+    /// Class names in output order.
+    pub classes: Vec<String>,
+    /// The backbone as the manifest records it (registry name, files, sha256, preprocessing).
+    pub backbone: serde_json::Value,
+    /// sha256 of the backbone's ONNX graph.
+    pub backbone_sha256: String,
+    /// Multi-label data: the separator joining a row's labels (used again in predictions).
+    pub label_separator: Option<String>,
+}
+
+fn tensor_error(path: &Path, what: impl Into<String>) -> PipelineError {
+    PipelineError::Artefact {
+        path: path.to_path_buf(),
+        problem: what.into(),
+    }
+}
+
+/// Writes `<dir>/<name>.safetensors` and `<dir>/<name>.json` (each to a temporary name, then renamed).
+pub fn save_head(
+    dir: &Path,
+    trained: &TrainedHead,
+    info: &ArtefactInfo,
+) -> Result<PathBuf, PipelineError> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut put1 = |name: &str, a: &Array1<f32>| {
+        tensors.push((name.to_owned(), vec![a.len()], a.to_vec()));
+    };
+    let mut extra = json!({});
+    let mut two: Vec<(String, &Array2<f32>)> = Vec::new();
+    if let Some(t) = &trained.transform {
+        put1("transform.mean", t.mean());
+        two.push(("transform.scale".to_owned(), t.scale()));
+        extra["transform"] = json!({ "kind": t.kind().name() });
+    }
+    let counts: Array1<f32>;
+    let labels: Array1<f32>;
+    match &trained.head {
+        FittedHead::Logistic(h) => {
+            put1("bias", h.bias());
+            two.push(("weights".to_owned(), h.weights()));
+        }
+        FittedHead::MultiLabelLogistic(h) => {
+            put1("bias", h.bias());
+            two.push(("weights".to_owned(), h.weights()));
+        }
+        FittedHead::Mlp(h) => {
+            for (i, (w, b)) in h.layers().into_iter().enumerate() {
+                put1(&format!("layers.{i}.bias"), b);
+                two.push((format!("layers.{i}.weights"), w));
+            }
+            extra["activation"] = json!(h.activation().name());
+        }
+        FittedHead::MultiLabelMlp(h) => {
+            for (i, (w, b)) in h.layers().into_iter().enumerate() {
+                put1(&format!("layers.{i}.bias"), b);
+                two.push((format!("layers.{i}.weights"), w));
+            }
+            extra["activation"] = json!(h.activation().name());
+        }
+        FittedHead::Prototype(h) => {
+            two.push(("prototypes".to_owned(), h.prototypes()));
+            counts = h.counts().iter().map(|&c| c as f32).collect();
+            put1("counts", &counts);
+            extra["fitted_temperature"] = json!(h.temperature());
+        }
+        FittedHead::Knn(h) => {
+            two.push(("points".to_owned(), h.points()));
+            labels = h.labels().iter().map(|&c| c as f32).collect();
+            put1("labels", &labels);
+        }
+    }
+    for (name, a) in two {
+        tensors.push((
+            name,
+            vec![a.nrows(), a.ncols()],
+            a.as_standard_layout().iter().copied().collect(),
+        ));
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, shape, data)| {
+            let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, shape, raw)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, shape, raw)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
+                    .expect("shape matches the data"),
+            )
+        })
+        .collect();
+    let name = trained.spec.name();
+    let weights_path = dir.join(format!("{name}.safetensors"));
+    let serialized = safetensors::serialize(views, None)
+        .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
+    let description = json!({
+        "format": "graft-head",
+        "format_version": 1,
+        "graft_version": env!("CARGO_PKG_VERSION"),
+        "head": trained.spec.json(),
+        "weights": format!("{name}.safetensors"),
+        "weights_sha256": graft_stdx::sha256_hex(&serialized),
+        "classes": info.classes,
+        "input_dimension": trained.n_features(),
+        "temperature": trained.temperature.map(|t| t.temperature()),
+        "multi_label": trained.thresholds.as_ref().map(|t| json!({
+            "thresholds": t, "label_separator": info.label_separator,
+        })),
+        "backbone": info.backbone,
+        "backbone_sha256": info.backbone_sha256,
+        "extra": extra,
+    });
+    let json_path = dir.join(format!("{name}.json"));
+    write_atomic(&weights_path, &serialized)?;
+    write_atomic(
+        &json_path,
+        (serde_json::to_string_pretty(&description).expect("json") + "\n").as_bytes(),
+    )?;
+    Ok(json_path)
+}
+
+/// A head loaded back from its artefact files.
+#[derive(Debug, Clone)]
+pub struct LoadedHead {
+    /// The head, ready to predict.
+    pub trained: TrainedHead,
+    /// What the artefact records.
+    pub info: ArtefactInfo,
+}
+
+/// Loads `<json>` and the safetensors file it names, checking the weights' sha256.
+pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
+    let bad = |what: String| tensor_error(json_path, what);
+    let text = std::fs::read_to_string(json_path).map_err(|source| PipelineError::Io {
+        path: json_path.to_path_buf(),
+        source,
+    })?;
+    let d: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    if d["format"] != "graft-head" {
+        return Err(bad(
+            "not a graft head description (`format` is not \"graft-head\")".into(),
+        ));
+    }
+    let weights_name = d["weights"]
+        .as_str()
+        .ok_or_else(|| bad("no `weights` file named".into()))?;
+    let weights_path = json_path.with_file_name(weights_name);
+    let bytes = std::fs::read(&weights_path).map_err(|source| PipelineError::Io {
+        path: weights_path.clone(),
+        source,
+    })?;
+    if d["weights_sha256"].as_str() != Some(graft_stdx::sha256_hex(&bytes).as_str()) {
+        return Err(tensor_error(
+            &weights_path,
+            "sha256 differs from the one its .json records; the files do not belong together",
+        ));
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
+    let mut arrays: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(tensor_error(
+                &weights_path,
+                format!("tensor `{name}` is not f32"),
+            ));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        arrays.insert(name, (view.shape().to_vec(), data));
+    }
+    let missing = |name: &str| tensor_error(&weights_path, format!("tensor `{name}` is missing"));
+    let one = |name: &str| -> Result<Array1<f32>, PipelineError> {
+        let (_, data) = arrays.get(name).ok_or_else(|| missing(name))?;
+        Ok(Array1::from_vec(data.clone()))
+    };
+    let two = |name: &str| -> Result<Array2<f32>, PipelineError> {
+        let (shape, data) = arrays.get(name).ok_or_else(|| missing(name))?;
+        if shape.len() != 2 {
+            return Err(tensor_error(
+                &weights_path,
+                format!("tensor `{name}` is not 2-D"),
+            ));
+        }
+        Ok(Array2::from_shape_vec((shape[0], shape[1]), data.clone()).expect("shape from header"))
+    };
+    let head_json = &d["head"];
+    let spec = spec_from_json(head_json).map_err(bad)?;
+    let head_error = |e: HeadError| tensor_error(&weights_path, e.to_string());
+    let transform = match d["extra"]["transform"]["kind"].as_str() {
+        None => None,
+        Some(kind) => {
+            let kind = match kind {
+                "standardize" => TransformKind::Standardize,
+                "pca_whiten" => TransformKind::PcaWhiten,
+                other => return Err(bad(format!("unknown transform `{other}`"))),
+            };
+            Some(
+                FittedTransform::from_parts(kind, one("transform.mean")?, two("transform.scale")?)
+                    .map_err(head_error)?,
+            )
+        }
+    };
+    let classes: Vec<String> =
+        serde_json::from_value(d["classes"].clone()).map_err(|e| bad(format!("`classes`: {e}")))?;
+    let multi_label = spec.multi_label.is_some();
+    type Layers = Vec<(Array2<f32>, Array1<f32>)>;
+    let mlp_layers = || -> Result<Layers, PipelineError> {
+        let mut layers = Vec::new();
+        while arrays.contains_key(&format!("layers.{}.weights", layers.len())) {
+            let i = layers.len();
+            layers.push((
+                two(&format!("layers.{i}.weights"))?,
+                one(&format!("layers.{i}.bias"))?,
+            ));
+        }
+        Ok(layers)
+    };
+    let head = match &spec.kind {
+        HeadKind::Logistic(_) if multi_label => FittedHead::MultiLabelLogistic(
+            FittedMultiLabelLogistic::from_parts(two("weights")?, one("bias")?)
+                .map_err(head_error)?,
+        ),
+        HeadKind::Logistic(_) => FittedHead::Logistic(
+            FittedLogistic::from_parts(two("weights")?, one("bias")?).map_err(head_error)?,
+        ),
+        HeadKind::Mlp(p) if multi_label => FittedHead::MultiLabelMlp(
+            FittedMultiLabelMlp::from_layers(mlp_layers()?, p.activation()).map_err(head_error)?,
+        ),
+        HeadKind::Mlp(p) => FittedHead::Mlp(
+            FittedMlp::from_layers(mlp_layers()?, p.activation()).map_err(head_error)?,
+        ),
+        HeadKind::Prototype(p) => FittedHead::Prototype(
+            FittedPrototype::from_parts(
+                two("prototypes")?,
+                one("counts")?.iter().map(|&c| c as usize).collect(),
+                p.metric(),
+                p.temperature() as f32,
+            )
+            .map_err(head_error)?,
+        ),
+        HeadKind::Knn(p) => FittedHead::Knn(
+            FittedKnn::from_parts(
+                two("points")?,
+                one("labels")?.iter().map(|&c| c as usize).collect(),
+                classes.len(),
+                p.clone(),
+            )
+            .map_err(head_error)?,
+        ),
+    };
+    let temperature = match d["temperature"].as_f64() {
+        Some(t) => Some(TemperatureScaling::with_temperature(t).map_err(head_error)?),
+        None => None,
+    };
+    let thresholds = if multi_label {
+        let t: Vec<f32> = serde_json::from_value(d["multi_label"]["thresholds"].clone())
+            .map_err(|e| bad(format!("`multi_label.thresholds`: {e}")))?;
+        if t.len() != classes.len() {
+            return Err(bad(format!(
+                "{} thresholds for {} labels",
+                t.len(),
+                classes.len()
+            )));
+        }
+        Some(t)
+    } else {
+        None
+    };
+    let trained = TrainedHead {
+        spec,
+        transform,
+        head,
+        temperature,
+        thresholds,
+    };
+    if trained.n_classes() != classes.len() {
+        return Err(bad(format!(
+            "{} classes listed but the weights give {}",
+            classes.len(),
+            trained.n_classes()
+        )));
+    }
+    Ok(LoadedHead {
+        trained,
+        info: ArtefactInfo {
+            classes,
+            backbone: d["backbone"].clone(),
+            backbone_sha256: d["backbone_sha256"].as_str().unwrap_or_default().to_owned(),
+            label_separator: d["multi_label"]["label_separator"]
+                .as_str()
+                .map(str::to_owned),
+        },
+    })
+}
+
+/// Rebuilds checked settings from an artefact's `head` object (the form [`HeadSpec::json`] writes).
+fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
+    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};
+    let calibrate = v["calibrate"].as_bool().unwrap_or(false);
+    let f = |o: &serde_json::Value, k: &str| o[k].as_f64().ok_or(format!("`{k}` missing"));
+    let u = |o: &serde_json::Value, k: &str| {
+        o[k].as_u64()
+            .map(|x| x as usize)
+            .ok_or(format!("`{k}` missing"))
+    };
+    let metric = |o: &serde_json::Value| match o["metric"].as_str() {
+        Some("euclidean") => Metric::Euclidean,
+        _ => Metric::Cosine,
+    };
+    let err = |e: HeadError| e.to_string();
+    let kind = if let Some(o) = v.get("logistic") {
+        HeadKind::Logistic(
+            Logistic::params()
+                .c(f(o, "c")?)
+                .max_iter(u(o, "max_iter")?)
+                .tol(f(o, "tol")?)
+                .fit_intercept(o["fit_intercept"].as_bool().unwrap_or(true))
+                .balanced(o["class_weight"] == "balanced")
+                .check()
+                .map_err(err)?,
+        )
+    } else if let Some(o) = v.get("mlp") {
+        let hidden: Vec<usize> =
+            serde_json::from_value(o["hidden"].clone()).map_err(|e| format!("`hidden`: {e}"))?;
+        let activation = if o["activation"] == "gelu" {
+            Activation::Gelu
+        } else {
+            Activation::Relu
+        };
+        let schedule = match o["schedule"].as_str() {
+            Some("cosine") => Schedule::Cosine {
+                warmup_epochs: u(o, "warmup_epochs").unwrap_or(0),
+            },
+            Some("step") => Schedule::Step {
+                step_epochs: u(o, "step_epochs")?,
+                gamma: f(o, "gamma")?,
+            },
+            _ => Schedule::Constant,
+        };
+        HeadKind::Mlp(
+            Mlp::params()
+                .hidden(&hidden)
+                .activation(activation)
+                .dropout(f(o, "dropout")?)
+                .learning_rate(f(o, "learning_rate")?)
+                .weight_decay(f(o, "weight_decay")?)
+                .batch_size(u(o, "batch_size")?)
+                .max_epochs(u(o, "max_epochs")?)
+                .schedule(schedule)
+                .patience(o["patience"].as_u64().map(|p| p as usize))
+                .monitor(if o["monitor"] == "accuracy" {
+                    Monitor::Accuracy
+                } else {
+                    Monitor::Loss
+                })
+                .restore_best(o["restore_best"].as_bool().unwrap_or(true))
+                .seed(o["seed"].as_u64().unwrap_or(0))
+                .check()
+                .map_err(err)?,
+        )
+    } else if let Some(o) = v.get("prototype") {
+        HeadKind::Prototype(
+            Prototype::params()
+                .metric(metric(o))
+                .temperature(f(o, "temperature")?)
+                .check()
+                .map_err(err)?,
+        )
+    } else if let Some(o) = v.get("knn") {
+        let weighting = if o["weighting"] == "distance" {
+            Weighting::Distance
+        } else {
+            Weighting::Uniform
+        };
+        HeadKind::Knn(
+            Knn::params()
+                .k(u(o, "k")?)
+                .metric(metric(o))
+                .weighting(weighting)
+                .check()
+                .map_err(err)?,
+        )
+    } else {
+        return Err("`head` names no known head (logistic, mlp, prototype, knn)".to_owned());
+    };
+    let multi_label = match &v["threshold"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) if s == "tune" => Some(Threshold::Tuned),
+        t => Some(Threshold::Fixed(
+            t.as_f64()
+                .ok_or("`threshold` is not a number or \"tune\"")? as f32,
+        )),
+    };
+    Ok(HeadSpec {
+        kind,
+        calibrate,
+        multi_label,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};
+    use ndarray::Array2;
+
+    use super::*;
+    use graft_config::TransformPlan;
+
+    #[test]
+    fn save_then_load_predicts_identically_for_every_head() {
+        let x = Array2::from_shape_fn((30, 4), |(i, j)| {
+            ((i * 7 + j * 3) % 11) as f32 * 0.3 + if j == i % 3 { 2.0 } else { 0.0 }
+        });
+        let y: Vec<usize> = (0..30).map(|i| i % 3).collect();
+        let t = Targets::new(&y, 3).unwrap();
+        let transform = TransformPlan::PcaWhiten {
+            components: Some(3),
+            epsilon: 1e-5,
+        }
+        .fit(x.view())
+        .unwrap();
+        let xt = transform.transform(x.view()).unwrap();
+        let specs = [
+            HeadKind::Logistic(Logistic::params().balanced(true).check().unwrap()),
+            HeadKind::Mlp(Mlp::params().hidden(&[5]).max_epochs(5).check().unwrap()),
+            HeadKind::Prototype(Prototype::params().check().unwrap()),
+            HeadKind::Knn(Knn::params().k(3).check().unwrap()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let info = ArtefactInfo {
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            backbone: json!({ "settings": {} }),
+            backbone_sha256: "0".repeat(64),
+            label_separator: None,
+        };
+        for kind in specs {
+            let spec = HeadSpec {
+                kind,
+                calibrate: true,
+                multi_label: None,
+            };
+            let (trained, _) = train_head(
+                &spec,
+                Some(&transform),
+                xt.view(),
+                &t,
+                Some((xt.view(), &t)),
+            )
+            .unwrap();
+            let path = save_head(dir.path(), &trained, &info).unwrap();
+            let loaded = load_head(&path).unwrap();
+            assert_eq!(
+                loaded.trained.predict_proba(x.view()).unwrap(),
+                trained.predict_proba(x.view()).unwrap(),
+                "{}",
+                spec.name()
+            );
+            assert_eq!(loaded.info, info);
+        }
+        // A weights file that does not belong to its description is refused.
+        std::fs::write(dir.path().join("knn.safetensors"), b"not the weights").unwrap();
+        let err = load_head(&dir.path().join("knn.json")).unwrap_err();
+        assert!(err.to_string().contains("sha256 differs"), "{err}");
+
+        // Multi-label heads keep their thresholds and separator.
+        let sets: Vec<Vec<usize>> = (0..30)
+            .map(|i| (0..3).filter(|l| (i + l) % 2 == 0).collect())
+            .collect();
+        let targets = LabelSets::new(&sets, 3).unwrap();
+        let info = ArtefactInfo {
+            label_separator: Some(";".to_owned()),
+            ..info
+        };
+        for (kind, threshold) in [
+            (
+                HeadKind::Logistic(Logistic::params().check().unwrap()),
+                Threshold::Tuned,
+            ),
+            (
+                HeadKind::Mlp(Mlp::params().hidden(&[5]).max_epochs(5).check().unwrap()),
+                Threshold::Fixed(0.4),
+            ),
+        ] {
+            let spec = HeadSpec {
+                kind,
+                calibrate: false,
+                multi_label: Some(threshold),
+            };
+            let (trained, _) = train_multi_label_head(
+                &spec,
+                Some(&transform),
+                xt.view(),
+                &targets,
+                Some((xt.view(), &targets)),
+            )
+            .unwrap();
+            let path = save_head(dir.path(), &trained, &info).unwrap();
+            let loaded = load_head(&path).unwrap();
+            assert_eq!(loaded.trained.spec, spec);
+            assert_eq!(loaded.trained.thresholds, trained.thresholds);
+            assert_eq!(
+                loaded.trained.predict_sets(x.view()).unwrap(),
+                trained.predict_sets(x.view()).unwrap()
+            );
+            assert_eq!(loaded.info, info);
+        }
+    }
+}

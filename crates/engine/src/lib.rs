@@ -1,0 +1,122 @@
+//! Typed TOML pipelines that wire graft's crates into one run.
+//!
+//! A pipeline file names the data, the split, a frozen backbone and one or more heads. [`Plan::load`] parses
+//! and checks it before any work starts (errors point at the offending line); [`run`] then ingests and splits
+//! the rows, provisions ONNX Runtime and the model, extracts features, trains the heads, evaluates each once on
+//! the test split and writes a run folder with `metrics.json`, `report.md`, `manifest.json` and the saved
+//! heads, which [`predict`] applies to new rows and [`export`] writes as ONNX (alone, or merged with the backbone).
+//!
+//! ```no_run
+//! use graft_config::Plan;
+//! use graft_engine::{RunOptions, run};
+//!
+//! # fn main() -> Result<(), graft_engine::PipelineError> {
+//! let plan = Plan::load("pipelines/quickstart.toml".as_ref())?;
+//! let outcome = run(&plan, &RunOptions::new(".graft-cache", "runs"))?;
+//! println!("{}", outcome.summary);
+//! # Ok(())
+//! # }
+//! ```
+
+mod compare;
+mod curve;
+mod export;
+mod extract;
+mod heads;
+mod io;
+mod predict;
+mod progress;
+mod run;
+mod stages;
+
+use std::path::PathBuf;
+
+use graft_config::{ConfigError, Diagnostic};
+
+pub use compare::{CompareJob, CompareOutcome, ComparedRun, Paired, compare, comparison_dir};
+pub use export::{ExportJob, ExportOutcome, export};
+pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
+pub use graft_assets::CACHE_ENV;
+pub use graft_backbone::{Pooling, Provider};
+pub use graft_eval::Bootstrap;
+pub use heads::{
+    ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
+};
+pub use predict::{PredictJob, PredictOutcome, predict};
+pub use run::{
+    RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
+    provision_runtime, provision_samples, run,
+};
+
+/// Everything that can stop a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The pipeline file could not be read.
+    #[error("cannot read pipeline file {}: {source}", path.display())]
+    PipelineFile {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A mistake located in the pipeline file.
+    #[error("{0}")]
+    Config(Diagnostic),
+    /// Provisioning of the runtime, a model or a data set failed.
+    #[error(transparent)]
+    Assets(#[from] graft_assets::AssetError),
+    /// Loading or running the backbone failed.
+    #[error(transparent)]
+    Backbone(#[from] graft_backbone::BackboneError),
+    /// Reading the data failed for a reason not tied to a pipeline key.
+    #[error(transparent)]
+    Ingest(#[from] graft_ingest::IngestError),
+    /// The feature cache could not be read or written.
+    #[error(transparent)]
+    Features(#[from] graft_features::FeatureError),
+    /// Training the head failed.
+    #[error("training the head: {0}")]
+    Head(#[from] graft_heads::HeadError),
+    /// Scoring failed.
+    #[error("evaluation: {0}")]
+    Eval(#[from] graft_eval::EvalError),
+    /// A batch extraction job that cannot go on.
+    #[error("{message}\n  hint: {hint}")]
+    Job {
+        /// What is wrong.
+        message: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// A saved head that cannot be loaded.
+    #[error("{}: {problem}", path.display())]
+    Artefact {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Writing the run folder failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<ConfigError> for PipelineError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::File { path, source } => PipelineError::PipelineFile { path, source },
+            ConfigError::Invalid(d) => PipelineError::Config(d),
+        }
+    }
+}
+
+impl From<Diagnostic> for PipelineError {
+    fn from(d: Diagnostic) -> Self {
+        PipelineError::Config(d)
+    }
+}

@@ -1,0 +1,346 @@
+//! `predict`: a run's saved head applied to new rows, through the same frozen backbone.
+
+use std::path::{Path, PathBuf};
+
+use graft_assets::Cache;
+use graft_backbone::{Pooling, Provider};
+use ndarray::Array2;
+use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Series};
+
+use crate::PipelineError;
+use crate::extract::{ExtractJob, extract};
+use crate::heads::{LoadedHead, load_head};
+use graft_config::ModelSource;
+
+/// What to predict, with what, and where to write it.
+#[derive(Debug, Clone)]
+pub struct PredictJob {
+    /// A run folder written by `run` (holds `manifest.json` and `heads/`).
+    pub run_dir: PathBuf,
+    /// Rows to classify: a table (`.csv`, `.tsv`, `.jsonl`, `.parquet`) or a folder of images.
+    pub input: PathBuf,
+    /// Column with the texts (tables only).
+    pub text_column: String,
+    /// Column copied into the output to identify rows.
+    pub id_column: Option<String>,
+    /// `.csv` or `.parquet`.
+    pub output: PathBuf,
+    /// Which of the run's heads (default: the headline, the first in the pipeline).
+    pub head: Option<String>,
+    /// The backbone to use instead of the one recorded in the run; refused unless its sha256 is the one
+    /// the head was trained on.
+    pub model: Option<ModelSource>,
+    /// Inference batch size.
+    pub batch_size: usize,
+    /// ONNX Runtime threads.
+    pub threads: usize,
+    /// Execution provider.
+    pub provider: Provider,
+    /// Cache of fetched runtimes and models.
+    pub cache_dir: PathBuf,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// What `predict` did.
+#[derive(Debug, Clone)]
+pub struct PredictOutcome {
+    /// The file written.
+    pub output: PathBuf,
+    /// Rows predicted.
+    pub rows: usize,
+    /// The head used.
+    pub head: String,
+}
+
+fn predict_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
+    PipelineError::Job {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
+
+/// The backbone a head was trained with, from its artefact.
+pub(crate) fn recorded_model(loaded: &LoadedHead) -> Result<ModelSource, PipelineError> {
+    let source = &loaded.info.backbone["settings"]["source"];
+    if let Some(name) = source["model"].as_str() {
+        return Ok(ModelSource::Registry(name.to_owned()));
+    }
+    match (source["onnx"].as_str(), source["tokenizer"].as_str()) {
+        (Some(onnx), Some(tokenizer)) => Ok(ModelSource::Files {
+            onnx: onnx.into(),
+            tokenizer: tokenizer.into(),
+            sha256: None,
+        }),
+        _ => Err(predict_error(
+            "the head's artefact does not record its backbone",
+            "pass the backbone with --model (and --tokenizer for an .onnx file)",
+        )),
+    }
+}
+
+/// sha256 of a backbone's ONNX graph (registered models are fetched and verified first).
+pub(crate) fn model_sha256(
+    cache: &Cache,
+    model: &ModelSource,
+    image: bool,
+) -> Result<String, PipelineError> {
+    Ok(match model {
+        ModelSource::Registry(name) if image => cache.image_model(name)?.onnx.sha256,
+        ModelSource::Registry(name) => cache.model(name)?.onnx.sha256,
+        ModelSource::Files { onnx, .. } => {
+            let bytes = std::fs::read(onnx).map_err(|source| PipelineError::Io {
+                path: onnx.clone(),
+                source,
+            })?;
+            graft_stdx::sha256_hex(&bytes)
+        }
+    })
+}
+
+/// Picks the head's artefact in `run_dir/heads/`.
+pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, PipelineError> {
+    let heads_dir = run_dir.join("heads");
+    let manifest_path = run_dir.join("manifest.json");
+    let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| {
+            predict_error(
+                format!(
+                    "{} is not a graft run folder (no readable manifest.json)",
+                    run_dir.display()
+                ),
+                "pass the folder `cargo xtask run` printed as `run folder`",
+            )
+        })?;
+    let names: Vec<String> = manifest["pipeline"]["resolved"]["heads"]
+        .as_array()
+        .map(|heads| {
+            heads
+                .iter()
+                .filter_map(|h| {
+                    h.as_object()?
+                        .keys()
+                        .find(|k| k.as_str() != "calibrate")
+                        .cloned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() || !heads_dir.is_dir() {
+        return Err(predict_error(
+            format!("{} holds no saved heads", run_dir.display()),
+            "runs made before heads were saved cannot predict; run the pipeline again",
+        ));
+    }
+    let name = match head {
+        Some(h) if names.iter().any(|n| n == h) => h.to_owned(),
+        Some(h) => {
+            return Err(predict_error(
+                format!("the run has no head `{h}`"),
+                format!("its heads: {}", names.join(", ")),
+            ));
+        }
+        None => names[0].clone(),
+    };
+    Ok(heads_dir.join(format!("{name}.json")))
+}
+
+/// A hidden name next to `output` for this process's scratch or temporary files.
+fn beside(output: &Path, what: &str) -> PathBuf {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent.join(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+/// Features of the input rows through the run's backbone (the batch-extraction path: streaming,
+/// length-sorted batches), into a scratch folder beside the output.
+fn extracted_features(
+    job: &PredictJob,
+    loaded: &LoadedHead,
+) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
+    let settings = &loaded.info.backbone["settings"];
+    let image = !settings["image"].is_null();
+    let model = match &job.model {
+        Some(m) => m.clone(),
+        None => recorded_model(loaded)?,
+    };
+    let cache = Cache::new(&job.cache_dir);
+    let sha = model_sha256(&cache, &model, image)?;
+    if sha != loaded.info.backbone_sha256 {
+        return Err(predict_error(
+            format!(
+                "the backbone's sha256 is {sha}, but the head was trained on features of {}",
+                loaded.info.backbone_sha256
+            ),
+            "a head only works on the exact backbone it was trained with; pass that model with --model",
+        ));
+    }
+
+    let scratch = beside(&job.output, "predict");
+    std::fs::create_dir_all(&scratch).map_err(|source| PipelineError::Io {
+        path: scratch.clone(),
+        source,
+    })?;
+    let features_path = scratch.join("features.parquet");
+    let mut extract_job = ExtractJob::new(
+        model,
+        &job.input,
+        &job.text_column,
+        &features_path,
+        &job.cache_dir,
+    );
+    extract_job.id_column = job.id_column.clone();
+    extract_job.batch_size = job.batch_size;
+    extract_job.threads = job.threads;
+    extract_job.provider = job.provider;
+    extract_job.progress = job.progress;
+    extract_job.max_length = settings["max_length"].as_u64().map(|v| v as usize);
+    extract_job.pooling = match settings["pooling"].as_str() {
+        Some("cls") => Some(Pooling::Cls),
+        Some("mean") => Some(Pooling::Mean),
+        _ => None,
+    };
+    extract_job.prompt = settings["prompt"].as_str().map(str::to_owned);
+    extract_job.image_size = settings["image"]["image_size"].as_u64().map(|v| v as u32);
+    extract_job.resize = settings["image"]["resize"].as_u64().map(|v| v as u32);
+    let result = extract(&extract_job).and_then(|_| {
+        graft_ingest::read_embeddings(&features_path, None).map_err(PipelineError::from)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let batch = result?;
+    Ok((batch.embeddings, batch.ids))
+}
+
+/// Features given in a file, for a run trained on given features: the same column (Parquet) or a `.npy`
+/// matrix; `--id-column` names a column of the Parquet table.
+fn given_features(
+    job: &PredictJob,
+    loaded: &LoadedHead,
+) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
+    let column = loaded.info.backbone["files"]["embedding_column"]
+        .as_str()
+        .unwrap_or("embedding");
+    let embeddings = graft_ingest::read_feature_matrix(&job.input, column).map_err(|e| {
+        predict_error(
+            e.to_string(),
+            format!(
+                "this run's head was trained on given features, so the input must be features too: a .parquet table with a `{column}` list column, or a .npy matrix"
+            ),
+        )
+    })?;
+    let ids = match &job.id_column {
+        Some(name) => {
+            let table = graft_ingest::read_table(&job.input)
+                .map_err(|e| predict_error(e.to_string(), "--id-column needs a .parquet input"))?;
+            let ids = table.column(name).map_err(|_| {
+                predict_error(
+                    format!("the input has no column `{name}`"),
+                    "name a column of the input table with --id-column",
+                )
+            })?;
+            Some(ids.as_materialized_series().clone())
+        }
+        None => None,
+    };
+    Ok((embeddings, ids))
+}
+
+/// Classifies every row of the input and writes predictions with per-class probabilities.
+pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
+    let format = match job.output.extension().and_then(|e| e.to_str()) {
+        Some("csv") => "csv",
+        Some("parquet") => "parquet",
+        _ => {
+            return Err(predict_error(
+                format!("cannot write predictions to {}", job.output.display()),
+                "name the output .csv or .parquet",
+            ));
+        }
+    };
+    let loaded = load_head(&head_file(&job.run_dir, job.head.as_deref())?)?;
+    let (embeddings, ids) = if loaded.info.backbone["settings"].is_null() {
+        given_features(job, &loaded)?
+    } else {
+        extracted_features(job, &loaded)?
+    };
+    if embeddings.ncols() != loaded.trained.n_features() {
+        return Err(predict_error(
+            format!(
+                "the features are {}-d but the head expects {}",
+                embeddings.ncols(),
+                loaded.trained.n_features()
+            ),
+            "predict with the backbone (or the kind of features) the run was trained on, with the run's own settings",
+        ));
+    }
+    let proba = loaded.trained.predict_proba(embeddings.view())?;
+    // A class per row, or for a multi-label head the labels at or above their thresholds, joined as in the
+    // training data.
+    let classes = &loaded.info.classes;
+    let predicted: Vec<String> = match &loaded.trained.thresholds {
+        Some(thresholds) => {
+            let separator = loaded.info.label_separator.as_deref().unwrap_or("|");
+            graft_heads::threshold_rows(proba.view(), thresholds)
+                .iter()
+                .map(|set| {
+                    set.iter()
+                        .map(|&l| classes[l].as_str())
+                        .collect::<Vec<_>>()
+                        .join(separator)
+                })
+                .collect()
+        }
+        None => graft_heads::argmax_rows(proba.view())
+            .into_iter()
+            .map(|c| classes[c].clone())
+            .collect(),
+    };
+    let n = predicted.len();
+    let mut columns: Vec<Column> =
+        vec![Series::new("row".into(), (0..n as u64).collect::<Vec<_>>()).into()];
+    if let Some(ids) = ids {
+        columns.push(ids.into());
+    }
+    columns.push(Series::new("predicted".into(), predicted).into());
+    for (c, class) in classes.iter().enumerate() {
+        columns.push(Series::new(format!("p_{class}").into(), proba.column(c).to_vec()).into());
+    }
+    let mut frame = DataFrame::new(n, columns).map_err(|e| {
+        predict_error(
+            format!("assembling predictions: {e}"),
+            "this is a bug in graft; please report it",
+        )
+    })?;
+    let temp = beside(&job.output, "tmp");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    let file = std::fs::File::create(&temp).map_err(io(&temp))?;
+    let written = if format == "csv" {
+        polars::prelude::CsvWriter::new(file).finish(&mut frame)
+    } else {
+        ParquetWriter::new(file).finish(&mut frame).map(|_| ())
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(predict_error(
+            format!("writing {}: {e}", job.output.display()),
+            "check that the folder is writable and has space",
+        ));
+    }
+    std::fs::rename(&temp, &job.output).map_err(io(&job.output))?;
+    Ok(PredictOutcome {
+        output: job.output.clone(),
+        rows: n,
+        head: loaded.trained.spec.name().to_owned(),
+    })
+}

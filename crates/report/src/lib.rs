@@ -1,0 +1,31 @@
+//! The run folder's typed model and its renderers.
+//!
+//! Everything graft writes into a run folder is a type here, written and read back through serde
+//! ([`Metrics`] is `metrics.json`); nothing is read by string index. The renderers turn the model into the
+//! printed summary, `report.md` and the self-contained `report.html`.
+//!
+//! ```
+//! use graft_report::{RUN_FORMAT, Spread};
+//!
+//! let s = Spread::of(vec![0.70, 0.72, 0.74]);
+//! assert!((s.mean - 0.72).abs() < 1e-12 && s.lower < s.mean && s.mean < s.upper);
+//! assert_eq!(RUN_FORMAT, 1);
+//! ```
+
+mod curve;
+mod html;
+mod markdown;
+mod metrics;
+mod training;
+
+pub use curve::{BaselineNeeds, DataEfficiency, LearningCurve, LearningPoint, Spread};
+pub use html::html;
+pub use markdown::{Context, markdown, summary, thousands};
+pub use metrics::{
+    ClassScores, Comparison, CvScores, ExtractionFigures, HeadMetrics, Metrics, RowCounts,
+    SearchCandidate, SearchReport, SplitIntervals, SplitMetrics, Timings,
+};
+pub use training::{CurvePoint, TechniqueReport, TrainingFigures};
+
+/// The version of the run-folder format this build writes and reads.
+pub const RUN_FORMAT: u32 = 1;
