@@ -1,0 +1,99 @@
+//! `graft extract`: every row of a file embedded by a frozen backbone, streamed (resumable, shardable).
+
+use std::path::PathBuf;
+
+use graft_engine::PipelineError;
+
+use super::{DeviceArgs, PoolingArg, model_source};
+use crate::Defaults;
+
+/// Embed every row of a file with a frozen backbone, streaming into Parquet or .npy (resumable, shardable).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A registry backbone (e.g. minilm-l6-int8) or an .onnx file (then give --tokenizer).
+    #[arg(long)]
+    pub model: String,
+    /// The tokenizer.json of an .onnx --model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Input: a .csv, .tsv, .jsonl/.ndjson or .parquet table, or a folder of images (with an image backbone).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Column (or JSON key) with the texts (tables only; a folder of images needs none).
+    #[arg(long)]
+    pub text_column: Option<String>,
+    /// Column copied next to each embedding (otherwise rows are identified by `row`, their 0-based number).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Output: a .parquet or .npy file; with --shard, a folder for the part files.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Texts per inference call.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Inference sessions sharing --threads, running batches at once (2 sessions of 1 thread can beat 1 of 2).
+    #[arg(long, default_value_t = 1)]
+    pub sessions: usize,
+    /// Rows per chunk: the unit of length-sorted batching, resumption and sharding.
+    #[arg(long, default_value_t = 4096)]
+    pub chunk_rows: usize,
+    /// Process only shard I of N (I from 0), e.g. --shard "$JOB_COMPLETION_INDEX/8".
+    #[arg(long)]
+    pub shard: Option<graft_engine::Shard>,
+    /// Tokens kept per text (default: the registry entry's, else 256).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Pooling of token states (default: the registry entry's, else mean).
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingArg>,
+    /// A template each text is put through before tokenization, `{text}` marking the text
+    /// (e.g. "query: {text}").
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
+    if let Some(p) = &args.prompt
+        && !p.contains("{text}")
+    {
+        return Err(PipelineError::Job {
+            message: format!("--prompt {p:?} has no {{text}} placeholder"),
+            hint: "mark where each text goes, e.g. --prompt \"query: {text}\"".to_owned(),
+        });
+    }
+    let model = model_source(args.model, args.tokenizer)?;
+    let mut job = graft_engine::ExtractJob::new(
+        model,
+        args.input,
+        args.text_column.unwrap_or_default(),
+        args.output,
+        args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone()),
+    );
+    job.id_column = args.id_column;
+    job.batch_size = args.batch_size;
+    if let Some(threads) = args.threads {
+        job.threads = threads;
+    }
+    job.chunk_rows = args.chunk_rows;
+    job.sessions = args.sessions;
+    job.shard = args.shard;
+    job.max_length = args.max_length;
+    job.pooling = args.pooling.map(Into::into);
+    job.prompt = args.prompt;
+    job.progress = !args.no_progress;
+    job.provider = args.device.provider();
+    let outcome = graft_engine::extract(&job)?;
+    println!("{}", outcome.summary);
+    Ok(())
+}

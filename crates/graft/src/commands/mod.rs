@@ -1,0 +1,96 @@
+//! One module per subcommand: its arguments (clap) and what it does with them.
+
+pub mod cache;
+pub mod check;
+pub mod compare;
+pub mod export;
+pub mod extract;
+pub mod fetch;
+pub mod merge;
+pub mod predict;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+use graft_engine::PipelineError;
+
+/// The execution providers a command line can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderArg {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// NVIDIA GPUs through ONNX Runtime's CUDA provider.
+    Cuda,
+}
+
+/// Pooling of token states into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolingArg {
+    /// Mean over the attention mask.
+    Mean,
+    /// The first token's state.
+    Cls,
+}
+
+impl From<PoolingArg> for graft_engine::Pooling {
+    fn from(p: PoolingArg) -> Self {
+        match p {
+            PoolingArg::Mean => graft_engine::Pooling::Mean,
+            PoolingArg::Cls => graft_engine::Pooling::Cls,
+        }
+    }
+}
+
+/// Where inference runs (`extract`, `predict`).
+#[derive(Debug, clap::Args)]
+pub struct DeviceArgs {
+    /// Execution provider.
+    #[arg(long, value_enum, default_value_t = ProviderArg::Cpu)]
+    pub provider: ProviderArg,
+    /// GPU to use with --provider cuda.
+    #[arg(long, default_value_t = 0)]
+    pub device_id: i32,
+    /// With --provider cuda: fail instead of running on CPU when CUDA cannot be initialised.
+    #[arg(long)]
+    pub no_fallback: bool,
+}
+
+impl DeviceArgs {
+    /// As the engine takes it.
+    pub fn provider(&self) -> graft_engine::Provider {
+        match self.provider {
+            ProviderArg::Cpu => graft_engine::Provider::Cpu,
+            ProviderArg::Cuda => graft_engine::Provider::Cuda {
+                device_id: self.device_id,
+                fallback: !self.no_fallback,
+            },
+        }
+    }
+}
+
+/// `--model` (+ `--tokenizer`) as a model source: an `.onnx` file (or any existing file) needs its tokenizer,
+/// anything else is a registry name.
+pub fn model_source(
+    model: String,
+    tokenizer: Option<PathBuf>,
+) -> Result<graft_config::ModelSource, PipelineError> {
+    let is_file = model.ends_with(".onnx") || Path::new(&model).is_file();
+    match (is_file, tokenizer) {
+        (true, Some(tokenizer)) => Ok(graft_config::ModelSource::Files {
+            onnx: PathBuf::from(&model),
+            tokenizer,
+            sha256: None,
+        }),
+        (true, None) => Err(PipelineError::Job {
+            message: format!("--model {model} is a file, and --tokenizer is missing"),
+            hint: "give the model's tokenizer.json with --tokenizer, or a registry name as --model"
+                .to_owned(),
+        }),
+        (false, _) => Ok(graft_config::ModelSource::Registry(model)),
+    }
+}
+
+/// All cores, for ONNX Runtime's intra-op threads when not told.
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,79 @@
+//! `graft predict`: new rows classified by a run's saved head.
+
+use std::path::PathBuf;
+
+use graft_engine::PipelineError;
+
+use super::{DeviceArgs, all_cores, model_source};
+use crate::Defaults;
+
+/// Classify new rows with a run's saved head (features from the same frozen backbone).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A run folder written by `run`.
+    pub run_dir: PathBuf,
+    /// Rows to classify: a .csv, .tsv, .jsonl or .parquet table, or a folder of images.
+    pub input: PathBuf,
+    /// Predictions: .csv or .parquet (row, id, predicted class, one probability column per class).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Which head of the run (default: the first in its pipeline).
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Column with the texts (tables).
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Column copied into the output to identify rows.
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Use this backbone instead of the run's (registry name, or .onnx with --tokenizer); refused unless its
+    /// sha256 is the one the head was trained on.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The tokenizer.json of an .onnx --model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Rows per inference call.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
+    let model = args
+        .model
+        .map(|m| model_source(m, args.tokenizer))
+        .transpose()?;
+    let job = graft_engine::PredictJob {
+        run_dir: args.run_dir,
+        input: args.input,
+        text_column: args.text_column,
+        id_column: args.id_column,
+        output: args.output,
+        head: args.head,
+        model,
+        batch_size: args.batch_size,
+        threads: args.threads.unwrap_or_else(all_cores),
+        provider: args.device.provider(),
+        cache_dir: args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone()),
+        progress: !args.no_progress,
+    };
+    let outcome = graft_engine::predict(&job)?;
+    println!(
+        "predicted {} rows with head `{}` → {}",
+        outcome.rows,
+        outcome.head,
+        outcome.output.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask test`: fetch what the tests need (once, plainly reported), then run every test of the
+//! workspace and the doctests.
+
+use std::process::{Command, ExitCode};
+
+use crate::{cache_dir, workspace_root};
+
+pub(crate) fn run(args: &[String]) -> ExitCode {
+    let root = workspace_root();
+    let cache = cache_dir();
+    // Fetch first, so a network or checksum problem is reported once and plainly, not as many test failures.
+    // The legacy runtime is what the version-check test must see refused.
+    // The image tests need EfficientNet-Lite0 (converted on first fetch), Fashion-MNIST and two sample photos.
+    let fetched = graft::commands::fetch::fetch(
+        &[
+            root.join("pipelines/quickstart.toml"),
+            root.join("pipelines/fashion-mnist.toml"),
+        ],
+        &cache,
+    )
+    .and_then(|()| graft_engine::provision_runtime("onnxruntime-legacy", &cache).map(drop))
+    .and_then(|()| graft_engine::provision_samples(&["coffee", "chelsea"], &cache).map(drop));
+    if let Err(e) = fetched {
+        eprintln!("error: cannot provision the test assets: {e}");
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let has_nextest = Command::new(&cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut unit = Command::new(&cargo);
+    if has_nextest {
+        unit.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        unit.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    unit.args(args);
+    // nextest does not run doctests; they run separately below.
+    let mut doc = Command::new(&cargo);
+    doc.args(["test", "--workspace", "--doc"]);
+    for (name, mut command) in [("tests", unit), ("doctests", doc)] {
+        command
+            .current_dir(&root)
+            .env(graft_engine::CACHE_ENV, &cache);
+        // `cargo run` gave this process the package variables of xtask; build scripts (ring's, via polars'
+        // HTTP stack) watch some of them, so passing them on would rebuild half the dependency tree.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&key.as_ref())
+            {
+                command.env_remove(key.as_ref());
+            }
+        }
+        eprintln!("xtask: running {name}: {command:?}");
+        match command.status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => {
+                eprintln!("xtask: {name} failed ({status})");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("xtask: cannot start {cargo}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
