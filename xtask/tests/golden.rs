@@ -84,6 +84,13 @@ fn without_timings(value: &mut Value) {
     }
 }
 
+/// Text with the checkout's absolute path replaced by `<repo>`, so golden files hold no machine's paths.
+fn without_checkout(text: String) -> String {
+    let canonical = std::fs::canonicalize(repo()).unwrap().display().to_string();
+    text.replace(&canonical, "<repo>")
+        .replace(&repo().display().to_string(), "<repo>")
+}
+
 /// Compares `actual` with the golden file `relative`, or writes it when blessing.
 fn check_golden(relative: &str, actual: &str, mismatches: &mut Vec<String>) {
     let path = golden_dir().join(relative);
@@ -123,10 +130,39 @@ fn run_fixture(name: &str, runs: &Path) -> PathBuf {
     common::run_pipeline(&format!("fixtures/pipelines/{name}.toml"), runs)
 }
 
+/// Every record of the run folder reads back through the types that wrote it, and writes out identically.
+fn check_round_trip(run_dir: &Path, mismatches: &mut Vec<String>) {
+    let same = |path: &Path, rewritten: String, mismatches: &mut Vec<String>| {
+        if std::fs::read_to_string(path).unwrap() != rewritten {
+            mismatches.push(format!("{}: does not round-trip", path.display()));
+        }
+    };
+    let metrics = graft_report::Metrics::read(run_dir).unwrap();
+    same(
+        &run_dir.join("metrics.json"),
+        graft_report::to_json_text(&metrics),
+        mismatches,
+    );
+    let manifest = graft_report::Manifest::read(run_dir).unwrap();
+    same(
+        &run_dir.join("manifest.json"),
+        graft_report::to_json_text(&manifest),
+        mismatches,
+    );
+    for entry in std::fs::read_dir(run_dir.join("heads")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let head = graft_report::HeadArtefact::read(&path).unwrap();
+            same(&path, graft_report::to_json_text(&head), mismatches);
+        }
+    }
+}
+
 fn check_run_folder(name: &str, run_dir: &Path, mismatches: &mut Vec<String>) {
+    check_round_trip(run_dir, mismatches);
     let mut metrics = common::metrics(run_dir);
     without_timings(&mut metrics);
-    let metrics = serde_json::to_string_pretty(&metrics).unwrap() + "\n";
+    let metrics = without_checkout(serde_json::to_string_pretty(&metrics).unwrap() + "\n");
     check_golden(&format!("{name}/metrics.json"), &metrics, mismatches);
     for file in ["splits.csv", "predictions.csv"] {
         let text = std::fs::read_to_string(run_dir.join(file)).unwrap();

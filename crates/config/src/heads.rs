@@ -1,11 +1,16 @@
 //! The heads and transform a pipeline declares, checked: what the engine trains.
 
 use graft_heads::{
-    FittedTransform, HeadError, KnnValidParams, LogisticValidParams, MlpValidParams, Monitor,
-    PrototypeValidParams, Schedule,
+    Activation, FittedTransform, HeadError, Knn, KnnValidParams, Logistic, LogisticValidParams,
+    Metric, Mlp, MlpValidParams, Monitor, ParamGuard, Prototype, PrototypeValidParams, Schedule,
+    Weighting,
 };
 use ndarray::ArrayView2;
-use serde_json::json;
+
+use crate::resolved::{
+    HeadSettings, KnnSettings, LogisticSettings, MlpSettings, PrototypeSettings, ThresholdSetting,
+    TransformSettings, TuneWord,
+};
 
 /// One head's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,14 +114,30 @@ impl HeadSpec {
     }
 
     /// The hyperparameters, as recorded in manifests and artefacts.
-    pub fn json(&self) -> serde_json::Value {
-        let params = match &self.kind {
-            HeadKind::Logistic(p) => json!({
-                "c": p.c(), "max_iter": p.max_iter(), "tol": p.tol(), "fit_intercept": p.fit_intercept(),
-                "class_weight": if p.balanced() { "balanced" } else { "none" },
+    pub fn settings(&self) -> HeadSettings {
+        let mut settings = HeadSettings {
+            logistic: None,
+            mlp: None,
+            prototype: None,
+            knn: None,
+            calibrate: self.calibrate,
+            threshold: self.multi_label.map(|t| match t {
+                Threshold::Fixed(t) => ThresholdSetting::Fixed(t),
+                Threshold::Tuned => ThresholdSetting::Tuned(TuneWord::Tune),
             }),
+        };
+        match &self.kind {
+            HeadKind::Logistic(p) => {
+                settings.logistic = Some(LogisticSettings {
+                    c: p.c(),
+                    max_iter: p.max_iter(),
+                    tol: p.tol(),
+                    fit_intercept: p.fit_intercept(),
+                    class_weight: if p.balanced() { "balanced" } else { "none" }.to_owned(),
+                });
+            }
             HeadKind::Mlp(p) => {
-                let (schedule, warmup, step, gamma) = match p.schedule() {
+                let (schedule, warmup_epochs, step_epochs, gamma) = match p.schedule() {
                     Schedule::Constant => ("constant", None, None, None),
                     Schedule::Cosine { warmup_epochs } => {
                         ("cosine", Some(warmup_epochs), None, None)
@@ -125,43 +146,152 @@ impl HeadSpec {
                         ("step", None, Some(step_epochs), Some(gamma))
                     }
                 };
-                json!({
-                    "hidden": p.hidden(), "activation": p.activation().name(), "dropout": p.dropout(),
-                    "learning_rate": p.learning_rate(), "weight_decay": p.weight_decay(),
-                    "batch_size": p.batch_size(), "max_epochs": p.max_epochs(), "schedule": schedule,
-                    "warmup_epochs": warmup, "step_epochs": step, "gamma": gamma,
-                    "patience": p.patience(),
-                    "monitor": match p.monitor() { Monitor::Loss => "loss", Monitor::Accuracy => "accuracy" },
-                    "restore_best": p.restore_best(), "seed": p.seed(),
-                })
+                settings.mlp = Some(MlpSettings {
+                    hidden: p.hidden().to_vec(),
+                    activation: p.activation().name().to_owned(),
+                    dropout: p.dropout(),
+                    learning_rate: p.learning_rate(),
+                    weight_decay: p.weight_decay(),
+                    batch_size: p.batch_size(),
+                    max_epochs: p.max_epochs(),
+                    schedule: schedule.to_owned(),
+                    warmup_epochs,
+                    step_epochs,
+                    gamma,
+                    patience: p.patience(),
+                    monitor: match p.monitor() {
+                        Monitor::Loss => "loss",
+                        Monitor::Accuracy => "accuracy",
+                    }
+                    .to_owned(),
+                    restore_best: p.restore_best(),
+                    seed: p.seed(),
+                });
             }
             HeadKind::Prototype(p) => {
-                json!({ "metric": p.metric().name(), "temperature": p.temperature() })
+                settings.prototype = Some(PrototypeSettings {
+                    metric: p.metric().name().to_owned(),
+                    temperature: p.temperature(),
+                });
             }
-            HeadKind::Knn(p) => json!({
-                "k": p.k(), "metric": p.metric().name(), "weighting": p.weighting().name(),
-            }),
-        };
-        let mut v = json!({ self.name(): params, "calibrate": self.calibrate });
-        if let Some(t) = self.multi_label {
-            v["threshold"] = match t {
-                Threshold::Fixed(t) => json!(t),
-                Threshold::Tuned => json!("tune"),
-            };
+            HeadKind::Knn(p) => {
+                settings.knn = Some(KnnSettings {
+                    k: p.k(),
+                    metric: p.metric().name().to_owned(),
+                    weighting: p.weighting().name().to_owned(),
+                });
+            }
         }
-        v
+        settings
     }
+
+    /// The head a saved artefact or manifest records, checked again (an edited file gets an error naming
+    /// the parameter).
+    pub fn from_settings(s: &HeadSettings) -> Result<HeadSpec, String> {
+        let err = |e: HeadError| e.to_string();
+        let metric = |name: &str| match name {
+            "euclidean" => Ok(Metric::Euclidean),
+            "cosine" => Ok(Metric::Cosine),
+            other => Err(format!("unknown metric `{other}`")),
+        };
+        let kind = match (&s.logistic, &s.mlp, &s.prototype, &s.knn) {
+            (Some(o), None, None, None) => HeadKind::Logistic(
+                Logistic::params()
+                    .c(o.c)
+                    .max_iter(o.max_iter)
+                    .tol(o.tol)
+                    .fit_intercept(o.fit_intercept)
+                    .balanced(o.class_weight == "balanced")
+                    .check()
+                    .map_err(err)?,
+            ),
+            (None, Some(o), None, None) => HeadKind::Mlp(mlp_params(o)?.check().map_err(err)?),
+            (None, None, Some(o), None) => HeadKind::Prototype(
+                Prototype::params()
+                    .metric(metric(&o.metric)?)
+                    .temperature(o.temperature)
+                    .check()
+                    .map_err(err)?,
+            ),
+            (None, None, None, Some(o)) => HeadKind::Knn(
+                Knn::params()
+                    .k(o.k)
+                    .metric(metric(&o.metric)?)
+                    .weighting(match o.weighting.as_str() {
+                        "distance" => Weighting::Distance,
+                        "uniform" => Weighting::Uniform,
+                        other => return Err(format!("unknown weighting `{other}`")),
+                    })
+                    .check()
+                    .map_err(err)?,
+            ),
+            _ => {
+                return Err(
+                    "`head` must name exactly one head (logistic, mlp, prototype, knn)".to_owned(),
+                );
+            }
+        };
+        Ok(HeadSpec {
+            kind,
+            calibrate: s.calibrate,
+            multi_label: s.threshold.map(|t| match t {
+                ThresholdSetting::Fixed(t) => Threshold::Fixed(t),
+                ThresholdSetting::Tuned(_) => Threshold::Tuned,
+            }),
+        })
+    }
+}
+
+/// The MLP parameters a record names, unchecked.
+fn mlp_params(o: &MlpSettings) -> Result<graft_heads::MlpParams, String> {
+    let activation = match o.activation.as_str() {
+        "gelu" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        other => return Err(format!("unknown activation `{other}`")),
+    };
+    let schedule = match o.schedule.as_str() {
+        "constant" => Schedule::Constant,
+        "cosine" => Schedule::Cosine {
+            warmup_epochs: o.warmup_epochs.unwrap_or(0),
+        },
+        "step" => Schedule::Step {
+            step_epochs: o.step_epochs.ok_or("`step_epochs` missing")?,
+            gamma: o.gamma.ok_or("`gamma` missing")?,
+        },
+        other => return Err(format!("unknown schedule `{other}`")),
+    };
+    let monitor = match o.monitor.as_str() {
+        "accuracy" => Monitor::Accuracy,
+        "loss" => Monitor::Loss,
+        other => return Err(format!("unknown monitor `{other}`")),
+    };
+    Ok(Mlp::params()
+        .hidden(&o.hidden)
+        .activation(activation)
+        .dropout(o.dropout)
+        .learning_rate(o.learning_rate)
+        .weight_decay(o.weight_decay)
+        .batch_size(o.batch_size)
+        .max_epochs(o.max_epochs)
+        .schedule(schedule)
+        .patience(o.patience)
+        .monitor(monitor)
+        .restore_best(o.restore_best)
+        .seed(o.seed))
 }
 
 impl TransformPlan {
     /// As recorded in manifests.
-    pub fn json(&self) -> serde_json::Value {
-        match self {
-            TransformPlan::Standardize => json!({ "standardize": {} }),
+    pub fn settings(&self) -> TransformSettings {
+        match *self {
+            TransformPlan::Standardize => TransformSettings::Standardize {},
             TransformPlan::PcaWhiten {
                 components,
                 epsilon,
-            } => json!({ "pca_whiten": { "components": components, "epsilon": epsilon } }),
+            } => TransformSettings::PcaWhiten {
+                components,
+                epsilon,
+            },
         }
     }
 

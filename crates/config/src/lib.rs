@@ -29,7 +29,9 @@
 mod diagnostic;
 mod heads;
 mod plan;
+pub mod resolved;
 pub mod schema;
+mod sources;
 pub mod techniques;
 
 use std::path::PathBuf;

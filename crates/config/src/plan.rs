@@ -18,11 +18,17 @@ use toml::Spanned;
 use crate::ConfigError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::heads::{HeadKind, HeadSpec, Threshold, TransformPlan};
+use crate::resolved::{
+    AugmentSettings, BackboneSettings, CurveSettings, DataSettings, DataSourceSettings,
+    EvaluationSettings, ImageSettings, ModelSourceSettings, ResolvedPipeline, SearchSettings,
+    SelectSettings, SplitSettings, ValidationWord,
+};
 use crate::schema::{
     RawActivation, RawBackbone, RawClassWeight, RawData, RawEvaluation, RawHeads, RawMetric,
     RawMonitor, RawPipeline, RawPooling, RawProvider, RawRange, RawSchedule, RawSearch,
     RawSearchMethod, RawSelect, RawSplit, RawThreshold, RawTransform, RawWeighting, SCHEMA_VERSION,
 };
+pub use crate::sources::{ModelSource, absolute};
 
 /// Where the rows come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,22 +103,6 @@ pub struct DataPlan {
     pub label_separator: Option<String>,
     /// Column naming each row's group: cross-validation keeps a group's rows in one fold.
     pub group_column: Option<String>,
-}
-
-/// Where the backbone comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelSource {
-    /// A backbone from graft's registry.
-    Registry(String),
-    /// The user's own files.
-    Files {
-        /// The ONNX graph.
-        onnx: PathBuf,
-        /// The `tokenizers` JSON.
-        tokenizer: PathBuf,
-        /// Expected sha256 of the graph, if pinned.
-        sha256: Option<String>,
-    },
 }
 
 /// The backbone section, resolved.
@@ -264,110 +254,137 @@ impl Plan {
     }
 
     /// The resolved pipeline, as recorded in the run manifest.
-    pub fn resolved(&self) -> serde_json::Value {
-        let data_source = match &self.data.source {
+    pub fn resolved(&self) -> ResolvedPipeline {
+        let source = match &self.data.source {
             DataSource::Registry(name) | DataSource::ImageRegistry(name) => {
-                json!({ "dataset": name })
+                DataSourceSettings::Dataset(name.clone())
             }
-            DataSource::File(path) => json!({ "path": path }),
-            DataSource::ImageFolder(path) => json!({ "images": path }),
+            DataSource::File(path) => DataSourceSettings::Path(path.clone()),
+            DataSource::ImageFolder(path) => DataSourceSettings::Images(path.clone()),
             DataSource::Features {
                 path,
                 labels,
                 embedding_column,
-            } => {
-                json!({ "features": path, "labels": labels, "embedding_column": embedding_column })
-            }
+            } => DataSourceSettings::Features {
+                path: path.clone(),
+                labels: labels.clone(),
+                embedding_column: embedding_column.clone(),
+            },
         };
         let split = match self.split {
-            SplitPlan::Stratified(r) => json!({ "stratified": {
-                "train": r.train(), "validation": r.validation(), "test": r.test()
-            }}),
-            SplitPlan::Predefined { validation } => {
-                json!({ "predefined": { "validation": validation }})
-            }
+            SplitPlan::Stratified(r) => SplitSettings::Stratified {
+                train: r.train(),
+                validation: r.validation(),
+                test: r.test(),
+            },
+            SplitPlan::Predefined { validation } => SplitSettings::Predefined { validation },
         };
-        let heads: Vec<serde_json::Value> = self.heads.iter().map(HeadSpec::json).collect();
-        json!({
-            "schema": SCHEMA_VERSION,
-            "name": self.name,
-            "seed": self.seed,
-            "data": {
-                "source": data_source,
-                "text_column": self.data.text_column,
-                "label_column": self.data.label_column,
-                "sample": self.data.sample,
-                "split_column": self.data.split_column,
-                "group_column": self.data.group_column,
-                "label_separator": self.data.label_separator,
+        let serde_json::Value::Object(techniques) = self.techniques.json() else {
+            unreachable!("technique settings are a table")
+        };
+        ResolvedPipeline {
+            schema: SCHEMA_VERSION,
+            name: self.name.clone(),
+            seed: self.seed,
+            data: DataSettings {
+                source,
+                text_column: self.data.text_column.clone(),
+                label_column: self.data.label_column.clone(),
+                sample: self.data.sample,
+                split_column: self.data.split_column.clone(),
+                group_column: self.data.group_column.clone(),
+                label_separator: self.data.label_separator.clone(),
             },
-            "split": split,
-            "backbone": self.backbone.as_ref().map(BackbonePlan::json),
-            "transform": self.transform.as_ref().map(TransformPlan::json),
-            "heads": heads,
-            "search": self.search.as_ref().map(|r| json!({
-                "head": self.heads[r.head].name(), "method": r.method,
-                "select": match r.select {
-                    Selection::Validation => json!("validation"),
-                    Selection::CrossValidation { folds } => json!({ "cv": folds }),
+            split,
+            backbone: self.backbone.as_ref().map(BackbonePlan::settings),
+            transform: self.transform.as_ref().map(TransformPlan::settings),
+            heads: self.heads.iter().map(HeadSpec::settings).collect(),
+            search: self.search.as_ref().map(|r| SearchSettings {
+                head: self.heads[r.head].name().to_owned(),
+                method: r.method.to_owned(),
+                select: match r.select {
+                    Selection::Validation => SelectSettings::Validation(ValidationWord::Validation),
+                    Selection::CrossValidation { folds } => {
+                        SelectSettings::CrossValidation { cv: folds }
+                    }
                 },
-                "candidates": r.values,
-            })),
-            "learning_curve": self.learning_curve.as_ref().map(|c| json!({
-                "shots": c.shots, "repeats": c.repeats,
-            })),
-            "techniques": self.techniques.json(),
-            "evaluation": {
-                "bootstrap": self.evaluation.bootstrap,
-                "level": self.evaluation.level,
-                "bins": self.evaluation.bins,
-                "cv": self.evaluation.cv,
+                candidates: r.values.clone(),
+            }),
+            learning_curve: self.learning_curve.as_ref().map(|c| CurveSettings {
+                shots: c.shots.clone(),
+                repeats: c.repeats,
+            }),
+            techniques,
+            evaluation: EvaluationSettings {
+                bootstrap: self.evaluation.bootstrap,
+                level: self.evaluation.level,
+                bins: self.evaluation.bins,
+                cv: self.evaluation.cv,
             },
-        })
+        }
     }
 }
 
 impl BackbonePlan {
     /// The resolved settings, as recorded in the manifest and in saved heads.
-    fn json(&self) -> serde_json::Value {
+    pub fn settings(&self) -> BackboneSettings {
         let image = self.image.as_ref().map(|i| {
             let p = &i.preprocess;
-            json!({
-                "input": p.input, "resize": p.resize, "image_size": p.crop, "mean": p.mean, "std": p.std,
-                "layout": format!("{:?}", p.layout).to_lowercase(), "dtype": format!("{:?}", p.dtype).to_lowercase(),
-                "bgr": p.bgr, "output": i.output,
-                "augment": i.augment.map(|(a, views)| json!({
-                    "horizontal_flip": a.horizontal_flip, "crop_scale": a.crop_scale, "views": views
-                })),
-            })
+            ImageSettings {
+                input: p.input.clone(),
+                resize: p.resize,
+                image_size: p.crop,
+                mean: p.mean,
+                std: p.std,
+                layout: format!("{:?}", p.layout).to_lowercase(),
+                dtype: format!("{:?}", p.dtype).to_lowercase(),
+                bgr: p.bgr,
+                output: i.output.clone(),
+                augment: i.augment.map(|(a, views)| AugmentSettings {
+                    horizontal_flip: a.horizontal_flip,
+                    crop_scale: a.crop_scale,
+                    views,
+                }),
+            }
         });
-        let model_source = match &self.source {
-            ModelSource::Registry(name) => json!({ "model": name }),
+        let source = match &self.source {
+            ModelSource::Registry(name) => ModelSourceSettings::Registry {
+                model: name.clone(),
+            },
             ModelSource::Files {
                 onnx,
                 tokenizer,
                 sha256,
-            } => {
-                json!({ "onnx": onnx, "tokenizer": tokenizer, "sha256": sha256 })
-            }
+            } => ModelSourceSettings::Files {
+                onnx: onnx.clone(),
+                tokenizer: tokenizer.clone(),
+                sha256: sha256.clone(),
+            },
         };
         let c = &self.config;
-        json!({
-                "source": model_source,
-                "output": c.output,
-                "pooling": c.pooling.name(),
-                "normalize": c.normalize,
-                "max_length": c.max_length,
-                "batch_size": c.batch_size,
-                "threads": c.intra_threads,
-                "sessions": c.sessions,
-                "cache": self.cache,
-                "prompt": self.prompt,
-                "provider": c.provider.name(),
-                "device_id": match c.provider { Provider::Cuda { device_id, .. } => Some(device_id), Provider::Cpu => None },
-                "fallback": match c.provider { Provider::Cuda { fallback, .. } => Some(fallback), Provider::Cpu => None },
-                "image": image,
-        })
+        let (device_id, fallback) = match c.provider {
+            Provider::Cuda {
+                device_id,
+                fallback,
+            } => (Some(device_id), Some(fallback)),
+            Provider::Cpu => (None, None),
+        };
+        BackboneSettings {
+            source,
+            output: c.output.clone(),
+            pooling: c.pooling.name().to_owned(),
+            normalize: c.normalize,
+            max_length: c.max_length,
+            batch_size: c.batch_size,
+            threads: c.intra_threads,
+            sessions: c.sessions,
+            cache: self.cache,
+            prompt: self.prompt.clone(),
+            provider: c.provider.name().to_owned(),
+            device_id,
+            fallback,
+            image,
+        }
     }
 }
 
@@ -435,24 +452,6 @@ pub fn apply_registry_defaults(config: &mut TextBackboneConfig, entry: &graft_as
     };
     config.normalize = entry.normalize;
     config.max_length = entry.max_length;
-}
-
-/// An absolute path with `.` and `..` removed lexically (so messages show `/repo/data/x.csv`, not
-/// `/repo/pipelines/../data/x.csv`).
-pub fn absolute(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.

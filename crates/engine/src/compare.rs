@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use graft_eval::{Bootstrap, McNemar, PairedBootstrap, mcnemar};
-use serde::Serialize;
-use serde_json::json;
+use graft_report::{Manifest, Metrics, SplitMetrics};
+use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
 use crate::io::write_atomic;
@@ -25,7 +25,7 @@ pub struct CompareJob {
 }
 
 /// One run in the comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComparedRun {
     /// The run folder.
     pub run_dir: PathBuf,
@@ -34,15 +34,35 @@ pub struct ComparedRun {
     /// The run's headline head.
     pub head: String,
     /// Its test scores, as the run's metrics.json records them.
-    pub test: serde_json::Value,
+    pub test: SplitMetrics,
     /// Against the first run on the same test rows (absent for the first, or when the rows differ).
     pub versus_first: Option<Paired>,
     /// Why there is no pairing, when there is none.
     pub unpaired_because: Option<String>,
 }
 
+/// `comparison.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComparisonRecord {
+    /// How the paired differences were resampled.
+    pub bootstrap: BootstrapRecord,
+    /// The runs, the first the reference.
+    pub runs: Vec<ComparedRun>,
+}
+
+/// Bootstrap settings as recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootstrapRecord {
+    /// Resamples.
+    pub resamples: usize,
+    /// Confidence level.
+    pub level: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
 /// A paired comparison with the first run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Paired {
     /// McNemar's exact test (`a_only`: rows only this run got right).
     pub mcnemar: McNemar,
@@ -74,23 +94,22 @@ fn compare_error(message: impl Into<String>, hint: impl Into<String>) -> Pipelin
 struct TestRows {
     task: String,
     head: String,
-    metrics_test: serde_json::Value,
+    metrics_test: SplitMetrics,
     rows: HashMap<u64, (String, String)>,
 }
 
 fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
-    let metrics: serde_json::Value = std::fs::read_to_string(run_dir.join("metrics.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(|| {
-            compare_error(
-                format!(
-                    "{} is not a graft run folder (no readable metrics.json)",
-                    run_dir.display()
-                ),
-                "pass folders that `cargo xtask run` printed as `run folder`",
-            )
-        })?;
+    let not_a_run = |e: graft_report::ArtefactError| {
+        compare_error(
+            format!(
+                "{} is not a graft run folder we can read: {e}",
+                run_dir.display()
+            ),
+            "pass folders that `graft run` printed as `run folder`",
+        )
+    };
+    Manifest::read(run_dir).map_err(not_a_run)?;
+    let metrics = Metrics::read(run_dir).map_err(not_a_run)?;
     let text = std::fs::read_to_string(run_dir.join("predictions.csv")).map_err(|_| {
         compare_error(
             format!("{} has no predictions.csv", run_dir.display()),
@@ -137,12 +156,9 @@ fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
         );
     }
     Ok(TestRows {
-        task: metrics["task"]
-            .as_str()
-            .unwrap_or("single-label")
-            .to_owned(),
+        task: metrics.task,
         head,
-        metrics_test: metrics["test"].clone(),
+        metrics_test: metrics.test,
         rows,
     })
 }
@@ -187,8 +203,8 @@ fn pair(
     }))
 }
 
-fn number(v: &serde_json::Value) -> String {
-    v.as_f64().map_or("-".to_owned(), |x| format!("{x:.4}"))
+fn number(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |x| format!("{x:.4}"))
 }
 
 /// The default folder of a comparison: `<runs>/comparisons/<UTC timestamp>`.
@@ -250,12 +266,14 @@ pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
     );
     for r in &runs {
         let t = &r.test;
-        let ci = &t["intervals"]["accuracy"];
-        let interval = if ci.is_null() {
-            "-".to_owned()
-        } else {
-            format!("[{}, {}]", number(&ci["lower"]), number(&ci["upper"]))
-        };
+        let interval = t.intervals.as_ref().map_or("-".to_owned(), |i| {
+            format!(
+                "[{}, {}]",
+                number(Some(i.accuracy.lower)),
+                number(Some(i.accuracy.upper))
+            )
+        });
+        let proba = t.probabilities.as_ref();
         let (diff, diff_interval, p) = match (&r.versus_first, &r.unpaired_because) {
             (Some(v), _) => (
                 format!("{:+.4}", v.accuracy_difference.interval.estimate),
@@ -273,10 +291,10 @@ pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
             "{:<44} {:<10} {:>9} {:>18} {:>9} {:>8} {:>12} {:>9}",
             r.name,
             r.head,
-            number(&t["accuracy"]),
+            number(Some(t.accuracy)),
             interval,
-            number(&t["macro_f1"]),
-            number(&t["probabilities"]["roc_auc"]),
+            number(Some(t.macro_f1)),
+            number(proba.and_then(|p| p.roc_auc)),
             diff,
             p
         );
@@ -285,12 +303,12 @@ pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.head,
-            number(&t["accuracy"]),
+            number(Some(t.accuracy)),
             interval,
-            number(&t["macro_f1"]),
-            number(&t["probabilities"]["roc_auc"]),
-            number(&t["probabilities"]["log_loss"]),
-            number(&t["probabilities"]["ece"]),
+            number(Some(t.macro_f1)),
+            number(proba.and_then(|p| p.roc_auc)),
+            number(proba.map(|p| p.log_loss)),
+            number(proba.map(|p| p.ece)),
             diff,
             diff_interval,
             p
@@ -303,11 +321,15 @@ pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
     let markdown = job.output_dir.join("comparison.md");
     let json_path = job.output_dir.join("comparison.json");
     write_atomic(&markdown, md.as_bytes())?;
-    let json = json!({ "bootstrap": { "resamples": job.bootstrap.resamples, "level": job.bootstrap.level, "seed": job.bootstrap.seed }, "runs": runs });
-    write_atomic(
-        &json_path,
-        (serde_json::to_string_pretty(&json).expect("json") + "\n").as_bytes(),
-    )?;
+    let record = ComparisonRecord {
+        bootstrap: BootstrapRecord {
+            resamples: job.bootstrap.resamples,
+            level: job.bootstrap.level,
+            seed: job.bootstrap.seed,
+        },
+        runs: runs.clone(),
+    };
+    write_atomic(&json_path, graft_report::to_json_text(&record).as_bytes())?;
     Ok(CompareOutcome {
         table,
         runs,

@@ -10,6 +10,8 @@ use graft_onnx::{Attribute, Dim, ElementType, Graph, OnnxModel, ValueInfo, stand
 use ndarray::{Array2, Axis};
 use serde_json::json;
 
+use graft_config::resolved::{BackboneSettings, ImageSettings};
+
 use crate::PipelineError;
 use crate::heads::{FittedHead, LoadedHead, TrainedHead, load_head};
 use crate::predict::{head_file, model_sha256, recorded_model};
@@ -312,12 +314,12 @@ fn model_error(path: &Path, e: graft_onnx::OnnxError) -> PipelineError {
 /// Backbone + pooling + normalisation + head, for a text backbone: the backbone's own token inputs in.
 fn merged_text_model(
     loaded: &LoadedHead,
+    settings: &BackboneSettings,
     backbone_path: &Path,
     backbone: &[u8],
 ) -> Result<(Vec<u8>, Vec<ValueInfo>), PipelineError> {
-    let settings = &loaded.info.backbone["settings"];
     let model = OnnxModel::parse(backbone).map_err(|e| model_error(backbone_path, e))?;
-    let states = match settings["output"].as_str() {
+    let states = match settings.output.as_deref() {
         Some(name) => model
             .outputs()
             .iter()
@@ -338,7 +340,7 @@ fn merged_text_model(
     let mut new_inputs = Vec::new();
     let pooled = match states.rank() {
         Some(2) => states.name.clone(),
-        Some(3) if settings["pooling"] == "cls" => {
+        Some(3) if settings.pooling == "cls" => {
             let first = g.constant_i64("first_token", &[0], &[]);
             g.node(
                 "Gather",
@@ -376,7 +378,7 @@ fn merged_text_model(
             ));
         }
     };
-    let features = if settings["normalize"].as_bool().unwrap_or(true) {
+    let features = if settings.normalize {
         l2_normalize(&mut g, &pooled)
     } else {
         pooled
@@ -385,9 +387,10 @@ fn merged_text_model(
     let note = format!(
         "token ids from the backbone's tokenizer (truncate at {} tokens, pad with 0 and attention_mask 0); \
          token_type_ids all 0{}",
-        settings["max_length"].as_u64().unwrap_or(256),
-        settings["prompt"]
-            .as_str()
+        settings.max_length,
+        settings
+            .prompt
+            .as_deref()
             .map_or(String::new(), |p| format!(
                 "; put each text through the prompt {p:?} first"
             ))
@@ -405,29 +408,14 @@ fn merged_text_model(
 /// centre-cropped) in; scaling, normalisation, channel order and layout happen inside.
 fn merged_image_model(
     loaded: &LoadedHead,
+    image: &ImageSettings,
     backbone_path: &Path,
     backbone: &[u8],
 ) -> Result<(Vec<u8>, Vec<ValueInfo>), PipelineError> {
-    let image = &loaded.info.backbone["settings"]["image"];
-    let bad = || {
-        export_error(
-            "the head's artefact does not record the image preprocessing",
-            "run the pipeline again with this graft version",
-        )
-    };
     let model = OnnxModel::parse(backbone).map_err(|e| model_error(backbone_path, e))?;
-    let input = image["input"].as_str().ok_or_else(bad)?;
-    let output = image["output"].as_str().ok_or_else(bad)?;
-    let size = image["image_size"].as_i64().ok_or_else(bad)?;
-    let triple = |key: &str| -> Result<Vec<f32>, PipelineError> {
-        let v: Vec<f32> = image[key]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .filter_map(|x| x.as_f64().map(|x| x as f32))
-            .collect();
-        if v.len() == 3 { Ok(v) } else { Err(bad()) }
-    };
+    let input = image.input.as_str();
+    let output = image.output.as_str();
+    let size = i64::from(image.image_size);
     let features = model
         .outputs()
         .iter()
@@ -441,23 +429,23 @@ fn merged_image_model(
         .clone();
 
     let mut pre = Graph::new(model.opset(), "graft/pre/");
-    let float = image["dtype"] == "float32";
+    let float = image.dtype == "float32";
     let mut x = "pixels".to_owned();
     if float {
         let cast = pre.node("Cast", &[&x], &[("to", Attribute::Int(1))]);
         // (v / 255 − mean) / std, in graft's order of operations.
         let full = pre.scalar("full_scale", 255.0);
-        let mean = pre.constant("pixel_mean", ndarray::aview1(&triple("mean")?).into_dyn());
-        let std = pre.constant("pixel_std", ndarray::aview1(&triple("std")?).into_dyn());
+        let mean = pre.constant("pixel_mean", ndarray::aview1(&image.mean).into_dyn());
+        let std = pre.constant("pixel_std", ndarray::aview1(&image.std).into_dyn());
         let unit = pre.node("Div", &[&cast, &full], &[]);
         let centred = pre.node("Sub", &[&unit, &mean], &[]);
         x = pre.node("Div", &[&centred, &std], &[]);
     }
-    if image["bgr"].as_bool().unwrap_or(false) {
+    if image.bgr {
         let order = pre.constant_i64("bgr", &[2, 1, 0], &[3]);
         x = pre.node("Gather", &[&x, &order], &[("axis", Attribute::Int(3))]);
     }
-    if image["layout"] == "nchw" {
+    if image.layout == "nchw" {
         pre.node_into(
             "Transpose",
             &[&x],
@@ -491,7 +479,7 @@ fn merged_image_model(
     let note = format!(
         "pixels: 8-bit RGB, [batch, {size}, {size}, 3]; resize the short side to {} (bilinear) and take the \
          centred {size}×{size} crop first",
-        image["resize"]
+        image.resize
     );
     let meta = metadata(loaded, "merged", &note);
     let bytes = model
@@ -528,14 +516,8 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
     }
     let (bytes, inputs) = if job.head_only {
         head_only_model(&loaded)?
-    } else if loaded.info.backbone["settings"].is_null() {
-        return Err(export_error(
-            "the run trained on given features, so there is no backbone to merge the head with",
-            "export the head alone with --head-only; run it on the same kind of features",
-        ));
-    } else {
-        let settings = &loaded.info.backbone["settings"];
-        let image = !settings["image"].is_null();
+    } else if let Some(settings) = &loaded.info.backbone.settings {
+        let image = settings.image.is_some();
         let model = recorded_model(&loaded)?;
         let cache = Cache::new(&job.cache_dir);
         let sha = model_sha256(&cache, &model, image)?;
@@ -557,11 +539,15 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             path: path.clone(),
             source,
         })?;
-        if image {
-            merged_image_model(&loaded, &path, &backbone)?
-        } else {
-            merged_text_model(&loaded, &path, &backbone)?
+        match &settings.image {
+            Some(image) => merged_image_model(&loaded, image, &path, &backbone)?,
+            None => merged_text_model(&loaded, settings, &path, &backbone)?,
         }
+    } else {
+        return Err(export_error(
+            "the run trained on given features, so there is no backbone to merge the head with",
+            "export the head alone with --head-only; run it on the same kind of features",
+        ));
     };
     crate::io::write_atomic(&output, &bytes)?;
     Ok(ExportOutcome {

@@ -23,12 +23,12 @@ use graft_ingest::{
 };
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::PipelineError;
 use crate::io::write_atomic;
 use crate::run::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
 use graft_config::{ModelSource, apply_registry_defaults, image_preprocess};
+use graft_report::{ModelRecord, RuntimeRecord};
 
 /// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,7 +183,36 @@ struct PartManifest {
     rows: u64,
     dimension: usize,
     file_sha256: String,
-    stats: serde_json::Value,
+    stats: PartStats,
+}
+
+/// How a part or output came to be.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum PartStats {
+    /// Extracted by one job.
+    Extracted(Box<ExtractionRecord>),
+    /// Merged from shard parts.
+    Merged {
+        /// The part files, by shard.
+        merged_from: Vec<Option<PathBuf>>,
+    },
+}
+
+/// What one extract job did, for the manifest beside its output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ExtractionRecord {
+    rows_extracted_now: u64,
+    rows_resumed: u64,
+    seconds: f64,
+    extract_seconds: f64,
+    rows_per_second: f64,
+    tokens: usize,
+    padded_tokens: usize,
+    truncated_rows: usize,
+    runtime: Option<RuntimeRecord>,
+    model: ModelRecord,
+    input: PathBuf,
 }
 
 /// What [`extract`] did.
@@ -566,7 +595,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     }
 
     let todo: Vec<u64> = mine.iter().copied().filter(|c| !done.contains(c)).collect();
-    let mut runtime_json = serde_json::Value::Null;
+    let mut runtime_record = None;
     let mut provider_used = "none: every chunk was already done";
     let mut stats = StreamStats::default();
     let mut extract_seconds = 0.0;
@@ -602,14 +631,15 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        runtime_json = runtime_manifest(
+        let mut record = runtime_manifest(
             &choice,
             &runtime,
             backbones[0].execution_provider(),
             backbones[0].provider_fallback(),
             job.threads,
         );
-        runtime_json["sessions"] = json!(job.sessions);
+        record.sessions = Some(job.sessions);
+        runtime_record = Some(record);
         provider_used = backbones[0].execution_provider();
         let bar = crate::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
         // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
@@ -636,24 +666,34 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         .collect();
     let extracted = shard_rows - resumed_rows;
     let seconds = started.elapsed().as_secs_f64();
-    let stats_json = json!({
-        "rows_extracted_now": extracted,
-        "rows_resumed": resumed_rows,
-        "seconds": seconds,
-        "extract_seconds": extract_seconds,
-        "rows_per_second": extracted as f64 / extract_seconds.max(1e-9),
-        "tokens": stats.tokens,
-        "padded_tokens": stats.padded_tokens,
-        "truncated_rows": stats.truncated_rows,
-        "runtime": runtime_json,
-        "model": match &extractor {
-            Extractor::Text(model, _) => model.json.clone(),
-            Extractor::Image(model, _) => json!({ "name": model.name, "onnx": crate::run::file_json(&model.onnx) }),
+    let record = ExtractionRecord {
+        rows_extracted_now: extracted,
+        rows_resumed: resumed_rows,
+        seconds,
+        extract_seconds,
+        rows_per_second: extracted as f64 / extract_seconds.max(1e-9),
+        tokens: stats.tokens,
+        padded_tokens: stats.padded_tokens,
+        truncated_rows: stats.truncated_rows,
+        runtime: runtime_record,
+        model: match &extractor {
+            Extractor::Text(model, _) => model.record.clone(),
+            Extractor::Image(model, _) => ModelRecord {
+                name: Some(model.name.clone()),
+                onnx: Some(crate::run::file_record(&model.onnx)),
+                ..ModelRecord::default()
+            },
         },
-        "input": job.input,
-    });
+        input: job.input.clone(),
+    };
     let written = assemble(
-        sources, &output, &identity, shard, input_rows, shard_rows, stats_json,
+        sources,
+        &output,
+        &identity,
+        shard,
+        input_rows,
+        shard_rows,
+        PartStats::Extracted(Box::new(record)),
     )?;
     std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
     drop(lock);
@@ -1128,7 +1168,7 @@ fn assemble(
     shard: Shard,
     input_rows: u64,
     rows: u64,
-    stats: serde_json::Value,
+    stats: PartStats,
 ) -> Result<Written, PipelineError> {
     let mut writer: Option<EmbeddingWriter> = None;
     let mut dimension = 0;
@@ -1290,7 +1330,9 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
         Shard::WHOLE,
         input_rows,
         input_rows,
-        json!({ "merged_from": by_index }),
+        PartStats::Merged {
+            merged_from: by_index.clone(),
+        },
     )?;
     Ok(MergeOutcome {
         output: output.to_path_buf(),

@@ -5,16 +5,18 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use graft_heads::{
-    Activation, Fit, FitMultiLabel, FittedKnn, FittedLogistic, FittedMlp, FittedMultiLabelLogistic,
-    FittedMultiLabelMlp, FittedPrototype, FittedTransform, HeadError, LabelSets, Metric, MlpReport,
-    Monitor, Predict, PredictMultiLabel, Schedule, Targets, TemperatureScaling, TransformKind,
-    Weighting, threshold_rows, tune_thresholds,
+    Fit, FitMultiLabel, FittedKnn, FittedLogistic, FittedMlp, FittedMultiLabelLogistic,
+    FittedMultiLabelMlp, FittedPrototype, FittedTransform, HeadError, LabelSets, MlpReport,
+    Predict, PredictMultiLabel, Targets, TemperatureScaling, TransformKind, threshold_rows,
+    tune_thresholds,
 };
 use ndarray::{Array1, Array2, ArrayView2};
-use serde_json::json;
 
 use graft_config::{HeadKind, HeadSpec, Threshold};
-use graft_report::{CurvePoint, TrainingFigures};
+use graft_report::{
+    BackboneRecord, CurvePoint, HEAD_FORMAT, HeadArtefact, HeadExtra, MultiLabelRecord,
+    TrainingFigures, TransformRecord,
+};
 
 use crate::PipelineError;
 use crate::io::write_atomic;
@@ -297,7 +299,7 @@ pub struct ArtefactInfo {
     /// Class names in output order.
     pub classes: Vec<String>,
     /// The backbone as the manifest records it (registry name, files, sha256, preprocessing).
-    pub backbone: serde_json::Value,
+    pub backbone: BackboneRecord,
     /// sha256 of the backbone's ONNX graph.
     pub backbone_sha256: String,
     /// Multi-label data: the separator joining a row's labels (used again in predictions).
@@ -321,12 +323,14 @@ pub fn save_head(
     let mut put1 = |name: &str, a: &Array1<f32>| {
         tensors.push((name.to_owned(), vec![a.len()], a.to_vec()));
     };
-    let mut extra = json!({});
+    let mut extra = HeadExtra::default();
     let mut two: Vec<(String, &Array2<f32>)> = Vec::new();
     if let Some(t) = &trained.transform {
         put1("transform.mean", t.mean());
         two.push(("transform.scale".to_owned(), t.scale()));
-        extra["transform"] = json!({ "kind": t.kind().name() });
+        extra.transform = Some(TransformRecord {
+            kind: t.kind().name().to_owned(),
+        });
     }
     let counts: Array1<f32>;
     let labels: Array1<f32>;
@@ -344,20 +348,20 @@ pub fn save_head(
                 put1(&format!("layers.{i}.bias"), b);
                 two.push((format!("layers.{i}.weights"), w));
             }
-            extra["activation"] = json!(h.activation().name());
+            extra.activation = Some(h.activation().name().to_owned());
         }
         FittedHead::MultiLabelMlp(h) => {
             for (i, (w, b)) in h.layers().into_iter().enumerate() {
                 put1(&format!("layers.{i}.bias"), b);
                 two.push((format!("layers.{i}.weights"), w));
             }
-            extra["activation"] = json!(h.activation().name());
+            extra.activation = Some(h.activation().name().to_owned());
         }
         FittedHead::Prototype(h) => {
             two.push(("prototypes".to_owned(), h.prototypes()));
             counts = h.counts().iter().map(|&c| c as f32).collect();
             put1("counts", &counts);
-            extra["fitted_temperature"] = json!(h.temperature());
+            extra.fitted_temperature = Some(h.temperature());
         }
         FittedHead::Knn(h) => {
             two.push(("points".to_owned(), h.points()));
@@ -393,28 +397,29 @@ pub fn save_head(
     let weights_path = dir.join(format!("{name}.safetensors"));
     let serialized = safetensors::serialize(views, None)
         .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
-    let description = json!({
-        "format": "graft-head",
-        "format_version": 1,
-        "graft_version": env!("CARGO_PKG_VERSION"),
-        "head": trained.spec.json(),
-        "weights": format!("{name}.safetensors"),
-        "weights_sha256": graft_stdx::sha256_hex(&serialized),
-        "classes": info.classes,
-        "input_dimension": trained.n_features(),
-        "temperature": trained.temperature.map(|t| t.temperature()),
-        "multi_label": trained.thresholds.as_ref().map(|t| json!({
-            "thresholds": t, "label_separator": info.label_separator,
-        })),
-        "backbone": info.backbone,
-        "backbone_sha256": info.backbone_sha256,
-        "extra": extra,
-    });
+    let description = HeadArtefact {
+        format: "graft-head".to_owned(),
+        format_version: HEAD_FORMAT,
+        graft_version: env!("CARGO_PKG_VERSION").to_owned(),
+        head: trained.spec.settings(),
+        weights: format!("{name}.safetensors"),
+        weights_sha256: graft_stdx::sha256_hex(&serialized),
+        classes: info.classes.clone(),
+        input_dimension: trained.n_features(),
+        temperature: trained.temperature.map(|t| t.temperature()),
+        multi_label: trained.thresholds.as_ref().map(|t| MultiLabelRecord {
+            thresholds: t.clone(),
+            label_separator: info.label_separator.clone(),
+        }),
+        backbone: info.backbone.clone(),
+        backbone_sha256: info.backbone_sha256.clone(),
+        extra,
+    };
     let json_path = dir.join(format!("{name}.json"));
     write_atomic(&weights_path, &serialized)?;
     write_atomic(
         &json_path,
-        (serde_json::to_string_pretty(&description).expect("json") + "\n").as_bytes(),
+        graft_report::to_json_text(&description).as_bytes(),
     )?;
     Ok(json_path)
 }
@@ -431,26 +436,14 @@ pub struct LoadedHead {
 /// Loads `<json>` and the safetensors file it names, checking the weights' sha256.
 pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let bad = |what: String| tensor_error(json_path, what);
-    let text = std::fs::read_to_string(json_path).map_err(|source| PipelineError::Io {
-        path: json_path.to_path_buf(),
-        source,
-    })?;
-    let d: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    if d["format"] != "graft-head" {
-        return Err(bad(
-            "not a graft head description (`format` is not \"graft-head\")".into(),
-        ));
-    }
-    let weights_name = d["weights"]
-        .as_str()
-        .ok_or_else(|| bad("no `weights` file named".into()))?;
+    let d = HeadArtefact::read(json_path)?;
+    let weights_name = d.weights.as_str();
     let weights_path = json_path.with_file_name(weights_name);
     let bytes = std::fs::read(&weights_path).map_err(|source| PipelineError::Io {
         path: weights_path.clone(),
         source,
     })?;
-    if d["weights_sha256"].as_str() != Some(graft_stdx::sha256_hex(&bytes).as_str()) {
+    if d.weights_sha256 != graft_stdx::sha256_hex(&bytes) {
         return Err(tensor_error(
             &weights_path,
             "sha256 differs from the one its .json records; the files do not belong together",
@@ -488,10 +481,9 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
         }
         Ok(Array2::from_shape_vec((shape[0], shape[1]), data.clone()).expect("shape from header"))
     };
-    let head_json = &d["head"];
-    let spec = spec_from_json(head_json).map_err(bad)?;
+    let spec = HeadSpec::from_settings(&d.head).map_err(bad)?;
     let head_error = |e: HeadError| tensor_error(&weights_path, e.to_string());
-    let transform = match d["extra"]["transform"]["kind"].as_str() {
+    let transform = match d.extra.transform.as_ref().map(|t| t.kind.as_str()) {
         None => None,
         Some(kind) => {
             let kind = match kind {
@@ -505,8 +497,7 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
             )
         }
     };
-    let classes: Vec<String> =
-        serde_json::from_value(d["classes"].clone()).map_err(|e| bad(format!("`classes`: {e}")))?;
+    let classes = d.classes.clone();
     let multi_label = spec.multi_label.is_some();
     type Layers = Vec<(Array2<f32>, Array1<f32>)>;
     let mlp_layers = || -> Result<Layers, PipelineError> {
@@ -553,13 +544,16 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
             .map_err(head_error)?,
         ),
     };
-    let temperature = match d["temperature"].as_f64() {
+    let temperature = match d.temperature {
         Some(t) => Some(TemperatureScaling::with_temperature(t).map_err(head_error)?),
         None => None,
     };
     let thresholds = if multi_label {
-        let t: Vec<f32> = serde_json::from_value(d["multi_label"]["thresholds"].clone())
-            .map_err(|e| bad(format!("`multi_label.thresholds`: {e}")))?;
+        let t: Vec<f32> = d
+            .multi_label
+            .as_ref()
+            .map(|m| m.thresholds.clone())
+            .ok_or_else(|| bad("`multi_label.thresholds` missing for a multi-label head".into()))?;
         if t.len() != classes.len() {
             return Err(bad(format!(
                 "{} thresholds for {} labels",
@@ -589,119 +583,14 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
         trained,
         info: ArtefactInfo {
             classes,
-            backbone: d["backbone"].clone(),
-            backbone_sha256: d["backbone_sha256"].as_str().unwrap_or_default().to_owned(),
-            label_separator: d["multi_label"]["label_separator"]
-                .as_str()
-                .map(str::to_owned),
+            label_separator: d.multi_label.and_then(|m| m.label_separator),
+            backbone: d.backbone,
+            backbone_sha256: d.backbone_sha256,
         },
     })
 }
 
 /// Rebuilds checked settings from an artefact's `head` object (the form [`HeadSpec::json`] writes).
-fn spec_from_json(v: &serde_json::Value) -> Result<HeadSpec, String> {
-    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};
-    let calibrate = v["calibrate"].as_bool().unwrap_or(false);
-    let f = |o: &serde_json::Value, k: &str| o[k].as_f64().ok_or(format!("`{k}` missing"));
-    let u = |o: &serde_json::Value, k: &str| {
-        o[k].as_u64()
-            .map(|x| x as usize)
-            .ok_or(format!("`{k}` missing"))
-    };
-    let metric = |o: &serde_json::Value| match o["metric"].as_str() {
-        Some("euclidean") => Metric::Euclidean,
-        _ => Metric::Cosine,
-    };
-    let err = |e: HeadError| e.to_string();
-    let kind = if let Some(o) = v.get("logistic") {
-        HeadKind::Logistic(
-            Logistic::params()
-                .c(f(o, "c")?)
-                .max_iter(u(o, "max_iter")?)
-                .tol(f(o, "tol")?)
-                .fit_intercept(o["fit_intercept"].as_bool().unwrap_or(true))
-                .balanced(o["class_weight"] == "balanced")
-                .check()
-                .map_err(err)?,
-        )
-    } else if let Some(o) = v.get("mlp") {
-        let hidden: Vec<usize> =
-            serde_json::from_value(o["hidden"].clone()).map_err(|e| format!("`hidden`: {e}"))?;
-        let activation = if o["activation"] == "gelu" {
-            Activation::Gelu
-        } else {
-            Activation::Relu
-        };
-        let schedule = match o["schedule"].as_str() {
-            Some("cosine") => Schedule::Cosine {
-                warmup_epochs: u(o, "warmup_epochs").unwrap_or(0),
-            },
-            Some("step") => Schedule::Step {
-                step_epochs: u(o, "step_epochs")?,
-                gamma: f(o, "gamma")?,
-            },
-            _ => Schedule::Constant,
-        };
-        HeadKind::Mlp(
-            Mlp::params()
-                .hidden(&hidden)
-                .activation(activation)
-                .dropout(f(o, "dropout")?)
-                .learning_rate(f(o, "learning_rate")?)
-                .weight_decay(f(o, "weight_decay")?)
-                .batch_size(u(o, "batch_size")?)
-                .max_epochs(u(o, "max_epochs")?)
-                .schedule(schedule)
-                .patience(o["patience"].as_u64().map(|p| p as usize))
-                .monitor(if o["monitor"] == "accuracy" {
-                    Monitor::Accuracy
-                } else {
-                    Monitor::Loss
-                })
-                .restore_best(o["restore_best"].as_bool().unwrap_or(true))
-                .seed(o["seed"].as_u64().unwrap_or(0))
-                .check()
-                .map_err(err)?,
-        )
-    } else if let Some(o) = v.get("prototype") {
-        HeadKind::Prototype(
-            Prototype::params()
-                .metric(metric(o))
-                .temperature(f(o, "temperature")?)
-                .check()
-                .map_err(err)?,
-        )
-    } else if let Some(o) = v.get("knn") {
-        let weighting = if o["weighting"] == "distance" {
-            Weighting::Distance
-        } else {
-            Weighting::Uniform
-        };
-        HeadKind::Knn(
-            Knn::params()
-                .k(u(o, "k")?)
-                .metric(metric(o))
-                .weighting(weighting)
-                .check()
-                .map_err(err)?,
-        )
-    } else {
-        return Err("`head` names no known head (logistic, mlp, prototype, knn)".to_owned());
-    };
-    let multi_label = match &v["threshold"] {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) if s == "tune" => Some(Threshold::Tuned),
-        t => Some(Threshold::Fixed(
-            t.as_f64()
-                .ok_or("`threshold` is not a number or \"tune\"")? as f32,
-        )),
-    };
-    Ok(HeadSpec {
-        kind,
-        calibrate,
-        multi_label,
-    })
-}
 
 #[cfg(test)]
 mod tests {
@@ -734,7 +623,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let info = ArtefactInfo {
             classes: vec!["a".into(), "b".into(), "c".into()],
-            backbone: json!({ "settings": {} }),
+            backbone: BackboneRecord {
+                files: graft_report::ModelRecord::default(),
+                settings: None,
+            },
             backbone_sha256: "0".repeat(64),
             label_separator: None,
         };

@@ -33,7 +33,10 @@ use std::path::PathBuf;
 
 use graft_config::{ConfigError, Diagnostic};
 
-pub use compare::{CompareJob, CompareOutcome, ComparedRun, Paired, compare, comparison_dir};
+pub use compare::{
+    BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
+    comparison_dir,
+};
 pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
@@ -96,6 +99,9 @@ pub enum PipelineError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A run-folder record that cannot be read (missing, damaged, or of another format version).
+    #[error(transparent)]
+    Record(#[from] graft_report::ArtefactError),
     /// Writing the run folder failed.
     #[error("{}: {source}", path.display())]
     Io {

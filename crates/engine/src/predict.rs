@@ -7,6 +7,9 @@ use graft_backbone::{Pooling, Provider};
 use ndarray::Array2;
 use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Series};
 
+use graft_config::resolved::{HeadSettings, ModelSourceSettings};
+use graft_report::Manifest;
+
 use crate::PipelineError;
 use crate::extract::{ExtractJob, extract};
 use crate::heads::{LoadedHead, load_head};
@@ -62,17 +65,16 @@ fn predict_error(message: impl Into<String>, hint: impl Into<String>) -> Pipelin
 
 /// The backbone a head was trained with, from its artefact.
 pub(crate) fn recorded_model(loaded: &LoadedHead) -> Result<ModelSource, PipelineError> {
-    let source = &loaded.info.backbone["settings"]["source"];
-    if let Some(name) = source["model"].as_str() {
-        return Ok(ModelSource::Registry(name.to_owned()));
-    }
-    match (source["onnx"].as_str(), source["tokenizer"].as_str()) {
-        (Some(onnx), Some(tokenizer)) => Ok(ModelSource::Files {
-            onnx: onnx.into(),
-            tokenizer: tokenizer.into(),
+    match loaded.info.backbone.settings.as_ref().map(|s| &s.source) {
+        Some(ModelSourceSettings::Registry { model }) => Ok(ModelSource::Registry(model.clone())),
+        Some(ModelSourceSettings::Files {
+            onnx, tokenizer, ..
+        }) => Ok(ModelSource::Files {
+            onnx: onnx.clone(),
+            tokenizer: tokenizer.clone(),
             sha256: None,
         }),
-        _ => Err(predict_error(
+        None => Err(predict_error(
             "the head's artefact does not record its backbone",
             "pass the backbone with --model (and --tokenizer for an .onnx file)",
         )),
@@ -98,36 +100,36 @@ pub(crate) fn model_sha256(
     })
 }
 
+/// The table name of a recorded head.
+fn head_name(h: &HeadSettings) -> Option<&'static str> {
+    match (&h.logistic, &h.mlp, &h.prototype, &h.knn) {
+        (Some(_), ..) => Some("logistic"),
+        (_, Some(_), ..) => Some("mlp"),
+        (_, _, Some(_), _) => Some("prototype"),
+        (.., Some(_)) => Some("knn"),
+        _ => None,
+    }
+}
+
 /// Picks the head's artefact in `run_dir/heads/`.
 pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, PipelineError> {
     let heads_dir = run_dir.join("heads");
-    let manifest_path = run_dir.join("manifest.json");
-    let manifest: serde_json::Value = std::fs::read_to_string(&manifest_path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(|| {
-            predict_error(
-                format!(
-                    "{} is not a graft run folder (no readable manifest.json)",
-                    run_dir.display()
-                ),
-                "pass the folder `cargo xtask run` printed as `run folder`",
-            )
-        })?;
-    let names: Vec<String> = manifest["pipeline"]["resolved"]["heads"]
-        .as_array()
-        .map(|heads| {
-            heads
-                .iter()
-                .filter_map(|h| {
-                    h.as_object()?
-                        .keys()
-                        .find(|k| k.as_str() != "calibrate")
-                        .cloned()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let manifest = Manifest::read(run_dir).map_err(|e| {
+        predict_error(
+            format!(
+                "{} is not a graft run folder we can read: {e}",
+                run_dir.display()
+            ),
+            "pass the folder `graft run` printed as `run folder`",
+        )
+    })?;
+    let names: Vec<&str> = manifest
+        .pipeline
+        .resolved
+        .heads
+        .iter()
+        .filter_map(head_name)
+        .collect();
     if names.is_empty() || !heads_dir.is_dir() {
         return Err(predict_error(
             format!("{} holds no saved heads", run_dir.display()),
@@ -135,14 +137,14 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         ));
     }
     let name = match head {
-        Some(h) if names.iter().any(|n| n == h) => h.to_owned(),
+        Some(h) if names.iter().any(|n| *n == h) => h.to_owned(),
         Some(h) => {
             return Err(predict_error(
                 format!("the run has no head `{h}`"),
                 format!("its heads: {}", names.join(", ")),
             ));
         }
-        None => names[0].clone(),
+        None => names[0].to_owned(),
     };
     Ok(heads_dir.join(format!("{name}.json")))
 }
@@ -166,8 +168,10 @@ fn extracted_features(
     job: &PredictJob,
     loaded: &LoadedHead,
 ) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
-    let settings = &loaded.info.backbone["settings"];
-    let image = !settings["image"].is_null();
+    let Some(settings) = &loaded.info.backbone.settings else {
+        unreachable!("a head with a backbone records its settings")
+    };
+    let image = settings.image.is_some();
     let model = match &job.model {
         Some(m) => m.clone(),
         None => recorded_model(loaded)?,
@@ -202,15 +206,15 @@ fn extracted_features(
     extract_job.threads = job.threads;
     extract_job.provider = job.provider;
     extract_job.progress = job.progress;
-    extract_job.max_length = settings["max_length"].as_u64().map(|v| v as usize);
-    extract_job.pooling = match settings["pooling"].as_str() {
-        Some("cls") => Some(Pooling::Cls),
-        Some("mean") => Some(Pooling::Mean),
+    extract_job.max_length = Some(settings.max_length);
+    extract_job.pooling = match settings.pooling.as_str() {
+        "cls" => Some(Pooling::Cls),
+        "mean" => Some(Pooling::Mean),
         _ => None,
     };
-    extract_job.prompt = settings["prompt"].as_str().map(str::to_owned);
-    extract_job.image_size = settings["image"]["image_size"].as_u64().map(|v| v as u32);
-    extract_job.resize = settings["image"]["resize"].as_u64().map(|v| v as u32);
+    extract_job.prompt = settings.prompt.clone();
+    extract_job.image_size = settings.image.as_ref().map(|i| i.image_size);
+    extract_job.resize = settings.image.as_ref().map(|i| i.resize);
     let result = extract(&extract_job).and_then(|_| {
         graft_ingest::read_embeddings(&features_path, None).map_err(PipelineError::from)
     });
@@ -225,8 +229,12 @@ fn given_features(
     job: &PredictJob,
     loaded: &LoadedHead,
 ) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
-    let column = loaded.info.backbone["files"]["embedding_column"]
-        .as_str()
+    let column = loaded
+        .info
+        .backbone
+        .files
+        .embedding_column
+        .as_deref()
         .unwrap_or("embedding");
     let embeddings = graft_ingest::read_feature_matrix(&job.input, column).map_err(|e| {
         predict_error(
@@ -266,7 +274,7 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
         }
     };
     let loaded = load_head(&head_file(&job.run_dir, job.head.as_deref())?)?;
-    let (embeddings, ids) = if loaded.info.backbone["settings"].is_null() {
+    let (embeddings, ids) = if loaded.info.backbone.settings.is_none() {
         given_features(job, &loaded)?
     } else {
         extracted_features(job, &loaded)?

@@ -20,7 +20,6 @@ use graft_ingest::{
 };
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
-use serde_json::json;
 
 use crate::PipelineError;
 use crate::curve::{BaselineInputs, CurveData};
@@ -28,8 +27,10 @@ use crate::heads::{ArtefactInfo, TrainedHead, save_head, train_head, train_multi
 use graft_config::HeadSpec;
 use graft_config::{DataSource, ModelSource, Plan, Selection, SplitPlan};
 use graft_report::{
-    self, Comparison, Context, CvScores, ExtractionFigures, HeadMetrics, Metrics, RowCounts,
-    SearchCandidate, SearchReport, SplitIntervals, SplitMetrics, Timings,
+    self, BackboneRecord, Comparison, Context, CvScores, DataRecord, ExtractionFigures,
+    FeatureCacheRecord, FileRecord, HeadMetrics, HostRecord, Manifest, Metrics, ModelRecord,
+    PipelineRecord, RUN_FORMAT, RowCounts, RuntimeRecord, SearchCandidate, SearchReport,
+    SplitIntervals, SplitMetrics, Timings,
 };
 
 /// Where a run reads its cache and writes its folder.
@@ -825,18 +826,23 @@ pub(crate) fn runtime_manifest(
     execution_provider: &str,
     provider_fallback: Option<&str>,
     intra_threads: usize,
-) -> serde_json::Value {
-    json!({
-        "library": file_json(&choice.library),
-        "loaded": runtime.library(),
-        "source": choice.source,
-        "version": choice.version,
-        "build_info": runtime.build_info(),
-        "provider_requested": choice.requested.name(),
-        "execution_provider": execution_provider,
-        "provider_fallback": choice.fallback_reason.as_deref().or(provider_fallback),
-        "intra_threads": intra_threads,
-    })
+) -> RuntimeRecord {
+    RuntimeRecord {
+        library: file_record(&choice.library),
+        loaded: runtime.library().to_path_buf(),
+        source: choice.source.clone(),
+        version: choice.version.clone(),
+        build_info: runtime.build_info(),
+        provider_requested: choice.requested.name().to_owned(),
+        execution_provider: execution_provider.to_owned(),
+        provider_fallback: choice
+            .fallback_reason
+            .as_deref()
+            .or(provider_fallback)
+            .map(str::to_owned),
+        intra_threads,
+        sessions: None,
+    }
 }
 
 /// A backbone's files, present and verified.
@@ -846,7 +852,7 @@ pub(crate) struct ResolvedModel {
     /// The registry name, or the graph's path.
     pub label: String,
     /// The manifest's description of the model.
-    pub json: serde_json::Value,
+    pub record: ModelRecord,
 }
 
 /// Why a model's files cannot be used; the caller words the first two for its context.
@@ -891,15 +897,19 @@ pub(crate) fn resolve_model(
                 .tokenizer
                 .clone()
                 .ok_or_else(|| ModelProblem::NotText(name.clone()))?;
-            let json = json!({
-                "name": name, "licence": files.entry.licence, "dimension": files.entry.dimension,
-                "onnx": file_json(&files.onnx), "tokenizer": file_json(&tokenizer),
-            });
+            let record = ModelRecord {
+                name: Some(name.clone()),
+                licence: Some(files.entry.licence.clone()),
+                dimension: Some(files.entry.dimension),
+                onnx: Some(file_record(&files.onnx)),
+                tokenizer: Some(file_record(&tokenizer)),
+                ..ModelRecord::default()
+            };
             Ok(ResolvedModel {
                 onnx: files.onnx,
                 tokenizer,
                 label: name.clone(),
-                json,
+                record,
             })
         }
         ModelSource::Files {
@@ -918,12 +928,16 @@ pub(crate) fn resolve_model(
                 });
             }
             let tokenizer = checksum(tokenizer)?;
-            let json = json!({ "name": null, "onnx": file_json(&onnx), "tokenizer": file_json(&tokenizer) });
+            let record = ModelRecord {
+                onnx: Some(file_record(&onnx)),
+                tokenizer: Some(file_record(&tokenizer)),
+                ..ModelRecord::default()
+            };
             Ok(ResolvedModel {
                 label: onnx.path.display().to_string(),
                 onnx,
                 tokenizer,
-                json,
+                record,
             })
         }
     }
@@ -1027,8 +1041,12 @@ pub fn provision_samples(names: &[&str], cache_dir: &Path) -> Result<Vec<PathBuf
         .collect())
 }
 
-pub(crate) fn file_json(f: &VerifiedFile) -> serde_json::Value {
-    json!({ "path": f.path, "sha256": f.sha256, "fetched_now": f.fetched })
+pub(crate) fn file_record(f: &VerifiedFile) -> FileRecord {
+    FileRecord {
+        path: f.path.clone(),
+        sha256: f.sha256.clone(),
+        fetched_now: f.fetched,
+    }
 }
 
 /// Runs a checked plan end to end and writes its run folder.
@@ -1062,10 +1080,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         features,
         train_views,
         extraction,
-        runtime_json,
-        feature_cache_json,
+        runtime: runtime_record,
+        feature_cache,
         model_label: backbone_label,
-        model_json,
+        model: model_record,
         model_sha256,
         provision_seconds,
     } = match &mut data.inputs {
@@ -1477,33 +1495,34 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         techniques,
         timings_seconds: timings,
     };
-    let manifest = json!({
-        "graft_version": env!("CARGO_PKG_VERSION"),
-        "pipeline": {
-            "file": plan.file,
-            "sha256": sha2_hex(plan.source.as_bytes()),
-            "resolved": plan.resolved(),
+    let resolved = plan.resolved();
+    let manifest = Manifest {
+        format: RUN_FORMAT,
+        graft_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pipeline: PipelineRecord {
+            file: plan.file.clone(),
+            sha256: graft_stdx::sha256_hex(plan.source.as_bytes()),
+            resolved: resolved.clone(),
         },
-        "seed": plan.seed,
-        "started_at": started_at.to_rfc3339(),
-        "finished_at": chrono::Utc::now().to_rfc3339(),
-        "data": {
-            "source": data_label,
-            "file": file_json(&data_file),
-            "rows_read": data.rows_read,
-            "dropped_null_text": data.dropped_null_text,
-            "dropped_null_label": data.dropped_null_label,
-            "not_sampled": not_sampled,
-            "classes": data.classes,
+        seed: plan.seed,
+        started_at: started_at.to_rfc3339(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        data: DataRecord {
+            source: data_label.clone(),
+            file: file_record(&data_file),
+            rows_read: data.rows_read,
+            dropped_null_text: data.dropped_null_text,
+            dropped_null_label: data.dropped_null_label,
+            not_sampled,
+            classes: data.classes.clone(),
         },
-        "backbone": model_json,
-        "runtime": runtime_json,
-        "feature_cache": feature_cache_json,
-        "transform": plan.resolved()["transform"].clone(),
-        "heads": plan.resolved()["heads"].clone(),
-        "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH,
-                  "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()) },
-    });
+        backbone: model_record,
+        runtime: runtime_record,
+        feature_cache,
+        transform: resolved.transform,
+        heads: resolved.heads.clone(),
+        host: HostRecord::this(),
+    };
 
     let labels = Context {
         backbone: &backbone_label,
@@ -1517,7 +1536,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let predictions = predictions_csv(&data, &split.test, &test_predictions);
     let info = ArtefactInfo {
         classes: output_classes.clone(),
-        backbone: json!({ "files": manifest["backbone"], "settings": plan.resolved()["backbone"] }),
+        backbone: BackboneRecord {
+            files: manifest.backbone.clone(),
+            settings: resolved.backbone.clone(),
+        },
         backbone_sha256: model_sha256.clone(),
         label_separator: plan.data.label_separator.clone(),
     };
@@ -1789,14 +1811,15 @@ fn given_features(plan: &Plan, features: Array2<f32>, file: &VerifiedFile) -> Fe
         features,
         train_views: Vec::new(),
         extraction,
-        runtime_json: serde_json::Value::Null,
-        feature_cache_json: serde_json::Value::Null,
+        runtime: None,
+        feature_cache: None,
         model_label: "no backbone (features given)".to_owned(),
-        model_json: json!({
-            "features": file_json(file),
-            "embedding_column": embedding_column,
-            "dimension": dimension,
-        }),
+        model: ModelRecord {
+            features: Some(file_record(file)),
+            embedding_column: Some(embedding_column),
+            dimension: Some(dimension),
+            ..ModelRecord::default()
+        },
         model_sha256: file.sha256.clone(),
         provision_seconds: 0.0,
     }
@@ -1808,10 +1831,10 @@ struct Featurized {
     /// One matrix per augmented view, rows aligned with the training split.
     train_views: Vec<Array2<f32>>,
     extraction: ExtractionFigures,
-    runtime_json: serde_json::Value,
-    feature_cache_json: serde_json::Value,
+    runtime: Option<RuntimeRecord>,
+    feature_cache: Option<FeatureCacheRecord>,
     model_label: String,
-    model_json: serde_json::Value,
+    model: ModelRecord,
     model_sha256: String,
     provision_seconds: f64,
 }
@@ -1828,7 +1851,7 @@ fn text_features(
         onnx,
         tokenizer,
         label: backbone_label,
-        json: model_json,
+        record: model_record,
     } = resolve_model(cache, &backbone_of(plan).source).map_err(|problem| match problem {
         ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
             &plan.spans.backbone,
@@ -1888,7 +1911,7 @@ fn text_features(
         },
     };
     let missing = cached.missing();
-    let mut runtime_json = serde_json::Value::Null;
+    let mut runtime_record = None;
     let mut extraction = ExtractionFigures {
         rows: texts.len(),
         extracted: missing.len(),
@@ -1946,31 +1969,32 @@ fn text_features(
         extraction.rows_per_second = todo.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         extraction.execution_provider = backbone.execution_provider().to_owned();
         extraction.threads = backbone.config().intra_threads;
-        runtime_json = runtime_manifest(
+        runtime_record = Some(runtime_manifest(
             &choice,
             &runtime,
             backbone.execution_provider(),
             backbone.provider_fallback(),
             backbone.config().intra_threads,
-        );
+        ));
         features
     };
-    let feature_cache_json = json!({
-        "enabled": store.is_some(),
-        "namespace": store.as_ref().map(|s| s.dir().to_path_buf()),
-        "hits": extraction.cache_hits,
-        "extracted": extraction.extracted,
-        "rejected_chunks": cached.rejected_chunks,
-    });
+    let feature_cache = FeatureCacheRecord {
+        enabled: store.is_some(),
+        namespace: store.as_ref().map(|s| s.dir().to_path_buf()),
+        namespaces: None,
+        hits: Some(extraction.cache_hits),
+        extracted: Some(extraction.extracted),
+        rejected_chunks: cached.rejected_chunks,
+    };
 
     Ok(Featurized {
         features,
         train_views: Vec::new(),
         extraction,
-        runtime_json,
-        feature_cache_json,
+        runtime: runtime_record,
+        feature_cache: Some(feature_cache),
         model_label: backbone_label,
-        model_json,
+        model: model_record,
         model_sha256: onnx.sha256,
         provision_seconds,
     })
@@ -2061,7 +2085,7 @@ fn image_features(
         unit: "images".to_owned(),
         ..ExtractionFigures::default()
     };
-    let mut runtime_json = serde_json::Value::Null;
+    let mut runtime_record = None;
     let mut backbone: Option<(ImageBackbone, RuntimeChoice, Runtime)> = None;
     let mut matrices = Vec::new();
     let mut namespaces = Vec::new();
@@ -2151,13 +2175,13 @@ fn image_features(
         extraction.rows_per_second = extraction.extracted as f64 / extract_seconds.max(1e-9);
         extraction.execution_provider = extractor.execution_provider().to_owned();
         extraction.threads = extractor.config().intra_threads;
-        runtime_json = runtime_manifest(
+        runtime_record = Some(runtime_manifest(
             choice,
             runtime,
             extractor.execution_provider(),
             extractor.provider_fallback(),
             extractor.config().intra_threads,
-        );
+        ));
     }
     let mut matrices = matrices.into_iter();
     let features = matrices.next().expect("the plain view is always extracted");
@@ -2165,17 +2189,23 @@ fn image_features(
         features,
         train_views: matrices.collect(),
         extraction,
-        runtime_json,
-        feature_cache_json: json!({
-            "enabled": backbone_of(plan).cache,
-            "namespaces": namespaces,
-            "rejected_chunks": rejected_chunks,
+        runtime: runtime_record,
+        feature_cache: Some(FeatureCacheRecord {
+            enabled: backbone_of(plan).cache,
+            namespace: None,
+            namespaces: Some(namespaces),
+            hits: None,
+            extracted: None,
+            rejected_chunks,
         }),
         model_label: name.clone(),
-        model_json: json!({
-            "name": name, "licence": model.entry.licence, "dimension": model.entry.dimension,
-            "onnx": file_json(&model.onnx),
-        }),
+        model: ModelRecord {
+            name: Some(name.clone()),
+            licence: Some(model.entry.licence.clone()),
+            dimension: Some(model.entry.dimension),
+            onnx: Some(file_record(&model.onnx)),
+            ..ModelRecord::default()
+        },
         model_sha256: model.onnx.sha256,
         provision_seconds,
     })
@@ -2286,7 +2316,7 @@ fn write_run_dir(
     plan: &Plan,
     options: &RunOptions,
     metrics: &Metrics,
-    manifest: &serde_json::Value,
+    manifest: &Manifest,
     labels: &Context<'_>,
     tables: Vec<(&str, String)>,
     heads: HeadArtefacts<'_>,
@@ -2304,22 +2334,17 @@ fn write_run_dir(
         final_dir = parent.join(format!("{stamp}-{n}"));
         n += 1;
     }
-    let tmp = parent.join(format!(".partial-{stamp}-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // Written under a hidden name and renamed when complete: a run folder that exists is complete.
+    let staged = graft_stdx::atomic::StagedDir::create(&final_dir).map_err(io(&final_dir))?;
+    let tmp = staged.path().to_path_buf();
     let final_dir_text = final_dir.display().to_string();
     let ctx = Context {
         run_dir: &final_dir_text,
         ..*labels
     };
     let files = [
-        (
-            "metrics.json",
-            serde_json::to_string_pretty(metrics).expect("metrics serialise") + "\n",
-        ),
-        (
-            "manifest.json",
-            serde_json::to_string_pretty(manifest).expect("manifest serialises") + "\n",
-        ),
+        ("metrics.json", graft_report::to_json_text(metrics)),
+        ("manifest.json", graft_report::to_json_text(manifest)),
         ("report.md", graft_report::markdown(metrics, &ctx)),
         ("report.html", graft_report::html(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
@@ -2333,8 +2358,7 @@ fn write_run_dir(
     for head in heads.heads {
         save_head(&heads_dir, head, heads.info)?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    Ok(final_dir)
+    staged.commit().map_err(io(&final_dir))
 }
 
 #[cfg(test)]

@@ -12,12 +12,18 @@
 //! assert_eq!(RUN_FORMAT, 1);
 //! ```
 
+mod artefacts;
 mod curve;
 mod html;
 mod markdown;
 mod metrics;
 mod training;
 
+pub use artefacts::{
+    ArtefactError, BackboneRecord, DataRecord, FeatureCacheRecord, FileRecord, HEAD_FORMAT,
+    HeadArtefact, HeadExtra, HostRecord, Manifest, ModelRecord, MultiLabelRecord, PipelineRecord,
+    RUN_FORMAT, RuntimeRecord, TransformRecord, to_json_text,
+};
 pub use curve::{BaselineNeeds, DataEfficiency, LearningCurve, LearningPoint, Spread};
 pub use html::html;
 pub use markdown::{Context, markdown, summary, thousands};
@@ -26,6 +32,3 @@ pub use metrics::{
     SearchCandidate, SearchReport, SplitIntervals, SplitMetrics, Timings,
 };
 pub use training::{CurvePoint, TechniqueReport, TrainingFigures};
-
-/// The version of the run-folder format this build writes and reads.
-pub const RUN_FORMAT: u32 = 1;

@@ -23,23 +23,23 @@ pub struct SplitMetrics {
     pub confusion: Vec<Vec<usize>>,
     /// Multi-label data: share of wrong label decisions (`accuracy` is then the exact-set match rate and
     /// `per_class` holds each label's scores).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hamming_loss: Option<f64>,
     /// Multi-label data: F1 over all label decisions pooled.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub micro_f1: Option<f64>,
     /// Mean per-class recall (single-label).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balanced_accuracy: Option<f64>,
     /// Support-weighted F1 (single-label).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weighted_f1: Option<f64>,
     /// Scores of the probabilities (test split, single-label): ROC-AUC, PR-AUC, log loss, Brier,
     /// calibration error and reliability bins.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probabilities: Option<ProbabilityReport>,
     /// Bootstrap confidence intervals (test split, single-label).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<SplitIntervals>,
 }
 
@@ -283,10 +283,10 @@ pub struct HeadMetrics {
     /// Training scores.
     pub train: SplitMetrics,
     /// Against the headline (first) head on the same test rows; absent for the headline itself.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versus_headline: Option<Comparison>,
     /// k-fold cross-validation over the training and validation rows, when `[evaluation] cv` asks.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_validation: Option<CvScores>,
     /// Training figures.
     pub training: TrainingFigures,
@@ -318,13 +318,13 @@ pub struct Metrics {
     /// Every head, in pipeline order; the first is the headline above.
     pub heads: Vec<HeadMetrics>,
     /// The hyperparameter search, when the pipeline has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchReport>,
     /// The learning curve (transfer vs a from-scratch baseline), when the pipeline asks for one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_curve: Option<crate::curve::LearningCurve>,
     /// Transfer-learning technique stages, in the order they ran.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub techniques: Vec<crate::training::TechniqueReport>,
     /// Seconds per stage.
     pub timings_seconds: Timings,

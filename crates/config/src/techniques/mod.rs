@@ -278,12 +278,12 @@ impl OtherBackbone {
     }
 
     /// Whether it is the pipeline's own backbone.
-    pub fn is_pipeline_backbone(&self, pipeline: Option<&crate::ModelSource>) -> bool {
+    pub fn is_pipeline_backbone(&self, pipeline: Option<&crate::sources::ModelSource>) -> bool {
         match (self, pipeline) {
-            (OtherBackbone::Registry(a), Some(crate::plan::ModelSource::Registry(b))) => a == b,
+            (OtherBackbone::Registry(a), Some(crate::sources::ModelSource::Registry(b))) => a == b,
             (
                 OtherBackbone::Files { onnx: a, .. },
-                Some(crate::plan::ModelSource::Files { onnx: b, .. }),
+                Some(crate::sources::ModelSource::Files { onnx: b, .. }),
             ) => a == b,
             _ => false,
         }
@@ -335,7 +335,7 @@ impl Check<'_> {
 
     /// A path relative to the pipeline file's folder.
     pub fn resolve(&self, path: &str) -> std::path::PathBuf {
-        crate::plan::absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
+        crate::sources::absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
     }
 
     /// A positive count, or the default.
