@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::PipelineError;
 use crate::io::write_atomic;
-use crate::run::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
+use crate::provision::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
 use graft_config::{ModelSource, apply_registry_defaults, image_preprocess};
 use graft_report::{ModelRecord, RuntimeRecord};
 
@@ -680,7 +680,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             Extractor::Text(model, _) => model.record.clone(),
             Extractor::Image(model, _) => ModelRecord {
                 name: Some(model.name.clone()),
-                onnx: Some(crate::run::file_record(&model.onnx)),
+                onnx: Some(crate::provision::file_record(&model.onnx)),
                 ..ModelRecord::default()
             },
         },
@@ -722,7 +722,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
 
 /// The model as the job is made: registered name and settings, or own files.
 enum Extractor {
-    Text(crate::run::ResolvedModel, TextBackboneConfig),
+    Text(crate::provision::ResolvedModel, TextBackboneConfig),
     Image(Box<graft_assets::ImageModelFiles>, ImageBackboneConfig),
 }
 

@@ -18,16 +18,23 @@
 //! # }
 //! ```
 
+mod artifacts;
 mod compare;
 mod curve;
+mod data;
+mod evaluate;
 mod export;
 mod extract;
+mod featurize;
 mod heads;
 mod io;
+mod options;
 mod predict;
 mod progress;
+mod provision;
 mod run;
 mod stages;
+mod train;
 
 use std::path::PathBuf;
 
@@ -46,10 +53,10 @@ pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
 };
 pub use predict::{PredictJob, PredictOutcome, predict};
-pub use run::{
-    RunOptions, RunOutcome, clear_feature_cache, feature_cache_stats, provision_all,
-    provision_runtime, provision_samples, run,
+pub use provision::{
+    clear_feature_cache, feature_cache_stats, provision_all, provision_runtime, provision_samples,
 };
+pub use run::{RunOptions, RunOutcome, run};
 
 /// Everything that can stop a pipeline.
 #[derive(Debug, thiserror::Error)]

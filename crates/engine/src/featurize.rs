@@ -1,0 +1,549 @@
+//! Rows to features: given features as they are, texts and images through the frozen backbone, every row
+//! looked up in the shared feature cache first and only the missing ones extracted (and stored).
+
+use std::time::Instant;
+
+use graft_assets::{Cache, VerifiedFile};
+use graft_backbone::{ImageBackbone, ImageBackboneConfig, ImageSource, Runtime, TextBackbone};
+use graft_features::{FeatureStore, Lookup, RowKey, row_key};
+use ndarray::Array2;
+use rayon::prelude::*;
+
+use crate::PipelineError;
+use crate::data::{Inputs, Labelled};
+use crate::options::RunOptions;
+use crate::provision::{
+    ModelProblem, ResolvedModel, RuntimeChoice, file_record, resolve_model, runtime_library,
+    runtime_manifest,
+};
+use crate::stages::Embedded;
+use graft_config::apply_prompt;
+use graft_config::techniques::OtherBackbone;
+use graft_config::{DataSource, ModelSource, Plan};
+use graft_report::{self, ExtractionFigures, FeatureCacheRecord, ModelRecord, RuntimeRecord};
+use graft_stdx::derive_seed;
+
+/// The backbone of a plan whose rows need one (checked when the plan was loaded).
+pub(crate) fn backbone_of(plan: &Plan) -> &graft_config::BackbonePlan {
+    plan.backbone
+        .as_ref()
+        .expect("texts and images come with a backbone (checked when the plan was loaded)")
+}
+
+/// Features given with the data: nothing to extract, nothing to provision.
+pub(crate) fn given_features(
+    plan: &Plan,
+    features: Array2<f32>,
+    file: &VerifiedFile,
+) -> Featurized {
+    let embedding_column = match &plan.data.source {
+        DataSource::Features {
+            embedding_column, ..
+        } => embedding_column.clone(),
+        _ => unreachable!("called for given features"),
+    };
+    let extraction = ExtractionFigures {
+        rows: features.nrows(),
+        extracted: 0,
+        cache_hits: 0,
+        dimension: features.ncols(),
+        rows_per_second: 0.0,
+        batches: 0,
+        tokens: 0,
+        padded_tokens: 0,
+        truncated_rows: 0,
+        tokenize_seconds: 0.0,
+        execution_provider: "none (features given)".to_owned(),
+        unit: "features".to_owned(),
+        threads: 0,
+    };
+    let dimension = features.ncols();
+    Featurized {
+        features,
+        train_views: Vec::new(),
+        extraction,
+        runtime: None,
+        feature_cache: None,
+        model_label: "no backbone (features given)".to_owned(),
+        model: ModelRecord {
+            features: Some(file_record(file)),
+            embedding_column: Some(embedding_column),
+            dimension: Some(dimension),
+            ..ModelRecord::default()
+        },
+        model_sha256: file.sha256.clone(),
+        provision_seconds: 0.0,
+    }
+}
+
+/// What the extraction stage hands on.
+pub(crate) struct Featurized {
+    pub(crate) features: Array2<f32>,
+    /// One matrix per augmented view, rows aligned with the training split.
+    pub(crate) train_views: Vec<Array2<f32>>,
+    pub(crate) extraction: ExtractionFigures,
+    pub(crate) runtime: Option<RuntimeRecord>,
+    pub(crate) feature_cache: Option<FeatureCacheRecord>,
+    pub(crate) model_label: String,
+    pub(crate) model: ModelRecord,
+    pub(crate) model_sha256: String,
+    pub(crate) provision_seconds: f64,
+}
+
+/// Text rows: MiniLM-style backbone, feature cache keyed by each text's sha256.
+pub(crate) fn text_features(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    texts: &[String],
+) -> Result<Featurized, PipelineError> {
+    let clock = Instant::now();
+    let ResolvedModel {
+        onnx,
+        tokenizer,
+        label: backbone_label,
+        record: model_record,
+    } = resolve_model(cache, &backbone_of(plan).source).map_err(|problem| match problem {
+        ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
+            &plan.spans.backbone,
+            format!("backbone `{name}` is not a text model"),
+        )),
+        ModelProblem::Checksum {
+            path,
+            expected,
+            actual,
+        } => plan
+            .diagnostic(
+                &plan.spans.sha256,
+                format!(
+                    "checksum mismatch for {}: expected {expected}, found {actual}",
+                    path.display()
+                ),
+            )
+            .with_hint(
+                "the model file changed since the pipeline pinned it; restore it or update `sha256`",
+            )
+            .into(),
+        ModelProblem::Other(e) => e,
+    })?;
+    let provision_seconds = clock.elapsed().as_secs_f64();
+
+    let config = &backbone_of(plan).config;
+    let store = if backbone_of(plan).cache {
+        // Everything that changes the extractor's output is part of the namespace.
+        let description = format!(
+            "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
+             normalize {}; max_length {}",
+            // The name is for `cache stats`; identity comes from the checksums.
+            match &backbone_of(plan).source {
+                ModelSource::Registry(name) => name.clone(),
+                ModelSource::Files { onnx, .. } => onnx
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            },
+            onnx.sha256,
+            tokenizer.sha256,
+            config.output.as_deref().unwrap_or("(first)"),
+            config.pooling.name(),
+            config.normalize,
+            config.max_length
+        );
+        Some(FeatureStore::open(&options.features_dir, &description)?)
+    } else {
+        None
+    };
+    let keys: Vec<RowKey> = texts.iter().map(|t| row_key(t.as_bytes())).collect();
+    let cached = match &store {
+        Some(store) => store.lookup(&keys)?,
+        None => Lookup {
+            rows: Array2::zeros((keys.len(), 0)),
+            found: vec![false; keys.len()],
+            rejected_chunks: 0,
+        },
+    };
+    let missing = cached.missing();
+    let mut runtime_record = None;
+    let mut extraction = ExtractionFigures {
+        rows: texts.len(),
+        extracted: missing.len(),
+        cache_hits: cached.hits(),
+        dimension: cached.rows.ncols(),
+        rows_per_second: 0.0,
+        batches: 0,
+        tokens: 0,
+        padded_tokens: 0,
+        truncated_rows: 0,
+        tokenize_seconds: 0.0,
+        execution_provider: "none: every feature came from the cache".to_owned(),
+        unit: "texts".to_owned(),
+        threads: 0,
+    };
+    let features = if missing.is_empty() {
+        cached.rows
+    } else {
+        // The runtime comes after the model files: a wrong model is reported before anything large is fetched.
+        let choice = runtime_library(cache, config.provider)?;
+        let runtime = Runtime::load(&choice.library.path)?;
+        let mut config = config.clone();
+        config.progress = false;
+        config.provider = choice.provider;
+        let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
+        let started = Instant::now();
+        let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+        let encoded = backbone.tokenizer().encode(&todo)?;
+        // Embedded and stored a slice of whole batches at a time, in the global length order: the same
+        // batches as one call, and a stopped run keeps what it had stored.
+        let slice_rows = backbone.config().batch_size * TEXT_STORE_BATCHES;
+        let bar = crate::progress::bar(options.progress, todo.len() as u64, 0, "rows");
+        let mut features = cached.rows;
+        for slice in encoded.length_order().chunks(slice_rows) {
+            let (fresh, stats) =
+                backbone.embed_rows(&encoded, slice, |rows| bar.inc(rows as u64))?;
+            if let Some(store) = &store {
+                let fresh_keys: Vec<RowKey> = slice.iter().map(|&r| keys[missing[r]]).collect();
+                store.insert(&fresh_keys, fresh.view())?;
+            }
+            if features.ncols() != fresh.ncols() {
+                features = Array2::zeros((keys.len(), fresh.ncols()));
+            }
+            for (row, &r) in slice.iter().enumerate() {
+                features.row_mut(missing[r]).assign(&fresh.row(row));
+            }
+            extraction.dimension = fresh.ncols();
+            extraction.batches += stats.batches;
+            extraction.tokens += stats.tokens;
+            extraction.padded_tokens += stats.padded_tokens;
+            extraction.truncated_rows += stats.truncated_rows;
+        }
+        extraction.tokenize_seconds = encoded.tokenize_seconds();
+        bar.finish_and_clear();
+        extraction.rows_per_second = todo.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        extraction.execution_provider = backbone.execution_provider().to_owned();
+        extraction.threads = backbone.config().intra_threads;
+        runtime_record = Some(runtime_manifest(
+            &choice,
+            &runtime,
+            backbone.execution_provider(),
+            backbone.provider_fallback(),
+            backbone.config().intra_threads,
+        ));
+        features
+    };
+    let feature_cache = FeatureCacheRecord {
+        enabled: store.is_some(),
+        namespace: store.as_ref().map(|s| s.dir().to_path_buf()),
+        namespaces: None,
+        hits: Some(extraction.cache_hits),
+        extracted: Some(extraction.extracted),
+        rejected_chunks: cached.rejected_chunks,
+    };
+
+    Ok(Featurized {
+        features,
+        train_views: Vec::new(),
+        extraction,
+        runtime: runtime_record,
+        feature_cache: Some(feature_cache),
+        model_label: backbone_label,
+        model: model_record,
+        model_sha256: onnx.sha256,
+        provision_seconds,
+    })
+}
+
+/// One set of feature rows to extract for images: which rows, the feature-cache namespace and keys, and
+/// for an augmented view each row's augmentation seed.
+pub(crate) struct View {
+    pub(crate) rows: Vec<usize>,
+    pub(crate) namespace: String,
+    pub(crate) keys: Vec<RowKey>,
+    pub(crate) seeds: Option<Vec<u64>>,
+}
+
+/// Image rows: an image backbone, feature cache keyed by each image's content (plus, for augmented views,
+/// the view's seed); augmented views are extracted for the training rows only.
+pub(crate) fn image_features(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    images: &[ImageSource],
+    train: &[usize],
+) -> Result<Featurized, PipelineError> {
+    let clock = Instant::now();
+    let image_plan = backbone_of(plan)
+        .image
+        .as_ref()
+        .expect("image data needs an image backbone");
+    let ModelSource::Registry(name) = &backbone_of(plan).source else {
+        unreachable!("image backbones come from the registry")
+    };
+    let model = cache.image_model(name)?;
+    let provision_seconds = clock.elapsed().as_secs_f64();
+    let config = &backbone_of(plan).config;
+    let p = &image_plan.preprocess;
+    let description = format!(
+        "graft-features 1; image model {name}; onnx sha256 {}; output {}; input {}; resize {}; crop {}; \
+         mean {:?}; std {:?}; layout {:?}; dtype {:?}; bgr {}",
+        model.onnx.sha256,
+        image_plan.output,
+        p.input,
+        p.resize,
+        p.crop,
+        p.mean,
+        p.std,
+        p.layout,
+        p.dtype,
+        p.bgr
+    );
+    let keys: Vec<RowKey> = images.par_iter().map(image_key).collect::<Result<_, _>>()?;
+    // The plain view of every row first, then each augmented view of the training rows.
+    let mut jobs = vec![View {
+        rows: (0..images.len()).collect(),
+        namespace: description.clone(),
+        keys: keys.clone(),
+        seeds: None,
+    }];
+    if let Some((aug, views)) = image_plan.augment {
+        for view in 1..=views as u64 {
+            let seeds: Vec<u64> = train
+                .iter()
+                .map(|&i| derive_seed(plan.seed, &format!("augment {view} {}", hex(&keys[i]))))
+                .collect();
+            let view_keys = train
+                .iter()
+                .zip(&seeds)
+                .map(|(&i, seed)| {
+                    let mut bytes = keys[i].to_vec();
+                    bytes.extend_from_slice(&seed.to_le_bytes());
+                    row_key(&bytes)
+                })
+                .collect();
+            jobs.push(View {
+                rows: train.to_vec(),
+                namespace: format!(
+                    "{description}; augmented view: flip {}, crop_scale {:?}",
+                    aug.horizontal_flip, aug.crop_scale
+                ),
+                keys: view_keys,
+                seeds: Some(seeds),
+            });
+        }
+    }
+
+    let mut extraction = ExtractionFigures {
+        rows: jobs.iter().map(|j| j.rows.len()).sum(),
+        execution_provider: "none: every feature came from the cache".to_owned(),
+        unit: "images".to_owned(),
+        ..ExtractionFigures::default()
+    };
+    let mut runtime_record = None;
+    let mut backbone: Option<(ImageBackbone, RuntimeChoice, Runtime)> = None;
+    let mut matrices = Vec::new();
+    let mut namespaces = Vec::new();
+    let mut rejected_chunks = 0;
+    let mut extract_seconds = 0.0;
+    for View {
+        rows,
+        namespace,
+        keys: view_keys,
+        seeds,
+    } in jobs
+    {
+        let store = if backbone_of(plan).cache {
+            Some(FeatureStore::open(&options.features_dir, &namespace)?)
+        } else {
+            None
+        };
+        let cached = match &store {
+            Some(store) => store.lookup(&view_keys)?,
+            None => Lookup {
+                rows: Array2::zeros((view_keys.len(), 0)),
+                found: vec![false; view_keys.len()],
+                rejected_chunks: 0,
+            },
+        };
+        rejected_chunks += cached.rejected_chunks;
+        namespaces.push(store.as_ref().map(|s| s.dir().to_path_buf()));
+        let missing = cached.missing();
+        extraction.cache_hits += cached.hits();
+        extraction.extracted += missing.len();
+        if missing.is_empty() {
+            extraction.dimension = cached.rows.ncols();
+            matrices.push(cached.rows);
+            continue;
+        }
+        if backbone.is_none() {
+            let choice = runtime_library(cache, config.provider)?;
+            let runtime = Runtime::load(&choice.library.path)?;
+            let loaded = ImageBackbone::load(
+                &runtime,
+                &model.onnx.path,
+                ImageBackboneConfig {
+                    preprocess: p.clone(),
+                    output: image_plan.output.clone(),
+                    batch_size: config.batch_size,
+                    intra_threads: config.intra_threads,
+                    // One bar over all slices, drawn here.
+                    progress: false,
+                    provider: choice.provider,
+                },
+            )?;
+            backbone = Some((loaded, choice, runtime));
+        }
+        let (extractor, _, _) = backbone.as_mut().expect("loaded above");
+        // Extracted and stored a slice at a time: a run stopped after an hour keeps most of its work.
+        let bar = crate::progress::bar(options.progress, missing.len() as u64, 0, "images");
+        let mut matrix = cached.rows;
+        for part in missing.chunks(IMAGE_STORE_ROWS) {
+            let todo: Vec<ImageSource> = part.iter().map(|&k| images[rows[k]].clone()).collect();
+            let (fresh, stats) = match (&seeds, image_plan.augment) {
+                (Some(seeds), Some((aug, _))) => {
+                    let todo_seeds: Vec<u64> = part.iter().map(|&k| seeds[k]).collect();
+                    extractor.embed_augmented(&todo, aug, &todo_seeds)?
+                }
+                _ => extractor.embed(&todo)?,
+            };
+            extract_seconds += stats.seconds;
+            extraction.batches += stats.batches;
+            extraction.tokenize_seconds += stats.preprocess_seconds;
+            if let Some(store) = &store {
+                let fresh_keys: Vec<RowKey> = part.iter().map(|&k| view_keys[k]).collect();
+                store.insert(&fresh_keys, fresh.view())?;
+            }
+            if matrix.ncols() != fresh.ncols() {
+                matrix = Array2::zeros((view_keys.len(), fresh.ncols()));
+            }
+            for (row, &k) in part.iter().enumerate() {
+                matrix.row_mut(k).assign(&fresh.row(row));
+            }
+            extraction.dimension = fresh.ncols();
+            bar.inc(part.len() as u64);
+        }
+        bar.finish_and_clear();
+        matrices.push(matrix);
+    }
+    if let Some((extractor, choice, runtime)) = &backbone {
+        extraction.rows_per_second = extraction.extracted as f64 / extract_seconds.max(1e-9);
+        extraction.execution_provider = extractor.execution_provider().to_owned();
+        extraction.threads = extractor.config().intra_threads;
+        runtime_record = Some(runtime_manifest(
+            choice,
+            runtime,
+            extractor.execution_provider(),
+            extractor.provider_fallback(),
+            extractor.config().intra_threads,
+        ));
+    }
+    let mut matrices = matrices.into_iter();
+    let features = matrices.next().expect("the plain view is always extracted");
+    Ok(Featurized {
+        features,
+        train_views: matrices.collect(),
+        extraction,
+        runtime: runtime_record,
+        feature_cache: Some(FeatureCacheRecord {
+            enabled: backbone_of(plan).cache,
+            namespace: None,
+            namespaces: Some(namespaces),
+            hits: None,
+            extracted: None,
+            rejected_chunks,
+        }),
+        model_label: name.clone(),
+        model: ModelRecord {
+            name: Some(name.clone()),
+            licence: Some(model.entry.licence.clone()),
+            dimension: Some(model.entry.dimension),
+            onnx: Some(file_record(&model.onnx)),
+            ..ModelRecord::default()
+        },
+        model_sha256: model.onnx.sha256,
+        provision_seconds,
+    })
+}
+
+/// Batches of texts embedded (and stored in the feature cache) per step of a text pipeline.
+pub(crate) const TEXT_STORE_BATCHES: usize = 32;
+
+/// Images extracted (and stored in the feature cache) per step of an image pipeline.
+pub(crate) const IMAGE_STORE_ROWS: usize = 2048;
+
+/// An image's content key: the file's bytes, or the pixels with their shape.
+pub(crate) fn image_key(image: &ImageSource) -> Result<RowKey, PipelineError> {
+    match image {
+        ImageSource::File(path) => {
+            let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(row_key(&bytes))
+        }
+        ImageSource::Pixels {
+            width,
+            height,
+            channels,
+            data,
+        } => {
+            let mut bytes = format!("{width}x{height}x{channels}:").into_bytes();
+            bytes.extend_from_slice(data);
+            Ok(row_key(&bytes))
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Features of every used row: given features as read, texts through the backbone's prompt, images with
+/// their augmented training views. Rows the feature cache holds are not extracted again.
+pub(crate) fn featurize(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    data: &mut Labelled,
+    train: &[usize],
+    data_file: &VerifiedFile,
+) -> Result<Featurized, PipelineError> {
+    match &mut data.inputs {
+        Inputs::Texts(texts) => {
+            // The template is part of what the backbone reads, so of each row's cache key too.
+            let prompted: Option<Vec<String>> = backbone_of(plan)
+                .prompt
+                .as_ref()
+                .map(|p| texts.iter().map(|t| apply_prompt(p, t)).collect());
+            text_features(plan, options, cache, prompted.as_deref().unwrap_or(texts))
+        }
+        Inputs::Images(images) => image_features(plan, options, cache, images, train),
+        Inputs::Features(given) => Ok(given_features(plan, std::mem::take(given), data_file)),
+    }
+}
+
+/// Texts a technique stage brings (label descriptions, a target domain, augmented views), through the
+/// pipeline's prompt and the feature cache like the rows; with the pipeline's backbone or `backbone`, and
+/// every row extracted afresh when `fresh` (for timing).
+pub(crate) fn embed_texts(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    backbone: Option<&OtherBackbone>,
+    texts: &[String],
+    fresh: bool,
+) -> Result<Embedded, PipelineError> {
+    let prompted: Vec<String> = match &backbone_of(plan).prompt {
+        Some(p) => texts.iter().map(|t| apply_prompt(p, t)).collect(),
+        None => texts.to_vec(),
+    };
+    let mut other = plan.clone();
+    let chosen = other.backbone.as_mut().expect("text rows have a backbone");
+    if let Some(backbone) = backbone {
+        *chosen = graft_config::other_text_backbone(chosen, backbone);
+    }
+    chosen.cache &= !fresh;
+    let f = text_features(&other, options, cache, &prompted)?;
+    Ok(Embedded {
+        features: f.features,
+        rows_per_second: f.extraction.rows_per_second,
+        extracted: f.extraction.extracted,
+    })
+}

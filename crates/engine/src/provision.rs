@@ -1,0 +1,323 @@
+//! The real parts a run needs: ONNX Runtime (the provider asked for and the one that will run), the model
+//! files (fetched or checksummed), and the cache-wide commands (fetch, feature-cache stats and clear).
+
+use std::path::{Path, PathBuf};
+
+use graft_assets::{Cache, VerifiedFile, sha256_file};
+use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Provider, Runtime};
+
+use crate::PipelineError;
+use graft_config::{DataSource, ModelSource, Plan};
+use graft_report::{self, FileRecord, ModelRecord, RuntimeRecord};
+
+/// The ONNX Runtime library chosen for a run, and the provider it will be asked for.
+pub(crate) struct RuntimeChoice {
+    pub library: VerifiedFile,
+    /// `ORT_DYLIB_PATH` or `provisioned by graft`.
+    pub source: String,
+    pub version: String,
+    /// The provider the pipeline or command line asked for.
+    pub requested: Provider,
+    /// The provider to request from the backbone (CUDA may have been turned into CPU here already).
+    pub provider: Provider,
+    /// Why CUDA was asked for and CPU chosen before loading anything.
+    pub fallback_reason: Option<String>,
+}
+
+/// Where the NVIDIA kernel driver reports itself once loaded.
+pub(crate) const NVIDIA_DRIVER_FILE: &str = "/proc/driver/nvidia/version";
+
+/// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions: the GPU build
+/// for CUDA on a machine with an NVIDIA driver, the CPU build otherwise. On a machine without the driver the
+/// 285 MB GPU build is not fetched: CUDA falls back to CPU at once, or fails when fallback is off.
+pub(crate) fn runtime_library(
+    cache: &Cache,
+    provider: Provider,
+) -> Result<RuntimeChoice, PipelineError> {
+    if let Some(path) = std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        let sha256 = sha256_file(&path).map_err(|e| BackboneError::RuntimeLoad {
+            path: path.clone(),
+            reason: e.to_string(),
+            hint: format!("{ORT_DYLIB_ENV} is set; point it at an existing libonnxruntime.so (1.31 or newer) or unset it"),
+        })?;
+        // The loader rejects anything older than 1.31; the file name usually carries the exact version.
+        let version = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+            .map_or_else(
+                || "1.31 or newer (not stated in the file name)".to_owned(),
+                str::to_owned,
+            );
+        return Ok(RuntimeChoice {
+            library: VerifiedFile {
+                path,
+                sha256,
+                fetched: false,
+            },
+            source: ORT_DYLIB_ENV.to_owned(),
+            version,
+            requested: provider,
+            provider,
+            fallback_reason: None,
+        });
+    }
+    let requested = provider;
+    let (name, provider, fallback_reason) = match provider {
+        Provider::Cpu => ("onnxruntime", provider, None),
+        Provider::Cuda { .. } if Path::new(NVIDIA_DRIVER_FILE).exists() => {
+            ("onnxruntime-gpu", provider, None)
+        }
+        Provider::Cuda { fallback: true, .. } => {
+            let reason =
+                format!("no NVIDIA driver on this machine ({NVIDIA_DRIVER_FILE} is missing)");
+            tracing::warn!(%reason, "CUDA requested; running on CPU (set `fallback = false` to make this an error)");
+            ("onnxruntime", Provider::Cpu, Some(reason))
+        }
+        Provider::Cuda {
+            fallback: false, ..
+        } => {
+            return Err(BackboneError::Provider {
+                provider: "CUDA",
+                reason: format!("no NVIDIA driver on this machine ({NVIDIA_DRIVER_FILE} is missing)"),
+                hint: "run on a machine with an NVIDIA GPU and driver, or set `fallback = true` (CLI: drop \
+                       --no-fallback) to run on CPU, or `provider = \"cpu\"`"
+                    .to_owned(),
+            }
+            .into());
+        }
+    };
+    let runtime = cache.runtime(name)?;
+    Ok(RuntimeChoice {
+        library: runtime.library,
+        source: "provisioned by graft".to_owned(),
+        version: runtime.version,
+        requested,
+        provider,
+        fallback_reason,
+    })
+}
+
+/// The manifest's record of the runtime and of where inference really ran.
+pub(crate) fn runtime_manifest(
+    choice: &RuntimeChoice,
+    runtime: &Runtime,
+    execution_provider: &str,
+    provider_fallback: Option<&str>,
+    intra_threads: usize,
+) -> RuntimeRecord {
+    RuntimeRecord {
+        library: file_record(&choice.library),
+        loaded: runtime.library().to_path_buf(),
+        source: choice.source.clone(),
+        version: choice.version.clone(),
+        build_info: runtime.build_info(),
+        provider_requested: choice.requested.name().to_owned(),
+        execution_provider: execution_provider.to_owned(),
+        provider_fallback: choice
+            .fallback_reason
+            .as_deref()
+            .or(provider_fallback)
+            .map(str::to_owned),
+        intra_threads,
+        sessions: None,
+    }
+}
+
+/// A backbone's files, present and verified.
+pub(crate) struct ResolvedModel {
+    pub onnx: VerifiedFile,
+    pub tokenizer: VerifiedFile,
+    /// The registry name, or the graph's path.
+    pub label: String,
+    /// The manifest's description of the model.
+    pub record: ModelRecord,
+}
+
+/// Why a model's files cannot be used; the caller words the first two for its context.
+pub(crate) enum ModelProblem {
+    /// A registered backbone without a tokenizer.
+    NotText(String),
+    /// A pinned graph whose checksum differs.
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    Other(PipelineError),
+}
+
+impl<E: Into<PipelineError>> From<E> for ModelProblem {
+    fn from(e: E) -> Self {
+        ModelProblem::Other(e.into())
+    }
+}
+
+/// Fetches (registry) or checksums (own files) a text backbone's graph and tokenizer.
+pub(crate) fn resolve_model(
+    cache: &Cache,
+    source: &ModelSource,
+) -> Result<ResolvedModel, ModelProblem> {
+    let checksum = |path: &Path| -> Result<VerifiedFile, ModelProblem> {
+        let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(VerifiedFile {
+            path: path.to_path_buf(),
+            sha256,
+            fetched: false,
+        })
+    };
+    match source {
+        ModelSource::Registry(name) => {
+            let files = cache.model(name)?;
+            let tokenizer = files
+                .tokenizer
+                .clone()
+                .ok_or_else(|| ModelProblem::NotText(name.clone()))?;
+            let record = ModelRecord {
+                name: Some(name.clone()),
+                licence: Some(files.entry.licence.clone()),
+                dimension: Some(files.entry.dimension),
+                onnx: Some(file_record(&files.onnx)),
+                tokenizer: Some(file_record(&tokenizer)),
+                ..ModelRecord::default()
+            };
+            Ok(ResolvedModel {
+                onnx: files.onnx,
+                tokenizer,
+                label: name.clone(),
+                record,
+            })
+        }
+        ModelSource::Files {
+            onnx,
+            tokenizer,
+            sha256,
+        } => {
+            let onnx = checksum(onnx)?;
+            if let Some(expected) = sha256
+                && *expected != onnx.sha256
+            {
+                return Err(ModelProblem::Checksum {
+                    path: onnx.path,
+                    expected: expected.clone(),
+                    actual: onnx.sha256,
+                });
+            }
+            let tokenizer = checksum(tokenizer)?;
+            let record = ModelRecord {
+                onnx: Some(file_record(&onnx)),
+                tokenizer: Some(file_record(&tokenizer)),
+                ..ModelRecord::default()
+            };
+            Ok(ResolvedModel {
+                label: onnx.path.display().to_string(),
+                onnx,
+                tokenizer,
+                record,
+            })
+        }
+    }
+}
+
+/// Fetches (or verifies) a registered ONNX Runtime build into the cache and returns its library path.
+pub fn provision_runtime(name: &str, cache_dir: &Path) -> Result<PathBuf, PipelineError> {
+    Ok(Cache::new(cache_dir).runtime(name)?.library.path)
+}
+
+/// A table of the feature cache's namespaces: rows, chunks and size of each.
+pub fn feature_cache_stats(features_dir: &Path) -> Result<String, PipelineError> {
+    let stats = graft_features::stats(features_dir)?;
+    let mut out = format!("feature cache {}\n", features_dir.display());
+    if stats.is_empty() {
+        out.push_str("  (empty)\n");
+    }
+    let mut total = 0;
+    for s in &stats {
+        total += s.bytes;
+        out.push_str(&format!(
+            "  {:>9} rows  {:>4} chunks  {:>9.1} MB  {}\n    {}\n",
+            s.rows,
+            s.chunks,
+            s.bytes as f64 / 1e6,
+            s.dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            s.description
+        ));
+    }
+    out.push_str(&format!("  total {:.1} MB\n", total as f64 / 1e6));
+    Ok(out)
+}
+
+/// Removes feature namespaces (all, or those whose description contains `filter`); returns how many.
+pub fn clear_feature_cache(
+    features_dir: &Path,
+    filter: Option<&str>,
+) -> Result<usize, PipelineError> {
+    let mut removed = 0;
+    for s in graft_features::stats(features_dir)? {
+        if filter.is_none_or(|f| s.description.contains(f)) {
+            std::fs::remove_dir_all(&s.dir).map_err(|source| PipelineError::Io {
+                path: s.dir.clone(),
+                source,
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Fetches everything the plan needs (runtime, model, data) without running it.
+pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
+    let cache = Cache::new(cache_dir);
+    if let Some(backbone) = &plan.backbone {
+        runtime_library(&cache, backbone.config.provider)?;
+        match &backbone.source {
+            ModelSource::Registry(name) if backbone.image.is_some() => {
+                cache.image_model(name)?;
+            }
+            ModelSource::Registry(name) => {
+                cache.model(name)?;
+            }
+            ModelSource::Files { .. } => {}
+        }
+    }
+    match &plan.data.source {
+        DataSource::Registry(name) => {
+            cache.dataset(name)?;
+        }
+        DataSource::ImageRegistry(name) => {
+            cache.image_dataset(name)?;
+        }
+        DataSource::File(_) | DataSource::ImageFolder(_) | DataSource::Features { .. } => {}
+    }
+    if let Some(name) = plan.techniques.registered_target() {
+        cache.dataset(name)?;
+    }
+    for name in plan.techniques.registered_backbones() {
+        cache.model(name)?;
+    }
+    Ok(())
+}
+
+/// Fetches registered sample files (tests use them to check models) and returns their paths.
+pub fn provision_samples(names: &[&str], cache_dir: &Path) -> Result<Vec<PathBuf>, PipelineError> {
+    Ok(Cache::new(cache_dir)
+        .samples(names)?
+        .into_iter()
+        .map(|f| f.path)
+        .collect())
+}
+
+pub(crate) fn file_record(f: &VerifiedFile) -> FileRecord {
+    FileRecord {
+        path: f.path.clone(),
+        sha256: f.sha256.clone(),
+        fetched_now: f.fetched,
+    }
+}
