@@ -169,8 +169,8 @@ fn code_only(src: &str) -> String {
             let len =
                 if rest.len() >= 3 && rest.as_bytes()[2] == b'\'' && rest.as_bytes()[1] != b'\\' {
                     3
-                } else if rest.starts_with("'\\") {
-                    rest[2..].find('\'').map_or(1, |e| e + 3)
+                } else if let Some(escaped) = rest.strip_prefix("'\\") {
+                    escaped.find('\'').map_or(1, |e| e + 3)
                 } else {
                     1
                 };

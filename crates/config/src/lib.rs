@@ -26,6 +26,7 @@
 //! assert!(err.contains("example.toml:13:5"), "{err}");
 //! ```
 
+mod check;
 mod diagnostic;
 mod heads;
 mod plan;

@@ -455,7 +455,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         );
         (
             Input::Table(Box::new(reader)),
-            Extractor::Text(model, config),
+            Extractor::Text(Box::new(model), config),
             identity_model,
         )
     };
@@ -722,7 +722,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
 
 /// The model as the job is made: registered name and settings, or own files.
 enum Extractor {
-    Text(crate::provision::ResolvedModel, TextBackboneConfig),
+    Text(Box<crate::provision::ResolvedModel>, TextBackboneConfig),
     Image(Box<graft_assets::ImageModelFiles>, ImageBackboneConfig),
 }
 

@@ -590,8 +590,6 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     })
 }
 
-/// Rebuilds checked settings from an artefact's `head` object (the form [`HeadSpec::json`] writes).
-
 #[cfg(test)]
 mod tests {
     use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};

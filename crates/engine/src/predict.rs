@@ -137,7 +137,7 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         ));
     }
     let name = match head {
-        Some(h) if names.iter().any(|n| *n == h) => h.to_owned(),
+        Some(h) if names.contains(&h) => h.to_owned(),
         Some(h) => {
             return Err(predict_error(
                 format!("the run has no head `{h}`"),

@@ -314,6 +314,16 @@ fn split_row(s: &mut String, name: &str, key: &str, m: &SplitMetrics) {
 /// The whole page.
 pub fn html(m: &Metrics, ctx: &Context<'_>) -> String {
     let mut s = String::new();
+    html_summary(&mut s, m, ctx);
+    html_scores(&mut s, m);
+    html_figures(&mut s, m);
+    html_evidence(&mut s, m);
+    html_search_and_training(&mut s, m, ctx);
+    s
+}
+
+/// The page head and the summary table.
+fn html_summary(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
     let _ = writeln!(
         s,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>graft run: {}</title>\n<style>\n\
@@ -371,18 +381,21 @@ pub fn html(m: &Metrics, ctx: &Context<'_>) -> String {
             ))
             .collect::<String>(),
     );
+}
 
+/// Scores per split, probability scores, heads side by side, cross-validation.
+fn html_scores(s: &mut String, m: &Metrics) {
     // Scores.
     let _ = writeln!(
         s,
         "<section id=\"metrics\"><h2>Scores (headline: {})</h2><table><tr><th>split</th><th>rows</th><th>accuracy</th><th>95% interval</th><th>macro-F1</th><th>95% interval</th></tr>",
         escape(&m.heads[0].name)
     );
-    split_row(&mut s, "train", "train", &m.train);
+    split_row(s, "train", "train", &m.train);
     if let Some(v) = &m.validation {
-        split_row(&mut s, "validation", "validation", v);
+        split_row(s, "validation", "validation", v);
     }
-    split_row(&mut s, "test", "test", &m.test);
+    split_row(s, "test", "test", &m.test);
     let _ = writeln!(s, "</table>");
     if let Some(p) = &m.test.probabilities {
         let _ = writeln!(
@@ -463,7 +476,10 @@ pub fn html(m: &Metrics, ctx: &Context<'_>) -> String {
         let _ = writeln!(s, "</table>");
     }
     let _ = writeln!(s, "</section>");
+}
 
+/// Per-class scores and the confusion and reliability figures.
+fn html_figures(s: &mut String, m: &Metrics) {
     // Per class.
     let _ = writeln!(
         s,
@@ -512,7 +528,10 @@ pub fn html(m: &Metrics, ctx: &Context<'_>) -> String {
         );
     }
     let _ = writeln!(s, "</div></section>");
+}
 
+/// The learning curve and the technique stages.
+fn html_evidence(s: &mut String, m: &Metrics) {
     if let Some(c) = &m.learning_curve {
         let _ = writeln!(
             s,
@@ -572,7 +591,10 @@ pub fn html(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s, "</table></section>");
     }
+}
 
+/// Search candidates and training curves.
+fn html_search_and_training(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
     if let Some(r) = &m.search {
         let _ = writeln!(
             s,
@@ -622,5 +644,4 @@ pub fn html(m: &Metrics, ctx: &Context<'_>) -> String {
         "<footer><p><small>Run folder {} · numbers also in metrics.json and report.md</small></p></footer></body></html>",
         escape(ctx.run_dir)
     );
-    s
 }

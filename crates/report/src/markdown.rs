@@ -30,10 +30,19 @@ pub struct Context<'a> {
 
 /// The short table printed at the end of a run.
 pub fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
+    let mut s = String::new();
+    summary_rows(&mut s, m, ctx);
+    summary_scores(&mut s, m);
+    summary_evidence(&mut s, m);
+    summary_timings(&mut s, m, ctx);
+    s
+}
+
+/// The heading, row counts, extraction and head lines.
+fn summary_rows(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
     let r = &m.rows;
     let e = &m.extraction;
     let t = &m.timings_seconds;
-    let mut s = String::new();
     let _ = writeln!(
         s,
         "graft · {} · {} on {}",
@@ -79,6 +88,10 @@ pub fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         "  head        {} · {} iterations · {}",
         ctx.head, m.training.iterations, m.training.termination
     );
+}
+
+/// Scores per split, intervals and probability scores.
+fn summary_scores(s: &mut String, m: &Metrics) {
     let multi = m.task == "multi-label";
     if multi {
         let _ = writeln!(
@@ -138,6 +151,10 @@ pub fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
             p.ece
         );
     }
+}
+
+/// The learning curve, search, stages, cross-validation and other heads.
+fn summary_evidence(s: &mut String, m: &Metrics) {
     if let Some(c) = &m.learning_curve {
         for e in c.efficiency.iter().filter(|e| e.per_class == 8) {
             let needs = match e.baseline_needs {
@@ -217,6 +234,11 @@ pub fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
             );
         }
     }
+}
+
+/// Seconds per stage and the run folder.
+fn summary_timings(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
+    let t = &m.timings_seconds;
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -224,12 +246,27 @@ pub fn summary(m: &Metrics, ctx: &Context<'_>) -> String {
         t.ingest, t.provision, t.extract, t.train, t.evaluate, t.total
     );
     let _ = write!(s, "  run folder  {}", ctx.run_dir);
-    s
 }
 
 /// The human-readable `report.md`.
 pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     let mut s = String::new();
+    header_section(&mut s, m, ctx);
+    scores_section(&mut s, m);
+    heads_section(&mut s, m);
+    cross_validation_section(&mut s, m);
+    training_curves_section(&mut s, m);
+    learning_curve_section(&mut s, m);
+    techniques_section(&mut s, m);
+    search_section(&mut s, m);
+    calibration_section(&mut s, m);
+    per_class_section(&mut s, m);
+    extraction_section(&mut s, m);
+    s
+}
+
+/// The heading: data, backbone, head, rows, the stages' findings.
+fn header_section(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
     let _ = writeln!(s, "# graft run: {}\n", m.pipeline);
     let _ = writeln!(s, "- **Data:** {} (sha256 `{}`)", ctx.data, ctx.data_sha256);
     if m.extraction.unit == "features" {
@@ -271,6 +308,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     if !m.techniques.is_empty() {
         let _ = writeln!(s);
     }
+}
+
+/// Scores of the headline head per split, with intervals.
+fn scores_section(s: &mut String, m: &Metrics) {
     let multi = m.task == "multi-label";
     let _ = writeln!(s, "## Scores\n");
     if multi {
@@ -328,6 +369,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
     if let (Some(b), Some(w)) = (m.test.balanced_accuracy, m.test.weighted_f1) {
         let _ = writeln!(s, "Test balanced accuracy {b:.4}, weighted F1 {w:.4}.\n");
     }
+}
+
+/// Every head side by side, with paired tests against the headline.
+fn heads_section(s: &mut String, m: &Metrics) {
     let _ = writeln!(s, "## Heads side by side\n");
     let _ = writeln!(
         s,
@@ -388,6 +433,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// Cross-validation of every head.
+fn cross_validation_section(s: &mut String, m: &Metrics) {
     if let Some(cv) = m.heads[0].cross_validation.as_ref() {
         let _ = writeln!(
             s,
@@ -420,6 +469,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// Per-epoch training curves.
+fn training_curves_section(s: &mut String, m: &Metrics) {
     for h in m.heads.iter().filter(|h| !h.training.curve.is_empty()) {
         let _ = writeln!(
             s,
@@ -439,6 +492,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// The learning curve: transfer vs the from-scratch baseline.
+fn learning_curve_section(s: &mut String, m: &Metrics) {
     if let Some(c) = &m.learning_curve {
         let _ = writeln!(
             s,
@@ -488,6 +545,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// One section per technique stage.
+fn techniques_section(s: &mut String, m: &Metrics) {
     for t in &m.techniques {
         let _ = writeln!(
             s,
@@ -508,6 +569,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s, "\n({:.1} s)\n", t.seconds);
     }
+}
+
+/// The hyperparameter search's candidates.
+fn search_section(s: &mut String, m: &Metrics) {
     if let Some(r) = &m.search {
         let _ = writeln!(
             s,
@@ -545,6 +610,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// Probability scores and the reliability table.
+fn calibration_section(s: &mut String, m: &Metrics) {
     if let Some(p) = &m.test.probabilities {
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.4}"));
         let _ = writeln!(s, "## Probabilities and calibration (test)\n");
@@ -577,6 +646,11 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         }
         let _ = writeln!(s);
     }
+}
+
+/// Per-class scores and the confusion matrix.
+fn per_class_section(s: &mut String, m: &Metrics) {
+    let multi = m.task == "multi-label";
     let _ = writeln!(
         s,
         "## Per {} (test)\n",
@@ -606,6 +680,10 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
             let _ = writeln!(s, "| {class} | {} |", cells.join(" | "));
         }
     }
+}
+
+/// Extraction figures and seconds per stage.
+fn extraction_section(s: &mut String, m: &Metrics) {
     let e = &m.extraction;
     let t = &m.timings_seconds;
     let _ = writeln!(s, "\n## Extraction and timings\n");
@@ -658,7 +736,6 @@ pub fn markdown(m: &Metrics, ctx: &Context<'_>) -> String {
         "\nHead training: {} iterations, final loss {:.6}, {}.",
         m.training.iterations, m.training.loss, m.training.termination
     );
-    s
 }
 
 #[cfg(test)]

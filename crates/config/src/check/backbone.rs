@@ -1,0 +1,303 @@
+//! `[backbone]`: the model (registered or files), extraction settings, image preprocessing.
+
+use graft_assets::Registry;
+use graft_backbone::{Augmentation, Pooling, Provider, TextBackboneConfig};
+use toml::Spanned;
+
+use crate::diagnostic::Diagnostic;
+use crate::schema::{RawBackbone, RawPooling, RawProvider};
+pub use crate::sources::ModelSource;
+
+use super::Checker;
+use crate::plan::*;
+
+impl Checker<'_> {
+    pub(super) fn check_backbone(
+        &self,
+        backbone: Spanned<RawBackbone>,
+        spans: &mut Spans,
+    ) -> Result<BackbonePlan, Diagnostic> {
+        let section = backbone.span();
+        let b = backbone.into_inner();
+        let registry = Registry::builtin();
+        spans.sha256 = b.sha256.as_ref().map(Spanned::span);
+        let mut config = TextBackboneConfig::default();
+        let mut image = None;
+        let source = match (&b.model, &b.onnx) {
+            (Some(_), Some(onnx)) => {
+                return Err(self
+                    .error(onnx.span(), "`[backbone]` gives both `model` and `onnx`")
+                    .with_hint("keep one: `model` names a registered backbone, `onnx` + `tokenizer` are files of your own"));
+            }
+            (None, None) => {
+                return Err(self.error(section, "`[backbone]` needs `model` or `onnx`").with_hint(format!(
+                    "registered backbones: {}; or give `onnx = \"model.onnx\"` and `tokenizer = \"tokenizer.json\"`",
+                    registry.model_names().join(", ")
+                )));
+            }
+            (Some(name), None) if registry.image_models.contains_key(name.get_ref()) => {
+                spans.backbone_model = Some(name.span());
+                let entry = &registry.image_models[name.get_ref()];
+                for (key, span) in [
+                    ("tokenizer", b.tokenizer.as_ref().map(Spanned::span)),
+                    ("sha256", b.sha256.as_ref().map(Spanned::span)),
+                    ("max_length", b.max_length.as_ref().map(Spanned::span)),
+                ] {
+                    if let Some(span) = span {
+                        return Err(self
+                            .error(span, format!("`{key}` does not apply to an image backbone"))
+                            .with_hint("image backbones take `image_size`, `resize` and `[backbone.augment]`"));
+                    }
+                }
+                if b.pooling.is_some() || b.normalize.is_some() {
+                    return Err(self
+                        .error(
+                            section.clone(),
+                            "`pooling` and `normalize` do not apply to an image backbone",
+                        )
+                        .with_hint("the image backbone's output is already pooled"));
+                }
+                let p = &entry.preprocess;
+                let mut preprocess = image_preprocess(p);
+                if let Some(size) = &b.image_size {
+                    if *size.get_ref() < 16 {
+                        return Err(self.error(
+                            size.span(),
+                            format!("`image_size` must be at least 16, got {}", size.get_ref()),
+                        ));
+                    }
+                    // Keep the registry's ratio of resize to crop (256/224) unless `resize` is given.
+                    preprocess.resize = (f64::from(*size.get_ref()) * f64::from(p.resize)
+                        / f64::from(p.crop))
+                    .round() as u32;
+                    preprocess.crop = *size.get_ref();
+                }
+                if let Some(resize) = &b.resize {
+                    if *resize.get_ref() < preprocess.crop {
+                        return Err(self
+                            .error(resize.span(), format!("`resize` ({}) is smaller than the crop ({})", resize.get_ref(), preprocess.crop))
+                            .with_hint("the short side is resized first, then the centre crop of `image_size` is taken"));
+                    }
+                    preprocess.resize = *resize.get_ref();
+                }
+                let augment = match &b.augment {
+                    None => None,
+                    Some(a) => {
+                        let raw = a.get_ref();
+                        let crop_scale = match &raw.crop_scale {
+                            None => None,
+                            Some(c) => match c.get_ref().as_slice() {
+                                [low, high] if 0.0 < *low && low <= high && *high <= 1.0 => {
+                                    Some((*low, *high))
+                                }
+                                _ => {
+                                    return Err(self
+                                        .error(c.span(), "`crop_scale` must be [low, high] with 0 < low <= high <= 1")
+                                        .with_hint("the share of the image's area a random crop keeps, e.g. [0.5, 1.0]"));
+                                }
+                            },
+                        };
+                        let views = match &raw.views {
+                            Some(v) if *v.get_ref() == 0 => {
+                                return Err(self
+                                    .error(v.span(), "`views` must be at least 1")
+                                    .with_hint(
+                                        "remove `[backbone.augment]` to train without augmentation",
+                                    ));
+                            }
+                            Some(v) => *v.get_ref(),
+                            None => 1,
+                        };
+                        let horizontal_flip = raw.horizontal_flip.unwrap_or(false);
+                        if !horizontal_flip && crop_scale.is_none() {
+                            return Err(self
+                                .error(a.span(), "`[backbone.augment]` turns nothing on")
+                                .with_hint(
+                                    "set `horizontal_flip = true` and/or `crop_scale = [0.5, 1.0]`",
+                                ));
+                        }
+                        Some((
+                            Augmentation {
+                                horizontal_flip,
+                                crop_scale,
+                            },
+                            views,
+                        ))
+                    }
+                };
+                image = Some(ImagePlan {
+                    preprocess,
+                    output: entry.output.clone(),
+                    augment,
+                });
+                ModelSource::Registry(name.get_ref().clone())
+            }
+            (Some(name), None) => {
+                spans.backbone_model = Some(name.span());
+                let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
+                    self.unknown(name, "backbone", "backbones", &registry.model_names())
+                })?;
+                if let Some(sha) = &b.sha256 {
+                    return Err(self
+                        .error(sha.span(), "`sha256` applies to your own `onnx` file")
+                        .with_hint("registered backbones are always verified against the registry's checksum"));
+                }
+                if let Some(tok) = &b.tokenizer {
+                    return Err(self
+                        .error(tok.span(), "`tokenizer` applies to your own `onnx` file")
+                        .with_hint("a registered backbone brings its own tokenizer"));
+                }
+                apply_registry_defaults(&mut config, entry);
+                ModelSource::Registry(name.get_ref().clone())
+            }
+            (None, Some(onnx)) => {
+                let onnx_path = self.existing_file(onnx, "model file")?;
+                let tokenizer = b.tokenizer.as_ref().ok_or_else(|| {
+                    self.error(
+                        section.clone(),
+                        "`[backbone]` with `onnx` also needs `tokenizer`",
+                    )
+                    .with_hint("give the path of the model's tokenizer.json")
+                })?;
+                let tokenizer_path = self.existing_file(tokenizer, "tokenizer file")?;
+                let sha256 = match &b.sha256 {
+                    Some(s) => {
+                        let v = s.get_ref().to_ascii_lowercase();
+                        if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+                            return Err(self
+                                .error(s.span(), "`sha256` must be 64 hexadecimal digits")
+                                .with_hint(format!(
+                                    "`sha256sum {}` prints it",
+                                    onnx_path.display()
+                                )));
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                };
+                ModelSource::Files {
+                    onnx: onnx_path,
+                    tokenizer: tokenizer_path,
+                    sha256,
+                }
+            }
+        };
+        if let Some(output) = b.output {
+            config.output = Some(output);
+        }
+        if let Some(pooling) = b.pooling {
+            config.pooling = match pooling {
+                RawPooling::Mean => Pooling::Mean,
+                RawPooling::Cls => Pooling::Cls,
+            };
+        }
+        if let Some(normalize) = b.normalize {
+            config.normalize = normalize;
+        }
+        let at_least = |value: &Option<Spanned<usize>>,
+                        key: &str,
+                        min: usize|
+         -> Result<Option<usize>, Diagnostic> {
+            match value {
+                Some(v) if *v.get_ref() < min => Err(self.error(
+                    v.span(),
+                    format!("`{key}` must be at least {min}, got {}", v.get_ref()),
+                )),
+                other => Ok(other.as_ref().map(|v| *v.get_ref())),
+            }
+        };
+        if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
+            config.max_length = v;
+        }
+        if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
+            config.batch_size = v;
+        }
+        if let Some(v) = at_least(&b.threads, "threads", 1)? {
+            config.intra_threads = v;
+        }
+        if let Some(v) = at_least(&b.sessions, "sessions", 1)? {
+            let span = b.sessions.as_ref().map(Spanned::span).expect("given");
+            if image.is_some() {
+                return Err(self
+                    .error(span, "`sessions` applies to text backbones")
+                    .with_hint("image backbones run one session with `threads` threads"));
+            }
+            if v > config.intra_threads {
+                return Err(self
+                    .error(span, format!("`sessions = {v}` is more than `threads = {}`", config.intra_threads))
+                    .with_hint("every session needs at least one of the threads; e.g. threads = 2, sessions = 2"));
+            }
+            config.sessions = v;
+        }
+        config.provider = match b.provider {
+            None | Some(RawProvider::Cpu) => {
+                if let Some(span) = b
+                    .device_id
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or(b.fallback.as_ref().map(Spanned::span))
+                {
+                    return Err(self
+                        .error(
+                            span,
+                            "`device_id` and `fallback` apply to `provider = \"cuda\"`",
+                        )
+                        .with_hint("add `provider = \"cuda\"` or remove the key"));
+                }
+                Provider::Cpu
+            }
+            Some(RawProvider::Cuda) => {
+                let device_id = match &b.device_id {
+                    Some(d) if *d.get_ref() < 0 => {
+                        return Err(self.error(
+                            d.span(),
+                            format!("`device_id` must be 0 or more, got {}", d.get_ref()),
+                        ));
+                    }
+                    Some(d) => *d.get_ref(),
+                    None => 0,
+                };
+                Provider::Cuda {
+                    device_id,
+                    fallback: b.fallback.as_ref().is_none_or(|f| *f.get_ref()),
+                }
+            }
+        };
+        if image.is_none() {
+            for (key, span) in [
+                ("image_size", b.image_size.as_ref().map(Spanned::span)),
+                ("resize", b.resize.as_ref().map(Spanned::span)),
+                ("augment", b.augment.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    return Err(self
+                        .error(span, format!("`{key}` applies to image backbones only"))
+                        .with_hint(format!(
+                            "registered image backbones: {}",
+                            registry.image_model_names().join(", ")
+                        )));
+                }
+            }
+        }
+        let prompt = match b.prompt {
+            Some(p) if image.is_some() => {
+                return Err(self
+                    .error(p.span(), "`prompt` applies to text backbones")
+                    .with_hint("image backbones take no text; remove `prompt`"));
+            }
+            Some(p) if !p.get_ref().contains("{text}") => {
+                return Err(self
+                    .error(p.span(), "`prompt` has no `{text}` placeholder")
+                    .with_hint("mark where each text goes, e.g. `prompt = \"query: {text}\"`"));
+            }
+            other => other.map(Spanned::into_inner),
+        };
+        Ok(BackbonePlan {
+            source,
+            config,
+            image,
+            cache: b.cache.unwrap_or(true),
+            prompt,
+        })
+    }
+}
