@@ -1,12 +1,13 @@
 //! `[backbone]`: the model (registered or files), extraction settings, image preprocessing.
 
+use std::ops::Range;
+
 use graft_assets::Registry;
 use graft_backbone::{Augmentation, Pooling, Provider, TextBackboneConfig};
 use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
-use crate::schema::{RawBackbone, RawPooling, RawProvider};
-pub use crate::sources::ModelSource;
+use crate::schema::{RawAugment, RawBackbone, RawPooling, RawProvider};
 
 use super::Checker;
 use crate::plan::*;
@@ -37,99 +38,7 @@ impl Checker<'_> {
             }
             (Some(name), None) if registry.image_models.contains_key(name.get_ref()) => {
                 spans.backbone_model = Some(name.span());
-                let entry = &registry.image_models[name.get_ref()];
-                for (key, span) in [
-                    ("tokenizer", b.tokenizer.as_ref().map(Spanned::span)),
-                    ("sha256", b.sha256.as_ref().map(Spanned::span)),
-                    ("max_length", b.max_length.as_ref().map(Spanned::span)),
-                ] {
-                    if let Some(span) = span {
-                        return Err(self
-                            .error(span, format!("`{key}` does not apply to an image backbone"))
-                            .with_hint("image backbones take `image_size`, `resize` and `[backbone.augment]`"));
-                    }
-                }
-                if b.pooling.is_some() || b.normalize.is_some() {
-                    return Err(self
-                        .error(
-                            section.clone(),
-                            "`pooling` and `normalize` do not apply to an image backbone",
-                        )
-                        .with_hint("the image backbone's output is already pooled"));
-                }
-                let p = &entry.preprocess;
-                let mut preprocess = image_preprocess(p);
-                if let Some(size) = &b.image_size {
-                    if *size.get_ref() < 16 {
-                        return Err(self.error(
-                            size.span(),
-                            format!("`image_size` must be at least 16, got {}", size.get_ref()),
-                        ));
-                    }
-                    // Keep the registry's ratio of resize to crop (256/224) unless `resize` is given.
-                    preprocess.resize = (f64::from(*size.get_ref()) * f64::from(p.resize)
-                        / f64::from(p.crop))
-                    .round() as u32;
-                    preprocess.crop = *size.get_ref();
-                }
-                if let Some(resize) = &b.resize {
-                    if *resize.get_ref() < preprocess.crop {
-                        return Err(self
-                            .error(resize.span(), format!("`resize` ({}) is smaller than the crop ({})", resize.get_ref(), preprocess.crop))
-                            .with_hint("the short side is resized first, then the centre crop of `image_size` is taken"));
-                    }
-                    preprocess.resize = *resize.get_ref();
-                }
-                let augment = match &b.augment {
-                    None => None,
-                    Some(a) => {
-                        let raw = a.get_ref();
-                        let crop_scale = match &raw.crop_scale {
-                            None => None,
-                            Some(c) => match c.get_ref().as_slice() {
-                                [low, high] if 0.0 < *low && low <= high && *high <= 1.0 => {
-                                    Some((*low, *high))
-                                }
-                                _ => {
-                                    return Err(self
-                                        .error(c.span(), "`crop_scale` must be [low, high] with 0 < low <= high <= 1")
-                                        .with_hint("the share of the image's area a random crop keeps, e.g. [0.5, 1.0]"));
-                                }
-                            },
-                        };
-                        let views = match &raw.views {
-                            Some(v) if *v.get_ref() == 0 => {
-                                return Err(self
-                                    .error(v.span(), "`views` must be at least 1")
-                                    .with_hint(
-                                        "remove `[backbone.augment]` to train without augmentation",
-                                    ));
-                            }
-                            Some(v) => *v.get_ref(),
-                            None => 1,
-                        };
-                        let horizontal_flip = raw.horizontal_flip.unwrap_or(false);
-                        if !horizontal_flip && crop_scale.is_none() {
-                            return Err(self
-                                .error(a.span(), "`[backbone.augment]` turns nothing on")
-                                .with_hint(
-                                    "set `horizontal_flip = true` and/or `crop_scale = [0.5, 1.0]`",
-                                ));
-                        }
-                        Some((
-                            Augmentation {
-                                horizontal_flip,
-                                crop_scale,
-                            },
-                            views,
-                        ))
-                    }
-                };
-                image = Some(ImagePlan {
-                    preprocess,
-                    output: entry.output.clone(),
-                    augment,
-                });
+                image = Some(self.check_image_backbone(&b, name, registry, section.clone())?);
                 ModelSource::Registry(name.get_ref().clone())
             }
             (Some(name), None) => {
@@ -150,40 +59,10 @@ impl Checker<'_> {
                 apply_registry_defaults(&mut config, entry);
                 ModelSource::Registry(name.get_ref().clone())
             }
-            (None, Some(onnx)) => {
-                let onnx_path = self.existing_file(onnx, "model file")?;
-                let tokenizer = b.tokenizer.as_ref().ok_or_else(|| {
-                    self.error(
-                        section.clone(),
-                        "`[backbone]` with `onnx` also needs `tokenizer`",
-                    )
-                    .with_hint("give the path of the model's tokenizer.json")
-                })?;
-                let tokenizer_path = self.existing_file(tokenizer, "tokenizer file")?;
-                let sha256 = match &b.sha256 {
-                    Some(s) => {
-                        let v = s.get_ref().to_ascii_lowercase();
-                        if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
-                            return Err(self
-                                .error(s.span(), "`sha256` must be 64 hexadecimal digits")
-                                .with_hint(format!(
-                                    "`sha256sum {}` prints it",
-                                    onnx_path.display()
-                                )));
-                        }
-                        Some(v)
-                    }
-                    None => None,
-                };
-                ModelSource::Files {
-                    onnx: onnx_path,
-                    tokenizer: tokenizer_path,
-                    sha256,
-                }
-            }
+            (None, Some(onnx)) => self.check_own_model(&b, onnx, section.clone())?,
         };
-        if let Some(output) = b.output {
-            config.output = Some(output);
+        if let Some(output) = &b.output {
+            config.output = Some(output.clone());
         }
         if let Some(pooling) = b.pooling {
             config.pooling = match pooling {
@@ -229,40 +108,7 @@ impl Checker<'_> {
             }
             config.sessions = v;
         }
-        config.provider = match b.provider {
-            None | Some(RawProvider::Cpu) => {
-                if let Some(span) = b
-                    .device_id
-                    .as_ref()
-                    .map(Spanned::span)
-                    .or(b.fallback.as_ref().map(Spanned::span))
-                {
-                    return Err(self
-                        .error(
-                            span,
-                            "`device_id` and `fallback` apply to `provider = \"cuda\"`",
-                        )
-                        .with_hint("add `provider = \"cuda\"` or remove the key"));
-                }
-                Provider::Cpu
-            }
-            Some(RawProvider::Cuda) => {
-                let device_id = match &b.device_id {
-                    Some(d) if *d.get_ref() < 0 => {
-                        return Err(self.error(
-                            d.span(),
-                            format!("`device_id` must be 0 or more, got {}", d.get_ref()),
-                        ));
-                    }
-                    Some(d) => *d.get_ref(),
-                    None => 0,
-                };
-                Provider::Cuda {
-                    device_id,
-                    fallback: b.fallback.as_ref().is_none_or(|f| *f.get_ref()),
-                }
-            }
-        };
+        config.provider = self.check_provider(&b)?;
         if image.is_none() {
             for (key, span) in [
                 ("image_size", b.image_size.as_ref().map(Spanned::span)),
@@ -298,6 +144,185 @@ impl Checker<'_> {
             image,
             cache: b.cache.unwrap_or(true),
             prompt,
+        })
+    }
+
+    /// `[backbone.augment]`: the augmentation and how many views each training image adds.
+    fn check_augment(&self, a: &Spanned<RawAugment>) -> Result<(Augmentation, usize), Diagnostic> {
+        let raw = a.get_ref();
+        let crop_scale = match &raw.crop_scale {
+            None => None,
+            Some(c) => {
+                match c.get_ref().as_slice() {
+                    [low, high] if 0.0 < *low && low <= high && *high <= 1.0 => Some((*low, *high)),
+                    _ => {
+                        return Err(self
+                        .error(c.span(), "`crop_scale` must be [low, high] with 0 < low <= high <= 1")
+                        .with_hint("the share of the image's area a random crop keeps, e.g. [0.5, 1.0]"));
+                    }
+                }
+            }
+        };
+        let views = match &raw.views {
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(self
+                    .error(v.span(), "`views` must be at least 1")
+                    .with_hint("remove `[backbone.augment]` to train without augmentation"));
+            }
+            Some(v) => *v.get_ref(),
+            None => 1,
+        };
+        let horizontal_flip = raw.horizontal_flip.unwrap_or(false);
+        if !horizontal_flip && crop_scale.is_none() {
+            return Err(self
+                .error(a.span(), "`[backbone.augment]` turns nothing on")
+                .with_hint("set `horizontal_flip = true` and/or `crop_scale = [0.5, 1.0]`"));
+        }
+        Ok((
+            Augmentation {
+                horizontal_flip,
+                crop_scale,
+            },
+            views,
+        ))
+    }
+
+    /// A registered image backbone: no text keys, `image_size`/`resize` over the registry's preprocessing,
+    /// and `[backbone.augment]`.
+    fn check_image_backbone(
+        &self,
+        b: &RawBackbone,
+        name: &Spanned<String>,
+        registry: &Registry,
+        section: Range<usize>,
+    ) -> Result<ImagePlan, Diagnostic> {
+        let entry = &registry.image_models[name.get_ref()];
+        for (key, span) in [
+            ("tokenizer", b.tokenizer.as_ref().map(Spanned::span)),
+            ("sha256", b.sha256.as_ref().map(Spanned::span)),
+            ("max_length", b.max_length.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                return Err(self
+                    .error(span, format!("`{key}` does not apply to an image backbone"))
+                    .with_hint(
+                        "image backbones take `image_size`, `resize` and `[backbone.augment]`",
+                    ));
+            }
+        }
+        if b.pooling.is_some() || b.normalize.is_some() {
+            return Err(self
+                .error(
+                    section.clone(),
+                    "`pooling` and `normalize` do not apply to an image backbone",
+                )
+                .with_hint("the image backbone's output is already pooled"));
+        }
+        let p = &entry.preprocess;
+        let mut preprocess = image_preprocess(p);
+        if let Some(size) = &b.image_size {
+            if *size.get_ref() < 16 {
+                return Err(self.error(
+                    size.span(),
+                    format!("`image_size` must be at least 16, got {}", size.get_ref()),
+                ));
+            }
+            // Keep the registry's ratio of resize to crop (256/224) unless `resize` is given.
+            preprocess.resize = (f64::from(*size.get_ref()) * f64::from(p.resize)
+                / f64::from(p.crop))
+            .round() as u32;
+            preprocess.crop = *size.get_ref();
+        }
+        if let Some(resize) = &b.resize {
+            if *resize.get_ref() < preprocess.crop {
+                return Err(self
+                    .error(resize.span(), format!("`resize` ({}) is smaller than the crop ({})", resize.get_ref(), preprocess.crop))
+                    .with_hint("the short side is resized first, then the centre crop of `image_size` is taken"));
+            }
+            preprocess.resize = *resize.get_ref();
+        }
+        let augment = b
+            .augment
+            .as_ref()
+            .map(|a| self.check_augment(a))
+            .transpose()?;
+        Ok(ImagePlan {
+            preprocess,
+            output: entry.output.clone(),
+            augment,
+        })
+    }
+
+    /// The user's own `onnx` + `tokenizer` files, and an optional sha256 pin.
+    fn check_own_model(
+        &self,
+        b: &RawBackbone,
+        onnx: &Spanned<String>,
+        section: Range<usize>,
+    ) -> Result<ModelSource, Diagnostic> {
+        let onnx_path = self.existing_file(onnx, "model file")?;
+        let tokenizer = b.tokenizer.as_ref().ok_or_else(|| {
+            self.error(
+                section.clone(),
+                "`[backbone]` with `onnx` also needs `tokenizer`",
+            )
+            .with_hint("give the path of the model's tokenizer.json")
+        })?;
+        let tokenizer_path = self.existing_file(tokenizer, "tokenizer file")?;
+        let sha256 = match &b.sha256 {
+            Some(s) => {
+                let v = s.get_ref().to_ascii_lowercase();
+                if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(self
+                        .error(s.span(), "`sha256` must be 64 hexadecimal digits")
+                        .with_hint(format!("`sha256sum {}` prints it", onnx_path.display())));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(ModelSource::Files {
+            onnx: onnx_path,
+            tokenizer: tokenizer_path,
+            sha256,
+        })
+    }
+
+    /// `provider`, with `device_id` and `fallback` for CUDA.
+    fn check_provider(&self, b: &RawBackbone) -> Result<Provider, Diagnostic> {
+        Ok(match b.provider {
+            None | Some(RawProvider::Cpu) => {
+                if let Some(span) = b
+                    .device_id
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or(b.fallback.as_ref().map(Spanned::span))
+                {
+                    return Err(self
+                        .error(
+                            span,
+                            "`device_id` and `fallback` apply to `provider = \"cuda\"`",
+                        )
+                        .with_hint("add `provider = \"cuda\"` or remove the key"));
+                }
+                Provider::Cpu
+            }
+            Some(RawProvider::Cuda) => {
+                let device_id = match &b.device_id {
+                    Some(d) if *d.get_ref() < 0 => {
+                        return Err(self.error(
+                            d.span(),
+                            format!("`device_id` must be 0 or more, got {}", d.get_ref()),
+                        ));
+                    }
+                    Some(d) => *d.get_ref(),
+                    None => 0,
+                };
+                Provider::Cuda {
+                    device_id,
+                    fallback: b.fallback.as_ref().is_none_or(|f| *f.get_ref()),
+                }
+            }
         })
     }
 }

@@ -11,8 +11,8 @@ use toml::Spanned;
 use crate::diagnostic::Diagnostic;
 use crate::heads::{HeadKind, HeadSpec, Threshold};
 use crate::schema::{
-    RawActivation, RawClassWeight, RawHeads, RawMetric, RawMonitor, RawSchedule, RawThreshold,
-    RawWeighting,
+    RawActivation, RawClassWeight, RawHeads, RawMetric, RawMlp, RawMonitor, RawSchedule,
+    RawThreshold, RawWeighting,
 };
 
 use super::Checker;
@@ -73,19 +73,6 @@ impl Checker<'_> {
         let raw = raw.into_inner();
         // (position in the file, head)
         let mut heads: Vec<(usize, HeadSpec)> = Vec::new();
-        let located =
-            |e: HeadError, spans: &[(&str, Option<Range<usize>>)], table: Range<usize>| {
-                let span = match &e {
-                    HeadError::InvalidParameter { name, .. } => spans
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .and_then(|(_, s)| s.clone()),
-                    _ => None,
-                };
-                self.error(span.unwrap_or(table), e.to_string())
-            };
-        let sp = |v: &Option<Spanned<f64>>| v.as_ref().map(Spanned::span);
-        let su = |v: &Option<Spanned<usize>>| v.as_ref().map(Spanned::span);
         let metric = |m: Option<RawMetric>| match m {
             None | Some(RawMetric::Cosine) => Metric::Cosine,
             Some(RawMetric::Euclidean) => Metric::Euclidean,
@@ -108,7 +95,7 @@ impl Checker<'_> {
             }
             params = params.balanced(matches!(r.class_weight, Some(RawClassWeight::Balanced)));
             let checked = params.check().map_err(|e| {
-                located(
+                self.located(
                     e,
                     &[
                         ("c", sp(&r.c)),
@@ -140,111 +127,7 @@ impl Checker<'_> {
             ));
         }
         if let Some(h) = raw.mlp {
-            let table = h.span();
-            let r = h.into_inner();
-            let mut params = Mlp::params().seed(seed);
-            if let Some(v) = &r.hidden {
-                params = params.hidden(v.get_ref());
-            }
-            if let Some(a) = r.activation {
-                params = params.activation(match a {
-                    RawActivation::Relu => Activation::Relu,
-                    RawActivation::Gelu => Activation::Gelu,
-                });
-            }
-            if let Some(v) = &r.dropout {
-                params = params.dropout(*v.get_ref());
-            }
-            if let Some(v) = &r.learning_rate {
-                params = params.learning_rate(*v.get_ref());
-            }
-            if let Some(v) = &r.weight_decay {
-                params = params.weight_decay(*v.get_ref());
-            }
-            if let Some(v) = &r.batch_size {
-                params = params.batch_size(*v.get_ref());
-            }
-            if let Some(v) = &r.max_epochs {
-                params = params.max_epochs(*v.get_ref());
-            }
-            if let Some(v) = &r.patience {
-                params = params.patience((*v.get_ref() > 0).then_some(*v.get_ref()));
-            }
-            if let Some(m) = r.monitor {
-                params = params.monitor(match m {
-                    RawMonitor::Loss => Monitor::Loss,
-                    RawMonitor::Accuracy => Monitor::Accuracy,
-                });
-            }
-            if let Some(b) = r.restore_best {
-                params = params.restore_best(b);
-            }
-            let schedule_keys = [
-                (
-                    "warmup_epochs",
-                    r.warmup_epochs.as_ref().map(Spanned::span),
-                    "cosine",
-                ),
-                (
-                    "step_epochs",
-                    r.step_epochs.as_ref().map(Spanned::span),
-                    "step",
-                ),
-                ("gamma", r.gamma.as_ref().map(Spanned::span), "step"),
-            ];
-            let schedule = r.schedule.unwrap_or(RawSchedule::Constant);
-            let schedule_name = match schedule {
-                RawSchedule::Constant => "constant",
-                RawSchedule::Cosine => "cosine",
-                RawSchedule::Step => "step",
-            };
-            for (key, span, needs) in &schedule_keys {
-                if let Some(span) = span
-                    && *needs != schedule_name
-                {
-                    return Err(self
-                        .error(span.clone(), format!("`{key}` applies to `schedule = \"{needs}\"`"))
-                        .with_hint(format!("this head's schedule is \"{schedule_name}\"; set `schedule = \"{needs}\"` or remove `{key}`")));
-                }
-            }
-            params = params.schedule(match schedule {
-                RawSchedule::Constant => Schedule::Constant,
-                RawSchedule::Cosine => Schedule::Cosine {
-                    warmup_epochs: r.warmup_epochs.as_ref().map_or(0, |v| *v.get_ref()),
-                },
-                RawSchedule::Step => Schedule::Step {
-                    step_epochs: r.step_epochs.as_ref().map_or(10, |v| *v.get_ref()),
-                    gamma: r.gamma.as_ref().map_or(0.1, |v| *v.get_ref()),
-                },
-            });
-            let checked = params.check().map_err(|e| {
-                located(
-                    e,
-                    &[
-                        ("hidden", r.hidden.as_ref().map(Spanned::span)),
-                        ("dropout", sp(&r.dropout)),
-                        ("learning_rate", sp(&r.learning_rate)),
-                        ("weight_decay", sp(&r.weight_decay)),
-                        ("batch_size", su(&r.batch_size)),
-                        ("max_epochs", su(&r.max_epochs)),
-                        ("patience", su(&r.patience)),
-                        ("warmup_epochs", su(&r.warmup_epochs)),
-                        ("step_epochs", su(&r.step_epochs)),
-                        ("gamma", sp(&r.gamma)),
-                    ],
-                    table.clone(),
-                )
-            })?;
-            let multi_label =
-                self.head_task(multi_label, r.threshold, r.calibrate, table.clone())?;
-            heads.push((
-                table.start,
-                HeadSpec {
-                    kind: HeadKind::Mlp(checked),
-                    calibrate: r.calibrate.unwrap_or(false),
-                    multi_label,
-                },
-            ));
+            heads.push(self.check_mlp(h, seed, multi_label)?);
         }
         if let Some(h) = raw.prototype {
             let table = h.span();
@@ -253,9 +136,9 @@ impl Checker<'_> {
             if let Some(t) = &r.temperature {
                 params = params.temperature(*t.get_ref());
             }
-            let checked = params
-                .check()
-                .map_err(|e| located(e, &[("temperature", sp(&r.temperature))], table.clone()))?;
+            let checked = params.check().map_err(|e| {
+                self.located(e, &[("temperature", sp(&r.temperature))], table.clone())
+            })?;
             if multi_label {
                 return Err(self
                     .error(table, "`[head.prototype]` is single-label, and the data is multi-label (`label_separator`)")
@@ -285,7 +168,7 @@ impl Checker<'_> {
             }
             let checked = params
                 .check()
-                .map_err(|e| located(e, &[("k", su(&r.k))], table.clone()))?;
+                .map_err(|e| self.located(e, &[("k", su(&r.k))], table.clone()))?;
             if multi_label {
                 return Err(self
                     .error(table, "`[head.knn]` is single-label, and the data is multi-label (`label_separator`)")
@@ -308,4 +191,144 @@ impl Checker<'_> {
         heads.sort_by_key(|(at, _)| *at);
         Ok(heads.into_iter().map(|(_, h)| h).collect())
     }
+
+    /// `[head.mlp]`, with its position in the file.
+    fn check_mlp(
+        &self,
+        h: Spanned<RawMlp>,
+        seed: u64,
+        multi_label: bool,
+    ) -> Result<(usize, HeadSpec), Diagnostic> {
+        let table = h.span();
+        let r = h.into_inner();
+        let mut params = Mlp::params().seed(seed);
+        if let Some(v) = &r.hidden {
+            params = params.hidden(v.get_ref());
+        }
+        if let Some(a) = r.activation {
+            params = params.activation(match a {
+                RawActivation::Relu => Activation::Relu,
+                RawActivation::Gelu => Activation::Gelu,
+            });
+        }
+        if let Some(v) = &r.dropout {
+            params = params.dropout(*v.get_ref());
+        }
+        if let Some(v) = &r.learning_rate {
+            params = params.learning_rate(*v.get_ref());
+        }
+        if let Some(v) = &r.weight_decay {
+            params = params.weight_decay(*v.get_ref());
+        }
+        if let Some(v) = &r.batch_size {
+            params = params.batch_size(*v.get_ref());
+        }
+        if let Some(v) = &r.max_epochs {
+            params = params.max_epochs(*v.get_ref());
+        }
+        if let Some(v) = &r.patience {
+            params = params.patience((*v.get_ref() > 0).then_some(*v.get_ref()));
+        }
+        if let Some(m) = r.monitor {
+            params = params.monitor(match m {
+                RawMonitor::Loss => Monitor::Loss,
+                RawMonitor::Accuracy => Monitor::Accuracy,
+            });
+        }
+        if let Some(b) = r.restore_best {
+            params = params.restore_best(b);
+        }
+        let schedule_keys = [
+            (
+                "warmup_epochs",
+                r.warmup_epochs.as_ref().map(Spanned::span),
+                "cosine",
+            ),
+            (
+                "step_epochs",
+                r.step_epochs.as_ref().map(Spanned::span),
+                "step",
+            ),
+            ("gamma", r.gamma.as_ref().map(Spanned::span), "step"),
+        ];
+        let schedule = r.schedule.unwrap_or(RawSchedule::Constant);
+        let schedule_name = match schedule {
+            RawSchedule::Constant => "constant",
+            RawSchedule::Cosine => "cosine",
+            RawSchedule::Step => "step",
+        };
+        for (key, span, needs) in &schedule_keys {
+            if let Some(span) = span
+                && *needs != schedule_name
+            {
+                return Err(self
+                    .error(span.clone(), format!("`{key}` applies to `schedule = \"{needs}\"`"))
+                    .with_hint(format!("this head's schedule is \"{schedule_name}\"; set `schedule = \"{needs}\"` or remove `{key}`")));
+            }
+        }
+        params = params.schedule(match schedule {
+            RawSchedule::Constant => Schedule::Constant,
+            RawSchedule::Cosine => Schedule::Cosine {
+                warmup_epochs: r.warmup_epochs.as_ref().map_or(0, |v| *v.get_ref()),
+            },
+            RawSchedule::Step => Schedule::Step {
+                step_epochs: r.step_epochs.as_ref().map_or(10, |v| *v.get_ref()),
+                gamma: r.gamma.as_ref().map_or(0.1, |v| *v.get_ref()),
+            },
+        });
+        let checked = params.check().map_err(|e| {
+            self.located(
+                e,
+                &[
+                    ("hidden", r.hidden.as_ref().map(Spanned::span)),
+                    ("dropout", sp(&r.dropout)),
+                    ("learning_rate", sp(&r.learning_rate)),
+                    ("weight_decay", sp(&r.weight_decay)),
+                    ("batch_size", su(&r.batch_size)),
+                    ("max_epochs", su(&r.max_epochs)),
+                    ("patience", su(&r.patience)),
+                    ("warmup_epochs", su(&r.warmup_epochs)),
+                    ("step_epochs", su(&r.step_epochs)),
+                    ("gamma", sp(&r.gamma)),
+                ],
+                table.clone(),
+            )
+        })?;
+        let multi_label = self.head_task(multi_label, r.threshold, r.calibrate, table.clone())?;
+        Ok((
+            table.start,
+            HeadSpec {
+                kind: HeadKind::Mlp(checked),
+                calibrate: r.calibrate.unwrap_or(false),
+                multi_label,
+            },
+        ))
+    }
+
+    /// A hyperparameter error at the key it names, else at the head's table.
+    fn located(
+        &self,
+        e: HeadError,
+        spans: &[(&str, Option<Range<usize>>)],
+        table: Range<usize>,
+    ) -> Diagnostic {
+        let span = match &e {
+            HeadError::InvalidParameter { name, .. } => spans
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, s)| s.clone()),
+            _ => None,
+        };
+        self.error(span.unwrap_or(table), e.to_string())
+    }
+}
+
+/// The span of an optional float key.
+fn sp(v: &Option<Spanned<f64>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
+}
+
+/// The span of an optional count key.
+fn su(v: &Option<Spanned<usize>>) -> Option<Range<usize>> {
+    v.as_ref().map(Spanned::span)
 }

@@ -20,7 +20,6 @@ impl Checker<'_> {
         heads: &[HeadSpec],
         seed: u64,
     ) -> Result<SearchPlan, Diagnostic> {
-        use rand::{Rng, SeedableRng};
         let section = raw.span();
         let r = raw.into_inner();
         let method = r.method.unwrap_or(RawSearchMethod::Grid);
@@ -98,7 +97,63 @@ impl Checker<'_> {
                 )
                 .with_hint("give each searched key a list of values, e.g. `c = [0.01, 0.1, 1]`"));
         }
-        for (key, span, range) in &dims {
+        self.check_ranges(&dims, method)?;
+        let points: Vec<Point> = match method {
+            RawSearchMethod::Grid => grid_points(&dims, hidden.as_ref()),
+            RawSearchMethod::Random => {
+                let trials = r.trials.as_ref().map_or(20, |t| *t.get_ref());
+                if trials == 0 {
+                    return Err(self.error(
+                        r.trials.as_ref().map_or(section.clone(), Spanned::span),
+                        "`trials` must be at least 1",
+                    ));
+                }
+                random_points(&dims, hidden.as_ref(), trials, seed)
+            }
+        };
+        if method == RawSearchMethod::Grid
+            && let Some(t) = &r.trials
+        {
+            return Err(self
+                .error(t.span(), "`trials` applies to `method = \"random\"`")
+                .with_hint("a grid tries every combination of the listed values"));
+        }
+        let base = &heads[head];
+        let mut candidates = Vec::with_capacity(points.len());
+        let mut values = Vec::with_capacity(points.len());
+        for (point, layers) in points {
+            let mut v = serde_json::Map::new();
+            let kind = self.candidate(
+                base,
+                &dims,
+                &point,
+                layers.as_deref(),
+                hidden.as_ref(),
+                &space_span,
+                &mut v,
+            )?;
+            candidates.push(HeadSpec {
+                kind,
+                calibrate: base.calibrate,
+                multi_label: None,
+            });
+            values.push(serde_json::Value::Object(v));
+        }
+        Ok(SearchPlan {
+            head,
+            method: match method {
+                RawSearchMethod::Grid => "grid",
+                RawSearchMethod::Random => "random",
+            },
+            select,
+            candidates,
+            values,
+        })
+    }
+
+    /// Each searched key has values, or (random search only) one valid range.
+    fn check_ranges(&self, dims: &Dims, method: RawSearchMethod) -> Result<(), Diagnostic> {
+        for (key, span, range) in dims {
             match range {
                 RawRange::Values(v) if v.is_empty() => {
                     return Err(self.error(span.clone(), format!("`{key}` lists no values")));
@@ -123,156 +178,144 @@ impl Checker<'_> {
                 RawRange::Values(_) => {}
             }
         }
-        // Each candidate: one value per searched key (and a hidden-layer list for the MLP).
-        type Point = (Vec<f64>, Option<Vec<usize>>);
-        let points: Vec<Point> = match method {
-            RawSearchMethod::Grid => {
-                let mut points: Vec<Point> = vec![(Vec::new(), None)];
-                for (_, _, range) in &dims {
-                    let RawRange::Values(values) = range else {
-                        unreachable!("checked above")
-                    };
-                    points = points
-                        .into_iter()
-                        .flat_map(|(p, h)| {
-                            values.iter().map(move |v| {
-                                let mut p = p.clone();
-                                p.push(*v);
-                                (p, h.clone())
-                            })
-                        })
-                        .collect();
+        Ok(())
+    }
+
+    /// One candidate's head: the base head's settings with the point's values; `values` records them.
+    #[allow(clippy::too_many_arguments)] // one point of the search space, located for errors
+    fn candidate(
+        &self,
+        base: &HeadSpec,
+        dims: &Dims,
+        point: &[f64],
+        layers: Option<&[usize]>,
+        hidden: Option<&Hidden>,
+        space_span: &Range<usize>,
+        v: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<HeadKind, Diagnostic> {
+        Ok(match &base.kind {
+            HeadKind::Logistic(p) => {
+                let mut params = Logistic::params()
+                    .c(p.c())
+                    .max_iter(p.max_iter())
+                    .tol(p.tol())
+                    .fit_intercept(p.fit_intercept())
+                    .balanced(p.balanced());
+                for ((key, _, _), x) in dims.iter().zip(point) {
+                    if *key == "c" {
+                        params = params.c(*x);
+                    }
+                    v.insert((*key).to_owned(), json!(x));
                 }
-                if let Some((_, layers)) = &hidden {
-                    points = points
-                        .into_iter()
-                        .flat_map(|(p, _)| layers.iter().map(move |l| (p.clone(), Some(l.clone()))))
-                        .collect();
-                }
-                points
+                HeadKind::Logistic(
+                    params
+                        .check()
+                        .map_err(|e| self.error(dims[0].1.clone(), e.to_string()))?,
+                )
             }
-            RawSearchMethod::Random => {
-                let trials = r.trials.as_ref().map_or(20, |t| *t.get_ref());
-                if trials == 0 {
-                    return Err(self.error(
-                        r.trials.as_ref().map_or(section.clone(), Spanned::span),
-                        "`trials` must be at least 1",
-                    ));
-                }
-                let mut rng =
-                    rand_chacha::ChaCha8Rng::seed_from_u64(graft_stdx::derive_seed(seed, "search"));
-                (0..trials)
-                    .map(|_| {
-                        let p = dims
-                            .iter()
-                            .map(|(_, _, range)| match range {
-                                RawRange::Values(v) => v[rng.random_range(0..v.len())],
-                                RawRange::Range(b) => match (b.uniform, b.log_uniform) {
-                                    (Some([lo, hi]), _) => rng.random_range(lo..hi),
-                                    (_, Some([lo, hi])) => rng.random_range(lo.ln()..hi.ln()).exp(),
-                                    _ => unreachable!("checked above"),
-                                },
-                            })
-                            .collect();
-                        let h = hidden
-                            .as_ref()
-                            .map(|(_, l)| l[rng.random_range(0..l.len())].clone());
-                        (p, h)
-                    })
-                    .collect()
-            }
-        };
-        if method == RawSearchMethod::Grid
-            && let Some(t) = &r.trials
-        {
-            return Err(self
-                .error(t.span(), "`trials` applies to `method = \"random\"`")
-                .with_hint("a grid tries every combination of the listed values"));
-        }
-        let base = &heads[head];
-        let mut candidates = Vec::with_capacity(points.len());
-        let mut values = Vec::with_capacity(points.len());
-        for (point, layers) in points {
-            let mut v = serde_json::Map::new();
-            let kind = match &base.kind {
-                HeadKind::Logistic(p) => {
-                    let mut params = Logistic::params()
-                        .c(p.c())
-                        .max_iter(p.max_iter())
-                        .tol(p.tol())
-                        .fit_intercept(p.fit_intercept())
-                        .balanced(p.balanced());
-                    for ((key, _, _), x) in dims.iter().zip(&point) {
-                        if *key == "c" {
-                            params = params.c(*x);
-                        }
-                        v.insert((*key).to_owned(), json!(x));
-                    }
-                    HeadKind::Logistic(
-                        params
-                            .check()
-                            .map_err(|e| self.error(dims[0].1.clone(), e.to_string()))?,
-                    )
-                }
-                HeadKind::Mlp(p) => {
-                    let mut params = Mlp::params()
-                        .hidden(p.hidden())
-                        .activation(p.activation())
-                        .dropout(p.dropout())
-                        .learning_rate(p.learning_rate())
-                        .weight_decay(p.weight_decay())
-                        .batch_size(p.batch_size())
-                        .max_epochs(p.max_epochs())
-                        .schedule(p.schedule())
-                        .patience(p.patience())
-                        .monitor(p.monitor())
-                        .restore_best(p.restore_best())
-                        .seed(p.seed());
-                    for ((key, _, _), x) in dims.iter().zip(&point) {
-                        params = match *key {
-                            "learning_rate" => params.learning_rate(*x),
-                            "weight_decay" => params.weight_decay(*x),
-                            _ => params.dropout(*x),
-                        };
-                        v.insert((*key).to_owned(), json!(x));
-                    }
-                    if let Some(l) = &layers {
-                        params = params.hidden(l);
-                        v.insert("hidden".to_owned(), json!(l));
-                    }
-                    let at = |name: &str| {
-                        dims.iter()
-                            .find(|(k, _, _)| *k == name)
-                            .map(|(_, s, _)| s.clone())
-                            .or(hidden.as_ref().map(|(s, _)| s.clone()))
-                            .unwrap_or(space_span.clone())
+            HeadKind::Mlp(p) => {
+                let mut params = Mlp::params()
+                    .hidden(p.hidden())
+                    .activation(p.activation())
+                    .dropout(p.dropout())
+                    .learning_rate(p.learning_rate())
+                    .weight_decay(p.weight_decay())
+                    .batch_size(p.batch_size())
+                    .max_epochs(p.max_epochs())
+                    .schedule(p.schedule())
+                    .patience(p.patience())
+                    .monitor(p.monitor())
+                    .restore_best(p.restore_best())
+                    .seed(p.seed());
+                for ((key, _, _), x) in dims.iter().zip(point) {
+                    params = match *key {
+                        "learning_rate" => params.learning_rate(*x),
+                        "weight_decay" => params.weight_decay(*x),
+                        _ => params.dropout(*x),
                     };
-                    HeadKind::Mlp(params.check().map_err(|e| {
-                        let span = match &e {
-                            HeadError::InvalidParameter { name, .. } => at(name),
-                            _ => space_span.clone(),
-                        };
-                        self.error(span, e.to_string())
-                    })?)
+                    v.insert((*key).to_owned(), json!(x));
                 }
-                _ => unreachable!("only logistic and MLP heads are searched"),
-            };
-            candidates.push(HeadSpec {
-                kind,
-                calibrate: base.calibrate,
-                multi_label: None,
-            });
-            values.push(serde_json::Value::Object(v));
-        }
-        Ok(SearchPlan {
-            head,
-            method: match method {
-                RawSearchMethod::Grid => "grid",
-                RawSearchMethod::Random => "random",
-            },
-            select,
-            candidates,
-            values,
+                if let Some(l) = layers {
+                    params = params.hidden(l);
+                    v.insert("hidden".to_owned(), json!(l));
+                }
+                let at = |name: &str| {
+                    dims.iter()
+                        .find(|(k, _, _)| *k == name)
+                        .map(|(_, s, _)| s.clone())
+                        .or(hidden.map(|(s, _)| s.clone()))
+                        .unwrap_or(space_span.clone())
+                };
+                HeadKind::Mlp(params.check().map_err(|e| {
+                    let span = match &e {
+                        HeadError::InvalidParameter { name, .. } => at(name),
+                        _ => space_span.clone(),
+                    };
+                    self.error(span, e.to_string())
+                })?)
+            }
+            _ => unreachable!("only logistic and MLP heads are searched"),
         })
     }
+}
+
+/// Each candidate: one value per searched key (and a hidden-layer list for the MLP).
+type Point = (Vec<f64>, Option<Vec<usize>>);
+
+/// Searched keys with their spans and values or ranges.
+type Dims = [(&'static str, Range<usize>, RawRange)];
+
+/// Hidden-layer lists to try, with their span.
+type Hidden = (Range<usize>, Vec<Vec<usize>>);
+
+/// Every combination of the listed values (and hidden-layer lists).
+fn grid_points(dims: &Dims, hidden: Option<&Hidden>) -> Vec<Point> {
+    let mut points: Vec<Point> = vec![(Vec::new(), None)];
+    for (_, _, range) in dims {
+        let RawRange::Values(values) = range else {
+            unreachable!("checked above")
+        };
+        points = points
+            .into_iter()
+            .flat_map(|(p, h)| {
+                values.iter().map(move |v| {
+                    let mut p = p.clone();
+                    p.push(*v);
+                    (p, h.clone())
+                })
+            })
+            .collect();
+    }
+    if let Some((_, layers)) = &hidden {
+        points = points
+            .into_iter()
+            .flat_map(|(p, _)| layers.iter().map(move |l| (p.clone(), Some(l.clone()))))
+            .collect();
+    }
+    points
+}
+
+/// `trials` seeded draws: a listed value uniformly, or a value from a (log-)uniform range.
+fn random_points(dims: &Dims, hidden: Option<&Hidden>, trials: usize, seed: u64) -> Vec<Point> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(graft_stdx::derive_seed(seed, "search"));
+    (0..trials)
+        .map(|_| {
+            let p = dims
+                .iter()
+                .map(|(_, _, range)| match range {
+                    RawRange::Values(v) => v[rng.random_range(0..v.len())],
+                    RawRange::Range(b) => match (b.uniform, b.log_uniform) {
+                        (Some([lo, hi]), _) => rng.random_range(lo..hi),
+                        (_, Some([lo, hi])) => rng.random_range(lo.ln()..hi.ln()).exp(),
+                        _ => unreachable!("checked above"),
+                    },
+                })
+                .collect();
+            let h = hidden
+                .as_ref()
+                .map(|(_, l)| l[rng.random_range(0..l.len())].clone());
+            (p, h)
+        })
+        .collect()
 }
