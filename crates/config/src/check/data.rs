@@ -57,44 +57,7 @@ impl Checker<'_> {
                 .with_hint("registered data sets and image folders have no split column; use `[split.predefined]` for a registered data set's official split"));
         }
         let (source, default_columns) = match (&data.dataset, &data.path, &data.images) {
-            (None, None, None) if data.features.is_some() => {
-                let features = data.features.as_ref().expect("checked");
-                let resolved = self.existing_file(features, "features file")?;
-                let ext = resolved
-                    .extension()
-                    .map(|e| e.to_string_lossy().to_ascii_lowercase())
-                    .unwrap_or_default();
-                if !["parquet", "pq", "npy"].contains(&ext.as_str()) {
-                    return Err(self
-                        .error(features.span(), format!("cannot read features from {}", resolved.display()))
-                        .with_hint("give a .parquet table with one list column of numbers per row (`embedding_column`, default \"embedding\"), or a .npy float matrix with `labels = \"labels.csv\"`"));
-                }
-                if let Some(t) = &data.text_column {
-                    return Err(self
-                        .error(t.span(), "features need no text column")
-                        .with_hint("remove `text_column`; the rows are already feature vectors"));
-                }
-                let labels = match &data.labels {
-                    Some(l) => Some(self.existing_file(l, "labels file")?),
-                    None if ext == "npy" => {
-                        return Err(self
-                            .error(features.span(), "a .npy file holds only the feature matrix; the labels must come from elsewhere")
-                            .with_hint("add `labels = \"labels.csv\"`: a table with the label column (and split column), one row per matrix row, in the same order"));
-                    }
-                    None => None,
-                };
-                (
-                    DataSource::Features {
-                        path: resolved,
-                        labels,
-                        embedding_column: data
-                            .embedding_column
-                            .as_ref()
-                            .map_or_else(|| "embedding".to_owned(), |c| c.get_ref().clone()),
-                    },
-                    Some((String::new(), "label".to_owned())),
-                )
-            }
+            (None, None, None) if data.features.is_some() => self.check_given_features(&data)?,
             (None, None, None) => {
                 return Err(self
                     .error(section, "`[data]` needs `dataset`, `path`, `images` or `features`")
@@ -194,5 +157,48 @@ impl Checker<'_> {
             label_separator,
             group_column: data.group_column.map(Spanned::into_inner),
         })
+    }
+
+    /// `features = "…"`: a Parquet table or a `.npy` matrix (then with a `labels` table), no text column.
+    fn check_given_features(
+        &self,
+        data: &RawData,
+    ) -> Result<(DataSource, Option<(String, String)>), Diagnostic> {
+        let features = data.features.as_ref().expect("checked");
+        let resolved = self.existing_file(features, "features file")?;
+        let ext = resolved
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !["parquet", "pq", "npy"].contains(&ext.as_str()) {
+            return Err(self
+                .error(features.span(), format!("cannot read features from {}", resolved.display()))
+                .with_hint("give a .parquet table with one list column of numbers per row (`embedding_column`, default \"embedding\"), or a .npy float matrix with `labels = \"labels.csv\"`"));
+        }
+        if let Some(t) = &data.text_column {
+            return Err(self
+                .error(t.span(), "features need no text column")
+                .with_hint("remove `text_column`; the rows are already feature vectors"));
+        }
+        let labels = match &data.labels {
+            Some(l) => Some(self.existing_file(l, "labels file")?),
+            None if ext == "npy" => {
+                return Err(self
+                    .error(features.span(), "a .npy file holds only the feature matrix; the labels must come from elsewhere")
+                    .with_hint("add `labels = \"labels.csv\"`: a table with the label column (and split column), one row per matrix row, in the same order"));
+            }
+            None => None,
+        };
+        Ok((
+            DataSource::Features {
+                path: resolved,
+                labels,
+                embedding_column: data
+                    .embedding_column
+                    .as_ref()
+                    .map_or_else(|| "embedding".to_owned(), |c| c.get_ref().clone()),
+            },
+            Some((String::new(), "label".to_owned())),
+        ))
     }
 }

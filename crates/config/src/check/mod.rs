@@ -15,10 +15,13 @@ use toml::Spanned;
 
 use crate::ConfigError;
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::heads::{HeadKind, TransformPlan};
+use crate::heads::{HeadKind, HeadSpec, TransformPlan};
 use crate::plan::*;
-use crate::schema::{RawEvaluation, RawPipeline, RawSplit, RawTransform, SCHEMA_VERSION};
-pub use crate::sources::absolute;
+use crate::schema::{
+    RawEvaluation, RawLearningCurve, RawPipeline, RawSplit, RawTransform, SCHEMA_VERSION,
+};
+use crate::sources::absolute;
+use crate::techniques::TechniquesPlan;
 
 /// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.
 pub(crate) fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
@@ -140,49 +143,7 @@ impl Checker<'_> {
             ..Spans::default()
         };
         let data = self.check_data(raw.data, &mut spans)?;
-        let split = match raw.split {
-            RawSplit::Stratified(s) => {
-                spans.split = Some(s.span());
-                let r = s.get_ref();
-                let ratios = SplitRatios::new(r.train, r.validation, r.test).map_err(|e| {
-                    self.error(s.span(), e.to_string())
-                        .with_hint("for example train = 0.8, validation = 0.1, test = 0.1")
-                })?;
-                if ratios.test() == 0.0 {
-                    return Err(self
-                        .error(s.span(), "test = 0 leaves nothing to evaluate on")
-                        .with_hint("give the test split a share, e.g. test = 0.1"));
-                }
-                if let Some(span) = &spans.split_column {
-                    return Err(self
-                        .error(span.clone(), "`split_column` assigns rows to splits, but the split is `[split.stratified]`")
-                        .with_hint("use `[split.predefined]` to keep the column's train/validation/test, or remove `split_column`"));
-                }
-                SplitPlan::Stratified(ratios)
-            }
-            RawSplit::Predefined(s) => {
-                spans.split = Some(s.span());
-                if !matches!(data.source, DataSource::ImageRegistry(_))
-                    && data.split_column.is_none()
-                {
-                    return Err(self
-                        .error(s.span(), "`[split.predefined]` needs a data set with an official split or a split column")
-                        .with_hint("registered image data sets (e.g. fashion-mnist) have one; for your own table name the column with `split_column = \"split\"` in `[data]` (values train, validation, test), or use `[split.stratified]`"));
-                }
-                let validation = s.get_ref().validation.unwrap_or(0.0);
-                if !(0.0..1.0).contains(&validation) {
-                    return Err(self
-                        .error(
-                            s.span(),
-                            format!("validation = {validation} must be in [0, 1)"),
-                        )
-                        .with_hint(
-                            "it is the share of the official training rows held out, e.g. 0.1",
-                        ));
-                }
-                SplitPlan::Predefined { validation }
-            }
-        };
+        let split = self.check_split(raw.split, &data, &mut spans)?;
         let given_features = matches!(data.source, DataSource::Features { .. });
         let backbone = match (raw.backbone, given_features) {
             (Some(b), true) => {
@@ -240,46 +201,7 @@ impl Checker<'_> {
                 Some(self.check_search(r, &heads, seed)?)
             }
         };
-        let learning_curve = match raw.learning_curve {
-            None => None,
-            Some(c) => {
-                let span = c.span();
-                if data.label_separator.is_some() {
-                    return Err(self
-                        .error(span, "`[learning_curve]` applies to single-label data")
-                        .with_hint("remove it, or drop `label_separator`"));
-                }
-                if matches!(data.source, DataSource::Features { .. }) {
-                    return Err(self
-                        .error(span, "`[learning_curve]` needs the raw texts or images, for the from-scratch baseline")
-                        .with_hint("given features have no raw inputs to train a baseline on; remove `[learning_curve]`"));
-                }
-                let c = c.into_inner();
-                let mut shots = c
-                    .shots
-                    .as_ref()
-                    .map_or_else(|| vec![1, 2, 4, 8, 16, 32, 64], |s| s.get_ref().clone());
-                if let Some(s) = &c.shots
-                    && (s.get_ref().is_empty() || s.get_ref().contains(&0))
-                {
-                    return Err(self
-                        .error(s.span(), "`shots` must list positive numbers of examples per class")
-                        .with_hint("e.g. `shots = [1, 2, 4, 8, 16, 32]`; the whole training split is always added"));
-                }
-                shots.sort_unstable();
-                shots.dedup();
-                let repeats = c.repeats.as_ref().map_or(5, |r| *r.get_ref());
-                if repeats == 0 {
-                    return Err(self
-                        .error(
-                            c.repeats.as_ref().map_or(span, Spanned::span),
-                            "`repeats` must be at least 1",
-                        )
-                        .with_hint("5 seeded draws per point give a usable interval"));
-                }
-                Some(CurvePlan { shots, repeats })
-            }
-        };
+        let learning_curve = self.check_learning_curve(raw.learning_curve, &data)?;
         let techniques = crate::techniques::check(
             &crate::techniques::Check {
                 file: self.file,
@@ -309,27 +231,7 @@ impl Checker<'_> {
                 heads: heads.len(),
             },
         )?;
-        if let Some(span) = techniques
-            .zero_shot()
-            .and_then(|z| z.initialise_prototype.clone())
-        {
-            let cosine_prototype = heads.iter().any(|h| {
-                matches!(&h.kind, HeadKind::Prototype(p) if p.metric() == graft_heads::Metric::Cosine)
-            });
-            if !cosine_prototype {
-                return Err(self
-                    .error(
-                        span,
-                        "`initialise_prototype` needs a cosine `[head.prototype]`",
-                    )
-                    .with_hint("add `[head.prototype]` (metric = \"cosine\", the default)"));
-            }
-            if transform.is_some() {
-                return Err(self
-                    .error(span, "`initialise_prototype` mixes class descriptions into prototypes of transformed features")
-                    .with_hint("the descriptions are embedded as the backbone gives them; remove `[transform.*]` or this key"));
-            }
-        }
+        self.check_prototype_prior(&techniques, &heads, transform.is_some())?;
         Ok(Plan {
             file: self.file.to_path_buf(),
             source: self.source.to_owned(),
@@ -412,5 +314,136 @@ impl Checker<'_> {
                 }
             }
         })
+    }
+
+    /// `[split.stratified]` ratios, or `[split.predefined]` with its validation share.
+    fn check_split(
+        &self,
+        raw: RawSplit,
+        data: &DataPlan,
+        spans: &mut Spans,
+    ) -> Result<SplitPlan, Diagnostic> {
+        Ok(match raw {
+            RawSplit::Stratified(s) => {
+                spans.split = Some(s.span());
+                let r = s.get_ref();
+                let ratios = SplitRatios::new(r.train, r.validation, r.test).map_err(|e| {
+                    self.error(s.span(), e.to_string())
+                        .with_hint("for example train = 0.8, validation = 0.1, test = 0.1")
+                })?;
+                if ratios.test() == 0.0 {
+                    return Err(self
+                        .error(s.span(), "test = 0 leaves nothing to evaluate on")
+                        .with_hint("give the test split a share, e.g. test = 0.1"));
+                }
+                if let Some(span) = &spans.split_column {
+                    return Err(self
+                        .error(span.clone(), "`split_column` assigns rows to splits, but the split is `[split.stratified]`")
+                        .with_hint("use `[split.predefined]` to keep the column's train/validation/test, or remove `split_column`"));
+                }
+                SplitPlan::Stratified(ratios)
+            }
+            RawSplit::Predefined(s) => {
+                spans.split = Some(s.span());
+                if !matches!(data.source, DataSource::ImageRegistry(_))
+                    && data.split_column.is_none()
+                {
+                    return Err(self
+                        .error(s.span(), "`[split.predefined]` needs a data set with an official split or a split column")
+                        .with_hint("registered image data sets (e.g. fashion-mnist) have one; for your own table name the column with `split_column = \"split\"` in `[data]` (values train, validation, test), or use `[split.stratified]`"));
+                }
+                let validation = s.get_ref().validation.unwrap_or(0.0);
+                if !(0.0..1.0).contains(&validation) {
+                    return Err(self
+                        .error(
+                            s.span(),
+                            format!("validation = {validation} must be in [0, 1)"),
+                        )
+                        .with_hint(
+                            "it is the share of the official training rows held out, e.g. 0.1",
+                        ));
+                }
+                SplitPlan::Predefined { validation }
+            }
+        })
+    }
+
+    /// `[learning_curve]`: single-label data with raw inputs, positive shots, at least one repeat.
+    fn check_learning_curve(
+        &self,
+        raw: Option<Spanned<RawLearningCurve>>,
+        data: &DataPlan,
+    ) -> Result<Option<CurvePlan>, Diagnostic> {
+        Ok(match raw {
+            None => None,
+            Some(c) => {
+                let span = c.span();
+                if data.label_separator.is_some() {
+                    return Err(self
+                        .error(span, "`[learning_curve]` applies to single-label data")
+                        .with_hint("remove it, or drop `label_separator`"));
+                }
+                if matches!(data.source, DataSource::Features { .. }) {
+                    return Err(self
+                        .error(span, "`[learning_curve]` needs the raw texts or images, for the from-scratch baseline")
+                        .with_hint("given features have no raw inputs to train a baseline on; remove `[learning_curve]`"));
+                }
+                let c = c.into_inner();
+                let mut shots = c
+                    .shots
+                    .as_ref()
+                    .map_or_else(|| vec![1, 2, 4, 8, 16, 32, 64], |s| s.get_ref().clone());
+                if let Some(s) = &c.shots
+                    && (s.get_ref().is_empty() || s.get_ref().contains(&0))
+                {
+                    return Err(self
+                        .error(s.span(), "`shots` must list positive numbers of examples per class")
+                        .with_hint("e.g. `shots = [1, 2, 4, 8, 16, 32]`; the whole training split is always added"));
+                }
+                shots.sort_unstable();
+                shots.dedup();
+                let repeats = c.repeats.as_ref().map_or(5, |r| *r.get_ref());
+                if repeats == 0 {
+                    return Err(self
+                        .error(
+                            c.repeats.as_ref().map_or(span, Spanned::span),
+                            "`repeats` must be at least 1",
+                        )
+                        .with_hint("5 seeded draws per point give a usable interval"));
+                }
+                Some(CurvePlan { shots, repeats })
+            }
+        })
+    }
+
+    /// `[zero_shot] initialise_prototype` needs a cosine prototype head on untransformed features.
+    fn check_prototype_prior(
+        &self,
+        techniques: &TechniquesPlan,
+        heads: &[HeadSpec],
+        transformed: bool,
+    ) -> Result<(), Diagnostic> {
+        if let Some(span) = techniques
+            .zero_shot()
+            .and_then(|z| z.initialise_prototype.clone())
+        {
+            let cosine_prototype = heads.iter().any(|h| {
+                matches!(&h.kind, HeadKind::Prototype(p) if p.metric() == graft_heads::Metric::Cosine)
+            });
+            if !cosine_prototype {
+                return Err(self
+                    .error(
+                        span,
+                        "`initialise_prototype` needs a cosine `[head.prototype]`",
+                    )
+                    .with_hint("add `[head.prototype]` (metric = \"cosine\", the default)"));
+            }
+            if transformed {
+                return Err(self
+                    .error(span, "`initialise_prototype` mixes class descriptions into prototypes of transformed features")
+                    .with_hint("the descriptions are embedded as the backbone gives them; remove `[transform.*]` or this key"));
+            }
+        }
+        Ok(())
     }
 }
