@@ -1,6 +1,7 @@
 //! Rows to features: given features as they are, texts and images through the frozen backbone, every row
 //! looked up in the shared feature cache first and only the missing ones extracted (and stored).
 
+use std::path::Path;
 use std::time::Instant;
 
 use graft_assets::{Cache, VerifiedFile};
@@ -19,7 +20,7 @@ use crate::provision::{
 use crate::stages::Embedded;
 use graft_config::apply_prompt;
 use graft_config::techniques::OtherBackbone;
-use graft_config::{DataSource, ModelSource, Plan};
+use graft_config::{DataSource, ImagePlan, ModelSource, Plan};
 use graft_report::{self, ExtractionFigures, FeatureCacheRecord, ModelRecord, RuntimeRecord};
 use graft_stdx::derive_seed;
 
@@ -90,50 +91,49 @@ pub(crate) struct Featurized {
     pub(crate) provision_seconds: f64,
 }
 
-/// Text rows: MiniLM-style backbone, feature cache keyed by each text's sha256.
-pub(crate) fn text_features(
+/// The text backbone's files, with located errors for a model that is not a text model or whose pinned
+/// checksum differs.
+fn resolve_text_model(plan: &Plan, cache: &Cache) -> Result<ResolvedModel, PipelineError> {
+    resolve_model(cache, &backbone_of(plan).source).map_err(|problem| {
+        match problem {
+    ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
+        &plan.spans.backbone,
+        format!("backbone `{name}` is not a text model"),
+    )),
+    ModelProblem::Checksum {
+        path,
+        expected,
+        actual,
+    } => plan
+        .diagnostic(
+            &plan.spans.sha256,
+            format!(
+                "checksum mismatch for {}: expected {expected}, found {actual}",
+                path.display()
+            ),
+        )
+        .with_hint(
+            "the model file changed since the pipeline pinned it; restore it or update `sha256`",
+        )
+        .into(),
+    ModelProblem::Other(e) => e,
+}
+    })
+}
+
+/// The feature-cache namespace of a text backbone: everything that changes its output is in the description.
+fn text_store(
     plan: &Plan,
     options: &RunOptions,
-    cache: &Cache,
-    texts: &[String],
-) -> Result<Featurized, PipelineError> {
-    let clock = Instant::now();
-    let ResolvedModel {
-        onnx,
-        tokenizer,
-        label: backbone_label,
-        record: model_record,
-    } = resolve_model(cache, &backbone_of(plan).source).map_err(|problem| match problem {
-        ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
-            &plan.spans.backbone,
-            format!("backbone `{name}` is not a text model"),
-        )),
-        ModelProblem::Checksum {
-            path,
-            expected,
-            actual,
-        } => plan
-            .diagnostic(
-                &plan.spans.sha256,
-                format!(
-                    "checksum mismatch for {}: expected {expected}, found {actual}",
-                    path.display()
-                ),
-            )
-            .with_hint(
-                "the model file changed since the pipeline pinned it; restore it or update `sha256`",
-            )
-            .into(),
-        ModelProblem::Other(e) => e,
-    })?;
-    let provision_seconds = clock.elapsed().as_secs_f64();
-
+    onnx: &VerifiedFile,
+    tokenizer: &VerifiedFile,
+) -> Result<Option<FeatureStore>, PipelineError> {
     let config = &backbone_of(plan).config;
-    let store = if backbone_of(plan).cache {
+    Ok(if backbone_of(plan).cache {
         // Everything that changes the extractor's output is part of the namespace.
         let description = format!(
             "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
-             normalize {}; max_length {}",
+         normalize {}; max_length {}",
             // The name is for `cache stats`; identity comes from the checksums.
             match &backbone_of(plan).source {
                 ModelSource::Registry(name) => name.clone(),
@@ -151,7 +151,27 @@ pub(crate) fn text_features(
         Some(FeatureStore::open(&options.features_dir, &description)?)
     } else {
         None
-    };
+    })
+}
+
+/// Text rows: MiniLM-style backbone, feature cache keyed by each text's sha256.
+pub(crate) fn text_features(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    texts: &[String],
+) -> Result<Featurized, PipelineError> {
+    let clock = Instant::now();
+    let ResolvedModel {
+        onnx,
+        tokenizer,
+        label: backbone_label,
+        record: model_record,
+    } = resolve_text_model(plan, cache)?;
+    let provision_seconds = clock.elapsed().as_secs_f64();
+
+    let config = &backbone_of(plan).config;
+    let store = text_store(plan, options, &onnx, &tokenizer)?;
     let keys: Vec<RowKey> = texts.iter().map(|t| row_key(t.as_bytes())).collect();
     let cached = match &store {
         Some(store) => store.lookup(&keys)?,
@@ -260,31 +280,13 @@ pub(crate) struct View {
     pub(crate) seeds: Option<Vec<u64>>,
 }
 
-/// Image rows: an image backbone, feature cache keyed by each image's content (plus, for augmented views,
-/// the view's seed); augmented views are extracted for the training rows only.
-pub(crate) fn image_features(
-    plan: &Plan,
-    options: &RunOptions,
-    cache: &Cache,
-    images: &[ImageSource],
-    train: &[usize],
-) -> Result<Featurized, PipelineError> {
-    let clock = Instant::now();
-    let image_plan = backbone_of(plan)
-        .image
-        .as_ref()
-        .expect("image data needs an image backbone");
-    let ModelSource::Registry(name) = &backbone_of(plan).source else {
-        unreachable!("image backbones come from the registry")
-    };
-    let model = cache.image_model(name)?;
-    let provision_seconds = clock.elapsed().as_secs_f64();
-    let config = &backbone_of(plan).config;
+/// The feature-cache namespace of an image backbone: the model and the whole preprocessing.
+fn image_namespace(name: &str, onnx_sha256: &str, image_plan: &ImagePlan) -> String {
     let p = &image_plan.preprocess;
-    let description = format!(
+    format!(
         "graft-features 1; image model {name}; onnx sha256 {}; output {}; input {}; resize {}; crop {}; \
          mean {:?}; std {:?}; layout {:?}; dtype {:?}; bgr {}",
-        model.onnx.sha256,
+        onnx_sha256,
         image_plan.output,
         p.input,
         p.resize,
@@ -294,12 +296,22 @@ pub(crate) fn image_features(
         p.layout,
         p.dtype,
         p.bgr
-    );
-    let keys: Vec<RowKey> = images.par_iter().map(image_key).collect::<Result<_, _>>()?;
+    )
+}
+
+/// The plain view of every row first, then each augmented view of the training rows (seeded per image, so a
+/// view's features are cached under its own key).
+fn image_views(
+    seed: u64,
+    image_plan: &ImagePlan,
+    description: &str,
+    keys: Vec<RowKey>,
+    train: &[usize],
+) -> Vec<View> {
     // The plain view of every row first, then each augmented view of the training rows.
     let mut jobs = vec![View {
-        rows: (0..images.len()).collect(),
-        namespace: description.clone(),
+        rows: (0..keys.len()).collect(),
+        namespace: description.to_owned(),
         keys: keys.clone(),
         seeds: None,
     }];
@@ -307,7 +319,7 @@ pub(crate) fn image_features(
         for view in 1..=views as u64 {
             let seeds: Vec<u64> = train
                 .iter()
-                .map(|&i| derive_seed(plan.seed, &format!("augment {view} {}", hex(&keys[i]))))
+                .map(|&i| derive_seed(seed, &format!("augment {view} {}", hex(&keys[i]))))
                 .collect();
             let view_keys = train
                 .iter()
@@ -329,6 +341,58 @@ pub(crate) fn image_features(
             });
         }
     }
+
+    jobs
+}
+
+/// ONNX Runtime and the image backbone, loaded once the first image needs extracting.
+fn load_image_backbone(
+    cache: &Cache,
+    onnx: &Path,
+    image_plan: &ImagePlan,
+    config: &graft_backbone::TextBackboneConfig,
+) -> Result<(ImageBackbone, RuntimeChoice, Runtime), PipelineError> {
+    let choice = runtime_library(cache, config.provider)?;
+    let runtime = Runtime::load(&choice.library.path)?;
+    let loaded = ImageBackbone::load(
+        &runtime,
+        onnx,
+        ImageBackboneConfig {
+            preprocess: image_plan.preprocess.clone(),
+            output: image_plan.output.clone(),
+            batch_size: config.batch_size,
+            intra_threads: config.intra_threads,
+            // One bar over all slices, drawn by the caller.
+            progress: false,
+            provider: choice.provider,
+        },
+    )?;
+    Ok((loaded, choice, runtime))
+}
+
+/// Image rows: an image backbone, feature cache keyed by each image's content (plus, for augmented views,
+/// the view's seed); augmented views are extracted for the training rows only.
+pub(crate) fn image_features(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    images: &[ImageSource],
+    train: &[usize],
+) -> Result<Featurized, PipelineError> {
+    let clock = Instant::now();
+    let image_plan = backbone_of(plan)
+        .image
+        .as_ref()
+        .expect("image data needs an image backbone");
+    let ModelSource::Registry(name) = &backbone_of(plan).source else {
+        unreachable!("image backbones come from the registry")
+    };
+    let model = cache.image_model(name)?;
+    let provision_seconds = clock.elapsed().as_secs_f64();
+    let config = &backbone_of(plan).config;
+    let description = image_namespace(name, &model.onnx.sha256, image_plan);
+    let keys: Vec<RowKey> = images.par_iter().map(image_key).collect::<Result<_, _>>()?;
+    let jobs = image_views(plan.seed, image_plan, &description, keys, train);
 
     let mut extraction = ExtractionFigures {
         rows: jobs.iter().map(|j| j.rows.len()).sum(),
@@ -373,22 +437,12 @@ pub(crate) fn image_features(
             continue;
         }
         if backbone.is_none() {
-            let choice = runtime_library(cache, config.provider)?;
-            let runtime = Runtime::load(&choice.library.path)?;
-            let loaded = ImageBackbone::load(
-                &runtime,
+            backbone = Some(load_image_backbone(
+                cache,
                 &model.onnx.path,
-                ImageBackboneConfig {
-                    preprocess: p.clone(),
-                    output: image_plan.output.clone(),
-                    batch_size: config.batch_size,
-                    intra_threads: config.intra_threads,
-                    // One bar over all slices, drawn here.
-                    progress: false,
-                    provider: choice.provider,
-                },
-            )?;
-            backbone = Some((loaded, choice, runtime));
+                image_plan,
+                config,
+            )?);
         }
         let (extractor, _, _) = backbone.as_mut().expect("loaded above");
         // Extracted and stored a slice at a time: a run stopped after an hour keeps most of its work.

@@ -433,6 +433,57 @@ pub struct LoadedHead {
     pub info: ArtefactInfo,
 }
 
+/// The f32 tensors of a head's weights file, by name.
+struct Tensors<'a> {
+    path: &'a Path,
+    arrays: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl<'a> Tensors<'a> {
+    fn read(path: &'a Path, bytes: &[u8]) -> Result<Tensors<'a>, PipelineError> {
+        let st = safetensors::SafeTensors::deserialize(bytes)
+            .map_err(|e| tensor_error(path, e.to_string()))?;
+        let mut arrays = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(tensor_error(path, format!("tensor `{name}` is not f32")));
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            arrays.insert(name, (view.shape().to_vec(), data));
+        }
+        Ok(Tensors { path, arrays })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.arrays.contains_key(name)
+    }
+
+    fn get(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>), PipelineError> {
+        self.arrays
+            .get(name)
+            .ok_or_else(|| tensor_error(self.path, format!("tensor `{name}` is missing")))
+    }
+
+    fn one(&self, name: &str) -> Result<Array1<f32>, PipelineError> {
+        Ok(Array1::from_vec(self.get(name)?.1.clone()))
+    }
+
+    fn two(&self, name: &str) -> Result<Array2<f32>, PipelineError> {
+        let (shape, data) = self.get(name)?;
+        if shape.len() != 2 {
+            return Err(tensor_error(
+                self.path,
+                format!("tensor `{name}` is not 2-D"),
+            ));
+        }
+        Ok(Array2::from_shape_vec((shape[0], shape[1]), data.clone()).expect("shape from header"))
+    }
+}
+
 /// Loads `<json>` and the safetensors file it names, checking the weights' sha256.
 pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let bad = |what: String| tensor_error(json_path, what);
@@ -449,38 +500,9 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
             "sha256 differs from the one its .json records; the files do not belong together",
         ));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
-    let mut arrays: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(tensor_error(
-                &weights_path,
-                format!("tensor `{name}` is not f32"),
-            ));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        arrays.insert(name, (view.shape().to_vec(), data));
-    }
-    let missing = |name: &str| tensor_error(&weights_path, format!("tensor `{name}` is missing"));
-    let one = |name: &str| -> Result<Array1<f32>, PipelineError> {
-        let (_, data) = arrays.get(name).ok_or_else(|| missing(name))?;
-        Ok(Array1::from_vec(data.clone()))
-    };
-    let two = |name: &str| -> Result<Array2<f32>, PipelineError> {
-        let (shape, data) = arrays.get(name).ok_or_else(|| missing(name))?;
-        if shape.len() != 2 {
-            return Err(tensor_error(
-                &weights_path,
-                format!("tensor `{name}` is not 2-D"),
-            ));
-        }
-        Ok(Array2::from_shape_vec((shape[0], shape[1]), data.clone()).expect("shape from header"))
-    };
+    let tensors = Tensors::read(&weights_path, &bytes)?;
+    let one = |name: &str| tensors.one(name);
+    let two = |name: &str| tensors.two(name);
     let spec = HeadSpec::from_settings(&d.head).map_err(bad)?;
     let head_error = |e: HeadError| tensor_error(&weights_path, e.to_string());
     let transform = match d.extra.transform.as_ref().map(|t| t.kind.as_str()) {
@@ -502,7 +524,7 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     type Layers = Vec<(Array2<f32>, Array1<f32>)>;
     let mlp_layers = || -> Result<Layers, PipelineError> {
         let mut layers = Vec::new();
-        while arrays.contains_key(&format!("layers.{}.weights", layers.len())) {
+        while tensors.has(&format!("layers.{}.weights", layers.len())) {
             let i = layers.len();
             layers.push((
                 two(&format!("layers.{i}.weights"))?,
