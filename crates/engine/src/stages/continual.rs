@@ -10,7 +10,7 @@
 //! trained on all classes at once. Average forgetting follows Chaudhry et al. (2018): for each earlier
 //! stage's classes, the best accuracy they ever had minus their accuracy after the last stage.
 
-use graft_heads::{Fit, FittedMlp, Metric, Predict, Prototype, Targets};
+use graft_heads::{Fit, FittedMlp, FittedPrototype, Metric, Predict, Prototype, Targets};
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -35,48 +35,13 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
     let clock = std::time::Instant::now();
     let n_classes = d.classes.len();
     // The arrival order of the classes, then stages of `classes_per_stage` of them.
-    let mut order: Vec<usize> = (0..n_classes).collect();
-    if p.seeded_order {
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
-            d.seed,
-            "continual class order",
-        )));
-    }
+    let order = class_order(p, d)?;
     let stages: Vec<&[usize]> = order.chunks(p.classes_per_stage).collect();
     let mut stage_of_class = vec![0; n_classes];
     for (s, classes) in stages.iter().enumerate() {
         for &c in *classes {
             stage_of_class[c] = s;
         }
-    }
-    if stages.len() < 2 {
-        return Err(d
-            .diagnostic(
-                &Some(p.span.clone()),
-                format!(
-                    "`classes_per_stage = {}` puts all {n_classes} classes in one stage",
-                    p.classes_per_stage
-                ),
-            )
-            .with_hint(format!(
-                "use at most {} so that classes arrive in two or more stages",
-                n_classes.div_ceil(2).max(1)
-            ))
-            .into());
-    }
-    if p.memory < n_classes {
-        return Err(d
-            .diagnostic(
-                &Some(p.span.clone()),
-                format!(
-                    "`memory = {}` cannot keep an exemplar of each of the {n_classes} classes",
-                    p.memory
-                ),
-            )
-            .with_hint(format!(
-                "use `memory` ≥ {n_classes}; it is shared out evenly over the seen classes"
-            ))
-            .into());
     }
     let stage_of = |class: usize| stage_of_class[class];
     let rows_of = |pool: &[usize], stage: usize| -> Vec<usize> {
@@ -109,29 +74,7 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         let (x, y) = select(&stage_rows);
         // Prototype head: fitted on the first stage's classes, then one new mean per class, old ones
         // untouched; its class i is order[i].
-        match &mut prototype {
-            None => {
-                let local: Vec<usize> = y
-                    .iter()
-                    .map(|c| classes.iter().position(|k| k == c).expect("a stage class"))
-                    .collect();
-                prototype = Some(
-                    Prototype::params()
-                        .metric(Metric::Cosine)
-                        .fit(x.view(), &Targets::new(&local, classes.len())?)?,
-                );
-            }
-            Some(head) => {
-                for &class in *classes {
-                    let class_rows: Vec<usize> = stage_rows
-                        .iter()
-                        .copied()
-                        .filter(|&r| d.labels[r] == class)
-                        .collect();
-                    head.add_class(d.features.select(Axis(0), &class_rows).view())?;
-                }
-            }
-        }
+        update_prototype(&mut prototype, d, classes, &stage_rows, x.view(), &y)?;
         let targets = Targets::new(&y, n_classes)?;
         naive = Some(match &naive {
             None => settings.fit(x.view(), &targets)?,
@@ -146,57 +89,31 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             Some(start) => settings.fit_from(xr.view(), &replay_targets, start)?,
         });
         let seen: Vec<usize> = stages[..=s].concat();
-        let per_class = p.memory / seen.len();
-        let mut kept = Vec::new();
-        for &class in &seen {
-            let mut candidates: Vec<usize> = if stage_of(class) == s {
-                stage_rows
-                    .iter()
-                    .copied()
-                    .filter(|&r| d.labels[r] == class)
-                    .collect()
-            } else {
-                memory
-                    .iter()
-                    .copied()
-                    .filter(|&r| d.labels[r] == class)
-                    .collect()
-            };
-            if stage_of(class) == s {
-                candidates.shuffle(&mut rng);
-            }
-            kept.extend(candidates.into_iter().take(per_class));
-        }
-        memory = kept;
+        memory = rebalance(
+            &memory,
+            &stage_rows,
+            &seen,
+            s,
+            &stage_of_class,
+            p.memory,
+            d.labels,
+            &mut rng,
+        );
 
-        // Learner l's predictions among the seen classes: 0 prototype, 1 fine-tuned MLP, 2 rehearsal MLP.
-        let predict = |l: usize, x: ArrayView2<'_, f32>| -> Result<Vec<usize>, PipelineError> {
-            let mlp = match l {
-                0 => {
-                    let local = prototype.as_ref().expect("trained").predict(x)?;
-                    return Ok(local.into_iter().map(|i| order[i]).collect());
-                }
-                1 => naive.as_ref(),
-                _ => rehearsal.as_ref(),
-            };
-            Ok(predict_seen(
-                mlp.expect("trained").predict_proba(x)?.view(),
-                &seen,
-            ))
-        };
-        let mut row = vec![format!(
-            "{} ({})",
-            s + 1,
-            classes
-                .iter()
-                .map(|&c| d.classes[c].as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )];
+        let mut row = vec![stage_label(s, classes, d.classes)];
         for l in 0..3 {
             let (mut right, mut total) = (0.0, 0usize);
             for (j, (xt, yt)) in test_by_stage.iter().enumerate().take(s + 1) {
-                let a = accuracy(&predict(l, xt.view())?, yt);
+                let a = accuracy(
+                    &predict_seen_classes(
+                        l,
+                        xt.view(),
+                        (prototype.as_ref(), naive.as_ref(), rehearsal.as_ref()),
+                        &order,
+                        &seen,
+                    )?,
+                    yt,
+                );
                 per_stage[l][s][j] = a;
                 right += a * yt.len() as f64;
                 total += yt.len();
@@ -209,36 +126,20 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         table.push(row);
     }
     let last = stages.len() - 1;
-    let forgetting: Vec<f64> = per_stage
-        .iter()
-        .map(|acc| {
-            (0..last)
-                .map(|j| {
-                    let best = (j..last).map(|s| acc[s][j]).fold(f64::MIN, f64::max);
-                    best - acc[last][j]
-                })
-                .sum::<f64>()
-                / last as f64
-        })
-        .collect();
+    let forgetting: Vec<f64> = per_stage.iter().map(|acc| forgetting(acc, last)).collect();
     let average: Vec<f64> = seen_accuracy
         .iter()
         .map(|a| a.iter().sum::<f64>() / a.len() as f64)
         .collect();
-    table.push(vec![
-        "average incremental accuracy".to_owned(),
-        f4(average[0]),
-        f4(average[1]),
-        f4(average[2]),
-        "–".to_owned(),
-    ]);
-    table.push(vec![
-        "average forgetting".to_owned(),
-        f4(forgetting[0]),
-        f4(forgetting[1]),
-        f4(forgetting[2]),
-        "–".to_owned(),
-    ]);
+    for (name, values) in [
+        ("average incremental accuracy", &average),
+        ("average forgetting", &forgetting),
+    ] {
+        let mut row = vec![name.to_owned()];
+        row.extend(values.iter().map(|&v| f4(v)));
+        row.push("–".to_owned());
+        table.push(row);
+    }
     // The ceiling: all classes at once, same MLP settings.
     let (x_all, y_all) = select(d.train);
     let joint = settings.fit(x_all.view(), &Targets::new(&y_all, n_classes)?)?;
@@ -248,39 +149,11 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         &y_test,
     );
     let learners = ["prototype", "mlp_fine_tune", "mlp_rehearsal"];
-    let finding = format!(
-        "after {} stages, accuracy over all classes: prototype {:.4}, MLP fine-tuned per stage {:.4} (forgetting \
-         {:.4}), MLP with a {}-exemplar memory {:.4} (forgetting {:.4}); the MLP trained on all classes at once \
-         {:.4}",
-        stages.len(),
-        seen_accuracy[0][last],
-        seen_accuracy[1][last],
-        forgetting[1],
-        p.memory,
-        seen_accuracy[2][last],
-        forgetting[2],
-        joint_accuracy
-    );
+    let finding = finding(p, &seen_accuracy, &forgetting, joint_accuracy);
     Ok(TechniqueReport {
         technique: "continual".to_owned(),
         title: "Continual (class-incremental) learning".to_owned(),
-        method: format!(
-            "{} stages of {} classes in {}. After each stage every learner is scored on the test rows \
-             of all classes seen so far. Prototype: one cosine class mean added per new class (old ones \
-             untouched; Rebuffi et al., 2017). MLP ({} epochs per stage, warm-started from the previous stage): \
-             fine-tuned on the new stage's rows alone, or with rehearsal of at most {} exemplars kept \
-             class-balanced at random from earlier stages (Chaudhry et al., 2019). Forgetting: mean over earlier \
-             stages of best-ever minus final accuracy on their classes (Chaudhry et al., 2018).",
-            stages.len(),
-            p.classes_per_stage,
-            if p.seeded_order {
-                "a seeded random class order"
-            } else {
-                "class order"
-            },
-            p.epochs,
-            p.memory
-        ),
+        method: method(p, stages.len()),
         finding,
         columns: vec![
             "after stage (new classes)".to_owned(),
@@ -305,4 +178,205 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         }),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// The classes in arrival order (seeded when asked), refusing a plan with one stage or a memory too small
+/// for one exemplar per class.
+fn class_order(p: &ContinualPlan, d: &RunData<'_>) -> Result<Vec<usize>, PipelineError> {
+    let n_classes = d.classes.len();
+    let mut order: Vec<usize> = (0..n_classes).collect();
+    if p.seeded_order {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+            d.seed,
+            "continual class order",
+        )));
+    }
+    if n_classes.div_ceil(p.classes_per_stage) < 2 {
+        return Err(d
+            .diagnostic(
+                &Some(p.span.clone()),
+                format!(
+                    "`classes_per_stage = {}` puts all {n_classes} classes in one stage",
+                    p.classes_per_stage
+                ),
+            )
+            .with_hint(format!(
+                "use at most {} so that classes arrive in two or more stages",
+                n_classes.div_ceil(2).max(1)
+            ))
+            .into());
+    }
+    if p.memory < n_classes {
+        return Err(d
+            .diagnostic(
+                &Some(p.span.clone()),
+                format!(
+                    "`memory = {}` cannot keep an exemplar of each of the {n_classes} classes",
+                    p.memory
+                ),
+            )
+            .with_hint(format!(
+                "use `memory` ≥ {n_classes}; it is shared out evenly over the seen classes"
+            ))
+            .into());
+    }
+    Ok(order)
+}
+
+/// The prototype head: fitted on the first stage's classes, then one new mean per class, old ones untouched;
+/// its class i is the i-th class to arrive.
+fn update_prototype(
+    prototype: &mut Option<FittedPrototype>,
+    d: &RunData<'_>,
+    classes: &[usize],
+    stage_rows: &[usize],
+    x: ArrayView2<'_, f32>,
+    y: &[usize],
+) -> Result<(), PipelineError> {
+    match prototype {
+        None => {
+            let local: Vec<usize> = y
+                .iter()
+                .map(|c| classes.iter().position(|k| k == c).expect("a stage class"))
+                .collect();
+            *prototype = Some(
+                Prototype::params()
+                    .metric(Metric::Cosine)
+                    .fit(x, &Targets::new(&local, classes.len())?)?,
+            );
+        }
+        Some(head) => {
+            for &class in classes {
+                let class_rows: Vec<usize> = stage_rows
+                    .iter()
+                    .copied()
+                    .filter(|&r| d.labels[r] == class)
+                    .collect();
+                head.add_class(d.features.select(Axis(0), &class_rows).view())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rehearsal memory after stage `s`: at most `capacity` rows shared evenly over the seen classes, new
+/// classes' exemplars drawn at random from the stage, old ones kept.
+#[allow(clippy::too_many_arguments)] // the memory's state at one stage
+fn rebalance(
+    memory: &[usize],
+    stage_rows: &[usize],
+    seen: &[usize],
+    s: usize,
+    stage_of_class: &[usize],
+    capacity: usize,
+    labels: &[usize],
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    let per_class = capacity / seen.len();
+    let mut kept = Vec::new();
+    for &class in seen {
+        let pool = if stage_of_class[class] == s {
+            stage_rows
+        } else {
+            memory
+        };
+        let mut candidates: Vec<usize> = pool
+            .iter()
+            .copied()
+            .filter(|&r| labels[r] == class)
+            .collect();
+        if stage_of_class[class] == s {
+            candidates.shuffle(rng);
+        }
+        kept.extend(candidates.into_iter().take(per_class));
+    }
+    kept
+}
+
+/// Average forgetting (Chaudhry et al., 2018): over the earlier stages, best-ever minus final accuracy on
+/// their classes; `acc[after][on]`.
+fn forgetting(acc: &[Vec<f64>], last: usize) -> f64 {
+    (0..last)
+        .map(|j| {
+            let best = (j..last).map(|s| acc[s][j]).fold(f64::MIN, f64::max);
+            best - acc[last][j]
+        })
+        .sum::<f64>()
+        / last as f64
+}
+
+/// What the stage does, with its sources.
+fn method(p: &ContinualPlan, n_stages: usize) -> String {
+    format!(
+        "{} stages of {} classes in {}. After each stage every learner is scored on the test rows \
+         of all classes seen so far. Prototype: one cosine class mean added per new class (old ones \
+         untouched; Rebuffi et al., 2017). MLP ({} epochs per stage, warm-started from the previous stage): \
+         fine-tuned on the new stage's rows alone, or with rehearsal of at most {} exemplars kept \
+         class-balanced at random from earlier stages (Chaudhry et al., 2019). Forgetting: mean over earlier \
+         stages of best-ever minus final accuracy on their classes (Chaudhry et al., 2018).",
+        n_stages,
+        p.classes_per_stage,
+        if p.seeded_order {
+            "a seeded random class order"
+        } else {
+            "class order"
+        },
+        p.epochs,
+        p.memory
+    )
+}
+
+/// "2 (sandal, shirt)": a stage and its new classes.
+fn stage_label(s: usize, classes: &[usize], names: &[String]) -> String {
+    let names: Vec<&str> = classes.iter().map(|&c| names[c].as_str()).collect();
+    format!("{} ({})", s + 1, names.join(", "))
+}
+
+/// Learner `l`'s predictions among the seen classes: 0 prototype, 1 fine-tuned MLP, 2 rehearsal MLP.
+fn predict_seen_classes(
+    l: usize,
+    x: ArrayView2<'_, f32>,
+    (prototype, naive, rehearsal): (
+        Option<&FittedPrototype>,
+        Option<&FittedMlp>,
+        Option<&FittedMlp>,
+    ),
+    order: &[usize],
+    seen: &[usize],
+) -> Result<Vec<usize>, PipelineError> {
+    let mlp = match l {
+        0 => {
+            let local = prototype.expect("trained").predict(x)?;
+            return Ok(local.into_iter().map(|i| order[i]).collect());
+        }
+        1 => naive,
+        _ => rehearsal,
+    };
+    Ok(predict_seen(
+        mlp.expect("trained").predict_proba(x)?.view(),
+        seen,
+    ))
+}
+
+/// The comparison in one sentence: final accuracy of each learner, forgetting, and the joint ceiling.
+fn finding(
+    p: &ContinualPlan,
+    seen_accuracy: &[Vec<f64>],
+    forgetting: &[f64],
+    joint_accuracy: f64,
+) -> String {
+    let last = seen_accuracy[0].len() - 1;
+    format!(
+        "after {} stages, accuracy over all classes: prototype {:.4}, MLP fine-tuned per stage {:.4} (forgetting \
+         {:.4}), MLP with a {}-exemplar memory {:.4} (forgetting {:.4}); the MLP trained on all classes at once \
+         {:.4}",
+        seen_accuracy[0].len(),
+        seen_accuracy[0][last],
+        seen_accuracy[1][last],
+        forgetting[1],
+        p.memory,
+        seen_accuracy[2][last],
+        forgetting[2],
+        joint_accuracy
+    )
 }
