@@ -42,38 +42,7 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             .with_hint("image folders and data sets without a table have one label per row")
             .into());
     };
-    let table = graft_ingest::read_table(table_path)?;
-    // The pipeline's own label column is the first task.
-    let mut tasks = Vec::new();
-    for name in std::iter::once(&d.label_column.to_owned()).chain(&p.tasks) {
-        let (labels, classes) =
-            graft_ingest::task_labels(&table, name, source_rows).map_err(|e| {
-                PipelineError::from(
-                    d.diagnostic(
-                        &span,
-                        format!("task `{name}` in {}: {e}", table_path.display()),
-                    )
-                    .with_hint(
-                        "each task is a label column of the data table with at least two classes",
-                    ),
-                )
-            })?;
-        let task = Task {
-            name: name.clone(),
-            labels,
-            classes,
-        };
-        if task.rows(d.train).0.is_empty() || task.rows(d.test).0.is_empty() {
-            return Err(d
-                .diagnostic(
-                    &span,
-                    format!("task `{name}` has no labelled training or test rows"),
-                )
-                .with_hint("its column is empty on one of the splits")
-                .into());
-        }
-        tasks.push(task);
-    }
+    let tasks = read_tasks(p, d, table_path, source_rows)?;
     let spec = d.headline.uncalibrated();
     let x_of = |rows: &[usize]| d.features.select(Axis(0), rows);
     let score =
@@ -107,24 +76,10 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
             )?);
         }
     }
-    let mut shared = Vec::new();
-    if let Some(settings) = &settings {
-        let labels: Vec<Vec<Option<usize>>> = tasks
-            .iter()
-            .map(|t| d.train.iter().map(|&r| t.labels[r]).collect())
-            .collect();
-        let targets: Vec<TaskTargets<'_>> = tasks
-            .iter()
-            .zip(&labels)
-            .map(|(t, l)| TaskTargets::new(l, t.classes.len()))
-            .collect::<Result<_, _>>()?;
-        let joint = settings.fit_multitask(x_of(d.train).view(), &targets)?;
-        for (index, task) in tasks.iter().enumerate() {
-            let (test_rows, _) = task.rows(d.test);
-            let proba = joint.predict_proba_tasks(x_of(&test_rows).view())?;
-            shared.push(score(task, proba[index].view())?);
-        }
-    }
+    let shared = match &settings {
+        Some(settings) => shared_trunk(settings, &tasks, d, &score)?,
+        None => Vec::new(),
+    };
     let mut rows = Vec::new();
     let mut details = Vec::new();
     for (i, task) in tasks.iter().enumerate() {
@@ -190,28 +145,103 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
     Ok(TechniqueReport {
         technique: "multitask".to_owned(),
         title: "Multitask: several label columns, one extraction".to_owned(),
-        method: format!(
-            "Each task is a label column of the same rows; the features were extracted once ({} rows, {} \
-             dimensions) and every head trains on the pipeline's training split and is scored on its test split \
-             (rows whose task label is empty are left out of that task). Head: {} per task.{}",
-            d.features.nrows(),
-            d.features.ncols(),
-            spec.label(),
-            if p.shared_trunk {
-                format!(
-                    " With `shared_trunk`: an MLP per task vs one MLP whose hidden layers are shared and which has \
-                     one softmax block per task, trained jointly on the summed cross-entropies (Caruana, 1997); \
-                     same settings, {} epochs.",
-                    p.epochs
-                )
-            } else {
-                String::new()
-            }
-        ),
+        method: method(p, d, &spec),
         finding: format!("test accuracy per task: {finding}"),
         columns,
         rows,
         details: json!({ "tasks": details }),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// Every task's labels from the data table: the pipeline's own label column first, then `tasks`.
+fn read_tasks(
+    p: &MultitaskPlan,
+    d: &RunData<'_>,
+    table_path: &std::path::Path,
+    source_rows: &[usize],
+) -> Result<Vec<Task>, PipelineError> {
+    let span = Some(p.span.clone());
+    let table = graft_ingest::read_table(table_path)?;
+    // The pipeline's own label column is the first task.
+    let mut tasks = Vec::new();
+    for name in std::iter::once(&d.label_column.to_owned()).chain(&p.tasks) {
+        let (labels, classes) =
+            graft_ingest::task_labels(&table, name, source_rows).map_err(|e| {
+                PipelineError::from(
+                    d.diagnostic(
+                        &span,
+                        format!("task `{name}` in {}: {e}", table_path.display()),
+                    )
+                    .with_hint(
+                        "each task is a label column of the data table with at least two classes",
+                    ),
+                )
+            })?;
+        let task = Task {
+            name: name.clone(),
+            labels,
+            classes,
+        };
+        if task.rows(d.train).0.is_empty() || task.rows(d.test).0.is_empty() {
+            return Err(d
+                .diagnostic(
+                    &span,
+                    format!("task `{name}` has no labelled training or test rows"),
+                )
+                .with_hint("its column is empty on one of the splits")
+                .into());
+        }
+        tasks.push(task);
+    }
+    Ok(tasks)
+}
+
+/// One MLP with a shared trunk and a softmax block per task, trained jointly; (accuracy, macro-F1) per task.
+fn shared_trunk(
+    settings: &graft_heads::MlpValidParams,
+    tasks: &[Task],
+    d: &RunData<'_>,
+    score: &dyn Fn(&Task, ndarray::ArrayView2<'_, f32>) -> Result<(f64, f64), PipelineError>,
+) -> Result<Vec<(f64, f64)>, PipelineError> {
+    let x_of = |rows: &[usize]| d.features.select(Axis(0), rows);
+    let mut shared = Vec::new();
+    let labels: Vec<Vec<Option<usize>>> = tasks
+        .iter()
+        .map(|t| d.train.iter().map(|&r| t.labels[r]).collect())
+        .collect();
+    let targets: Vec<TaskTargets<'_>> = tasks
+        .iter()
+        .zip(&labels)
+        .map(|(t, l)| TaskTargets::new(l, t.classes.len()))
+        .collect::<Result<_, _>>()?;
+    let joint = settings.fit_multitask(x_of(d.train).view(), &targets)?;
+    for (index, task) in tasks.iter().enumerate() {
+        let (test_rows, _) = task.rows(d.test);
+        let proba = joint.predict_proba_tasks(x_of(&test_rows).view())?;
+        shared.push(score(task, proba[index].view())?);
+    }
+    Ok(shared)
+}
+
+/// What the stage does, with its source.
+fn method(p: &MultitaskPlan, d: &RunData<'_>, spec: &graft_config::HeadSpec) -> String {
+    format!(
+        "Each task is a label column of the same rows; the features were extracted once ({} rows, {} \
+         dimensions) and every head trains on the pipeline's training split and is scored on its test split \
+         (rows whose task label is empty are left out of that task). Head: {} per task.{}",
+        d.features.nrows(),
+        d.features.ncols(),
+        spec.label(),
+        if p.shared_trunk {
+            format!(
+                " With `shared_trunk`: an MLP per task vs one MLP whose hidden layers are shared and which has \
+                 one softmax block per task, trained jointly on the summed cross-entropies (Caruana, 1997); \
+                 same settings, {} epochs.",
+                p.epochs
+            )
+        } else {
+            String::new()
+        }
+    )
 }
