@@ -23,7 +23,7 @@
 //! "#;
 //! let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("example.toml");
 //! let err = graft_config::Plan::parse(&file, source).unwrap_err().to_string();
-//! assert!(err.contains("example.toml:13:5"), "{err}");
+//! assert!(err.contains("example.toml:12:5"), "{err}");
 //! ```
 
 mod check;

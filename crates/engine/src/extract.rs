@@ -332,158 +332,11 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     let started = Instant::now();
     validate(job)?;
     let shard = job.shard.unwrap_or(Shard::WHOLE);
-    let output = match job.shard {
-        Some(shard) => {
-            std::fs::create_dir_all(&job.output).map_err(io_error(&job.output))?;
-            job.output.join(shard.part_file_name())
-        }
-        None => job.output.clone(),
-    };
-    let format = EmbeddingFormat::from_path(&output)?;
-    if format == EmbeddingFormat::Npy && job.id_column.is_some() {
-        return Err(job_error(
-            format!(
-                "{} would hold only the embedding matrix, so --id-column has nowhere to go",
-                output.display()
-            ),
-            "write a .parquet file to keep ids, or leave out --id-column (rows stay in input order)",
-        ));
-    }
+    let output = output_path(job)?;
     let cache = Cache::new(&job.cache_dir);
-    let registry = graft_assets::Registry::builtin();
-    let image_model = match &job.model {
-        ModelSource::Registry(name) => registry.image_models.get(name),
-        ModelSource::Files { .. } => None,
-    };
     // Open the input first: a wrong column is reported before anything is fetched.
-    let (input, extractor, identity_model) = if job.input.is_dir() {
-        let Some(entry) = image_model else {
-            return Err(job_error(
-                format!(
-                    "{} is a folder of images, and `{}` is not an image backbone",
-                    job.input.display(),
-                    model_label(&job.model)
-                ),
-                format!(
-                    "registered image backbones: {}",
-                    registry.image_model_names().join(", ")
-                ),
-            ));
-        };
-        if job.id_column.is_some() {
-            return Err(job_error(
-                "--id-column does not apply to a folder of images",
-                "each row is identified by `path`, the image's path inside the folder",
-            ));
-        }
-        let files = list_images(&job.input)?;
-        let ModelSource::Registry(name) = &job.model else {
-            unreachable!("image backbones come from the registry")
-        };
-        let model = cache.image_model(name)?;
-        let mut preprocess = image_preprocess(&entry.preprocess);
-        if let Some(size) = job.image_size {
-            preprocess.resize = (f64::from(size) * f64::from(preprocess.resize)
-                / f64::from(preprocess.crop))
-            .round() as u32;
-            preprocess.crop = size;
-        }
-        if let Some(resize) = job.resize {
-            preprocess.resize = resize;
-        }
-        let config = ImageBackboneConfig {
-            preprocess,
-            output: entry.output.clone(),
-            batch_size: job.batch_size,
-            intra_threads: job.threads,
-            progress: false,
-            provider: job.provider,
-        };
-        let description = format!("{:?}", config.preprocess);
-        let sha = model.onnx.sha256.clone();
-        (
-            Input::Images {
-                root: job.input.clone(),
-                files,
-            },
-            Extractor::Image(Box::new(model), config),
-            (sha, String::new(), entry.output.clone(), description),
-        )
-    } else {
-        if image_model.is_some() {
-            return Err(job_error(
-                format!(
-                    "`{}` is an image backbone; --input must be a folder of images",
-                    model_label(&job.model)
-                ),
-                "give a folder (images at any depth), or a text backbone for a table",
-            ));
-        }
-        if job.text_column.is_empty() {
-            return Err(job_error(
-                format!(
-                    "{} is a table: say which column holds the texts",
-                    job.input.display()
-                ),
-                "add --text-column <name>",
-            ));
-        }
-        let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
-        let model = resolve_model(&cache, &job.model).map_err(|problem| match problem {
-            ModelProblem::NotText(name) => job_error(
-                format!("backbone `{name}` is not a text model"),
-                "give a registry name such as minilm-l6-int8, or --model x.onnx --tokenizer tokenizer.json",
-            ),
-            ModelProblem::Checksum { path, expected, actual } => job_error(
-                format!("checksum mismatch for {}: expected {expected}, found {actual}", path.display()),
-                "the model file changed",
-            ),
-            ModelProblem::Other(e) => e,
-        })?;
-        let config = backbone_config(job)?;
-        let identity_model = (
-            model.onnx.sha256.clone(),
-            model.tokenizer.sha256.clone(),
-            config.output.clone().unwrap_or_default(),
-            format!(
-                "pooling {}, normalize {}, max_length {}, prompt {:?}",
-                config.pooling.name(),
-                config.normalize,
-                config.max_length,
-                job.prompt
-            ),
-        );
-        (
-            Input::Table(Box::new(reader)),
-            Extractor::Text(Box::new(model), config),
-            identity_model,
-        )
-    };
-    let (onnx_sha256, tokenizer_sha256, output_name, settings) = identity_model;
-    let identity = JobIdentity {
-        format: 1,
-        model: model_label(&job.model),
-        onnx_sha256,
-        tokenizer_sha256,
-        output_name,
-        settings,
-        batch_size: job.batch_size,
-        chunk_rows: job.chunk_rows,
-        input_name: job
-            .input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        input_signature: match &input {
-            Input::Table(_) => input_signature(&job.input)?,
-            Input::Images { root, files } => folder_signature(root, files),
-        },
-        text_column: match &input {
-            Input::Table(_) => job.text_column.clone(),
-            Input::Images { .. } => String::new(),
-        },
-        id_column: job.id_column.clone(),
-    };
+    let (input, extractor, identity_model) = open_input(job, &cache)?;
+    let identity = job_identity(job, &input, identity_model)?;
 
     if let Some(done) = finished_manifest(&output, &identity, shard)? {
         let summary = format!(
@@ -506,44 +359,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         ));
     }
 
-    // The work folder: resume it if it belongs to this very job; an abandoned one made with other settings or
-    // another input is of no use and is discarded. One process per output: the identity file is locked.
-    let work = work_dir(&output);
-    let identity_file = work.join("job.json");
-    let busy = || {
-        job_error(
-            format!("another extract is writing {} right now", output.display()),
-            "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
-        )
-    };
-    if work.exists() {
-        let theirs: Option<JobIdentity> = std::fs::read(&identity_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if theirs.as_ref() != Some(&identity) {
-            if let Ok(file) = std::fs::File::open(&identity_file)
-                && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
-            {
-                return Err(busy());
-            }
-            tracing::warn!(
-                work = %work.display(),
-                "discarding an interrupted job made with other settings or another input"
-            );
-            std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
-        }
-    }
-    if !work.exists() {
-        std::fs::create_dir_all(&work).map_err(io_error(&work))?;
-        write_atomic(
-            &identity_file,
-            &serde_json::to_vec_pretty(&identity).expect("identity serialises"),
-        )?;
-    }
-    let lock = std::fs::File::open(&identity_file).map_err(io_error(&identity_file))?;
-    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
-        return Err(busy());
-    }
+    let (work, lock) = claim_work_dir(&output, &identity)?;
     remove_stale_temporaries(&output);
 
     let input_rows = match &input {
@@ -565,23 +381,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         .iter()
         .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
         .sum();
-    // Chunks finished by an earlier, interrupted run. A file exists only once complete (it is renamed into
-    // place); one whose row count is off is recomputed.
-    let mut done = std::collections::BTreeSet::new();
-    for &c in &mine {
-        let path = chunk_path(&work, c);
-        if path.exists() {
-            match count_rows(&path) {
-                Ok(n) if n == chunk_len(c, input_rows, job.chunk_rows) as u64 => {
-                    done.insert(c);
-                }
-                _ => {
-                    tracing::warn!(chunk = %path.display(), "unreadable chunk; extracting it again");
-                    std::fs::remove_file(&path).map_err(io_error(&path))?;
-                }
-            }
-        }
-    }
+    let done = finished_chunks(&work, &mine, input_rows, job.chunk_rows)?;
     let resumed_rows: u64 = done
         .iter()
         .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
@@ -596,51 +396,13 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
 
     let todo: Vec<u64> = mine.iter().copied().filter(|c| !done.contains(c)).collect();
     let mut runtime_record = None;
-    let mut provider_used = "none: every chunk was already done";
+    let mut provider_used = "none: every chunk was already done".to_owned();
     let mut stats = StreamStats::default();
     let mut extract_seconds = 0.0;
     if !todo.is_empty() {
-        let choice = runtime_library(&cache, job.provider)?;
-        let runtime = Runtime::load(&choice.library.path)?;
-        // Text: one backbone whose sessions share out each chunk's batches (so small inputs with few chunks
-        // still use every session). Images: one backbone per session, each taking whole chunks.
-        let backbones: Vec<Worker> = match &extractor {
-            Extractor::Text(model, config) => vec![Worker::Text(TextBackbone::load(
-                &runtime,
-                &model.onnx.path,
-                &model.tokenizer.path,
-                TextBackboneConfig {
-                    provider: choice.provider,
-                    intra_threads: job.threads,
-                    sessions: job.sessions,
-                    ..config.clone()
-                },
-            )?)],
-            Extractor::Image(model, config) => (0..job.sessions)
-                .map(|s| {
-                    ImageBackbone::load(
-                        &runtime,
-                        &model.onnx.path,
-                        ImageBackboneConfig {
-                            provider: choice.provider,
-                            intra_threads: session_threads(job.threads, job.sessions, s),
-                            ..config.clone()
-                        },
-                    )
-                    .map(Worker::Image)
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let mut record = runtime_manifest(
-            &choice,
-            &runtime,
-            backbones[0].execution_provider(),
-            backbones[0].provider_fallback(),
-            job.threads,
-        );
-        record.sessions = Some(job.sessions);
+        let (backbones, record) = load_workers(job, &cache, &extractor)?;
         runtime_record = Some(record);
-        provider_used = backbones[0].execution_provider();
+        provider_used = backbones[0].execution_provider().to_owned();
         let bar = crate::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
         // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
         let extract_clock = Instant::now();
@@ -676,14 +438,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         padded_tokens: stats.padded_tokens,
         truncated_rows: stats.truncated_rows,
         runtime: runtime_record,
-        model: match &extractor {
-            Extractor::Text(model, _) => model.record.clone(),
-            Extractor::Image(model, _) => ModelRecord {
-                name: Some(model.name.clone()),
-                onnx: Some(crate::provision::file_record(&model.onnx)),
-                ..ModelRecord::default()
-            },
-        },
+        model: extractor.record(),
         input: job.input.clone(),
     };
     let written = assemble(
@@ -720,10 +475,330 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     })
 }
 
+/// The file this job writes: `--output`, or its part file inside the `--output` folder for a shard.
+fn output_path(job: &ExtractJob) -> Result<PathBuf, PipelineError> {
+    let output = match job.shard {
+        Some(shard) => {
+            std::fs::create_dir_all(&job.output).map_err(io_error(&job.output))?;
+            job.output.join(shard.part_file_name())
+        }
+        None => job.output.clone(),
+    };
+    let format = EmbeddingFormat::from_path(&output)?;
+    if format == EmbeddingFormat::Npy && job.id_column.is_some() {
+        return Err(job_error(
+            format!(
+                "{} would hold only the embedding matrix, so --id-column has nowhere to go",
+                output.display()
+            ),
+            "write a .parquet file to keep ids, or leave out --id-column (rows stay in input order)",
+        ));
+    }
+    Ok(output)
+}
+
+/// What makes two runs the same job: model, settings, chunking and the input.
+fn job_identity(
+    job: &ExtractJob,
+    input: &Input,
+    (onnx_sha256, tokenizer_sha256, output_name, settings): IdentityModel,
+) -> Result<JobIdentity, PipelineError> {
+    Ok(JobIdentity {
+        format: 1,
+        model: model_label(&job.model),
+        onnx_sha256,
+        tokenizer_sha256,
+        output_name,
+        settings,
+        batch_size: job.batch_size,
+        chunk_rows: job.chunk_rows,
+        input_name: job
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        input_signature: match input {
+            Input::Table(_) => input_signature(&job.input)?,
+            Input::Images { root, files } => folder_signature(root, files),
+        },
+        text_column: match input {
+            Input::Table(_) => job.text_column.clone(),
+            Input::Images { .. } => String::new(),
+        },
+        id_column: job.id_column.clone(),
+    })
+}
+
+/// The model's hashes, output and settings that enter the job's identity.
+type IdentityModel = (String, String, String, String);
+
+/// The job's rows and its extractor: a folder of images with an image backbone, or a table's text column
+/// with a text backbone.
+fn open_input(
+    job: &ExtractJob,
+    cache: &Cache,
+) -> Result<(Input, Extractor, IdentityModel), PipelineError> {
+    let registry = graft_assets::Registry::builtin();
+    let image_model = match &job.model {
+        ModelSource::Registry(name) => registry.image_models.get(name),
+        ModelSource::Files { .. } => None,
+    };
+    if job.input.is_dir() {
+        return open_images(job, cache, registry, image_model);
+    }
+    if image_model.is_some() {
+        return Err(job_error(
+            format!(
+                "`{}` is an image backbone; --input must be a folder of images",
+                model_label(&job.model)
+            ),
+            "give a folder (images at any depth), or a text backbone for a table",
+        ));
+    }
+    if job.text_column.is_empty() {
+        return Err(job_error(
+            format!(
+                "{} is a table: say which column holds the texts",
+                job.input.display()
+            ),
+            "add --text-column <name>",
+        ));
+    }
+    let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
+    let model = resolve_model(cache, &job.model).map_err(|problem| match problem {
+        ModelProblem::NotText(name) => job_error(
+            format!("backbone `{name}` is not a text model"),
+            "give a registry name such as minilm-l6-int8, or --model x.onnx --tokenizer tokenizer.json",
+        ),
+        ModelProblem::Checksum { path, expected, actual } => job_error(
+            format!("checksum mismatch for {}: expected {expected}, found {actual}", path.display()),
+            "the model file changed",
+        ),
+        ModelProblem::Other(e) => e,
+    })?;
+    let config = backbone_config(job)?;
+    let identity_model = (
+        model.onnx.sha256.clone(),
+        model.tokenizer.sha256.clone(),
+        config.output.clone().unwrap_or_default(),
+        format!(
+            "pooling {}, normalize {}, max_length {}, prompt {:?}",
+            config.pooling.name(),
+            config.normalize,
+            config.max_length,
+            job.prompt
+        ),
+    );
+    Ok((
+        Input::Table(Box::new(reader)),
+        Extractor::Text(Box::new(model), config),
+        identity_model,
+    ))
+}
+
+/// A folder of images with a registered image backbone.
+fn open_images(
+    job: &ExtractJob,
+    cache: &Cache,
+    registry: &graft_assets::Registry,
+    image_model: Option<&graft_assets::ImageModelEntry>,
+) -> Result<(Input, Extractor, IdentityModel), PipelineError> {
+    let Some(entry) = image_model else {
+        return Err(job_error(
+            format!(
+                "{} is a folder of images, and `{}` is not an image backbone",
+                job.input.display(),
+                model_label(&job.model)
+            ),
+            format!(
+                "registered image backbones: {}",
+                registry.image_model_names().join(", ")
+            ),
+        ));
+    };
+    if job.id_column.is_some() {
+        return Err(job_error(
+            "--id-column does not apply to a folder of images",
+            "each row is identified by `path`, the image's path inside the folder",
+        ));
+    }
+    let files = list_images(&job.input)?;
+    let ModelSource::Registry(name) = &job.model else {
+        unreachable!("image backbones come from the registry")
+    };
+    let model = cache.image_model(name)?;
+    let mut preprocess = image_preprocess(&entry.preprocess);
+    if let Some(size) = job.image_size {
+        preprocess.resize = (f64::from(size) * f64::from(preprocess.resize)
+            / f64::from(preprocess.crop))
+        .round() as u32;
+        preprocess.crop = size;
+    }
+    if let Some(resize) = job.resize {
+        preprocess.resize = resize;
+    }
+    let config = ImageBackboneConfig {
+        preprocess,
+        output: entry.output.clone(),
+        batch_size: job.batch_size,
+        intra_threads: job.threads,
+        progress: false,
+        provider: job.provider,
+    };
+    let description = format!("{:?}", config.preprocess);
+    let sha = model.onnx.sha256.clone();
+    Ok((
+        Input::Images {
+            root: job.input.clone(),
+            files,
+        },
+        Extractor::Image(Box::new(model), config),
+        (sha, String::new(), entry.output.clone(), description),
+    ))
+}
+
+/// The work folder: resumed if it belongs to this very job; an abandoned one made with other settings or
+/// another input is of no use and is discarded. One process per output: the identity file stays locked
+/// while the returned file is open.
+fn claim_work_dir(
+    output: &Path,
+    identity: &JobIdentity,
+) -> Result<(PathBuf, std::fs::File), PipelineError> {
+    // The work folder: resume it if it belongs to this very job; an abandoned one made with other settings or
+    // another input is of no use and is discarded. One process per output: the identity file is locked.
+    let work = work_dir(output);
+    let identity_file = work.join("job.json");
+    let busy = || {
+        job_error(
+            format!("another extract is writing {} right now", output.display()),
+            "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
+        )
+    };
+    if work.exists() {
+        let theirs: Option<JobIdentity> = std::fs::read(&identity_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if theirs.as_ref() != Some(identity) {
+            if let Ok(file) = std::fs::File::open(&identity_file)
+                && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
+            {
+                return Err(busy());
+            }
+            tracing::warn!(
+                work = %work.display(),
+                "discarding an interrupted job made with other settings or another input"
+            );
+            std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
+        }
+    }
+    if !work.exists() {
+        std::fs::create_dir_all(&work).map_err(io_error(&work))?;
+        write_atomic(
+            &identity_file,
+            &serde_json::to_vec_pretty(identity).expect("identity serialises"),
+        )?;
+    }
+    let lock = std::fs::File::open(&identity_file).map_err(io_error(&identity_file))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        return Err(busy());
+    }
+    Ok((work, lock))
+}
+
+/// Chunks finished by an earlier, interrupted run. A file exists only once complete (it is renamed into
+/// place); one whose row count is off is recomputed.
+fn finished_chunks(
+    work: &Path,
+    mine: &[u64],
+    input_rows: u64,
+    chunk_rows: usize,
+) -> Result<std::collections::BTreeSet<u64>, PipelineError> {
+    let mut done = std::collections::BTreeSet::new();
+    for &c in mine {
+        let path = chunk_path(work, c);
+        if path.exists() {
+            match count_rows(&path) {
+                Ok(n) if n == chunk_len(c, input_rows, chunk_rows) as u64 => {
+                    done.insert(c);
+                }
+                _ => {
+                    tracing::warn!(chunk = %path.display(), "unreadable chunk; extracting it again");
+                    std::fs::remove_file(&path).map_err(io_error(&path))?;
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// ONNX Runtime and the workers. Text: one backbone whose sessions share out each chunk's batches (so small
+/// inputs with few chunks still use every session). Images: one backbone per session, each taking whole
+/// chunks.
+fn load_workers(
+    job: &ExtractJob,
+    cache: &Cache,
+    extractor: &Extractor,
+) -> Result<(Vec<Worker>, RuntimeRecord), PipelineError> {
+    let choice = runtime_library(cache, job.provider)?;
+    let runtime = Runtime::load(&choice.library.path)?;
+    // Text: one backbone whose sessions share out each chunk's batches (so small inputs with few chunks
+    // still use every session). Images: one backbone per session, each taking whole chunks.
+    let backbones: Vec<Worker> = match extractor {
+        Extractor::Text(model, config) => vec![Worker::Text(TextBackbone::load(
+            &runtime,
+            &model.onnx.path,
+            &model.tokenizer.path,
+            TextBackboneConfig {
+                provider: choice.provider,
+                intra_threads: job.threads,
+                sessions: job.sessions,
+                ..config.clone()
+            },
+        )?)],
+        Extractor::Image(model, config) => (0..job.sessions)
+            .map(|s| {
+                ImageBackbone::load(
+                    &runtime,
+                    &model.onnx.path,
+                    ImageBackboneConfig {
+                        provider: choice.provider,
+                        intra_threads: session_threads(job.threads, job.sessions, s),
+                        ..config.clone()
+                    },
+                )
+                .map(Worker::Image)
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut record = runtime_manifest(
+        &choice,
+        &runtime,
+        backbones[0].execution_provider(),
+        backbones[0].provider_fallback(),
+        job.threads,
+    );
+    record.sessions = Some(job.sessions);
+    Ok((backbones, record))
+}
+
 /// The model as the job is made: registered name and settings, or own files.
 enum Extractor {
     Text(Box<crate::provision::ResolvedModel>, TextBackboneConfig),
     Image(Box<graft_assets::ImageModelFiles>, ImageBackboneConfig),
+}
+
+impl Extractor {
+    /// The model as the output's manifest records it.
+    fn record(&self) -> ModelRecord {
+        match self {
+            Extractor::Text(model, _) => model.record.clone(),
+            Extractor::Image(model, _) => ModelRecord {
+                name: Some(model.name.clone()),
+                onnx: Some(crate::provision::file_record(&model.onnx)),
+                ..ModelRecord::default()
+            },
+        }
+    }
 }
 
 /// A registry name, or (own files) the graph's file name: shards that mount the model elsewhere still agree.
@@ -921,6 +996,68 @@ fn list_images(root: &Path) -> Result<Vec<PathBuf>, PipelineError> {
     files.sort();
     Ok(files)
 }
+/// The reader's step for chunk `c`: the chunk read and tokenized (images: named) when this job wants it;
+/// `None` when the chunk is skipped (another shard's, or finished earlier).
+fn read_chunk(
+    input: &mut Input,
+    c: u64,
+    wanted: bool,
+    job: &ExtractJob,
+    tokenizer: Option<&graft_backbone::TextTokenizer>,
+    prompt: Option<&str>,
+) -> Option<Result<Tokenized, PipelineError>> {
+    let chunk_rows = job.chunk_rows;
+    Some(match input {
+        Input::Table(reader) if wanted => match reader.next_chunk(chunk_rows) {
+            Ok(Some(chunk)) => tokenizer
+                .as_ref()
+                .expect("a table is read for a text backbone")
+                .encode(&match prompt {
+                    Some(p) => chunk
+                        .texts
+                        .iter()
+                        .map(|t| graft_config::apply_prompt(p, t))
+                        .collect::<Vec<_>>(),
+                    None => chunk.texts.clone(),
+                })
+                .map(|encoded| Tokenized {
+                    chunk: c,
+                    first_row: chunk.first_row,
+                    ids: chunk.ids,
+                    encoded: Prepared::Texts(encoded),
+                })
+                .map_err(PipelineError::from),
+            Ok(None) => Err(job_error(
+                format!(
+                    "{} ended before row {}",
+                    job.input.display(),
+                    c * chunk_rows as u64
+                ),
+                "the input changed while the job ran; run it again",
+            )),
+            Err(e) => Err(e.into()),
+        },
+        Input::Table(reader) => match reader.skip(chunk_rows) {
+            Ok(_) => return None,
+            Err(e) => Err(e.into()),
+        },
+        Input::Images { root, files } if wanted => {
+            let first = c as usize * chunk_rows;
+            let slice = &files[first..(first + chunk_rows).min(files.len())];
+            let names: Vec<String> = slice
+                .iter()
+                .map(|f| f.strip_prefix(&*root).unwrap_or(f).display().to_string())
+                .collect();
+            Ok(Tokenized {
+                chunk: c,
+                first_row: first as u64,
+                ids: Some(graft_ingest::string_series("path", names)),
+                encoded: Prepared::Images(slice.iter().cloned().map(ImageSource::File).collect()),
+            })
+        }
+        Input::Images { .. } => return None,
+    })
+}
 
 /// Reads, tokenizes, embeds and writes the `todo` chunks, with reading+tokenizing and writing on their own
 /// threads so that inference never waits for them.
@@ -957,65 +1094,16 @@ fn stream_chunks(
         scope.spawn(move || {
             let mut c = 0u64;
             while c <= last && !failed.load(std::sync::atomic::Ordering::Relaxed) {
-                let step = match &mut input {
-                    Input::Table(reader) if wanted.contains(&c) => {
-                        match reader.next_chunk(chunk_rows) {
-                            Ok(Some(chunk)) => tokenizer
-                                .as_ref()
-                                .expect("a table is read for a text backbone")
-                                .encode(&match &prompt {
-                                    Some(p) => chunk
-                                        .texts
-                                        .iter()
-                                        .map(|t| graft_config::apply_prompt(p, t))
-                                        .collect::<Vec<_>>(),
-                                    None => chunk.texts.clone(),
-                                })
-                                .map(|encoded| Tokenized {
-                                    chunk: c,
-                                    first_row: chunk.first_row,
-                                    ids: chunk.ids,
-                                    encoded: Prepared::Texts(encoded),
-                                })
-                                .map_err(PipelineError::from),
-                            Ok(None) => Err(job_error(
-                                format!(
-                                    "{} ended before row {}",
-                                    job.input.display(),
-                                    c * chunk_rows as u64
-                                ),
-                                "the input changed while the job ran; run it again",
-                            )),
-                            Err(e) => Err(e.into()),
-                        }
-                    }
-                    Input::Table(reader) => match reader.skip(chunk_rows) {
-                        Ok(_) => {
-                            c += 1;
-                            continue;
-                        }
-                        Err(e) => Err(e.into()),
-                    },
-                    Input::Images { root, files } if wanted.contains(&c) => {
-                        let first = c as usize * chunk_rows;
-                        let slice = &files[first..(first + chunk_rows).min(files.len())];
-                        let names: Vec<String> = slice
-                            .iter()
-                            .map(|f| f.strip_prefix(&*root).unwrap_or(f).display().to_string())
-                            .collect();
-                        Ok(Tokenized {
-                            chunk: c,
-                            first_row: first as u64,
-                            ids: Some(graft_ingest::string_series("path", names)),
-                            encoded: Prepared::Images(
-                                slice.iter().cloned().map(ImageSource::File).collect(),
-                            ),
-                        })
-                    }
-                    Input::Images { .. } => {
-                        c += 1;
-                        continue;
-                    }
+                let Some(step) = read_chunk(
+                    &mut input,
+                    c,
+                    wanted.contains(&c),
+                    job,
+                    tokenizer.as_ref(),
+                    prompt.as_deref(),
+                ) else {
+                    c += 1;
+                    continue;
                 };
                 let failed = step.is_err();
                 if to_infer.send(step).is_err() || failed {

@@ -197,12 +197,16 @@ fn read_tasks(
     Ok(tasks)
 }
 
+/// (accuracy, macro-F1) of a task's test rows from its predicted probabilities.
+type ScoreTask<'a> =
+    dyn Fn(&Task, ndarray::ArrayView2<'_, f32>) -> Result<(f64, f64), PipelineError> + 'a;
+
 /// One MLP with a shared trunk and a softmax block per task, trained jointly; (accuracy, macro-F1) per task.
 fn shared_trunk(
     settings: &graft_heads::MlpValidParams,
     tasks: &[Task],
     d: &RunData<'_>,
-    score: &dyn Fn(&Task, ndarray::ArrayView2<'_, f32>) -> Result<(f64, f64), PipelineError>,
+    score: &ScoreTask<'_>,
 ) -> Result<Vec<(f64, f64)>, PipelineError> {
     let x_of = |rows: &[usize]| d.features.select(Axis(0), rows);
     let mut shared = Vec::new();
