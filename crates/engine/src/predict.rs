@@ -327,25 +327,25 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
             "this is a bug in graft; please report it",
         )
     })?;
-    let temp = beside(&job.output, "tmp");
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PipelineError::Io { path, source }
+    let io = |source| PipelineError::Io {
+        path: job.output.clone(),
+        source,
     };
-    let file = std::fs::File::create(&temp).map_err(io(&temp))?;
+    let mut out = graft_stdx::atomic::AtomicFile::create(&job.output).map_err(io)?;
     let written = if format == "csv" {
-        polars::prelude::CsvWriter::new(file).finish(&mut frame)
+        polars::prelude::CsvWriter::new(out.file_mut()).finish(&mut frame)
     } else {
-        ParquetWriter::new(file).finish(&mut frame).map(|_| ())
+        ParquetWriter::new(out.file_mut())
+            .finish(&mut frame)
+            .map(|_| ())
     };
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
         return Err(predict_error(
             format!("writing {}: {e}", job.output.display()),
             "check that the folder is writable and has space",
         ));
     }
-    std::fs::rename(&temp, &job.output).map_err(io(&job.output))?;
+    out.commit().map_err(io)?;
     Ok(PredictOutcome {
         output: job.output.clone(),
         rows: n,

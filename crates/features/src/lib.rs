@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2};
@@ -117,12 +117,8 @@ impl FeatureStore {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let about = dir.join("namespace.txt");
         if !about.exists() {
-            let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&dir))?;
-            writeln!(tmp, "{description}").map_err(io(&about))?;
-            tmp.persist(&about).map_err(|e| FeatureError::Io {
-                path: about.clone(),
-                source: e.error,
-            })?;
+            graft_stdx::atomic::write(&about, format!("{description}\n").as_bytes())
+                .map_err(io(&about))?;
         }
         Ok(FeatureStore { dir })
     }
@@ -211,24 +207,7 @@ impl FeatureStore {
         // Chunks are named by their content hash: the same batch stored twice is the same file.
         let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         let path = self.dir.join(format!("{CHUNK_PREFIX}{name}.bin"));
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(&self.dir)
-            .map_err(io(&self.dir))?;
-        tmp.write_all(&body).map_err(io(&path))?;
-        tmp.as_file().sync_all().map_err(io(&path))?;
-        #[cfg(unix)]
-        {
-            // Readable like every other cache file (a temporary file starts private).
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-                .map_err(io(&path))?;
-        }
-        tmp.persist(&path).map_err(|e| FeatureError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
-        Ok(())
+        graft_stdx::atomic::write(&path, &body).map_err(io(&path))
     }
 }
 

@@ -89,7 +89,8 @@ enum Sink {
 /// Streams batches of embeddings into a Parquet or `.npy` file.
 pub struct EmbeddingWriter {
     path: PathBuf,
-    temp: PathBuf,
+    /// The file being written; it replaces `path` on `finish` and vanishes if the writer is dropped.
+    target: Option<graft_stdx::atomic::AtomicFile>,
     sink: Option<Sink>,
     dim: usize,
     id_column: Option<(String, DataType)>,
@@ -143,12 +144,15 @@ impl EmbeddingWriter {
         metadata: Vec<(String, String)>,
     ) -> Result<EmbeddingWriter, IngestError> {
         let format = EmbeddingFormat::from_path(path)?;
-        let name = path
-            .file_name()
-            .ok_or_else(|| io_error(path, "not a file name"))?
-            .to_string_lossy();
-        let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&temp).map_err(|e| io_error(&temp, e))?;
+        if path.file_name().is_none() {
+            return Err(io_error(path, "not a file name"));
+        }
+        let mut target =
+            graft_stdx::atomic::AtomicFile::create(path).map_err(|e| io_error(path, e))?;
+        let file = target
+            .file_mut()
+            .try_clone()
+            .map_err(|e| io_error(path, e))?;
         let sink = match format {
             EmbeddingFormat::Parquet => {
                 let mut schema = Schema::default();
@@ -181,13 +185,13 @@ impl EmbeddingWriter {
                     rows.ok_or_else(|| io_error(path, ".npy needs the row count up front"))?;
                 let mut out = BufWriter::with_capacity(1 << 20, file);
                 out.write_all(&npy_header(rows, dim))
-                    .map_err(|e| io_error(&temp, e))?;
+                    .map_err(|e| io_error(path, e))?;
                 Sink::Npy(out)
             }
         };
         Ok(EmbeddingWriter {
             path: path.to_path_buf(),
-            temp,
+            target: Some(target),
             sink: Some(sink),
             dim,
             id_column,
@@ -248,7 +252,7 @@ impl EmbeddingWriter {
                 for v in flat {
                     bytes.extend_from_slice(&v.to_le_bytes());
                 }
-                out.write_all(&bytes).map_err(|e| io_error(&self.temp, e))?;
+                out.write_all(&bytes).map_err(|e| io_error(&self.path, e))?;
             }
         }
         self.next_row = batch.first_row + n as u64;
@@ -268,10 +272,10 @@ impl EmbeddingWriter {
                 writer.finish().map_err(|e| io_error(&self.path, e))?;
                 drop(writer);
                 let mut file = shared.lock();
-                file.flush().map_err(|e| io_error(&self.temp, e))?;
+                file.flush().map_err(|e| io_error(&self.path, e))?;
                 file.get_ref()
                     .try_clone()
-                    .map_err(|e| io_error(&self.temp, e))?
+                    .map_err(|e| io_error(&self.path, e))?
             }
             Sink::Npy(out) => {
                 if let Some(rows) = self.rows
@@ -283,16 +287,15 @@ impl EmbeddingWriter {
                     ));
                 }
                 out.into_inner()
-                    .map_err(|e| io_error(&self.temp, e.error()))?
+                    .map_err(|e| io_error(&self.path, e.error()))?
             }
         };
-        file.sync_all().map_err(|e| io_error(&self.temp, e))?;
         drop(file);
-        std::fs::rename(&self.temp, &self.path).map_err(|e| io_error(&self.path, e))?;
-        if let Some(dir) = self.path.parent().and_then(|d| File::open(d).ok()) {
-            // Persist the rename itself; not every file system allows syncing a directory.
-            let _ = dir.sync_all();
-        }
+        self.target
+            .take()
+            .expect("not finished")
+            .commit()
+            .map_err(|e| io_error(&self.path, e))?;
         std::fs::metadata(&self.path)
             .map(|m| m.len())
             .map_err(|e| io_error(&self.path, e))
@@ -301,11 +304,9 @@ impl EmbeddingWriter {
 
 impl Drop for EmbeddingWriter {
     fn drop(&mut self) {
-        if self.sink.is_some() {
-            // Abandoned before `finish`: the temporary file is not a result.
-            self.sink = None;
-            let _ = std::fs::remove_file(&self.temp);
-        }
+        // Abandoned before `finish`: the temporary file is not a result (dropping the target removes it).
+        self.sink = None;
+        self.target = None;
     }
 }
 

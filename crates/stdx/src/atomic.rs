@@ -142,6 +142,29 @@ impl Drop for StagedDir {
     }
 }
 
+/// Removes temporary files that an interrupted writer of `destination` left beside it (never the
+/// destination itself); returns how many it removed.
+pub fn remove_stale(destination: &Path) -> usize {
+    let (Some(name), dir) = (destination.file_name(), parent_dir(destination)) else {
+        return 0;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&prefix)
+            && file.ends_with(".partial")
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -181,6 +204,19 @@ mod tests {
         }
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temporaries_are_recognised_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.parquet");
+        let abandoned = AtomicFile::create(&path).unwrap();
+        let (_, kept) = abandoned.temp.keep().unwrap();
+        std::fs::write(dir.path().join("other.parquet"), "x").unwrap();
+        assert!(kept.exists());
+        assert_eq!(remove_stale(&path), 1);
+        assert!(!kept.exists());
+        assert!(dir.path().join("other.parquet").exists());
     }
 
     #[test]
