@@ -231,3 +231,258 @@ pub(crate) fn paired_draws(
 pub(crate) fn spread_json(s: &graft_report::Spread) -> serde_json::Value {
     serde_json::json!({ "mean": s.mean, "lower": s.lower, "upper": s.upper, "std": s.std })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every stage on plain arrays: the fixture pipelines' technique tables, features from a small lexicon
+    //! instead of a backbone, and an `embed` function that applies the same lexicon. No ONNX Runtime, no
+    //! command line.
+
+    use std::path::PathBuf;
+
+    use graft_config::{Plan, Stage};
+    use ndarray::Array2;
+
+    use super::*;
+
+    const POSITIVE: &[&str] = &[
+        "wonderful",
+        "moving",
+        "great",
+        "loved",
+        "delightful",
+        "delight",
+        "lovely",
+        "beautiful",
+        "brilliant",
+        "funny",
+        "warm",
+        "smart",
+        "best",
+        "fun",
+    ];
+    const NEGATIVE: &[&str] = &[
+        "dull", "boring", "terrible", "bad", "hated", "mess", "tedious", "awful", "ugly", "dumb",
+        "flat", "worst",
+    ];
+
+    /// A 6-d embedding: sentiment direction, word counts, length and two hashed dimensions; `other` gives a
+    /// second "backbone" (other scaling and hashing) for fusion and distillation.
+    fn lexicon_embedding(text: &str, other: bool) -> [f32; 6] {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let pos = words.iter().filter(|w| POSITIVE.contains(w)).count() as f32;
+        let neg = words.iter().filter(|w| NEGATIVE.contains(w)).count() as f32;
+        let hash = |salt: u64| {
+            let h = graft_stdx::derive_seed(salt, text);
+            (h % 1000) as f32 / 1000.0 - 0.5
+        };
+        let scale = if other { 0.5 } else { 1.0 };
+        let salt = u64::from(other);
+        [
+            scale * (pos - neg),
+            pos,
+            neg,
+            words.len() as f32 / 10.0,
+            0.2 * hash(salt),
+            0.2 * hash(salt + 2),
+        ]
+    }
+
+    fn embed_all(texts: &[String], other: bool) -> Array2<f32> {
+        let mut x = Array2::zeros((texts.len(), 6));
+        for (i, t) in texts.iter().enumerate() {
+            x.row_mut(i)
+                .assign(&ndarray::aview1(&lexicon_embedding(t, other)));
+        }
+        x
+    }
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// A fixture pipeline's plan and its rows (texts, label classes) read from its data table.
+    struct Fixture {
+        plan: Plan,
+        texts: Vec<String>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+        features: Array2<f32>,
+        train: Vec<usize>,
+        test: Vec<usize>,
+        rows: Vec<usize>,
+    }
+
+    impl Fixture {
+        fn load(pipeline: &str) -> Fixture {
+            let plan = Plan::load(&repo().join("fixtures/pipelines").join(pipeline)).unwrap();
+            let graft_config::DataSource::File(table) = &plan.data.source else {
+                panic!("a table fixture")
+            };
+            let mut reader = csv::Reader::from_path(table).unwrap();
+            let headers = reader.headers().unwrap().clone();
+            let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+            let (text, label) = (
+                column(&plan.data.text_column),
+                column(&plan.data.label_column),
+            );
+            let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+            let texts: Vec<String> = records.iter().map(|r| r[text].to_owned()).collect();
+            let mut classes: Vec<String> = records.iter().map(|r| r[label].to_owned()).collect();
+            classes.sort();
+            classes.dedup();
+            let labels = records
+                .iter()
+                .map(|r| classes.iter().position(|c| *c == r[label]).unwrap())
+                .collect();
+            let features = embed_all(&texts, false);
+            let n = texts.len();
+            Fixture {
+                plan,
+                texts,
+                labels,
+                classes,
+                features,
+                // Halves of every eight rows: the classes alternate in the fixtures, so both splits are balanced.
+                train: (0..n).filter(|i| i % 8 < 4).collect(),
+                test: (0..n).filter(|i| i % 8 >= 4).collect(),
+                rows: (0..n).collect(),
+            }
+        }
+
+        fn run(&self, stage: &StagePlan) -> Result<TechniqueReport, PipelineError> {
+            let embed = |backbone: Option<&OtherBackbone>, texts: &[String], _fresh: bool| {
+                Ok(Embedded {
+                    features: embed_all(texts, backbone.is_some()),
+                    rows_per_second: 1000.0,
+                    extracted: texts.len(),
+                })
+            };
+            let dataset = |name: &str| -> Result<PathBuf, PipelineError> {
+                panic!("no registered data set in a unit test: {name}")
+            };
+            let graft_config::DataSource::File(table) = &self.plan.data.source else {
+                unreachable!()
+            };
+            let data = RunData {
+                seed: self.plan.seed,
+                file: &self.plan.file,
+                source: &self.plan.source,
+                heads: &self.plan.heads,
+                backbone: self.plan.backbone.as_ref().map(|b| &b.source),
+                label_column: &self.plan.data.label_column,
+                features: self.features.view(),
+                labels: &self.labels,
+                classes: &self.classes,
+                train: &self.train,
+                test: &self.test,
+                headline: &self.plan.heads[0],
+                headline_accuracy: 1.0,
+                table: Some((table.as_path(), &self.rows)),
+                embed: Some(&embed),
+                texts: Some(&self.texts),
+                train_views: &[],
+                dataset: &dataset,
+                progress: false,
+            };
+            run_stage(stage, &data)
+        }
+    }
+
+    fn number(details: &serde_json::Value, pointer: &str) -> f64 {
+        details
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or_else(|| panic!("no number at {pointer} in {details}"))
+    }
+
+    #[test]
+    fn every_text_stage_runs_on_plain_arrays_and_reports_its_comparison() {
+        let fixture = Fixture::load("tiny-techniques.toml");
+        let stages = &fixture.plan.techniques.stages;
+        assert_eq!(stages.len(), 9, "every text stage of the fixture");
+        for stage in stages {
+            let report = fixture.run(stage).unwrap();
+            assert_eq!(report.technique, stage.stage().table());
+            assert!(!report.rows.is_empty(), "{}", report.technique);
+            assert!(report.rows.iter().all(|r| r.len() == report.columns.len()));
+            assert!(!report.finding.is_empty() && !report.method.is_empty());
+            let d = &report.details;
+            match stage.stage() {
+                // The lexicon separates the classes: descriptions and episodes find them.
+                Stage::ZeroShot => assert!(number(d, "/test_accuracy") >= 0.9, "{d}"),
+                Stage::FewShot => {
+                    assert!(number(d, "/points/0/prototype/mean") >= 0.9, "{d}");
+                    assert_eq!(number(d, "/ways"), 2.0);
+                }
+                Stage::PromptTemplates => {
+                    assert_eq!(d["templates"].as_array().unwrap().len(), 2)
+                }
+                Stage::SelfTraining => assert!(!d["rounds"].as_array().unwrap().is_empty()),
+                Stage::DomainAdaptation => assert_eq!(number(d, "/target_rows"), 12.0),
+                Stage::Multitask => assert_eq!(d["tasks"].as_array().unwrap().len(), 2),
+                Stage::Fusion => assert!(d["variants"].as_array().unwrap().len() >= 3),
+                Stage::Distillation => assert!(number(d, "/teacher_accuracy") >= 0.9, "{d}"),
+                Stage::Augmentation => assert_eq!(number(d, "/views"), 2.0),
+                Stage::Continual => unreachable!("not in this fixture"),
+            }
+        }
+    }
+
+    #[test]
+    fn continual_learning_tracks_forgetting_on_plain_arrays() {
+        let fixture = Fixture::load("tiny-continual.toml");
+        let [stage] = fixture.plan.techniques.stages.as_slice() else {
+            panic!("one stage")
+        };
+        let report = fixture.run(stage).unwrap();
+        let d = &report.details;
+        assert_eq!(d["stages"].as_array().unwrap().len(), 2);
+        // Prototypes add class means without touching old ones: the lexicon's classes stay apart.
+        assert!(number(d, "/seen_accuracy/0/1") >= 0.5, "{d}");
+        for learner in 0..3 {
+            let f = number(d, &format!("/average_forgetting/{learner}"));
+            assert!((-1.0..=1.0).contains(&f), "{d}");
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_results() {
+        let fixture = Fixture::load("tiny-techniques.toml");
+        for stage in &fixture.plan.techniques.stages {
+            let a = fixture.run(stage).unwrap();
+            let b = fixture.run(stage).unwrap();
+            // Timings differ; everything measured does not.
+            let strip = |mut v: serde_json::Value| {
+                if let Some(map) = v.as_object_mut() {
+                    map.retain(|k, _| !k.contains("per_second") && k != "speed_up");
+                }
+                v
+            };
+            assert_eq!(strip(a.details), strip(b.details), "{}", a.technique);
+        }
+    }
+
+    #[test]
+    fn a_stage_that_cannot_run_points_at_its_table() {
+        let mut fixture = Fixture::load("tiny-techniques.toml");
+        // Three classes asked of a two-class task.
+        let Some(StagePlan::FewShot(few_shot)) = fixture
+            .plan
+            .techniques
+            .stages
+            .iter_mut()
+            .find(|s| s.stage() == Stage::FewShot)
+        else {
+            panic!("few-shot in the fixture")
+        };
+        few_shot.ways = Some(3);
+        let stage = StagePlan::FewShot(few_shot.clone());
+        let err = fixture.run(&stage).unwrap_err().to_string();
+        assert!(
+            err.contains("`ways = 3` but the data has 2 classes"),
+            "{err}"
+        );
+        assert!(err.contains("tiny-techniques.toml:"), "{err}");
+    }
+}
