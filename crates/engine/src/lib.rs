@@ -19,17 +19,14 @@
 //! ```
 
 mod artifacts;
-mod compare;
 mod curve;
 mod data;
 mod evaluate;
-mod export;
-mod extract;
 mod featurize;
 mod heads;
 mod io;
+mod jobs;
 mod options;
-mod predict;
 mod progress;
 mod provision;
 mod run;
@@ -40,19 +37,19 @@ use std::path::PathBuf;
 
 use graft_config::{ConfigError, Diagnostic};
 
-pub use compare::{
-    BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
-    comparison_dir,
-};
-pub use export::{ExportJob, ExportOutcome, export};
-pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use graft_assets::CACHE_ENV;
 pub use graft_backbone::{Pooling, Provider};
 pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
 };
-pub use predict::{PredictJob, PredictOutcome, predict};
+pub use jobs::compare::{
+    BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
+    comparison_dir,
+};
+pub use jobs::export::{ExportJob, ExportOutcome, export};
+pub use jobs::extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
+pub use jobs::predict::{PredictJob, PredictOutcome, predict};
 pub use provision::{
     clear_feature_cache, feature_cache_stats, provision_all, provision_runtime, provision_samples,
 };

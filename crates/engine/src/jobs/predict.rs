@@ -11,8 +11,8 @@ use graft_config::resolved::{HeadSettings, ModelSourceSettings};
 use graft_report::Manifest;
 
 use crate::PipelineError;
-use crate::extract::{ExtractJob, extract};
 use crate::heads::{LoadedHead, load_head};
+use crate::jobs::extract::{ExtractJob, extract};
 use graft_config::ModelSource;
 
 /// What to predict, with what, and where to write it.

@@ -14,7 +14,7 @@ use graft_config::resolved::{BackboneSettings, ImageSettings};
 
 use crate::PipelineError;
 use crate::heads::{FittedHead, LoadedHead, TrainedHead, load_head};
-use crate::predict::{head_file, model_sha256, recorded_model};
+use crate::jobs::predict::{head_file, model_sha256, recorded_model};
 use graft_config::ModelSource;
 
 /// What to export, and where.
