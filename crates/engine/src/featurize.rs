@@ -48,15 +48,9 @@ pub(crate) fn given_features(
         extracted: 0,
         cache_hits: 0,
         dimension: features.ncols(),
-        rows_per_second: 0.0,
-        batches: 0,
-        tokens: 0,
-        padded_tokens: 0,
-        truncated_rows: 0,
-        tokenize_seconds: 0.0,
         execution_provider: "none (features given)".to_owned(),
         unit: "features".to_owned(),
-        threads: 0,
+        ..ExtractionFigures::default()
     };
     let dimension = features.ncols();
     Featurized {
@@ -121,6 +115,18 @@ fn resolve_text_model(plan: &Plan, cache: &Cache) -> Result<ResolvedModel, Pipel
     })
 }
 
+/// The rows the feature cache holds (nothing when the cache is off).
+fn lookup(store: Option<&FeatureStore>, keys: &[RowKey]) -> Result<Lookup, PipelineError> {
+    Ok(match store {
+        Some(store) => store.lookup(keys)?,
+        None => Lookup {
+            rows: Array2::zeros((keys.len(), 0)),
+            found: vec![false; keys.len()],
+            rejected_chunks: 0,
+        },
+    })
+}
+
 /// The feature-cache namespace of a text backbone: everything that changes its output is in the description.
 fn text_store(
     plan: &Plan,
@@ -173,14 +179,7 @@ pub(crate) fn text_features(
     let config = &backbone_of(plan).config;
     let store = text_store(plan, options, &onnx, &tokenizer)?;
     let keys: Vec<RowKey> = texts.iter().map(|t| row_key(t.as_bytes())).collect();
-    let cached = match &store {
-        Some(store) => store.lookup(&keys)?,
-        None => Lookup {
-            rows: Array2::zeros((keys.len(), 0)),
-            found: vec![false; keys.len()],
-            rejected_chunks: 0,
-        },
-    };
+    let cached = lookup(store.as_ref(), &keys)?;
     let missing = cached.missing();
     let mut runtime_record = None;
     let mut extraction = ExtractionFigures {
@@ -188,15 +187,9 @@ pub(crate) fn text_features(
         extracted: missing.len(),
         cache_hits: cached.hits(),
         dimension: cached.rows.ncols(),
-        rows_per_second: 0.0,
-        batches: 0,
-        tokens: 0,
-        padded_tokens: 0,
-        truncated_rows: 0,
-        tokenize_seconds: 0.0,
         execution_provider: "none: every feature came from the cache".to_owned(),
         unit: "texts".to_owned(),
-        threads: 0,
+        ..ExtractionFigures::default()
     };
     let features = if missing.is_empty() {
         cached.rows
@@ -418,14 +411,7 @@ pub(crate) fn image_features(
         } else {
             None
         };
-        let cached = match &store {
-            Some(store) => store.lookup(&view_keys)?,
-            None => Lookup {
-                rows: Array2::zeros((view_keys.len(), 0)),
-                found: vec![false; view_keys.len()],
-                rejected_chunks: 0,
-            },
-        };
+        let cached = lookup(store.as_ref(), &view_keys)?;
         rejected_chunks += cached.rejected_chunks;
         namespaces.push(store.as_ref().map(|s| s.dir().to_path_buf()));
         let missing = cached.missing();
