@@ -38,11 +38,12 @@ pub struct Defaults {
 }
 
 impl Defaults {
-    /// An installed `graft`: `./runs`, and the cache folder of [`user_cache_dir`].
+    /// An installed `graft`: `./runs` of the current folder, and the cache folder of [`user_cache_dir`].
     pub fn installed() -> Defaults {
         Defaults {
             program: "graft",
-            runs_dir: PathBuf::from("runs"),
+            // Absolute, so the printed run folder can be opened from anywhere.
+            runs_dir: std::path::absolute("runs").unwrap_or_else(|_| PathBuf::from("runs")),
             cache_dir: user_cache_dir(),
             fetch_pipelines: Vec::new(),
         }

@@ -59,7 +59,17 @@ fn a_run_from_another_folder_writes_runs_there() {
     assert_eq!(runs.len(), 1);
     assert!(runs[0].join("metrics.json").is_file());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("run folder"), "{stdout}");
+    // The printed folder is absolute: it can be opened from anywhere.
+    let printed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run folder"))
+        .unwrap_or_else(|| panic!("no run folder line in {stdout}"))
+        .trim();
+    assert_eq!(
+        std::fs::canonicalize(printed).unwrap(),
+        std::fs::canonicalize(&runs[0]).unwrap()
+    );
+    assert!(Path::new(printed).is_absolute(), "{printed}");
     // $GRAFT_CACHE wins over $XDG_CACHE_HOME: nothing was put there.
     assert!(!elsewhere.path().join("unused").exists());
 }
