@@ -27,6 +27,7 @@
 //! ```
 
 mod check;
+mod checker;
 mod diagnostic;
 mod heads;
 mod plan;

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
+
 /// Where the backbone comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
@@ -34,4 +36,68 @@ pub fn absolute(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// A second backbone as a stage names it: a registered name, or files.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawBackboneRef {
+    Name(String),
+    Files(RawModelFiles),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelFiles {
+    pub onnx: String,
+    pub tokenizer: String,
+}
+
+/// A second text backbone, checked: the pipeline's extraction settings apply to it (registered ones bring
+/// their own output, pooling, normalisation and length).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OtherBackbone {
+    Registry(String),
+    Files {
+        onnx: std::path::PathBuf,
+        tokenizer: std::path::PathBuf,
+    },
+}
+
+impl OtherBackbone {
+    /// For reports.
+    pub fn name(&self) -> String {
+        match self {
+            OtherBackbone::Registry(name) => name.clone(),
+            OtherBackbone::Files { onnx, .. } => onnx
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// Whether it is the pipeline's own backbone.
+    pub fn is_pipeline_backbone(&self, pipeline: Option<&ModelSource>) -> bool {
+        match (self, pipeline) {
+            (OtherBackbone::Registry(a), Some(ModelSource::Registry(b))) => a == b,
+            (OtherBackbone::Files { onnx: a, .. }, Some(ModelSource::Files { onnx: b, .. })) => {
+                a == b
+            }
+            _ => false,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            OtherBackbone::Registry(name) => serde_json::json!({ "model": name }),
+            OtherBackbone::Files { onnx, tokenizer } => {
+                serde_json::json!({ "onnx": onnx, "tokenizer": tokenizer })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for OtherBackbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
 }

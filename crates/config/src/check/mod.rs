@@ -6,14 +6,14 @@ mod data;
 mod heads;
 mod search;
 
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use graft_assets::Registry;
 use graft_ingest::SplitRatios;
 use toml::Spanned;
 
 use crate::ConfigError;
+pub(crate) use crate::checker::Checker;
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::heads::{HeadKind, HeadSpec, TransformPlan};
 use crate::plan::*;
@@ -46,11 +46,6 @@ pub(crate) fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> Conf
     ConfigError::Invalid(diagnostic)
 }
 
-pub(crate) struct Checker<'a> {
-    pub(crate) file: &'a Path,
-    pub(crate) source: &'a str,
-}
-
 impl Plan {
     /// Reads and checks a pipeline file.
     pub fn load(path: &Path) -> Result<Plan, ConfigError> {
@@ -70,45 +65,6 @@ impl Plan {
 }
 
 impl Checker<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::at(self.file, self.source, Some(span), message)
-    }
-
-    /// A name missing from the registry: suggest the closest one and list them all.
-    fn unknown(
-        &self,
-        name: &Spanned<String>,
-        what: &str,
-        plural: &str,
-        known: &[&str],
-    ) -> Diagnostic {
-        let list = format!("registered {plural}: {}", known.join(", "));
-        let hint = match did_you_mean(name.get_ref(), known.iter().copied()) {
-            Some(best) => format!("did you mean `{best}`? {list}"),
-            None => list,
-        };
-        self.error(name.span(), format!("unknown {what} `{}`", name.get_ref()))
-            .with_hint(hint)
-    }
-
-    /// Resolves a path key against the pipeline's folder; a diagnostic at the key when no such file exists.
-    fn existing_file(&self, path: &Spanned<String>, what: &str) -> Result<PathBuf, Diagnostic> {
-        let resolved = self.resolve(path.get_ref());
-        if resolved.is_file() {
-            return Ok(resolved);
-        }
-        Err(self
-            .error(
-                path.span(),
-                format!("{what} not found: {}", resolved.display()),
-            )
-            .with_hint("relative paths are resolved from the folder of the pipeline file"))
-    }
-
-    fn resolve(&self, path: &str) -> PathBuf {
-        absolute(&self.file.parent().unwrap_or(Path::new(".")).join(path))
-    }
-
     pub(crate) fn check(&self, raw: RawPipeline) -> Result<Plan, ConfigError> {
         self.check_raw(raw).map_err(ConfigError::Invalid)
     }
@@ -203,10 +159,7 @@ impl Checker<'_> {
         };
         let learning_curve = self.check_learning_curve(raw.learning_curve, &data)?;
         let techniques = crate::techniques::check(
-            &crate::techniques::Check {
-                file: self.file,
-                source: self.source,
-            },
+            self,
             crate::techniques::RawTechniques {
                 zero_shot: raw.zero_shot,
                 few_shot: raw.few_shot,

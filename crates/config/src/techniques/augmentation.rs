@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality};
+use super::Modality;
 use crate::Diagnostic;
+use crate::checker::Checker;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,8 +52,8 @@ impl AugmentationPlan {
     }
 }
 
-pub fn check(
-    c: &Check<'_>,
+pub(crate) fn check(
+    c: &Checker<'_>,
     raw: Spanned<RawAugmentation>,
     modality: Modality,
 ) -> Result<AugmentationPlan, Diagnostic> {

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality};
+use super::Modality;
 use crate::Diagnostic;
+use crate::checker::Checker;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +57,8 @@ impl ContinualPlan {
     }
 }
 
-pub fn check(
-    c: &Check<'_>,
+pub(crate) fn check(
+    c: &Checker<'_>,
     raw: Spanned<RawContinual>,
     modality: Modality,
 ) -> Result<ContinualPlan, Diagnostic> {

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality};
+use super::Modality;
 use crate::Diagnostic;
+use crate::checker::Checker;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,8 +58,8 @@ impl DomainPlan {
     }
 }
 
-pub fn check(
-    c: &Check<'_>,
+pub(crate) fn check(
+    c: &Checker<'_>,
     raw: Spanned<RawDomainAdaptation>,
     modality: Modality,
 ) -> Result<DomainPlan, Diagnostic> {

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 use toml::Spanned;
 
-use super::{Check, Modality};
+use super::Modality;
 use crate::Diagnostic;
+use crate::checker::Checker;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +36,8 @@ impl SelfTrainingPlan {
     }
 }
 
-pub fn check(
-    c: &Check<'_>,
+pub(crate) fn check(
+    c: &Checker<'_>,
     raw: Spanned<RawSelfTraining>,
     modality: Modality,
 ) -> Result<SelfTrainingPlan, Diagnostic> {
