@@ -300,3 +300,17 @@ fn image_folder_pipeline_with_augmented_views_is_deterministic_and_cached() {
     assert!(third.extraction.cache_hits >= 8, "{:?}", third.extraction);
     assert!(third.extraction.extracted >= 8);
 }
+
+#[test]
+fn a_diverging_head_stops_with_the_setting_to_lower_and_no_run_folder() {
+    // On main this handed NaN probabilities to the metrics, where average precision looped forever.
+    let plan = Plan::load(&repo().join("fixtures/pipelines/errors/diverging-mlp.toml")).unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let features = tempfile::tempdir().unwrap();
+    let err = run(&plan, &options(runs.path(), features.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the MLP's training diverged"), "{err}");
+    assert!(err.contains("lower `learning_rate` (now 1e30)"), "{err}");
+    assert!(!runs.path().join("diverging-mlp").exists());
+}

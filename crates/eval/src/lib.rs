@@ -51,6 +51,14 @@ pub enum EvalError {
     /// A setting out of its range.
     #[error("{0}")]
     InvalidSetting(String),
+    /// A probability or score that is NaN or infinite (a diverged model): nothing can be ranked or averaged.
+    #[error("probabilities contain a non-finite value at row {row}, column {column}")]
+    NonFinite {
+        /// Row of the first bad value.
+        row: usize,
+        /// Column of the first bad value.
+        column: usize,
+    },
 }
 
 /// Precision, recall, F1 and support of one class.
@@ -274,6 +282,25 @@ pub fn multi_label_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_probabilities_are_refused_not_looped_over() {
+        // A NaN score used to spin forever in the tie loop of average precision.
+        let positive = [true, false, true, false];
+        assert_eq!(
+            average_precision_binary(&positive, &[0.9, f64::NAN, 0.2, 0.1]),
+            None
+        );
+        assert_eq!(
+            roc_auc_binary(&positive, &[0.9, 0.3, f64::INFINITY, 0.1]),
+            None
+        );
+        let p = ndarray::array![[0.5f32, 0.5], [f32::NAN, f32::NAN], [0.2, 0.8]];
+        assert_eq!(
+            probability_report(&[0, 1, 1], p.view(), 10),
+            Err(EvalError::NonFinite { row: 1, column: 0 })
+        );
+    }
 
     #[test]
     fn three_class_case_computed_by_hand() {

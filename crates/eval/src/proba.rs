@@ -22,15 +22,22 @@ fn check(y_true: &[usize], proba: ArrayView2<'_, f32>) -> Result<(), EvalError> 
             n_classes: proba.ncols(),
         });
     }
+    if let Some(((row, column), _)) = proba.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        return Err(EvalError::NonFinite { row, column });
+    }
     Ok(())
 }
 
+fn all_finite(scores: &[f64]) -> bool {
+    scores.iter().all(|s| s.is_finite())
+}
+
 /// Area under the ROC curve of `scores` for the positives in `positive` (ties count half, as the
-/// Mann-Whitney statistic); `None` when either class is absent.
+/// Mann-Whitney statistic); `None` when either class is absent or a score is not finite.
 pub fn roc_auc_binary(positive: &[bool], scores: &[f64]) -> Option<f64> {
     let pos = positive.iter().filter(|&&p| p).count();
     let neg = positive.len() - pos;
-    if pos == 0 || neg == 0 || positive.len() != scores.len() {
+    if pos == 0 || neg == 0 || positive.len() != scores.len() || !all_finite(scores) {
         return None;
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();
@@ -52,10 +59,11 @@ pub fn roc_auc_binary(positive: &[bool], scores: &[f64]) -> Option<f64> {
 }
 
 /// Average precision of `scores` for the positives (scikit-learn's `average_precision_score`: Σ (Rₙ − Rₙ₋₁)·Pₙ
-/// over the distinct thresholds); `None` without positives.
+/// over the distinct thresholds); `None` without positives or with a non-finite score.
 pub fn average_precision_binary(positive: &[bool], scores: &[f64]) -> Option<f64> {
     let pos = positive.iter().filter(|&&p| p).count();
-    if pos == 0 || positive.len() != scores.len() {
+    // A NaN is not equal to itself: the tie loop below would never advance past it.
+    if pos == 0 || positive.len() != scores.len() || !all_finite(scores) {
         return None;
     }
     let mut order: Vec<usize> = (0..scores.len()).collect();

@@ -102,6 +102,20 @@ pub enum HeadError {
         /// Distinct classes among them.
         classes: usize,
     },
+    /// Training blew up: the loss became NaN or infinite.
+    #[error(
+        "the {head}'s training diverged at epoch {epoch} (its weights or loss are no longer finite numbers); lower `{setting}` (now {value:?})"
+    )]
+    Diverged {
+        /// The head.
+        head: &'static str,
+        /// The 1-based epoch whose loss was not finite.
+        epoch: usize,
+        /// The hyperparameter to lower.
+        setting: &'static str,
+        /// Its value.
+        value: f64,
+    },
     /// NaN or infinite feature values.
     #[error("feature matrix contains a non-finite value at row {row}, column {column}")]
     NonFinite {

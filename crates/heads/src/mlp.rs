@@ -377,7 +377,7 @@ impl MlpValidParams {
             x,
             &Outputs::Classes(targets.labels(), targets.n_classes()),
             validation.map(|(xv, tv)| (xv, Outputs::Classes(tv.labels(), tv.n_classes()))),
-        );
+        )?;
         Ok(FittedMlp { net, report })
     }
 
@@ -410,7 +410,7 @@ impl MlpValidParams {
             &Outputs::Classes(targets.labels(), targets.n_classes()),
             None,
             Some(start.net.clone()),
-        );
+        )?;
         Ok(FittedMlp { net, report })
     }
 
@@ -451,7 +451,7 @@ impl MlpValidParams {
             x,
             &Outputs::Soft(targets.labels(), teacher, temperature as f32, alpha as f32),
             None,
-        );
+        )?;
         Ok(FittedMlp { net, report })
     }
 
@@ -488,7 +488,7 @@ impl MlpValidParams {
             }
             start += task.n_classes;
         }
-        let (net, report) = self.train(x, &Outputs::Tasks(y.view(), &widths), None);
+        let (net, report) = self.train(x, &Outputs::Tasks(y.view(), &widths), None)?;
         Ok(FittedMultitaskMlp {
             net,
             widths,
@@ -521,7 +521,7 @@ impl MlpValidParams {
             x,
             &Outputs::Sets(y.view()),
             yv.as_ref().map(|(xv, y)| (*xv, Outputs::Sets(y.view()))),
-        );
+        )?;
         Ok(FittedMultiLabelMlp { net, report })
     }
 
@@ -530,7 +530,7 @@ impl MlpValidParams {
         x: ArrayView2<'_, f32>,
         targets: &Outputs<'_, f32>,
         validation: Option<(ArrayView2<'_, f32>, Outputs<'_, f32>)>,
-    ) -> (Network<f32>, MlpReport) {
+    ) -> Result<(Network<f32>, MlpReport), HeadError> {
         self.train_from(x, targets, validation, None)
     }
 
@@ -540,7 +540,7 @@ impl MlpValidParams {
         targets: &Outputs<'_, f32>,
         validation: Option<(ArrayView2<'_, f32>, Outputs<'_, f32>)>,
         start: Option<Network<f32>>,
-    ) -> (Network<f32>, MlpReport) {
+    ) -> Result<(Network<f32>, MlpReport), HeadError> {
         let (n, d) = x.dim();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let mut widths = vec![d];
@@ -567,6 +567,17 @@ impl MlpValidParams {
                 let rate = self.rate_at(step, steps_per_epoch);
                 adam.step(&mut net, &grads, rate as f32, self.weight_decay as f32);
                 step += 1;
+            }
+            // The loss is clamped, so weights can blow up while it stays finite: check both.
+            if !loss_sum.is_finite() || !net.is_finite() {
+                // A NaN loss would leave NaN weights and NaN probabilities downstream: stop here, naming
+                // the setting that usually causes it.
+                return Err(HeadError::Diverged {
+                    head: "MLP",
+                    epoch: epoch + 1,
+                    setting: "learning_rate",
+                    value: self.learning_rate,
+                });
             }
             let mut record = EpochRecord {
                 epoch: epoch + 1,
@@ -605,7 +616,7 @@ impl MlpValidParams {
         {
             net = weights;
         }
-        (
+        Ok((
             net,
             MlpReport {
                 epochs_run,
@@ -613,7 +624,7 @@ impl MlpValidParams {
                 stopped_early,
                 history,
             },
-        )
+        ))
     }
 }
 
@@ -1020,6 +1031,13 @@ fn cast<A: Real>(v: f64) -> A {
 }
 
 impl<A: Real> Network<A> {
+    /// Whether every weight and bias is a finite number (a diverged run leaves NaN or infinity).
+    fn is_finite(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| l.w.iter().chain(l.b.iter()).all(|v| v.is_finite()))
+    }
+
     fn init(widths: &[usize], activation: Activation, rng: &mut ChaCha8Rng) -> Self {
         let layers = widths
             .windows(2)
@@ -1454,6 +1472,28 @@ mod tests {
             params.fit_multi_label(x.view(), &targets).unwrap(),
             "seeded"
         );
+    }
+
+    #[test]
+    fn a_diverging_run_is_an_error_naming_the_learning_rate() {
+        let (x, y) = blobs();
+        let t = Targets::new(&y, 3).unwrap();
+        let err = Mlp::params()
+            .learning_rate(1e30)
+            .max_epochs(3)
+            .fit(x.view(), &t)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                HeadError::Diverged {
+                    setting: "learning_rate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("lower `learning_rate`"), "{err}");
     }
 
     #[test]
