@@ -312,3 +312,68 @@ fn a_folder_of_images_is_embedded_by_an_image_backbone() {
         &["is a folder of images, and `tiny-embedder.onnx` is not an image backbone"],
     );
 }
+
+/// A small tmpfs that fills up while the job writes (mounting needs root, as CI and these machines run).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: usize) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        status.status.success().then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_ends_the_job_promptly_with_the_os_error_and_the_path() {
+    // On main the writer's error was swallowed and every thread parked on a channel: the job never ended.
+    let Some(disk) = SmallDisk::mount(256 * 1024) else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root and must mount the small disk"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let input = corpus(scratch.path(), 20_000);
+    let output = disk.dir.path().join("out.parquet");
+    let mut child = extract_command(&input, &output, &["--chunk-rows", "1024", "--threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("extract onto a full disk hung");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&disk.dir.path().display().to_string()),
+        "{err}"
+    );
+    assert!(!output.exists(), "no half-written output");
+}

@@ -1076,7 +1076,9 @@ fn stream_chunks(
         sync_channel(1);
     let (to_write, from_infer): (SyncSender<EmbeddingBatch>, Receiver<EmbeddingBatch>) =
         sync_channel(1);
-    let from_reader = std::sync::Mutex::new(from_reader);
+    // Taken (and so dropped) once inference ends, so that a reader blocked on a full queue wakes up with an
+    // error instead of waiting forever for sessions that are gone (e.g. after the writer hit a full disk).
+    let from_reader = std::sync::Mutex::new(Some(from_reader));
     let stats = std::sync::Mutex::new(StreamStats::default());
     let prompt = job.prompt.clone();
     std::thread::scope(|scope| {
@@ -1149,6 +1151,13 @@ fn stream_chunks(
             .into_iter()
             .map(|w| w.join().expect("an inference thread does not panic"))
             .collect();
+        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(
+            from_reader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
         let written = writer.join().expect("the writer thread does not panic");
         for result in inference {
             result?;
@@ -1165,7 +1174,7 @@ fn stream_chunks(
 fn infer_chunks(
     job: &ExtractJob,
     backbone: &mut Worker,
-    from_reader: &std::sync::Mutex<Receiver<Result<Tokenized, PipelineError>>>,
+    from_reader: &std::sync::Mutex<Option<Receiver<Result<Tokenized, PipelineError>>>>,
     to_write: &SyncSender<EmbeddingBatch>,
     stats: &std::sync::Mutex<StreamStats>,
     input_rows: u64,
@@ -1175,8 +1184,9 @@ fn infer_chunks(
         let next = from_reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .recv();
-        let Ok(item) = next else {
+            .as_ref()
+            .map(Receiver::recv);
+        let Some(Ok(item)) = next else {
             return Ok(()); // the reader is done
         };
         let item = item?;
