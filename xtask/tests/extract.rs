@@ -377,3 +377,16 @@ fn a_full_disk_ends_the_job_promptly_with_the_os_error_and_the_path() {
     );
     assert!(!output.exists(), "no half-written output");
 }
+
+#[test]
+fn an_unbalanced_quote_is_refused_with_its_line_instead_of_shifting_rows() {
+    // On main this returned 39 rows for 40, every row after the stray quote shifted by one.
+    let scratch = tempfile::tempdir().unwrap();
+    let output = scratch.path().join("out.parquet");
+    let input = repo().join("fixtures/data/unbalanced-quote.csv");
+    user_error(
+        extract_command(&input, &output, &[]).output().unwrap(),
+        &["unbalanced-quote.csv:7:", "the quote opened on line 6"],
+    );
+    assert!(!output.exists());
+}

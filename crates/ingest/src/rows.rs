@@ -331,6 +331,7 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
     let ext = extension(path);
     match ext.as_str() {
         "csv" | "tsv" => {
+            check_quotes(path, if ext == "tsv" { b'\t' } else { b',' })?;
             let mut reader = csv_reader(path, &ext)?;
             let mut record = csv::ByteRecord::new();
             let mut rows = 0;
@@ -367,6 +368,77 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
             path: path.to_path_buf(),
         }),
     }
+}
+
+/// Checks that every quoted field of a CSV/TSV file is closed where a field ends. The CSV parser is lenient
+/// there: a quote that is opened and never closed makes it run the following lines into one field, so rows
+/// merge and every later row shifts without an error. A field that starts with a quote must end with one,
+/// followed by a delimiter or a line end (`""` inside stands for one quote); a quote inside an unquoted
+/// field is an ordinary character.
+pub fn check_quotes(path: &Path, delimiter: u8) -> Result<(), IngestError> {
+    let error = |line: u64, message: String| IngestError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, open_file(path)?);
+    let (mut line, mut opened_on) = (1u64, 0u64);
+    // Outside a field's start, inside an unquoted field, inside quotes, or just after a quote inside quotes.
+    #[derive(PartialEq)]
+    enum State {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut state = State::FieldStart;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| error(line, e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf {
+            state = match state {
+                State::FieldStart if b == b'"' => {
+                    opened_on = line;
+                    State::Quoted
+                }
+                State::FieldStart | State::Unquoted if b == delimiter || b == b'\n' => {
+                    State::FieldStart
+                }
+                State::FieldStart | State::Unquoted => State::Unquoted,
+                State::Quoted if b == b'"' => State::QuoteInQuoted,
+                State::Quoted => State::Quoted,
+                State::QuoteInQuoted if b == b'"' => State::Quoted,
+                State::QuoteInQuoted if b == delimiter || b == b'\n' => State::FieldStart,
+                State::QuoteInQuoted if b == b'\r' => State::QuoteInQuoted,
+                State::QuoteInQuoted => {
+                    return Err(error(
+                        line,
+                        format!(
+                            "a quoted field ends in the middle of a field here; the quote opened on line {opened_on} \
+                             is probably never closed (every later row would shift). Close it, or write a quote \
+                             inside a quoted field as \"\""
+                        ),
+                    ));
+                }
+            };
+            if b == b'\n' {
+                line += 1;
+            }
+        }
+    }
+    if state == State::Quoted {
+        return Err(error(
+            opened_on,
+            "a quote opened on this line is never closed before the end of the file".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_error(path: &Path, line: u64, e: &csv::Error) -> IngestError {
@@ -463,6 +535,33 @@ mod tests {
         assert_eq!(chunk.texts.len(), 15);
         assert!(chunk.ids.is_none());
         assert!(reader.next_chunk(100).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_refused_with_its_line_not_read_as_shifted_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shifted.csv");
+        std::fs::write(
+            &path,
+            "id,text\n1,\"fine\"\n2,\"opened, never closed\n3,\"next\"\n4,last\n",
+        )
+        .unwrap();
+        let err = count_rows(&path).unwrap_err().to_string();
+        assert!(err.contains("shifted.csv:4:"), "{err}");
+        assert!(err.contains("quote opened on line 3"), "{err}");
+        // Quoted line ends, doubled quotes and quotes inside unquoted fields are fine.
+        std::fs::write(
+            &path,
+            "id,text\n1,\"two\nlines\"\n2,\"a \"\"quoted\"\" word\"\n3,5\" tall\r\n",
+        )
+        .unwrap();
+        assert_eq!(count_rows(&path).unwrap(), 3);
+        std::fs::write(&path, "id,text\n1,\"runs to the end\n").unwrap();
+        let err = count_rows(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("shifted.csv:2:") && err.contains("never closed"),
+            "{err}"
+        );
     }
 
     #[test]
