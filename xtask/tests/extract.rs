@@ -151,12 +151,32 @@ fn a_job_killed_mid_run_resumes_to_identical_bytes() {
         !output.exists(),
         "no output under the final name before the job completes"
     );
+    // Damage a finished chunk in place, keeping its size: on main it was only row-counted, so the flipped
+    // bytes went into the output and its recorded sha256.
+    let damaged = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("chunk-")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
 
     let resumed = ok(extract_command(&input, &output, &chunking)
         .output()
         .unwrap());
     assert!(
         resumed.contains("kept from the interrupted run"),
+        "{resumed}"
+    );
+    assert!(
+        resumed.contains("damaged or unverified; extracting it again"),
         "{resumed}"
     );
     assert_eq!(
