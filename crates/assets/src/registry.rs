@@ -177,6 +177,9 @@ pub struct ModelEntry {
     pub normalize: bool,
     /// Default truncation length in tokens.
     pub max_length: usize,
+    /// The longest token sequence the model reads (its position embeddings), for text models.
+    #[serde(default)]
+    pub max_positions: Option<usize>,
     /// The ONNX graph.
     pub onnx: PackageFile,
     /// The `tokenizers` JSON for text models.

@@ -531,3 +531,16 @@ fn an_ensemble_teacher_needs_several_heads() {
         &["averages the pipeline's heads, but it has one"],
     );
 }
+
+#[test]
+fn max_length_past_the_model_is_refused_at_its_key() {
+    // On main this passed `check` and failed inside ONNX Runtime with a broadcast error naming no key.
+    check(
+        "max-length-past-model",
+        15,
+        &[
+            "`max_length = 2048` is more than `minilm-l6-int8` reads (512 token positions)",
+            "hint: use at most 512",
+        ],
+    );
+}

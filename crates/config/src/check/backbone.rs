@@ -88,6 +88,23 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
             config.max_length = v;
         }
+        // Past the model's position embeddings ONNX Runtime fails deep inside with a broadcast error.
+        if let (Some(v), ModelSource::Registry(name)) = (&b.max_length, &source)
+            && let Some(limit) = registry.models.get(name).and_then(|m| m.max_positions)
+            && *v.get_ref() > limit
+        {
+            return Err(self
+                .error(
+                    v.span(),
+                    format!(
+                        "`max_length = {}` is more than `{name}` reads ({limit} token positions)",
+                        v.get_ref()
+                    ),
+                )
+                .with_hint(format!(
+                    "use at most {limit}; longer texts are truncated to `max_length` tokens"
+                )));
+        }
         if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
             config.batch_size = v;
         }
