@@ -313,3 +313,39 @@ fn a_prompt_template_reaches_the_backbone_in_runs_and_in_predict() {
     let bare = predict(&runs.path().join("bare.csv"));
     assert_ne!(with_prompt, bare);
 }
+
+#[test]
+fn an_edited_head_description_is_refused_by_predict_and_export() {
+    // On main, reversing `classes` in heads/<head>.json made predict and export succeed with every label
+    // inverted: only the weights were checksummed, and that checksum lived in the edited file.
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_tiny_heads(runs.path());
+    let description = run_dir.join("heads/logistic.json");
+    let text = std::fs::read_to_string(&description).unwrap();
+    let reversed = text.replacen("\"negative\",", "\"positive\",", 1).replacen(
+        "\"positive\"\n",
+        "\"negative\"\n",
+        1,
+    );
+    assert_ne!(text, reversed);
+    std::fs::write(&description, reversed).unwrap();
+    let run = run_dir.to_str().unwrap();
+    let output = xtask(
+        &[
+            "predict",
+            run,
+            "fixtures/data/tiny-sentiment.csv",
+            "--output",
+            runs.path().join("p.csv").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("logistic.json changed after the run"), "{err}");
+    let output = xtask(&["export", run, "--head", "logistic"], &[]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("logistic.json changed after the run"), "{err}");
+    assert!(!runs.path().join("p.csv").exists());
+}

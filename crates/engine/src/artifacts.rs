@@ -87,7 +87,7 @@ pub(crate) fn write_run_dir(
     plan: &Plan,
     options: &RunOptions,
     metrics: &Metrics,
-    manifest: &Manifest,
+    mut manifest: Manifest,
     labels: &Context<'_>,
     tables: Vec<(&str, String)>,
     heads: HeadArtefacts<'_>,
@@ -115,20 +115,31 @@ pub(crate) fn write_run_dir(
     };
     let files = [
         ("metrics.json", graft_report::to_json_text(metrics)),
-        ("manifest.json", graft_report::to_json_text(manifest)),
         ("report.md", graft_report::markdown(metrics, &ctx)),
         ("report.html", graft_report::html(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
     ];
     for (name, content) in files.into_iter().chain(tables) {
         let path = tmp.join(name);
-        std::fs::write(&path, content).map_err(io(&path))?;
+        std::fs::write(&path, &content).map_err(io(&path))?;
+        manifest
+            .artefacts
+            .insert(name.to_owned(), graft_stdx::sha256_hex(content.as_bytes()));
     }
     let heads_dir = tmp.join("heads");
     std::fs::create_dir_all(&heads_dir).map_err(io(&heads_dir))?;
     for head in heads.heads {
-        save_head(&heads_dir, head, heads.info)?;
+        let description = save_head(&heads_dir, head, heads.info)?;
+        let weights = description.with_extension("safetensors");
+        for path in [description, weights] {
+            let sha256 = graft_stdx::sha256_file(&path).map_err(io(&path))?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            manifest.artefacts.insert(format!("heads/{name}"), sha256);
+        }
     }
+    // Last, so that it can record every other file's checksum.
+    let path = tmp.join("manifest.json");
+    std::fs::write(&path, graft_report::to_json_text(&manifest)).map_err(io(&path))?;
     staged.commit().map_err(io(&final_dir))
 }
 
@@ -222,6 +233,7 @@ fn manifest(f: &mut Finished<'_>) -> Manifest {
         transform: resolved.transform,
         heads: resolved.heads,
         host: HostRecord::this(),
+        artefacts: Default::default(),
     }
 }
 
@@ -263,7 +275,7 @@ pub(crate) fn write_run(
         plan,
         options,
         &metrics,
-        &manifest,
+        manifest,
         &labels,
         tables,
         HeadArtefacts {

@@ -395,7 +395,15 @@ pub fn save_head(
         .collect();
     let name = trained.spec.name();
     let weights_path = dir.join(format!("{name}.safetensors"));
-    let serialized = safetensors::serialize(views, None)
+    // The classes travel inside the weights too: an edited description cannot relabel the outputs.
+    let metadata = HashMap::from([
+        (
+            CLASSES_KEY.to_owned(),
+            serde_json::to_string(&info.classes).expect("strings serialise"),
+        ),
+        ("graft.head".to_owned(), name.to_owned()),
+    ]);
+    let serialized = safetensors::serialize(views, Some(metadata))
         .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
     let description = HeadArtefact {
         format: "graft-head".to_owned(),
@@ -437,7 +445,12 @@ pub struct LoadedHead {
 struct Tensors<'a> {
     path: &'a Path,
     arrays: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// The classes the weights were saved with (`None` for files written before they were stored).
+    classes: Option<Vec<String>>,
 }
+
+/// The safetensors metadata key holding the head's classes (JSON list, output order).
+const CLASSES_KEY: &str = "graft.classes";
 
 impl<'a> Tensors<'a> {
     fn read(path: &'a Path, bytes: &[u8]) -> Result<Tensors<'a>, PipelineError> {
@@ -455,7 +468,26 @@ impl<'a> Tensors<'a> {
                 .collect();
             arrays.insert(name, (view.shape().to_vec(), data));
         }
-        Ok(Tensors { path, arrays })
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| tensor_error(path, e.to_string()))?;
+        let classes = match metadata
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(CLASSES_KEY))
+        {
+            Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+                tensor_error(
+                    path,
+                    format!("`{CLASSES_KEY}` metadata is not a list of names: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Tensors {
+            path,
+            arrays,
+            classes,
+        })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -520,6 +552,14 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
         }
     };
     let classes = d.classes.clone();
+    if let Some(stored) = &tensors.classes
+        && *stored != classes
+    {
+        return Err(bad(format!(
+            "lists the classes {classes:?} but its weights {} were trained for {stored:?}; the files do not belong together",
+            weights_path.display()
+        )));
+    }
     let multi_label = spec.multi_label.is_some();
     type Layers = Vec<(Array2<f32>, Array1<f32>)>;
     let mlp_layers = || -> Result<Layers, PipelineError> {
@@ -674,6 +714,20 @@ mod tests {
             );
             assert_eq!(loaded.info, info);
         }
+        // Classes reversed in the description: the weights carry the classes they were trained for. (On main
+        // this predicted with every label inverted.)
+        let description = dir.path().join("logistic.json");
+        let text = std::fs::read_to_string(&description).unwrap();
+        let reversed = text
+            .replacen("\"a\",", "\"c\",", 1)
+            .replacen("\"c\"\n", "\"a\"\n", 1);
+        assert_ne!(text, reversed);
+        std::fs::write(&description, reversed).unwrap();
+        let err = load_head(&description).unwrap_err().to_string();
+        assert!(
+            err.contains("were trained for [\"a\", \"b\", \"c\"]"),
+            "{err}"
+        );
         // A weights file that does not belong to its description is refused.
         std::fs::write(dir.path().join("knn.safetensors"), b"not the weights").unwrap();
         let err = load_head(&dir.path().join("knn.json")).unwrap_err();

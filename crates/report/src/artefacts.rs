@@ -176,6 +176,10 @@ pub struct Manifest {
     pub heads: Vec<HeadSettings>,
     /// The machine.
     pub host: HostRecord,
+    /// sha256 of every other file of the run folder, by its path in the folder (`heads/logistic.json`, …):
+    /// readers refuse a head whose files were changed after the run.
+    #[serde(default)]
+    pub artefacts: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a run folder or head artefact cannot be read.

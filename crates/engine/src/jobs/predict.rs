@@ -146,7 +146,33 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         }
         None => names[0].to_owned(),
     };
-    Ok(heads_dir.join(format!("{name}.json")))
+    let description = heads_dir.join(format!("{name}.json"));
+    for path in [
+        description.clone(),
+        description.with_extension("safetensors"),
+    ] {
+        let key = format!(
+            "heads/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let Some(recorded) = manifest.artefacts.get(&key) else {
+            continue; // runs written before checksums were recorded
+        };
+        let actual = graft_stdx::sha256_file(&path).map_err(|source| PipelineError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if actual != *recorded {
+            return Err(predict_error(
+                format!(
+                    "{} changed after the run: its sha256 is not the one manifest.json records",
+                    path.display()
+                ),
+                "use the run folder as the run wrote it, or run the pipeline again",
+            ));
+        }
+    }
+    Ok(description)
 }
 
 /// A hidden name next to `output` for this process's scratch or temporary files.
