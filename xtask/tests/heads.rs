@@ -309,7 +309,22 @@ fn a_prompt_template_reaches_the_backbone_in_runs_and_in_predict() {
     // the recorded template.
     let mut without = artefact.clone();
     without["backbone"]["settings"]["prompt"] = serde_json::Value::Null;
-    std::fs::write(&artefact_path, serde_json::to_string(&without).unwrap()).unwrap();
+    let edited = serde_json::to_string(&without).unwrap();
+    std::fs::write(&artefact_path, &edited).unwrap();
+    // A deliberate edit: record the file's new checksum, or predict refuses the changed head.
+    let manifest_path = run_dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["artefacts"]["heads/logistic.json"] = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(edited.as_bytes());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into()
+    };
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
     let bare = predict(&runs.path().join("bare.csv"));
     assert_ne!(with_prompt, bare);
 }

@@ -396,13 +396,11 @@ pub fn save_head(
     let name = trained.spec.name();
     let weights_path = dir.join(format!("{name}.safetensors"));
     // The classes travel inside the weights too: an edited description cannot relabel the outputs.
-    let metadata = HashMap::from([
-        (
-            CLASSES_KEY.to_owned(),
-            serde_json::to_string(&info.classes).expect("strings serialise"),
-        ),
-        ("graft.head".to_owned(), name.to_owned()),
-    ]);
+    // One key: safetensors writes its metadata map in hash order, and the bytes must not vary.
+    let metadata = HashMap::from([(
+        CLASSES_KEY.to_owned(),
+        serde_json::to_string(&info.classes).expect("strings serialise"),
+    )]);
     let serialized = safetensors::serialize(views, Some(metadata))
         .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
     let description = HeadArtefact {
