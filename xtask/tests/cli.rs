@@ -186,33 +186,41 @@ fn cache_stats_and_clear() {
     let (output, runs) = xtask_run("fixtures/pipelines/tiny.toml", None);
     assert!(output.status.success(), "{}", stderr(&output));
     let features = runs.path().join(".features");
-    let cache = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let cache_output = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["cache"])
             .args(args)
             .arg("--features-dir")
             .arg(&features)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let cache = |args: &[&str]| {
+        let out = cache_output(args);
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let stats = cache(&["stats"]);
     assert!(stats.contains("       40 rows     1 chunks"), "{stats}");
     assert!(stats.contains("tiny-embedder.onnx"), "{stats}");
-    assert_eq!(
-        cache(&["clear", "--model", "no-such-model"]),
-        format!(
-            "removed 0 feature namespace(s) from {}\n",
-            features.display()
-        )
-    );
-    assert_eq!(
-        cache(&["clear", "--model", "tiny-embedder"]),
-        format!(
-            "removed 1 feature namespace(s) from {}\n",
-            features.display()
-        )
+    // An unknown model is an error listing what the cache holds; a part of a name matches nothing (on main
+    // `--model a` matched every namespace whose description contained an "a").
+    for unknown in ["no-such-model", "tiny-embedder", "a"] {
+        let out = cache_output(&["clear", "--model", unknown]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("it holds features of: tiny-embedder.onnx"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let dry = cache(&["clear", "--model", "tiny-embedder.onnx", "--dry-run"]);
+    assert!(dry.contains("would remove 1 feature namespace(s)"), "{dry}");
+    assert!(cache(&["stats"]).contains("       40 rows"));
+    let cleared = cache(&["clear", "--model", "tiny-embedder.onnx"]);
+    assert!(
+        cleared.contains("removed 1 feature namespace(s)"),
+        "{cleared}"
     );
     assert!(cache(&["stats"]).contains("(empty)"));
 }

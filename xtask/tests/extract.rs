@@ -238,6 +238,17 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
             std::fs::read(&single).unwrap(),
             "{name}: merged shards differ from one job"
         );
+        // Merging again onto the finished file is refused, as extract refuses (main overwrote it).
+        user_error(
+            Command::new(env!("CARGO_BIN_EXE_xtask"))
+                .arg("merge")
+                .arg(&parts)
+                .arg("--output")
+                .arg(&merged)
+                .output()
+                .unwrap(),
+            &["exists", "delete it, or choose another --output"],
+        );
     }
     let npy = std::fs::read(dir.path().join("one.npy")).unwrap();
     assert!(npy.starts_with(b"\x93NUMPY\x01\x00"));

@@ -254,20 +254,58 @@ pub fn feature_cache_stats(features_dir: &Path) -> Result<String, PipelineError>
     Ok(out)
 }
 
-/// Removes feature namespaces (all, or those whose description contains `filter`); returns how many.
+/// The model a feature namespace belongs to, as its description names it (`model NAME;` or
+/// `image model NAME;`).
+fn namespace_model(description: &str) -> Option<&str> {
+    description.split("; ").find_map(|part| {
+        part.strip_prefix("model ")
+            .or_else(|| part.strip_prefix("image model "))
+    })
+}
+
+/// Deletes the feature namespaces of `model` (its exact name: a registry name or an `.onnx` file name), or
+/// every namespace; with `dry_run`, deletes nothing. Returns the namespaces (folder, description) concerned.
+/// A model the cache holds no features of is an error listing the models it does hold.
 pub fn clear_feature_cache(
     features_dir: &Path,
-    filter: Option<&str>,
-) -> Result<usize, PipelineError> {
-    let mut removed = 0;
-    for s in graft_features::stats(features_dir)? {
-        if filter.is_none_or(|f| s.description.contains(f)) {
+    model: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<(PathBuf, String)>, PipelineError> {
+    let all = graft_features::stats(features_dir)?;
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|s| model.is_none_or(|m| namespace_model(&s.description) == Some(m)))
+        .collect();
+    if let Some(m) = model
+        && chosen.is_empty()
+    {
+        let mut held: Vec<&str> = all
+            .iter()
+            .filter_map(|s| namespace_model(&s.description))
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        return Err(PipelineError::Job {
+            message: format!(
+                "the feature cache {} holds no features of model `{m}`",
+                features_dir.display()
+            ),
+            hint: if held.is_empty() {
+                "it is empty".to_owned()
+            } else {
+                format!("it holds features of: {}", held.join(", "))
+            },
+        });
+    }
+    let mut removed = Vec::new();
+    for s in chosen {
+        if !dry_run {
             std::fs::remove_dir_all(&s.dir).map_err(|source| PipelineError::Io {
                 path: s.dir.clone(),
                 source,
             })?;
-            removed += 1;
         }
+        removed.push((s.dir.clone(), s.description.clone()));
     }
     Ok(removed)
 }

@@ -1325,6 +1325,13 @@ pub struct MergeOutcome {
 /// input order, identical to what the job would have written unsharded.
 pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineError> {
     EmbeddingFormat::from_path(output)?;
+    // As `extract` does: never overwrite a file this command did not make.
+    if output.exists() {
+        return Err(job_error(
+            format!("{} exists", output.display()),
+            "delete it, or choose another --output",
+        ));
+    }
     let entries = std::fs::read_dir(parts_dir).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             job_error(

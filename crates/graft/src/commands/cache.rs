@@ -24,11 +24,14 @@ pub struct Args {
 pub enum Action {
     /// Rows and bytes per feature namespace (one per model and extraction setting).
     Stats,
-    /// Delete stored features (all of them, or the namespaces whose description contains `--model`).
+    /// Delete stored features: all of them, or those of one model.
     Clear {
-        /// Only namespaces whose description contains this text (e.g. a model name).
+        /// Only this model's features: its exact registry name (e.g. minilm-l6-int8) or `.onnx` file name.
         #[arg(long)]
         model: Option<String>,
+        /// List what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -42,10 +45,16 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         Action::Stats => {
             print!("{}", graft_engine::feature_cache_stats(&features)?);
         }
-        Action::Clear { model } => {
-            let n = graft_engine::clear_feature_cache(&features, model.as_deref())?;
+        Action::Clear { model, dry_run } => {
+            let removed = graft_engine::clear_feature_cache(&features, model.as_deref(), dry_run)?;
+            for (dir, description) in &removed {
+                let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                println!("  {name}  {description}");
+            }
             println!(
-                "removed {n} feature namespace(s) from {}",
+                "{} {} feature namespace(s) from {}",
+                if dry_run { "would remove" } else { "removed" },
+                removed.len(),
                 features.display()
             );
         }
