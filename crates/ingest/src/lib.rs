@@ -199,6 +199,9 @@ pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
     let frame = match ext.as_str() {
         "csv" | "tsv" => {
             let separator = if ext == "tsv" { b'\t' } else { b',' };
+            // polars' own errors name no line (an unclosed quote even dumps the rest of the file): find
+            // stray quotes, ragged rows and invalid UTF-8 first, by line.
+            rows::validate_csv(path, separator)?;
             CsvReadOptions::default()
                 .with_has_header(true)
                 .with_infer_schema_length(Some(10_000))
@@ -417,6 +420,36 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_table_is_refused_with_its_line() {
+        // On main polars named no line: an unclosed quote dumped the rest of the file, ragged rows suggested
+        // a polars option graft does not have.
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[u8], &str); 3] = [
+            (
+                "quote.csv",
+                b"text,label\n\"good,positive\nbad,negative\n\"fine\",positive\n",
+                "quote.csv:4:",
+            ),
+            (
+                "ragged.csv",
+                b"text,label\ngood,positive\nbad,negative,extra\n",
+                "ragged.csv:3: the record has 3 fields, the header 2",
+            ),
+            (
+                "utf8.csv",
+                b"text,label\ngood,positive\nbad \xff\xfe,negative\n",
+                "utf8.csv:3: the record is not valid UTF-8",
+            ),
+        ];
+        for (name, content, expected) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            let err = read_table(&path).unwrap_err().to_string();
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+    }
 
     #[test]
     fn csv_and_parquet_fixtures_read_the_same_rows() {

@@ -370,6 +370,24 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
     }
 }
 
+/// Checks a CSV/TSV file record by record before a whole-table read: quotes closed where fields end
+/// ([`check_quotes`]), every record as wide as the header, valid UTF-8. Errors name the line.
+pub fn validate_csv(path: &Path, delimiter: u8) -> Result<(), IngestError> {
+    check_quotes(path, delimiter)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .from_reader(BufReader::with_capacity(1 << 20, open_file(path)?));
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(parse_error(path, e.position().map_or(0, |p| p.line()), &e)),
+        }
+    }
+}
+
 /// Checks that every quoted field of a CSV/TSV file is closed where a field ends. The CSV parser is lenient
 /// there: a quote that is opened and never closed makes it run the following lines into one field, so rows
 /// merge and every later row shifts without an error. A field that starts with a quote must end with one,
