@@ -1,0 +1,112 @@
+//! Property tests of the readers of user files: whatever the bytes, a reader returns rows or an error that
+//! names the file — it never panics or hangs. Inputs are the fixture tables with random edits (bytes
+//! replaced, inserted quotes and delimiters, cuts), and arbitrary bytes for `.npy` matrices.
+
+use std::path::{Path, PathBuf};
+
+use graft_ingest::{
+    TextRowReader, count_rows, read_feature_matrix, read_table, rows::validate_csv,
+};
+use proptest::prelude::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// Random edits of a CSV: replaced bytes, and bytes CSV parsers care about (quotes, commas, line ends).
+fn edited_csv() -> impl Strategy<Value = Vec<u8>> {
+    let base = fixture("tiny-sentiment.csv");
+    let special = prop_oneof![
+        Just(b'"'),
+        Just(b','),
+        Just(b'\n'),
+        Just(b'\r'),
+        Just(0xffu8),
+        any::<u8>()
+    ];
+    (
+        prop::collection::vec((any::<usize>(), special), 1..6),
+        any::<Option<usize>>(),
+    )
+        .prop_map(move |(edits, cut)| {
+            let mut bytes = base.clone();
+            for (at, b) in edits {
+                let at = at % bytes.len();
+                if at % 2 == 0 {
+                    bytes[at] = b;
+                } else {
+                    bytes.insert(at, b);
+                }
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            bytes
+        })
+}
+
+fn names_the_file(error: &dyn std::fmt::Display, path: &Path) -> bool {
+    error
+        .to_string()
+        .contains(path.file_name().unwrap().to_string_lossy().as_ref())
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_damaged_csv_is_read_or_refused_by_name(bytes in edited_csv()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edited.csv", &bytes);
+        if let Err(e) = count_rows(&path) {
+            prop_assert!(names_the_file(&e, &path), "{e}");
+        }
+        if let Err(e) = validate_csv(&path, b',') {
+            prop_assert!(names_the_file(&e, &path), "{e}");
+        }
+        if let Err(e) = read_table(&path) {
+            prop_assert!(names_the_file(&e, &path) || e.to_string().contains("column"), "{e}");
+        }
+        match TextRowReader::open(&path, "text", Some("id")) {
+            Ok(mut reader) => loop {
+                match reader.next_chunk(7) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        prop_assert!(names_the_file(&e, &path), "{e}");
+                        break;
+                    }
+                }
+            },
+            Err(e) => prop_assert!(
+                names_the_file(&e, &path) || e.to_string().contains("column"),
+                "{e}"
+            ),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_as_npy_are_refused_by_name(
+        header in prop::sample::select(vec![&b"\x93NUMPY\x01\x00"[..], &b"\x93NUMPY"[..], &b""[..]]),
+        body in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = header.to_vec();
+        bytes.extend(body);
+        let path = write(dir.path(), "random.npy", &bytes);
+        if let Err(e) = read_feature_matrix(&path, "embedding") {
+            prop_assert!(names_the_file(&e, &path), "{e}");
+        }
+    }
+}
