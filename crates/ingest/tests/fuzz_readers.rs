@@ -37,7 +37,7 @@ fn edited_csv() -> impl Strategy<Value = Vec<u8>> {
             let mut bytes = base.clone();
             for (at, b) in edits {
                 let at = at % bytes.len();
-                if at % 2 == 0 {
+                if at.is_multiple_of(2) {
                     bytes[at] = b;
                 } else {
                     bytes.insert(at, b);
