@@ -1,7 +1,8 @@
-//! Typed TOML pipelines that wire graft's crates into one run.
+//! The engine: runs a checked pipeline (and the batch jobs) by composing graft's leaf crates.
 //!
-//! A pipeline file names the data, the split, a frozen backbone and one or more heads. [`Plan::load`] parses
-//! and checks it before any work starts (errors point at the offending line); [`run`] then ingests and splits
+//! A pipeline file names the data, the split, a frozen backbone and one or more heads.
+//! [`graft_config::Plan::load`] parses and checks it before any work starts (errors point at the offending
+//! line); [`run`] then ingests and splits
 //! the rows, provisions ONNX Runtime and the model, extracts features, trains the heads, evaluates each once on
 //! the test split and writes a run folder with `metrics.json`, `report.md`, `manifest.json` and the saved
 //! heads, which [`predict`] applies to new rows and [`export`] writes as ONNX (alone, or merged with the backbone).
