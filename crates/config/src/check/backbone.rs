@@ -88,23 +88,7 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
             config.max_length = v;
         }
-        // Past the model's position embeddings ONNX Runtime fails deep inside with a broadcast error.
-        if let (Some(v), ModelSource::Registry(name)) = (&b.max_length, &source)
-            && let Some(limit) = registry.models.get(name).and_then(|m| m.max_positions)
-            && *v.get_ref() > limit
-        {
-            return Err(self
-                .error(
-                    v.span(),
-                    format!(
-                        "`max_length = {}` is more than `{name}` reads ({limit} token positions)",
-                        v.get_ref()
-                    ),
-                )
-                .with_hint(format!(
-                    "use at most {limit}; longer texts are truncated to `max_length` tokens"
-                )));
-        }
+        self.check_positions(&b, &source, &registry)?;
         if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
             config.batch_size = v;
         }
@@ -341,5 +325,32 @@ impl Checker<'_> {
                 }
             }
         })
+    }
+
+    /// `max_length` within a registered model's position embeddings: past them ONNX Runtime fails deep
+    /// inside with a broadcast error that names no key.
+    fn check_positions(
+        &self,
+        b: &RawBackbone,
+        source: &ModelSource,
+        registry: &Registry,
+    ) -> Result<(), Diagnostic> {
+        if let (Some(v), ModelSource::Registry(name)) = (&b.max_length, source)
+            && let Some(limit) = registry.models.get(name).and_then(|m| m.max_positions)
+            && *v.get_ref() > limit
+        {
+            return Err(self
+                .error(
+                    v.span(),
+                    format!(
+                        "`max_length = {}` is more than `{name}` reads ({limit} token positions)",
+                        v.get_ref()
+                    ),
+                )
+                .with_hint(format!(
+                    "use at most {limit}; longer texts are truncated to `max_length` tokens"
+                )));
+        }
+        Ok(())
     }
 }
