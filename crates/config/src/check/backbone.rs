@@ -88,7 +88,7 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
             config.max_length = v;
         }
-        self.check_positions(&b, &source, &registry)?;
+        self.check_positions(&b, &source, registry)?;
         if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
             config.batch_size = v;
         }
