@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use graft_engine::PipelineError;
 
-use super::{DeviceArgs, PoolingArg, model_source};
+use super::{InferenceArgs, PoolingArg, model_source};
 use crate::Defaults;
 
 /// Embed every row of a file with a frozen backbone, streaming into Parquet or .npy (resumable, shardable).
@@ -28,12 +28,6 @@ pub struct Args {
     /// Output: a .parquet or .npy file; with --shard, a folder for the part files.
     #[arg(long)]
     pub output: PathBuf,
-    /// Texts per inference call.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Inference sessions sharing --threads, running batches at once (2 sessions of 1 thread can beat 1 of 2).
     #[arg(long, default_value_t = 1)]
     pub sessions: usize,
@@ -54,13 +48,7 @@ pub struct Args {
     #[arg(long)]
     pub prompt: Option<String>,
     #[command(flatten)]
-    pub device: DeviceArgs,
-    /// Cache folder (as for `run`).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    pub inference: InferenceArgs,
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
@@ -78,11 +66,13 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         args.input,
         args.text_column.unwrap_or_default(),
         args.output,
-        args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone()),
+        args.inference
+            .cache_dir
+            .unwrap_or_else(|| defaults.cache_dir.clone()),
     );
     job.id_column = args.id_column;
-    job.batch_size = args.batch_size;
-    if let Some(threads) = args.threads {
+    job.batch_size = args.inference.batch_size;
+    if let Some(threads) = args.inference.threads {
         job.threads = threads;
     }
     job.chunk_rows = args.chunk_rows;
@@ -91,8 +81,8 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     job.max_length = args.max_length;
     job.pooling = args.pooling.map(Into::into);
     job.prompt = args.prompt;
-    job.progress = !args.no_progress;
-    job.provider = args.device.provider();
+    job.progress = !args.inference.no_progress;
+    job.provider = args.inference.device.provider();
     let outcome = graft_engine::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())

@@ -41,6 +41,25 @@ impl From<PoolingArg> for graft_engine::Pooling {
     }
 }
 
+/// How inference runs, for the commands that embed rows (`extract`, `predict`).
+#[derive(Debug, clap::Args)]
+pub struct InferenceArgs {
+    /// Rows per inference call.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
 /// Where inference runs (`extract`, `predict`).
 #[derive(Debug, clap::Args)]
 pub struct DeviceArgs {

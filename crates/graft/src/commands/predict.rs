@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use graft_engine::PipelineError;
 
-use super::{DeviceArgs, all_cores, model_source};
+use super::{InferenceArgs, all_cores, model_source};
 use crate::Defaults;
 
 /// Classify new rows with a run's saved head (features from the same frozen backbone).
@@ -33,20 +33,8 @@ pub struct Args {
     /// The tokenizer.json of an .onnx --model.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Rows per inference call.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     #[command(flatten)]
-    pub device: DeviceArgs,
-    /// Cache folder (as for `run`).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    pub inference: InferenceArgs,
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
@@ -62,11 +50,14 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         output: args.output,
         head: args.head,
         model,
-        batch_size: args.batch_size,
-        threads: args.threads.unwrap_or_else(all_cores),
-        provider: args.device.provider(),
-        cache_dir: args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone()),
-        progress: !args.no_progress,
+        batch_size: args.inference.batch_size,
+        threads: args.inference.threads.unwrap_or_else(all_cores),
+        provider: args.inference.device.provider(),
+        cache_dir: args
+            .inference
+            .cache_dir
+            .unwrap_or_else(|| defaults.cache_dir.clone()),
+        progress: !args.inference.no_progress,
     };
     let outcome = graft_engine::predict(&job)?;
     println!(
