@@ -421,3 +421,40 @@ fn an_unbalanced_quote_is_refused_with_its_line_instead_of_shifting_rows() {
     );
     assert!(!output.exists());
 }
+
+#[test]
+fn two_extracts_started_together_do_not_trip_over_each_other() {
+    // On main the second could find the first's work folder before its job.json existed, discard it, and
+    // the first then failed with "No such file or directory".
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 6_000);
+    let args = ["--chunk-rows", "500", "--threads", "1"];
+    let reference = dir.path().join("reference.parquet");
+    ok(extract_command(&input, &reference, &args).output().unwrap());
+    let output = dir.path().join("out.parquet");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            extract_command(&input, &output, &args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut succeeded = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            succeeded += 1;
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("another extract is writing"), "{err}");
+        }
+    }
+    assert!(succeeded >= 1);
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+}

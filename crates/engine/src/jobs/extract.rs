@@ -658,26 +658,31 @@ fn claim_work_dir(
     output: &Path,
     identity: &JobIdentity,
 ) -> Result<(PathBuf, std::fs::File), PipelineError> {
-    // The work folder: resume it if it belongs to this very job; an abandoned one made with other settings or
-    // another input is of no use and is discarded. One process per output: the identity file is locked.
-    let work = work_dir(output);
-    let identity_file = work.join("job.json");
-    let busy = || {
-        job_error(
+    // One process per output, decided before anything is read or written: a lock file beside the output,
+    // created if missing and locked for the whole job. (Locking `job.json` inside the work folder raced: a
+    // second process could find the folder before its `job.json` existed and discard it.)
+    let lock_path = lock_path(output);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        return Err(job_error(
             format!("another extract is writing {} right now", output.display()),
             "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
-        )
-    };
+        ));
+    }
+    // The work folder: resumed if it belongs to this very job; an abandoned one made with other settings or
+    // another input is of no use and is discarded.
+    let work = work_dir(output);
+    let identity_file = work.join("job.json");
     if work.exists() {
         let theirs: Option<JobIdentity> = std::fs::read(&identity_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if theirs.as_ref() != Some(identity) {
-            if let Ok(file) = std::fs::File::open(&identity_file)
-                && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
-            {
-                return Err(busy());
-            }
             tracing::warn!(
                 work = %work.display(),
                 "discarding an interrupted job made with other settings or another input"
@@ -692,11 +697,15 @@ fn claim_work_dir(
             &serde_json::to_vec_pretty(identity).expect("identity serialises"),
         )?;
     }
-    let lock = std::fs::File::open(&identity_file).map_err(io_error(&identity_file))?;
-    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
-        return Err(busy());
-    }
     Ok((work, lock))
+}
+
+/// The hidden lock file beside an output: held while a job writes it.
+fn lock_path(output: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(output.file_name().unwrap_or_default());
+    name.push(".lock");
+    output.with_file_name(name)
 }
 
 /// Chunks finished by an earlier, interrupted run. A file exists only once complete (it is renamed into
