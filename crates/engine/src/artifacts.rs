@@ -176,6 +176,7 @@ fn metrics(f: &mut Finished<'_>) -> Metrics {
             read: data.rows_read,
             dropped_null_text: data.dropped_null_text,
             dropped_null_label: data.dropped_null_label,
+            dropped_rows: data.dropped_rows.clone(),
             not_sampled: f.ingested.not_sampled,
             used: data.labels.len(),
             train: split.train.len(),

@@ -82,6 +82,8 @@ pub(crate) struct Labelled {
     pub(crate) rows_read: usize,
     pub(crate) dropped_null_text: usize,
     pub(crate) dropped_null_label: usize,
+    /// The first dropped rows (0-based data rows, as splits.csv numbers them), to name in reports.
+    pub(crate) dropped_rows: Vec<usize>,
 }
 
 impl Labelled {
@@ -115,6 +117,7 @@ impl Labelled {
 
 impl From<TextClassificationData> for Labelled {
     fn from(d: TextClassificationData) -> Labelled {
+        let dropped_rows = first_dropped(&d.source_rows, d.rows_read);
         Labelled {
             inputs: Inputs::Texts(d.texts),
             labels: d.labels,
@@ -123,11 +126,29 @@ impl From<TextClassificationData> for Labelled {
             predefined: None,
             multi_label: None,
             groups: None,
+            dropped_rows,
             rows_read: d.rows_read,
             dropped_null_text: d.dropped_null_text,
             dropped_null_label: d.dropped_null_label,
         }
     }
+}
+
+/// How many dropped rows reports name.
+const NAMED_DROPPED_ROWS: usize = 10;
+
+/// The first rows of `0..rows_read` that are not among the used `source_rows`.
+fn first_dropped(source_rows: &[usize], rows_read: usize) -> Vec<usize> {
+    let mut used = vec![false; rows_read];
+    for &r in source_rows {
+        if let Some(u) = used.get_mut(r) {
+            *u = true;
+        }
+    }
+    (0..rows_read)
+        .filter(|&r| !used[r])
+        .take(NAMED_DROPPED_ROWS)
+        .collect()
 }
 
 pub(crate) struct Ingested {
@@ -204,6 +225,7 @@ pub(crate) fn read_images(
                     rows_read: n,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
+                    dropped_rows: Vec::new(),
                 },
                 files.train_images,
                 format!("{name} (registered data set, official train/test split)"),
@@ -237,6 +259,7 @@ pub(crate) fn read_images(
                     rows_read: n + folder.skipped,
                     dropped_null_text: 0,
                     dropped_null_label: 0,
+                    dropped_rows: Vec::new(),
                 },
                 VerifiedFile {
                     path: root.clone(),
@@ -642,6 +665,7 @@ pub(crate) fn read_given_features(
         data.features.nrows(),
         data.features.ncols()
     );
+    let dropped_rows = first_dropped(&data.source_rows, data.rows_read);
     Ok((
         Labelled {
             inputs: Inputs::Features(data.features),
@@ -651,6 +675,7 @@ pub(crate) fn read_given_features(
             predefined: data.split,
             multi_label: None,
             groups,
+            dropped_rows,
             rows_read: data.rows_read,
             dropped_null_text: 0,
             dropped_null_label: data.dropped_null_label,
@@ -694,4 +719,23 @@ pub(crate) fn raw_pixels(images: &[ImageSource]) -> Result<Array2<f32>, Pipeline
         });
     }
     Ok(Array2::from_shape_vec((rows.len(), width), rows.concat()).expect("rows × width"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_rows_are_the_first_rows_not_used() {
+        // with-nulls.csv: data rows 1 (no text), 4 (no label) and 6 (neither) are dropped.
+        let table = graft_ingest::read_table(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/data/with-nulls.csv"),
+        )
+        .unwrap();
+        let data =
+            Labelled::from(graft_ingest::text_classification(&table, "text", "label").unwrap());
+        assert_eq!(data.dropped_rows, [1, 4, 6]);
+        assert_eq!(first_dropped(&[0, 2, 3], 30).len(), NAMED_DROPPED_ROWS);
+    }
 }

@@ -5,6 +5,20 @@ use std::fmt::Write as _;
 use crate::curve::BaselineNeeds;
 use crate::metrics::*;
 
+/// " (rows 3, 8, 12, …)": the first dropped rows, as splits.csv numbers them; empty when none.
+fn dropped_rows(r: &RowCounts) -> String {
+    if r.dropped_rows.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = r.dropped_rows.iter().map(usize::to_string).collect();
+    let more = if r.dropped_null_text + r.dropped_null_label > named.len() {
+        ", …"
+    } else {
+        ""
+    };
+    format!(" (rows {}{more})", named.join(", "))
+}
+
 pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -50,9 +64,10 @@ fn summary_rows(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
     );
     let _ = writeln!(
         s,
-        "  rows        {} read · {} dropped · train {} · validation {} · test {}",
+        "  rows        {} read · {} dropped{} · train {} · validation {} · test {}",
         thousands(r.read),
         thousands(r.dropped_null_text + r.dropped_null_label),
+        dropped_rows(r),
         thousands(r.train),
         thousands(r.validation),
         thousands(r.test)
@@ -299,8 +314,18 @@ fn header_section(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
 
     let _ = writeln!(
         s,
-        "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test\n",
-        r.read, r.not_sampled, r.used, r.train, r.validation, r.test
+        "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test{}\n",
+        r.read,
+        r.not_sampled,
+        r.used,
+        r.train,
+        r.validation,
+        r.test,
+        if r.dropped_rows.is_empty() {
+            String::new()
+        } else {
+            format!("; dropped{}", dropped_rows(r))
+        }
     );
     for t in &m.techniques {
         let _ = writeln!(s, "- **{}:** {} (section below)", t.title, t.finding);
@@ -741,6 +766,26 @@ fn extraction_section(s: &mut String, m: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_rows_are_named() {
+        let mut r = RowCounts {
+            read: 12,
+            dropped_null_text: 1,
+            dropped_null_label: 1,
+            dropped_rows: vec![3, 8],
+            not_sampled: 0,
+            used: 10,
+            train: 8,
+            validation: 1,
+            test: 1,
+        };
+        assert_eq!(dropped_rows(&r), " (rows 3, 8)");
+        r.dropped_null_label = 5;
+        assert_eq!(dropped_rows(&r), " (rows 3, 8, …)");
+        r.dropped_rows.clear();
+        assert_eq!(dropped_rows(&r), "");
+    }
 
     #[test]
     fn thousands_separators() {

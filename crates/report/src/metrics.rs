@@ -208,6 +208,9 @@ pub struct RowCounts {
     pub dropped_null_text: usize,
     /// Dropped for a null label.
     pub dropped_null_label: usize,
+    /// The first (at most 10) dropped rows: 0-based data rows, as splits.csv numbers them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_rows: Vec<usize>,
     /// Left out by `sample`.
     pub not_sampled: usize,
     /// Rows used.
