@@ -42,5 +42,15 @@ fn main() -> ExitCode {
         cache_dir: cache_dir(),
         fetch_pipelines: vec![root.join("pipelines/quickstart.toml")],
     };
-    graft::main_with(&defaults, args)
+    let asks_help = args.len() == 1
+        || args
+            .get(1)
+            .is_some_and(|a| a == "--help" || a == "-h" || a == "help");
+    let code = graft::main_with(&defaults, args);
+    if asks_help {
+        println!(
+            "\nDeveloper task (cargo xtask only):\n  test     Fetch what the tests need, then run every test of the workspace and the doctests"
+        );
+    }
+    code
 }
