@@ -286,32 +286,24 @@ pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
             (None, Some(why)) => ("-".to_owned(), format!("not paired: {why}"), "-".to_owned()),
             (None, None) => ("(reference)".to_owned(), "-".to_owned(), "-".to_owned()),
         };
-        let _ = writeln!(
-            table,
-            "{:<44} {:<10} {:>9} {:>18} {:>9} {:>8} {:>12} {:>9}",
-            r.name,
-            r.head,
+        // The scores both tables show, formatted once.
+        let (accuracy, macro_f1, roc_auc) = (
             number(Some(t.accuracy)),
-            interval,
             number(Some(t.macro_f1)),
             number(proba.and_then(|p| p.roc_auc)),
-            diff,
-            p
+        );
+        let _ = writeln!(
+            table,
+            "{:<44} {:<10} {accuracy:>9} {interval:>18} {macro_f1:>9} {roc_auc:>8} {diff:>12} {p:>9}",
+            r.name, r.head,
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {accuracy} | {interval} | {macro_f1} | {roc_auc} | {} | {} | {diff} | {diff_interval} | {p} |",
             r.name,
             r.head,
-            number(Some(t.accuracy)),
-            interval,
-            number(Some(t.macro_f1)),
-            number(proba.and_then(|p| p.roc_auc)),
             number(proba.map(|p| p.log_loss)),
             number(proba.map(|p| p.ece)),
-            diff,
-            diff_interval,
-            p
         );
     }
     std::fs::create_dir_all(&job.output_dir).map_err(|source| PipelineError::Io {
