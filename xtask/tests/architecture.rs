@@ -57,13 +57,17 @@ fn layers_point_one_way() {
         set.extend(layer.iter().map(|s| s.to_string()));
         set
     };
-    let layers: [(&str, BTreeSet<String>); 5] = [
+    let layers: [(&str, BTreeSet<String>); 6] = [
         ("crates/config", allowed(&[])),
         ("crates/report", allowed(&["graft-config"])),
         ("crates/engine", allowed(&["graft-config", "graft-report"])),
         (
+            "crates/jobs",
+            allowed(&["graft-config", "graft-report", "graft-engine"]),
+        ),
+        (
             "crates/graft",
-            ["graft-config", "graft-engine"]
+            ["graft-config", "graft-engine", "graft-jobs"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

@@ -168,6 +168,17 @@ fn check_accepts_the_quickstart_and_rejects_a_bad_file() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout),
+        "pipelines/quickstart.toml: ok (pipeline `quickstart`): 10605 rows, 2 classes; \
+         train 8485 · validation 1060 · test 1060\n"
+    );
+    // `--no-data` checks the file alone.
+    let file_only = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(["check", "--no-data", "pipelines/quickstart.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&file_only.stdout),
         "pipelines/quickstart.toml: ok (pipeline `quickstart`)\n"
     );
     let bad = Command::new(env!("CARGO_BIN_EXE_xtask"))

@@ -419,7 +419,18 @@ fn an_unbalanced_quote_is_refused_with_its_line_instead_of_shifting_rows() {
         extract_command(&input, &output, &[]).output().unwrap(),
         &["unbalanced-quote.csv:7:", "the quote opened on line 6"],
     );
-    assert!(!output.exists());
+    // Nothing is left beside the output (on main an empty `.out.parquet.partial/` and a lock file).
+    assert_eq!(files_in(scratch.path()), Vec::<String>::new());
+}
+
+/// The names in `dir`, hidden ones included, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -456,5 +467,16 @@ fn two_extracts_started_together_do_not_trip_over_each_other() {
     assert_eq!(
         std::fs::read(&output).unwrap(),
         std::fs::read(&reference).unwrap()
+    );
+    // No work folder or lock file outlives the jobs.
+    assert_eq!(
+        files_in(dir.path()),
+        [
+            "corpus.csv",
+            "out.parquet",
+            "out.parquet.json",
+            "reference.parquet",
+            "reference.parquet.json"
+        ]
     );
 }

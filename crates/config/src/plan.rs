@@ -122,6 +122,10 @@ pub struct Spans {
     pub sha256: Option<Range<usize>>,
     pub backbone: Option<Range<usize>>,
     pub backbone_model: Option<Range<usize>>,
+    /// `[head.knn] k` (or the table when `k` is left at its default).
+    pub knn_k: Option<Range<usize>>,
+    /// `[transform.pca_whiten] components` (or the table).
+    pub pca_components: Option<Range<usize>>,
 }
 
 /// A pipeline file, parsed and checked; ready to run.

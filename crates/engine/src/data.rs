@@ -430,6 +430,8 @@ pub(crate) fn read_text_table(
                 "graft reads CSV/TSV files with a header row and Parquet files; check that the file is one of those",
             ))
         }
+        // The file's own line comes first in the message; the pipeline's `[data]` says where it was named.
+        IngestError::Parse { .. } => plan.diagnostic(&spans.data, e.to_string()).into(),
         other => other.into(),
     })?;
     let table = empty_label_sets(plan, table);
@@ -470,6 +472,7 @@ pub(crate) fn read_text_table(
                     .diagnostic(&spans.label_column, format!("{e}{in_file}"))
                     .with_hint("check that `label_column` names the column holding the classes")
                     .into(),
+                IngestError::MissingAsText { .. } => missing_label_as_text(plan, &e, &file.path),
                 _ => PipelineError::Ingest(e),
             }
         })?;
@@ -484,6 +487,27 @@ pub(crate) fn read_text_table(
         )?);
     }
     Ok((data, file, label))
+}
+
+/// A `NaN` label cell, at the label column's key.
+fn missing_label_as_text(plan: &Plan, e: &IngestError, file: &Path) -> PipelineError {
+    let IngestError::MissingAsText { column, row, value } = e else {
+        unreachable!("called for MissingAsText")
+    };
+    let span = if plan.spans.label_column.is_some() {
+        &plan.spans.label_column
+    } else {
+        &plan.spans.data
+    };
+    plan.diagnostic(
+        span,
+        format!(
+            "label column `{column}` of {} holds `{value}` at row {row} (0-based data row): a missing value written as text, which would become a class of its own",
+            file.display()
+        ),
+    )
+    .with_hint("leave the cells of unlabelled rows empty (graft drops those rows and names them in the run summary), or rename the class if `NaN` is a real label")
+        .into()
 }
 
 /// Multi-label data: an empty label cell (read as null from CSV) is a row with no labels, not a missing
@@ -614,6 +638,7 @@ pub(crate) fn read_given_features(
         unreachable!("called for features only")
     };
     let spans = &plan.spans;
+    let labels_path = labels.as_ref().unwrap_or(path);
     let located = |e: IngestError| -> PipelineError {
         match &e {
             IngestError::MissingColumn { column, available } => {
@@ -629,11 +654,11 @@ pub(crate) fn read_given_features(
                     .with_hint(format!("the file has columns: {}", available.join(", ")))
                     .into()
             }
+            IngestError::MissingAsText { .. } => missing_label_as_text(plan, &e, labels_path),
             _ => plan.diagnostic(&spans.data, e.to_string()).into(),
         }
     };
     let matrix = graft_ingest::read_feature_matrix(path, embedding_column).map_err(located)?;
-    let labels_path = labels.as_ref().unwrap_or(path);
     let table = empty_label_sets(plan, read_table(labels_path).map_err(located)?);
     let groups_of_table = group_ids(
         plan,

@@ -1,11 +1,11 @@
-//! The engine: runs a checked pipeline (and the batch jobs) by composing graft's leaf crates.
+//! The engine: runs a checked pipeline by composing graft's leaf crates.
 //!
 //! A pipeline file names the data, the split, a frozen backbone and one or more heads.
 //! [`graft_config::Plan::load`] parses and checks it before any work starts (errors point at the offending
 //! line); [`run`] then ingests and splits
 //! the rows, provisions ONNX Runtime and the model, extracts features, trains the heads, evaluates each once on
 //! the test split and writes a run folder with `metrics.json`, `report.md`, `manifest.json` and the saved
-//! heads, which [`predict`] applies to new rows and [`export`] writes as ONNX (alone, or merged with the backbone).
+//! heads, which the batch jobs of `graft-jobs` (`predict`, `export`, `extract`, `compare`) read back.
 //!
 //! ```no_run
 //! use graft_config::Plan;
@@ -26,10 +26,9 @@ mod evaluate;
 mod featurize;
 mod heads;
 mod io;
-mod jobs;
 mod options;
-mod progress;
-mod provision;
+pub mod progress;
+pub mod provision;
 mod run;
 mod stages;
 mod train;
@@ -44,17 +43,10 @@ pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
 };
-pub use jobs::compare::{
-    BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
-    comparison_dir,
-};
-pub use jobs::export::{ExportJob, ExportOutcome, export};
-pub use jobs::extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
-pub use jobs::predict::{PredictJob, PredictOutcome, predict};
 pub use provision::{
     clear_feature_cache, feature_cache_stats, provision_all, provision_runtime, provision_samples,
 };
-pub use run::{RunOptions, RunOutcome, run};
+pub use run::{DataSummary, RunOptions, RunOutcome, check_data, run};
 
 /// Everything that can stop a pipeline.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress bar over `len` rows (or images: `unit`), `done` of them already done; hidden unless `visible`.
-pub(crate) fn bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
+pub fn bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
     let bar = if visible {
         ProgressBar::new(len)
     } else {

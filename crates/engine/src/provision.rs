@@ -11,7 +11,7 @@ use graft_config::{DataSource, ModelSource, Plan};
 use graft_report::{self, FileRecord, ModelRecord, RuntimeRecord};
 
 /// The ONNX Runtime library chosen for a run, and the provider it will be asked for.
-pub(crate) struct RuntimeChoice {
+pub struct RuntimeChoice {
     pub library: VerifiedFile,
     /// `ORT_DYLIB_PATH` or `provisioned by graft`.
     pub source: String,
@@ -30,10 +30,7 @@ pub(crate) const NVIDIA_DRIVER_FILE: &str = "/proc/driver/nvidia/version";
 /// The ONNX Runtime library to load: `ORT_DYLIB_PATH` when set, else the build graft provisions: the GPU build
 /// for CUDA on a machine with an NVIDIA driver, the CPU build otherwise. On a machine without the driver the
 /// 285 MB GPU build is not fetched: CUDA falls back to CPU at once, or fails when fallback is off.
-pub(crate) fn runtime_library(
-    cache: &Cache,
-    provider: Provider,
-) -> Result<RuntimeChoice, PipelineError> {
+pub fn runtime_library(cache: &Cache, provider: Provider) -> Result<RuntimeChoice, PipelineError> {
     if let Some(path) = std::env::var_os(ORT_DYLIB_ENV).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         let sha256 = sha256_file(&path).map_err(|e| BackboneError::RuntimeLoad {
@@ -100,7 +97,7 @@ pub(crate) fn runtime_library(
 }
 
 /// The manifest's record of the runtime and of where inference really ran.
-pub(crate) fn runtime_manifest(
+pub fn runtime_manifest(
     choice: &RuntimeChoice,
     runtime: &Runtime,
     execution_provider: &str,
@@ -126,7 +123,7 @@ pub(crate) fn runtime_manifest(
 }
 
 /// A backbone's files, present and verified.
-pub(crate) struct ResolvedModel {
+pub struct ResolvedModel {
     pub onnx: VerifiedFile,
     pub tokenizer: VerifiedFile,
     /// The registry name, or the graph's path.
@@ -136,7 +133,7 @@ pub(crate) struct ResolvedModel {
 }
 
 /// Why a model's files cannot be used; the caller words the first two for its context.
-pub(crate) enum ModelProblem {
+pub enum ModelProblem {
     /// A registered backbone without a tokenizer.
     NotText(String),
     /// A pinned graph whose checksum differs.
@@ -155,10 +152,7 @@ impl<E: Into<PipelineError>> From<E> for ModelProblem {
 }
 
 /// Fetches (registry) or checksums (own files) a text backbone's graph and tokenizer.
-pub(crate) fn resolve_model(
-    cache: &Cache,
-    source: &ModelSource,
-) -> Result<ResolvedModel, ModelProblem> {
+pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedModel, ModelProblem> {
     let checksum = |path: &Path| -> Result<VerifiedFile, ModelProblem> {
         let sha256 = sha256_file(path).map_err(|source| PipelineError::Io {
             path: path.to_path_buf(),
@@ -352,7 +346,8 @@ pub fn provision_samples(names: &[&str], cache_dir: &Path) -> Result<Vec<PathBuf
         .collect())
 }
 
-pub(crate) fn file_record(f: &VerifiedFile) -> FileRecord {
+/// The manifest's record of a verified file.
+pub fn file_record(f: &VerifiedFile) -> FileRecord {
     FileRecord {
         path: f.path.clone(),
         sha256: f.sha256.clone(),

@@ -14,7 +14,9 @@ use crate::evaluate::{Evaluated, cross_validation, evaluate_heads, learning_curv
 use crate::featurize::{Featurized, embed_texts, featurize};
 pub use crate::options::{RunOptions, RunOutcome};
 use crate::stages::{EmbedTexts, RunData};
-use crate::train::{FitRows, SplitRows, TrainedHeads, initialise_prototypes, train_heads};
+use crate::train::{
+    FitRows, SplitRows, TrainedHeads, check_against_data, initialise_prototypes, train_heads,
+};
 
 /// Runs a checked plan end to end and writes its run folder.
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineError> {
@@ -31,6 +33,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         train = ingested.split.train.len(),
         "ingested"
     );
+    check_against_data(plan, ingested.split.train.len(), None)?;
 
     let clock = Instant::now();
     let featurized = featurize(
@@ -43,6 +46,11 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     )?;
     timings.provision = featurized.provision_seconds;
     timings.extract = clock.elapsed().as_secs_f64() - featurized.provision_seconds;
+    check_against_data(
+        plan,
+        ingested.split.train.len(),
+        Some(featurized.features.ncols()),
+    )?;
     let embed =
         |backbone: Option<&graft_config::techniques::OtherBackbone>,
          texts: &[String],
@@ -93,6 +101,36 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         },
         options,
     )
+}
+
+/// What `graft check` learns from the data without a model: rows read, classes and the split, after
+/// every check that needs only the data (the split's class counts, kNN `k` against the training rows).
+pub fn check_data(plan: &Plan, cache_dir: &std::path::Path) -> Result<DataSummary, PipelineError> {
+    let ingested = ingest(plan, &Cache::new(cache_dir))?;
+    check_against_data(plan, ingested.split.train.len(), None)?;
+    Ok(DataSummary {
+        rows: ingested.data.labels.len(),
+        dropped: ingested.data.dropped_null_text + ingested.data.dropped_null_label,
+        classes: ingested.data.classes.len(),
+        train: ingested.split.train.len(),
+        validation: ingested.split.validation.len(),
+        test: ingested.split.test.len(),
+    })
+}
+
+/// Row counts of a checked data set (see [`check_data`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSummary {
+    /// Labelled rows kept.
+    pub rows: usize,
+    /// Rows read but dropped (an empty label or text).
+    pub dropped: usize,
+    /// Distinct classes (labels, for multi-label data).
+    pub classes: usize,
+    /// Rows per split.
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
 }
 
 /// Technique stages, on the run's features; texts they bring go through the same backbone and cache.

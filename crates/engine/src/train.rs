@@ -412,3 +412,51 @@ pub(crate) fn initialise_prototypes(
     }
     Ok(())
 }
+
+/// Settings only the data can rule out, refused before training with the key's line: a kNN `k` past the
+/// training rows (every query would vote with the whole training set, silently predicting the majority)
+/// and PCA `components` past the feature width (`dimension`, once the features are known).
+pub(crate) fn check_against_data(
+    plan: &Plan,
+    train_rows: usize,
+    dimension: Option<usize>,
+) -> Result<(), PipelineError> {
+    for head in &plan.heads {
+        if let HeadKind::Knn(params) = &head.kind
+            && params.k() > train_rows
+        {
+            return Err(plan
+                .diagnostic(
+                    &plan.spans.knn_k,
+                    format!(
+                        "`k = {}` is more than the {train_rows} training rows",
+                        params.k()
+                    ),
+                )
+                .with_hint(format!(
+                    "use at most {train_rows}; a k near the square root of the training rows is a usual start"
+                ))
+                .into());
+        }
+    }
+    if let (
+        Some(graft_config::TransformPlan::PcaWhiten {
+            components: Some(c),
+            ..
+        }),
+        Some(d),
+    ) = (&plan.transform, dimension)
+        && *c > d
+    {
+        return Err(plan
+            .diagnostic(
+                &plan.spans.pca_components,
+                format!("`components = {c}` is more than the {d} features"),
+            )
+            .with_hint(format!(
+                "keep at most {d} components, or leave `components` out to keep all"
+            ))
+            .into());
+    }
+    Ok(())
+}

@@ -544,3 +544,29 @@ fn max_length_past_the_model_is_refused_at_its_key() {
         ],
     );
 }
+
+#[test]
+fn knn_k_past_the_training_rows_is_refused_at_its_key() {
+    // On main kNN clamped `k` to the training rows and silently predicted the majority class.
+    check(
+        "knn-k-past-rows",
+        23,
+        &[
+            "`k = 500` is more than the 20 training rows",
+            "hint: use at most 20",
+        ],
+    );
+}
+
+#[test]
+fn pca_components_past_a_registered_backbone_are_refused_at_check() {
+    // On main this passed `check` and failed after extraction with an error naming no line.
+    check(
+        "pca-components-past-backbone",
+        17,
+        &[
+            "`components = 1000` is more than the backbone's 384 features",
+            "hint: keep at most 384 components",
+        ],
+    );
+}

@@ -95,7 +95,7 @@ struct Cli {
 enum Command {
     /// Run a pipeline file end to end and write its run folder.
     Run(commands::run::Args),
-    /// Check a pipeline file without running it.
+    /// Check a pipeline file and its data without extracting or training.
     Check(commands::check::Args),
     /// Fetch and verify what pipelines need (runtime, models, data sets) without running them.
     Fetch(commands::fetch::Args),
@@ -143,7 +143,7 @@ where
     };
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args, defaults),
-        Command::Check(args) => commands::check::run(args),
+        Command::Check(args) => commands::check::run(args, defaults),
         Command::Fetch(args) => commands::fetch::run(args, defaults),
         Command::Cache(args) => commands::cache::run(args, defaults),
         Command::Extract(args) => commands::extract::run(args, defaults),

@@ -113,8 +113,10 @@ fn list_column_matrix(
         expected: "a list of numbers per row (list or fixed-size list of float/int)",
         found: col.dtype().to_string(),
     };
-    if !matches!(col.dtype(), DataType::List(_) | DataType::Array(_, _)) {
-        return Err(wrong_type());
+    // Only numbers: a list of strings would be cast to floats, parsing whatever the strings say.
+    match col.dtype() {
+        DataType::List(inner) | DataType::Array(inner, _) if inner.is_primitive_numeric() => {}
+        _ => return Err(wrong_type()),
     }
     let as_list = col
         .cast(&DataType::List(Box::new(DataType::Float32)))
@@ -413,6 +415,23 @@ mod tests {
             .to_string();
         assert!(
             err.contains("row 1") && err.contains("has 1 values; row 0 has 2"),
+            "{err}"
+        );
+
+        // Numbers stored as strings are not parsed: on main `["1", "2"]` read as 1.0, 2.0.
+        let strings: Vec<Series> = (0..3)
+            .map(|_| Series::new("".into(), vec!["1", "2"]))
+            .collect();
+        let mut frame =
+            DataFrame::new(3, vec![Series::new("embedding".into(), strings).into()]).unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        let err = read_feature_matrix(&path, "embedding")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a list of numbers per row") && err.contains("str"),
             "{err}"
         );
     }

@@ -84,6 +84,18 @@ pub enum IngestError {
         /// What is wrong.
         message: String,
     },
+    /// A label cell that spells a missing value (`NaN`, as pandas writes one); it would become a class.
+    #[error(
+        "label column `{column}` holds `{value}` at row {row} (0-based data row): a missing value written as text, which would become a class"
+    )]
+    MissingAsText {
+        /// The label column.
+        column: String,
+        /// 0-based data row of the first such cell.
+        row: u64,
+        /// The cell, as written.
+        value: String,
+    },
     /// A row whose text is null, where every row needs one.
     #[error("{}: row {row} has a null text", path.display())]
     NullText {
@@ -280,6 +292,19 @@ pub(crate) fn labels_as_text(label: &Column, name: &str) -> Result<(Column, bool
             expected: "labels that can be read as strings",
             found: label.dtype().to_string(),
         })?;
+    // A float column's NaN casts to "NaN", and pandas writes missing values as `nan` when labels went
+    // through `str`: either would silently become a class.
+    let strings = text.str().expect("cast to String yields a string column");
+    if let Some((row, value)) = strings.iter().enumerate().find_map(|(row, v)| {
+        v.filter(|v| v.eq_ignore_ascii_case("nan"))
+            .map(|v| (row, v))
+    }) {
+        return Err(IngestError::MissingAsText {
+            column: name.to_owned(),
+            row: row as u64,
+            value: value.to_owned(),
+        });
+    }
     Ok((text, label.dtype().is_primitive_numeric()))
 }
 
@@ -448,6 +473,44 @@ mod tests {
             std::fs::write(&path, content).unwrap();
             let err = read_table(&path).unwrap_err().to_string();
             assert!(err.contains(expected), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_header_naming_a_column_twice_is_refused_by_both_readers() {
+        // On main polars renamed the second `label` and graft silently took the first.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twice.csv");
+        std::fs::write(&path, "text,label,label\ngood,positive,negative\n").unwrap();
+        let expected = "twice.csv:1: the header names column `label` twice (columns 2 and 3)";
+        let err = read_table(&path).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+        let Err(err) = rows::TextRowReader::open(&path, "text", None) else {
+            panic!("the streaming reader must refuse it too")
+        };
+        let err = err.to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+
+    #[test]
+    fn nan_spelt_labels_are_refused_with_their_row() {
+        // On main `NaN` and `nan` became classes without a word.
+        let dir = tempfile::tempdir().unwrap();
+        for (content, value) in [
+            ("text,label\na,x\nb,y\nc,NaN\n", "NaN"),
+            ("text,label\na,x\nb,y\nc,nan\n", "nan"),
+            ("text,label\na,1.5\nb,2.5\nc,NaN\n", "NaN"), // a float column's NaN
+        ] {
+            let path = dir.path().join("labels.csv");
+            std::fs::write(&path, content).unwrap();
+            let table = read_table(&path).unwrap();
+            let err = text_classification(&table, "text", "label")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("label column `label` holds `{value}` at row 2")),
+                "{err}"
+            );
         }
     }
 

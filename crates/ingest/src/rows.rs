@@ -97,6 +97,7 @@ impl TextRowReader {
                     .map_err(|e| parse_error(path, e.position().map_or(1, |p| p.line()), &e))?
                     .clone();
                 let names: Vec<String> = headers.iter().map(str::to_owned).collect();
+                check_unique_columns(path, &names)?;
                 let find = |column: &str| {
                     names
                         .iter()
@@ -378,6 +379,13 @@ pub fn validate_csv(path: &Path, delimiter: u8) -> Result<(), IngestError> {
         .delimiter(delimiter)
         .has_headers(true)
         .from_reader(BufReader::with_capacity(1 << 20, open_file(path)?));
+    let names: Vec<String> = reader
+        .headers()
+        .map_err(|e| parse_error(path, e.position().map_or(1, |p| p.line()), &e))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    check_unique_columns(path, &names)?;
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
@@ -386,6 +394,24 @@ pub fn validate_csv(path: &Path, delimiter: u8) -> Result<(), IngestError> {
             Err(e) => return Err(parse_error(path, e.position().map_or(0, |p| p.line()), &e)),
         }
     }
+}
+
+/// A header that names a column twice is refused: readers would silently take one of the two.
+fn check_unique_columns(path: &Path, names: &[String]) -> Result<(), IngestError> {
+    for (second, name) in names.iter().enumerate() {
+        if let Some(first) = names[..second].iter().position(|n| n == name) {
+            return Err(IngestError::Parse {
+                path: path.to_path_buf(),
+                line: 1,
+                message: format!(
+                    "the header names column `{name}` twice (columns {} and {}); rename one",
+                    first + 1,
+                    second + 1
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks that every quoted field of a CSV/TSV file is closed where a field ends. The CSV parser is lenient

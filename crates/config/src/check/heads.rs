@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
 use crate::heads::{HeadKind, HeadSpec, Threshold};
+use crate::plan::Spans;
 use crate::schema::{
     RawActivation, RawClassWeight, RawHeads, RawMetric, RawMlp, RawMonitor, RawSchedule,
     RawThreshold, RawWeighting,
@@ -68,6 +69,7 @@ impl Checker<'_> {
         raw: Spanned<RawHeads>,
         seed: u64,
         multi_label: bool,
+        spans: &mut Spans,
     ) -> Result<Vec<HeadSpec>, Diagnostic> {
         let section = raw.span();
         let raw = raw.into_inner();
@@ -156,6 +158,7 @@ impl Checker<'_> {
         if let Some(h) = raw.knn {
             let table = h.span();
             let r = h.into_inner();
+            spans.knn_k = Some(r.k.as_ref().map_or(table.clone(), |k| k.span()));
             let mut params = Knn::params().metric(metric(r.metric));
             if let Some(k) = &r.k {
                 params = params.k(*k.get_ref());

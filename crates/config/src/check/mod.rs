@@ -20,7 +20,7 @@ use crate::plan::*;
 use crate::schema::{
     RawEvaluation, RawLearningCurve, RawPipeline, RawSplit, RawTransform, SCHEMA_VERSION,
 };
-use crate::sources::absolute;
+use crate::sources::{ModelSource, absolute};
 use crate::techniques::TechniquesPlan;
 
 /// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.
@@ -138,8 +138,17 @@ impl Checker<'_> {
                 )));
         }
         let seed = raw.seed.unwrap_or(42);
-        let heads = self.check_heads(raw.head, seed, data.label_separator.is_some())?;
-        let transform = raw.transform.map(|t| self.check_transform(t)).transpose()?;
+        let heads = self.check_heads(raw.head, seed, data.label_separator.is_some(), &mut spans)?;
+        let dimension = backbone.as_ref().and_then(|b| match &b.source {
+            ModelSource::Registry(name) => {
+                Registry::builtin().models.get(name).map(|m| m.dimension)
+            }
+            _ => None,
+        });
+        let transform = raw
+            .transform
+            .map(|t| self.check_transform(t, dimension, &mut spans))
+            .transpose()?;
         let evaluation = match raw.evaluation {
             None => EvaluationPlan::default(),
             Some(e) => self.check_evaluation(e.into_inner())?,
@@ -243,15 +252,37 @@ impl Checker<'_> {
         Ok(plan)
     }
 
-    fn check_transform(&self, raw: RawTransform) -> Result<TransformPlan, Diagnostic> {
+    /// The transform; `dimension` is the registered backbone's width, when known before extraction.
+    fn check_transform(
+        &self,
+        raw: RawTransform,
+        dimension: Option<usize>,
+        spans: &mut Spans,
+    ) -> Result<TransformPlan, Diagnostic> {
         Ok(match raw {
             RawTransform::Standardize(_) => TransformPlan::Standardize,
             RawTransform::PcaWhiten(t) => {
                 let r = t.get_ref();
+                spans.pca_components = Some(r.components.as_ref().map_or(t.span(), |c| c.span()));
                 if let Some(c) = &r.components
                     && *c.get_ref() == 0
                 {
                     return Err(self.error(c.span(), "`components` must be at least 1"));
+                }
+                if let (Some(c), Some(d)) = (&r.components, dimension)
+                    && *c.get_ref() > d
+                {
+                    return Err(self
+                        .error(
+                            c.span(),
+                            format!(
+                                "`components = {}` is more than the backbone's {d} features",
+                                c.get_ref()
+                            ),
+                        )
+                        .with_hint(format!(
+                            "keep at most {d} components, or leave `components` out to keep all"
+                        )));
                 }
                 let epsilon = r.epsilon.as_ref().map_or(Ok(1e-5), |e| {
                     let v = *e.get_ref();

@@ -1,19 +1,47 @@
-//! `graft check`: a pipeline file checked without running it.
+//! `graft check`: a pipeline file and its data checked without a model.
 
 use std::path::PathBuf;
 
 use graft_config::Plan;
 use graft_engine::PipelineError;
 
-/// Check a pipeline file without running it.
+use crate::Defaults;
+
+/// Check a pipeline file and its data without extracting or training.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The pipeline file (TOML).
     pub pipeline: PathBuf,
+    /// Check only the file: skip reading and splitting the data (which fetches a registered data set).
+    #[arg(long)]
+    pub no_data: bool,
+    /// Cache folder (as for `run`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }
 
-pub(crate) fn run(args: Args) -> Result<(), PipelineError> {
+pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
     let plan = Plan::load(&args.pipeline)?;
-    println!("{}: ok (pipeline `{}`)", args.pipeline.display(), plan.name);
+    if args.no_data {
+        println!("{}: ok (pipeline `{}`)", args.pipeline.display(), plan.name);
+        return Ok(());
+    }
+    let cache_dir = args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone());
+    let data = graft_engine::check_data(&plan, &cache_dir)?;
+    println!(
+        "{}: ok (pipeline `{}`): {} rows, {} classes; train {} · validation {} · test {}{}",
+        args.pipeline.display(),
+        plan.name,
+        data.rows,
+        data.classes,
+        data.train,
+        data.validation,
+        data.test,
+        if data.dropped > 0 {
+            format!("; {} rows dropped (empty label or text)", data.dropped)
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }

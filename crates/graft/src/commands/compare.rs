@@ -25,11 +25,11 @@ pub struct Args {
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
-    let o = graft_engine::compare(&graft_engine::CompareJob {
+    let o = graft_jobs::compare(&graft_jobs::CompareJob {
         runs: args.runs,
         output_dir: args
             .output
-            .unwrap_or_else(|| graft_engine::comparison_dir(&defaults.runs_dir)),
+            .unwrap_or_else(|| graft_jobs::comparison_dir(&defaults.runs_dir)),
         bootstrap: graft_engine::Bootstrap {
             resamples: args.bootstrap,
             seed: args.seed,

@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
-    let o = graft_engine::export(&graft_engine::ExportJob {
+    let o = graft_jobs::export(&graft_jobs::ExportJob {
         run_dir: args.run_dir,
         head: args.head,
         output: args.output,

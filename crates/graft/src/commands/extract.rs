@@ -36,7 +36,7 @@ pub struct Args {
     pub chunk_rows: usize,
     /// Process only shard I of N (I from 0), e.g. --shard "$JOB_COMPLETION_INDEX/8".
     #[arg(long)]
-    pub shard: Option<graft_engine::Shard>,
+    pub shard: Option<graft_jobs::Shard>,
     /// Tokens kept per text (default: the registry entry's, else 256).
     #[arg(long)]
     pub max_length: Option<usize>,
@@ -61,7 +61,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         });
     }
     let model = model_source(args.model, args.tokenizer)?;
-    let mut job = graft_engine::ExtractJob::new(
+    let mut job = graft_jobs::ExtractJob::new(
         model,
         args.input,
         args.text_column.unwrap_or_default(),
@@ -83,7 +83,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     job.prompt = args.prompt;
     job.progress = !args.inference.no_progress;
     job.provider = args.inference.device.provider();
-    let outcome = graft_engine::extract(&job)?;
+    let outcome = graft_jobs::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())
 }

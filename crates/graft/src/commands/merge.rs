@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), PipelineError> {
-    let m = graft_engine::merge(&args.parts, &args.output)?;
+    let m = graft_jobs::merge(&args.parts, &args.output)?;
     println!(
         "merged {} parts: {} rows → {}",
         m.parts,

@@ -42,7 +42,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         .model
         .map(|m| model_source(m, args.tokenizer))
         .transpose()?;
-    let job = graft_engine::PredictJob {
+    let job = graft_jobs::PredictJob {
         run_dir: args.run_dir,
         input: args.input,
         text_column: args.text_column,
@@ -59,7 +59,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             .unwrap_or_else(|| defaults.cache_dir.clone()),
         progress: !args.inference.no_progress,
     };
-    let outcome = graft_engine::predict(&job)?;
+    let outcome = graft_jobs::predict(&job)?;
     println!(
         "predicted {} rows with head `{}` → {}",
         outcome.rows,

@@ -10,8 +10,8 @@ use graft_eval::{Bootstrap, McNemar, PairedBootstrap, mcnemar};
 use graft_report::{Manifest, Metrics, SplitMetrics};
 use serde::{Deserialize, Serialize};
 
-use crate::PipelineError;
-use crate::io::write_atomic;
+use crate::write_atomic;
+use graft_engine::PipelineError;
 
 /// What to compare and where the comparison goes.
 #[derive(Debug, Clone)]

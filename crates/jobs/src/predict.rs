@@ -10,10 +10,10 @@ use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Se
 use graft_config::resolved::{HeadSettings, ModelSourceSettings};
 use graft_report::Manifest;
 
-use crate::PipelineError;
-use crate::heads::{LoadedHead, load_head};
-use crate::jobs::extract::{ExtractJob, extract};
+use crate::extract::{ExtractJob, extract};
 use graft_config::ModelSource;
+use graft_engine::PipelineError;
+use graft_engine::{LoadedHead, load_head};
 
 /// What to predict, with what, and where to write it.
 #[derive(Debug, Clone)]

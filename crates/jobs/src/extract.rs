@@ -24,10 +24,10 @@ use graft_ingest::{
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::PipelineError;
-use crate::io::write_atomic;
-use crate::provision::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
+use crate::write_atomic;
 use graft_config::{ModelSource, apply_registry_defaults, image_preprocess};
+use graft_engine::PipelineError;
+use graft_engine::provision::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
 use graft_report::{ModelRecord, RuntimeRecord};
 
 /// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
@@ -333,18 +333,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     let identity = job_identity(job, &input, identity_model)?;
 
     if let Some(done) = finished_manifest(&output, &identity, shard)? {
-        let summary = format!(
-            "{}: already complete ({} rows); nothing to do",
-            output.display(),
-            done.rows
-        );
-        return Ok(ExtractOutcome {
-            output,
-            rows: done.rows,
-            extracted: 0,
-            seconds: started.elapsed().as_secs_f64(),
-            summary,
-        });
+        return Ok(already_complete(output, done.rows, started));
     }
     if output.exists() {
         return Err(job_error(
@@ -353,9 +342,8 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         ));
     }
 
-    let (work, lock) = claim_work_dir(&output, &identity)?;
-    remove_stale_temporaries(&output);
-
+    // Counting rows validates the whole input (quotes, widths, UTF-8): done before the work folder is
+    // claimed, so that a refused input leaves nothing behind.
     let input_rows = match &input {
         Input::Table(reader) => match reader.known_rows() {
             Some(rows) => rows,
@@ -369,6 +357,13 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             "check the file",
         ));
     }
+    let lock = OutputLock::take(&output)?;
+    // A job started at the same time may have finished between the check above and taking the lock.
+    if let Some(done) = finished_manifest(&output, &identity, shard)? {
+        return Ok(already_complete(output, done.rows, started));
+    }
+    let work = claim_work_dir(&output, &identity)?;
+    remove_stale_temporaries(&output);
     let chunks = input_rows.div_ceil(job.chunk_rows as u64);
     let mine: Vec<u64> = (0..chunks).filter(|&c| shard.owns(c)).collect();
     let shard_rows: u64 = mine
@@ -394,10 +389,11 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     let mut stats = StreamStats::default();
     let mut extract_seconds = 0.0;
     if !todo.is_empty() {
-        let (backbones, record) = load_workers(job, &cache, &extractor)?;
+        let (backbones, record) =
+            load_workers(job, &cache, &extractor).map_err(|e| discard_if_no_chunks(&work, e))?;
         runtime_record = Some(record);
         provider_used = backbones[0].execution_provider().to_owned();
-        let bar = crate::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
+        let bar = graft_engine::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
         // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
         let extract_clock = Instant::now();
         let mut backbones = backbones;
@@ -410,7 +406,8 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
             input_rows,
             &identity,
             &bar,
-        )?;
+        )
+        .map_err(|e| discard_if_no_chunks(&work, e))?;
         extract_seconds = extract_clock.elapsed().as_secs_f64();
         bar.finish_and_clear();
     }
@@ -652,30 +649,8 @@ fn open_images(
 }
 
 /// The work folder: resumed if it belongs to this very job; an abandoned one made with other settings or
-/// another input is of no use and is discarded. One process per output: the identity file stays locked
-/// while the returned file is open.
-fn claim_work_dir(
-    output: &Path,
-    identity: &JobIdentity,
-) -> Result<(PathBuf, std::fs::File), PipelineError> {
-    // One process per output, decided before anything is read or written: a lock file beside the output,
-    // created if missing and locked for the whole job. (Locking `job.json` inside the work folder raced: a
-    // second process could find the folder before its `job.json` existed and discard it.)
-    let lock_path = lock_path(output);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_error(&lock_path))?;
-    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
-        return Err(job_error(
-            format!("another extract is writing {} right now", output.display()),
-            "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
-        ));
-    }
-    // The work folder: resumed if it belongs to this very job; an abandoned one made with other settings or
-    // another input is of no use and is discarded.
+/// another input is of no use and is discarded. The caller holds the output's [`OutputLock`].
+fn claim_work_dir(output: &Path, identity: &JobIdentity) -> Result<PathBuf, PipelineError> {
     let work = work_dir(output);
     let identity_file = work.join("job.json");
     if work.exists() {
@@ -697,7 +672,91 @@ fn claim_work_dir(
             &serde_json::to_vec_pretty(identity).expect("identity serialises"),
         )?;
     }
-    Ok((work, lock))
+    Ok(work)
+}
+
+fn already_complete(output: PathBuf, rows: u64, started: Instant) -> ExtractOutcome {
+    let summary = format!(
+        "{}: already complete ({rows} rows); nothing to do",
+        output.display()
+    );
+    ExtractOutcome {
+        output,
+        rows,
+        extracted: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        summary,
+    }
+}
+
+/// An interrupted job's work folder that holds no finished chunk is of no use to a resume: removed when
+/// the job fails, so that a failed start leaves nothing behind.
+fn discard_if_no_chunks(work: &Path, e: PipelineError) -> PipelineError {
+    let has_chunks = std::fs::read_dir(work).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().starts_with("chunk-"))
+    });
+    if !has_chunks {
+        let _ = std::fs::remove_dir_all(work);
+    }
+    e
+}
+
+/// One process per output, decided before anything is read or written: a lock file beside the output,
+/// created if missing, locked for the whole job and removed (while still held) when the job ends.
+/// (Locking `job.json` inside the work folder raced: a second process could find the folder before its
+/// `job.json` existed and discard it.)
+struct OutputLock {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl OutputLock {
+    fn take(output: &Path) -> Result<OutputLock, PipelineError> {
+        let path = lock_path(output);
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+                return Err(job_error(
+                    format!("another extract is writing {} right now", output.display()),
+                    "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
+                ));
+            }
+            // The holder before us removes the file as it ends: a lock on a removed file guards nothing,
+            // so it counts only while the path still names the file we locked.
+            if same_file(&file, &path) {
+                return Ok(OutputLock { path, file });
+            }
+        }
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Removed while held: a process waiting on this file sees it gone and opens a fresh one.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::File, path: &Path) -> bool {
+    path.exists()
 }
 
 /// The hidden lock file beside an output: held while a job writes it.
@@ -791,7 +850,10 @@ fn load_workers(
 
 /// The model as the job is made: registered name and settings, or own files.
 enum Extractor {
-    Text(Box<crate::provision::ResolvedModel>, TextBackboneConfig),
+    Text(
+        Box<graft_engine::provision::ResolvedModel>,
+        TextBackboneConfig,
+    ),
     Image(Box<graft_assets::ImageModelFiles>, ImageBackboneConfig),
 }
 
@@ -802,7 +864,7 @@ impl Extractor {
             Extractor::Text(model, _) => model.record.clone(),
             Extractor::Image(model, _) => ModelRecord {
                 name: Some(model.name.clone()),
-                onnx: Some(crate::provision::file_record(&model.onnx)),
+                onnx: Some(graft_engine::provision::file_record(&model.onnx)),
                 ..ModelRecord::default()
             },
         }

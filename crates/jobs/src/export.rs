@@ -12,10 +12,10 @@ use serde_json::json;
 
 use graft_config::resolved::{BackboneSettings, ImageSettings};
 
-use crate::PipelineError;
-use crate::heads::{FittedHead, LoadedHead, TrainedHead, load_head};
-use crate::jobs::predict::{head_file, model_sha256, recorded_model};
+use crate::predict::{head_file, model_sha256, recorded_model};
 use graft_config::ModelSource;
+use graft_engine::PipelineError;
+use graft_engine::{FittedHead, LoadedHead, TrainedHead, load_head};
 
 /// What to export, and where.
 #[derive(Debug, Clone)]
@@ -549,7 +549,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             "export the head alone with --head-only; run it on the same kind of features",
         ));
     };
-    crate::io::write_atomic(&output, &bytes)?;
+    crate::write_atomic(&output, &bytes)?;
     Ok(ExportOutcome {
         output,
         head: name,
