@@ -146,3 +146,27 @@ fn quickstart_on_an_mr_subset_beats_seventy_percent() {
         at_64.baseline.mean
     );
 }
+
+#[test]
+fn max_length_past_a_model_files_positions_is_refused_at_check() {
+    // On main only registered models were checked: the same MiniLM given as files passed `check` and failed
+    // inside ONNX Runtime with a broadcast error naming no key. Its graph's position table has 512 rows.
+    let model = cache().model("minilm-l6-int8").unwrap();
+    let pipeline = |max_length: usize| {
+        format!(
+            "schema = 1\nname = \"own-files\"\n[data]\ndataset = \"mr\"\n\
+             [split.stratified]\ntrain = 0.8\nvalidation = 0.1\ntest = 0.1\n\
+             [backbone]\nonnx = {:?}\ntokenizer = {:?}\nmax_length = {max_length}\n[head.logistic]\n",
+            model.onnx.path,
+            model.tokenizer.as_ref().unwrap().path
+        )
+    };
+    let file = repo().join("own-files.toml");
+    let err = Plan::parse(&file, &pipeline(2048)).unwrap_err().to_string();
+    assert!(
+        err.contains("`max_length = 2048` is more than `model.onnx` reads (512 token positions)"),
+        "{err}"
+    );
+    assert!(err.contains("own-files.toml:12:"), "{err}");
+    Plan::parse(&file, &pipeline(512)).expect("512 positions are within the model");
+}

@@ -444,6 +444,48 @@ struct ParsedNode {
     has_subgraph: bool,
 }
 
+/// The name and dimensions of every weight (initializer) of a serialized model, without reading the
+/// weights themselves; weights kept in an external data file are listed too.
+///
+/// A text model's position limit, for example, is the first dimension of its position-embedding table.
+pub fn initializer_shapes(bytes: &[u8]) -> Result<Vec<(String, Vec<i64>)>, OnnxError> {
+    let malformed = |what: &str| OnnxError::Malformed(what.to_owned());
+    let model = fields(bytes).ok_or_else(|| malformed("the file is not a protobuf message"))?;
+    let graph = model
+        .iter()
+        .find(|f| f.number == 7)
+        .and_then(|f| f.bytes())
+        .ok_or_else(|| malformed("the model has no graph"))?;
+    let graph = fields(graph).ok_or_else(|| malformed("the graph is truncated"))?;
+    let mut shapes = Vec::new();
+    for f in graph.iter().filter(|f| f.number == 5) {
+        let tensor = f
+            .bytes()
+            .and_then(fields)
+            .ok_or_else(|| malformed("initializer"))?;
+        let mut name = String::new();
+        let mut dims = Vec::new();
+        for t in &tensor {
+            match (t.number, t.value) {
+                (1, wire::Value::Varint(d)) => dims.push(d as i64),
+                // `repeated int64 dims` may also be written packed.
+                (1, wire::Value::Bytes(packed)) => {
+                    dims.extend(
+                        wire::varints(packed)
+                            .ok_or_else(|| malformed("dims"))?
+                            .into_iter()
+                            .map(|d| d as i64),
+                    );
+                }
+                (8, _) => name = t.string().unwrap_or_default(),
+                _ => {}
+            }
+        }
+        shapes.push((name, dims));
+    }
+    Ok(shapes)
+}
+
 /// An existing model, read without decoding its weights.
 #[derive(Debug, Clone)]
 pub struct OnnxModel<'a> {
@@ -750,6 +792,31 @@ mod tests {
 
     fn batch() -> Dim {
         Dim::Named("batch".into())
+    }
+
+    #[test]
+    fn initializer_shapes_list_every_weight_with_its_dimensions() {
+        let model = backbone();
+        let shapes = initializer_shapes(&model).unwrap();
+        assert_eq!(
+            shapes,
+            [
+                ("bb/w_1".to_owned(), vec![2, 2]),
+                ("bb/one_2".to_owned(), vec![])
+            ]
+        );
+        // Packed dims read the same as one varint per dim.
+        let mut tensor = wire::Message::default();
+        tensor.bytes(1, &[0x80, 0x04, 0x80, 0x03]).string(8, "pos");
+        let mut graph = wire::Message::default();
+        graph.message(5, &tensor);
+        let mut packed = wire::Message::default();
+        packed.message(7, &graph);
+        assert_eq!(
+            initializer_shapes(&packed.0).unwrap(),
+            [("pos".to_owned(), vec![512, 384])]
+        );
+        assert!(initializer_shapes(b"not a model").is_err());
     }
 
     /// A "backbone": y = Relu(x · W) with a dead branch z = x + 1 exposed as a second output.

@@ -109,6 +109,16 @@ fn get_varint(data: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// The values of a packed repeated varint field; `None` if the bytes end inside a value.
+pub(crate) fn varints(data: &[u8]) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        out.push(get_varint(data, &mut pos)?);
+    }
+    Some(out)
+}
+
 /// The fields of one message, in file order; `None` if the bytes are not a well-formed message.
 pub(crate) fn fields(data: &[u8]) -> Option<Vec<Field<'_>>> {
     let mut out = Vec::new();

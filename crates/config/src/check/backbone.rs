@@ -327,23 +327,36 @@ impl Checker<'_> {
         })
     }
 
-    /// `max_length` within a registered model's position embeddings: past them ONNX Runtime fails deep
-    /// inside with a broadcast error that names no key.
+    /// `max_length` within the model's position embeddings: past them ONNX Runtime fails deep inside with a
+    /// broadcast error that names no key. A registered model's limit is in the registry; a model file's is
+    /// read from its graph (the first dimension of its position-embedding table, when it has one).
     fn check_positions(
         &self,
         b: &RawBackbone,
         source: &ModelSource,
         registry: &Registry,
     ) -> Result<(), Diagnostic> {
-        if let (Some(v), ModelSource::Registry(name)) = (&b.max_length, source)
-            && let Some(limit) = registry.models.get(name).and_then(|m| m.max_positions)
+        let Some(v) = &b.max_length else {
+            return Ok(());
+        };
+        let (limit, model) = match source {
+            ModelSource::Registry(name) => (
+                registry.models.get(name).and_then(|m| m.max_positions),
+                format!("`{name}`"),
+            ),
+            ModelSource::Files { onnx, .. } => (
+                position_limit(onnx),
+                format!("`{}`", onnx.file_name().unwrap_or_default().to_string_lossy()),
+            ),
+        };
+        if let Some(limit) = limit
             && *v.get_ref() > limit
         {
             return Err(self
                 .error(
                     v.span(),
                     format!(
-                        "`max_length = {}` is more than `{name}` reads ({limit} token positions)",
+                        "`max_length = {}` is more than {model} reads ({limit} token positions)",
                         v.get_ref()
                     ),
                 )
@@ -353,4 +366,17 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// The rows of a model file's position-embedding table (an initializer named `…position_embedding…` of rank
+/// 2, quantised or not), i.e. the longest token sequence it reads; `None` when the graph has no such table
+/// (relative positions) or cannot be read (the model's own loading reports that).
+fn position_limit(onnx: &std::path::Path) -> Option<usize> {
+    let bytes = std::fs::read(onnx).ok()?;
+    graft_onnx::initializer_shapes(&bytes)
+        .ok()?
+        .into_iter()
+        .filter(|(name, dims)| name.contains("position_embedding") && dims.len() == 2)
+        .filter_map(|(_, dims)| usize::try_from(dims[0]).ok())
+        .min()
 }
