@@ -242,6 +242,16 @@ pub(crate) fn text_features(
         ));
         features
     };
+    let batch_invariant = model_record.batch_dependent_ops.is_empty();
+    if !batch_invariant && extraction.cache_hits > 0 && extraction.extracted > 0 {
+        tracing::warn!(
+            cached = extraction.cache_hits,
+            extracted = extraction.extracted,
+            ops = ?model_record.batch_dependent_ops,
+            "the model quantises activations per batch: rows from the feature cache were embedded in other \
+             batches and differ slightly from fresh ones; set `cache = false` for single-pass features"
+        );
+    }
     let feature_cache = FeatureCacheRecord {
         enabled: store.is_some(),
         namespace: store.as_ref().map(|s| s.dir().to_path_buf()),
@@ -249,6 +259,7 @@ pub(crate) fn text_features(
         hits: Some(extraction.cache_hits),
         extracted: Some(extraction.extracted),
         rejected_chunks: cached.rejected_chunks,
+        batch_invariant: Some(batch_invariant),
     };
 
     Ok(Featurized {
@@ -381,6 +392,7 @@ pub(crate) fn image_features(
         unreachable!("image backbones come from the registry")
     };
     let model = cache.image_model(name)?;
+    let batch_dependent_ops = crate::provision::batch_dependent_ops(&model.onnx.path);
     let provision_seconds = clock.elapsed().as_secs_f64();
     let config = &backbone_of(plan).config;
     let description = image_namespace(name, &model.onnx.sha256, image_plan);
@@ -488,6 +500,7 @@ pub(crate) fn image_features(
             hits: None,
             extracted: None,
             rejected_chunks,
+            batch_invariant: Some(batch_dependent_ops.is_empty()),
         }),
         model_label: name.clone(),
         model: ModelRecord {
@@ -495,6 +508,7 @@ pub(crate) fn image_features(
             licence: Some(model.entry.licence.clone()),
             dimension: Some(model.entry.dimension),
             onnx: Some(file_record(&model.onnx)),
+            batch_dependent_ops,
             ..ModelRecord::default()
         },
         model_sha256: model.onnx.sha256,

@@ -177,6 +177,7 @@ pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedMode
                 dimension: Some(files.entry.dimension),
                 onnx: Some(file_record(&files.onnx)),
                 tokenizer: Some(file_record(&tokenizer)),
+                batch_dependent_ops: batch_dependent_ops(&files.onnx.path),
                 ..ModelRecord::default()
             };
             Ok(ResolvedModel {
@@ -205,6 +206,7 @@ pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedMode
             let record = ModelRecord {
                 onnx: Some(file_record(&onnx)),
                 tokenizer: Some(file_record(&tokenizer)),
+                batch_dependent_ops: batch_dependent_ops(&onnx.path),
                 ..ModelRecord::default()
             };
             Ok(ResolvedModel {
@@ -346,11 +348,69 @@ pub fn provision_samples(names: &[&str], cache_dir: &Path) -> Result<Vec<PathBuf
         .collect())
 }
 
+/// Operators that compute their quantisation scale over the whole input tensor, i.e. over every row of
+/// the batch: a graph holding one gives a row an output that depends on its batch mates.
+const BATCH_DEPENDENT_OPS: &[&str] = &[
+    "DynamicQuantizeLinear",
+    "DynamicQuantizeMatMul",
+    "DynamicQuantizeLSTM",
+    "QAttention",
+];
+
+/// The batch-dependent operators of a model's graph (see [`BATCH_DEPENDENT_OPS`]); none when the graph
+/// cannot be read here (loading it reports that).
+pub fn batch_dependent_ops(onnx: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(onnx) else {
+        return Vec::new();
+    };
+    graft_onnx::GraphSummary::read(&bytes)
+        .map(|g| {
+            g.operators
+                .into_iter()
+                .filter(|op| BATCH_DEPENDENT_OPS.contains(&op.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The manifest's record of a verified file.
 pub fn file_record(f: &VerifiedFile) -> FileRecord {
     FileRecord {
         path: f.path.clone(),
         sha256: f.sha256.clone(),
         fetched_now: f.fetched,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use graft_onnx::{Dim, ElementType, Graph, ValueInfo, standalone_model};
+
+    use super::*;
+
+    /// A graph with a `DynamicQuantizeLinear` node (whose scale comes from the whole batch); only its
+    /// operators are read, so the rest of the quantise/dequantise pair is left out.
+    fn dynamic_int8_graph() -> Vec<u8> {
+        let mut g = Graph::new(13, "q/");
+        let quantised = g.node("DynamicQuantizeLinear", &["x"], &[]);
+        g.node_into("DequantizeLinear", &[&quantised], &[], "y");
+        let rows = || vec![Dim::Named("batch".into()), Dim::Fixed(4)];
+        standalone_model(
+            &g,
+            &[ValueInfo::new("x", ElementType::Float, rows())],
+            &[ValueInfo::new("y", ElementType::Float, rows())],
+            &[],
+        )
+    }
+
+    #[test]
+    fn dynamic_activation_quantisation_is_named_and_a_plain_graph_is_batch_invariant() {
+        let dir = tempfile::tempdir().unwrap();
+        let dynamic = dir.path().join("dynamic.onnx");
+        std::fs::write(&dynamic, dynamic_int8_graph()).unwrap();
+        assert_eq!(batch_dependent_ops(&dynamic), ["DynamicQuantizeLinear"]);
+        let tiny =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/tiny-embedder.onnx");
+        assert_eq!(batch_dependent_ops(&tiny), Vec::<String>::new());
     }
 }

@@ -141,7 +141,7 @@ where
             };
         }
     };
-    let result = match cli.command {
+    let dispatch = || match cli.command {
         Command::Run(args) => commands::run::run(args, defaults),
         Command::Check(args) => commands::check::run(args, defaults),
         Command::Fetch(args) => commands::fetch::run(args, defaults),
@@ -152,13 +152,49 @@ where
         Command::Export(args) => commands::export::run(args, defaults),
         Command::Compare(args) => commands::compare::run(args, defaults),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match quiet_panics(dispatch) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+        Err(panics) => {
+            for message in panics {
+                eprintln!("{message}");
+            }
+            eprintln!(
+                "error: graft stopped on an internal error; this is a bug, please report it with the command \
+                 and the message above"
+            );
+            ExitCode::from(101)
+        }
     }
+}
+
+/// Runs `work` with panic messages held back: a panic that a library catches and turns into an error
+/// (polars' Parquet decoder panics on some damaged files; graft-ingest catches that and names the file) then
+/// prints nothing. Only a panic that escapes `work` is a bug, and its messages are returned for printing.
+fn quiet_panics<T>(work: impl FnOnce() -> T) -> Result<T, Vec<String>> {
+    static HELD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let message = format!(
+            "thread '{}' panicked at {}: {}",
+            thread.name().unwrap_or("<unnamed>"),
+            info.location().map_or_else(String::new, |l| l.to_string()),
+            info.payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)")
+        );
+        HELD.lock().unwrap_or_else(|p| p.into_inner()).push(message);
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    std::panic::set_hook(previous);
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(|p| p.into_inner()));
+    outcome.map_err(|_| held)
 }
 
 fn init_tracing() {

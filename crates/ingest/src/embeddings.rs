@@ -315,17 +315,14 @@ pub fn read_embeddings(
     path: &Path,
     slice: Option<(u64, usize)>,
 ) -> Result<EmbeddingBatch, IngestError> {
-    let read_err = |source| IngestError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
     let file = File::open(path).map_err(|_| IngestError::NotFound {
         path: path.to_path_buf(),
     })?;
-    let frame = ParquetReader::new(file)
-        .with_slice(slice.map(|(offset, len)| (offset as usize, len)))
-        .finish()
-        .map_err(read_err)?;
+    let frame = crate::parquet_read(path, || {
+        ParquetReader::new(file)
+            .with_slice(slice.map(|(offset, len)| (offset as usize, len)))
+            .finish()
+    })?;
     let not_a_table = |what: &str| IngestError::ColumnType {
         column: what.to_owned(),
         expected: "an embedding table written by graft (row, [id], embedding)",

@@ -129,6 +129,14 @@ pub enum IngestError {
         /// The file.
         path: PathBuf,
     },
+    /// A damaged Parquet file that made the decoder itself fail (it panics on some corrupt pages).
+    #[error("cannot read {}: the Parquet data is damaged ({message})", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's own words.
+        message: String,
+    },
     /// polars could not parse the file.
     #[error("cannot read {}: {source}", path.display())]
     Read {
@@ -226,7 +234,7 @@ pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
             let file = std::fs::File::open(path).map_err(|_| IngestError::NotFound {
                 path: path.to_path_buf(),
             })?;
-            ParquetReader::new(file).finish().map_err(read_err)?
+            parquet_read(path, || ParquetReader::new(file).finish())?
         }
         _ => {
             return Err(IngestError::UnsupportedFormat {
@@ -240,6 +248,28 @@ pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
         });
     }
     Ok(frame)
+}
+
+/// Runs a polars Parquet read and names the file in its errors — and in its panics: the decoder panics
+/// on some damaged pages (`unreachable!` on an impossible bit width) instead of returning an error.
+pub(crate) fn parquet_read<T>(
+    path: &Path,
+    read: impl FnOnce() -> PolarsResult<T>,
+) -> Result<T, IngestError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(result) => result.map_err(|source| IngestError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(panic) => Err(IngestError::Damaged {
+            path: path.to_path_buf(),
+            message: panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the decoder failed".to_owned()),
+        }),
+    }
 }
 
 /// Texts with class indices, ready for a text backbone and a classifier.

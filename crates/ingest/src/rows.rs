@@ -119,10 +119,7 @@ impl TextRowReader {
             },
             "parquet" | "pq" => {
                 let mut reader = ParquetReader::new(open_file(path)?);
-                let schema = reader.schema().map_err(|source| IngestError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                let schema = crate::parquet_read(path, || reader.schema())?;
                 let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
                 for column in std::iter::once(text_column).chain(id_column) {
                     if !names.iter().any(|n| n == column) {
@@ -142,10 +139,7 @@ impl TextRowReader {
                         found: format!("{dtype:?}"),
                     });
                 }
-                let rows = reader.num_rows().map_err(|source| IngestError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })? as u64;
+                let rows = crate::parquet_read(path, || reader.num_rows())? as u64;
                 Source::Parquet { rows }
             }
             _ => {
@@ -267,11 +261,13 @@ impl TextRowReader {
                     path: path.clone(),
                     source,
                 };
-                let frame = ParquetReader::new(open_file(&path)?)
-                    .with_columns(Some(columns))
-                    .with_slice(Some((first_row as usize, take)))
-                    .finish()
-                    .map_err(read_err)?;
+                let file = open_file(&path)?;
+                let frame = crate::parquet_read(&path, || {
+                    ParquetReader::new(file)
+                        .with_columns(Some(columns))
+                        .with_slice(Some((first_row as usize, take)))
+                        .finish()
+                })?;
                 let text = frame
                     .column(&self.text_column)
                     .and_then(|c| c.str().cloned())
@@ -358,13 +354,10 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
             }
             Ok(rows)
         }
-        "parquet" | "pq" => ParquetReader::new(open_file(path)?)
-            .num_rows()
-            .map(|n| n as u64)
-            .map_err(|source| IngestError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
+        "parquet" | "pq" => {
+            let mut reader = ParquetReader::new(open_file(path)?);
+            crate::parquet_read(path, || reader.num_rows()).map(|n| n as u64)
+        }
         _ => Err(IngestError::UnsupportedFormat {
             path: path.to_path_buf(),
         }),

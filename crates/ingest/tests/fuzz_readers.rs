@@ -1,6 +1,7 @@
 //! Property tests of the readers of user files: whatever the bytes, a reader returns rows or an error that
-//! names the file — it never panics or hangs. Inputs are the fixture tables with random edits (bytes
-//! replaced, inserted quotes and delimiters, cuts), and arbitrary bytes for `.npy` matrices.
+//! names the file — it never panics or hangs. Inputs are the fixture tables (CSV, JSONL, Parquet tables and
+//! Parquet features) with random edits (bytes replaced or inserted — quotes and delimiters for CSV — and
+//! cuts), and arbitrary bytes for `.npy` matrices.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,53 @@ fn fixture(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap()
+}
+
+/// Random edits of any file: bytes replaced or inserted, then maybe a cut.
+fn edited(name: &'static str) -> impl Strategy<Value = Vec<u8>> {
+    let base = fixture(name);
+    (
+        prop::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        any::<Option<usize>>(),
+    )
+        .prop_map(move |(edits, cut)| {
+            let mut bytes = base.clone();
+            for (at, b) in edits {
+                let at = at % bytes.len();
+                if at.is_multiple_of(2) {
+                    bytes[at] = b;
+                } else {
+                    bytes.insert(at, b);
+                }
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            bytes
+        })
+}
+
+/// Reads every chunk of a streaming reader; an error must name the file (or the missing column).
+fn stream_all(path: &Path, text: &str, id: Option<&str>) -> Result<(), TestCaseError> {
+    match TextRowReader::open(path, text, id) {
+        Ok(mut reader) => loop {
+            match reader.next_chunk(7) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    prop_assert!(names_the_file(&e, path), "{e}");
+                    return Ok(());
+                }
+            }
+        },
+        Err(e) => {
+            prop_assert!(
+                names_the_file(&e, path) || e.to_string().contains("column"),
+                "{e}"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Random edits of a CSV: replaced bytes, and bytes CSV parsers care about (quotes, commas, line ends).
@@ -78,22 +126,33 @@ proptest! {
         if let Err(e) = read_table(&path) {
             prop_assert!(names_the_file(&e, &path) || e.to_string().contains("column"), "{e}");
         }
-        match TextRowReader::open(&path, "text", Some("id")) {
-            Ok(mut reader) => loop {
-                match reader.next_chunk(7) {
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(e) => {
-                        prop_assert!(names_the_file(&e, &path), "{e}");
-                        break;
-                    }
-                }
-            },
-            Err(e) => prop_assert!(
-                names_the_file(&e, &path) || e.to_string().contains("column"),
-                "{e}"
-            ),
+        stream_all(&path, "text", Some("id"))?;
+    }
+
+    #[test]
+    fn a_damaged_parquet_table_is_read_or_refused_by_name(bytes in edited("tiny-sentiment.parquet")) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edited.parquet", &bytes);
+        if let Err(e) = read_table(&path) {
+            prop_assert!(names_the_file(&e, &path), "{e}");
         }
+        stream_all(&path, "text", None)?;
+    }
+
+    #[test]
+    fn damaged_parquet_features_are_read_or_refused_by_name(bytes in edited("tiny-features.parquet")) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edited.parquet", &bytes);
+        if let Err(e) = read_feature_matrix(&path, "embedding") {
+            prop_assert!(names_the_file(&e, &path) || e.to_string().contains("embedding"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_jsonl_file_is_read_or_refused_by_name(bytes in edited("tiny-sentiment.jsonl")) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edited.jsonl", &bytes);
+        stream_all(&path, "text", Some("id"))?;
     }
 
     #[test]

@@ -444,46 +444,62 @@ struct ParsedNode {
     has_subgraph: bool,
 }
 
-/// The name and dimensions of every weight (initializer) of a serialized model, without reading the
-/// weights themselves; weights kept in an external data file are listed too.
-///
-/// A text model's position limit, for example, is the first dimension of its position-embedding table.
-pub fn initializer_shapes(bytes: &[u8]) -> Result<Vec<(String, Vec<i64>)>, OnnxError> {
-    let malformed = |what: &str| OnnxError::Malformed(what.to_owned());
-    let model = fields(bytes).ok_or_else(|| malformed("the file is not a protobuf message"))?;
-    let graph = model
-        .iter()
-        .find(|f| f.number == 7)
-        .and_then(|f| f.bytes())
-        .ok_or_else(|| malformed("the model has no graph"))?;
-    let graph = fields(graph).ok_or_else(|| malformed("the graph is truncated"))?;
-    let mut shapes = Vec::new();
-    for f in graph.iter().filter(|f| f.number == 5) {
-        let tensor = f
-            .bytes()
-            .and_then(fields)
-            .ok_or_else(|| malformed("initializer"))?;
-        let mut name = String::new();
-        let mut dims = Vec::new();
-        for t in &tensor {
-            match (t.number, t.value) {
-                (1, wire::Value::Varint(d)) => dims.push(d as i64),
-                // `repeated int64 dims` may also be written packed.
-                (1, wire::Value::Bytes(packed)) => {
-                    dims.extend(
-                        wire::varints(packed)
-                            .ok_or_else(|| malformed("dims"))?
-                            .into_iter()
-                            .map(|d| d as i64),
-                    );
+/// What a serialized model holds, read without decoding its weights: see [`GraphSummary::read`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphSummary {
+    /// The name and dimensions of every weight (initializer), those in an external data file included.
+    /// A text model's position limit, for example, is the first dimension of its position-embedding table.
+    pub initializers: Vec<(String, Vec<i64>)>,
+    /// The operator types of the main graph's nodes (e.g. `MatMul`, `DynamicQuantizeLinear`).
+    pub operators: std::collections::BTreeSet<String>,
+}
+
+impl GraphSummary {
+    /// Reads the summary of a serialized model.
+    pub fn read(bytes: &[u8]) -> Result<GraphSummary, OnnxError> {
+        let malformed = |what: &str| OnnxError::Malformed(what.to_owned());
+        let model = fields(bytes).ok_or_else(|| malformed("the file is not a protobuf message"))?;
+        let graph = model
+            .iter()
+            .find(|f| f.number == 7)
+            .and_then(|f| f.bytes())
+            .ok_or_else(|| malformed("the model has no graph"))?;
+        let graph = fields(graph).ok_or_else(|| malformed("the graph is truncated"))?;
+        let mut summary = GraphSummary::default();
+        for f in &graph {
+            let message = || f.bytes().and_then(fields);
+            match f.number {
+                1 => {
+                    let node = message().ok_or_else(|| malformed("node"))?;
+                    if let Some(op) = node.iter().find(|x| x.number == 4).and_then(|x| x.string()) {
+                        summary.operators.insert(op);
+                    }
                 }
-                (8, _) => name = t.string().unwrap_or_default(),
+                5 => {
+                    let tensor = message().ok_or_else(|| malformed("initializer"))?;
+                    let mut name = String::new();
+                    let mut dims = Vec::new();
+                    for t in &tensor {
+                        match (t.number, t.value) {
+                            (1, wire::Value::Varint(d)) => dims.push(d as i64),
+                            // `repeated int64 dims` may also be written packed.
+                            (1, wire::Value::Bytes(packed)) => dims.extend(
+                                wire::varints(packed)
+                                    .ok_or_else(|| malformed("dims"))?
+                                    .into_iter()
+                                    .map(|d| d as i64),
+                            ),
+                            (8, _) => name = t.string().unwrap_or_default(),
+                            _ => {}
+                        }
+                    }
+                    summary.initializers.push((name, dims));
+                }
                 _ => {}
             }
         }
-        shapes.push((name, dims));
+        Ok(summary)
     }
-    Ok(shapes)
 }
 
 /// An existing model, read without decoding its weights.
@@ -795,11 +811,15 @@ mod tests {
     }
 
     #[test]
-    fn initializer_shapes_list_every_weight_with_its_dimensions() {
+    fn a_graph_summary_lists_every_weight_with_its_dimensions_and_the_operators() {
         let model = backbone();
-        let shapes = initializer_shapes(&model).unwrap();
+        let summary = GraphSummary::read(&model).unwrap();
         assert_eq!(
-            shapes,
+            summary.operators.iter().collect::<Vec<_>>(),
+            ["Add", "MatMul", "Relu"]
+        );
+        assert_eq!(
+            summary.initializers,
             [
                 ("bb/w_1".to_owned(), vec![2, 2]),
                 ("bb/one_2".to_owned(), vec![])
@@ -813,10 +833,10 @@ mod tests {
         let mut packed = wire::Message::default();
         packed.message(7, &graph);
         assert_eq!(
-            initializer_shapes(&packed.0).unwrap(),
+            GraphSummary::read(&packed.0).unwrap().initializers,
             [("pos".to_owned(), vec![512, 384])]
         );
-        assert!(initializer_shapes(b"not a model").is_err());
+        assert!(GraphSummary::read(b"not a model").is_err());
     }
 
     /// A "backbone": y = Relu(x · W) with a dead branch z = x + 1 exposed as a second output.

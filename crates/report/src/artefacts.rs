@@ -46,6 +46,10 @@ pub struct ModelRecord {
     /// Given features in Parquet: the column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_column: Option<String>,
+    /// Operators of the graph that make a row's output depend on the rows sharing its batch (dynamic
+    /// activation quantisation: `DynamicQuantizeLinear`, …); empty for a batch-invariant graph.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_dependent_ops: Vec<String>,
 }
 
 /// ONNX Runtime as loaded, and where inference really ran.
@@ -93,6 +97,11 @@ pub struct FeatureCacheRecord {
     pub extracted: Option<usize>,
     /// Damaged chunks skipped (their rows were extracted again).
     pub rejected_chunks: usize,
+    /// Whether rows from the cache are exactly what extracting them now would give: true for a
+    /// batch-invariant graph; false when the graph quantises activations per batch (rows cached from other
+    /// batches then differ slightly from fresh ones; `cache = false` gives single-pass features).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_invariant: Option<bool>,
 }
 
 /// The pipeline file as run.

@@ -346,7 +346,10 @@ impl Checker<'_> {
             ),
             ModelSource::Files { onnx, .. } => (
                 position_limit(onnx),
-                format!("`{}`", onnx.file_name().unwrap_or_default().to_string_lossy()),
+                format!(
+                    "`{}`",
+                    onnx.file_name().unwrap_or_default().to_string_lossy()
+                ),
             ),
         };
         if let Some(limit) = limit
@@ -373,8 +376,9 @@ impl Checker<'_> {
 /// (relative positions) or cannot be read (the model's own loading reports that).
 fn position_limit(onnx: &std::path::Path) -> Option<usize> {
     let bytes = std::fs::read(onnx).ok()?;
-    graft_onnx::initializer_shapes(&bytes)
+    graft_onnx::GraphSummary::read(&bytes)
         .ok()?
+        .initializers
         .into_iter()
         .filter(|(name, dims)| name.contains("position_embedding") && dims.len() == 2)
         .filter_map(|(_, dims)| usize::try_from(dims[0]).ok())
