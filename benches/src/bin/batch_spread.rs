@@ -129,7 +129,21 @@ fn main() {
         .map(|c| c.join(" "))
         .collect();
     for name in ["minilm-l6-int8", "minilm-l3"] {
-        measure(&runtime, &cache, name, &sentences, "MR sentences", SENTENCES);
-        measure(&runtime, &cache, name, &documents, "MR documents", DOCUMENTS);
+        measure(
+            &runtime,
+            &cache,
+            name,
+            &sentences,
+            "MR sentences",
+            SENTENCES,
+        );
+        measure(
+            &runtime,
+            &cache,
+            name,
+            &documents,
+            "MR documents",
+            DOCUMENTS,
+        );
     }
 }

@@ -61,6 +61,30 @@ fn minilm_puts_a_paraphrase_closer_than_an_unrelated_sentence() {
 }
 
 #[test]
+fn minilm_int8_embeds_a_row_the_same_whatever_its_batch() {
+    // The feature cache mixes rows embedded in different batches; that is exact only for a batch-invariant
+    // graph. The registered int8 MiniLM quantises its weights, not its activations (no
+    // DynamicQuantizeLinear), so a row's embedding is bit-identical alone, among short rows and among long
+    // ones (which change the padded length). `benches` batch_spread measures it at scale.
+    let probe = "an intelligent, moving film about friendship";
+    let short: Vec<String> = (0..15).map(|i| format!("a short row {i}")).collect();
+    let long: Vec<String> = (0..15)
+        .map(|i| format!("a much longer row {i} ").repeat(20))
+        .collect();
+    let mut backbone = minilm();
+    let (alone, _) = backbone.embed(&[probe]).unwrap();
+    for mates in [short, long] {
+        let mut batch: Vec<&str> = mates.iter().map(String::as_str).collect();
+        batch.insert(7, probe);
+        let (embedded, stats) = backbone.embed(&batch).unwrap();
+        assert_eq!(stats.batches, 1);
+        assert_eq!(embedded.row(7), alone.row(0));
+    }
+    let model = cache().model("minilm-l6-int8").unwrap();
+    assert!(graft_engine::provision::batch_dependent_ops(&model.onnx.path).is_empty());
+}
+
+#[test]
 fn minilm_embeddings_match_python_onnxruntime() {
     // Reference values: Python onnxruntime 1.31.1 + tokenizers on the same model.onnx and tokenizer.json,
     // one sentence per call, mean pooling over the attention mask, L2 normalisation (first six dimensions).
