@@ -25,10 +25,14 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // tempfile's error names its random temporary (callers name the destination) and hides the OS error
+        // number: a missing folder is reported from the folder itself, anything else by its kind.
+        std::fs::metadata(dir)?;
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
-            .tempfile_in(dir)?;
+            .tempfile_in(dir)
+            .map_err(|e| io::Error::from(e.kind()))?;
         Ok(AtomicFile {
             temp,
             destination: destination.to_path_buf(),
@@ -182,6 +186,15 @@ fn sync_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_names_no_temporary_file() {
+        // On main `export` reported `… at path "/dir/.x.onnx.Vc2L8S.partial"`: the caller names the target.
+        let dir = tempfile::tempdir().unwrap();
+        let err = write(&dir.path().join("missing/x.onnx"), b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(!err.to_string().contains("partial"), "{err}");
+    }
 
     #[test]
     fn a_committed_file_replaces_its_destination_and_leaves_nothing_else() {
