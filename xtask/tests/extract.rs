@@ -380,13 +380,55 @@ fn a_full_disk_ends_the_job_promptly_with_the_os_error_and_the_path() {
         return;
     };
     let scratch = tempfile::tempdir().unwrap();
-    let input = corpus(scratch.path(), 20_000);
     let output = disk.dir.path().join("out.parquet");
-    let mut child = extract_command(&input, &output, &["--chunk-rows", "1024", "--threads", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let err = extract_until_it_fails(scratch.path(), &output, |c| c);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&disk.dir.path().display().to_string()),
+        "{err}"
+    );
+    assert!(!output.exists(), "no half-written output");
+}
+
+#[test]
+fn a_write_refused_by_a_file_size_limit_ends_the_job_promptly_with_the_os_error_and_the_path() {
+    // The same fault without root: `ulimit -f` makes a write past 128 KiB fail with EFBIG (SIGXFSZ ignored),
+    // as a full disk or a quota would.
+    let scratch = tempfile::tempdir().unwrap();
+    let output = scratch.path().join("out.parquet");
+    let err = extract_until_it_fails(scratch.path(), &output, |command| {
+        let mut limited = Command::new("sh");
+        limited
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 256; exec \"$0\" \"$@\"")
+            .arg(command.get_program())
+            .args(command.get_args())
+            .current_dir(repo())
+            .env_remove("ORT_DYLIB_PATH");
+        limited
+    });
+    assert!(err.contains("File too large"), "{err}");
+    assert!(err.contains(&scratch.path().display().to_string()), "{err}");
+    assert!(!output.exists(), "no half-written output");
+}
+
+/// Extracts a 20,000-row corpus into `output` through `wrap(command)`, which must fail within two minutes
+/// (a hang panics); returns its error output.
+fn extract_until_it_fails(
+    scratch: &Path,
+    output: &Path,
+    wrap: impl Fn(Command) -> Command,
+) -> String {
+    let input = corpus(scratch, 20_000);
+    let mut child = wrap(extract_command(
+        &input,
+        output,
+        &["--chunk-rows", "1024", "--threads", "1"],
+    ))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -394,19 +436,14 @@ fn a_full_disk_ends_the_job_promptly_with_the_os_error_and_the_path() {
         }
         if started.elapsed() > Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("extract onto a full disk hung");
+            panic!("extract hung after a failed write");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(status.code(), Some(1), "{err}");
-    assert!(err.contains("No space left on device"), "{err}");
-    assert!(
-        err.contains(&disk.dir.path().display().to_string()),
-        "{err}"
-    );
-    assert!(!output.exists(), "no half-written output");
+    err
 }
 
 #[test]
