@@ -43,6 +43,7 @@ mod lbfgs;
 mod logistic;
 mod mlp;
 mod prototype;
+mod sparse;
 mod transform;
 
 use ndarray::{Array2, ArrayView2};
@@ -59,6 +60,7 @@ pub use mlp::{
     MlpReport, MlpValidParams, Monitor, Schedule, TaskTargets,
 };
 pub use prototype::{FittedPrototype, Metric, Prototype, PrototypeParams, PrototypeValidParams};
+pub use sparse::SparseRows;
 pub use transform::{FittedTransform, TransformKind, coral};
 
 /// Everything that can go wrong while configuring, training or applying a head.
@@ -424,15 +426,20 @@ pub(crate) fn check_training(
     x: ArrayView2<'_, f32>,
     targets: &Targets<'_>,
 ) -> Result<(), HeadError> {
+    check_features(x, None)?;
+    check_training_rows(x.nrows(), targets)
+}
+
+/// One label per row, and at least two classes among them.
+pub(crate) fn check_training_rows(rows: usize, targets: &Targets<'_>) -> Result<(), HeadError> {
     let labels = targets.labels();
-    if x.nrows() != labels.len() {
+    if rows != labels.len() {
         return Err(HeadError::ShapeMismatch {
             what: "label count",
-            expected: x.nrows(),
+            expected: rows,
             got: labels.len(),
         });
     }
-    check_features(x, None)?;
     let mut present = vec![false; targets.n_classes()];
     labels.iter().for_each(|&l| present[l] = true);
     let distinct = present.iter().filter(|&&p| p).count();

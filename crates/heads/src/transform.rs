@@ -255,7 +255,10 @@ fn symmetric_eigen(a: Array2<f64>) -> (Array1<f64>, Array2<f64>) {
             (values, vectors)
         }
         // The solver fails only on non-finite input; callers check their rows, so this is a NaN covariance.
-        Err(_) => (Array1::from_elem(n, f64::NAN), Array2::from_elem((n, n), f64::NAN)),
+        Err(_) => (
+            Array1::from_elem(n, f64::NAN),
+            Array2::from_elem((n, n), f64::NAN),
+        ),
     }
 }
 

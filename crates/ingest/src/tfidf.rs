@@ -75,23 +75,69 @@ impl Tfidf {
 
     /// TF-IDF rows (texts × terms), each scaled to unit length (an all-zero row stays zero).
     pub fn transform<S: AsRef<str>>(&self, texts: &[S]) -> Array2<f32> {
+        let rows = self.transform_sparse(texts);
         let mut x = Array2::<f32>::zeros((texts.len(), self.idf.len()));
-        for (mut row, text) in x.rows_mut().into_iter().zip(texts) {
-            for t in tokens(text.as_ref()) {
-                if let Some(&j) = self.vocabulary.get(&t) {
-                    row[j] += 1.0;
-                }
-            }
-            for (v, idf) in row.iter_mut().zip(&self.idf) {
-                *v *= idf;
-            }
-            let norm = row.dot(&row).sqrt();
-            if norm > 0.0 {
-                row /= norm;
+        for (i, mut row) in x.rows_mut().into_iter().enumerate() {
+            let range = rows.indptr[i]..rows.indptr[i + 1];
+            for (&j, &v) in rows.indices[range.clone()].iter().zip(&rows.values[range]) {
+                row[j] = v;
             }
         }
         x
     }
+
+    /// The rows of [`Tfidf::transform`] in compressed sparse row form: a short text holds a few of the
+    /// terms, and a model trained on the non-zeros alone does a fraction of the work.
+    pub fn transform_sparse<S: AsRef<str>>(&self, texts: &[S]) -> SparseTfidf {
+        let mut rows = SparseTfidf {
+            indptr: Vec::with_capacity(texts.len() + 1),
+            indices: Vec::new(),
+            values: Vec::new(),
+            columns: self.idf.len(),
+        };
+        rows.indptr.push(0);
+        let mut counts: Vec<(usize, f32)> = Vec::new();
+        for text in texts {
+            counts.clear();
+            for t in tokens(text.as_ref()) {
+                if let Some(&j) = self.vocabulary.get(&t) {
+                    counts.push((j, 1.0));
+                }
+            }
+            counts.sort_unstable_by_key(|&(j, _)| j);
+            counts.dedup_by(|next, kept| {
+                let same = next.0 == kept.0;
+                if same {
+                    kept.1 += 1.0;
+                }
+                same
+            });
+            for (j, v) in &mut counts {
+                *v *= self.idf[*j];
+            }
+            let norm = counts.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+            for &(j, v) in &counts {
+                rows.indices.push(j);
+                rows.values.push(if norm > 0.0 { v / norm } else { v });
+            }
+            rows.indptr.push(rows.indices.len());
+        }
+        rows
+    }
+}
+
+/// TF-IDF rows in compressed sparse row form: row `i` holds `values[indptr[i]..indptr[i + 1]]` at the
+/// (increasing) term indices `indices[…]`, below `columns`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseTfidf {
+    /// Where each row starts (one more entry than rows).
+    pub indptr: Vec<usize>,
+    /// Term index of each value.
+    pub indices: Vec<usize>,
+    /// The values.
+    pub values: Vec<f32>,
+    /// Terms (columns).
+    pub columns: usize,
 }
 
 #[cfg(test)]
