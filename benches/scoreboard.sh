@@ -24,7 +24,7 @@ board="$scratch/board.jsonl"
 row() { # name graft baseline unit ratio goal met
   python3 -c 'import json,sys; print(json.dumps(dict(zip(["name","graft","baseline","unit","ratio","goal","met"], sys.argv[1:]))))' "$@" >> "$board"
 }
-seconds_of() { python3 -c "import json,glob; print(json.load(open(glob.glob('$1/*/*/metrics.json')[0]))['timings']['total'])"; }
+seconds_of() { python3 -c "import json,glob; print(round(json.load(open(glob.glob('$1/*/*/metrics.json')[0]))['timings_seconds']['total'], 2))"; }
 
 echo "== 1. PCA whitening of 1,600 × 1,280 features + logistic (graft run vs PCA(whiten=True) + LogisticRegression)" >&2
 mkdir -p "$scratch/pca"

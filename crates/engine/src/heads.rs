@@ -519,10 +519,21 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let bad = |what: String| tensor_error(json_path, what);
     let d = HeadArtefact::read(json_path)?;
     let weights_name = d.weights.as_str();
+    // The weights sit beside the JSON: a bare file name, never a path elsewhere.
+    if weights_name.is_empty()
+        || weights_name.contains(['/', '\\'])
+        || weights_name.starts_with('.')
+    {
+        return Err(bad(format!(
+            "`weights` = {weights_name:?} is not the name of a file beside it"
+        )));
+    }
     let weights_path = json_path.with_file_name(weights_name);
-    let bytes = std::fs::read(&weights_path).map_err(|source| PipelineError::Io {
-        path: weights_path.clone(),
-        source,
+    let bytes = std::fs::read(&weights_path).map_err(|e| {
+        bad(format!(
+            "cannot read its weights file {}: {e}",
+            weights_path.display()
+        ))
     })?;
     if d.weights_sha256 != graft_stdx::sha256_hex(&bytes) {
         return Err(tensor_error(

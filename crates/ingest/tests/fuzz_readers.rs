@@ -19,11 +19,11 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// Random edits of any file: bytes replaced or inserted, then maybe a cut.
-fn edited(name: &'static str) -> impl Strategy<Value = Vec<u8>> {
+/// Random edits of a fixture: bytes (drawn from `byte`) replaced or inserted, then maybe a cut.
+fn edits_of(name: &'static str, byte: impl Strategy<Value = u8>) -> impl Strategy<Value = Vec<u8>> {
     let base = fixture(name);
     (
-        prop::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        prop::collection::vec((any::<usize>(), byte), 1..6),
         any::<Option<usize>>(),
     )
         .prop_map(move |(edits, cut)| {
@@ -41,6 +41,11 @@ fn edited(name: &'static str) -> impl Strategy<Value = Vec<u8>> {
             }
             bytes
         })
+}
+
+/// Random edits of any file.
+fn edited(name: &'static str) -> impl Strategy<Value = Vec<u8>> {
+    edits_of(name, any::<u8>())
 }
 
 /// Reads every chunk of a streaming reader; an error must name the file (or the missing column).
@@ -66,9 +71,8 @@ fn stream_all(path: &Path, text: &str, id: Option<&str>) -> Result<(), TestCaseE
     }
 }
 
-/// Random edits of a CSV: replaced bytes, and bytes CSV parsers care about (quotes, commas, line ends).
+/// Random edits of a CSV, favouring the bytes CSV parsers care about (quotes, commas, line ends).
 fn edited_csv() -> impl Strategy<Value = Vec<u8>> {
-    let base = fixture("tiny-sentiment.csv");
     let special = prop_oneof![
         Just(b'"'),
         Just(b','),
@@ -77,25 +81,7 @@ fn edited_csv() -> impl Strategy<Value = Vec<u8>> {
         Just(0xffu8),
         any::<u8>()
     ];
-    (
-        prop::collection::vec((any::<usize>(), special), 1..6),
-        any::<Option<usize>>(),
-    )
-        .prop_map(move |(edits, cut)| {
-            let mut bytes = base.clone();
-            for (at, b) in edits {
-                let at = at % bytes.len();
-                if at.is_multiple_of(2) {
-                    bytes[at] = b;
-                } else {
-                    bytes.insert(at, b);
-                }
-            }
-            if let Some(cut) = cut {
-                bytes.truncate(cut % (bytes.len() + 1));
-            }
-            bytes
-        })
+    edits_of("tiny-sentiment.csv", special)
 }
 
 fn names_the_file(error: &dyn std::fmt::Display, path: &Path) -> bool {
