@@ -82,6 +82,11 @@ pub(crate) fn learning_curve(
         jobs.extend((0..repeats).map(|r| (Some(k), r)));
     }
     jobs.push((None, 0));
+    // Every text tokenized once; each draw fits its own vocabulary from the token ids.
+    let tokenized = match &d.baseline {
+        BaselineInputs::Texts(texts) => Some(graft_ingest::TokenizedTexts::new(texts)),
+        BaselineInputs::Pixels(_) => None,
+    };
     let results: Vec<(usize, f64, f64)> = jobs
         .par_iter()
         .map(|&(k, r)| -> Result<(usize, f64, f64), PipelineError> {
@@ -105,19 +110,16 @@ pub(crate) fn learning_curve(
             );
             let baseline = Logistic::params().c(1.0).max_iter(1000).tol(1e-4);
             let baseline_accuracy = match &d.baseline {
-                BaselineInputs::Texts(texts) => {
-                    let train_texts: Vec<&str> = rows.iter().map(|&r| texts[r].as_str()).collect();
-                    let test_texts: Vec<&str> = d.test.iter().map(|&r| texts[r].as_str()).collect();
-                    let tfidf = graft_ingest::Tfidf::fit(&train_texts, TFIDF_FEATURES);
-                    // Trained on the sparse rows: a sentence holds a dozen of the 5,000 terms.
-                    let rows = tfidf.transform_sparse(&train_texts);
-                    let rows =
-                        SparseRows::new(rows.indptr, rows.indices, rows.values, rows.columns)?;
-                    let model = baseline.check()?.fit_sparse(&rows, &targets)?;
-                    accuracy(
-                        &model.predict(tfidf.transform(&test_texts).view())?,
-                        &y_test,
-                    )
+                BaselineInputs::Texts(_) => {
+                    let tokenized = tokenized.as_ref().expect("texts are tokenized once");
+                    let vocabulary = tokenized.fit(&rows, TFIDF_FEATURES);
+                    let sparse = |rows: &[usize]| {
+                        let t = tokenized.transform_sparse(&vocabulary, rows);
+                        SparseRows::new(t.indptr, t.indices, t.values, t.columns)
+                    };
+                    // Trained and scored on sparse rows: a sentence holds a dozen of the 5,000 terms.
+                    let model = baseline.check()?.fit_sparse(&sparse(&rows)?, &targets)?;
+                    accuracy(&model.predict_sparse(&sparse(d.test)?)?, &y_test)
                 }
                 BaselineInputs::Pixels(pixels) => {
                     let model = baseline.fit(pixels.select(Axis(0), &rows).view(), &targets)?;

@@ -187,6 +187,31 @@ pub struct FittedLogistic {
 }
 
 impl FittedLogistic {
+    /// Class of each sparse row (the arg-max of its scores), costing the non-zeros.
+    pub fn predict_sparse(&self, x: &SparseRows) -> Result<Vec<usize>, HeadError> {
+        if x.ncols() != self.weights.nrows() {
+            return Err(HeadError::ShapeMismatch {
+                what: "feature count",
+                expected: self.weights.nrows(),
+                got: x.ncols(),
+            });
+        }
+        let k = self.bias.len();
+        let mut scores = vec![0.0f32; k];
+        Ok((0..x.nrows())
+            .map(|i| {
+                scores.copy_from_slice(self.bias.as_slice().expect("contiguous"));
+                let (columns, values) = x.row(i);
+                for (&j, &v) in columns.iter().zip(values) {
+                    for (score, &w) in scores.iter_mut().zip(self.weights.row(j)) {
+                        *score += v * w;
+                    }
+                }
+                (0..k).fold(0, |best, c| if scores[c] > scores[best] { c } else { best })
+            })
+            .collect())
+    }
+
     /// Weights, features × classes.
     pub fn weights(&self) -> &Array2<f32> {
         &self.weights
@@ -765,6 +790,10 @@ mod tests {
         assert_eq!(
             from_sparse.predict(dense.view()).unwrap(),
             from_dense.predict(dense.view()).unwrap()
+        );
+        assert_eq!(
+            from_sparse.predict_sparse(&sparse).unwrap(),
+            from_sparse.predict(dense.view()).unwrap()
         );
         // Parts that do not describe a matrix are refused.
         assert!(SparseRows::new(vec![0, 2], vec![1, 0], vec![1.0, 1.0], 2).is_err());

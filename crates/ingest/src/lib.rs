@@ -41,7 +41,7 @@ pub use rows::{TextChunk, TextRowReader, count_rows, string_series};
 pub use split::{
     Fold, Split, SplitRatios, group_kfold, stratified_kfold, stratified_split, stratified_subsample,
 };
-pub use tfidf::{SparseTfidf, Tfidf};
+pub use tfidf::{SparseTfidf, Tfidf, TokenTfidf, TokenizedTexts};
 
 /// Everything that can go wrong while reading and splitting data.
 #[derive(Debug, thiserror::Error)]

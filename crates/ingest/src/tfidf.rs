@@ -89,13 +89,7 @@ impl Tfidf {
     /// The rows of [`Tfidf::transform`] in compressed sparse row form: a short text holds a few of the
     /// terms, and a model trained on the non-zeros alone does a fraction of the work.
     pub fn transform_sparse<S: AsRef<str>>(&self, texts: &[S]) -> SparseTfidf {
-        let mut rows = SparseTfidf {
-            indptr: Vec::with_capacity(texts.len() + 1),
-            indices: Vec::new(),
-            values: Vec::new(),
-            columns: self.idf.len(),
-        };
-        rows.indptr.push(0);
+        let mut rows = SparseTfidf::new(self.idf.len(), texts.len());
         let mut counts: Vec<(usize, f32)> = Vec::new();
         for text in texts {
             counts.clear();
@@ -104,25 +98,152 @@ impl Tfidf {
                     counts.push((j, 1.0));
                 }
             }
-            counts.sort_unstable_by_key(|&(j, _)| j);
-            counts.dedup_by(|next, kept| {
-                let same = next.0 == kept.0;
-                if same {
-                    kept.1 += 1.0;
-                }
-                same
-            });
-            for (j, v) in &mut counts {
-                *v *= self.idf[*j];
-            }
-            let norm = counts.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
-            for &(j, v) in &counts {
-                rows.indices.push(j);
-                rows.values.push(if norm > 0.0 { v / norm } else { v });
-            }
-            rows.indptr.push(rows.indices.len());
+            rows.push_row(&mut counts, &self.idf);
         }
         rows
+    }
+}
+
+impl SparseTfidf {
+    fn new(columns: usize, rows: usize) -> SparseTfidf {
+        let mut indptr = Vec::with_capacity(rows + 1);
+        indptr.push(0);
+        SparseTfidf {
+            indptr,
+            indices: Vec::new(),
+            values: Vec::new(),
+            columns,
+        }
+    }
+
+    /// Appends a row from its (column, 1.0) term occurrences: counted, weighted by idf, L2-normalised.
+    fn push_row(&mut self, occurrences: &mut Vec<(usize, f32)>, idf: &[f32]) {
+        occurrences.sort_unstable_by_key(|&(j, _)| j);
+        occurrences.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += 1.0;
+            }
+            same
+        });
+        for (j, v) in occurrences.iter_mut() {
+            *v *= idf[*j];
+        }
+        let norm = occurrences.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+        for &(j, v) in occurrences.iter() {
+            self.indices.push(j);
+            self.values.push(if norm > 0.0 { v / norm } else { v });
+        }
+        self.indptr.push(self.indices.len());
+    }
+}
+
+/// Texts tokenized once (as [`Tfidf`] tokenizes them), for many TF-IDF fits on subsets of the same rows —
+/// the learning curve draws dozens — without tokenizing a text again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizedTexts {
+    /// Every distinct token, sorted, so that a token's id orders as its text does.
+    terms: Vec<String>,
+    /// Each text's token ids, in order.
+    docs: Vec<Vec<u32>>,
+}
+
+/// A TF-IDF vocabulary over [`TokenizedTexts`] ids: the same terms and weights [`Tfidf::fit`] learns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenTfidf {
+    /// Column of each token id (`u32::MAX`: not kept).
+    column_of: Vec<u32>,
+    idf: Vec<f32>,
+}
+
+impl TokenizedTexts {
+    /// Tokenizes every text once.
+    ///
+    /// ```
+    /// use graft_ingest::{Tfidf, TokenizedTexts};
+    ///
+    /// let docs = ["a good film", "a bad film", "good acting"];
+    /// let tokenized = TokenizedTexts::new(&docs);
+    /// let vocabulary = tokenized.fit(&[0, 1, 2], 100);
+    /// assert_eq!(
+    ///     tokenized.transform_sparse(&vocabulary, &[0, 1, 2]),
+    ///     Tfidf::fit(&docs, 100).transform_sparse(&docs)
+    /// );
+    /// ```
+    pub fn new<S: AsRef<str>>(texts: &[S]) -> TokenizedTexts {
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut docs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|text| {
+                tokens(text.as_ref())
+                    .map(|t| {
+                        let next = ids.len() as u32;
+                        *ids.entry(t).or_insert(next)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut terms: Vec<(String, u32)> = ids.into_iter().collect();
+        terms.sort_unstable();
+        let mut renumber = vec![0u32; terms.len()];
+        for (sorted, (_, first_seen)) in terms.iter().enumerate() {
+            renumber[*first_seen as usize] = sorted as u32;
+        }
+        for doc in &mut docs {
+            doc.iter_mut().for_each(|id| *id = renumber[*id as usize]);
+        }
+        TokenizedTexts {
+            terms: terms.into_iter().map(|(t, _)| t).collect(),
+            docs,
+        }
+    }
+
+    /// [`Tfidf::fit`] on the texts of `rows`.
+    pub fn fit(&self, rows: &[usize], max_features: usize) -> TokenTfidf {
+        let mut count = vec![0usize; self.terms.len()];
+        let mut df = vec![0usize; self.terms.len()];
+        let mut last_doc = vec![usize::MAX; self.terms.len()];
+        for &r in rows {
+            for &id in &self.docs[r] {
+                let id = id as usize;
+                count[id] += 1;
+                if last_doc[id] != r {
+                    last_doc[id] = r;
+                    df[id] += 1;
+                }
+            }
+        }
+        // Highest total count first, ties alphabetical (= by id); then the kept terms in alphabetical order.
+        let mut kept: Vec<usize> = (0..self.terms.len()).filter(|&id| count[id] > 0).collect();
+        kept.sort_by(|&a, &b| count[b].cmp(&count[a]).then(a.cmp(&b)));
+        kept.truncate(max_features);
+        kept.sort_unstable();
+        let n = rows.len() as f64;
+        let mut column_of = vec![u32::MAX; self.terms.len()];
+        let idf = kept
+            .iter()
+            .enumerate()
+            .map(|(column, &id)| {
+                column_of[id] = column as u32;
+                (((1.0 + n) / (1.0 + df[id] as f64)).ln() + 1.0) as f32
+            })
+            .collect();
+        TokenTfidf { column_of, idf }
+    }
+
+    /// The TF-IDF rows of the texts `rows` under `vocabulary`, as [`Tfidf::transform_sparse`] gives them.
+    pub fn transform_sparse(&self, vocabulary: &TokenTfidf, rows: &[usize]) -> SparseTfidf {
+        let mut out = SparseTfidf::new(vocabulary.idf.len(), rows.len());
+        let mut occurrences: Vec<(usize, f32)> = Vec::new();
+        for &r in rows {
+            occurrences.clear();
+            occurrences.extend(self.docs[r].iter().filter_map(|&id| {
+                let column = vocabulary.column_of[id as usize];
+                (column != u32::MAX).then_some((column as usize, 1.0))
+            }));
+            out.push_row(&mut occurrences, &vocabulary.idf);
+        }
+        out
     }
 }
 
@@ -146,6 +267,33 @@ mod tests {
 
     /// Reference: scikit-learn 1.9.1 `TfidfVectorizer().fit_transform(docs)` on these documents
     /// (`get_feature_names_out()` = and, bad, film, good, great; values printed with repr).
+    #[test]
+    fn tokenized_fits_equal_fits_on_the_texts() {
+        let table = crate::read_table(&crate::fixture("tiny-sentiment.csv")).unwrap();
+        let texts = crate::text_classification(&table, "text", "label")
+            .unwrap()
+            .texts;
+        let tokenized = TokenizedTexts::new(&texts);
+        for (rows, max_features) in [
+            ((0..40).collect::<Vec<usize>>(), 1000),
+            ((0..40).step_by(3).collect(), 7),
+            (vec![5, 1, 30, 22, 9], 4),
+        ] {
+            let chosen: Vec<&str> = rows.iter().map(|&r| texts[r].as_str()).collect();
+            let direct = Tfidf::fit(&chosen, max_features);
+            let vocabulary = tokenized.fit(&rows, max_features);
+            assert_eq!(
+                tokenized.transform_sparse(&vocabulary, &rows),
+                direct.transform_sparse(&chosen)
+            );
+            let all: Vec<usize> = (0..texts.len()).collect();
+            assert_eq!(
+                tokenized.transform_sparse(&vocabulary, &all),
+                direct.transform_sparse(&texts)
+            );
+        }
+    }
+
     #[test]
     fn matches_scikit_learn_defaults() {
         let docs = ["A good film, a GOOD film.", "a bad film", "great and good"];
