@@ -53,6 +53,7 @@ where
     let mut history: VecDeque<(Array1<f64>, Array1<f64>, f64)> =
         VecDeque::with_capacity(settings.memory);
     let inf_norm = |v: &Array1<f64>| v.iter().fold(0.0f64, |m, &a| m.max(a.abs()));
+    let l2_norm = |v: &Array1<f64>| v.dot(v).sqrt().max(f64::MIN_POSITIVE);
 
     let mut iterations = 0;
     let termination = loop {
@@ -75,8 +76,10 @@ where
         if let Some((s, y, _)) = history.back() {
             q *= s.dot(y) / y.dot(y);
         } else {
-            // First step: a unit-length move along the steepest descent.
-            q /= inf_norm(&g).max(1.0);
+            // First step: a move of unit Euclidean length along the steepest descent, as L-BFGS-B takes
+            // (dividing by the largest component instead took 20 iterations where L-BFGS-B takes 15 on
+            // 60k × 1280 rows: the tiny first step taught the curvature pairs little).
+            q /= l2_norm(&g);
         }
         for ((s, y, rho), a) in history.iter().zip(alphas.into_iter().rev()) {
             let b = rho * y.dot(&q);
@@ -87,7 +90,7 @@ where
         if slope >= 0.0 {
             // Curvature information went stale; restart from steepest descent.
             history.clear();
-            direction = -&g / inf_norm(&g).max(1.0);
+            direction = -&g / l2_norm(&g);
             slope = g.dot(&direction);
         }
 
