@@ -432,6 +432,10 @@ pub(crate) fn read_text_table(
         }
         // The file's own line comes first in the message; the pipeline's `[data]` says where it was named.
         IngestError::Parse { .. } => plan.diagnostic(&spans.data, e.to_string()).into(),
+        IngestError::Damaged { .. } => plan
+            .diagnostic(&spans.data, e.to_string())
+            .with_hint("the file's bytes are not what its writer wrote; write it again from its source")
+            .into(),
         other => other.into(),
     })?;
     let table = empty_label_sets(plan, table);
