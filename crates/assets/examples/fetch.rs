@@ -21,7 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("runtime {name}: {}", runtime.library.path.display());
     }
     for name in registry.models.keys() {
-        println!("model {name}: {}", cache.model(name)?.onnx.path.display());
+        let files = cache.model(name)?;
+        let main = files.onnx.or(files.weights).expect("a graph or weights");
+        println!("model {name}: {}", main.path.display());
     }
     for name in registry.image_models.keys() {
         println!(

@@ -13,7 +13,7 @@
 //! let runtime = cache.runtime("onnxruntime")?;
 //! let model = cache.model("minilm-l6-int8")?;
 //! let data = cache.dataset("mr")?;
-//! println!("{} {} {}", runtime.library.path.display(), model.onnx.path.display(), data.table.path.display());
+//! println!("{} {} {}", runtime.library.path.display(), model.tokenizer.unwrap().path.display(), data.table.path.display());
 //! # Ok(())
 //! # }
 //! ```
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub use fetch::sha256_file;
 pub use registry::{
     Conversion, DatasetEntry, DebFile, ImageDatasetEntry, ImageModelEntry, ImagePreprocessEntry,
-    ModelEntry, PackageFile, PackageFormat, PreparedFile, Registry, RuntimeEntry,
+    ModelEntry, PackageFile, PackageFormat, PreparedFile, Registry, RuntimeEntry, WeightsEntry,
 };
 
 /// Environment variable that moves the cache.
@@ -173,10 +173,12 @@ pub struct ModelFiles {
     pub name: String,
     /// The registry entry.
     pub entry: ModelEntry,
-    /// The ONNX graph.
-    pub onnx: VerifiedFile,
+    /// The ONNX graph, when the model is published as one (see [`ModelEntry::onnx`]).
+    pub onnx: Option<VerifiedFile>,
     /// The tokenizer, for text models.
     pub tokenizer: Option<VerifiedFile>,
+    /// The float32 safetensors weights, for models that have them.
+    pub weights: Option<VerifiedFile>,
 }
 
 /// A provisioned data set.
@@ -302,15 +304,22 @@ impl Cache {
         let registry = Registry::builtin();
         let entry = entry(&registry.models, "model", name)?;
         let dir = self.root.join("models").join(name);
-        let mut wanted = vec![entry.onnx.clone()];
-        wanted.extend(entry.tokenizer.clone());
+        let wanted: Vec<PackageFile> = [
+            entry.onnx.clone(),
+            entry.tokenizer.clone(),
+            entry.weights.as_ref().map(|w| w.file.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let mut files = fetch::provision(&self.python, &self.root, &dir, &wanted)?.into_iter();
-        let onnx = files.next().expect("one result per wanted file");
+        let mut next = |present: bool| if present { files.next() } else { None };
         Ok(ModelFiles {
             name: name.to_owned(),
             entry: entry.clone(),
-            onnx,
-            tokenizer: files.next(),
+            onnx: next(entry.onnx.is_some()),
+            tokenizer: next(entry.tokenizer.is_some()),
+            weights: next(entry.weights.is_some()),
         })
     }
 

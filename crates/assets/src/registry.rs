@@ -180,10 +180,24 @@ pub struct ModelEntry {
     /// The longest token sequence the model reads (its position embeddings), for text models.
     #[serde(default)]
     pub max_positions: Option<usize>,
-    /// The ONNX graph.
-    pub onnx: PackageFile,
+    /// The ONNX graph, when the model is published as one; a model published only as [`ModelEntry::weights`]
+    /// has its graph written by graft (graft-onnx's BERT writer) into the cache.
+    pub onnx: Option<PackageFile>,
     /// The `tokenizers` JSON for text models.
     pub tokenizer: Option<PackageFile>,
+    /// Float32 weights (safetensors, Hugging Face BERT names): what fine-tuning trains.
+    #[serde(default)]
+    pub weights: Option<WeightsEntry>,
+}
+
+/// A BERT encoder's float32 weights.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsEntry {
+    /// The safetensors file.
+    pub file: PackageFile,
+    /// Attention heads per block (not visible in the tensors' shapes).
+    pub attention_heads: usize,
 }
 
 /// A labelled data set.
@@ -269,11 +283,16 @@ mod tests {
         let minilm = &registry.models["minilm-l6-int8"];
         assert_eq!(minilm.dimension, 384);
         assert!(minilm.tokenizer.is_some());
-        for file in ort
-            .files
-            .iter()
-            .chain([&minilm.onnx, &registry.datasets["mr"].raw])
-        {
+        let tunable = &registry.models["minilm-l6"];
+        assert_eq!(
+            tunable.weights.as_ref().map(|w| w.attention_heads),
+            Some(12)
+        );
+        for file in ort.files.iter().chain([
+            minilm.onnx.as_ref().unwrap(),
+            &tunable.weights.as_ref().unwrap().file,
+            &registry.datasets["mr"].raw,
+        ]) {
             assert_eq!(file.sha256.len(), 64, "{}", file.name);
             assert!(file.pip.contains("=="), "{} must pin a version", file.pip);
         }

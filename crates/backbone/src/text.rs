@@ -345,6 +345,48 @@ impl TextBackbone {
         self.embed_into(encoded, rows, &positions, rows.len(), on_batch)
     }
 
+    /// The graph's per-token output states, unpooled: entry `k` is `[tokens of rows[k], hidden]` (padding
+    /// dropped). Batches are consecutive runs of `rows` (pass a length order to pad little); one session
+    /// computes them all. Fine-tuning caches these at a frozen block boundary.
+    pub fn token_states(
+        &mut self,
+        encoded: &EncodedTexts,
+        rows: &[usize],
+        on_batch: impl Fn(usize),
+    ) -> Result<Vec<Array2<f32>>, BackboneError> {
+        let job = BatchJob {
+            encodings: &encoded.encodings,
+            rows,
+            targets: rows,
+            batch_size: self.config.batch_size,
+            out_rows: rows.len(),
+            feeds: &self.feeds,
+            output: &self.output,
+            pooling: self.config.pooling,
+            normalize: false,
+            model_path: &self.model_path,
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for batch in rows.chunks(job.batch_size) {
+            let states = job.run_with(&mut self.sessions[0], batch, |states, _| {
+                let states = states
+                    .into_dimensionality::<ndarray::Ix3>()
+                    .map_err(|_| "token states must be [batch, tokens, hidden]".to_owned())?;
+                Ok(batch
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &i)| {
+                        let tokens = encoded.encodings[i].get_ids().len();
+                        states.slice(ndarray::s![r, ..tokens, ..]).to_owned()
+                    })
+                    .collect::<Vec<_>>())
+            })?;
+            out.extend(states);
+            on_batch(batch.len());
+        }
+        Ok(out)
+    }
+
     /// Embeds texts `rows` in batches of consecutive rows; text `rows[k]` goes to row `targets[k]` of an
     /// `out_rows`-row result.
     fn embed_into(
@@ -477,6 +519,19 @@ impl BatchJob<'_> {
 
     /// One inference call: pad the batch to its longest row, run, pool.
     fn run(&self, session: &mut Session, batch: &[usize]) -> Result<Array2<f32>, BackboneError> {
+        self.run_with(session, batch, |states, mask| {
+            pool(states, mask, self.pooling)
+        })
+    }
+
+    /// One inference call: pad the batch to its longest row, run, hand the output states and the mask to
+    /// `take`.
+    fn run_with<T>(
+        &self,
+        session: &mut Session,
+        batch: &[usize],
+        take: impl FnOnce(ArrayViewD<'_, f32>, &Array2<i64>) -> Result<T, String>,
+    ) -> Result<T, BackboneError> {
         let encodings = self.encodings;
         let width = batch
             .iter()
@@ -515,7 +570,7 @@ impl BatchJob<'_> {
         }
         let outputs = session.run(feed)?;
         let states = outputs[self.output].try_extract_array::<f32>()?;
-        pool(states, &mask, self.pooling).map_err(|message| BackboneError::Model {
+        take(states, &mask).map_err(|message| BackboneError::Model {
             path: self.model_path.to_path_buf(),
             message,
         })

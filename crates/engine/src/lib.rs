@@ -99,6 +99,9 @@ pub enum PipelineError {
     /// A run-folder record that cannot be read (missing, damaged, or of another format version).
     #[error(transparent)]
     Record(#[from] graft_report::ArtefactError),
+    /// Fine-tuning failed, or a model's weights are unusable.
+    #[error(transparent)]
+    Tune(#[from] graft_tune::TuneError),
     /// Writing the run folder failed.
     #[error("{}: {source}", path.display())]
     Io {

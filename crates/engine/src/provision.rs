@@ -166,7 +166,7 @@ pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedMode
     };
     match source {
         ModelSource::Registry(name) => {
-            let files = cache.model(name)?;
+            let (files, onnx) = text_model(cache, name)?;
             let tokenizer = files
                 .tokenizer
                 .clone()
@@ -175,13 +175,14 @@ pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedMode
                 name: Some(name.clone()),
                 licence: Some(files.entry.licence.clone()),
                 dimension: Some(files.entry.dimension),
-                onnx: Some(file_record(&files.onnx)),
+                onnx: Some(file_record(&onnx)),
                 tokenizer: Some(file_record(&tokenizer)),
-                batch_dependent_ops: batch_dependent_ops(&files.onnx.path),
+                weights: files.weights.as_ref().map(file_record),
+                batch_dependent_ops: batch_dependent_ops(&onnx.path),
                 ..ModelRecord::default()
             };
             Ok(ResolvedModel {
-                onnx: files.onnx,
+                onnx,
                 tokenizer,
                 label: name.clone(),
                 record,
@@ -217,6 +218,69 @@ pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedMode
             })
         }
     }
+}
+
+/// Version of graft-onnx's BERT graph, in the built file's name: a changed writer builds afresh.
+const BERT_GRAPH_VERSION: u32 = 1;
+
+/// A registered text backbone's files and its ONNX graph: the published one, or for a model published as
+/// weights only, the graph graft-onnx writes from them (once, into the model's cache folder).
+pub fn text_model(
+    cache: &Cache,
+    name: &str,
+) -> Result<(graft_assets::ModelFiles, VerifiedFile), PipelineError> {
+    let files = cache.model(name)?;
+    if let Some(onnx) = &files.onnx {
+        return Ok((files.clone(), onnx.clone()));
+    }
+    let (Some(weights_file), Some(entry)) = (&files.weights, &files.entry.weights) else {
+        unreachable!("the registry test checks that a model has a graph or weights")
+    };
+    let path = weights_file
+        .path
+        .with_file_name(format!("graft-bert-v{BERT_GRAPH_VERSION}.onnx"));
+    let fetched = !path.exists();
+    if fetched {
+        let weights =
+            graft_tune::BertWeights::read_safetensors(&weights_file.path, entry.attention_heads)?;
+        let bytes = bert_graph(&weights, weights.config().layers, &files.entry.output)?;
+        graft_stdx::atomic::write(&path, &bytes).map_err(|source| PipelineError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let sha256 = sha256_file(&path).map_err(|source| PipelineError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((
+        files,
+        VerifiedFile {
+            path,
+            sha256,
+            fetched,
+        },
+    ))
+}
+
+/// The ONNX graph of `weights`' bottom `blocks` blocks, whose output `output` holds the token states there.
+pub fn bert_graph(
+    weights: &graft_tune::BertWeights,
+    blocks: usize,
+    output: &str,
+) -> Result<Vec<u8>, PipelineError> {
+    let c = weights.config();
+    let shape = graft_onnx::BertGraph {
+        hidden_size: c.hidden_size,
+        attention_heads: c.attention_heads,
+        layer_norm_eps: c.layer_norm_eps as f32,
+        blocks,
+        output: output.to_owned(),
+    };
+    graft_onnx::bert_model(&|n| weights.tensor(n), &shape, &[]).map_err(|e| PipelineError::Job {
+        message: format!("cannot write the BERT graph: {e}"),
+        hint: "the weights' names must follow Hugging Face's BERT layout".into(),
+    })
 }
 
 /// Fetches (or verifies) a registered ONNX Runtime build into the cache and returns its library path.
@@ -316,7 +380,7 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
                 cache.image_model(name)?;
             }
             ModelSource::Registry(name) => {
-                cache.model(name)?;
+                text_model(&cache, name)?;
             }
             ModelSource::Files { .. } => {}
         }
@@ -334,7 +398,7 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
         cache.dataset(name)?;
     }
     for name in plan.techniques.registered_backbones() {
-        cache.model(name)?;
+        text_model(&cache, name)?;
     }
     Ok(())
 }

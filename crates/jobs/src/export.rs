@@ -532,7 +532,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
         }
         let path = match &model {
             ModelSource::Registry(n) if image => cache.image_model(n)?.onnx.path,
-            ModelSource::Registry(n) => cache.model(n)?.onnx.path,
+            ModelSource::Registry(n) => graft_engine::provision::text_model(&cache, n)?.1.path,
             ModelSource::Files { onnx, .. } => onnx.clone(),
         };
         let backbone = std::fs::read(&path).map_err(|source| PipelineError::Io {

@@ -89,7 +89,7 @@ pub(crate) fn model_sha256(
 ) -> Result<String, PipelineError> {
     Ok(match model {
         ModelSource::Registry(name) if image => cache.image_model(name)?.onnx.sha256,
-        ModelSource::Registry(name) => cache.model(name)?.onnx.sha256,
+        ModelSource::Registry(name) => graft_engine::provision::text_model(cache, name)?.1.sha256,
         ModelSource::Files { onnx, .. } => {
             let bytes = std::fs::read(onnx).map_err(|source| PipelineError::Io {
                 path: onnx.clone(),

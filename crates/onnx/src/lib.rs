@@ -30,7 +30,10 @@
 //! # Ok::<(), graft_onnx::OnnxError>(())
 //! ```
 
+mod bert;
 mod wire;
+
+pub use bert::{BertGraph, bert_model};
 
 use std::collections::HashSet;
 

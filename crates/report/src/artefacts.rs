@@ -40,6 +40,9 @@ pub struct ModelRecord {
     /// The tokenizer (text backbones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<FileRecord>,
+    /// The float32 weights the graph was written from (models published as safetensors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<FileRecord>,
     /// Given features: the file they came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FileRecord>,

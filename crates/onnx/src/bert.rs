@@ -1,0 +1,240 @@
+//! A BERT encoder written as a graph of standard operators (opset 17) from weights under Hugging Face's
+//! names: what graft runs for a backbone it only has as safetensors, and for one it fine-tuned.
+
+use ndarray::ArrayViewD;
+
+use crate::{Attribute, Dim, ElementType, Graph, OnnxError, ValueInfo, standalone_model};
+
+/// The shape of the encoder to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BertGraph {
+    /// Width of the token states.
+    pub hidden_size: usize,
+    /// Attention heads per block.
+    pub attention_heads: usize,
+    /// Layer-norm epsilon.
+    pub layer_norm_eps: f32,
+    /// Blocks written, from the bottom: fewer than the model has gives the states at that boundary.
+    pub blocks: usize,
+    /// The name of the graph's output, `[batch, sequence, hidden]`.
+    pub output: String,
+}
+
+/// The additive attention bias of padded positions (BERT's).
+const MASKED_BIAS: f32 = -10_000.0;
+
+/// Writes the encoder as a standalone model with inputs `input_ids`, `attention_mask` and
+/// `token_type_ids` (int64 `[batch, sequence]`) and one float output of token states. `tensor` looks a
+/// weight up by name (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`,
+/// …); a missing one is an error naming it.
+pub fn bert_model<'a>(
+    tensor: &dyn Fn(&str) -> Option<ArrayViewD<'a, f32>>,
+    shape: &BertGraph,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, OnnxError> {
+    let get = |name: &str| {
+        tensor(name).ok_or_else(|| OnnxError::Unsupported(format!("missing BERT weight `{name}`")))
+    };
+    let mut g = Graph::new(17, "bert/");
+    let hidden = embeddings(&mut g, &get, shape)?;
+    let bias = attention_bias(&mut g);
+    let mut state = hidden;
+    for layer in 0..shape.blocks {
+        let name = |suffix: &str| format!("encoder.layer.{layer}.{suffix}");
+        let weight = |suffix: &str| get(&name(suffix));
+        state = block(&mut g, &weight, shape, &state, &bias)?;
+    }
+    g.node_into("Identity", &[&state], &[], &shape.output);
+    let tokens = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
+    let inputs: Vec<ValueInfo> = ["input_ids", "attention_mask", "token_type_ids"]
+        .iter()
+        .map(|n| ValueInfo::new(*n, ElementType::Int64, tokens()))
+        .collect();
+    let mut out_dims = tokens();
+    out_dims.push(Dim::Fixed(shape.hidden_size as i64));
+    let outputs = [ValueInfo::new(&shape.output, ElementType::Float, out_dims)];
+    Ok(standalone_model(&g, &inputs, &outputs, metadata))
+}
+
+type Lookup<'l, 'a> = dyn Fn(&str) -> Result<ArrayViewD<'a, f32>, OnnxError> + 'l;
+
+fn layer_norm(
+    g: &mut Graph,
+    x: &str,
+    w: ArrayViewD<'_, f32>,
+    b: ArrayViewD<'_, f32>,
+    eps: f32,
+) -> String {
+    let w = g.constant("ln_weight", w);
+    let b = g.constant("ln_bias", b);
+    g.node(
+        "LayerNormalization",
+        &[x, &w, &b],
+        &[
+            ("axis", Attribute::Int(-1)),
+            ("epsilon", Attribute::Float(eps)),
+        ],
+    )
+}
+
+/// `x · wᵀ + b` for a Hugging Face `[out, in]` weight (stored transposed, as MatMul wants it).
+fn dense(
+    g: &mut Graph,
+    x: &str,
+    w: ArrayViewD<'_, f32>,
+    b: ArrayViewD<'_, f32>,
+) -> Result<String, OnnxError> {
+    let w2 = w
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|e| OnnxError::Unsupported(format!("a dense weight is not 2-D: {e}")))?;
+    let wt = g.constant("dense_weight", w2.t().into_dyn());
+    let b = g.constant("dense_bias", b);
+    let product = g.node("MatMul", &[x, &wt], &[]);
+    Ok(g.node("Add", &[&product, &b], &[]))
+}
+
+fn embeddings(g: &mut Graph, get: &Lookup<'_, '_>, shape: &BertGraph) -> Result<String, OnnxError> {
+    let word_table = g.constant("word_embeddings", get("embeddings.word_embeddings.weight")?);
+    let words = g.node(
+        "Gather",
+        &[&word_table, "input_ids"],
+        &[("axis", Attribute::Int(0))],
+    );
+    let type_table = g.constant(
+        "token_type_embeddings",
+        get("embeddings.token_type_embeddings.weight")?,
+    );
+    let types = g.node(
+        "Gather",
+        &[&type_table, "token_type_ids"],
+        &[("axis", Attribute::Int(0))],
+    );
+    // positions 0..sequence
+    let ids_shape = g.node("Shape", &["input_ids"], &[]);
+    let one = g.constant_i64("one", &[1], &[]);
+    let zero = g.constant_i64("zero", &[0], &[]);
+    let length = g.node(
+        "Gather",
+        &[&ids_shape, &one],
+        &[("axis", Attribute::Int(0))],
+    );
+    let positions = g.node("Range", &[&zero, &length, &one], &[]);
+    let position_table = g.constant(
+        "position_embeddings",
+        get("embeddings.position_embeddings.weight")?,
+    );
+    let placed = g.node(
+        "Gather",
+        &[&position_table, &positions],
+        &[("axis", Attribute::Int(0))],
+    );
+    let sum = g.node("Add", &[&words, &types], &[]);
+    let sum = g.node("Add", &[&sum, &placed], &[]);
+    Ok(layer_norm(
+        g,
+        &sum,
+        get("embeddings.LayerNorm.weight")?,
+        get("embeddings.LayerNorm.bias")?,
+        shape.layer_norm_eps,
+    ))
+}
+
+/// `[batch, 1, 1, sequence]`: 0 where the mask is 1, a large negative number where it is 0.
+fn attention_bias(g: &mut Graph) -> String {
+    let mask = g.node("Cast", &["attention_mask"], &[("to", Attribute::Int(1))]);
+    let one = g.scalar("one", 1.0);
+    let masked = g.scalar("masked_bias", MASKED_BIAS);
+    let inverted = g.node("Sub", &[&one, &mask], &[]);
+    let bias = g.node("Mul", &[&inverted, &masked], &[]);
+    let axes = g.constant_i64("bias_axes", &[1, 2], &[2]);
+    g.node("Unsqueeze", &[&bias, &axes], &[])
+}
+
+fn block(
+    g: &mut Graph,
+    weight: &Lookup<'_, '_>,
+    shape: &BertGraph,
+    x: &str,
+    bias: &str,
+) -> Result<String, OnnxError> {
+    let heads = shape.attention_heads as i64;
+    let head_size = (shape.hidden_size / shape.attention_heads) as i64;
+    let split = g.constant_i64("split_heads", &[0, 0, heads, head_size], &[4]);
+    let merge = g.constant_i64("merge_heads", &[0, 0, shape.hidden_size as i64], &[3]);
+    let project = |g: &mut Graph, which: &str, perm: [i64; 4]| -> Result<String, OnnxError> {
+        let y = dense(
+            g,
+            x,
+            weight(&format!("attention.self.{which}.weight"))?,
+            weight(&format!("attention.self.{which}.bias"))?,
+        )?;
+        let y = g.node("Reshape", &[&y, &split], &[]);
+        Ok(g.node(
+            "Transpose",
+            &[&y],
+            &[("perm", Attribute::Ints(perm.to_vec()))],
+        ))
+    };
+    let q = project(g, "query", [0, 2, 1, 3])?;
+    let k = project(g, "key", [0, 2, 3, 1])?;
+    let v = project(g, "value", [0, 2, 1, 3])?;
+    let scale = g.scalar("scale", 1.0 / (head_size as f32).sqrt());
+    let scores = g.node("MatMul", &[&q, &k], &[]);
+    let scores = g.node("Mul", &[&scores, &scale], &[]);
+    let scores = g.node("Add", &[&scores, bias], &[]);
+    let probs = g.node("Softmax", &[&scores], &[("axis", Attribute::Int(-1))]);
+    let context = g.node("MatMul", &[&probs, &v], &[]);
+    let context = g.node(
+        "Transpose",
+        &[&context],
+        &[("perm", Attribute::Ints(vec![0, 2, 1, 3]))],
+    );
+    let context = g.node("Reshape", &[&context, &merge], &[]);
+    let attended = dense(
+        g,
+        &context,
+        weight("attention.output.dense.weight")?,
+        weight("attention.output.dense.bias")?,
+    )?;
+    let residual = g.node("Add", &[&attended, x], &[]);
+    let attended = layer_norm(
+        g,
+        &residual,
+        weight("attention.output.LayerNorm.weight")?,
+        weight("attention.output.LayerNorm.bias")?,
+        shape.layer_norm_eps,
+    );
+    let inner = dense(
+        g,
+        &attended,
+        weight("intermediate.dense.weight")?,
+        weight("intermediate.dense.bias")?,
+    )?;
+    let inner = gelu(g, &inner);
+    let out = dense(
+        g,
+        &inner,
+        weight("output.dense.weight")?,
+        weight("output.dense.bias")?,
+    )?;
+    let residual = g.node("Add", &[&out, &attended], &[]);
+    Ok(layer_norm(
+        g,
+        &residual,
+        weight("output.LayerNorm.weight")?,
+        weight("output.LayerNorm.bias")?,
+        shape.layer_norm_eps,
+    ))
+}
+
+/// The exact (erf) GELU: `x · ½ (1 + erf(x / √2))`.
+fn gelu(g: &mut Graph, x: &str) -> String {
+    let root2 = g.scalar("sqrt2", std::f32::consts::SQRT_2);
+    let one = g.scalar("one", 1.0);
+    let half = g.scalar("half", 0.5);
+    let scaled = g.node("Div", &[x, &root2], &[]);
+    let erf = g.node("Erf", &[&scaled], &[]);
+    let shifted = g.node("Add", &[&erf, &one], &[]);
+    let product = g.node("Mul", &[x, &shifted], &[]);
+    g.node("Mul", &[&product, &half], &[])
+}
