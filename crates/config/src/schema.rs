@@ -32,6 +32,7 @@ pub struct RawPipeline {
     pub fusion: Option<Spanned<crate::techniques::RawFusion>>,
     pub augmentation: Option<Spanned<crate::techniques::RawAugmentation>>,
     pub prompt_templates: Option<Spanned<crate::techniques::RawPromptTemplates>>,
+    pub fine_tune: Option<Spanned<crate::techniques::RawFineTune>>,
     pub head: Spanned<RawHeads>,
 }
 

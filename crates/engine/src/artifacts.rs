@@ -90,6 +90,7 @@ pub(crate) fn write_run_dir(
     mut manifest: Manifest,
     labels: &Context<'_>,
     tables: Vec<(&str, String)>,
+    stage_files: &[(String, Vec<u8>)],
     heads: HeadArtefacts<'_>,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
@@ -126,6 +127,13 @@ pub(crate) fn write_run_dir(
             .artefacts
             .insert(name.to_owned(), graft_stdx::sha256_hex(content.as_bytes()));
     }
+    for (name, bytes) in stage_files {
+        let path = tmp.join(name);
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+        manifest
+            .artefacts
+            .insert(name.clone(), graft_stdx::sha256_hex(bytes));
+    }
     let heads_dir = tmp.join("heads");
     std::fs::create_dir_all(&heads_dir).map_err(io(&heads_dir))?;
     for head in heads.heads {
@@ -154,6 +162,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) evaluated: Evaluated,
     pub(crate) learning_curve: Option<LearningCurve>,
     pub(crate) techniques: Vec<TechniqueReport>,
+    /// Files technique stages add to the run folder (a tuned backbone's graph).
+    pub(crate) stage_files: Vec<(String, Vec<u8>)>,
     pub(crate) timings: Timings,
 }
 
@@ -279,6 +289,7 @@ pub(crate) fn write_run(
         manifest,
         &labels,
         tables,
+        &f.stage_files,
         HeadArtefacts {
             heads: &heads,
             info: &info,

@@ -1,7 +1,7 @@
 //! Rows to features: given features as they are, texts and images through the frozen backbone, every row
 //! looked up in the shared feature cache first and only the missing ones extracted (and stored).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use graft_assets::{Cache, VerifiedFile};
@@ -600,4 +600,96 @@ pub(crate) fn embed_texts(
         rows_per_second: f.extraction.rows_per_second,
         extracted: f.extraction.extracted,
     })
+}
+
+/// The float32 weights (path, attention heads), tokenizer and token-state output of the pipeline's
+/// backbone, for `[fine_tune]`: a registered model published with weights, or the `weights` the stage names
+/// for a backbone given as files.
+pub(crate) fn tune_sources(
+    plan: &Plan,
+    cache: &Cache,
+) -> Result<Option<(PathBuf, usize, PathBuf, String)>, PipelineError> {
+    let Some(backbone) = plan.backbone.as_ref().filter(|b| b.image.is_none()) else {
+        return Ok(None);
+    };
+    let named = plan.techniques.stages.iter().find_map(|s| match s {
+        graft_config::StagePlan::FineTune(f) => Some(f.weights.clone()),
+        _ => None,
+    });
+    let Some(named) = named else {
+        return Ok(None);
+    };
+    match (&backbone.source, named) {
+        (ModelSource::Files { tokenizer, .. }, Some((weights, heads))) => Ok(Some((
+            weights,
+            heads,
+            tokenizer.clone(),
+            backbone
+                .config
+                .output
+                .clone()
+                .unwrap_or_else(|| "last_hidden_state".to_owned()),
+        ))),
+        (ModelSource::Registry(name), _) => {
+            let (files, _) = crate::provision::text_model(cache, name)?;
+            Ok(
+                match (files.weights, files.entry.weights, files.tokenizer) {
+                    (Some(w), Some(entry), Some(t)) => {
+                        Some((w.path, entry.attention_heads, t.path, files.entry.output))
+                    }
+                    _ => None,
+                },
+            )
+        }
+        (ModelSource::Files { .. }, None) => Ok(None),
+    }
+}
+
+/// Writes a graph graft made into the cache (`models/written/<sha256>.onnx`) and returns its path.
+pub(crate) fn store_graph(cache: &Cache, bytes: &[u8]) -> Result<PathBuf, PipelineError> {
+    let dir = cache.root().join("models").join("written");
+    let path = dir.join(format!("{}.onnx", graft_stdx::sha256_hex(bytes)));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        graft_stdx::atomic::write(&path, bytes).map_err(|source| PipelineError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(path)
+}
+
+/// Token ids and unpooled `output` states of `texts` through the graph at `onnx`, with the pipeline's
+/// backbone settings (tokenizer, truncation, batch size, threads, provider).
+pub(crate) fn token_states(
+    plan: &Plan,
+    cache: &Cache,
+    onnx: &Path,
+    output: &str,
+    texts: &[String],
+    progress: bool,
+) -> Result<(Vec<Vec<u32>>, Vec<Array2<f32>>), PipelineError> {
+    let ResolvedModel { tokenizer, .. } = resolve_text_model(plan, cache)?;
+    let mut config = backbone_of(plan).config.clone();
+    let choice = runtime_library(cache, config.provider)?;
+    let runtime = Runtime::load(&choice.library.path)?;
+    config.progress = false;
+    config.provider = choice.provider;
+    config.output = Some(output.to_owned());
+    config.normalize = false;
+    let mut backbone = TextBackbone::load(&runtime, onnx, &tokenizer.path, config)?;
+    let encoded = backbone.tokenizer().encode(texts)?;
+    let order = encoded.length_order();
+    let bar = crate::progress::bar(progress, texts.len() as u64, 0, "rows");
+    let computed = backbone.token_states(&encoded, &order, |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let mut states = vec![Array2::zeros((0, 0)); texts.len()];
+    for (s, &i) in computed.into_iter().zip(&order) {
+        states[i] = s;
+    }
+    let ids = (0..texts.len()).map(|i| encoded.ids(i).to_vec()).collect();
+    Ok((ids, states))
 }

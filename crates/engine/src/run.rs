@@ -74,7 +74,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let evaluated = evaluate_heads(plan, data, split, &rows, &trained, &cv)?;
     let learning_curve =
         learning_curve(plan, &trained.specs[0], &featurized.features, data, split)?;
-    let techniques = technique_stages(
+    let (techniques, stage_files) = technique_stages(
         plan,
         options,
         &cache,
@@ -97,6 +97,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             evaluated,
             learning_curve,
             techniques,
+            stage_files,
             timings,
         },
         options,
@@ -144,9 +145,9 @@ fn technique_stages(
     trained: &TrainedHeads,
     evaluated: &Evaluated,
     embed: &EmbedTexts<'_>,
-) -> Result<Vec<TechniqueReport>, PipelineError> {
+) -> Result<(Vec<TechniqueReport>, Vec<(String, Vec<u8>)>), PipelineError> {
     if plan.techniques.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let data = &ingested.data;
     let texts = match &data.inputs {
@@ -159,7 +160,30 @@ fn technique_stages(
     )
     .then(|| (ingested.file.path.as_path(), data.source_rows.as_slice()));
     let dataset = |name: &str| Ok(cache.dataset(name)?.table.path);
-    crate::stages::run(
+    let files = std::sync::Mutex::new(Vec::new());
+    let outputs = |name: &str, bytes: Vec<u8>| {
+        files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name.to_owned(), bytes));
+        Ok(())
+    };
+    let store_graph = |bytes: &[u8]| crate::featurize::store_graph(cache, bytes);
+    let token_states = |onnx: &std::path::Path, output: &str, texts: &[String]| {
+        crate::featurize::token_states(plan, cache, onnx, output, texts, options.progress)
+    };
+    let kit = crate::featurize::tune_sources(plan, cache)?;
+    let kit = kit.map(
+        |(weights, attention_heads, tokenizer, output)| crate::stages::TuneKit {
+            weights,
+            attention_heads,
+            tokenizer,
+            output,
+            store_graph: &store_graph,
+            token_states: &token_states,
+        },
+    );
+    let reports = crate::stages::run(
         &plan.techniques,
         &RunData {
             seed: plan.seed,
@@ -172,6 +196,7 @@ fn technique_stages(
             labels: &data.labels,
             classes: &data.classes,
             train: &ingested.split.train,
+            validation: &ingested.split.validation,
             test: &ingested.split.test,
             headline: &trained.specs[0],
             headline_accuracy: evaluated.heads[0].test.accuracy,
@@ -181,6 +206,12 @@ fn technique_stages(
             train_views: &featurized.train_views,
             dataset: &dataset,
             progress: options.progress,
+            tune: kit.as_ref(),
+            outputs: &outputs,
         },
-    )
+    )?;
+    let files = files
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok((reports, files))
 }

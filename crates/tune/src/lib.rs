@@ -48,6 +48,7 @@ use std::path::PathBuf;
 
 pub use train::{
     Decay, EpochRecord, Objective, Progress, TuneOptions, TuneOutcome, TuneRow, encode, fine_tune,
+    token_states,
 };
 pub use weights::{BertConfig, BertWeights, block_tensor};
 
@@ -134,17 +135,17 @@ pub(crate) fn candle_err(e: candle_core::Error) -> TuneError {
     TuneError::Candle(e.to_string())
 }
 
-/// A small random BERT (`layers` blocks, hidden 16, 2 heads, 32-wide feed-forward, `vocab` tokens),
-/// seeded: for tests and examples.
+/// A small random BERT (`layers` blocks, hidden 8, 2 heads, 16-wide feed-forward, 32 positions, `vocab`
+/// tokens), seeded: for tests, examples and graft's tiny fixture (a few KB).
 pub fn tiny_bert(layers: usize, vocab: usize) -> BertWeights {
     use rand::{Rng, SeedableRng};
     let config = BertConfig {
         vocab_size: vocab,
-        hidden_size: 16,
+        hidden_size: 8,
         layers,
         attention_heads: 2,
-        intermediate_size: 32,
-        max_positions: 64,
+        intermediate_size: 16,
+        max_positions: 32,
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
     };
@@ -164,7 +165,7 @@ pub fn tiny_bert(layers: usize, vocab: usize) -> BertWeights {
     );
     tensors.insert(
         "embeddings.position_embeddings.weight".into(),
-        random(&[64, h], 0.1, 0.0),
+        random(&[32, h], 0.1, 0.0),
     );
     tensors.insert(
         "embeddings.token_type_embeddings.weight".into(),

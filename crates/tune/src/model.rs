@@ -40,7 +40,7 @@ impl Dropout<'_> {
                 }
             })
             .collect();
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
+        x * Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?
     }
 }
 
@@ -51,15 +51,24 @@ fn maybe_dropout(x: Tensor, dropout: &mut Option<Dropout<'_>>) -> candle_core::R
     }
 }
 
-fn to_var(weights: &BertWeights, name: &str, device: &Device) -> candle_core::Result<Var> {
+fn to_var(
+    weights: &BertWeights,
+    name: &str,
+    device: &Device,
+    dtype: DType,
+) -> candle_core::Result<Var> {
     let t = weights.tensor(name).expect("checked by BertWeights::new");
     let values: Vec<f32> = t.iter().copied().collect();
-    Var::from_tensor(&Tensor::from_vec(values, t.shape(), device)?)
+    Var::from_tensor(&Tensor::from_vec(values, t.shape(), device)?.to_dtype(dtype)?)
 }
 
 fn to_array(var: &Var) -> candle_core::Result<ndarray::ArrayD<f32>> {
     let shape = var.dims().to_vec();
-    let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    let values = var
+        .as_tensor()
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
     Ok(ndarray::ArrayD::from_shape_vec(shape, values).expect("a tensor's own shape"))
 }
 
@@ -90,7 +99,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) fn new(rows: &[&[u32]], device: &Device) -> candle_core::Result<Batch> {
+    pub(crate) fn new(
+        rows: &[&[u32]],
+        device: &Device,
+        dtype: DType,
+    ) -> candle_core::Result<Batch> {
         let width = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0u32; rows.len() * width];
         let mut mask = vec![0f32; rows.len() * width];
@@ -99,7 +112,7 @@ impl Batch {
             mask[r * width..r * width + row.len()].fill(1.0);
         }
         let ids = Tensor::from_vec(ids, (rows.len(), width), device)?;
-        let mask = Tensor::from_vec(mask, (rows.len(), width), device)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), width), device)?.to_dtype(dtype)?;
         let bias = ((1.0 - &mask)? * f64::from(MASKED_BIAS))?.reshape((rows.len(), 1, 1, width))?;
         Ok(Batch { ids, mask, bias })
     }
@@ -110,16 +123,20 @@ impl Batch {
 }
 
 impl Encoder {
-    pub(crate) fn new(weights: &BertWeights, device: &Device) -> candle_core::Result<Encoder> {
+    pub(crate) fn new(
+        weights: &BertWeights,
+        device: &Device,
+        dtype: DType,
+    ) -> candle_core::Result<Encoder> {
         let embeddings = EMBEDDING_TENSORS
             .iter()
-            .map(|n| to_var(weights, n, device))
+            .map(|n| to_var(weights, n, device, dtype))
             .collect::<candle_core::Result<_>>()?;
         let blocks = (0..weights.config().layers)
             .map(|l| {
                 BLOCK_TENSORS
                     .iter()
-                    .map(|s| to_var(weights, &block_tensor(l, s), device))
+                    .map(|s| to_var(weights, &block_tensor(l, s), device, dtype))
                     .collect()
             })
             .collect::<candle_core::Result<_>>()?;
@@ -246,6 +263,6 @@ pub(crate) fn padded_states(
     Tensor::from_vec(flat, (states.len(), width, hidden), device)
 }
 
-pub(crate) fn zeros_like_dtype(shape: &[usize], device: &Device) -> candle_core::Result<Var> {
+pub(crate) fn zeros_var(shape: &[usize], device: &Device) -> candle_core::Result<Var> {
     Var::zeros(shape, DType::F32, device)
 }

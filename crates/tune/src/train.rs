@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Batch, Dropout, Encoder, padded_states, pool, zeros_like_dtype};
+use crate::model::{Batch, Dropout, Encoder, padded_states, pool, zeros_var};
 use crate::weights::{BLOCK_TENSORS, BertWeights, EMBEDDING_TENSORS};
 use crate::{TuneError, candle_err};
 
@@ -245,11 +245,11 @@ pub fn fine_tune(
         });
     }
     let device = Device::Cpu;
-    let encoder = Encoder::new(weights, &device).map_err(candle_err)?;
+    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
     let head = match options.objective {
         Objective::Classification { classes } => Some((
-            zeros_like_dtype(&[classes, config.hidden_size], &device).map_err(candle_err)?,
-            zeros_like_dtype(&[classes], &device).map_err(candle_err)?,
+            zeros_var(&[classes, config.hidden_size], &device).map_err(candle_err)?,
+            zeros_var(&[classes], &device).map_err(candle_err)?,
         )),
         Objective::Contrastive { .. } => None,
     };
@@ -617,7 +617,7 @@ impl Context<'_> {
         let layers = self.encoder.config.layers;
         let boundary = layers - self.options.trainable_layers;
         let ids: Vec<&[u32]> = indices.iter().map(|&i| rows[i].ids).collect();
-        let batch = Batch::new(&ids, self.device).map_err(candle_err)?;
+        let batch = Batch::new(&ids, self.device, DType::F32).map_err(candle_err)?;
         let mut hidden = if boundary == 0 {
             self.encoder
                 .embed(&batch, active == layers, dropout)
@@ -800,11 +800,11 @@ pub fn encode(
     batch_size: usize,
 ) -> Result<Array2<f32>, TuneError> {
     let device = Device::Cpu;
-    let encoder = Encoder::new(weights, &device).map_err(candle_err)?;
+    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
     let hidden = weights.config().hidden_size;
     let mut out = Array2::zeros((rows.len(), hidden));
     for (c, chunk) in rows.chunks(batch_size.max(1)).enumerate() {
-        let batch = Batch::new(chunk, &device).map_err(candle_err)?;
+        let batch = Batch::new(chunk, &device, DType::F32).map_err(candle_err)?;
         let mut h = encoder
             .embed(&batch, false, &mut None)
             .map_err(candle_err)?;
@@ -823,4 +823,109 @@ pub fn encode(
         }
     }
     Ok(out)
+}
+
+/// The unpooled token states after the bottom `blocks` blocks, one `[tokens, hidden]` array per row, in
+/// candle. (A run computes these with ONNX Runtime from graft-onnx's graph of the same blocks.)
+pub fn token_states(
+    weights: &BertWeights,
+    blocks: usize,
+    rows: &[&[u32]],
+) -> Result<Vec<Array2<f32>>, TuneError> {
+    let device = Device::Cpu;
+    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let batch = Batch::new(&[row], &device, DType::F32).map_err(candle_err)?;
+        let mut h = encoder
+            .embed(&batch, false, &mut None)
+            .map_err(candle_err)?;
+        for layer in 0..blocks.min(weights.config().layers) {
+            h = encoder
+                .block(layer, &h, &batch, false, &mut None)
+                .map_err(candle_err)?;
+        }
+        let values = h
+            .squeeze(0)
+            .and_then(|t| t.to_vec2::<f32>())
+            .map_err(candle_err)?;
+        let hidden = weights.config().hidden_size;
+        let flat: Vec<f32> = values.into_iter().flatten().collect();
+        out.push(Array2::from_shape_vec((row.len(), hidden), flat).expect("a row's own shape"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cross-entropy through a fixed head on the pooled embedding of every block, in float64.
+    fn loss(encoder: &Encoder, rows: &[&[u32]], labels: &[u32], head: &Tensor) -> Tensor {
+        let device = Device::Cpu;
+        let batch = Batch::new(rows, &device, DType::F64).unwrap();
+        let mut h = encoder.embed(&batch, true, &mut None).unwrap();
+        for layer in 0..encoder.config.layers {
+            h = encoder.block(layer, &h, &batch, true, &mut None).unwrap();
+        }
+        let logits = pool(&h, &batch.mask)
+            .unwrap()
+            .matmul(&head.t().unwrap())
+            .unwrap();
+        let labels = Tensor::from_vec(labels.to_vec(), labels.len(), &device).unwrap();
+        candle_nn::loss::cross_entropy(&logits, &labels).unwrap()
+    }
+
+    #[test]
+    fn a_block_s_gradients_match_central_differences_in_float64() {
+        let weights = crate::tiny_bert(1, 13);
+        let device = Device::Cpu;
+        let encoder = Encoder::new(&weights, &device, DType::F64).unwrap();
+        let rows: Vec<Vec<u32>> = vec![vec![1, 5, 8, 2], vec![1, 6, 2], vec![1, 9, 6, 10, 2]];
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let labels = [0u32, 1, 1];
+        let head = Tensor::from_vec(
+            (0..16)
+                .map(|i| f64::from(i as i32 % 5 - 2) * 0.7)
+                .collect::<Vec<_>>(),
+            (2, 8),
+            &device,
+        )
+        .unwrap();
+        let grads = loss(&encoder, &rows, &labels, &head).backward().unwrap();
+        // query weight, attention layer norm, feed-forward bias, output dense weight, word embeddings
+        let checked: [(&Var, usize); 5] = [
+            (&encoder.blocks[0][0], 0),
+            (&encoder.blocks[0][8], 3),
+            (&encoder.blocks[0][11], 5),
+            (&encoder.blocks[0][12], 17),
+            (&encoder.embeddings[0], 5 * 8 + 2),
+        ];
+        for (var, index) in checked {
+            let analytic: Vec<f64> = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let original: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let at = |delta: f64| {
+                let mut moved = original.clone();
+                moved[index] += delta;
+                var.set(&Tensor::from_vec(moved, var.shape(), &device).unwrap())
+                    .unwrap();
+                let l: f64 = loss(&encoder, &rows, &labels, &head).to_scalar().unwrap();
+                l
+            };
+            let eps = 1e-6;
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            at(0.0);
+            assert!(
+                (analytic[index] - numeric).abs() <= 1e-7 + 1e-5 * numeric.abs(),
+                "analytic {} vs central difference {numeric}",
+                analytic[index]
+            );
+        }
+    }
 }

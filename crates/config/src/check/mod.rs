@@ -180,6 +180,7 @@ impl Checker<'_> {
                 fusion: raw.fusion,
                 augmentation: raw.augmentation,
                 prompt_templates: raw.prompt_templates,
+                fine_tune: raw.fine_tune,
             },
             crate::techniques::Modality {
                 texts: backbone.as_ref().is_some_and(|b| b.image.is_none()),

@@ -6,6 +6,7 @@ mod continual;
 mod distillation;
 mod domain;
 mod few_shot;
+mod fine_tune;
 mod fusion;
 mod multitask;
 mod prompts;
@@ -24,6 +25,7 @@ pub use continual::{ContinualPlan, RawContinual, RawOrder};
 pub use distillation::{DistillationPlan, RawDistillation};
 pub use domain::{DomainPlan, RawDomainAdaptation, TargetSource};
 pub use few_shot::{FewShotPlan, RawFewShot};
+pub use fine_tune::{FineTuneObjective, FineTunePlan, FineTuneSchedule, RawFineTune, RawLayers};
 pub use fusion::{FusionPlan, RawFusion};
 pub use multitask::{MultitaskPlan, RawMultitask};
 pub use prompts::{PromptTemplatesPlan, RawPromptTemplates};
@@ -53,11 +55,13 @@ pub enum Stage {
     Distillation,
     /// `[augmentation]`
     Augmentation,
+    /// `[fine_tune]`
+    FineTune,
 }
 
 /// Every stage, in the order a run executes and reports them. The one list: adding a stage means adding it
 /// here, to [`Stage`] and [`StagePlan`] (whose matches have no catch-all arm, so the compiler finds the rest).
-pub const STAGES: [Stage; 10] = [
+pub const STAGES: [Stage; 11] = [
     Stage::PromptTemplates,
     Stage::ZeroShot,
     Stage::FewShot,
@@ -68,6 +72,7 @@ pub const STAGES: [Stage; 10] = [
     Stage::Fusion,
     Stage::Distillation,
     Stage::Augmentation,
+    Stage::FineTune,
 ];
 
 impl Stage {
@@ -84,6 +89,7 @@ impl Stage {
             Stage::Fusion => "fusion",
             Stage::Distillation => "distillation",
             Stage::Augmentation => "augmentation",
+            Stage::FineTune => "fine_tune",
         }
     }
 
@@ -100,6 +106,7 @@ impl Stage {
             Stage::Fusion => "feature fusion",
             Stage::Distillation => "distillation",
             Stage::Augmentation => "augmentation",
+            Stage::FineTune => "fine-tuning",
         }
     }
 }
@@ -127,6 +134,8 @@ pub enum StagePlan {
     Distillation(DistillationPlan),
     /// `[augmentation]`
     Augmentation(AugmentationPlan),
+    /// `[fine_tune]`
+    FineTune(FineTunePlan),
 }
 
 impl StagePlan {
@@ -143,6 +152,7 @@ impl StagePlan {
             StagePlan::Fusion(_) => Stage::Fusion,
             StagePlan::Distillation(_) => Stage::Distillation,
             StagePlan::Augmentation(_) => Stage::Augmentation,
+            StagePlan::FineTune(_) => Stage::FineTune,
         }
     }
 
@@ -159,6 +169,7 @@ impl StagePlan {
             StagePlan::Fusion(p) => p.json(),
             StagePlan::Distillation(p) => p.json(),
             StagePlan::Augmentation(p) => p.json(),
+            StagePlan::FineTune(p) => p.json(),
         }
     }
 }
@@ -237,6 +248,7 @@ pub struct RawTechniques {
     pub fusion: Option<Spanned<RawFusion>>,
     pub augmentation: Option<Spanned<RawAugmentation>>,
     pub prompt_templates: Option<Spanned<RawPromptTemplates>>,
+    pub fine_tune: Option<Spanned<RawFineTune>>,
 }
 
 /// Checks every technique table (in [`STAGES`] order, so that order also decides which of two mistakes is
@@ -257,6 +269,7 @@ pub(crate) fn check(
         fusion,
         augmentation,
         prompt_templates,
+        fine_tune,
     } = raw;
     let mut stages = Vec::new();
     if let Some(r) = prompt_templates {
@@ -298,6 +311,9 @@ pub(crate) fn check(
         stages.push(StagePlan::Augmentation(augmentation::check(
             check, r, modality,
         )?));
+    }
+    if let Some(r) = fine_tune {
+        stages.push(StagePlan::FineTune(fine_tune::check(check, r, modality)?));
     }
     Ok(TechniquesPlan { stages })
 }

@@ -10,6 +10,7 @@ mod continual;
 mod distillation;
 mod domain;
 mod few_shot;
+mod fine_tune;
 mod fusion;
 mod multitask;
 mod prompts;
@@ -34,6 +35,29 @@ pub(crate) type EmbedTexts<'a> =
 
 /// The table of a registered data set a stage reads (e.g. a target domain), fetched and verified.
 pub(crate) type DatasetTable<'a> = dyn Fn(&str) -> Result<PathBuf, PipelineError> + Sync + 'a;
+
+/// Stores graph bytes (content-addressed, in the cache) and returns the file's path.
+pub(crate) type StoreGraph<'a> = dyn Fn(&[u8]) -> Result<PathBuf, PipelineError> + Sync + 'a;
+
+/// Token ids and per-token output states (`output` of the graph at the path) of texts, unpooled.
+pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<(Vec<Vec<u32>>, Vec<Array2<f32>>), PipelineError>
+    + Sync
+    + 'a;
+
+/// A file a stage adds to the run folder (name, bytes).
+pub(crate) type AddOutput<'a> = dyn Fn(&str, Vec<u8>) -> Result<(), PipelineError> + Sync + 'a;
+
+/// What fine-tuning needs from the run: the backbone's float32 weights and a way to run graphs it writes.
+pub(crate) struct TuneKit<'a> {
+    /// The safetensors file.
+    pub weights: PathBuf,
+    pub attention_heads: usize,
+    pub tokenizer: PathBuf,
+    /// The graph output holding token states.
+    pub output: String,
+    pub store_graph: &'a StoreGraph<'a>,
+    pub token_states: &'a TokenStates<'a>,
+}
 
 /// Features of texts a stage asked for, and how fast they were extracted.
 pub(crate) struct Embedded {
@@ -64,6 +88,8 @@ pub(crate) struct RunData<'a> {
     pub labels: &'a [usize],
     pub classes: &'a [String],
     pub train: &'a [usize],
+    /// Rows held out for model selection (early stopping); may be empty.
+    pub validation: &'a [usize],
     pub test: &'a [usize],
     /// The headline head's settings, and its test accuracy for comparison.
     pub headline: &'a HeadSpec,
@@ -80,6 +106,10 @@ pub(crate) struct RunData<'a> {
     pub dataset: &'a DatasetTable<'a>,
     /// Draw progress on the terminal.
     pub progress: bool,
+    /// The backbone's weights and graph runners, for a backbone published with weights.
+    pub tune: Option<&'a TuneKit<'a>>,
+    /// Adds a file to the run folder.
+    pub outputs: &'a AddOutput<'a>,
 }
 
 impl RunData<'_> {
@@ -106,6 +136,7 @@ fn run_stage(plan: &StagePlan, data: &RunData<'_>) -> Result<TechniqueReport, Pi
         StagePlan::Fusion(p) => fusion::run(p, data),
         StagePlan::Distillation(p) => distillation::run(p, data),
         StagePlan::Augmentation(p) => augmentation::run(p, data),
+        StagePlan::FineTune(p) => fine_tune::run(p, data),
     }
 }
 
@@ -375,6 +406,7 @@ mod tests {
                 labels: &self.labels,
                 classes: &self.classes,
                 train: &self.train,
+                validation: &[],
                 test: &self.test,
                 headline: &self.plan.heads[0],
                 headline_accuracy: 1.0,
@@ -384,6 +416,8 @@ mod tests {
                 train_views: &[],
                 dataset: &dataset,
                 progress: false,
+                tune: None,
+                outputs: &|_, _| Ok(()),
             };
             run_stage(stage, &data)
         }

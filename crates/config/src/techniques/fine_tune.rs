@@ -1,0 +1,292 @@
+//! `[fine_tune]`: train the backbone's top blocks on the task (or SetFit's contrastive pairs), then the same
+//! head on the tuned features, compared with the frozen features on the same split.
+
+use serde::Deserialize;
+use serde_json::json;
+use toml::Spanned;
+
+use super::Modality;
+use crate::Diagnostic;
+use crate::checker::Checker;
+
+/// `layers = 2` or `layers = "all"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawLayers {
+    Count(usize),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FineTuneObjective {
+    /// Cross-entropy through a new linear head.
+    Classification,
+    /// SetFit's cosine-similarity loss on pairs drawn from the labels.
+    Contrastive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FineTuneSchedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFineTune {
+    pub layers: Option<Spanned<RawLayers>>,
+    pub objective: Option<Spanned<FineTuneObjective>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    pub head_learning_rate: Option<Spanned<f64>>,
+    pub layer_decay: Option<Spanned<f64>>,
+    pub epochs: Option<Spanned<usize>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub warmup: Option<Spanned<f64>>,
+    pub schedule: Option<Spanned<FineTuneSchedule>>,
+    pub weight_decay: Option<Spanned<f64>>,
+    pub dropout: Option<Spanned<f64>>,
+    pub patience: Option<Spanned<usize>>,
+    pub gradual_unfreezing: Option<bool>,
+    pub pairs_per_row: Option<Spanned<usize>>,
+    pub max_grad_norm: Option<Spanned<f64>>,
+    pub weights: Option<Spanned<String>>,
+    pub attention_heads: Option<Spanned<usize>>,
+}
+
+/// `[fine_tune]`, checked. `layers = None` means every block (and the embeddings).
+#[derive(Debug, Clone)]
+pub struct FineTunePlan {
+    pub layers: Option<usize>,
+    pub layers_span: Option<std::ops::Range<usize>>,
+    pub objective: FineTuneObjective,
+    pub learning_rate: f64,
+    pub head_learning_rate: f64,
+    pub layer_decay: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub warmup: f64,
+    pub schedule: FineTuneSchedule,
+    pub weight_decay: f64,
+    pub dropout: f64,
+    pub patience: Option<usize>,
+    pub patience_span: Option<std::ops::Range<usize>>,
+    pub gradual_unfreezing: bool,
+    pub pairs_per_row: usize,
+    pub max_grad_norm: f64,
+    /// The float32 weights of a backbone given as files (safetensors) and its attention heads; a
+    /// registered backbone brings its own.
+    pub weights: Option<(std::path::PathBuf, usize)>,
+    pub span: std::ops::Range<usize>,
+}
+
+impl FineTunePlan {
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "layers": self.layers.map_or(json!("all"), |k| json!(k)),
+            "objective": format!("{:?}", self.objective).to_lowercase(),
+            "learning_rate": self.learning_rate,
+            "head_learning_rate": self.head_learning_rate,
+            "layer_decay": self.layer_decay,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "warmup": self.warmup,
+            "schedule": format!("{:?}", self.schedule).to_lowercase(),
+            "weight_decay": self.weight_decay,
+            "dropout": self.dropout,
+            "patience": self.patience,
+            "gradual_unfreezing": self.gradual_unfreezing,
+            "pairs_per_row": self.pairs_per_row,
+            "max_grad_norm": self.max_grad_norm,
+            "weights": self.weights.as_ref().map(|(w, _)| w.display().to_string()),
+            "attention_heads": self.weights.as_ref().map(|(_, h)| h),
+        })
+    }
+}
+
+/// A float in `[low, high)` (`high` included when `closed`), or the default.
+fn ranged(
+    c: &Checker<'_>,
+    value: &Option<Spanned<f64>>,
+    default: f64,
+    key: &str,
+    (low, high, closed): (f64, f64, bool),
+    hint: &str,
+) -> Result<f64, Diagnostic> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    let x = *v.get_ref();
+    let inside = x.is_finite() && x >= low && (x < high || (closed && x == high));
+    if inside {
+        return Ok(x);
+    }
+    let upper = if closed { "]" } else { ")" };
+    Err(c
+        .error(
+            v.span(),
+            format!("`{key}` = {x} must be in [{low}, {high}{upper}"),
+        )
+        .with_hint(hint.to_owned()))
+}
+
+/// A learning rate: finite and above 0.
+fn rate(
+    c: &Checker<'_>,
+    value: &Option<Spanned<f64>>,
+    default: f64,
+    key: &str,
+) -> Result<f64, Diagnostic> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => Ok(*v.get_ref()),
+        Some(v) => Err(c
+            .error(
+                v.span(),
+                format!("`{key}` = {} must be a positive number", v.get_ref()),
+            )
+            .with_hint(
+                "pretrained blocks take small rates (1e-5 to 1e-4); a new head larger ones",
+            )),
+    }
+}
+
+pub(crate) fn check(
+    c: &Checker<'_>,
+    raw: Spanned<RawFineTune>,
+    modality: Modality,
+) -> Result<FineTunePlan, Diagnostic> {
+    let span = raw.span();
+    if !modality.texts {
+        return Err(c
+            .error(span, "`[fine_tune]` needs a text backbone")
+            .with_hint(
+                "fine-tuning trains a BERT-style text encoder, e.g. `model = \"minilm-l6\"`",
+            ));
+    }
+    c.single_label(modality, span.clone(), "fine_tune")?;
+    let r = raw.into_inner();
+    let layers = match &r.layers {
+        None => Some(2),
+        Some(l) => match l.get_ref() {
+            RawLayers::Count(k) if *k > 0 => Some(*k),
+            RawLayers::Word(w) if w == "all" => None,
+            _ => {
+                return Err(c
+                    .error(l.span(), "`layers` must be a positive number of top blocks or \"all\"")
+                    .with_hint("e.g. `layers = 2` trains the top two blocks; `layers = \"all\"` trains every block and the embeddings"));
+            }
+        },
+    };
+    let objective = r
+        .objective
+        .as_ref()
+        .map_or(FineTuneObjective::Classification, |o| *o.get_ref());
+    if r.pairs_per_row.is_some() && objective != FineTuneObjective::Contrastive {
+        let at = r.pairs_per_row.as_ref().expect("checked").span();
+        return Err(c
+            .error(
+                at,
+                "`pairs_per_row` applies to `objective = \"contrastive\"` only",
+            )
+            .with_hint("remove it, or set `objective = \"contrastive\"`"));
+    }
+    let weights = match (&r.weights, &r.attention_heads) {
+        (None, None) => None,
+        (Some(w), Some(h)) if *h.get_ref() > 0 => {
+            Some((c.existing_file(w, "fine-tuning weights")?, *h.get_ref()))
+        }
+        (Some(w), None) => {
+            return Err(c
+                .error(w.span(), "`weights` needs `attention_heads` beside it")
+                .with_hint("the head count is not visible in the tensors: take it from the model's config.json (`num_attention_heads`)"));
+        }
+        (_, Some(h)) => {
+            return Err(c
+                .error(
+                    h.span(),
+                    "`attention_heads` goes with `weights` (a positive count)",
+                )
+                .with_hint(
+                    "give `weights = \"model.safetensors\"` and the model's `num_attention_heads`",
+                ));
+        }
+    };
+    Ok(FineTunePlan {
+        weights,
+        layers,
+        layers_span: r.layers.as_ref().map(Spanned::span),
+        objective,
+        learning_rate: rate(c, &r.learning_rate, 1e-4, "learning_rate")?,
+        head_learning_rate: rate(c, &r.head_learning_rate, 1e-2, "head_learning_rate")?,
+        layer_decay: ranged(
+            c,
+            &r.layer_decay,
+            1.0,
+            "layer_decay",
+            (0.0, 1.0, true),
+            "each block below the top trains at this factor of the one above; 0.9 is common, 1 turns it off",
+        )?,
+        epochs: c.positive(
+            &r.epochs,
+            3,
+            "epochs",
+            "a few epochs are usual when fine-tuning",
+        )?,
+        batch_size: c.positive(
+            &r.batch_size,
+            32,
+            "batch_size",
+            "16 or 32 rows per step are usual",
+        )?,
+        warmup: ranged(
+            c,
+            &r.warmup,
+            0.1,
+            "warmup",
+            (0.0, 1.0, false),
+            "the share of all steps spent warming up, e.g. 0.1",
+        )?,
+        schedule: r
+            .schedule
+            .as_ref()
+            .map_or(FineTuneSchedule::Linear, |s| *s.get_ref()),
+        weight_decay: ranged(
+            c,
+            &r.weight_decay,
+            0.01,
+            "weight_decay",
+            (0.0, 1.0, false),
+            "AdamW's decoupled weight decay, e.g. 0.01",
+        )?,
+        dropout: ranged(
+            c,
+            &r.dropout,
+            0.1,
+            "dropout",
+            (0.0, 1.0, false),
+            "BERT trains with 0.1",
+        )?,
+        patience: match &r.patience {
+            None => None,
+            Some(p) if *p.get_ref() > 0 => Some(*p.get_ref()),
+            Some(p) => {
+                return Err(c
+                    .error(p.span(), "`patience` must be at least 1")
+                    .with_hint("stop after this many epochs without a better validation score; leave it out to train every epoch"));
+            }
+        },
+        patience_span: r.patience.as_ref().map(Spanned::span),
+        gradual_unfreezing: r.gradual_unfreezing.unwrap_or(false),
+        pairs_per_row: c.positive(
+            &r.pairs_per_row,
+            20,
+            "pairs_per_row",
+            "SetFit draws 20 pairs per labelled sentence",
+        )?,
+        max_grad_norm: rate(c, &r.max_grad_norm, 1.0, "max_grad_norm")?,
+        span,
+    })
+}

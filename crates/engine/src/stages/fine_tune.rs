@@ -1,0 +1,284 @@
+//! `[fine_tune]`: train the backbone's top blocks, then compare the headline head on frozen and on tuned
+//! features, on the same split.
+//!
+//! The bottom blocks stay frozen, so their output is computed once: graft-onnx writes a graph of the
+//! bottom blocks alone (an output at the block boundary), ONNX Runtime runs it over the training and
+//! validation rows, and each epoch of graft-tune runs only the top blocks from those states. The tuned
+//! weights become a whole ONNX graph again (the same inputs and outputs as the original), which extracts
+//! the tuned features through the usual path and feature cache, and goes into the run folder.
+
+use std::time::Instant;
+
+use graft_config::techniques::{FineTuneObjective, FineTunePlan, FineTuneSchedule, OtherBackbone};
+use graft_eval::{Bootstrap, mcnemar};
+use graft_report::TechniqueReport;
+use graft_tune::{BertWeights, Decay, Objective, TuneOptions, TuneRow};
+use serde_json::json;
+
+use super::{RunData, accuracy, f4};
+use crate::PipelineError;
+
+/// The graph output at the frozen boundary.
+const BOUNDARY_OUTPUT: &str = "boundary_states";
+
+/// The tuned graph's name in the run folder.
+pub(crate) const TUNED_GRAPH: &str = "backbone-tuned.onnx";
+
+fn options(p: &FineTunePlan, layers: usize, classes: usize, seed: u64) -> TuneOptions {
+    TuneOptions {
+        trainable_layers: p.layers.unwrap_or(layers),
+        learning_rate: p.learning_rate,
+        head_learning_rate: p.head_learning_rate,
+        layer_decay: p.layer_decay,
+        epochs: p.epochs,
+        batch_size: p.batch_size,
+        warmup: p.warmup,
+        decay: match p.schedule {
+            FineTuneSchedule::Constant => Decay::Constant,
+            FineTuneSchedule::Linear => Decay::Linear,
+            FineTuneSchedule::Cosine => Decay::Cosine,
+        },
+        weight_decay: p.weight_decay,
+        dropout: p.dropout as f32,
+        patience: p.patience,
+        gradual_unfreezing: p.gradual_unfreezing,
+        objective: match p.objective {
+            FineTuneObjective::Classification => Objective::Classification { classes },
+            FineTuneObjective::Contrastive => Objective::Contrastive {
+                pairs_per_row: p.pairs_per_row,
+            },
+        },
+        max_grad_norm: p.max_grad_norm,
+        seed: graft_stdx::derive_seed(seed, "fine-tune"),
+    }
+}
+
+pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
+    let clock = Instant::now();
+    let span = Some(p.span.clone());
+    if p.weights.is_some() && matches!(d.backbone, Some(graft_config::ModelSource::Registry(_))) {
+        return Err(d
+            .diagnostic(
+                &span,
+                "`weights` is for a backbone given as files; a registered one brings its own",
+            )
+            .with_hint("remove `weights` and `attention_heads`")
+            .into());
+    }
+    let (Some(kit), Some(texts), Some(embed)) = (d.tune, d.texts, d.embed) else {
+        return Err(d
+            .diagnostic(&span, "fine-tuning needs the backbone's float32 weights")
+            .with_hint("use `model = \"minilm-l6\"` in [backbone] (all-MiniLM-L6-v2, float32 safetensors), or for \
+                        your own ONNX graph name the weights it was made from: `weights = \"model.safetensors\"` \
+                        and `attention_heads` in [fine_tune]")
+            .into());
+    };
+    let weights = BertWeights::read_safetensors(&kit.weights, kit.attention_heads)?;
+    let layers = weights.config().layers;
+    if let Some(k) = p.layers.filter(|&k| k > layers) {
+        return Err(d
+            .diagnostic(
+                &p.layers_span,
+                format!("`layers = {k}` but the backbone has {layers} blocks"),
+            )
+            .with_hint(format!("use 1 to {layers}, or \"all\""))
+            .into());
+    }
+    if p.patience.is_some() && d.validation.is_empty() {
+        return Err(d
+            .diagnostic(
+                &p.patience_span,
+                "early stopping needs validation rows, and the split has none",
+            )
+            .with_hint(
+                "give the split a validation share (`validation = 0.1`), or remove `patience`",
+            )
+            .into());
+    }
+    let options = options(p, layers, d.classes.len(), d.seed);
+    let boundary = layers - options.trainable_layers;
+
+    // The frozen blocks, once: token ids and the states at the boundary for the rows that train.
+    let states_clock = Instant::now();
+    let learn: Vec<usize> = d.train.iter().chain(d.validation).copied().collect();
+    let learn_texts: Vec<String> = learn.iter().map(|&r| texts[r].clone()).collect();
+    let bottom = crate::provision::bert_graph(&weights, boundary, BOUNDARY_OUTPUT)?;
+    let bottom_path = (kit.store_graph)(&bottom)?;
+    let (ids, states) = (kit.token_states)(&bottom_path, BOUNDARY_OUTPUT, &learn_texts)?;
+    let states_seconds = states_clock.elapsed().as_secs_f64();
+    let rows: Vec<TuneRow<'_>> = learn
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| TuneRow {
+            ids: &ids[i],
+            states: (boundary > 0).then_some(&states[i]),
+            label: d.labels[r],
+        })
+        .collect();
+    let (train_rows, valid_rows) = rows.split_at(d.train.len());
+
+    let bar = crate::progress::bar(d.progress, 0, 0, "steps");
+    let outcome = graft_tune::fine_tune(&weights, train_rows, valid_rows, &options, &mut |s| {
+        bar.set_length((s.steps * s.epochs) as u64);
+        bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
+        bar.set_message(format!("epoch {}/{} loss {:.4}", s.epoch, s.epochs, s.loss));
+    })?;
+    bar.finish_and_clear();
+
+    // The tuned encoder as a whole graph, then the tuned features through the usual extraction.
+    let c = weights.config();
+    let tuned_graph = crate::provision::bert_graph(&outcome.weights, c.layers, &kit.output)?;
+    let tuned_path = (kit.store_graph)(&tuned_graph)?;
+    let tuned_sha256 = graft_stdx::sha256_hex(&tuned_graph);
+    let tuned_backbone = OtherBackbone::Files {
+        onnx: tuned_path,
+        tokenizer: kit.tokenizer.clone(),
+    };
+    let extract_clock = Instant::now();
+    let tuned = embed(Some(&tuned_backbone), texts, false)?;
+    let extract_seconds = extract_clock.elapsed().as_secs_f64();
+    (d.outputs)(TUNED_GRAPH, tuned_graph)?;
+
+    let truth: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
+    let frozen_pred = super::headline_test_predictions(d, d.features)?;
+    let tuned_pred = super::headline_test_predictions(d, tuned.features.view())?;
+    let frozen_accuracy = accuracy(&frozen_pred, &truth);
+    let tuned_accuracy = accuracy(&tuned_pred, &truth);
+    let bootstrap = Bootstrap {
+        seed: graft_stdx::derive_seed(d.seed, "fine-tune bootstrap"),
+        ..Bootstrap::default()
+    };
+    let paired = bootstrap.paired_accuracy(&truth, &tuned_pred, &frozen_pred)?;
+    let test = mcnemar(&truth, &tuned_pred, &frozen_pred)?;
+    let interval = |pred: &[usize]| {
+        bootstrap.interval(truth.len(), |rows| {
+            rows.iter().filter(|&&i| pred[i] == truth[i]).count() as f64 / rows.len() as f64
+        })
+    };
+    let (frozen_ci, tuned_ci) = (interval(&frozen_pred)?, interval(&tuned_pred)?);
+    let epoch_seconds: Vec<f64> = outcome.epochs.iter().map(|e| e.seconds).collect();
+    let mean_epoch = epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64;
+    let mut table = vec![
+        vec![
+            "frozen".to_owned(),
+            format!(
+                "{} [{}, {}]",
+                f4(frozen_accuracy),
+                f4(frozen_ci.lower),
+                f4(frozen_ci.upper)
+            ),
+            "–".to_owned(),
+        ],
+        vec![
+            format!(
+                "tuned (top {} of {layers} blocks)",
+                options.trainable_layers
+            ),
+            format!(
+                "{} [{}, {}]",
+                f4(tuned_accuracy),
+                f4(tuned_ci.lower),
+                f4(tuned_ci.upper)
+            ),
+            format!(
+                "{:+.4} [{:+.4}, {:+.4}], McNemar p = {:.2e}",
+                paired.interval.estimate,
+                paired.interval.lower,
+                paired.interval.upper,
+                test.p_value
+            ),
+        ],
+    ];
+    for e in &outcome.epochs {
+        table.push(vec![
+            format!(
+                "epoch {}{}",
+                e.epoch,
+                if e.epoch == outcome.best_epoch {
+                    " (kept)"
+                } else {
+                    ""
+                }
+            ),
+            e.valid_accuracy.map_or_else(|| "–".to_owned(), f4),
+            format!(
+                "train loss {:.4}, validation loss {}, {:.1} s",
+                e.train_loss,
+                e.valid_loss
+                    .map_or_else(|| "–".to_owned(), |l| format!("{l:.4}")),
+                e.seconds
+            ),
+        ]);
+    }
+    let objective = match p.objective {
+        FineTuneObjective::Classification => "cross-entropy through a linear head".to_owned(),
+        FineTuneObjective::Contrastive => format!(
+            "SetFit's cosine-similarity loss on {} seeded pairs per training row (same class → 1, other → 0)",
+            p.pairs_per_row
+        ),
+    };
+    Ok(TechniqueReport {
+        technique: "fine_tune".to_owned(),
+        title: "Fine-tuning: frozen vs tuned backbone".to_owned(),
+        method: format!(
+            "The top {} of {layers} blocks of the backbone trained with {objective} (AdamW, peak rate {:e} for the \
+             top block, ×{} per block below, head {:e}; {} warm-up then {:?} decay; weight decay {}; dropout {}; \
+             {} epochs of batches of {}{}{}), starting from the frozen blocks' states computed once by ONNX Runtime \
+             ({:.1} s). The tuned encoder is written back as ONNX ({TUNED_GRAPH}, sha256 {}) and extracts the tuned \
+             features ({:.1} s). The headline head is trained on the frozen and on the tuned features of the same \
+             training rows and scored on the same test rows: paired bootstrap of the difference (95%) and \
+             McNemar's exact test.",
+            options.trainable_layers,
+            p.learning_rate,
+            p.layer_decay,
+            p.head_learning_rate,
+            p.warmup,
+            p.schedule,
+            p.weight_decay,
+            p.dropout,
+            p.epochs,
+            p.batch_size,
+            if p.gradual_unfreezing { ", unfreezing one more block per epoch" } else { "" },
+            p.patience
+                .map_or_else(String::new, |k| format!(", early stopping after {k} epochs without a better validation score, best weights restored")),
+            states_seconds,
+            &tuned_sha256[..12],
+            extract_seconds,
+        ),
+        finding: format!(
+            "tuned {} vs frozen {} test accuracy ({:+.4}, 95% interval [{:+.4}, {:+.4}], McNemar p = {:.2e}); \
+             {:.1} s per epoch over {} training rows",
+            f4(tuned_accuracy),
+            f4(frozen_accuracy),
+            paired.interval.estimate,
+            paired.interval.lower,
+            paired.interval.upper,
+            test.p_value,
+            mean_epoch,
+            d.train.len()
+        ),
+        columns: vec!["features".into(), "test accuracy [95% CI] / validation accuracy".into(), "tuned − frozen / epoch".into()],
+        rows: table,
+        details: json!({
+            "frozen_test_accuracy": frozen_accuracy,
+            "tuned_test_accuracy": tuned_accuracy,
+            "frozen_interval": [frozen_ci.lower, frozen_ci.upper],
+            "tuned_interval": [tuned_ci.lower, tuned_ci.upper],
+            "paired_bootstrap": paired,
+            "mcnemar": test,
+            "trainable_blocks": options.trainable_layers,
+            "blocks": layers,
+            "epochs": outcome.epochs,
+            "best_epoch": outcome.best_epoch,
+            "stopped_early": outcome.stopped_early,
+            "epoch_seconds_mean": mean_epoch,
+            "boundary_states_seconds": states_seconds,
+            "tuned_extraction_seconds": extract_seconds,
+            "tuned_graph": TUNED_GRAPH,
+            "tuned_graph_sha256": tuned_sha256,
+            "training_rows": d.train.len(),
+            "validation_rows": d.validation.len(),
+        }),
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
