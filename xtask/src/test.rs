@@ -10,11 +10,14 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     let cache = cache_dir();
     // Fetch first, so a network or checksum problem is reported once and plainly, not as many test failures.
     // The legacy runtime is what the version-check test must see refused.
-    // The image tests need EfficientNet-Lite0 (converted on first fetch), Fashion-MNIST and two sample photos.
+    // The image tests need EfficientNet-Lite0 (converted on first fetch), Fashion-MNIST and two sample photos;
+    // the fine-tuning tests the float32 MiniLM-L6.
     let fetched = graft::commands::fetch::fetch(
         &[
             root.join("pipelines/quickstart.toml"),
             root.join("pipelines/fashion-mnist.toml"),
+            // the float32 MiniLM (safetensors) whose written graph the fine-tuning tests check
+            root.join("pipelines/fine-tune.toml"),
         ],
         &cache,
     )

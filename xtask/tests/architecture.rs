@@ -28,7 +28,7 @@ fn graft_dependencies(manifest: &Path) -> Vec<String> {
 
 /// Leaf crates: each usable alone; the foundation crate is the one graft crate they may use.
 const LEAVES: &[&str] = &[
-    "ingest", "backbone", "heads", "eval", "assets", "features", "onnx",
+    "ingest", "backbone", "heads", "eval", "assets", "features", "onnx", "tune",
 ];
 
 #[test]

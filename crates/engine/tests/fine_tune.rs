@@ -54,3 +54,35 @@ fn the_written_minilm_graph_agrees_with_candle_on_mr_sentences() {
         .fold(f32::INFINITY, f32::min);
     assert!(worst >= 0.9999, "lowest cosine {worst}");
 }
+
+/// fixtures/models/tiny-bert.{safetensors,onnx}: graft-tune's seeded tiny BERT over the tiny tokenizer's
+/// vocabulary, and the graph graft-onnx writes from it. `GRAFT_BLESS=1` rewrites them; otherwise the committed
+/// bytes must be exactly what graft writes today.
+#[test]
+fn the_tiny_bert_fixture_is_what_graft_writes() {
+    let models = common::repo().join("fixtures/models");
+    let tokenizer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models.join("tiny-tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = tokenizer["model"]["vocab"].as_object().unwrap().len();
+    let weights = graft_tune::tiny_bert(2, vocab);
+    let safetensors = weights.to_safetensors().unwrap();
+    let graph = graft_engine::provision::bert_graph(&weights, 2, "last_hidden_state").unwrap();
+    for (name, bytes) in [
+        ("tiny-bert.safetensors", &safetensors),
+        ("tiny-bert.onnx", &graph),
+    ] {
+        let path = models.join(name);
+        if std::env::var_os("GRAFT_BLESS").is_some() {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            committed == *bytes,
+            "{} differs from what graft writes; rerun with GRAFT_BLESS=1 and commit it",
+            path.display()
+        );
+    }
+    let read = BertWeights::read_safetensors(&models.join("tiny-bert.safetensors"), 2).unwrap();
+    assert_eq!(read, weights);
+}

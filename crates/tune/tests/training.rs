@@ -52,9 +52,17 @@ fn rows(data: &[(Vec<u32>, usize)]) -> Vec<TuneRow<'_>> {
         .collect()
 }
 
+/// fixtures/models/tiny-bert.safetensors: the seeded tiny BERT graft's fixtures ship (written by
+/// crates/engine/tests/fine_tune.rs).
+fn fixture() -> BertWeights {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/models/tiny-bert.safetensors");
+    BertWeights::read_safetensors(&path, 2).unwrap()
+}
+
 #[test]
-fn every_block_learns_a_separable_toy_task_and_the_tuned_weights_change_the_embedding() {
-    let weights = tiny_bert(2, 13);
+fn the_tiny_fixture_learns_a_separable_toy_task_in_every_block_and_its_embedding_changes() {
+    let weights = fixture();
     let data = toy_rows();
     let (train, valid) = data.split_at(32);
     let outcome = fine_tune(

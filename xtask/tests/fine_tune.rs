@@ -1,0 +1,136 @@
+//! `[fine_tune]` as a user runs it, on the tiny BERT fixture: the same file and seed give the same tuned
+//! graph and metrics, the graph is recorded in the manifest, and it extracts like any other model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use sha2::Digest;
+
+mod common;
+
+use common::{cache, metrics, repo, run_pipeline};
+
+const PIPELINE: &str = "fixtures/pipelines/tiny-fine-tune.toml";
+
+fn stage(run_dir: &Path) -> Value {
+    let recorded = metrics(run_dir);
+    recorded["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["technique"] == "fine_tune")
+        .unwrap_or_else(|| panic!("no fine_tune in {recorded}"))
+        .clone()
+}
+
+/// The details without wall-clock times.
+fn timeless(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            map.retain(|k, _| !k.contains("seconds"));
+            for value in map.values_mut() {
+                *value = timeless(value.take());
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                *item = timeless(item.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// `xtask extract` of the fixture sentences through `model` into a .npy file; its float32 values.
+fn extract(model: &Path, out: &Path) -> Vec<f32> {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .arg("extract")
+        .arg("--model")
+        .arg(model)
+        .args([
+            "--tokenizer",
+            "fixtures/models/tiny-tokenizer.json",
+            "--text-column",
+            "text",
+        ])
+        .args([
+            "--no-progress",
+            "--input",
+            "fixtures/data/tiny-sentiment.csv",
+            "--output",
+        ])
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bytes = std::fs::read(out).unwrap();
+    let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any_model() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let runs: Vec<PathBuf> = [&first, &second]
+        .iter()
+        .map(|d| run_pipeline(PIPELINE, d.path()))
+        .collect();
+    let reports: Vec<Value> = runs.iter().map(|r| stage(r)).collect();
+    assert_eq!(
+        timeless(reports[0]["details"].clone()),
+        timeless(reports[1]["details"].clone())
+    );
+    let details = &reports[0]["details"];
+    for key in ["frozen_test_accuracy", "tuned_test_accuracy"] {
+        let a = details[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{key} = {a}");
+    }
+    assert!(!details["epochs"].as_array().unwrap().is_empty());
+    assert_eq!(details["trainable_blocks"], 1);
+
+    let graphs: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|r| std::fs::read(r.join("backbone-tuned.onnx")).unwrap())
+        .collect();
+    assert_eq!(
+        graphs[0], graphs[1],
+        "the same seed writes the same tuned graph"
+    );
+    let sha: String = sha2::Sha256::digest(&graphs[0])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(details["tuned_graph_sha256"], sha.as_str());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(runs[0].join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["artefacts"]["backbone-tuned.onnx"], sha.as_str());
+
+    let out = tempfile::tempdir().unwrap();
+    let tuned = extract(
+        &runs[0].join("backbone-tuned.onnx"),
+        &out.path().join("tuned.npy"),
+    );
+    let frozen = extract(
+        &repo().join("fixtures/models/tiny-bert.onnx"),
+        &out.path().join("frozen.npy"),
+    );
+    assert_eq!(tuned.len(), 40 * 8, "40 sentences × 8 dimensions");
+    assert_eq!(frozen.len(), tuned.len());
+    assert!(tuned.iter().all(|v| v.is_finite()));
+    assert!(
+        tuned.iter().zip(&frozen).any(|(a, b)| (a - b).abs() > 1e-3),
+        "tuning changed the features"
+    );
+}
