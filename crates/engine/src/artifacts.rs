@@ -81,6 +81,8 @@ pub(crate) fn predictions_csv(
 pub(crate) struct HeadArtefacts<'a> {
     pub(crate) heads: &'a [TrainedHead],
     pub(crate) info: &'a ArtefactInfo,
+    /// Stage heads, each with the record of its own backbone.
+    pub(crate) others: Vec<(&'a crate::stages::StageHead, ArtefactInfo)>,
 }
 
 pub(crate) fn write_run_dir(
@@ -136,8 +138,18 @@ pub(crate) fn write_run_dir(
     }
     let heads_dir = tmp.join("heads");
     std::fs::create_dir_all(&heads_dir).map_err(io(&heads_dir))?;
-    for head in heads.heads {
-        let description = save_head(&heads_dir, head, heads.info)?;
+    let saved = heads
+        .heads
+        .iter()
+        .map(|h| save_head(&heads_dir, h, heads.info))
+        .chain(
+            heads
+                .others
+                .iter()
+                .map(|(h, info)| crate::heads::save_head_as(&heads_dir, &h.name, &h.head, info)),
+        )
+        .collect::<Result<Vec<_>, _>>()?;
+    for description in saved {
         let weights = description.with_extension("safetensors");
         for path in [description, weights] {
             let sha256 = graft_stdx::sha256_file(&path).map_err(io(&path))?;
@@ -164,6 +176,8 @@ pub(crate) struct Finished<'a> {
     pub(crate) techniques: Vec<TechniqueReport>,
     /// Files technique stages add to the run folder (a tuned backbone's graph).
     pub(crate) stage_files: Vec<(String, Vec<u8>)>,
+    /// Heads technique stages keep (the headline head on a tuned backbone's features).
+    pub(crate) stage_heads: Vec<crate::stages::StageHead>,
     pub(crate) timings: Timings,
 }
 
@@ -293,6 +307,11 @@ pub(crate) fn write_run(
         HeadArtefacts {
             heads: &heads,
             info: &info,
+            others: f
+                .stage_heads
+                .iter()
+                .map(|h| (h, stage_head_info(&info, h)))
+                .collect(),
         },
     )?;
     let run_dir_text = run_dir.display().to_string();
@@ -308,4 +327,30 @@ pub(crate) fn write_run(
         metrics,
         summary,
     })
+}
+
+/// The artefact record of a stage's head: the run's, with the backbone replaced by the stage's graph (a
+/// file pinned by its sha256, read with the pipeline's extraction settings).
+fn stage_head_info(info: &ArtefactInfo, head: &crate::stages::StageHead) -> ArtefactInfo {
+    let mut info = info.clone();
+    let file = |path: &Path, sha256: String| graft_report::FileRecord {
+        path: path.to_path_buf(),
+        sha256,
+        fetched_now: false,
+    };
+    info.backbone.files = graft_report::ModelRecord {
+        onnx: Some(file(&head.onnx, head.sha256.clone())),
+        tokenizer: info.backbone.files.tokenizer.clone(),
+        dimension: info.backbone.files.dimension,
+        ..graft_report::ModelRecord::default()
+    };
+    if let Some(settings) = &mut info.backbone.settings {
+        settings.source = graft_config::resolved::ModelSourceSettings::Files {
+            onnx: head.onnx.clone(),
+            tokenizer: head.tokenizer.clone(),
+            sha256: Some(head.sha256.clone()),
+        };
+    }
+    info.backbone_sha256 = head.sha256.clone();
+    info
 }

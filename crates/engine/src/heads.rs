@@ -319,6 +319,16 @@ pub fn save_head(
     trained: &TrainedHead,
     info: &ArtefactInfo,
 ) -> Result<PathBuf, PipelineError> {
+    save_head_as(dir, &trained.spec.name(), trained, info)
+}
+
+/// [`save_head`] under another name (`heads/<name>.json`), for a second head of the same kind.
+pub fn save_head_as(
+    dir: &Path,
+    name: &str,
+    trained: &TrainedHead,
+    info: &ArtefactInfo,
+) -> Result<PathBuf, PipelineError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let mut put1 = |name: &str, a: &Array1<f32>| {
         tensors.push((name.to_owned(), vec![a.len()], a.to_vec()));
@@ -393,7 +403,6 @@ pub fn save_head(
             )
         })
         .collect();
-    let name = trained.spec.name();
     let weights_path = dir.join(format!("{name}.safetensors"));
     // The classes travel inside the weights too: an edited description cannot relabel the outputs.
     // One key: safetensors writes its metadata map in hash order, and the bytes must not vary.

@@ -74,7 +74,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let evaluated = evaluate_heads(plan, data, split, &rows, &trained, &cv)?;
     let learning_curve =
         learning_curve(plan, &trained.specs[0], &featurized.features, data, split)?;
-    let (techniques, stage_files) = technique_stages(
+    let (techniques, stage_files, stage_heads) = technique_stages(
         plan,
         options,
         &cache,
@@ -98,6 +98,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
             learning_curve,
             techniques,
             stage_files,
+            stage_heads,
             timings,
         },
         options,
@@ -145,9 +146,9 @@ fn technique_stages(
     trained: &TrainedHeads,
     evaluated: &Evaluated,
     embed: &EmbedTexts<'_>,
-) -> Result<(Vec<TechniqueReport>, Vec<(String, Vec<u8>)>), PipelineError> {
+) -> Result<StageResults, PipelineError> {
     if plan.techniques.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Vec::new(), Vec::new()));
     }
     let data = &ingested.data;
     let texts = match &data.inputs {
@@ -166,6 +167,14 @@ fn technique_stages(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((name.to_owned(), bytes));
+        Ok(())
+    };
+    let heads = std::sync::Mutex::new(Vec::new());
+    let add_head = |head: crate::stages::StageHead| {
+        heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(head);
         Ok(())
     };
     let store_graph = |bytes: &[u8]| crate::featurize::store_graph(cache, bytes);
@@ -208,10 +217,21 @@ fn technique_stages(
             progress: options.progress,
             tune: kit.as_ref(),
             outputs: &outputs,
+            add_head: &add_head,
         },
     )?;
     let files = files
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Ok((reports, files))
+    let heads = heads
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok((reports, files, heads))
 }
+
+/// The stages' reports, the files they add to the run folder and the heads they keep.
+type StageResults = (
+    Vec<TechniqueReport>,
+    Vec<(String, Vec<u8>)>,
+    Vec<crate::stages::StageHead>,
+);

@@ -499,7 +499,7 @@ fn merged_image_model(
 pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
     let json_path = head_file(&job.run_dir, job.head.as_deref())?;
     let loaded = load_head(&json_path)?;
-    let name = loaded.trained.spec.name().to_owned();
+    let name = crate::predict::artefact_name(&json_path);
     let output = job.output.clone().unwrap_or_else(|| {
         let file = if job.head_only {
             format!("{name}.head.onnx")

@@ -111,6 +111,13 @@ fn head_name(h: &HeadSettings) -> Option<&'static str> {
     }
 }
 
+/// A head's name in its run folder: its artefact's file stem (`logistic`, `logistic-tuned`).
+pub(crate) fn artefact_name(json_path: &Path) -> String {
+    json_path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+}
+
 /// Picks the head's artefact in `run_dir/heads/`.
 pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, PipelineError> {
     let heads_dir = run_dir.join("heads");
@@ -123,13 +130,23 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
             "pass the folder `graft run` printed as `run folder`",
         )
     })?;
-    let names: Vec<&str> = manifest
+    // The pipeline's heads first (the headline is the default), then heads a stage kept (`logistic-tuned`).
+    let mut names: Vec<&str> = manifest
         .pipeline
         .resolved
         .heads
         .iter()
         .filter_map(head_name)
         .collect();
+    let kept = manifest.artefacts.keys().filter_map(|k| {
+        k.strip_prefix("heads/")
+            .and_then(|n| n.strip_suffix(".json"))
+    });
+    for name in kept {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     if names.is_empty() || !heads_dir.is_dir() {
         return Err(predict_error(
             format!("{} holds no saved heads", run_dir.display()),
@@ -299,7 +316,8 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
             ));
         }
     };
-    let loaded = load_head(&head_file(&job.run_dir, job.head.as_deref())?)?;
+    let json_path = head_file(&job.run_dir, job.head.as_deref())?;
+    let loaded = load_head(&json_path)?;
     let (embeddings, ids) = if loaded.info.backbone.settings.is_none() {
         given_features(job, &loaded)?
     } else {
@@ -375,6 +393,6 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
     Ok(PredictOutcome {
         output: job.output.clone(),
         rows: n,
-        head: loaded.trained.spec.name().to_owned(),
+        head: artefact_name(&json_path),
     })
 }

@@ -130,7 +130,7 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
 
     let runtime = runtime();
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run_dir.join("heads/logistic.json")).unwrap(),
+        &std::fs::read_to_string(run_dir.join(format!("heads/{}.json", heads[0]))).unwrap(),
     )
     .unwrap();
     let files = &manifest["backbone"]["files"];
@@ -215,11 +215,10 @@ fn merged_minilm_models_match_graft_on_mr_sentences() {
     );
 }
 
-#[test]
-fn merged_tiny_models_match_graft_for_every_exportable_head() {
+/// The sentences of fixtures/data/tiny-sentiment.csv.
+fn tiny_sentences() -> Vec<String> {
     let csv = std::fs::read_to_string(repo().join("fixtures/data/tiny-sentiment.csv")).unwrap();
-    let texts: Vec<String> = csv
-        .lines()
+    csv.lines()
         .skip(1)
         .map(|l| {
             let (_, rest) = l.split_once(',').unwrap();
@@ -229,12 +228,27 @@ fn merged_tiny_models_match_graft_for_every_exportable_head() {
                 .trim_matches('"')
                 .to_owned()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn merged_tiny_models_match_graft_for_every_exportable_head() {
     check_text_run(
         "fixtures/pipelines/tiny-heads.toml",
-        texts,
+        tiny_sentences(),
         &["negative", "positive"],
         &["logistic", "mlp", "prototype"],
+    );
+}
+
+#[test]
+fn a_tuned_backbone_s_head_exports_merged_with_the_tuned_graph_and_matches_predict() {
+    // `[fine_tune]` keeps `logistic-tuned`, whose backbone is the run's tuned graph.
+    check_text_run(
+        "fixtures/pipelines/tiny-fine-tune.toml",
+        tiny_sentences(),
+        &["negative", "positive"],
+        &["logistic-tuned"],
     );
 }
 

@@ -131,7 +131,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let tuned_path = (kit.store_graph)(&tuned_graph)?;
     let tuned_sha256 = graft_stdx::sha256_hex(&tuned_graph);
     let tuned_backbone = OtherBackbone::Files {
-        onnx: tuned_path,
+        onnx: tuned_path.clone(),
         tokenizer: kit.tokenizer.clone(),
     };
     let extract_clock = Instant::now();
@@ -141,7 +141,15 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
 
     let truth: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let frozen_pred = super::headline_test_predictions(d, d.features)?;
-    let tuned_pred = super::headline_test_predictions(d, tuned.features.view())?;
+    let (tuned_head, tuned_pred) = super::headline_on(d, tuned.features.view())?;
+    let tuned_head_name = format!("{}-tuned", d.headline.name());
+    (d.add_head)(super::StageHead {
+        name: tuned_head_name.clone(),
+        head: tuned_head,
+        onnx: tuned_path.clone(),
+        sha256: tuned_sha256.clone(),
+        tokenizer: kit.tokenizer.clone(),
+    })?;
     let frozen_accuracy = accuracy(&frozen_pred, &truth);
     let tuned_accuracy = accuracy(&tuned_pred, &truth);
     let bootstrap = Bootstrap {
@@ -227,7 +235,8 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
              ({:.1} s). The tuned encoder is written back as ONNX ({TUNED_GRAPH}, sha256 {}) and extracts the tuned \
              features ({:.1} s). The headline head is trained on the frozen and on the tuned features of the same \
              training rows and scored on the same test rows: paired bootstrap of the difference (95%) and \
-             McNemar's exact test.",
+             McNemar's exact test. The head on the tuned features is kept as heads/{}.json (predict and export \
+             with --head {}; its backbone is the tuned graph, pinned by sha256).",
             options.trainable_layers,
             p.learning_rate,
             p.layer_decay,
@@ -244,6 +253,8 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             states_seconds,
             &tuned_sha256[..12],
             extract_seconds,
+            tuned_head_name,
+            tuned_head_name,
         ),
         finding: format!(
             "tuned {} vs frozen {} test accuracy ({:+.4}, 95% interval [{:+.4}, {:+.4}], McNemar p = {:.2e}); \
@@ -276,6 +287,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             "tuned_extraction_seconds": extract_seconds,
             "tuned_graph": TUNED_GRAPH,
             "tuned_graph_sha256": tuned_sha256,
+            "tuned_head": tuned_head_name,
             "training_rows": d.train.len(),
             "validation_rows": d.validation.len(),
         }),

@@ -44,6 +44,20 @@ pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<(Vec<
     + Sync
     + 'a;
 
+/// A head a stage trained on another backbone's features, kept in the run folder beside the pipeline's.
+pub(crate) struct StageHead {
+    /// Its name in `heads/` (e.g. `logistic-tuned`).
+    pub name: String,
+    pub head: crate::heads::TrainedHead,
+    /// The backbone graph its features come from, its sha256, and the tokenizer.
+    pub onnx: PathBuf,
+    pub sha256: String,
+    pub tokenizer: PathBuf,
+}
+
+/// Keeps a stage's head for the run folder.
+pub(crate) type AddHead<'a> = dyn Fn(StageHead) -> Result<(), PipelineError> + Sync + 'a;
+
 /// A file a stage adds to the run folder (name, bytes).
 pub(crate) type AddOutput<'a> = dyn Fn(&str, Vec<u8>) -> Result<(), PipelineError> + Sync + 'a;
 
@@ -110,6 +124,8 @@ pub(crate) struct RunData<'a> {
     pub tune: Option<&'a TuneKit<'a>>,
     /// Adds a file to the run folder.
     pub outputs: &'a AddOutput<'a>,
+    /// Adds a head to the run folder's `heads/`.
+    pub add_head: &'a AddHead<'a>,
 }
 
 impl RunData<'_> {
@@ -215,6 +231,14 @@ pub(crate) fn headline_test_predictions(
     d: &RunData<'_>,
     x: ArrayView2<'_, f32>,
 ) -> Result<Vec<usize>, PipelineError> {
+    Ok(headline_on(d, x)?.1)
+}
+
+/// [`headline_test_predictions`], keeping the trained head too.
+pub(crate) fn headline_on(
+    d: &RunData<'_>,
+    x: ArrayView2<'_, f32>,
+) -> Result<(crate::heads::TrainedHead, Vec<usize>), PipelineError> {
     let y: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
     let (head, _) = crate::heads::train_head(
         &d.headline.uncalibrated(),
@@ -223,10 +247,11 @@ pub(crate) fn headline_test_predictions(
         &graft_heads::Targets::new(&y, d.classes.len())?,
         None,
     )?;
-    Ok(graft_heads::argmax_rows(
+    let predicted = graft_heads::argmax_rows(
         head.predict_proba(x.select(ndarray::Axis(0), d.test).view())?
             .view(),
-    ))
+    );
+    Ok((head, predicted))
 }
 
 /// Runs `job(k, repeat)` for every K of `ks` × `repeats` seeded repeats in parallel; each returns two scores
@@ -418,6 +443,7 @@ mod tests {
                 progress: false,
                 tune: None,
                 outputs: &|_, _| Ok(()),
+                add_head: &|_| Ok(()),
             };
             run_stage(stage, &data)
         }
