@@ -171,8 +171,13 @@ fn extract(c: &mut Criterion) {
         progress: false,
         ..TextBackboneConfig::default()
     };
-    let mut graft =
-        TextBackbone::load(&runtime, &model.onnx.path, &tokenizer_path, config).unwrap();
+    let mut graft = TextBackbone::load(
+        &runtime,
+        &model.onnx.as_ref().expect("an ONNX model").path,
+        &tokenizer_path,
+        config,
+    )
+    .unwrap();
 
     let mut tokenizer = Tokenizer::from_file(&tokenizer_path).unwrap();
     tokenizer.with_padding(Some(PaddingParams {
@@ -190,7 +195,7 @@ fn extract(c: &mut Criterion) {
         .with_intra_threads(THREADS)
         .map_err(ort::Error::<()>::from)
         .unwrap()
-        .commit_from_file(&model.onnx.path)
+        .commit_from_file(&model.onnx.as_ref().expect("an ONNX model").path)
         .unwrap();
 
     let batches = presorted_batches(&tokenizer_path, &texts);

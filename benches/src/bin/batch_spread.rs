@@ -67,7 +67,7 @@ fn measure(
     let threads = config.intra_threads;
     let mut backbone = TextBackbone::load(
         runtime,
-        &model.onnx.path,
+        &model.onnx.as_ref().expect("an ONNX model").path,
         &model.tokenizer.as_ref().expect("a text model").path,
         config,
     )

@@ -91,8 +91,7 @@ pub(crate) fn write_run_dir(
     metrics: &Metrics,
     mut manifest: Manifest,
     labels: &Context<'_>,
-    tables: Vec<(&str, String)>,
-    stage_files: &[(String, Vec<u8>)],
+    tables: Vec<(String, Vec<u8>)>,
     heads: HeadArtefacts<'_>,
 ) -> Result<PathBuf, PipelineError> {
     let io = |path: &Path| {
@@ -122,19 +121,15 @@ pub(crate) fn write_run_dir(
         ("report.html", graft_report::html(metrics, &ctx)),
         ("pipeline.toml", plan.source.clone()),
     ];
-    for (name, content) in files.into_iter().chain(tables) {
-        let path = tmp.join(name);
+    let files = files
+        .into_iter()
+        .map(|(name, content)| (name.to_owned(), content.into_bytes()));
+    for (name, content) in files.chain(tables) {
+        let path = tmp.join(&name);
         std::fs::write(&path, &content).map_err(io(&path))?;
         manifest
             .artefacts
-            .insert(name.to_owned(), graft_stdx::sha256_hex(content.as_bytes()));
-    }
-    for (name, bytes) in stage_files {
-        let path = tmp.join(name);
-        std::fs::write(&path, bytes).map_err(io(&path))?;
-        manifest
-            .artefacts
-            .insert(name.clone(), graft_stdx::sha256_hex(bytes));
+            .insert(name, graft_stdx::sha256_hex(&content));
     }
     let heads_dir = tmp.join("heads");
     std::fs::create_dir_all(&heads_dir).map_err(io(&heads_dir))?;
@@ -289,13 +284,17 @@ pub(crate) fn write_run(
         label_separator: plan.data.label_separator.clone(),
     };
     let heads: Vec<TrainedHead> = f.trained.heads.into_iter().map(|(h, _, _)| h).collect();
-    let tables = vec![
+    let tables: Vec<(String, Vec<u8>)> = [
         ("splits.csv", splits_csv(data, split)),
         (
             "predictions.csv",
             predictions_csv(data, &split.test, &f.evaluated.test_predictions),
         ),
-    ];
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_owned(), text.into_bytes()))
+    .chain(std::mem::take(&mut f.stage_files))
+    .collect();
     let run_dir = write_run_dir(
         plan,
         options,
@@ -303,7 +302,6 @@ pub(crate) fn write_run(
         manifest,
         &labels,
         tables,
-        &f.stage_files,
         HeadArtefacts {
             heads: &heads,
             info: &info,

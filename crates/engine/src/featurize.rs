@@ -662,6 +662,9 @@ pub(crate) fn store_graph(cache: &Cache, bytes: &[u8]) -> Result<PathBuf, Pipeli
     Ok(path)
 }
 
+/// Each text's token ids and its unpooled token states `[tokens, hidden]`.
+pub(crate) type TokenStatesOf = (Vec<Vec<u32>>, Vec<Array2<f32>>);
+
 /// Token ids and unpooled `output` states of `texts` through the graph at `onnx`, with the pipeline's
 /// backbone settings (tokenizer, truncation, batch size, threads, provider).
 pub(crate) fn token_states(
@@ -671,7 +674,7 @@ pub(crate) fn token_states(
     output: &str,
     texts: &[String],
     progress: bool,
-) -> Result<(Vec<Vec<u32>>, Vec<Array2<f32>>), PipelineError> {
+) -> Result<TokenStatesOf, PipelineError> {
     let ResolvedModel { tokenizer, .. } = resolve_text_model(plan, cache)?;
     let mut config = backbone_of(plan).config.clone();
     let choice = runtime_library(cache, config.provider)?;

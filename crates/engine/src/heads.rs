@@ -319,7 +319,7 @@ pub fn save_head(
     trained: &TrainedHead,
     info: &ArtefactInfo,
 ) -> Result<PathBuf, PipelineError> {
-    save_head_as(dir, &trained.spec.name(), trained, info)
+    save_head_as(dir, trained.spec.name(), trained, info)
 }
 
 /// [`save_head`] under another name (`heads/<name>.json`), for a second head of the same kind.

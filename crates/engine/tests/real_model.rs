@@ -28,7 +28,7 @@ fn minilm() -> TextBackbone {
     };
     TextBackbone::load(
         &runtime,
-        &model.onnx.path,
+        &model.onnx.as_ref().unwrap().path,
         &model.tokenizer.unwrap().path,
         config,
     )
@@ -81,7 +81,9 @@ fn minilm_int8_embeds_a_row_the_same_whatever_its_batch() {
         assert_eq!(embedded.row(7), alone.row(0));
     }
     let model = cache().model("minilm-l6-int8").unwrap();
-    assert!(graft_engine::provision::batch_dependent_ops(&model.onnx.path).is_empty());
+    assert!(
+        graft_engine::provision::batch_dependent_ops(&model.onnx.as_ref().unwrap().path).is_empty()
+    );
 }
 
 #[test]
@@ -181,7 +183,7 @@ fn max_length_past_a_model_files_positions_is_refused_at_check() {
             "schema = 1\nname = \"own-files\"\n[data]\ndataset = \"mr\"\n\
              [split.stratified]\ntrain = 0.8\nvalidation = 0.1\ntest = 0.1\n\
              [backbone]\nonnx = {:?}\ntokenizer = {:?}\nmax_length = {max_length}\n[head.logistic]\n",
-            model.onnx.path,
+            model.onnx.as_ref().unwrap().path.clone(),
             model.tokenizer.as_ref().unwrap().path
         )
     };

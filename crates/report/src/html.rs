@@ -589,7 +589,15 @@ fn html_evidence(s: &mut String, m: &Metrics) {
                     .collect::<String>()
             );
         }
-        let _ = writeln!(s, "</table></section>");
+        let _ = writeln!(s, "</table>");
+        if !t.curve.is_empty() {
+            let _ = writeln!(
+                s,
+                "<div class=\"figs\">{}</div>",
+                training_curve_svg(&t.title, &t.curve)
+            );
+        }
+        let _ = writeln!(s, "</section>");
     }
 }
 

@@ -49,6 +49,9 @@ pub struct TechniqueReport {
     pub rows: Vec<Vec<String>>,
     /// The same results as numbers.
     pub details: serde_json::Value,
+    /// A per-epoch curve the stage trained along (fine-tuning), plotted in report.html.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curve: Vec<CurvePoint>,
     /// Seconds the stage took.
     pub seconds: f64,
 }

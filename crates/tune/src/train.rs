@@ -261,7 +261,7 @@ pub fn fine_tune(
     let warmup_steps = (options.warmup * total_steps as f64).ceil() as usize;
     let valid_pairs = match options.objective {
         Objective::Contrastive { pairs_per_row } => {
-            let mut pair_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed_0f_7a1d);
+            let mut pair_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed_0f7a_1d00);
             draw_pairs(valid, pairs_per_row, &mut pair_rng)
         }
         Objective::Classification { .. } => Vec::new(),
@@ -886,7 +886,7 @@ mod tests {
         let labels = [0u32, 1, 1];
         let head = Tensor::from_vec(
             (0..16)
-                .map(|i| f64::from(i as i32 % 5 - 2) * 0.7)
+                .map(|i| f64::from(i % 5 - 2) * 0.7)
                 .collect::<Vec<_>>(),
             (2, 8),
             &device,

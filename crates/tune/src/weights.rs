@@ -99,7 +99,8 @@ impl BertWeights {
         config: BertConfig,
         tensors: BTreeMap<String, ArrayD<f32>>,
     ) -> Result<BertWeights, TuneError> {
-        if config.attention_heads == 0 || config.hidden_size % config.attention_heads != 0 {
+        if config.attention_heads == 0 || !config.hidden_size.is_multiple_of(config.attention_heads)
+        {
             return Err(TuneError::Config(format!(
                 "attention_heads = {} does not divide hidden_size = {}",
                 config.attention_heads, config.hidden_size

@@ -184,8 +184,10 @@ pub(crate) fn check(
         .objective
         .as_ref()
         .map_or(FineTuneObjective::Classification, |o| *o.get_ref());
-    if r.pairs_per_row.is_some() && objective != FineTuneObjective::Contrastive {
-        let at = r.pairs_per_row.as_ref().expect("checked").span();
+    if let Some(pairs) = &r.pairs_per_row
+        && objective != FineTuneObjective::Contrastive
+    {
+        let at = pairs.span();
         return Err(c
             .error(
                 at,

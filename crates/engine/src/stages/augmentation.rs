@@ -157,6 +157,7 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     ]);
     let (first_k, first_without, first_with) = (per_k[0].0, per_k[0].1.mean, per_k[0].2.mean);
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "augmentation".to_owned(),
         title: "Augmentation: training with and without augmented views".to_owned(),
         method: format!(

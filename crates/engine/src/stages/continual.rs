@@ -151,6 +151,7 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
     let learners = ["prototype", "mlp_fine_tune", "mlp_rehearsal"];
     let finding = finding(p, &seen_accuracy, &forgetting, joint_accuracy);
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "continual".to_owned(),
         title: "Continual (class-incremental) learning".to_owned(),
         method: method(p, stages.len()),

@@ -111,6 +111,7 @@ pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         ],
     ];
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "distillation".to_owned(),
         title: "Knowledge distillation: teacher → smaller student".to_owned(),
         method: format!(

@@ -197,6 +197,7 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         .map(|c| y_target.iter().filter(|&&y| y == c).count())
         .collect();
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "domain_adaptation".to_owned(),
         title: "Domain adaptation: source → target".to_owned(),
         method: format!(

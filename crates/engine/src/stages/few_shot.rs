@@ -110,6 +110,7 @@ pub(crate) fn run(p: &FewShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, P
         p.episodes
     );
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "few_shot".to_owned(),
         title: "Few-shot: N-way K-shot episodes".to_owned(),
         method: format!(

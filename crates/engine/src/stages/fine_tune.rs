@@ -225,7 +225,18 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             p.pairs_per_row
         ),
     };
+    let curve = outcome
+        .epochs
+        .iter()
+        .map(|e| graft_report::CurvePoint {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            validation_loss: e.valid_loss,
+            validation_accuracy: e.valid_accuracy,
+        })
+        .collect();
     Ok(TechniqueReport {
+        curve,
         technique: "fine_tune".to_owned(),
         title: "Fine-tuning: frozen vs tuned backbone".to_owned(),
         method: format!(

@@ -82,6 +82,7 @@ pub(crate) fn run(p: &FusionPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     let paired = mcnemar(&y_test, &predictions[2], &predictions[0])?;
     let accuracy = |i: usize| results[i]["test_accuracy"].as_f64().unwrap_or(f64::NAN);
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "fusion".to_owned(),
         title: "Feature fusion across backbones".to_owned(),
         method: format!(

@@ -40,7 +40,7 @@ pub(crate) type DatasetTable<'a> = dyn Fn(&str) -> Result<PathBuf, PipelineError
 pub(crate) type StoreGraph<'a> = dyn Fn(&[u8]) -> Result<PathBuf, PipelineError> + Sync + 'a;
 
 /// Token ids and per-token output states (`output` of the graph at the path) of texts, unpooled.
-pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<(Vec<Vec<u32>>, Vec<Array2<f32>>), PipelineError>
+pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<crate::featurize::TokenStatesOf, PipelineError>
     + Sync
     + 'a;
 
@@ -484,7 +484,7 @@ mod tests {
                 Stage::Fusion => assert!(d["variants"].as_array().unwrap().len() >= 3),
                 Stage::Distillation => assert!(number(d, "/teacher_accuracy") >= 0.9, "{d}"),
                 Stage::Augmentation => assert_eq!(number(d, "/views"), 2.0),
-                Stage::Continual => unreachable!("not in this fixture"),
+                Stage::Continual | Stage::FineTune => unreachable!("not in this fixture"),
             }
         }
     }

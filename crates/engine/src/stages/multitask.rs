@@ -143,6 +143,7 @@ pub(crate) fn run(p: &MultitaskPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         columns.push("MLP, shared trunk".to_owned());
     }
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "multitask".to_owned(),
         title: "Multitask: several label columns, one extraction".to_owned(),
         method: method(p, d, &spec),

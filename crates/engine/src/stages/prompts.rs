@@ -63,6 +63,7 @@ pub(crate) fn run(
     }
     let (best_template, best_accuracy) = best.expect("at least one template");
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "prompt_templates".to_owned(),
         title: "Prompt templates".to_owned(),
         method: format!(

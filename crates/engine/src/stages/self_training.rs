@@ -102,6 +102,7 @@ pub(crate) fn run(p: &SelfTrainingPlan, d: &RunData<'_>) -> Result<TechniqueRepo
     let last = rounds.last().expect("round 0 always runs");
     let end = last["test_accuracy"].as_f64().unwrap_or(f64::NAN);
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "self_training".to_owned(),
         title: "Self-training (pseudo-labelling)".to_owned(),
         method: format!(

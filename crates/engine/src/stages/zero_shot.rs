@@ -118,6 +118,7 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     }
     let first = &per_k[0];
     Ok(TechniqueReport {
+        curve: Vec::new(),
         technique: "zero_shot".to_owned(),
         title: "Zero-shot: classes from their descriptions".to_owned(),
         method: format!(
