@@ -9,7 +9,7 @@ use sha2::Digest;
 
 mod common;
 
-use common::{cache, metrics, repo, run_pipeline};
+use common::{cache, metrics, repo};
 
 const PIPELINE: &str = "fixtures/pipelines/tiny-fine-tune.toml";
 
@@ -24,11 +24,36 @@ fn stage(run_dir: &Path) -> Value {
         .clone()
 }
 
-/// The details without wall-clock times.
+/// Runs the tiny fine-tuning pipeline into `runs` with the feature cache `features`; its run folder.
+fn run(runs: &Path, features: &Path) -> PathBuf {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(["run", PIPELINE, "--no-progress", "--runs-dir"])
+        .arg(runs)
+        .arg("--features-dir")
+        .arg(features)
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs.join("tiny-fine-tune"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1);
+    dirs.pop().unwrap()
+}
+
+/// The details without wall-clock times and cache counts.
 fn timeless(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
-            map.retain(|k, _| !k.contains("seconds"));
+            map.retain(|k, _| !k.contains("seconds") && !k.contains("cached"));
             for value in map.values_mut() {
                 *value = timeless(value.take());
             }
@@ -82,12 +107,22 @@ fn extract(model: &Path, out: &Path) -> Vec<f32> {
 
 #[test]
 fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any_model() {
-    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The second run shares the first's feature cache: the frozen block's states come from it.
+    let (first, second, features) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let runs: Vec<PathBuf> = [&first, &second]
         .iter()
-        .map(|d| run_pipeline(PIPELINE, d.path()))
+        .map(|d| run(d.path(), features.path()))
         .collect();
     let reports: Vec<Value> = runs.iter().map(|r| stage(r)).collect();
+    assert_eq!(reports[0]["details"]["boundary_states_cached_rows"], 0);
+    assert_eq!(
+        reports[1]["details"]["boundary_states_cached_rows"], 30,
+        "20 training + 10 validation rows from the cache"
+    );
     assert_eq!(
         timeless(reports[0]["details"].clone()),
         timeless(reports[1]["details"].clone())

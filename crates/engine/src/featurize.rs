@@ -666,17 +666,21 @@ pub(crate) fn store_graph(cache: &Cache, bytes: &[u8]) -> Result<PathBuf, Pipeli
 pub(crate) type TokenStatesOf = (Vec<Vec<u32>>, Vec<Array2<f32>>);
 
 /// Token ids and unpooled `output` states of `texts` through the graph at `onnx`, with the pipeline's
-/// backbone settings (tokenizer, truncation, batch size, threads, provider).
+/// backbone settings (tokenizer, truncation, batch size, threads, provider), and how many texts came whole
+/// from the feature cache. The states are cached one token per row (key: the text and the token's
+/// position) in a namespace of the graph's and tokenizer's sha256, so a second run with the same frozen
+/// blocks computes nothing.
 pub(crate) fn token_states(
     plan: &Plan,
+    options: &RunOptions,
     cache: &Cache,
     onnx: &Path,
     output: &str,
     texts: &[String],
-    progress: bool,
-) -> Result<TokenStatesOf, PipelineError> {
+) -> Result<(TokenStatesOf, usize), PipelineError> {
     let ResolvedModel { tokenizer, .. } = resolve_text_model(plan, cache)?;
     let mut config = backbone_of(plan).config.clone();
+    let max_length = config.max_length;
     let choice = runtime_library(cache, config.provider)?;
     let runtime = Runtime::load(&choice.library.path)?;
     config.progress = false;
@@ -685,14 +689,74 @@ pub(crate) fn token_states(
     config.normalize = false;
     let mut backbone = TextBackbone::load(&runtime, onnx, &tokenizer.path, config)?;
     let encoded = backbone.tokenizer().encode(texts)?;
-    let order = encoded.length_order();
-    let bar = crate::progress::bar(progress, texts.len() as u64, 0, "rows");
-    let computed = backbone.token_states(&encoded, &order, |n| bar.inc(n as u64))?;
-    bar.finish_and_clear();
+    let ids: Vec<Vec<u32>> = (0..texts.len()).map(|i| encoded.ids(i).to_vec()).collect();
+    let graph_sha256 = graft_stdx::sha256_file(onnx).map_err(|source| PipelineError::Io {
+        path: onnx.to_path_buf(),
+        source,
+    })?;
+    let store = if backbone_of(plan).cache {
+        let description = format!(
+            "graft-token-states 1; onnx sha256 {graph_sha256}; output {output}; tokenizer sha256 {}; max_length {max_length}",
+            tokenizer.sha256
+        );
+        Some(FeatureStore::open(&options.features_dir, &description)?)
+    } else {
+        None
+    };
+    let token_key = |text: &str, position: usize| {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(0xff); // not UTF-8: no text ends the same way as a key with a position
+        bytes.extend_from_slice(&(position as u64).to_le_bytes());
+        row_key(&bytes)
+    };
     let mut states = vec![Array2::zeros((0, 0)); texts.len()];
-    for (s, &i) in computed.into_iter().zip(&order) {
-        states[i] = s;
+    let mut missing = Vec::new();
+    if let Some(store) = &store {
+        let keys: Vec<RowKey> = texts
+            .iter()
+            .zip(&ids)
+            .flat_map(|(t, ids)| (0..ids.len()).map(move |p| (t, p)))
+            .map(|(t, p)| token_key(t, p))
+            .collect();
+        let found = lookup(Some(store), &keys)?;
+        let mut at = 0;
+        for (i, row_ids) in ids.iter().enumerate() {
+            let span = at..at + row_ids.len();
+            at = span.end;
+            if span.clone().all(|k| found.found[k]) {
+                states[i] = found.rows.slice(ndarray::s![span, ..]).to_owned();
+            } else {
+                missing.push(i);
+            }
+        }
+    } else {
+        missing = (0..texts.len()).collect();
     }
-    let ids = (0..texts.len()).map(|i| encoded.ids(i).to_vec()).collect();
-    Ok((ids, states))
+    let hits = texts.len() - missing.len();
+    if !missing.is_empty() {
+        let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+        let encoded = backbone.tokenizer().encode(&todo)?;
+        let order = encoded.length_order();
+        let bar = crate::progress::bar(options.progress, todo.len() as u64, 0, "rows");
+        for slice in order.chunks(backbone.config().batch_size * TEXT_STORE_BATCHES) {
+            let computed = backbone.token_states(&encoded, slice, |n| bar.inc(n as u64))?;
+            if let Some(store) = &store {
+                let keys: Vec<RowKey> = slice
+                    .iter()
+                    .zip(&computed)
+                    .flat_map(|(&r, s)| (0..s.nrows()).map(move |p| (r, p)))
+                    .map(|(r, p)| token_key(todo[r], p))
+                    .collect();
+                let views: Vec<_> = computed.iter().map(|s| s.view()).collect();
+                let rows = ndarray::concatenate(ndarray::Axis(0), &views)
+                    .expect("every row has the graph's width");
+                store.insert(&keys, rows.view())?;
+            }
+            for (s, &r) in computed.into_iter().zip(slice) {
+                states[missing[r]] = s;
+            }
+        }
+        bar.finish_and_clear();
+    }
+    Ok(((ids, states), hits))
 }

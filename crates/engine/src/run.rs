@@ -179,7 +179,7 @@ fn technique_stages(
     };
     let store_graph = |bytes: &[u8]| crate::featurize::store_graph(cache, bytes);
     let token_states = |onnx: &std::path::Path, output: &str, texts: &[String]| {
-        crate::featurize::token_states(plan, cache, onnx, output, texts, options.progress)
+        crate::featurize::token_states(plan, options, cache, onnx, output, texts)
     };
     let kit = crate::featurize::tune_sources(plan, cache)?;
     let kit = kit.map(

@@ -143,9 +143,9 @@ fn unknown_backbone_lists_the_registry() {
         "unknown-backbone",
         16,
         &[
-            "unknown backbone `minilm-l6`",
-            "did you mean `minilm-l6-int8`?",
-            "registered backbones: efficientnet-lite0, minilm-l3, minilm-l6-int8",
+            "unknown backbone `minilm-l12`",
+            "did you mean `minilm-l6`?",
+            "registered backbones: efficientnet-lite0, minilm-l3, minilm-l6, minilm-l6-int8",
         ],
     );
 }
@@ -508,6 +508,35 @@ fn technique_stages_point_at_the_key_that_is_wrong() {
         "multitask-no-tasks",
         21,
         &["`tasks` lists no label columns"],
+    );
+}
+
+#[test]
+fn fine_tuning_settings_point_at_their_key() {
+    check(
+        "fine-tune-layers-word",
+        23,
+        &["`layers` must be a positive number of top blocks or \"all\""],
+    );
+    check(
+        "fine-tune-negative-rate",
+        23,
+        &["`learning_rate` = -0.0001 must be a positive number"],
+    );
+    check(
+        "fine-tune-pairs-without-contrastive",
+        23,
+        &["`pairs_per_row` applies to `objective = \"contrastive\"` only"],
+    );
+    check(
+        "fine-tune-weights-without-heads",
+        21,
+        &["`weights` needs `attention_heads`", "num_attention_heads"],
+    );
+    check(
+        "fine-tune-unknown-objective",
+        23,
+        &["unknown variant `triplet`", "classification, contrastive"],
     );
 }
 

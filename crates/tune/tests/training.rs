@@ -168,3 +168,36 @@ fn bad_parameters_and_rows_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn contrastive_pairs_pull_a_class_together_and_push_the_classes_apart() {
+    let weights = fixture();
+    let data = toy_rows();
+    let mut o = options(2, 15);
+    o.objective = Objective::Contrastive { pairs_per_row: 4 };
+    o.dropout = 0.0;
+    let ids: Vec<&[u32]> = data.iter().map(|(i, _)| i.as_slice()).collect();
+    let margin = |w: &BertWeights| {
+        let e = encode(w, &ids, 16).unwrap();
+        let (mut same, mut other) = (Vec::new(), Vec::new());
+        for i in 0..data.len() {
+            for j in i + 1..data.len() {
+                let cos = e.row(i).dot(&e.row(j));
+                if data[i].1 == data[j].1 {
+                    same.push(cos)
+                } else {
+                    other.push(cos)
+                }
+            }
+        }
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        mean(&same) - mean(&other)
+    };
+    let out = fine_tune(&weights, &rows(&data), &[], &o, &mut |_| {}).unwrap();
+    let (before, after) = (margin(&weights), margin(&out.weights));
+    assert!(
+        after > before + 0.2,
+        "same-class minus other-class cosine: {before} → {after}"
+    );
+    assert!(out.epochs.last().unwrap().train_loss < out.epochs[0].train_loss);
+}

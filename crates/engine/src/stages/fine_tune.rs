@@ -104,7 +104,8 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let learn_texts: Vec<String> = learn.iter().map(|&r| texts[r].clone()).collect();
     let bottom = crate::provision::bert_graph(&weights, boundary, BOUNDARY_OUTPUT)?;
     let bottom_path = (kit.store_graph)(&bottom)?;
-    let (ids, states) = (kit.token_states)(&bottom_path, BOUNDARY_OUTPUT, &learn_texts)?;
+    let ((ids, states), states_cached) =
+        (kit.token_states)(&bottom_path, BOUNDARY_OUTPUT, &learn_texts)?;
     let states_seconds = states_clock.elapsed().as_secs_f64();
     let rows: Vec<TuneRow<'_>> = learn
         .iter()
@@ -243,7 +244,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             "The top {} of {layers} blocks of the backbone trained with {objective} (AdamW, peak rate {:e} for the \
              top block, ×{} per block below, head {:e}; {} warm-up then {:?} decay; weight decay {}; dropout {}; \
              {} epochs of batches of {}{}{}), starting from the frozen blocks' states computed once by ONNX Runtime \
-             ({:.1} s). The tuned encoder is written back as ONNX ({TUNED_GRAPH}, sha256 {}) and extracts the tuned \
+             ({:.1} s; {} of {} rows from the feature cache). The tuned encoder is written back as ONNX ({TUNED_GRAPH}, sha256 {}) and extracts the tuned \
              features ({:.1} s). The headline head is trained on the frozen and on the tuned features of the same \
              training rows and scored on the same test rows: paired bootstrap of the difference (95%) and \
              McNemar's exact test. The head on the tuned features is kept as heads/{}.json (predict and export \
@@ -262,6 +263,8 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             p.patience
                 .map_or_else(String::new, |k| format!(", early stopping after {k} epochs without a better validation score, best weights restored")),
             states_seconds,
+            states_cached,
+            learn.len(),
             &tuned_sha256[..12],
             extract_seconds,
             tuned_head_name,
@@ -295,6 +298,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             "stopped_early": outcome.stopped_early,
             "epoch_seconds_mean": mean_epoch,
             "boundary_states_seconds": states_seconds,
+            "boundary_states_cached_rows": states_cached,
             "tuned_extraction_seconds": extract_seconds,
             "tuned_graph": TUNED_GRAPH,
             "tuned_graph_sha256": tuned_sha256,

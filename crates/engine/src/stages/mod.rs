@@ -39,8 +39,9 @@ pub(crate) type DatasetTable<'a> = dyn Fn(&str) -> Result<PathBuf, PipelineError
 /// Stores graph bytes (content-addressed, in the cache) and returns the file's path.
 pub(crate) type StoreGraph<'a> = dyn Fn(&[u8]) -> Result<PathBuf, PipelineError> + Sync + 'a;
 
-/// Token ids and per-token output states (`output` of the graph at the path) of texts, unpooled.
-pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<crate::featurize::TokenStatesOf, PipelineError>
+/// Token ids and per-token output states (`output` of the graph at the path) of texts, unpooled, and how
+/// many texts came from the feature cache.
+pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<(crate::featurize::TokenStatesOf, usize), PipelineError>
     + Sync
     + 'a;
 
