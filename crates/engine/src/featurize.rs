@@ -662,9 +662,6 @@ pub(crate) fn store_graph(cache: &Cache, bytes: &[u8]) -> Result<PathBuf, Pipeli
     Ok(path)
 }
 
-/// Each text's token ids and its unpooled token states `[tokens, hidden]`.
-pub(crate) type TokenStatesOf = (Vec<Vec<u32>>, Vec<Array2<f32>>);
-
 /// Token ids and unpooled `output` states of `texts` through the graph at `onnx`, with the pipeline's
 /// backbone settings (tokenizer, truncation, batch size, threads, provider), and how many texts came whole
 /// from the feature cache. The states are cached one token per row (key: the text and the token's
@@ -677,7 +674,7 @@ pub(crate) fn token_states(
     onnx: &Path,
     output: &str,
     texts: &[String],
-) -> Result<(TokenStatesOf, usize), PipelineError> {
+) -> Result<(crate::stages::TokenStatesOf, usize), PipelineError> {
     let ResolvedModel { tokenizer, .. } = resolve_text_model(plan, cache)?;
     let mut config = backbone_of(plan).config.clone();
     let max_length = config.max_length;

@@ -236,7 +236,7 @@ fn altered_cached_model_is_refused() {
     std::fs::write(model_dir.join("model.onnx"), b"tampered").unwrap();
     let source = std::fs::read_to_string(fixture("unknown-backbone"))
         .unwrap()
-        .replace("minilm-l6\"", "minilm-l6-int8\"");
+        .replace("minilm-l12\"", "minilm-l6-int8\"");
     let plan = Plan::parse(&fixture("unknown-backbone"), &source).unwrap();
     let runs = tempfile::tempdir().unwrap();
     let err = run(&plan, &RunOptions::new(cache.path(), runs.path()))

@@ -53,8 +53,53 @@ fn options(p: &FineTunePlan, layers: usize, classes: usize, seed: u64) -> TuneOp
     }
 }
 
+/// What the checks found: the weights, the options and the run's text machinery.
+struct Ready<'d> {
+    kit: &'d super::TuneKit<'d>,
+    texts: &'d [String],
+    embed: &'d super::EmbedTexts<'d>,
+    weights: BertWeights,
+    options: TuneOptions,
+}
+
+/// The training run: the tuned weights' record and how the frozen states were obtained.
+struct Trained {
+    outcome: graft_tune::TuneOutcome,
+    states_seconds: f64,
+    states_cached: usize,
+    learn_rows: usize,
+}
+
+/// The tuned graph and what it extracted.
+struct Tuned {
+    sha256: String,
+    path: std::path::PathBuf,
+    features: ndarray::Array2<f32>,
+    extract_seconds: f64,
+}
+
+/// Frozen vs tuned on the test rows.
+struct Comparison {
+    frozen: (f64, graft_eval::Interval),
+    tuned: (f64, graft_eval::Interval),
+    paired: graft_eval::PairedBootstrap,
+    mcnemar: graft_eval::McNemar,
+    head_name: String,
+}
+
 pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = Instant::now();
+    let ready = check(p, d)?;
+    let trained = train(d, &ready)?;
+    let tuned = write_tuned(d, &ready, &trained)?;
+    let comparison = compare(d, &ready, &tuned)?;
+    let mut report = report(p, d, &ready, &trained, &tuned, &comparison);
+    report.seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Everything that can be refused before training, each at its key.
+fn check<'d>(p: &FineTunePlan, d: &RunData<'d>) -> Result<Ready<'d>, PipelineError> {
     let span = Some(p.span.clone());
     if p.weights.is_some() && matches!(d.backbone, Some(graft_config::ModelSource::Registry(_))) {
         return Err(d
@@ -96,60 +141,88 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             .into());
     }
     let options = options(p, layers, d.classes.len(), d.seed);
-    let boundary = layers - options.trainable_layers;
+    Ok(Ready {
+        kit,
+        texts,
+        embed,
+        weights,
+        options,
+    })
+}
 
-    // The frozen blocks, once: token ids and the states at the boundary for the rows that train.
+/// The frozen blocks once (token states at the boundary, from the feature cache when present), then the top
+/// blocks trained from them.
+fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
+    let boundary = r.weights.config().layers - r.options.trainable_layers;
     let states_clock = Instant::now();
     let learn: Vec<usize> = d.train.iter().chain(d.validation).copied().collect();
-    let learn_texts: Vec<String> = learn.iter().map(|&r| texts[r].clone()).collect();
-    let bottom = crate::provision::bert_graph(&weights, boundary, BOUNDARY_OUTPUT)?;
-    let bottom_path = (kit.store_graph)(&bottom)?;
+    let learn_texts: Vec<String> = learn.iter().map(|&row| r.texts[row].clone()).collect();
+    let bottom = crate::provision::bert_graph(&r.weights, boundary, BOUNDARY_OUTPUT)?;
+    let bottom_path = (r.kit.store_graph)(&bottom)?;
     let ((ids, states), states_cached) =
-        (kit.token_states)(&bottom_path, BOUNDARY_OUTPUT, &learn_texts)?;
+        (r.kit.token_states)(&bottom_path, BOUNDARY_OUTPUT, &learn_texts)?;
     let states_seconds = states_clock.elapsed().as_secs_f64();
     let rows: Vec<TuneRow<'_>> = learn
         .iter()
         .enumerate()
-        .map(|(i, &r)| TuneRow {
+        .map(|(i, &row)| TuneRow {
             ids: &ids[i],
             states: (boundary > 0).then_some(&states[i]),
-            label: d.labels[r],
+            label: d.labels[row],
         })
         .collect();
     let (train_rows, valid_rows) = rows.split_at(d.train.len());
-
     let bar = crate::progress::bar(d.progress, 0, 0, "steps");
-    let outcome = graft_tune::fine_tune(&weights, train_rows, valid_rows, &options, &mut |s| {
-        bar.set_length((s.steps * s.epochs) as u64);
-        bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
-        bar.set_message(format!("epoch {}/{} loss {:.4}", s.epoch, s.epochs, s.loss));
-    })?;
+    let outcome =
+        graft_tune::fine_tune(&r.weights, train_rows, valid_rows, &r.options, &mut |s| {
+            bar.set_length((s.steps * s.epochs) as u64);
+            bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
+            bar.set_message(format!("epoch {}/{} loss {:.4}", s.epoch, s.epochs, s.loss));
+        })?;
     bar.finish_and_clear();
+    Ok(Trained {
+        outcome,
+        states_seconds,
+        states_cached,
+        learn_rows: learn.len(),
+    })
+}
 
-    // The tuned encoder as a whole graph, then the tuned features through the usual extraction.
-    let c = weights.config();
-    let tuned_graph = crate::provision::bert_graph(&outcome.weights, c.layers, &kit.output)?;
-    let tuned_path = (kit.store_graph)(&tuned_graph)?;
-    let tuned_sha256 = graft_stdx::sha256_hex(&tuned_graph);
-    let tuned_backbone = OtherBackbone::Files {
-        onnx: tuned_path.clone(),
-        tokenizer: kit.tokenizer.clone(),
+/// The tuned encoder as a whole graph (into the run folder), and the tuned features through the usual
+/// extraction and feature cache.
+fn write_tuned(d: &RunData<'_>, r: &Ready<'_>, t: &Trained) -> Result<Tuned, PipelineError> {
+    let layers = r.weights.config().layers;
+    let graph = crate::provision::bert_graph(&t.outcome.weights, layers, &r.kit.output)?;
+    let path = (r.kit.store_graph)(&graph)?;
+    let sha256 = graft_stdx::sha256_hex(&graph);
+    let backbone = OtherBackbone::Files {
+        onnx: path.clone(),
+        tokenizer: r.kit.tokenizer.clone(),
     };
-    let extract_clock = Instant::now();
-    let tuned = embed(Some(&tuned_backbone), texts, false)?;
-    let extract_seconds = extract_clock.elapsed().as_secs_f64();
-    (d.outputs)(TUNED_GRAPH, tuned_graph)?;
+    let clock = Instant::now();
+    let features = (r.embed)(Some(&backbone), r.texts, false)?.features;
+    let extract_seconds = clock.elapsed().as_secs_f64();
+    (d.outputs)(TUNED_GRAPH, graph)?;
+    Ok(Tuned {
+        sha256,
+        path,
+        features,
+        extract_seconds,
+    })
+}
 
+/// The headline head on frozen and on tuned features of the same rows; the tuned one is kept.
+fn compare(d: &RunData<'_>, r: &Ready<'_>, tuned: &Tuned) -> Result<Comparison, PipelineError> {
     let truth: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let frozen_pred = super::headline_test_predictions(d, d.features)?;
     let (tuned_head, tuned_pred) = super::headline_on(d, tuned.features.view())?;
-    let tuned_head_name = format!("{}-tuned", d.headline.name());
+    let head_name = format!("{}-tuned", d.headline.name());
     (d.add_head)(super::StageHead {
-        name: tuned_head_name.clone(),
+        name: head_name.clone(),
         head: tuned_head,
-        onnx: tuned_path.clone(),
-        sha256: tuned_sha256.clone(),
-        tokenizer: kit.tokenizer.clone(),
+        onnx: tuned.path.clone(),
+        sha256: tuned.sha256.clone(),
+        tokenizer: r.kit.tokenizer.clone(),
     })?;
     let frozen_accuracy = accuracy(&frozen_pred, &truth);
     let tuned_accuracy = accuracy(&tuned_pred, &truth);
@@ -164,61 +237,36 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             rows.iter().filter(|&&i| pred[i] == truth[i]).count() as f64 / rows.len() as f64
         })
     };
-    let (frozen_ci, tuned_ci) = (interval(&frozen_pred)?, interval(&tuned_pred)?);
+    Ok(Comparison {
+        frozen: (frozen_accuracy, interval(&frozen_pred)?),
+        tuned: (tuned_accuracy, interval(&tuned_pred)?),
+        paired,
+        mcnemar: test,
+        head_name,
+    })
+}
+
+/// The stage's section: the comparison, one row per epoch, the method and the numbers.
+fn report(
+    p: &FineTunePlan,
+    d: &RunData<'_>,
+    r: &Ready<'_>,
+    t: &Trained,
+    tuned: &Tuned,
+    c: &Comparison,
+) -> TechniqueReport {
+    let layers = r.weights.config().layers;
+    let options = &r.options;
+    let outcome = &t.outcome;
+    let (frozen_accuracy, frozen_ci) = (c.frozen.0, &c.frozen.1);
+    let (tuned_accuracy, tuned_ci) = (c.tuned.0, &c.tuned.1);
+    let (paired, test) = (&c.paired, &c.mcnemar);
+    let (states_seconds, states_cached) = (t.states_seconds, t.states_cached);
+    let (tuned_sha256, extract_seconds, tuned_head_name) =
+        (&tuned.sha256, tuned.extract_seconds, &c.head_name);
     let epoch_seconds: Vec<f64> = outcome.epochs.iter().map(|e| e.seconds).collect();
     let mean_epoch = epoch_seconds.iter().sum::<f64>() / epoch_seconds.len().max(1) as f64;
-    let mut table = vec![
-        vec![
-            "frozen".to_owned(),
-            format!(
-                "{} [{}, {}]",
-                f4(frozen_accuracy),
-                f4(frozen_ci.lower),
-                f4(frozen_ci.upper)
-            ),
-            "–".to_owned(),
-        ],
-        vec![
-            format!(
-                "tuned (top {} of {layers} blocks)",
-                options.trainable_layers
-            ),
-            format!(
-                "{} [{}, {}]",
-                f4(tuned_accuracy),
-                f4(tuned_ci.lower),
-                f4(tuned_ci.upper)
-            ),
-            format!(
-                "{:+.4} [{:+.4}, {:+.4}], McNemar p = {:.2e}",
-                paired.interval.estimate,
-                paired.interval.lower,
-                paired.interval.upper,
-                test.p_value
-            ),
-        ],
-    ];
-    for e in &outcome.epochs {
-        table.push(vec![
-            format!(
-                "epoch {}{}",
-                e.epoch,
-                if e.epoch == outcome.best_epoch {
-                    " (kept)"
-                } else {
-                    ""
-                }
-            ),
-            e.valid_accuracy.map_or_else(|| "–".to_owned(), f4),
-            format!(
-                "train loss {:.4}, validation loss {}, {:.1} s",
-                e.train_loss,
-                e.valid_loss
-                    .map_or_else(|| "–".to_owned(), |l| format!("{l:.4}")),
-                e.seconds
-            ),
-        ]);
-    }
+    let table = table(c, outcome, options.trainable_layers, layers);
     let objective = match p.objective {
         FineTuneObjective::Classification => "cross-entropy through a linear head".to_owned(),
         FineTuneObjective::Contrastive => format!(
@@ -236,7 +284,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             validation_accuracy: e.valid_accuracy,
         })
         .collect();
-    Ok(TechniqueReport {
+    TechniqueReport {
         curve,
         technique: "fine_tune".to_owned(),
         title: "Fine-tuning: frozen vs tuned backbone".to_owned(),
@@ -264,7 +312,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
                 .map_or_else(String::new, |k| format!(", early stopping after {k} epochs without a better validation score, best weights restored")),
             states_seconds,
             states_cached,
-            learn.len(),
+            t.learn_rows,
             &tuned_sha256[..12],
             extract_seconds,
             tuned_head_name,
@@ -306,6 +354,68 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             "training_rows": d.train.len(),
             "validation_rows": d.validation.len(),
         }),
-        seconds: clock.elapsed().as_secs_f64(),
-    })
+        seconds: 0.0,
+    }
+}
+
+/// Frozen and tuned test accuracy with intervals and their difference, then one row per epoch.
+fn table(
+    c: &Comparison,
+    outcome: &graft_tune::TuneOutcome,
+    trained_blocks: usize,
+    layers: usize,
+) -> Vec<Vec<String>> {
+    let (frozen_accuracy, frozen_ci) = (c.frozen.0, &c.frozen.1);
+    let (tuned_accuracy, tuned_ci) = (c.tuned.0, &c.tuned.1);
+    let (paired, test) = (&c.paired, &c.mcnemar);
+    let mut table = vec![
+        vec![
+            "frozen".to_owned(),
+            format!(
+                "{} [{}, {}]",
+                f4(frozen_accuracy),
+                f4(frozen_ci.lower),
+                f4(frozen_ci.upper)
+            ),
+            "–".to_owned(),
+        ],
+        vec![
+            format!("tuned (top {} of {layers} blocks)", trained_blocks),
+            format!(
+                "{} [{}, {}]",
+                f4(tuned_accuracy),
+                f4(tuned_ci.lower),
+                f4(tuned_ci.upper)
+            ),
+            format!(
+                "{:+.4} [{:+.4}, {:+.4}], McNemar p = {:.2e}",
+                paired.interval.estimate,
+                paired.interval.lower,
+                paired.interval.upper,
+                test.p_value
+            ),
+        ],
+    ];
+    for e in &outcome.epochs {
+        table.push(vec![
+            format!(
+                "epoch {}{}",
+                e.epoch,
+                if e.epoch == outcome.best_epoch {
+                    " (kept)"
+                } else {
+                    ""
+                }
+            ),
+            e.valid_accuracy.map_or_else(|| "–".to_owned(), f4),
+            format!(
+                "train loss {:.4}, validation loss {}, {:.1} s",
+                e.train_loss,
+                e.valid_loss
+                    .map_or_else(|| "–".to_owned(), |l| format!("{l:.4}")),
+                e.seconds
+            ),
+        ]);
+    }
+    table
 }

@@ -39,11 +39,13 @@ pub(crate) type DatasetTable<'a> = dyn Fn(&str) -> Result<PathBuf, PipelineError
 /// Stores graph bytes (content-addressed, in the cache) and returns the file's path.
 pub(crate) type StoreGraph<'a> = dyn Fn(&[u8]) -> Result<PathBuf, PipelineError> + Sync + 'a;
 
+/// Each text's token ids and its unpooled token states `[tokens, hidden]`.
+pub(crate) type TokenStatesOf = (Vec<Vec<u32>>, Vec<Array2<f32>>);
+
 /// Token ids and per-token output states (`output` of the graph at the path) of texts, unpooled, and how
 /// many texts came from the feature cache.
-pub(crate) type TokenStates<'a> = dyn Fn(&Path, &str, &[String]) -> Result<(crate::featurize::TokenStatesOf, usize), PipelineError>
-    + Sync
-    + 'a;
+pub(crate) type TokenStates<'a> =
+    dyn Fn(&Path, &str, &[String]) -> Result<(TokenStatesOf, usize), PipelineError> + Sync + 'a;
 
 /// A head a stage trained on another backbone's features, kept in the run folder beside the pipeline's.
 pub(crate) struct StageHead {
