@@ -9,7 +9,7 @@ use sha2::Digest;
 
 mod common;
 
-use common::{cache, metrics, repo};
+use common::{cache, metrics, repo, run_pipeline_with_features};
 
 const PIPELINE: &str = "fixtures/pipelines/tiny-fine-tune.toml";
 
@@ -22,31 +22,6 @@ fn stage(run_dir: &Path) -> Value {
         .find(|t| t["technique"] == "fine_tune")
         .unwrap_or_else(|| panic!("no fine_tune in {recorded}"))
         .clone()
-}
-
-/// Runs the tiny fine-tuning pipeline into `runs` with the feature cache `features`; its run folder.
-fn run(runs: &Path, features: &Path) -> PathBuf {
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .current_dir(repo())
-        .args(["run", PIPELINE, "--no-progress", "--runs-dir"])
-        .arg(runs)
-        .arg("--features-dir")
-        .arg(features)
-        .arg("--cache-dir")
-        .arg(cache())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs.join("tiny-fine-tune"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(dirs.len(), 1);
-    dirs.pop().unwrap()
 }
 
 /// The details without wall-clock times and cache counts.
@@ -115,7 +90,7 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
     );
     let runs: Vec<PathBuf> = [&first, &second]
         .iter()
-        .map(|d| run(d.path(), features.path()))
+        .map(|d| run_pipeline_with_features(PIPELINE, d.path(), features.path()))
         .collect();
     let reports: Vec<Value> = runs.iter().map(|r| stage(r)).collect();
     assert_eq!(reports[0]["details"]["boundary_states_cached_rows"], 0);

@@ -19,12 +19,18 @@ pub fn cache() -> PathBuf {
 /// the run folder.
 #[allow(dead_code)] // not every test binary runs pipelines
 pub fn run_pipeline(pipeline: &str, runs: &Path) -> PathBuf {
+    run_pipeline_with_features(pipeline, runs, &runs.join(".features"))
+}
+
+/// [`run_pipeline`] with the feature cache in `features` (runs can share it).
+#[allow(dead_code)]
+pub fn run_pipeline_with_features(pipeline: &str, runs: &Path, features: &Path) -> PathBuf {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(repo())
         .args(["run", pipeline, "--no-progress", "--runs-dir"])
         .arg(runs)
         .arg("--features-dir")
-        .arg(runs.join(".features"))
+        .arg(features)
         .arg("--cache-dir")
         .arg(cache())
         .output()
