@@ -95,8 +95,8 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
     let reports: Vec<Value> = runs.iter().map(|r| stage(r)).collect();
     assert_eq!(reports[0]["details"]["boundary_states_cached_rows"], 0);
     assert_eq!(
-        reports[1]["details"]["boundary_states_cached_rows"], 30,
-        "20 training + 10 validation rows from the cache"
+        reports[1]["details"]["boundary_states_cached_rows"], 40,
+        "20 training, 10 validation and (for the curve) 10 test rows from the cache"
     );
     assert_eq!(
         timeless(reports[0]["details"].clone()),
@@ -108,6 +108,25 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
         assert!((0.0..=1.0).contains(&a), "{key} = {a}");
     }
     assert!(!details["epochs"].as_array().unwrap().is_empty());
+    // The learning curve's third line: the backbone tuned on each draw, the same in both runs.
+    let curves: Vec<Value> = runs
+        .iter()
+        .map(|r| metrics(r)["learning_curve"].clone())
+        .collect();
+    let points = curves[0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3, "K = 2, 4 and the whole split");
+    for (a, b) in points.iter().zip(curves[1]["points"].as_array().unwrap()) {
+        let tuned = &a["tuned"]["mean"];
+        assert!(
+            tuned.as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)),
+            "{a}"
+        );
+        assert_eq!(a["tuned"], b["tuned"]);
+    }
+    assert_eq!(
+        points[2]["tuned"]["mean"], details["tuned_test_accuracy"],
+        "the whole split is the stage's own result"
+    );
     assert_eq!(details["trainable_blocks"], 1);
 
     let graphs: Vec<Vec<u8>> = runs

@@ -139,6 +139,7 @@ pub(crate) fn learning_curve(
         let slice = &results[at..at + n];
         at += n;
         points.push(LearningPoint {
+            tuned: None,
             per_class: k,
             rows: slice[0].0,
             transfer: Spread::of(slice.iter().map(|r| r.1).collect()),
@@ -160,6 +161,7 @@ pub(crate) fn learning_curve(
         })
         .collect();
     Ok(LearningCurve {
+        tuned: None,
         transfer: format!("{} on the frozen features", spec.label()),
         baseline: match d.baseline {
             BaselineInputs::Texts(_) => format!(

@@ -253,3 +253,35 @@ pub(crate) fn learning_curve(
     )?;
     Ok(Some(curve))
 }
+
+/// Adds `[fine_tune]`'s line (the backbone tuned per draw) to the learning curve, when the stage drew one.
+pub(crate) fn add_tuned_line(
+    curve: &mut Option<LearningCurve>,
+    techniques: &[graft_report::TechniqueReport],
+) {
+    let (Some(curve), Some(stage)) = (
+        curve.as_mut(),
+        techniques.iter().find(|t| t.technique == "fine_tune"),
+    ) else {
+        return;
+    };
+    let Some(points) = stage.details["learning_curve"].as_array() else {
+        return;
+    };
+    for point in points {
+        let per_class = point["per_class"].as_u64().map(|k| k as usize);
+        let tuned: Option<graft_report::Spread> =
+            serde_json::from_value(point["tuned"].clone()).ok();
+        if let Some(p) = curve.points.iter_mut().find(|p| p.per_class == per_class) {
+            p.tuned = tuned;
+        }
+    }
+    curve.tuned = Some(format!(
+        "the backbone fine-tuned on each draw's rows alone ({}), then the same head on its features; the whole \
+         split is the fine-tuning stage's result",
+        stage.details["trainable_blocks"].as_u64().map_or_else(
+            || "the top blocks".to_owned(),
+            |k| format!("top {k} block{}", if k == 1 { "" } else { "s" })
+        )
+    ));
+}

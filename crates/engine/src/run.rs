@@ -72,7 +72,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let clock = Instant::now();
     let cv = cross_validation(plan, &featurized.features, data, split, &trained.specs)?;
     let evaluated = evaluate_heads(plan, data, split, &rows, &trained, &cv)?;
-    let learning_curve =
+    let mut learning_curve =
         learning_curve(plan, &trained.specs[0], &featurized.features, data, split)?;
     let (techniques, stage_files, stage_heads) = technique_stages(
         plan,
@@ -84,6 +84,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         &evaluated,
         &embed,
     )?;
+    crate::evaluate::add_tuned_line(&mut learning_curve, &techniques);
     timings.evaluate = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
 
@@ -218,6 +219,10 @@ fn technique_stages(
             tune: kit.as_ref(),
             outputs: &outputs,
             add_head: &add_head,
+            curve: plan
+                .learning_curve
+                .as_ref()
+                .map(|c| (c.shots.as_slice(), c.repeats)),
         },
     )?;
     let files = files

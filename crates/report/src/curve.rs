@@ -58,6 +58,9 @@ pub struct LearningPoint {
     pub transfer: Spread,
     /// The from-scratch baseline's.
     pub baseline: Spread,
+    /// With `[fine_tune]`: the same head on features of a backbone fine-tuned on the drawn rows alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<Spread>,
 }
 
 /// How many examples per class the baseline needs to match transfer at K.
@@ -101,6 +104,9 @@ pub struct LearningCurve {
     pub transfer: String,
     /// The baseline.
     pub baseline: String,
+    /// With `[fine_tune]`: how the tuned line was drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<String>,
     /// Draws per point (one for the whole split).
     pub repeats: usize,
     /// The points, smallest K first, the whole split last.

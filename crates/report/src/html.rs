@@ -35,6 +35,7 @@ fn opt_cell(key: &str, value: Option<f64>) -> String {
 
 const BLUE_: RGBColor = RGBColor(31, 119, 180);
 const ORANGE_: RGBColor = RGBColor(255, 127, 14);
+const GREEN_: RGBColor = RGBColor(44, 160, 44);
 
 /// Draws into an SVG string; plotting errors (which need a bad range to happen) leave the plot empty.
 type Drawn = Result<(), Box<dyn std::error::Error>>;
@@ -181,7 +182,14 @@ fn learning_curve_svg(m: &Metrics) -> String {
     let lows = c
         .points
         .iter()
-        .flat_map(|p| [p.transfer.lower, p.baseline.lower])
+        .flat_map(|p| {
+            [
+                Some(p.transfer.lower),
+                Some(p.baseline.lower),
+                p.tuned.as_ref().map(|t| t.lower),
+            ]
+        })
+        .flatten()
         .fold(1.0, f64::min);
     svg((640, 400), |root| {
         let mut chart = ChartBuilder::on(root)
@@ -198,28 +206,33 @@ fn learning_curve_svg(m: &Metrics) -> String {
             .x_desc("training examples per class (log scale; last point: the whole split)")
             .y_desc("test accuracy")
             .draw()?;
-        for (name, colour, side) in [
-            ("transfer", BLUE_, 0usize),
-            ("from scratch", ORANGE_, 1usize),
-        ] {
-            let spread = |p: &crate::curve::LearningPoint| {
-                if side == 0 {
-                    p.transfer.clone()
-                } else {
-                    p.baseline.clone()
-                }
-            };
-            let line: Vec<(f64, f64)> = c
+        let series: [(
+            &str,
+            RGBColor,
+            fn(&crate::curve::LearningPoint) -> Option<crate::Spread>,
+        ); 3] = [
+            ("transfer (frozen)", BLUE_, |p| Some(p.transfer.clone())),
+            ("from scratch", ORANGE_, |p| Some(p.baseline.clone())),
+            ("fine-tuned", GREEN_, |p| p.tuned.clone()),
+        ];
+        for (name, colour, spread) in series {
+            if c.points.iter().all(|p| spread(p).is_none()) {
+                continue;
+            }
+            let points: Vec<(&crate::curve::LearningPoint, crate::Spread)> = c
                 .points
                 .iter()
-                .map(|p| (x_of(p.per_class), spread(p).mean))
+                .filter_map(|p| spread(p).map(|s| (p, s)))
+                .collect();
+            let line: Vec<(f64, f64)> = points
+                .iter()
+                .map(|(p, s)| (x_of(p.per_class), s.mean))
                 .collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-            chart.draw_series(c.points.iter().map(|p| {
-                let s = spread(p);
+            chart.draw_series(points.iter().map(|(p, s)| {
                 PathElement::new(
                     vec![(x_of(p.per_class), s.lower), (x_of(p.per_class), s.upper)],
                     colour.stroke_width(1),

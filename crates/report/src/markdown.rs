@@ -529,14 +529,30 @@ fn learning_curve_section(s: &mut String, m: &Metrics) {
              baseline — {} — trained on the same rows ({:.1} s).\n",
             c.repeats, c.transfer, c.baseline, c.seconds
         );
+        if let Some(tuned) = &c.tuned {
+            let _ = writeln!(s, "Fine-tuned line: {tuned}.\n");
+        }
+        let tuned_header = if c.tuned.is_some() {
+            (" fine-tuned | 95% interval |", "---:|---|")
+        } else {
+            ("", "")
+        };
         let _ = writeln!(
             s,
-            "| K per class | rows | transfer | 95% interval | baseline | 95% interval |\n|---:|---:|---:|---|---:|---|"
+            "| K per class | rows | transfer | 95% interval | baseline | 95% interval |{}\n|---:|---:|---:|---|---:|---|{}",
+            tuned_header.0, tuned_header.1
         );
         for p in &c.points {
+            let tuned = match (&c.tuned, &p.tuned) {
+                (Some(_), Some(t)) => {
+                    format!(" {:.4} | [{:.4}, {:.4}] |", t.mean, t.lower, t.upper)
+                }
+                (Some(_), None) => " – | – |".to_owned(),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.4} | [{:.4}, {:.4}] | {:.4} | [{:.4}, {:.4}] |",
+                "| {} | {} | {:.4} | [{:.4}, {:.4}] | {:.4} | [{:.4}, {:.4}] |{tuned}",
                 p.per_class.map_or("all".to_owned(), |k| k.to_string()),
                 p.rows,
                 p.transfer.mean,

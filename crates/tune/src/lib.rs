@@ -47,8 +47,8 @@ mod weights;
 use std::path::PathBuf;
 
 pub use train::{
-    Decay, EpochRecord, Objective, Progress, TuneOptions, TuneOutcome, TuneRow, encode, fine_tune,
-    token_states,
+    Decay, EpochRecord, Objective, Progress, TuneOptions, TuneOutcome, TuneRow, embed_rows, encode,
+    fine_tune, token_states,
 };
 pub use weights::{BertConfig, BertWeights, block_tensor};
 

@@ -825,6 +825,57 @@ pub fn encode(
     Ok(out)
 }
 
+/// Sentence embeddings (masked mean, L2-normalised) of rows whose states at the boundary below the top
+/// `top_blocks` blocks are given (`states: None` and `top_blocks` = depth: from the token ids), in candle:
+/// what a tuned encoder makes of rows without running the frozen blocks again.
+pub fn embed_rows(
+    weights: &BertWeights,
+    top_blocks: usize,
+    rows: &[TuneRow<'_>],
+    batch_size: usize,
+) -> Result<Array2<f32>, TuneError> {
+    let c = weights.config();
+    let options = TuneOptions {
+        trainable_layers: top_blocks,
+        learning_rate: 1.0,
+        head_learning_rate: 1.0,
+        layer_decay: 1.0,
+        epochs: 1,
+        batch_size: batch_size.max(1),
+        warmup: 0.0,
+        decay: Decay::Constant,
+        weight_decay: 0.0,
+        dropout: 0.0,
+        patience: None,
+        gradual_unfreezing: false,
+        objective: Objective::Contrastive { pairs_per_row: 1 },
+        max_grad_norm: 1.0,
+        seed: 0,
+    };
+    options.check(c.layers)?;
+    check_rows(weights, rows, &options, "embedded")?;
+    let device = Device::Cpu;
+    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
+    let ctx = Context {
+        encoder: &encoder,
+        head: None,
+        options: &options,
+        device: &device,
+    };
+    let mut out = Array2::zeros((rows.len(), c.hidden_size));
+    let indices: Vec<usize> = (0..rows.len()).collect();
+    for chunk in indices.chunks(options.batch_size) {
+        let pooled = ctx
+            .embed(rows, chunk, 0, &mut None)?
+            .to_vec2::<f32>()
+            .map_err(candle_err)?;
+        for (&i, row) in chunk.iter().zip(pooled) {
+            out.row_mut(i).assign(&ndarray::Array1::from(row));
+        }
+    }
+    Ok(out)
+}
+
 /// The unpooled token states after the bottom `blocks` blocks, one `[tokens, hidden]` array per row, in
 /// candle. (A run computes these with ONNX Runtime from graft-onnx's graph of the same blocks.)
 pub fn token_states(

@@ -68,6 +68,9 @@ struct Trained {
     states_seconds: f64,
     states_cached: usize,
     learn_rows: usize,
+    /// Token ids and boundary states of the training rows, then (with a learning curve) the test rows.
+    ids: Vec<Vec<u32>>,
+    states: Vec<ndarray::Array2<f32>>,
 }
 
 /// The tuned graph and what it extracted.
@@ -93,7 +96,16 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let trained = train(d, &ready)?;
     let tuned = write_tuned(d, &ready, &trained)?;
     let comparison = compare(d, &ready, &tuned)?;
+    let curve_clock = Instant::now();
+    let curve = tuned_curve(d, &ready, &trained, comparison.tuned.0)?;
     let mut report = report(p, d, &ready, &trained, &tuned, &comparison);
+    if let (Some(points), Some(map)) = (curve, report.details.as_object_mut()) {
+        map.insert("learning_curve".to_owned(), points);
+        map.insert(
+            "learning_curve_seconds".to_owned(),
+            json!(curve_clock.elapsed().as_secs_f64()),
+        );
+    }
     report.seconds = clock.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -156,21 +168,19 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
     let boundary = r.weights.config().layers - r.options.trainable_layers;
     let states_clock = Instant::now();
     let learn: Vec<usize> = d.train.iter().chain(d.validation).copied().collect();
-    let learn_texts: Vec<String> = learn.iter().map(|&row| r.texts[row].clone()).collect();
+    // The learning curve's tuned line embeds the test rows from their boundary states too.
+    let test: &[usize] = if d.curve.is_some() { d.test } else { &[] };
+    let learn_texts: Vec<String> = learn
+        .iter()
+        .chain(test)
+        .map(|&row| r.texts[row].clone())
+        .collect();
     let bottom = crate::provision::bert_graph(&r.weights, boundary, BOUNDARY_OUTPUT)?;
     let bottom_path = (r.kit.store_graph)(&bottom)?;
     let ((ids, states), states_cached) =
         (r.kit.token_states)(&bottom_path, BOUNDARY_OUTPUT, &learn_texts)?;
     let states_seconds = states_clock.elapsed().as_secs_f64();
-    let rows: Vec<TuneRow<'_>> = learn
-        .iter()
-        .enumerate()
-        .map(|(i, &row)| TuneRow {
-            ids: &ids[i],
-            states: (boundary > 0).then_some(&states[i]),
-            label: d.labels[row],
-        })
-        .collect();
+    let rows = tune_rows(d, &learn, &ids, &states, boundary);
     let (train_rows, valid_rows) = rows.split_at(d.train.len());
     let bar = crate::progress::bar(d.progress, 0, 0, "steps");
     let outcome =
@@ -185,7 +195,96 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
         states_seconds,
         states_cached,
         learn_rows: learn.len(),
+        ids,
+        states,
     })
+}
+
+/// graft-tune's rows for data rows `rows`, whose ids and states are the first entries of `ids`/`states`.
+fn tune_rows<'a>(
+    d: &RunData<'_>,
+    rows: &[usize],
+    ids: &'a [Vec<u32>],
+    states: &'a [ndarray::Array2<f32>],
+    boundary: usize,
+) -> Vec<TuneRow<'a>> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, &row)| TuneRow {
+            ids: &ids[i],
+            states: (boundary > 0).then_some(&states[i]),
+            label: d.labels[row],
+        })
+        .collect()
+}
+
+/// The learning curve's third line: at each K and draw of the curve (the same seeded rows), the backbone
+/// fine-tuned on the drawn rows alone (same settings, no early stopping: no validation rows), then the
+/// headline head on its features, scored on the test rows. The whole split is the stage's main result.
+fn tuned_curve(
+    d: &RunData<'_>,
+    r: &Ready<'_>,
+    t: &Trained,
+    whole_split: f64,
+) -> Result<Option<serde_json::Value>, PipelineError> {
+    let Some((shots, repeats)) = d.curve else {
+        return Ok(None);
+    };
+    let top = r.options.trainable_layers;
+    let boundary = r.weights.config().layers - top;
+    let learn_len = d.train.len() + d.validation.len();
+    let test_rows = tune_rows(
+        d,
+        d.test,
+        &t.ids[learn_len..],
+        &t.states[learn_len..],
+        boundary,
+    );
+    let position: std::collections::HashMap<usize, usize> = d
+        .train
+        .iter()
+        .enumerate()
+        .map(|(i, &row)| (row, i))
+        .collect();
+    let truth: Vec<usize> = d.test.iter().map(|&row| d.labels[row]).collect();
+    let mut options = r.options.clone();
+    options.patience = None;
+    let mut points = Vec::new();
+    for &k in shots {
+        let mut scores = Vec::new();
+        for draw in 0..repeats {
+            let seed = graft_stdx::derive_seed(d.seed, &format!("learning-curve {k} {draw}"));
+            let drawn = crate::curve::draw(d.train, d.labels, d.classes.len(), k, seed);
+            let rows: Vec<TuneRow<'_>> = drawn
+                .iter()
+                .map(|row| {
+                    let i = position[row];
+                    TuneRow {
+                        ids: &t.ids[i],
+                        states: (boundary > 0).then_some(&t.states[i]),
+                        label: d.labels[*row],
+                    }
+                })
+                .collect();
+            options.seed = graft_stdx::derive_seed(seed, "fine-tune");
+            let tuned = graft_tune::fine_tune(&r.weights, &rows, &[], &options, &mut |_| {})?;
+            let x = graft_tune::embed_rows(&tuned.weights, top, &rows, 64)?;
+            let x_test = graft_tune::embed_rows(&tuned.weights, top, &test_rows, 64)?;
+            let y: Vec<usize> = rows.iter().map(|row| row.label).collect();
+            let (head, _) = crate::heads::train_head(
+                &d.headline.uncalibrated(),
+                None,
+                x.view(),
+                &graft_heads::Targets::new(&y, d.classes.len())?,
+                None,
+            )?;
+            let predicted = graft_heads::argmax_rows(head.predict_proba(x_test.view())?.view());
+            scores.push(accuracy(&predicted, &truth));
+        }
+        points.push(json!({ "per_class": k, "tuned": graft_report::Spread::of(scores) }));
+    }
+    points.push(json!({ "per_class": null, "tuned": graft_report::Spread::of(vec![whole_split]) }));
+    Ok(Some(json!(points)))
 }
 
 /// The tuned encoder as a whole graph (into the run folder), and the tuned features through the usual

@@ -129,6 +129,8 @@ pub(crate) struct RunData<'a> {
     pub outputs: &'a AddOutput<'a>,
     /// Adds a head to the run folder's `heads/`.
     pub add_head: &'a AddHead<'a>,
+    /// The pipeline's learning curve (shots, draws per K), for stages that add a line to it.
+    pub curve: Option<(&'a [usize], usize)>,
 }
 
 impl RunData<'_> {
@@ -447,6 +449,7 @@ mod tests {
                 tune: None,
                 outputs: &|_, _| Ok(()),
                 add_head: &|_| Ok(()),
+                curve: None,
             };
             run_stage(stage, &data)
         }
