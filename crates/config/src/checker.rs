@@ -25,6 +25,9 @@ pub struct Modality {
     pub prompted: bool,
     /// Number of `[head.*]` tables.
     pub heads: usize,
+    /// For a registered backbone, whether it is published with float32 weights (`None`: the user's own
+    /// files): what `[fine_tune]` can train.
+    pub registered_weights: Option<bool>,
 }
 
 /// Checks a pipeline file: errors point at the offending text of `source`, paths resolve from `file`'s folder.

@@ -534,6 +534,16 @@ fn fine_tuning_settings_point_at_their_key() {
         &["`weights` needs `attention_heads`", "num_attention_heads"],
     );
     check(
+        "fine-tune-int8",
+        19,
+        &["no float32 weights to fine-tune", "`minilm-l6`"],
+    );
+    check(
+        "fine-tune-without-weights",
+        20,
+        &["needs the backbone's float32 weights", "attention_heads"],
+    );
+    check(
         "fine-tune-unknown-objective",
         23,
         &["unknown variant `triplet`", "classification, contrastive"],

@@ -192,6 +192,15 @@ impl Checker<'_> {
                     .is_some_and(|i| i.augment.is_some()),
                 prompted: backbone.as_ref().is_some_and(|b| b.prompt.is_some()),
                 heads: heads.len(),
+                registered_weights: match backbone.as_ref().map(|b| &b.source) {
+                    Some(crate::ModelSource::Registry(name)) => Some(
+                        graft_assets::Registry::builtin()
+                            .models
+                            .get(name)
+                            .is_some_and(|m| m.weights.is_some()),
+                    ),
+                    _ => None,
+                },
             },
         )?;
         self.check_prototype_prior(&techniques, &heads, transform.is_some())?;

@@ -106,6 +106,17 @@ impl FineTunePlan {
     }
 }
 
+/// The registered text backbones published with float32 weights, for hints.
+fn tunable_models() -> String {
+    graft_assets::Registry::builtin()
+        .models
+        .iter()
+        .filter(|(_, m)| m.weights.is_some())
+        .map(|(n, _)| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A float in `[low, high)` (`high` included when `closed`), or the default.
 fn ranged(
     c: &Checker<'_>,
@@ -194,6 +205,31 @@ pub(crate) fn check(
                 "`pairs_per_row` applies to `objective = \"contrastive\"` only",
             )
             .with_hint("remove it, or set `objective = \"contrastive\"`"));
+    }
+    let tunable = tunable_models();
+    match (modality.registered_weights, &r.weights) {
+        (Some(false), _) => {
+            return Err(c
+                .error(
+                    span,
+                    "the registered backbone has no float32 weights to fine-tune",
+                )
+                .with_hint(format!("registered backbones with weights: {tunable}")));
+        }
+        (Some(true), Some(w)) => {
+            return Err(c
+                .error(
+                    w.span(),
+                    "`weights` is for a backbone given as files; a registered one brings its own",
+                )
+                .with_hint("remove `weights` and `attention_heads`"));
+        }
+        (None, None) => {
+            return Err(c
+                .error(span, "fine-tuning needs the backbone's float32 weights")
+                .with_hint(format!("use a registered backbone with weights ({tunable}), or name the weights your ONNX graph was written from: `weights = \"model.safetensors\"` and `attention_heads`")));
+        }
+        _ => {}
     }
     let weights = match (&r.weights, &r.attention_heads) {
         (None, None) => None,

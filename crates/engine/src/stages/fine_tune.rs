@@ -113,15 +113,6 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
 /// Everything that can be refused before training, each at its key.
 fn check<'d>(p: &FineTunePlan, d: &RunData<'d>) -> Result<Ready<'d>, PipelineError> {
     let span = Some(p.span.clone());
-    if p.weights.is_some() && matches!(d.backbone, Some(graft_config::ModelSource::Registry(_))) {
-        return Err(d
-            .diagnostic(
-                &span,
-                "`weights` is for a backbone given as files; a registered one brings its own",
-            )
-            .with_hint("remove `weights` and `attention_heads`")
-            .into());
-    }
     let (Some(kit), Some(texts), Some(embed)) = (d.tune, d.texts, d.embed) else {
         return Err(d
             .diagnostic(&span, "fine-tuning needs the backbone's float32 weights")
