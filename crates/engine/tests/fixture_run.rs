@@ -133,16 +133,18 @@ fn tiny_pipeline_runs_end_to_end_and_writes_a_complete_run_folder() {
 }
 
 #[test]
-fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
+fn same_file_and_seed_give_identical_metrics_csv_parquet_and_jsonl_alike() {
     let runs = tempfile::tempdir().unwrap();
     let features = tempfile::tempdir().unwrap();
     let options = options(runs.path(), features.path());
     let csv = Plan::load(&repo().join("fixtures/pipelines/tiny.toml")).unwrap();
     let parquet = Plan::load(&repo().join("fixtures/pipelines/tiny-parquet.toml")).unwrap();
+    let jsonl = Plan::load(&repo().join("fixtures/pipelines/tiny-jsonl.toml")).unwrap();
     let a = run(&csv, &options).unwrap().metrics;
     let b = run(&csv, &options).unwrap().metrics;
     let c = run(&parquet, &options).unwrap().metrics;
-    // The second and third runs find every row in the feature cache (the Parquet file has the same texts).
+    let j = run(&jsonl, &options).unwrap().metrics;
+    // The later runs find every row in the feature cache (the Parquet and JSONL files have the same texts).
     assert_eq!(
         (
             a.extraction.extracted,
@@ -152,7 +154,7 @@ fn same_file_and_seed_give_identical_metrics_csv_and_parquet_alike() {
         (40, 0, 0)
     );
     assert_eq!(b.extraction.cache_hits, 40);
-    for other in [&b, &c] {
+    for other in [&b, &c, &j] {
         assert_eq!(a.test, other.test);
         assert_eq!(a.validation, other.validation);
         assert_eq!(a.train, other.train);

@@ -22,6 +22,7 @@
 pub mod embeddings;
 mod features;
 mod images;
+mod jsonl;
 pub mod rows;
 mod split;
 mod tfidf;
@@ -53,7 +54,7 @@ pub enum IngestError {
         path: PathBuf,
     },
     /// An extension graft does not read.
-    #[error("cannot tell the format of {}: expected a .csv, .tsv or .parquet file", path.display())]
+    #[error("cannot tell the format of {}: expected a .csv, .tsv, .jsonl or .parquet file", path.display())]
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
@@ -236,6 +237,7 @@ pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
             })?;
             parquet_read(path, || ParquetReader::new(file).finish())?
         }
+        "jsonl" | "ndjson" => jsonl::read_jsonl_table(path)?,
         _ => {
             return Err(IngestError::UnsupportedFormat {
                 path: path.to_path_buf(),
