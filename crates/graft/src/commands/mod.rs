@@ -7,6 +7,7 @@ pub mod export;
 pub mod extract;
 pub mod fetch;
 pub mod merge;
+pub mod models;
 pub mod predict;
 pub mod run;
 
