@@ -165,6 +165,13 @@ fn reliability_svg(m: &SplitMetrics) -> String {
     })
 }
 
+/// A line of the learning-curve plot: its legend, colour and which spread of a point it draws.
+type CurveSeries = (
+    &'static str,
+    RGBColor,
+    fn(&crate::curve::LearningPoint) -> Option<crate::Spread>,
+);
+
 fn learning_curve_svg(m: &Metrics) -> String {
     let Some(c) = &m.learning_curve else {
         return String::new();
@@ -206,11 +213,7 @@ fn learning_curve_svg(m: &Metrics) -> String {
             .x_desc("training examples per class (log scale; last point: the whole split)")
             .y_desc("test accuracy")
             .draw()?;
-        let series: [(
-            &str,
-            RGBColor,
-            fn(&crate::curve::LearningPoint) -> Option<crate::Spread>,
-        ); 3] = [
+        let series: [CurveSeries; 3] = [
             ("transfer (frozen)", BLUE_, |p| Some(p.transfer.clone())),
             ("from scratch", ORANGE_, |p| Some(p.baseline.clone())),
             ("fine-tuned", GREEN_, |p| p.tuned.clone()),
