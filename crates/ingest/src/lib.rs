@@ -620,7 +620,7 @@ mod tests {
         let err = read_table(&fixture("../README.md")).unwrap_err();
         assert!(
             err.to_string()
-                .contains("expected a .csv, .tsv or .parquet file"),
+                .contains("expected a .csv, .tsv, .jsonl or .parquet file"),
             "{err}"
         );
     }

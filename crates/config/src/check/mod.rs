@@ -182,26 +182,7 @@ impl Checker<'_> {
                 prompt_templates: raw.prompt_templates,
                 fine_tune: raw.fine_tune,
             },
-            crate::techniques::Modality {
-                texts: backbone.as_ref().is_some_and(|b| b.image.is_none()),
-                images: data.source.is_images(),
-                multi_label: data.label_separator.is_some(),
-                image_views: backbone
-                    .as_ref()
-                    .and_then(|b| b.image.as_ref())
-                    .is_some_and(|i| i.augment.is_some()),
-                prompted: backbone.as_ref().is_some_and(|b| b.prompt.is_some()),
-                heads: heads.len(),
-                registered_weights: match backbone.as_ref().map(|b| &b.source) {
-                    Some(crate::ModelSource::Registry(name)) => Some(
-                        graft_assets::Registry::builtin()
-                            .models
-                            .get(name)
-                            .is_some_and(|m| m.weights.is_some()),
-                    ),
-                    _ => None,
-                },
-            },
+            modality(backbone.as_ref(), &data, heads.len()),
         )?;
         self.check_prototype_prior(&techniques, &heads, transform.is_some())?;
         Ok(Plan {
@@ -439,5 +420,32 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// What the technique tables may assume about the rows and the backbone.
+fn modality(
+    backbone: Option<&crate::BackbonePlan>,
+    data: &crate::DataPlan,
+    heads: usize,
+) -> crate::techniques::Modality {
+    crate::techniques::Modality {
+        texts: backbone.is_some_and(|b| b.image.is_none()),
+        images: data.source.is_images(),
+        multi_label: data.label_separator.is_some(),
+        image_views: backbone
+            .and_then(|b| b.image.as_ref())
+            .is_some_and(|i| i.augment.is_some()),
+        prompted: backbone.is_some_and(|b| b.prompt.is_some()),
+        heads,
+        registered_weights: match backbone.map(|b| &b.source) {
+            Some(crate::ModelSource::Registry(name)) => Some(
+                graft_assets::Registry::builtin()
+                    .models
+                    .get(name)
+                    .is_some_and(|m| m.weights.is_some()),
+            ),
+            _ => None,
+        },
     }
 }

@@ -206,52 +206,7 @@ pub(crate) fn check(
             )
             .with_hint("remove it, or set `objective = \"contrastive\"`"));
     }
-    let tunable = tunable_models();
-    match (modality.registered_weights, &r.weights) {
-        (Some(false), _) => {
-            return Err(c
-                .error(
-                    span,
-                    "the registered backbone has no float32 weights to fine-tune",
-                )
-                .with_hint(format!("registered backbones with weights: {tunable}")));
-        }
-        (Some(true), Some(w)) => {
-            return Err(c
-                .error(
-                    w.span(),
-                    "`weights` is for a backbone given as files; a registered one brings its own",
-                )
-                .with_hint("remove `weights` and `attention_heads`"));
-        }
-        (None, None) => {
-            return Err(c
-                .error(span, "fine-tuning needs the backbone's float32 weights")
-                .with_hint(format!("use a registered backbone with weights ({tunable}), or name the weights your ONNX graph was written from: `weights = \"model.safetensors\"` and `attention_heads`")));
-        }
-        _ => {}
-    }
-    let weights = match (&r.weights, &r.attention_heads) {
-        (None, None) => None,
-        (Some(w), Some(h)) if *h.get_ref() > 0 => {
-            Some((c.existing_file(w, "fine-tuning weights")?, *h.get_ref()))
-        }
-        (Some(w), None) => {
-            return Err(c
-                .error(w.span(), "`weights` needs `attention_heads` beside it")
-                .with_hint("the head count is not visible in the tensors: take it from the model's config.json (`num_attention_heads`)"));
-        }
-        (_, Some(h)) => {
-            return Err(c
-                .error(
-                    h.span(),
-                    "`attention_heads` goes with `weights` (a positive count)",
-                )
-                .with_hint(
-                    "give `weights = \"model.safetensors\"` and the model's `num_attention_heads`",
-                ));
-        }
-    };
+    let weights = weights(c, &r, modality, &span)?;
     Ok(FineTunePlan {
         weights,
         layers,
@@ -326,5 +281,61 @@ pub(crate) fn check(
         )?,
         max_grad_norm: rate(c, &r.max_grad_norm, 1.0, "max_grad_norm")?,
         span,
+    })
+}
+
+/// The float32 weights `[fine_tune]` trains: a registered backbone's own, or `weights` + `attention_heads`
+/// beside the user's graph; each mistake at its key.
+fn weights(
+    c: &Checker<'_>,
+    r: &RawFineTune,
+    modality: Modality,
+    span: &std::ops::Range<usize>,
+) -> Result<Option<(std::path::PathBuf, usize)>, Diagnostic> {
+    let tunable = tunable_models();
+    match (modality.registered_weights, &r.weights) {
+        (Some(false), _) => {
+            return Err(c
+                .error(
+                    span.clone(),
+                    "the registered backbone has no float32 weights to fine-tune",
+                )
+                .with_hint(format!("registered backbones with weights: {tunable}")));
+        }
+        (Some(true), Some(w)) => {
+            return Err(c
+                .error(
+                    w.span(),
+                    "`weights` is for a backbone given as files; a registered one brings its own",
+                )
+                .with_hint("remove `weights` and `attention_heads`"));
+        }
+        (None, None) => {
+            return Err(c
+                .error(span.clone(), "fine-tuning needs the backbone's float32 weights")
+                .with_hint(format!("use a registered backbone with weights ({tunable}), or name the weights your ONNX graph was written from: `weights = \"model.safetensors\"` and `attention_heads`")));
+        }
+        _ => {}
+    }
+    Ok(match (&r.weights, &r.attention_heads) {
+        (None, None) => None,
+        (Some(w), Some(h)) if *h.get_ref() > 0 => {
+            Some((c.existing_file(w, "fine-tuning weights")?, *h.get_ref()))
+        }
+        (Some(w), None) => {
+            return Err(c
+                .error(w.span(), "`weights` needs `attention_heads` beside it")
+                .with_hint("the head count is not visible in the tensors: take it from the model's config.json (`num_attention_heads`)"));
+        }
+        (_, Some(h)) => {
+            return Err(c
+                .error(
+                    h.span(),
+                    "`attention_heads` goes with `weights` (a positive count)",
+                )
+                .with_hint(
+                    "give `weights = \"model.safetensors\"` and the model's `num_attention_heads`",
+                ));
+        }
     })
 }
