@@ -315,6 +315,9 @@ pub fn read_embeddings(
     path: &Path,
     slice: Option<(u64, usize)>,
 ) -> Result<EmbeddingBatch, IngestError> {
+    if slice.is_none() {
+        crate::parquet_pages::check_page_counts(path)?;
+    }
     let file = File::open(path).map_err(|_| IngestError::NotFound {
         path: path.to_path_buf(),
     })?;

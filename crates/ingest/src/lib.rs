@@ -23,6 +23,7 @@ pub mod embeddings;
 mod features;
 mod images;
 mod jsonl;
+mod parquet_pages;
 pub mod rows;
 mod split;
 mod tfidf;
@@ -235,6 +236,7 @@ pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
             let file = std::fs::File::open(path).map_err(|_| IngestError::NotFound {
                 path: path.to_path_buf(),
             })?;
+            parquet_pages::check_page_counts(path)?;
             parquet_read(path, || ParquetReader::new(file).finish())?
         }
         "jsonl" | "ndjson" => jsonl::read_jsonl_table(path)?,

@@ -118,6 +118,7 @@ impl TextRowReader {
                 line: 0,
             },
             "parquet" | "pq" => {
+                crate::parquet_pages::check_page_counts(path)?;
                 let mut reader = ParquetReader::new(open_file(path)?);
                 let schema = crate::parquet_read(path, || reader.schema())?;
                 let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
