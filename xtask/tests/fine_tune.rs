@@ -127,6 +127,13 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
         points[2]["tuned"]["mean"], details["tuned_test_accuracy"],
         "the whole split is the stage's own result"
     );
+    let markdown = std::fs::read_to_string(runs[0].join("report.md")).unwrap();
+    let whole = markdown.lines().find(|l| l.starts_with("| all |")).unwrap();
+    assert_eq!(whole.matches("– (one draw)").count(), 3, "{whole}");
+    let html = std::fs::read_to_string(runs[0].join("report.html")).unwrap();
+    assert!(
+        html.contains("<th>fine-tuned</th>") && html.contains("learning_curve.points.0.tuned.mean")
+    );
     assert_eq!(details["trainable_blocks"], 1);
 
     let graphs: Vec<Vec<u8>> = runs

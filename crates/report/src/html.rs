@@ -235,7 +235,9 @@ fn learning_curve_svg(m: &Metrics) -> String {
                 .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-            chart.draw_series(points.iter().map(|(p, s)| {
+            // The whole split is one draw: no interval to draw.
+            let drawn = points.iter().filter(|(p, _)| p.per_class.is_some());
+            chart.draw_series(drawn.map(|(p, s)| {
                 PathElement::new(
                     vec![(x_of(p.per_class), s.lower), (x_of(p.per_class), s.upper)],
                     colour.stroke_width(1),
@@ -552,12 +554,20 @@ fn html_evidence(s: &mut String, m: &Metrics) {
         let _ = writeln!(
             s,
             "<section id=\"learning-curve\"><h2>Learning curve: transfer vs from scratch</h2><p>{} draws per point; \
-             transfer: {}; from scratch: {}. Bars: 95% intervals over the draws.</p><figure>{}</figure>\
-             <table><tr><th>K per class</th><th>rows</th><th>transfer</th><th>from scratch</th><th>from scratch needs</th></tr>",
+             transfer: {}; from scratch: {}{}. Bars: 95% intervals over the draws.</p><figure>{}</figure>\
+             <table><tr><th>K per class</th><th>rows</th><th>transfer</th><th>from scratch</th>{}<th>from scratch needs</th></tr>",
             c.repeats,
             escape(&c.transfer),
             escape(&c.baseline),
-            learning_curve_svg(m)
+            c.tuned
+                .as_ref()
+                .map_or_else(String::new, |t| format!("; fine-tuned: {}", escape(t))),
+            learning_curve_svg(m),
+            if c.tuned.is_some() {
+                "<th>fine-tuned</th>"
+            } else {
+                ""
+            },
         );
         for (i, p) in c.points.iter().enumerate() {
             let needs = c
@@ -565,9 +575,17 @@ fn html_evidence(s: &mut String, m: &Metrics) {
                 .iter()
                 .find(|e| Some(e.per_class) == p.per_class)
                 .map_or("–".to_owned(), |e| e.baseline_needs.describe());
+            let tuned = if c.tuned.is_some() {
+                opt_cell(
+                    &format!("learning_curve.points.{i}.tuned.mean"),
+                    p.tuned.as_ref().map(|t| t.mean),
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td>{}</td>{}{}<td>{needs}</td></tr>",
+                "<tr><td>{}</td><td>{}</td>{}{}{tuned}<td>{needs}</td></tr>",
                 p.per_class.map_or("all".to_owned(), |k| k.to_string()),
                 p.rows,
                 cell(

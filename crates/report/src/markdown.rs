@@ -543,24 +543,28 @@ fn learning_curve_section(s: &mut String, m: &Metrics) {
             tuned_header.0, tuned_header.1
         );
         for p in &c.points {
-            let tuned = match (&c.tuned, &p.tuned) {
-                (Some(_), Some(t)) => {
-                    format!(" {:.4} | [{:.4}, {:.4}] |", t.mean, t.lower, t.upper)
+            // One draw (the whole split) has no interval: say so rather than print a zero-width one.
+            let interval = |x: &crate::Spread| {
+                if p.per_class.is_none() {
+                    "– (one draw)".to_owned()
+                } else {
+                    format!("[{:.4}, {:.4}]", x.lower, x.upper)
                 }
+            };
+            let tuned = match (&c.tuned, &p.tuned) {
+                (Some(_), Some(t)) => format!(" {:.4} | {} |", t.mean, interval(t)),
                 (Some(_), None) => " – | – |".to_owned(),
                 _ => String::new(),
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.4} | [{:.4}, {:.4}] | {:.4} | [{:.4}, {:.4}] |{tuned}",
+                "| {} | {} | {:.4} | {} | {:.4} | {} |{tuned}",
                 p.per_class.map_or("all".to_owned(), |k| k.to_string()),
                 p.rows,
                 p.transfer.mean,
-                p.transfer.lower,
-                p.transfer.upper,
+                interval(&p.transfer),
                 p.baseline.mean,
-                p.baseline.lower,
-                p.baseline.upper
+                interval(&p.baseline),
             );
         }
         let _ = writeln!(
