@@ -118,7 +118,9 @@ fn the_same_file_and_seed_give_the_same_technique_results() {
         // Extraction speeds are timings, not results.
         for d in [&mut a, &mut b] {
             if let Some(o) = d.as_object_mut() {
-                o.retain(|k, _| !k.contains("per_second") && k != "speed_up");
+                o.retain(|k, _| {
+                    !k.contains("per_second") && !k.ends_with("_seconds") && k != "speed_up"
+                });
             }
         }
         assert_eq!(a, b);
@@ -213,9 +215,89 @@ fn domain_adaptation_scores_every_alignment_on_the_target_rows() {
         ]
     );
     for m in details["methods"].as_array().unwrap() {
-        assert!((0.0..=1.0).contains(&number(&m["target_accuracy"])));
+        let accuracy = number(&m["target_accuracy"]);
+        let [lower, upper] = [0, 1].map(|i| number(&m["target_interval"][i]));
+        assert!(
+            0.0 <= lower && lower <= accuracy && accuracy <= upper && upper <= 1.0,
+            "{m}"
+        );
     }
     assert!((0.0..=1.0).contains(&number(&details["target_cross_validated_accuracy"])));
+    // The best alignment against none, in numbers and in words.
+    let best = &details["best_vs_none"];
+    assert!(number(&best["lower"]) <= number(&best["difference"]));
+    assert!(number(&best["difference"]) <= number(&best["upper"]));
+    assert!((0.0..=1.0).contains(&number(&best["mcnemar"]["p_value"])));
+    let finding = d["finding"].as_str().unwrap();
+    assert!(
+        [
+            "helps on the target",
+            "hurts on the target",
+            "no alignment measurably"
+        ]
+        .iter()
+        .any(|w| finding.contains(w)),
+        "{finding}"
+    );
+    // The target's extraction is timed on its own; the adapted head is kept with the run's heads.
+    assert!(number(&details["target_extract_seconds"]) >= 0.0);
+    let kept = details["adapted_head"]["name"].as_str().unwrap();
+    assert_eq!(kept, "logistic-adapted");
+    assert!(techniques().1.join("heads/logistic-adapted.json").is_file());
+    assert!(number(&metrics(&techniques().1)["timings_seconds"]["techniques"]) > 0.0);
+}
+
+#[test]
+fn domain_adaptation_takes_an_unlabelled_target_and_keeps_a_head_for_it() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_pipeline(
+        "fixtures/pipelines/tiny-domain-unlabelled.toml",
+        runs.path(),
+    );
+    let recorded = metrics(&run_dir);
+    let d = &recorded["techniques"][0];
+    assert_eq!(d["details"]["labelled"], false);
+    assert_eq!(d["details"]["target_rows"], 12);
+    assert!(d["details"]["best_vs_none"].is_null());
+    assert!(d["details"]["methods"][0]["target_accuracy"].is_null());
+    assert_eq!(d["details"]["adapted_head"]["alignment"], "CORAL");
+    assert!(d["finding"].as_str().unwrap().contains("unlabelled"));
+    // `predict` with the adapted head on the raw target rows: the standardisation travels inside the head.
+    let out = runs.path().join("target.csv");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .arg("predict")
+        .arg(&run_dir)
+        .args([
+            "fixtures/data/tiny-target-unlabelled.csv",
+            "--no-progress",
+            "--head",
+            "logistic-adapted",
+            "--output",
+        ])
+        .arg(&out)
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 13, "{text}");
+    // Each predicted class matches the report's shares for the kept alignment.
+    let shares = d["rows"][2][2].as_str().unwrap();
+    let positive = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').nth(1) == Some("positive"))
+        .count();
+    assert!(
+        shares.contains(&format!("positive {:.0}%", 100.0 * positive as f64 / 12.0)),
+        "{shares} vs {positive} of 12"
+    );
 }
 
 #[test]
@@ -385,6 +467,45 @@ fn mistakes_found_once_the_data_is_read_are_located() {
         "zero-shot-unknown-class",
         &["class `postive`", "did you mean `positive`?"],
     );
+    fails_with(
+        "domain-missing-text-column",
+        &[
+            "column `review` not found in the target table",
+            "it has: text, label",
+        ],
+    );
+    fails_with(
+        "domain-missing-label-column",
+        &["column `stars` not found in the target table"],
+    );
+}
+
+/// `check` reads the data and finds what a run would refuse once it reads the data, before any model is
+/// loaded: the same located message, for every such error fixture.
+#[test]
+fn check_finds_the_mistakes_a_run_finds_in_the_data() {
+    for name in [
+        "domain-other-classes",
+        "domain-empty-target",
+        "domain-missing-text-column",
+        "domain-missing-label-column",
+        "zero-shot-unknown-class",
+        "missing-label-column",
+        "missing-text-column",
+        "knn-k-past-rows",
+    ] {
+        let pipeline = format!("fixtures/pipelines/errors/{name}.toml");
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .current_dir(repo())
+            .args(["check", &pipeline, "--cache-dir"])
+            .arg(cache())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("{name}.toml:")), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[test]

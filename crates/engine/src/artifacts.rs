@@ -328,9 +328,12 @@ pub(crate) fn write_run(
 }
 
 /// The artefact record of a stage's head: the run's, with the backbone replaced by the stage's graph (a
-/// file pinned by its sha256, read with the pipeline's extraction settings).
+/// file pinned by its sha256, read with the pipeline's extraction settings) when it wrote one.
 fn stage_head_info(info: &ArtefactInfo, head: &crate::stages::StageHead) -> ArtefactInfo {
     let mut info = info.clone();
+    let Some(head) = &head.graph else {
+        return info;
+    };
     let file = |path: &Path, sha256: String| graft_report::FileRecord {
         path: path.to_path_buf(),
         sha256,

@@ -33,7 +33,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         train = ingested.split.train.len(),
         "ingested"
     );
-    check_against_data(plan, ingested.split.train.len(), None)?;
+    check_ingested(plan, &cache, &ingested)?;
 
     let clock = Instant::now();
     let featurized = featurize(
@@ -74,6 +74,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     let evaluated = evaluate_heads(plan, data, split, &rows, &trained, &cv)?;
     let mut learning_curve =
         learning_curve(plan, &trained.specs[0], &featurized.features, data, split)?;
+    timings.evaluate = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
     let (techniques, stage_files, stage_heads) = technique_stages(
         plan,
         options,
@@ -85,7 +87,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         &embed,
     )?;
     crate::evaluate::add_tuned_line(&mut learning_curve, &techniques);
-    timings.evaluate = clock.elapsed().as_secs_f64();
+    timings.techniques = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
 
     write_run(
@@ -109,8 +111,9 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
 /// What `graft check` learns from the data without a model: rows read, classes and the split, after
 /// every check that needs only the data (the split's class counts, kNN `k` against the training rows).
 pub fn check_data(plan: &Plan, cache_dir: &std::path::Path) -> Result<DataSummary, PipelineError> {
-    let ingested = ingest(plan, &Cache::new(cache_dir))?;
-    check_against_data(plan, ingested.split.train.len(), None)?;
+    let cache = Cache::new(cache_dir);
+    let ingested = ingest(plan, &cache)?;
+    check_ingested(plan, &cache, &ingested)?;
     Ok(DataSummary {
         rows: ingested.data.labels.len(),
         dropped: ingested.data.dropped_null_text + ingested.data.dropped_null_label,
@@ -119,6 +122,20 @@ pub fn check_data(plan: &Plan, cache_dir: &std::path::Path) -> Result<DataSummar
         validation: ingested.split.validation.len(),
         test: ingested.split.test.len(),
     })
+}
+
+/// The checks that need the data but no model: kNN `k` against the training rows, and the stages' (zero-shot
+/// classes, the target domain's table).
+fn check_ingested(plan: &Plan, cache: &Cache, ingested: &Ingested) -> Result<(), PipelineError> {
+    check_against_data(plan, ingested.split.train.len(), None)?;
+    let dataset = |name: &str| Ok(cache.dataset(name)?.table.path);
+    crate::stages::check_with_data(
+        &plan.techniques,
+        &ingested.data.classes,
+        &dataset,
+        &plan.file,
+        &plan.source,
+    )
 }
 
 /// Row counts of a checked data set (see [`check_data`]).
@@ -210,6 +227,8 @@ fn technique_stages(
             test: &ingested.split.test,
             headline: &trained.specs[0],
             headline_accuracy: evaluated.heads[0].test.accuracy,
+            headline_macro_f1: evaluated.heads[0].test.macro_f1,
+            level: plan.evaluation.level,
             table,
             embed: texts.is_some().then_some(embed),
             texts,

@@ -468,6 +468,28 @@ pub fn task_labels(
     Ok((labels, classes))
 }
 
+/// The non-null texts of a string column and how many rows had none: rows without labels, such as a
+/// target domain's.
+///
+/// ```
+/// use graft_ingest::texts;
+/// use polars::prelude::*;
+/// let table = df!("text" => [Some("a"), None, Some("b")]).unwrap();
+/// assert_eq!(texts(&table, "text")?, (vec!["a".to_owned(), "b".to_owned()], 1));
+/// # Ok::<(), graft_ingest::IngestError>(())
+/// ```
+pub fn texts(table: &DataFrame, name: &str) -> Result<(Vec<String>, usize), IngestError> {
+    let values = column(table, name)?;
+    let strings = values.str().map_err(|_| IngestError::ColumnType {
+        column: name.to_owned(),
+        expected: "text (a string column)",
+        found: values.dtype().to_string(),
+    })?;
+    let texts: Vec<String> = strings.iter().flatten().map(str::to_owned).collect();
+    let missing = table.height() - texts.len();
+    Ok((texts, missing))
+}
+
 /// A file under `fixtures/data/`, for the unit tests of every module.
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> PathBuf {

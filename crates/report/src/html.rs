@@ -364,7 +364,7 @@ fn html_summary(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
          <tr><th>task</th><td>{}, {} classes</td></tr>\
          <tr><th>rows</th><td>{} read, {} used: {} train / {} validation / {} test</td></tr>\
          <tr><th>heads</th><td>{}</td></tr>\
-         <tr><th>seconds</th><td>ingest {:.2} · extract {:.2} · train {:.2} · evaluate {:.2} · total {:.2}</td></tr>\
+         <tr><th>seconds</th><td>ingest {:.2} · extract {:.2} · train {:.2} · evaluate {:.2} · techniques {:.2} · total {:.2}</td></tr>\
          {}</table></section>",
         escape(ctx.data),
         escape(ctx.data_sha256),
@@ -387,6 +387,7 @@ fn html_summary(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
         m.timings_seconds.extract,
         m.timings_seconds.train,
         m.timings_seconds.evaluate,
+        m.timings_seconds.techniques,
         m.timings_seconds.total,
         // Each technique's finding up front, linked to its section below.
         m.techniques

@@ -257,8 +257,18 @@ fn summary_timings(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "  seconds     ingest {:.2} · provision {:.2} · extract {:.2} · train {:.2} · evaluate {:.2} · total {:.2}",
-        t.ingest, t.provision, t.extract, t.train, t.evaluate, t.total
+        "  seconds     ingest {:.2} · provision {:.2} · extract {:.2} · train {:.2} · evaluate {:.2}{} · total {:.2}",
+        t.ingest,
+        t.provision,
+        t.extract,
+        t.train,
+        t.evaluate,
+        if m.techniques.is_empty() {
+            String::new()
+        } else {
+            format!(" · techniques {:.2}", t.techniques)
+        },
+        t.total
     );
     let _ = write!(s, "  run folder  {}", ctx.run_dir);
 }
@@ -772,6 +782,7 @@ fn extraction_section(s: &mut String, m: &Metrics) {
         ("extract", t.extract),
         ("train", t.train),
         ("evaluate", t.evaluate),
+        ("techniques", t.techniques),
         ("total", t.total),
     ] {
         let _ = writeln!(s, "| {name} | {v:.3} |");

@@ -235,8 +235,12 @@ pub struct Timings {
     pub extract: f64,
     /// Training the head.
     pub train: f64,
-    /// Scoring.
+    /// Scoring: test metrics, intervals, cross-validation, the learning curve.
     pub evaluate: f64,
+    /// The technique stages, the extraction of the texts they bring included (each stage's section gives
+    /// its own figures).
+    #[serde(default)]
+    pub techniques: f64,
     /// Whole run.
     pub total: f64,
 }

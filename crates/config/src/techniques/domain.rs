@@ -1,5 +1,6 @@
 //! `[domain_adaptation]`: a labelled source (the pipeline's data: its training split) and a target domain
-//! whose rows are used unlabelled to align the features; the target's labels only score the result.
+//! whose rows are used unlabelled to align the features; the target's labels, when it has them, only score
+//! the result.
 //!
 //! Feature-level alignment before the headline head, each compared with no adaptation on the same rows:
 //! per-domain standardisation (each domain z-scored with its own statistics), CORAL (Sun, Feng & Saenko,
@@ -41,7 +42,12 @@ pub enum TargetSource {
 pub struct DomainPlan {
     pub target: TargetSource,
     pub text_column: String,
-    pub label_column: String,
+    /// The target's label column, used only to score: named by the pipeline or the registry (then it must
+    /// exist), else `label` when the table has one; unlabelled target rows are fine.
+    pub label_column: Option<String>,
+    /// The `text_column` / `label_column` keys' spans, for errors found in the table.
+    pub text_span: Option<std::ops::Range<usize>>,
+    pub label_span: Option<std::ops::Range<usize>>,
     pub lambda: f64,
     pub span: std::ops::Range<usize>,
 }
@@ -126,15 +132,13 @@ pub(crate) fn check(
     let (text_column, label_column) = match &target {
         TargetSource::Registry(name) => {
             let entry = &registry.datasets[name];
-            (entry.text_column.clone(), entry.label_column.clone())
+            (entry.text_column.clone(), Some(entry.label_column.clone()))
         }
         TargetSource::File(_) => (
             r.text_column
                 .as_ref()
                 .map_or_else(|| "text".to_owned(), |t| t.get_ref().clone()),
-            r.label_column
-                .as_ref()
-                .map_or_else(|| "label".to_owned(), |t| t.get_ref().clone()),
+            r.label_column.as_ref().map(|t| t.get_ref().clone()),
         ),
     };
     let lambda = match &r.lambda {
@@ -150,6 +154,8 @@ pub(crate) fn check(
         target,
         text_column,
         label_column,
+        text_span: r.text_column.as_ref().map(Spanned::span),
+        label_span: r.label_column.as_ref().map(Spanned::span),
         lambda,
         span,
     })

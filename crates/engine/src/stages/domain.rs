@@ -1,236 +1,573 @@
 //! `[domain_adaptation]`: a labelled source (the pipeline's data: its training split) and a target domain
-//! whose rows are used unlabelled to align the features; the target's labels only score the result.
+//! whose rows are used unlabelled to align the features; the target's labels, when it has them, only score
+//! the result.
 //!
 //! Feature-level alignment before the headline head, each compared with no adaptation on the same rows:
 //! per-domain standardisation (each domain z-scored with its own statistics), CORAL (Sun, Feng & Saenko,
 //! 2016: source covariance whitened and re-coloured with the target's, λ = 1 on standardised features), and
 //! both. As a ceiling, the same head trained on target labels (stratified 5-fold cross-validation on the
-//! target rows).
+//! target rows). The adapted head is kept (`heads/<head>-adapted.json`) with the target's standardisation
+//! inside it, so that `predict` applies it to raw target rows.
 
+use std::ops::Range;
+use std::path::Path;
+
+use graft_config::techniques::{DomainPlan, TargetSource};
+use graft_config::{Diagnostic, HeadSpec};
+use graft_eval::{Bootstrap, Interval, McNemar, PairedBootstrap, mcnemar};
 use graft_heads::{FittedTransform, Targets, argmax_rows, coral};
+use graft_report::TechniqueReport;
+use graft_stdx::derive_seed;
 use ndarray::{Array2, ArrayView2, Axis};
 use serde_json::json;
 
-use super::{RunData, accuracy, f4};
+use super::{DatasetTable, RunData, accuracy, f4};
 use crate::PipelineError;
-use crate::heads::train_head;
-use graft_config::HeadSpec;
-use graft_config::techniques::{DomainPlan, TargetSource};
-use graft_report::TechniqueReport;
-use graft_stdx::derive_seed;
+use crate::heads::{TrainedHead, train_head};
 
-/// The target table's texts and labels (as source class indices).
-fn read_target(
+/// The target domain's rows.
+pub(crate) struct Target {
+    pub texts: Vec<String>,
+    /// Each row's class (a source class index) when the table has labels.
+    pub labels: Option<Vec<usize>>,
+    /// The target as the report names it.
+    pub name: String,
+    /// Rows without a text (or, when labelled, without a label), left out.
+    pub dropped: usize,
+}
+
+/// Reads the target table and checks it against the source's classes: what `check` runs too, so that a
+/// wrong column or class is found before anything is extracted.
+pub(crate) fn read_target(
     p: &DomainPlan,
-    d: &RunData<'_>,
-) -> Result<(Vec<String>, Vec<usize>, String), PipelineError> {
-    let span = Some(p.span.clone());
-    let (path, label) = match &p.target {
-        TargetSource::Registry(name) => {
-            ((d.dataset)(name)?, format!("{name} (registered data set)"))
-        }
+    classes: &[String],
+    dataset: &DatasetTable<'_>,
+    file: &Path,
+    source: &str,
+) -> Result<Target, PipelineError> {
+    let at = |span: &Option<Range<usize>>, message: String| {
+        Diagnostic::at(file, source, span.clone().or(Some(p.span.clone())), message)
+    };
+    let (path, name) = match &p.target {
+        TargetSource::Registry(name) => (dataset(name)?, format!("{name} (registered data set)")),
         TargetSource::File(path) => (path.clone(), path.display().to_string()),
     };
     let table = graft_ingest::read_table(&path).map_err(|e| {
-        PipelineError::from(
-            d.diagnostic(&span, format!("target domain: {e}"))
-                .with_hint("give a CSV/TSV or Parquet table with a header row, texts and labels"),
-        )
+        PipelineError::from(at(&None, format!("target domain: {e}")).with_hint(
+            "give a CSV/TSV, JSONL or Parquet table with a header row and a text column",
+        ))
     })?;
-    let target = graft_ingest::text_classification(&table, &p.text_column, &p.label_column)
-        .map_err(|e| {
-            PipelineError::from(
-                d.diagnostic(&span, format!("target domain {}: {e}", path.display()))
-                    .with_hint("`text_column` and `label_column` name the target table's columns; it needs rows of at least two classes"),
-            )
-        })?;
-    if target.texts.is_empty() {
-        return Err(d
-            .diagnostic(
-                &span,
-                format!("the target domain {} has no rows", path.display()),
-            )
-            .with_hint("give a table with texts and labels")
-            .into());
-    }
-    if target.classes != d.classes {
-        return Err(d
-            .diagnostic(
-                &span,
+    let columns: Vec<String> = table
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let missing = |column: &str, span: &Option<Range<usize>>, key: &str| {
+        let hint = match graft_config::did_you_mean(column, columns.iter().map(String::as_str)) {
+            Some(best) => format!(
+                "did you mean `{best}`? the table has columns: {}",
+                columns.join(", ")
+            ),
+            None => format!(
+                "`{key}` names a column of the target table; it has: {}",
+                columns.join(", ")
+            ),
+        };
+        PipelineError::from(
+            at(
+                span,
                 format!(
-                    "the target domain's classes ({}) differ from the source's ({})",
-                    target.classes.join(", "),
-                    d.classes.join(", ")
+                    "column `{column}` not found in the target table {}",
+                    path.display()
                 ),
             )
-            .with_hint("both domains must use the same class names")
-            .into());
+            .with_hint(hint),
+        )
+    };
+    if !columns.contains(&p.text_column) {
+        return Err(missing(&p.text_column, &p.text_span, "text_column"));
     }
-    Ok((target.texts, target.labels, label))
+    // A label column named in the pipeline (or the registry) must exist; the default `label` is optional.
+    let label_column = match &p.label_column {
+        Some(column) if !columns.contains(column) => {
+            return Err(missing(column, &p.label_span, "label_column"));
+        }
+        Some(column) => Some(column.as_str()),
+        None => columns.iter().any(|c| c == "label").then_some("label"),
+    };
+    let target = match label_column {
+        Some(label_column) => {
+            let target = graft_ingest::text_classification(&table, &p.text_column, label_column)
+                .map_err(|e| {
+                    PipelineError::from(
+                        at(
+                            &p.label_span,
+                            format!("target domain {}: {e}", path.display()),
+                        )
+                        .with_hint(
+                            "`text_column` and `label_column` name the target table's columns",
+                        ),
+                    )
+                })?;
+            if target.classes != classes {
+                return Err(at(
+                    &p.label_span,
+                    format!(
+                        "the target domain's classes ({}) differ from the source's ({})",
+                        target.classes.join(", "),
+                        classes.join(", ")
+                    ),
+                )
+                .with_hint("both domains must use the same class names (target labels only score the result; a table without a label column is fine)")
+                .into());
+            }
+            Target {
+                dropped: target.dropped_null_text + target.dropped_null_label,
+                texts: target.texts,
+                labels: Some(target.labels),
+                name,
+            }
+        }
+        None => {
+            let (texts, dropped) = graft_ingest::texts(&table, &p.text_column).map_err(|e| {
+                PipelineError::from(at(
+                    &p.text_span,
+                    format!("target domain {}: {e}", path.display()),
+                ))
+            })?;
+            Target {
+                texts,
+                labels: None,
+                name,
+                dropped,
+            }
+        }
+    };
+    if target.texts.is_empty() {
+        return Err(at(
+            &None,
+            format!(
+                "the target domain {} has no rows with a text",
+                path.display()
+            ),
+        )
+        .with_hint("give a table with a text per row")
+        .into());
+    }
+    Ok(target)
 }
 
-/// One alignment: the rows as it presents them to the head.
+/// One alignment: the rows as it presents them to the head, and the standardisation a target row gets
+/// before the head (kept with the adapted head).
 struct Aligned {
     name: &'static str,
     train: Array2<f32>,
     source_test: Array2<f32>,
-    target: Array2<f32>,
+    target_transform: Option<FittedTransform>,
 }
 
-/// Trains `spec` on `x`/`y` and returns its accuracy on each of `scored`.
+/// One alignment's head and scores.
+struct Scored {
+    name: &'static str,
+    /// Taken when it is the kept one.
+    head: Option<TrainedHead>,
+    source_test_accuracy: f64,
+    /// Predicted class of every target row.
+    target_predicted: Vec<usize>,
+    /// Accuracy on the labelled target rows, with its bootstrap interval.
+    target: Option<Interval>,
+}
+
 fn train_and_score(
     spec: &HeadSpec,
-    x: ArrayView2<'_, f32>,
-    y: &[usize],
+    m: Aligned,
+    source: (&[usize], &[usize], usize),
+    x_target: ArrayView2<'_, f32>,
+    y_target: Option<&[usize]>,
+    bootstrap: &Bootstrap,
+) -> Result<Scored, PipelineError> {
+    let (y_train, y_test, n_classes) = source;
+    let (mut head, _) = train_head(
+        spec,
+        None,
+        m.train.view(),
+        &Targets::new(y_train, n_classes)?,
+        None,
+    )?;
+    // The source test rows are already in the head's space; target rows go through the target's transform.
+    let source_predicted = argmax_rows(head.predict_proba(m.source_test.view())?.view());
+    head.transform = m.target_transform;
+    let target_predicted = argmax_rows(head.predict_proba(x_target)?.view());
+    let target = y_target
+        .map(|y| {
+            bootstrap.interval(y.len(), |rows| {
+                rows.iter()
+                    .filter(|&&i| target_predicted[i] == y[i])
+                    .count() as f64
+                    / rows.len() as f64
+            })
+        })
+        .transpose()?;
+    Ok(Scored {
+        name: m.name,
+        head: Some(head),
+        source_test_accuracy: accuracy(&source_predicted, y_test),
+        target_predicted,
+        target,
+    })
+}
+
+/// The four alignments of source and target features.
+fn alignments(
+    x_source: &Array2<f32>,
+    x_source_test: &Array2<f32>,
+    x_target: ArrayView2<'_, f32>,
+    lambda: f64,
+) -> Result<Vec<Aligned>, PipelineError> {
+    let source_z = FittedTransform::standardize(x_source.view())?;
+    let target_z = FittedTransform::standardize(x_target)?;
+    let (s_own, st_own) = (
+        source_z.transform(x_source.view())?,
+        source_z.transform(x_source_test.view())?,
+    );
+    // CORAL on features standardised with the source's statistics (one shared scale, no alignment of its own).
+    let a = coral(s_own.view(), source_z.transform(x_target)?.view(), lambda)?;
+    let a_own = coral(s_own.view(), target_z.transform(x_target)?.view(), lambda)?;
+    Ok(vec![
+        Aligned {
+            name: "no adaptation",
+            train: x_source.clone(),
+            source_test: x_source_test.clone(),
+            target_transform: None,
+        },
+        Aligned {
+            name: "per-domain standardisation",
+            train: s_own.clone(),
+            source_test: st_own.clone(),
+            target_transform: Some(target_z.clone()),
+        },
+        Aligned {
+            name: "CORAL",
+            train: s_own.dot(&a),
+            source_test: st_own.dot(&a),
+            target_transform: Some(source_z),
+        },
+        Aligned {
+            name: "per-domain standardisation + CORAL",
+            train: s_own.dot(&a_own),
+            source_test: st_own.dot(&a_own),
+            target_transform: Some(target_z),
+        },
+    ])
+}
+
+/// Ceiling: the head trained on target labels, stratified 5-fold cross-validation on the target rows.
+fn target_ceiling(
+    spec: &HeadSpec,
+    x_target: ArrayView2<'_, f32>,
+    y_target: &[usize],
     n_classes: usize,
-    scored: &[(ArrayView2<'_, f32>, &[usize])],
-) -> Result<Vec<f64>, PipelineError> {
-    let (head, _) = train_head(spec, None, x, &Targets::new(y, n_classes)?, None)?;
-    scored
-        .iter()
-        .map(|(x, y)| Ok(accuracy(&argmax_rows(head.predict_proba(*x)?.view()), y)))
-        .collect()
+    seed: u64,
+) -> Result<f64, PipelineError> {
+    let folds =
+        graft_ingest::stratified_kfold(y_target, n_classes, 5, derive_seed(seed, "domain oracle"))?;
+    let mut right = 0;
+    for fold in &folds {
+        let y_train: Vec<usize> = fold.train.iter().map(|&r| y_target[r]).collect();
+        let (head, _) = train_head(
+            spec,
+            None,
+            x_target.select(Axis(0), &fold.train).view(),
+            &Targets::new(&y_train, n_classes)?,
+            None,
+        )?;
+        let predicted = argmax_rows(
+            head.predict_proba(x_target.select(Axis(0), &fold.held_out).view())?
+                .view(),
+        );
+        right += fold
+            .held_out
+            .iter()
+            .zip(&predicted)
+            .filter(|&(&r, &p)| y_target[r] == p)
+            .count();
+    }
+    Ok(right as f64 / y_target.len() as f64)
+}
+
+/// The best adaptation against none on the labelled target rows.
+struct Verdict {
+    best: usize,
+    paired: PairedBootstrap,
+    test: McNemar,
+}
+
+fn verdict_words(v: &Verdict, scored: &[Scored], level: f64) -> String {
+    let i = &v.paired.interval;
+    let name = scored[v.best].name;
+    let percent = level * 100.0;
+    if i.lower > 0.0 {
+        format!(
+            "{name} helps on the target: {:+.4} accuracy, {percent:.0}% interval [{:+.4}, {:+.4}] above zero (McNemar p = {:.2e})",
+            i.estimate, i.lower, i.upper, v.test.p_value
+        )
+    } else if i.upper < 0.0 {
+        format!(
+            "every alignment hurts on the target; the best, {name}, by {:+.4} ({percent:.0}% interval [{:+.4}, {:+.4}]): keep the unadapted head",
+            i.estimate, i.lower, i.upper
+        )
+    } else {
+        format!(
+            "no alignment measurably changes target accuracy: the best, {name}, differs by {:+.4} ({percent:.0}% interval [{:+.4}, {:+.4}] includes zero; McNemar p = {:.2})",
+            i.estimate, i.lower, i.upper, v.test.p_value
+        )
+    }
 }
 
 pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
-    let (texts, y_target, target_label) = read_target(p, d)?;
+    let target = read_target(p, d.classes, d.dataset, d.file, d.source)?;
     let embed = d.embed.expect("checked: text rows have a text backbone");
-    let x_target = embed(None, &texts, false)?.features;
+    let extract_clock = std::time::Instant::now();
+    let embedded = embed(None, &target.texts, false)?;
+    let extract_seconds = extract_clock.elapsed().as_secs_f64();
+    let x_target = embedded.features;
     let n_classes = d.classes.len();
     let spec = d.headline.uncalibrated();
     let x_source = d.features.select(Axis(0), d.train);
     let y_source: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
     let x_source_test = d.features.select(Axis(0), d.test);
     let y_source_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
+    let bootstrap = Bootstrap {
+        level: d.level,
+        seed: derive_seed(d.seed, "domain bootstrap"),
+        ..Bootstrap::default()
+    };
+    let y_target = target.labels.as_deref();
+    let scored = alignments(&x_source, &x_source_test, x_target.view(), p.lambda)?
+        .into_iter()
+        .map(|m| {
+            train_and_score(
+                &spec,
+                m,
+                (&y_source, &y_source_test, n_classes),
+                x_target.view(),
+                y_target,
+                &bootstrap,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let verdict = y_target
+        .map(|y| -> Result<Verdict, PipelineError> {
+            let best = (1..scored.len())
+                .max_by(|&a, &b| {
+                    let score = |i: usize| scored[i].target.as_ref().map_or(0.0, |t| t.estimate);
+                    score(a).total_cmp(&score(b))
+                })
+                .expect("three adapted methods");
+            Ok(Verdict {
+                best,
+                paired: bootstrap.paired_accuracy(
+                    y,
+                    &scored[best].target_predicted,
+                    &scored[0].target_predicted,
+                )?,
+                test: mcnemar(
+                    y,
+                    &scored[best].target_predicted,
+                    &scored[0].target_predicted,
+                )?,
+            })
+        })
+        .transpose()?;
+    let ceiling = y_target
+        .map(|y| target_ceiling(&spec, x_target.view(), y, n_classes, d.seed))
+        .transpose()?;
+    // The head kept for `predict` on target rows: the best alignment on the labelled target, else CORAL (the
+    // method of Sun et al.; without target labels nothing measures which alignment is better).
+    let kept = verdict.as_ref().map_or(2, |v| v.best);
+    let head_name = format!("{}-adapted", d.headline.name());
+    let mut scored = scored;
+    (d.add_head)(super::StageHead {
+        name: head_name.clone(),
+        head: scored[kept].head.take().expect("each head is kept once"),
+        graph: None,
+    })?;
+    Ok(report(
+        p,
+        d,
+        &Outcome {
+            target,
+            extract_seconds,
+            extracted: embedded.extracted,
+            scored,
+            verdict,
+            ceiling,
+            kept,
+            head_name,
+        },
+        clock.elapsed().as_secs_f64(),
+    ))
+}
 
-    let source_z = FittedTransform::standardize(x_source.view())?;
-    let target_z = FittedTransform::standardize(x_target.view())?;
-    let (s_own, st_own, t_own) = (
-        source_z.transform(x_source.view())?,
-        source_z.transform(x_source_test.view())?,
-        target_z.transform(x_target.view())?,
-    );
-    // CORAL on features standardised with the source's statistics (one shared scale, no alignment of its own).
-    let t_shared = source_z.transform(x_target.view())?;
-    let a = coral(s_own.view(), t_shared.view(), p.lambda)?;
-    let a_own = coral(s_own.view(), t_own.view(), p.lambda)?;
-    let methods = [
-        Aligned {
-            name: "no adaptation",
-            train: x_source.clone(),
-            source_test: x_source_test.clone(),
-            target: x_target.clone(),
-        },
-        Aligned {
-            name: "per-domain standardisation",
-            train: s_own.clone(),
-            source_test: st_own.clone(),
-            target: t_own.clone(),
-        },
-        Aligned {
-            name: "CORAL",
-            train: s_own.dot(&a),
-            source_test: st_own.dot(&a),
-            target: t_shared,
-        },
-        Aligned {
-            name: "per-domain standardisation + CORAL",
-            train: s_own.dot(&a_own),
-            source_test: st_own.dot(&a_own),
-            target: t_own,
-        },
-    ];
-    let mut rows = Vec::new();
-    let mut results = Vec::new();
-    // (method, target accuracy) of each alignment.
-    let mut target_scores = Vec::new();
-    for m in &methods {
-        let scores = train_and_score(
-            &spec,
-            m.train.view(),
-            &y_source,
-            n_classes,
-            &[
-                (m.source_test.view(), &y_source_test),
-                (m.target.view(), &y_target),
-            ],
-        )?;
-        rows.push(vec![m.name.to_owned(), f4(scores[0]), f4(scores[1])]);
-        results.push(json!({ "method": m.name, "source_test_accuracy": scores[0], "target_accuracy": scores[1] }));
-        target_scores.push((m.name, scores[1]));
-    }
-    // Ceiling: target labels, stratified 5-fold cross-validation on the target rows.
-    let folds = graft_ingest::stratified_kfold(
-        &y_target,
-        n_classes,
-        5,
-        derive_seed(d.seed, "domain oracle"),
-    )?;
-    let mut right = 0.0;
-    for fold in &folds {
-        let y_train: Vec<usize> = fold.train.iter().map(|&r| y_target[r]).collect();
-        let y_held: Vec<usize> = fold.held_out.iter().map(|&r| y_target[r]).collect();
-        let held = x_target.select(Axis(0), &fold.held_out);
-        let a = train_and_score(
-            &spec,
-            x_target.select(Axis(0), &fold.train).view(),
-            &y_train,
-            n_classes,
-            &[(held.view(), &y_held)],
-        )?;
-        right += a[0] * y_held.len() as f64;
-    }
-    let oracle = right / y_target.len() as f64;
-    rows.push(vec![
-        "target labels (5-fold CV, ceiling)".to_owned(),
-        "–".to_owned(),
-        f4(oracle),
-    ]);
-    let none = target_scores[0].1;
-    let (best_method, best) = target_scores[1..]
+/// What the stage measured, for its report.
+struct Outcome {
+    target: Target,
+    extract_seconds: f64,
+    /// Target rows extracted (the rest came from the feature cache).
+    extracted: usize,
+    scored: Vec<Scored>,
+    verdict: Option<Verdict>,
+    ceiling: Option<f64>,
+    /// The alignment whose head is kept, and the head's name.
+    kept: usize,
+    head_name: String,
+}
+
+/// The stage's section: a row per alignment (target accuracy with its interval, or the predicted shares of
+/// an unlabelled target), the ceiling, the verdict in words and the figures.
+fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> TechniqueReport {
+    let Outcome {
+        target,
+        extract_seconds,
+        extracted,
+        scored,
+        verdict,
+        ceiling,
+        kept,
+        head_name,
+    } = o;
+    let (extract_seconds, kept, ceiling) = (*extract_seconds, *kept, *ceiling);
+    let n_classes = d.classes.len();
+    let spec = d.headline.uncalibrated();
+    let y_target = target.labels.as_deref();
+    let shares = |predicted: &[usize]| -> String {
+        d.classes
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                let n = predicted.iter().filter(|&&p| p == c).count();
+                format!("{name} {:.0}%", 100.0 * n as f64 / predicted.len() as f64)
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    let percent = format!("{:.0}%", d.level * 100.0);
+    let mut rows: Vec<Vec<String>> = scored
         .iter()
-        .copied()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("three adapted methods");
-    let counts: Vec<usize> = (0..n_classes)
-        .map(|c| y_target.iter().filter(|&&y| y == c).count())
+        .map(|s| {
+            vec![
+                s.name.to_owned(),
+                f4(s.source_test_accuracy),
+                match &s.target {
+                    Some(t) => format!("{:.4} [{:.4}, {:.4}]", t.estimate, t.lower, t.upper),
+                    None => shares(&s.target_predicted),
+                },
+            ]
+        })
         .collect();
-    Ok(TechniqueReport {
+    if let Some(ceiling) = ceiling {
+        rows.push(vec![
+            "target labels (5-fold CV, ceiling)".to_owned(),
+            "not scored (trained on the target)".to_owned(),
+            f4(ceiling),
+        ]);
+    }
+    let methods: Vec<serde_json::Value> = scored
+        .iter()
+        .map(|s| {
+            json!({ "method": s.name, "source_test_accuracy": s.source_test_accuracy,
+                    "target_accuracy": s.target.as_ref().map(|t| t.estimate),
+                    "target_interval": s.target.as_ref().map(|t| [t.lower, t.upper]) })
+        })
+        .collect();
+    let counts = |labels: &[usize]| -> String {
+        (0..n_classes)
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    labels.iter().filter(|&&y| y == c).count(),
+                    d.classes[c]
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let finding = match (&verdict, y_target) {
+        (Some(v), Some(_)) => format!(
+            "{}; target accuracy {:.4} without adaptation; a head trained on target labels reaches {:.4}",
+            verdict_words(v, scored, d.level),
+            scored[0].target.as_ref().map_or(0.0, |t| t.estimate),
+            ceiling.unwrap_or(0.0)
+        ),
+        _ => format!(
+            "the target rows are unlabelled, so nothing scores the adaptation there; the kept head ({kept_name}) \
+             predicts {} on them, against {} without adaptation",
+            shares(&scored[kept].target_predicted),
+            shares(&scored[0].target_predicted),
+            kept_name = scored[kept].name,
+        ),
+    };
+    TechniqueReport {
         curve: Vec::new(),
         technique: "domain_adaptation".to_owned(),
         title: "Domain adaptation: source → target".to_owned(),
         method: format!(
-            "Source: the {} training rows of this pipeline's data. Target: {target_label}, {} rows ({}), embedded \
-             by the same backbone; its features (never its labels) fit the alignment. The headline head ({}) is \
-             trained on aligned source rows and scored on the source test split and on every target row. CORAL: \
-             Sun, Feng & Saenko (2016), λ = {}.",
+            "Source: the {} training rows of this pipeline's data. Target: {}, {} rows{}{}, embedded by the same \
+             backbone ({extract_seconds:.1} s, {} rows extracted, {} from the feature cache); its features (never \
+             its labels) fit the alignment. The headline head ({}) is trained on aligned source rows and scored on \
+             the source test split{}. CORAL: Sun, Feng & Saenko (2016), λ = {}. The head of {} is kept as \
+             heads/{head_name}.json with the target's standardisation inside it: `predict --head {head_name}` on \
+             raw target rows.",
             d.train.len(),
-            y_target.len(),
-            d.classes
-                .iter()
-                .zip(&counts)
-                .map(|(c, n)| format!("{n} {c}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            target.name,
+            target.texts.len(),
+            y_target.map_or_else(
+                || " (unlabelled)".to_owned(),
+                |y| format!(" ({})", counts(y))
+            ),
+            if target.dropped > 0 {
+                format!("; {} rows without a text or label left out", target.dropped)
+            } else {
+                String::new()
+            },
+            extracted,
+            target.texts.len() - extracted,
             spec.label(),
-            p.lambda
+            if y_target.is_some() {
+                format!(
+                    " and on every target row ({percent} bootstrap intervals; the best alignment against none by a \
+                     paired bootstrap of the difference and McNemar's exact test)"
+                )
+            } else {
+                "; on the unlabelled target the table gives the predicted class shares".to_owned()
+            },
+            p.lambda,
+            scored[kept].name,
         ),
-        finding: format!(
-            "target accuracy {none:.4} without adaptation, {:.4} with {} ({:+.4}); a head trained on target labels \
-             reaches {oracle:.4}",
-            best,
-            best_method,
-            best - none
-        ),
+        finding,
         columns: vec![
             "alignment".to_owned(),
             "source test accuracy".to_owned(),
-            "target accuracy".to_owned(),
+            if y_target.is_some() {
+                format!("target accuracy [{percent} interval]")
+            } else {
+                "predicted on the target".to_owned()
+            },
         ],
         rows,
-        details: json!({ "target": target_label, "target_rows": y_target.len(), "methods": results,
-                         "target_cross_validated_accuracy": oracle, "lambda": p.lambda }),
-        seconds: clock.elapsed().as_secs_f64(),
-    })
+        details: json!({
+            "target": target.name, "target_rows": target.texts.len(), "target_dropped": target.dropped,
+            "labelled": y_target.is_some(), "target_extract_seconds": extract_seconds,
+            "target_rows_extracted": extracted, "methods": methods,
+            "target_cross_validated_accuracy": ceiling, "lambda": p.lambda,
+            "adapted_head": { "name": head_name, "alignment": scored[kept].name },
+            "best_vs_none": verdict.as_ref().map(|v| json!({
+                "alignment": scored[v.best].name, "difference": v.paired.interval.estimate,
+                "lower": v.paired.interval.lower, "upper": v.paired.interval.upper,
+                "bootstrap_p": v.paired.p_value, "mcnemar": v.test,
+            })),
+        }),
+        seconds,
+    }
 }

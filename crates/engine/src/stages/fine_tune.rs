@@ -310,9 +310,11 @@ fn compare(d: &RunData<'_>, r: &Ready<'_>, tuned: &Tuned) -> Result<Comparison, 
     (d.add_head)(super::StageHead {
         name: head_name.clone(),
         head: tuned_head,
-        onnx: tuned.path.clone(),
-        sha256: tuned.sha256.clone(),
-        tokenizer: r.kit.tokenizer.clone(),
+        graph: Some(super::StageGraph {
+            onnx: tuned.path.clone(),
+            sha256: tuned.sha256.clone(),
+            tokenizer: r.kit.tokenizer.clone(),
+        }),
     })?;
     let frozen_accuracy = accuracy(&frozen_pred, &truth);
     let tuned_accuracy = accuracy(&tuned_pred, &truth);

@@ -52,7 +52,12 @@ pub(crate) struct StageHead {
     /// Its name in `heads/` (e.g. `logistic-tuned`).
     pub name: String,
     pub head: crate::heads::TrainedHead,
-    /// The backbone graph its features come from, its sha256, and the tokenizer.
+    /// The backbone graph its features come from, when not the pipeline's own.
+    pub graph: Option<StageGraph>,
+}
+
+/// A backbone graph a stage wrote: its file, sha256 and tokenizer.
+pub(crate) struct StageGraph {
     pub onnx: PathBuf,
     pub sha256: String,
     pub tokenizer: PathBuf,
@@ -111,6 +116,9 @@ pub(crate) struct RunData<'a> {
     /// The headline head's settings, and its test accuracy for comparison.
     pub headline: &'a HeadSpec,
     pub headline_accuracy: f64,
+    pub headline_macro_f1: f64,
+    /// `[evaluation] level`: the confidence level of the stages' intervals.
+    pub level: f64,
     /// The data table and the table row of each used row, for stages that read more of its columns.
     pub table: Option<(&'a Path, &'a [usize])>,
     /// The backbone, for texts a stage brings (`None` for image backbones and given features).
@@ -177,6 +185,27 @@ pub(crate) fn run(
         reports.push(report?);
     }
     Ok(reports)
+}
+
+/// The stages' checks that need the data but no model: zero-shot `labels` against the data's classes, and
+/// the target domain's table (its columns and classes). `check` runs them; a run meets them again.
+pub(crate) fn check_with_data(
+    techniques: &TechniquesPlan,
+    classes: &[String],
+    dataset: &DatasetTable<'_>,
+    file: &Path,
+    source: &str,
+) -> Result<(), PipelineError> {
+    for plan in &techniques.stages {
+        match plan {
+            StagePlan::ZeroShot(p) => zero_shot::check_classes(p, classes, file, source)?,
+            StagePlan::DomainAdaptation(p) => {
+                domain::read_target(p, classes, dataset, file, source)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Share of equal entries.
@@ -440,6 +469,8 @@ mod tests {
                 test: &self.test,
                 headline: &self.plan.heads[0],
                 headline_accuracy: 1.0,
+                headline_macro_f1: 1.0,
+                level: 0.95,
                 table: Some((table.as_path(), &self.rows)),
                 embed: Some(&embed),
                 texts: Some(&self.texts),
@@ -521,7 +552,9 @@ mod tests {
             // Timings differ; everything measured does not.
             let strip = |mut v: serde_json::Value| {
                 if let Some(map) = v.as_object_mut() {
-                    map.retain(|k, _| !k.contains("per_second") && k != "speed_up");
+                    map.retain(|k, _| {
+                        !k.contains("per_second") && !k.ends_with("_seconds") && k != "speed_up"
+                    });
                 }
                 v
             };

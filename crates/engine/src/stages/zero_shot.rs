@@ -34,25 +34,35 @@ fn prior_head(
         .fit_with_prior(x, y, class_embeddings.view(), weight)?)
 }
 
+/// `labels` may only describe classes the data has: what `check` runs too.
+pub(crate) fn check_classes(
+    p: &ZeroShotPlan,
+    classes: &[String],
+    file: &std::path::Path,
+    source: &str,
+) -> Result<(), PipelineError> {
+    let Some(unknown) = p.labels.keys().find(|k| !classes.contains(k)) else {
+        return Ok(());
+    };
+    let known = classes.join(", ");
+    Err(graft_config::Diagnostic::at(
+        file,
+        source,
+        p.labels_span.clone(),
+        format!("`labels` names class `{unknown}`, which the data does not have"),
+    )
+    .with_hint(
+        match graft_config::did_you_mean(unknown, classes.iter().map(String::as_str)) {
+            Some(best) => format!("did you mean `{best}`? the classes are: {known}"),
+            None => format!("the classes are: {known}"),
+        },
+    )
+    .into())
+}
+
 pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
-    if let Some(unknown) = p.labels.keys().find(|k| !d.classes.contains(k)) {
-        return Err(d
-            .diagnostic(
-                &p.labels_span,
-                format!("`labels` names class `{unknown}`, which the data does not have"),
-            )
-            .with_hint(
-                match graft_config::did_you_mean(unknown, d.classes.iter().map(String::as_str)) {
-                    Some(best) => format!(
-                        "did you mean `{best}`? the classes are: {}",
-                        d.classes.join(", ")
-                    ),
-                    None => format!("the classes are: {}", d.classes.join(", ")),
-                },
-            )
-            .into());
-    }
+    check_classes(p, d.classes, d.file, d.source)?;
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = p.class_texts(d.classes);
     let class_embeddings = embed(None, &texts, false)?.features;
@@ -67,51 +77,72 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let x_test = d.features.select(Axis(0), d.test);
     let predicted = argmax_rows(zero_shot.similarities(x_test.view()).view());
     let report = classification_report(&y_test, &predicted, n_classes)?;
-
-    // The description as a prior for a prototype head, on the same seeded draws as the plain class mean.
-    let per_k = super::paired_draws(&p.prior_shots, p.repeats, |k, r| {
-        let rows = crate::curve::draw(
-            d.train,
-            d.labels,
-            n_classes,
-            k,
-            derive_seed(d.seed, &format!("zero-shot prior {k} {r}")),
-        );
-        let x = d.features.select(Axis(0), &rows);
-        let y: Vec<usize> = rows.iter().map(|&r| d.labels[r]).collect();
-        let score = |weight: f32| -> Result<f64, PipelineError> {
-            let head = prior_head(x.view(), &y, &class_embeddings, weight)?;
-            Ok(super::accuracy(&head.predict(x_test.view())?, &y_test))
-        };
-        Ok((score(0.0)?, score(p.prior_weight as f32)?))
+    let interval = graft_eval::Bootstrap {
+        level: d.level,
+        seed: derive_seed(d.seed, "zero-shot bootstrap"),
+        ..graft_eval::Bootstrap::default()
+    }
+    .interval(y_test.len(), |rows| {
+        rows.iter().filter(|&&i| predicted[i] == y_test[i]).count() as f64 / rows.len() as f64
     })?;
+
+    // The description as a prior for a prototype head, on the same seeded draws as the plain class mean;
+    // accuracy and macro-F1 of each draw's predictions.
+    let draws = |macro_f1: bool| {
+        super::paired_draws(&p.prior_shots, p.repeats, |k, r| {
+            let rows = crate::curve::draw(
+                d.train,
+                d.labels,
+                n_classes,
+                k,
+                derive_seed(d.seed, &format!("zero-shot prior {k} {r}")),
+            );
+            let x = d.features.select(Axis(0), &rows);
+            let y: Vec<usize> = rows.iter().map(|&r| d.labels[r]).collect();
+            let score = |weight: f32| -> Result<f64, PipelineError> {
+                let predicted =
+                    prior_head(x.view(), &y, &class_embeddings, weight)?.predict(x_test.view())?;
+                Ok(if macro_f1 {
+                    classification_report(&y_test, &predicted, n_classes)?.macro_f1
+                } else {
+                    super::accuracy(&predicted, &y_test)
+                })
+            };
+            Ok((score(0.0)?, score(p.prior_weight as f32)?))
+        })
+    };
+    let per_k = draws(false)?;
+    let per_k_f1 = draws(true)?;
     let mut rows = vec![
         vec![
             "zero-shot (class descriptions only)".to_owned(),
             "0".to_owned(),
-            f4(report.accuracy),
+            format!(
+                "{:.4} [{:.4}, {:.4}]",
+                interval.estimate, interval.lower, interval.upper
+            ),
             f4(report.macro_f1),
         ],
         vec![
             "trained headline head (whole training split)".to_owned(),
             d.train.len().to_string(),
             f4(d.headline_accuracy),
-            "–".to_owned(),
+            f4(d.headline_macro_f1),
         ],
     ];
     let mut points = Vec::new();
-    for (k, plain, prior) in &per_k {
+    for ((k, plain, prior), (_, plain_f1, prior_f1)) in per_k.iter().zip(&per_k_f1) {
         rows.push(vec![
             format!("prototype, {k} per class"),
             (k * n_classes).to_string(),
             with_interval(plain),
-            "–".to_owned(),
+            with_interval(plain_f1),
         ]);
         rows.push(vec![
             format!("prototype with zero-shot prior, {k} per class"),
             (k * n_classes).to_string(),
             with_interval(prior),
-            "–".to_owned(),
+            with_interval(prior_f1),
         ]);
         points.push(json!({ "per_class": k, "prototype": spread_json(plain),
                             "with_prior": spread_json(prior) }));
@@ -141,9 +172,13 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             }
         ),
         finding: format!(
-            "zero-shot test accuracy {:.4} (macro-F1 {:.4}) vs {:.4} for the trained head; with {} per class the \
+            "zero-shot test accuracy {:.4} ({:.0}% interval [{:.4}, {:.4}], macro-F1 {:.4}) vs {:.4} for the trained \
+             head; with {} per class the \
              prototype head scores {:.4} without the prior and {:.4} with it",
             report.accuracy,
+            d.level * 100.0,
+            interval.lower,
+            interval.upper,
             report.macro_f1,
             d.headline_accuracy,
             first.0,
@@ -161,6 +196,8 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
             "class_texts": texts,
             "test_accuracy": report.accuracy,
             "test_macro_f1": report.macro_f1,
+            "test_interval": [interval.lower, interval.upper],
+            "trained_macro_f1": d.headline_macro_f1,
             "trained_accuracy": d.headline_accuracy,
             "prior_weight": p.prior_weight,
             "prior": points,
