@@ -26,11 +26,13 @@
 //! # }
 //! ```
 
+mod folder;
 mod image;
 mod text;
 
 use std::path::{Path, PathBuf};
 
+pub use folder::ModelFolder;
 pub use image::{
     Augmentation, ImageBackbone, ImageBackboneConfig, ImageExtractionStats, ImagePreprocess,
     ImageSource, Layout, PixelType, resized_pixels,

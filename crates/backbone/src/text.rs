@@ -227,24 +227,12 @@ impl TextBackbone {
         if !feeds.iter().any(|(_, f)| matches!(f, Feed::InputIds)) {
             return Err(model_err("the graph has no `input_ids` input".to_owned()));
         }
-        let outputs: Vec<String> = session
+        let outputs: Vec<(String, ort::value::ValueType)> = session
             .outputs()
             .iter()
-            .map(|o| o.name().to_owned())
+            .map(|o| (o.name().to_owned(), o.dtype().clone()))
             .collect();
-        let output = match &config.output {
-            Some(name) if outputs.contains(name) => name.clone(),
-            Some(name) => {
-                return Err(model_err(format!(
-                    "no output named `{name}`; the graph's outputs are: {}",
-                    outputs.join(", ")
-                )));
-            }
-            None => outputs
-                .first()
-                .cloned()
-                .ok_or_else(|| model_err("the graph has no outputs".to_owned()))?,
-        };
+        let output = choose_output(&outputs, config.output.as_deref()).map_err(model_err)?;
         let mut sessions = vec![session];
         // The others on the provider the first one ended up with (no second fallback warning).
         let provider = if provider_used == "CUDAExecutionProvider" {
@@ -701,6 +689,60 @@ impl TextTokenizer {
             tokenize_seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The graph output graft pools: the one named, else `sentence_embedding` (sentence-transformers' pooled
+/// output), else the first float output of rank 3 (token states), else the first float output of rank 2
+/// (already pooled). Only float32 outputs can be features; the error lists every output with its type.
+fn choose_output(
+    outputs: &[(String, ort::value::ValueType)],
+    requested: Option<&str>,
+) -> Result<String, String> {
+    let float_rank = |t: &ort::value::ValueType| match t {
+        ort::value::ValueType::Tensor {
+            ty: ort::value::TensorElementType::Float32,
+            shape,
+            ..
+        } => Some(shape.len()),
+        _ => None,
+    };
+    let listing = || {
+        outputs
+            .iter()
+            .map(|(name, t)| format!("{name} ({t})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = match requested {
+        Some(name) => match outputs.iter().find(|(n, _)| n == name) {
+            None => {
+                return Err(format!(
+                    "no output named `{name}`; the graph's outputs are: {}",
+                    listing()
+                ));
+            }
+            Some((_, t)) if float_rank(t).is_none() => {
+                return Err(format!(
+                    "output `{name}` holds {t}, not float32 features; the graph's outputs are: {}",
+                    listing()
+                ));
+            }
+            Some((n, _)) => Some(n),
+        },
+        None => outputs
+            .iter()
+            .find(|(n, t)| n == "sentence_embedding" && float_rank(t).is_some())
+            .or_else(|| outputs.iter().find(|(_, t)| float_rank(t) == Some(3)))
+            .or_else(|| outputs.iter().find(|(_, t)| float_rank(t) == Some(2)))
+            .map(|(n, _)| n),
+    };
+    chosen.cloned().ok_or_else(|| {
+        format!(
+            "no output holds float32 token states [batch, tokens, dim] or embeddings [batch, dim]; the graph's \
+             outputs are: {} (name one with `output` in [backbone] or --output-name)",
+            listing()
+        )
+    })
 }
 
 /// Pools `[batch, tokens, dim]` states with the attention mask; `[batch, dim]` outputs are already pooled.

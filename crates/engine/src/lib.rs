@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use graft_config::{ConfigError, Diagnostic};
 
 pub use graft_assets::CACHE_ENV;
-pub use graft_backbone::{Pooling, Provider};
+pub use graft_backbone::{ModelFolder, Pooling, Provider};
 pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,

@@ -86,6 +86,11 @@ pub struct ExtractJob {
     pub max_length: Option<usize>,
     /// Pooling override.
     pub pooling: Option<Pooling>,
+    /// L2-normalise (default: the registry entry's, else on).
+    pub normalize: Option<bool>,
+    /// The graph output to pool (default: the registry entry's, else `sentence_embedding` or the first float
+    /// output of rank 3).
+    pub output_name: Option<String>,
     /// A template each text is put through before tokenization (`{text}` marks the text).
     pub prompt: Option<String>,
     /// Image backbones: centre-crop size override (the short side is resized in proportion, as in pipelines).
@@ -133,6 +138,8 @@ impl ExtractJob {
             model,
             max_length: None,
             pooling: None,
+            normalize: None,
+            output_name: None,
             prompt: None,
             image_size: None,
             resize: None,
@@ -926,6 +933,12 @@ fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError
     }
     if let Some(max_length) = job.max_length {
         config.max_length = max_length;
+    }
+    if let Some(normalize) = job.normalize {
+        config.normalize = normalize;
+    }
+    if let Some(output) = &job.output_name {
+        config.output = Some(output.clone());
     }
     Ok(config)
 }

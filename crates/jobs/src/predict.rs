@@ -33,6 +33,8 @@ pub struct PredictJob {
     /// The backbone to use instead of the one recorded in the run; refused unless its sha256 is the one
     /// the head was trained on.
     pub model: Option<ModelSource>,
+    /// The graph output to pool instead of the one the run used.
+    pub output_name: Option<String>,
     /// Inference batch size.
     pub batch_size: usize,
     /// ONNX Runtime threads.
@@ -256,6 +258,8 @@ fn extracted_features(
         _ => None,
     };
     extract_job.prompt = settings.prompt.clone();
+    extract_job.normalize = Some(settings.normalize);
+    extract_job.output_name = job.output_name.clone().or(settings.output.clone());
     extract_job.image_size = settings.image.as_ref().map(|i| i.image_size);
     extract_job.resize = settings.image.as_ref().map(|i| i.resize);
     let result = extract(&extract_job).and_then(|_| {

@@ -41,6 +41,13 @@ impl Checker<'_> {
                 image = Some(self.check_image_backbone(&b, name, registry, section.clone())?);
                 ModelSource::Registry(name.get_ref().clone())
             }
+            (Some(name), None)
+                if !registry.models.contains_key(name.get_ref())
+                    && self.resolve(name.get_ref()).is_dir() =>
+            {
+                spans.backbone_model = Some(name.span());
+                self.check_model_folder(&b, name, &mut config)?
+            }
             (Some(name), None) => {
                 spans.backbone_model = Some(name.span());
                 let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
@@ -270,22 +277,63 @@ impl Checker<'_> {
             .with_hint("give the path of the model's tokenizer.json")
         })?;
         let tokenizer_path = self.existing_file(tokenizer, "tokenizer file")?;
-        let sha256 = match &b.sha256 {
-            Some(s) => {
-                let v = s.get_ref().to_ascii_lowercase();
-                if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(self
-                        .error(s.span(), "`sha256` must be 64 hexadecimal digits")
-                        .with_hint(format!("`sha256sum {}` prints it", onnx_path.display())));
-                }
-                Some(v)
-            }
-            None => None,
-        };
         Ok(ModelSource::Files {
+            sha256: self.pinned_sha256(b, &onnx_path)?,
             onnx: onnx_path,
             tokenizer: tokenizer_path,
-            sha256,
+        })
+    }
+
+    /// `sha256`, when given: 64 hexadecimal digits, pinning the graph.
+    fn pinned_sha256(
+        &self,
+        b: &RawBackbone,
+        onnx: &std::path::Path,
+    ) -> Result<Option<String>, Diagnostic> {
+        let Some(s) = &b.sha256 else {
+            return Ok(None);
+        };
+        let v = s.get_ref().to_ascii_lowercase();
+        if v.len() != 64 || !v.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(self
+                .error(s.span(), "`sha256` must be 64 hexadecimal digits")
+                .with_hint(format!("`sha256sum {}` prints it", onnx.display())));
+        }
+        Ok(Some(v))
+    }
+
+    /// `model = "path/to/folder"`: a Hugging Face–style folder; its sentence-transformers settings become
+    /// the defaults of `pooling`, `normalize` and `max_length`.
+    fn check_model_folder(
+        &self,
+        b: &RawBackbone,
+        name: &Spanned<String>,
+        config: &mut TextBackboneConfig,
+    ) -> Result<ModelSource, Diagnostic> {
+        if let Some(tok) = &b.tokenizer {
+            return Err(self
+                .error(tok.span(), "`tokenizer` applies to an `onnx` file")
+                .with_hint("a model folder brings its own tokenizer.json"));
+        }
+        let folder = graft_backbone::ModelFolder::open(&self.resolve(name.get_ref())).map_err(|e| {
+            self.error(name.span(), e.to_string()).with_hint(
+                "a model folder holds model.onnx (or onnx/model.onnx) and tokenizer.json, as Hugging Face's \
+                 exporters write them",
+            )
+        })?;
+        if let Some(pooling) = folder.pooling {
+            config.pooling = pooling;
+        }
+        if let Some(normalize) = folder.normalize {
+            config.normalize = normalize;
+        }
+        if let Some(max_length) = folder.max_length {
+            config.max_length = max_length;
+        }
+        Ok(ModelSource::Files {
+            sha256: self.pinned_sha256(b, &folder.onnx)?,
+            onnx: folder.onnx,
+            tokenizer: folder.tokenizer,
         })
     }
 

@@ -10,7 +10,8 @@ use crate::Defaults;
 /// Embed every row of a file with a frozen backbone, streaming into Parquet or .npy (resumable, shardable).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A registry backbone (e.g. minilm-l6-int8) or an .onnx file (then give --tokenizer).
+    /// A registry backbone (e.g. minilm-l6-int8), a model folder (model.onnx or onnx/model.onnx and
+    /// tokenizer.json; sentence-transformers settings are read), or an .onnx file (then give --tokenizer).
     #[arg(long)]
     pub model: String,
     /// The tokenizer.json of an .onnx --model.
@@ -43,6 +44,9 @@ pub struct Args {
     /// Pooling of token states (default: the registry entry's, else mean).
     #[arg(long, value_enum)]
     pub pooling: Option<PoolingArg>,
+    /// The graph output to pool (default: `sentence_embedding`, else the first float output of rank 3).
+    #[arg(long)]
+    pub output_name: Option<String>,
     /// A template each text is put through before tokenization, `{text}` marking the text
     /// (e.g. "query: {text}").
     #[arg(long)]
@@ -60,7 +64,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             hint: "mark where each text goes, e.g. --prompt \"query: {text}\"".to_owned(),
         });
     }
-    let model = model_source(args.model, args.tokenizer)?;
+    let (model, folder) = model_source(args.model, args.tokenizer)?;
     let mut job = graft_jobs::ExtractJob::new(
         model,
         args.input,
@@ -79,7 +83,15 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     job.sessions = args.sessions;
     job.shard = args.shard;
     job.max_length = args.max_length;
-    job.pooling = args.pooling.map(Into::into);
+    job.pooling = args
+        .pooling
+        .map(Into::into)
+        .or(folder.as_ref().and_then(|f| f.pooling));
+    job.max_length = job
+        .max_length
+        .or(folder.as_ref().and_then(|f| f.max_length));
+    job.normalize = folder.as_ref().and_then(|f| f.normalize);
+    job.output_name = args.output_name;
     job.prompt = args.prompt;
     job.progress = !args.inference.no_progress;
     job.provider = args.inference.device.provider();

@@ -88,25 +88,49 @@ impl DeviceArgs {
     }
 }
 
-/// `--model` (+ `--tokenizer`) as a model source: an `.onnx` file (or any existing file) needs its tokenizer,
-/// anything else is a registry name.
+/// `--model` (+ `--tokenizer`) as a model source: a folder holding model.onnx (or onnx/model.onnx) and
+/// tokenizer.json (returned too, for its sentence-transformers settings), an `.onnx` file (or any existing
+/// file) with its tokenizer, or else a registry name.
 pub fn model_source(
     model: String,
     tokenizer: Option<PathBuf>,
-) -> Result<graft_config::ModelSource, PipelineError> {
+) -> Result<(graft_config::ModelSource, Option<graft_engine::ModelFolder>), PipelineError> {
+    if Path::new(&model).is_dir() {
+        if tokenizer.is_some() {
+            return Err(PipelineError::Job {
+                message: format!("--model {model} is a folder, and --tokenizer is given too"),
+                hint: "a model folder brings its own tokenizer.json; drop --tokenizer".to_owned(),
+            });
+        }
+        let folder = graft_engine::ModelFolder::open(Path::new(&model)).map_err(|e| PipelineError::Job {
+            message: e.to_string(),
+            hint: "a model folder holds model.onnx (or onnx/model.onnx) and tokenizer.json, as Hugging Face's \
+                   exporters write them"
+                .to_owned(),
+        })?;
+        let source = graft_config::ModelSource::Files {
+            onnx: folder.onnx.clone(),
+            tokenizer: folder.tokenizer.clone(),
+            sha256: None,
+        };
+        return Ok((source, Some(folder)));
+    }
     let is_file = model.ends_with(".onnx") || Path::new(&model).is_file();
     match (is_file, tokenizer) {
-        (true, Some(tokenizer)) => Ok(graft_config::ModelSource::Files {
-            onnx: PathBuf::from(&model),
-            tokenizer,
-            sha256: None,
-        }),
+        (true, Some(tokenizer)) => Ok((
+            graft_config::ModelSource::Files {
+                onnx: PathBuf::from(&model),
+                tokenizer,
+                sha256: None,
+            },
+            None,
+        )),
         (true, None) => Err(PipelineError::Job {
             message: format!("--model {model} is a file, and --tokenizer is missing"),
-            hint: "give the model's tokenizer.json with --tokenizer, or a registry name as --model"
+            hint: "give the model's tokenizer.json with --tokenizer, or a model folder or registry name as --model"
                 .to_owned(),
         }),
-        (false, _) => Ok(graft_config::ModelSource::Registry(model)),
+        (false, _) => Ok((graft_config::ModelSource::Registry(model), None)),
     }
 }
 

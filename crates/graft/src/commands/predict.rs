@@ -26,13 +26,16 @@ pub struct Args {
     /// Column copied into the output to identify rows.
     #[arg(long)]
     pub id_column: Option<String>,
-    /// Use this backbone instead of the run's (registry name, or .onnx with --tokenizer); refused unless its
-    /// sha256 is the one the head was trained on.
+    /// Use this backbone instead of the run's (registry name, model folder, or .onnx with --tokenizer);
+    /// refused unless its sha256 is the one the head was trained on.
     #[arg(long)]
     pub model: Option<String>,
     /// The tokenizer.json of an .onnx --model.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// The graph output to pool (default: the one the run used).
+    #[arg(long)]
+    pub output_name: Option<String>,
     #[command(flatten)]
     pub inference: InferenceArgs,
 }
@@ -40,7 +43,7 @@ pub struct Args {
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
     let model = args
         .model
-        .map(|m| model_source(m, args.tokenizer))
+        .map(|m| model_source(m, args.tokenizer).map(|(source, _)| source))
         .transpose()?;
     let job = graft_jobs::PredictJob {
         run_dir: args.run_dir,
@@ -50,6 +53,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         output: args.output,
         head: args.head,
         model,
+        output_name: args.output_name,
         batch_size: args.inference.batch_size,
         threads: args.inference.threads.unwrap_or_else(all_cores),
         provider: args.inference.device.provider(),
