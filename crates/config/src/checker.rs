@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use toml::Spanned;
+use crate::spanned::Spanned;
 
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::sources::absolute;

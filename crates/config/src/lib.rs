@@ -34,6 +34,7 @@ mod plan;
 pub mod resolved;
 pub mod schema;
 mod sources;
+pub mod spanned;
 pub mod techniques;
 
 use std::path::PathBuf;

@@ -3,13 +3,72 @@
 //! Variants are chosen by table name (`[split.stratified]`, `[head.logistic]`) and every struct denies
 //! unknown keys, so typos get an exact position. Checks that need more than the syntax live in `plan.rs`.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
-use toml::Spanned;
 
 /// The version of the pipeline format this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Deserialize)]
+/// Removes `null` from the schema's types: TOML has no null.
+fn drop_null(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let is_null = |v: &Value| v.get("type") == Some(&Value::from("null"));
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".to_owned(), only);
+                }
+            }
+            if let Some(Value::Array(options)) = map.get("anyOf")
+                && options.len() == 2
+                && options.iter().any(is_null)
+            {
+                let kept = options
+                    .iter()
+                    .find(|o| !is_null(o))
+                    .cloned()
+                    .expect("two options");
+                map.remove("anyOf");
+                if let Value::Object(kept) = kept {
+                    map.extend(kept);
+                }
+            }
+            map.values_mut().for_each(drop_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null),
+        _ => {}
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of the pipeline file, derived from [`RawPipeline`] and the types under it,
+/// as pretty-printed JSON ending in a newline: what `graft schema` prints and `pipelines/graft.schema.json`
+/// holds.
+///
+/// ```
+/// let schema: serde_json::Value =
+///     serde_json::from_str(&graft_config::schema::pipeline_schema_json()).unwrap();
+/// assert_eq!(schema["title"], "graft pipeline");
+/// assert!(schema["required"].as_array().unwrap().contains(&"schema".into()));
+/// ```
+pub fn pipeline_schema_json() -> String {
+    let mut schema = schemars::schema_for!(RawPipeline).to_value();
+    // TOML has no null: an optional key is one that may be left out, not one that may be null (and
+    // validators then point at the key inside a table rather than at the table).
+    drop_null(&mut schema);
+    schema["title"] = "graft pipeline".into();
+    schema["description"] = format!(
+        "A graft pipeline file, schema version {SCHEMA_VERSION} (`graft schema` prints this)."
+    )
+    .into();
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
+    text.push('\n');
+    text
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPipeline {
     pub schema: Spanned<u32>,
@@ -36,7 +95,7 @@ pub struct RawPipeline {
     pub head: Spanned<RawHeads>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawData {
     pub dataset: Option<Spanned<String>>,
@@ -53,20 +112,20 @@ pub struct RawData {
     pub sample: Option<Spanned<usize>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawSplit {
     Stratified(Spanned<RawStratified>),
     Predefined(Spanned<RawPredefined>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPredefined {
     pub validation: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAugment {
     pub horizontal_flip: Option<bool>,
@@ -74,7 +133,7 @@ pub struct RawAugment {
     pub views: Option<Spanned<usize>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStratified {
     pub train: f64,
@@ -82,21 +141,21 @@ pub struct RawStratified {
     pub test: f64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawPooling {
     Mean,
     Cls,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawProvider {
     Cpu,
     Cuda,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackbone {
     pub model: Option<Spanned<String>>,
@@ -122,18 +181,18 @@ pub struct RawBackbone {
 
 /// `[transform.standardize]` or `[transform.pca_whiten]`: fitted on the training rows, applied before
 /// every head.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawTransform {
     Standardize(RawStandardize),
     PcaWhiten(Spanned<RawPcaWhiten>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStandardize {}
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPcaWhiten {
     pub components: Option<Spanned<usize>>,
@@ -142,7 +201,7 @@ pub struct RawPcaWhiten {
 
 /// One or more heads, each under its own table (`[head.logistic]`, `[head.mlp]`, …); all train on the same
 /// features and are reported side by side, the first listed here being the headline.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeads {
     pub logistic: Option<Spanned<RawLogistic>>,
@@ -151,7 +210,7 @@ pub struct RawHeads {
     pub knn: Option<Spanned<RawKnn>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogistic {
     pub c: Option<Spanned<f64>>,
@@ -164,28 +223,28 @@ pub struct RawLogistic {
 }
 
 /// A multi-label head's decision threshold: a probability, or `"tune"` (per label, on validation rows).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawThreshold {
     Value(f64),
     Name(String),
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawClassWeight {
     None,
     Balanced,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawActivation {
     Relu,
     Gelu,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawSchedule {
     Constant,
@@ -193,14 +252,14 @@ pub enum RawSchedule {
     Step,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawMonitor {
     Loss,
     Accuracy,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMlp {
     pub hidden: Option<Spanned<Vec<usize>>>,
@@ -222,21 +281,21 @@ pub struct RawMlp {
     pub threshold: Option<Spanned<RawThreshold>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawMetric {
     Cosine,
     Euclidean,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawWeighting {
     Uniform,
     Distance,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrototype {
     pub metric: Option<RawMetric>,
@@ -244,7 +303,7 @@ pub struct RawPrototype {
     pub calibrate: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawKnn {
     pub k: Option<Spanned<usize>>,
@@ -254,7 +313,7 @@ pub struct RawKnn {
 }
 
 /// `[evaluation]`: how the test scores' uncertainty and calibration are reported.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEvaluation {
     /// Bootstrap resamples for the confidence intervals (0 turns them off).
@@ -268,7 +327,7 @@ pub struct RawEvaluation {
 }
 
 /// `[search]`: hyperparameter search over one head, on the cached features, before it is trained for good.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSearch {
     pub method: Option<RawSearchMethod>,
@@ -279,14 +338,14 @@ pub struct RawSearch {
     pub mlp: Option<Spanned<RawMlpSpace>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawSearchMethod {
     Grid,
     Random,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawSelect {
     Validation,
@@ -294,27 +353,27 @@ pub enum RawSelect {
 }
 
 /// A searched value: a list (grid values, or choices for random search) or a range to draw from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawRange {
     Values(Vec<f64>),
     Range(RawBounds),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBounds {
     pub uniform: Option<[f64; 2]>,
     pub log_uniform: Option<[f64; 2]>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogisticSpace {
     pub c: Option<Spanned<RawRange>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMlpSpace {
     pub learning_rate: Option<Spanned<RawRange>>,
@@ -324,7 +383,7 @@ pub struct RawMlpSpace {
 }
 
 /// `[learning_curve]`: transfer vs a from-scratch baseline at K training examples per class.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLearningCurve {
     pub shots: Option<Spanned<Vec<usize>>>,

@@ -39,14 +39,14 @@ pub fn absolute(path: &Path) -> PathBuf {
 }
 
 /// A second backbone as a stage names it: a registered name, or files.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawBackboneRef {
     Name(String),
     Files(RawModelFiles),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawModelFiles {
     pub onnx: String,

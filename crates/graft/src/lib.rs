@@ -116,6 +116,8 @@ enum Command {
     Compare(commands::compare::Args),
     /// List the registered backbones: kind, embedding width, licence, package, whether fetched.
     Models(commands::models::Args),
+    /// Print the JSON Schema of the pipeline file (for editors: `#:schema` in taplo-based ones).
+    Schema(commands::schema::Args),
 }
 
 /// Parses `args` (the program name first) and runs the subcommand; errors are printed as `error: …` and
@@ -154,6 +156,7 @@ where
         Command::Export(args) => commands::export::run(args, defaults),
         Command::Compare(args) => commands::compare::run(args, defaults),
         Command::Models(args) => commands::models::run(args, defaults),
+        Command::Schema(args) => commands::schema::run(args),
     };
     match quiet_panics(dispatch) {
         Ok(Ok(())) => ExitCode::SUCCESS,

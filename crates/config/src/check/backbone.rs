@@ -2,9 +2,9 @@
 
 use std::ops::Range;
 
+use crate::spanned::Spanned;
 use graft_assets::Registry;
 use graft_backbone::{Augmentation, Pooling, Provider, TextBackboneConfig};
-use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
 use crate::schema::{RawAugment, RawBackbone, RawPooling, RawProvider};

@@ -1,7 +1,7 @@
 //! `[data]` and `[split.*]`: where rows come from, their columns and how they are split.
 
+use crate::spanned::Spanned;
 use graft_assets::Registry;
-use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
 use crate::schema::RawData;

@@ -2,11 +2,11 @@
 
 use std::ops::Range;
 
+use crate::spanned::Spanned;
 use graft_heads::{
     Activation, HeadError, Knn, Logistic, Metric, Mlp, Monitor, ParamGuard, Prototype, Schedule,
     Weighting,
 };
-use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
 use crate::heads::{HeadKind, HeadSpec, Threshold};

@@ -8,9 +8,9 @@ mod search;
 
 use std::path::Path;
 
+use crate::spanned::Spanned;
 use graft_assets::Registry;
 use graft_ingest::SplitRatios;
-use toml::Spanned;
 
 use crate::ConfigError;
 pub(crate) use crate::checker::Checker;

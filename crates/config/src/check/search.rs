@@ -2,9 +2,9 @@
 
 use std::ops::Range;
 
+use crate::spanned::Spanned;
 use graft_heads::{HeadError, Logistic, Mlp, ParamGuard};
 use serde_json::json;
-use toml::Spanned;
 
 use crate::diagnostic::Diagnostic;
 use crate::heads::{HeadKind, HeadSpec};

@@ -8,15 +8,15 @@
 //! per row and view; the views are embedded by the backbone through the feature cache. Images: the views
 //! `[backbone] augment` already extracted (flips and random resized crops).
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAugmentation {
     pub views: Option<Spanned<usize>>,

@@ -10,15 +10,15 @@
 //! trained on all classes at once. Average forgetting follows Chaudhry et al. (2018): for each earlier
 //! stage's classes, the best accuracy they ever had minus their accuracy after the last stage.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawContinual {
     pub classes_per_stage: Option<Spanned<usize>>,
@@ -28,7 +28,7 @@ pub struct RawContinual {
 }
 
 /// The order classes arrive in.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RawOrder {
     /// Class-index order (the data's sorted class names).

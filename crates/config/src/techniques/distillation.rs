@@ -7,15 +7,15 @@
 //! labels alone (α = 0, same settings and seed) and the distilled student on the test split, and the
 //! student's extraction speed-up — both backbones timed on the same rows, bypassing the cache.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDistillation {
     pub student: Spanned<super::RawBackboneRef>,

@@ -10,15 +10,15 @@
 
 use std::path::PathBuf;
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDomainAdaptation {
     pub target: Option<Spanned<String>>,

@@ -6,15 +6,15 @@
 //! logistic regression on the frozen embedding (Tian et al., 2020, "Rethinking few-shot image
 //! classification: a good embedding is all you need"). Mean accuracy over the episodes with a 95% interval.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFewShot {
     pub ways: Option<Spanned<usize>>,

@@ -1,23 +1,23 @@
 //! `[fine_tune]`: train the backbone's top blocks on the task (or SetFit's contrastive pairs), then the same
 //! head on the tuned features, compared with the frozen features on the same split.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
 /// `layers = 2` or `layers = "all"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawLayers {
     Count(usize),
     Word(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FineTuneObjective {
     /// Cross-entropy through a new linear head.
@@ -26,7 +26,7 @@ pub enum FineTuneObjective {
     Contrastive,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FineTuneSchedule {
     Constant,
@@ -34,7 +34,7 @@ pub enum FineTuneSchedule {
     Cosine,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFineTune {
     pub layers: Option<Spanned<RawLayers>>,

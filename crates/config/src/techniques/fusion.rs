@@ -4,15 +4,15 @@
 //! settings are trained on each backbone alone and on the fusion, all on the same split, and the fusion is
 //! paired with the pipeline's backbone on the test rows (McNemar's exact test).
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFusion {
     pub backbone: Spanned<super::RawBackboneRef>,

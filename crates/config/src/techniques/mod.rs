@@ -13,7 +13,7 @@ mod prompts;
 mod self_training;
 mod zero_shot;
 
-use toml::Spanned;
+use crate::spanned::Spanned;
 
 use crate::Diagnostic;
 use crate::checker::Checker;

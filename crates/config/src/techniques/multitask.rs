@@ -2,15 +2,15 @@
 //! run extracted once (the rows' split is the pipeline's). Per task: classes, rows, test accuracy and
 //! macro-F1 of the headline head's settings, against always predicting the task's most frequent class.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMultitask {
     pub tasks: Spanned<Vec<String>>,

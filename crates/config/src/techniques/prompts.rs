@@ -3,15 +3,15 @@
 //! the headline head's settings are trained and scored on each, next to the texts as written. The chosen
 //! template then goes to `[backbone] prompt`.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPromptTemplates {
     pub templates: Spanned<Vec<String>>,

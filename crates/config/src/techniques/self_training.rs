@@ -5,15 +5,15 @@
 //! split, and labels the pool rows it predicts with probability ≥ `threshold`; rounds stop at `rounds` or when
 //! nothing new clears the threshold.
 
+use crate::spanned::Spanned;
 use serde::Deserialize;
 use serde_json::json;
-use toml::Spanned;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSelfTraining {
     pub labelled: Option<Spanned<usize>>,

@@ -10,6 +10,7 @@ pub mod merge;
 pub mod models;
 pub mod predict;
 pub mod run;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 
