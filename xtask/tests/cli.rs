@@ -169,7 +169,9 @@ fn check_accepts_the_quickstart_and_rejects_a_bad_file() {
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout),
         "pipelines/quickstart.toml: ok (pipeline `quickstart`): 10605 rows, 2 classes; \
-         train 8485 · validation 1060 · test 1060\n"
+         train 8485 · validation 1060 · test 1060\n  model minilm-l6-int8: inputs input_ids (int64 [batch, \
+         sequence]), attention_mask (int64 [batch, sequence]), token_type_ids (int64 [batch, sequence]); \
+         features from last_hidden_state (float32 [batch, sequence, 384]), 384 wide; 256 tokens kept per text\n"
     );
     // `--no-data` checks the file alone.
     let file_only = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -270,4 +272,74 @@ fn models_lists_every_registered_backbone_and_what_the_cache_holds() {
         .find(|l| l.starts_with("efficientnet-lite0"))
         .unwrap();
     assert!(image.contains("image") && image.contains("1280"), "{image}");
+}
+
+/// `run --dry-run` prints the plan and touches nothing: parts missing from an empty cache are listed as to
+/// fetch (and not fetched), and the feature cache count follows a real run.
+#[test]
+fn a_dry_run_prints_the_plan_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, features, empty) = (
+        dir.path().join("runs"),
+        dir.path().join("features"),
+        dir.path().join("empty"),
+    );
+    let dry = |pipeline: &str, cache_dir: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .current_dir(repo())
+            .args(["run", "--dry-run", pipeline, "--no-progress", "--runs-dir"])
+            .arg(&runs)
+            .arg("--features-dir")
+            .arg(&features)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let before = dry("fixtures/pipelines/tiny.toml", &cache());
+    assert!(
+        before.contains("rows      40 (2 classes; 0 dropped): train 20 · validation 10 · test 10"),
+        "{before}"
+    );
+    assert!(
+        before.contains("features  0 of 40 rows in the feature cache; 40 to extract"),
+        "{before}"
+    );
+    assert!(
+        !runs.exists() && !features.exists(),
+        "a dry run writes nothing"
+    );
+    let real = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args([
+            "run",
+            "fixtures/pipelines/tiny.toml",
+            "--no-progress",
+            "--runs-dir",
+        ])
+        .arg(&runs)
+        .arg("--features-dir")
+        .arg(&features)
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    assert!(real.status.success(), "{}", stderr(&real));
+    let after = dry("fixtures/pipelines/tiny.toml", &cache());
+    assert!(
+        after.contains("features  40 of 40 rows in the feature cache; 0 to extract"),
+        "{after}"
+    );
+    // A registered data set and backbone missing from the cache: listed, not fetched.
+    let fresh = dry("pipelines/quickstart.toml", &empty);
+    for line in [
+        "data set  mr: would be fetched",
+        "backbone  minilm-l6-int8: would be fetched",
+        "runtime   onnxruntime: would be fetched",
+    ] {
+        assert!(fresh.contains(line), "{fresh}");
+    }
+    assert!(!empty.exists(), "nothing fetched into the empty cache");
 }

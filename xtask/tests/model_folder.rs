@@ -132,7 +132,7 @@ fn a_model_folder_extracts_what_the_registered_model_extracts() {
 #[test]
 fn a_pipeline_names_a_model_folder_and_takes_its_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let cls = assemble(dir.path(), "cls_token");
+    assemble(dir.path(), "cls_token"); // named below by its path relative to the pipeline
     let data = repo().join("fixtures/data/tiny-sentiment.csv");
     let pipeline = dir.path().join("folder.toml");
     std::fs::write(

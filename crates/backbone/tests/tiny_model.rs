@@ -154,7 +154,7 @@ fn configuration_and_file_errors_are_reported() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .ends_with("no output named `pooled`; the graph's outputs are: last_hidden_state"),
+            .ends_with("no output named `pooled`; the graph's outputs are: last_hidden_state (Tensor<f32>(batch, tokens, 8))"),
         "{err}"
     );
     let err = TextBackbone::load(

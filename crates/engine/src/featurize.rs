@@ -87,7 +87,10 @@ pub(crate) struct Featurized {
 
 /// The text backbone's files, with located errors for a model that is not a text model or whose pinned
 /// checksum differs.
-fn resolve_text_model(plan: &Plan, cache: &Cache) -> Result<ResolvedModel, PipelineError> {
+pub(crate) fn resolve_text_model(
+    plan: &Plan,
+    cache: &Cache,
+) -> Result<ResolvedModel, PipelineError> {
     resolve_model(cache, &backbone_of(plan).source).map_err(|problem| {
         match problem {
     ModelProblem::NotText(name) => PipelineError::from(plan.diagnostic(
@@ -134,30 +137,61 @@ fn text_store(
     onnx: &VerifiedFile,
     tokenizer: &VerifiedFile,
 ) -> Result<Option<FeatureStore>, PipelineError> {
-    let config = &backbone_of(plan).config;
     Ok(if backbone_of(plan).cache {
-        // Everything that changes the extractor's output is part of the namespace.
-        let description = format!(
-            "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
-         normalize {}; max_length {}",
-            // The name is for `cache stats`; identity comes from the checksums.
-            match &backbone_of(plan).source {
-                ModelSource::Registry(name) => name.clone(),
-                ModelSource::Files { onnx, .. } => onnx
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            },
-            onnx.sha256,
-            tokenizer.sha256,
-            config.output.as_deref().unwrap_or("(first)"),
-            config.pooling.name(),
-            config.normalize,
-            config.max_length
-        );
+        let description = text_namespace(plan, onnx, tokenizer);
         Some(FeatureStore::open(&options.features_dir, &description)?)
     } else {
         None
     })
+}
+
+/// The description of a text backbone's feature-cache namespace: everything that changes its output.
+fn text_namespace(plan: &Plan, onnx: &VerifiedFile, tokenizer: &VerifiedFile) -> String {
+    let config = &backbone_of(plan).config;
+    format!(
+        "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
+         normalize {}; max_length {}",
+        // The name is for `cache stats`; identity comes from the checksums.
+        match &backbone_of(plan).source {
+            ModelSource::Registry(name) => name.clone(),
+            ModelSource::Files { onnx, .. } => onnx
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        },
+        onnx.sha256,
+        tokenizer.sha256,
+        config
+            .output
+            .as_deref()
+            .unwrap_or("(sentence_embedding, else the first float rank-3)"),
+        config.pooling.name(),
+        config.normalize,
+        config.max_length
+    )
+}
+
+/// How many of `texts` (before the prompt) the feature cache holds for the pipeline's backbone, and of how
+/// many: for `run --dry-run`. Reads the model's files (no fetch when they are cached) but runs nothing.
+pub(crate) fn cached_text_rows(
+    plan: &Plan,
+    options: &RunOptions,
+    cache: &Cache,
+    texts: &[String],
+) -> Result<(usize, usize), PipelineError> {
+    let model = resolve_text_model(plan, cache)?;
+    let description = text_namespace(plan, &model.onnx, &model.tokenizer);
+    let store = FeatureStore::open_existing(&options.features_dir, &description);
+    let Some(store) = store.filter(|_| backbone_of(plan).cache) else {
+        return Ok((0, texts.len()));
+    };
+    let keys: Vec<RowKey> = texts
+        .iter()
+        .map(|t| match &backbone_of(plan).prompt {
+            Some(p) => row_key(apply_prompt(p, t).as_bytes()),
+            None => row_key(t.as_bytes()),
+        })
+        .collect();
+    Ok((store.lookup(&keys)?.hits(), texts.len()))
 }
 
 /// Text rows: MiniLM-style backbone, feature cache keyed by each text's sha256.

@@ -25,6 +25,7 @@ mod data;
 mod evaluate;
 mod featurize;
 mod heads;
+mod inspect;
 mod io;
 mod options;
 pub mod progress;
@@ -43,6 +44,7 @@ pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
 };
+pub use inspect::{DryRun, ModelSummary, check_model, dry_run};
 pub use provision::{
     clear_feature_cache, feature_cache_stats, provision_all, provision_runtime, provision_samples,
 };

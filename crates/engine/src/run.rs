@@ -131,6 +131,7 @@ fn check_ingested(plan: &Plan, cache: &Cache, ingested: &Ingested) -> Result<(),
     let dataset = |name: &str| Ok(cache.dataset(name)?.table.path);
     crate::stages::check_with_data(
         &plan.techniques,
+        plan.backbone.as_ref().map(|b| &b.source),
         &ingested.data.classes,
         &dataset,
         &plan.file,

@@ -99,6 +99,15 @@ impl Lookup {
     }
 }
 
+/// The folder of the namespace `description` names: the first 12 bytes of its sha256, in hex.
+fn namespace_dir(root: &Path, description: &str) -> PathBuf {
+    let id: String = Sha256::digest(description.as_bytes())[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    root.join(id)
+}
+
 /// One namespace of the store.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
@@ -109,11 +118,7 @@ impl FeatureStore {
     /// Opens (creating if needed) the namespace described by `description` under `root`. The description is
     /// stored beside the chunks, for `stats`.
     pub fn open(root: &Path, description: &str) -> Result<FeatureStore, FeatureError> {
-        let id: String = Sha256::digest(description.as_bytes())[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let dir = root.join(id);
+        let dir = namespace_dir(root, description);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let about = dir.join("namespace.txt");
         if !about.exists() {
@@ -121,6 +126,13 @@ impl FeatureStore {
                 .map_err(io(&about))?;
         }
         Ok(FeatureStore { dir })
+    }
+
+    /// The namespace described by `description`, if the store has it; creates nothing (for looking without
+    /// touching, as `run --dry-run` does).
+    pub fn open_existing(root: &Path, description: &str) -> Option<FeatureStore> {
+        let dir = namespace_dir(root, description);
+        dir.is_dir().then_some(FeatureStore { dir })
     }
 
     /// The namespace's folder.

@@ -45,6 +45,7 @@ fn predicted(run_dir: &Path, head: &str, input: &Path, classes: &[&str]) -> Arra
         output: output.clone(),
         head: Some(head.to_owned()),
         model: None,
+        output_name: None,
         batch_size: 16,
         threads: 2,
         provider: Provider::Cpu,

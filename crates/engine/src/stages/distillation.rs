@@ -17,20 +17,32 @@ use crate::heads::train_head;
 use graft_config::techniques::DistillationPlan;
 use graft_report::TechniqueReport;
 
+/// The student must be another backbone than the pipeline's: what `check` runs too.
+pub(crate) fn check_student(
+    p: &DistillationPlan,
+    backbone: Option<&graft_config::ModelSource>,
+    file: &std::path::Path,
+    source: &str,
+) -> Result<(), PipelineError> {
+    if !p.student.is_pipeline_backbone(backbone) {
+        return Ok(());
+    }
+    Err(graft_config::Diagnostic::at(
+        file,
+        source,
+        Some(p.student_span.clone()),
+        format!("the student backbone `{}` is the teacher's", p.student),
+    )
+    .with_hint("distil into a smaller registered backbone, e.g. `student = \"minilm-l3\"`")
+    .into())
+}
+
 pub(crate) fn run(p: &DistillationPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let embed = d.embed.expect("checked: text rows have a text backbone");
     let texts = d.texts.expect("checked: text rows");
     let teacher_name = super::pipeline_backbone_name(d);
-    if p.student.is_pipeline_backbone(d.backbone) {
-        return Err(d
-            .diagnostic(
-                &Some(p.student_span.clone()),
-                format!("the student backbone `{}` is the teacher's", p.student),
-            )
-            .with_hint("distil into a smaller registered backbone, e.g. `student = \"minilm-l3\"`")
-            .into());
-    }
+    check_student(p, d.backbone, d.file, d.source)?;
     let n_classes = d.classes.len();
     let y_train: Vec<usize> = d.train.iter().map(|&r| d.labels[r]).collect();
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();

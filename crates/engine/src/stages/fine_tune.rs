@@ -111,6 +111,26 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
 }
 
 /// Everything that can be refused before training, each at its key.
+/// `layers` may not exceed the blocks of the weights: what `check` runs too.
+pub(crate) fn check_layers(
+    p: &FineTunePlan,
+    layers: usize,
+    file: &std::path::Path,
+    source: &str,
+) -> Result<(), PipelineError> {
+    match p.layers.filter(|&k| k > layers) {
+        Some(k) => Err(graft_config::Diagnostic::at(
+            file,
+            source,
+            p.layers_span.clone(),
+            format!("`layers = {k}` but the backbone has {layers} blocks"),
+        )
+        .with_hint(format!("use 1 to {layers}, or \"all\""))
+        .into()),
+        None => Ok(()),
+    }
+}
+
 fn check<'d>(p: &FineTunePlan, d: &RunData<'d>) -> Result<Ready<'d>, PipelineError> {
     let span = Some(p.span.clone());
     let (Some(kit), Some(texts), Some(embed)) = (d.tune, d.texts, d.embed) else {
@@ -123,15 +143,7 @@ fn check<'d>(p: &FineTunePlan, d: &RunData<'d>) -> Result<Ready<'d>, PipelineErr
     };
     let weights = BertWeights::read_safetensors(&kit.weights, kit.attention_heads)?;
     let layers = weights.config().layers;
-    if let Some(k) = p.layers.filter(|&k| k > layers) {
-        return Err(d
-            .diagnostic(
-                &p.layers_span,
-                format!("`layers = {k}` but the backbone has {layers} blocks"),
-            )
-            .with_hint(format!("use 1 to {layers}, or \"all\""))
-            .into());
-    }
+    check_layers(p, layers, d.file, d.source)?;
     if p.patience.is_some() && d.validation.is_empty() {
         return Err(d
             .diagnostic(

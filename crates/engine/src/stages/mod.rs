@@ -187,10 +187,14 @@ pub(crate) fn run(
     Ok(reports)
 }
 
-/// The stages' checks that need the data but no model: zero-shot `labels` against the data's classes, and
-/// the target domain's table (its columns and classes). `check` runs them; a run meets them again.
+pub(crate) use fine_tune::check_layers as check_tune_layers;
+
+/// The stages' checks that need the data but no model: zero-shot `labels` against the data's classes, the
+/// target domain's table (its columns and classes), a distillation student that is the backbone itself.
+/// `check` runs them; a run meets them again.
 pub(crate) fn check_with_data(
     techniques: &TechniquesPlan,
+    backbone: Option<&ModelSource>,
     classes: &[String],
     dataset: &DatasetTable<'_>,
     file: &Path,
@@ -202,6 +206,7 @@ pub(crate) fn check_with_data(
             StagePlan::DomainAdaptation(p) => {
                 domain::read_target(p, classes, dataset, file, source)?;
             }
+            StagePlan::Distillation(p) => distillation::check_student(p, backbone, file, source)?,
             _ => {}
         }
     }

@@ -12,9 +12,13 @@ use crate::Defaults;
 pub struct Args {
     /// The pipeline file (TOML).
     pub pipeline: PathBuf,
-    /// Check only the file: skip reading and splitting the data (which fetches a registered data set).
+    /// Check only the file: skip reading and splitting the data (which fetches a registered data set) and
+    /// opening the model.
     #[arg(long)]
     pub no_data: bool,
+    /// Read the data but do not fetch or open the model.
+    #[arg(long)]
+    pub no_model: bool,
     /// Cache folder (as for `run`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -28,6 +32,11 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     }
     let cache_dir = args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone());
     let data = graft_engine::check_data(&plan, &cache_dir)?;
+    let model = if args.no_model {
+        None
+    } else {
+        graft_engine::check_model(&plan, &cache_dir, data.train)?
+    };
     println!(
         "{}: ok (pipeline `{}`): {} rows, {} classes; train {} · validation {} · test {}{}",
         args.pipeline.display(),
@@ -43,5 +52,17 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             String::new()
         }
     );
+    if let Some(m) = model {
+        println!(
+            "  model {}: inputs {}; features from {}{}{}",
+            m.label,
+            m.inputs.join(", "),
+            m.output,
+            m.dimension
+                .map_or_else(String::new, |d| format!(", {d} wide")),
+            m.max_length
+                .map_or_else(String::new, |n| format!("; {n} tokens kept per text")),
+        );
+    }
     Ok(())
 }

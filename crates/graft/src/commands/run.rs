@@ -25,6 +25,10 @@ pub struct Args {
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Print the plan (what is cached, what would be fetched, rows and split, cached features) and stop:
+    /// nothing is fetched, extracted or written.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
@@ -37,7 +41,64 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     if let Some(dir) = args.features_dir {
         options.features_dir = dir;
     }
+    if args.dry_run {
+        print_plan(
+            &args.pipeline,
+            &plan,
+            &graft_engine::dry_run(&plan, &options)?,
+        );
+        return Ok(());
+    }
     let outcome = graft_engine::run(&plan, &options)?;
     println!("{}", outcome.summary);
     Ok(())
+}
+
+fn print_plan(file: &std::path::Path, plan: &Plan, dry: &graft_engine::DryRun) {
+    println!(
+        "{}: pipeline `{}` (dry run: nothing fetched, extracted or written)",
+        file.display(),
+        plan.name
+    );
+    for (what, name, here) in &dry.parts {
+        let state = if *here {
+            "in the cache"
+        } else {
+            "would be fetched"
+        };
+        println!("  {what:<9} {name}: {state}");
+    }
+    match &dry.data {
+        Some(d) => println!(
+            "  rows      {} ({} classes; {} dropped): train {} · validation {} · test {}",
+            d.rows, d.classes, d.dropped, d.train, d.validation, d.test
+        ),
+        None => println!("  rows      known once the data set is fetched (`fetch` fetches it)"),
+    }
+    match dry.cached_features {
+        Some((hits, rows)) => println!(
+            "  features  {hits} of {rows} rows in the feature cache; {} to extract",
+            rows - hits
+        ),
+        None => println!("  features  looked up when the run starts"),
+    }
+    let stages: Vec<&str> = plan
+        .techniques
+        .stages
+        .iter()
+        .map(|s| s.stage().table())
+        .collect();
+    println!(
+        "  heads     {}{}",
+        plan.heads
+            .iter()
+            .map(|h| h.label())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if stages.is_empty() {
+            String::new()
+        } else {
+            format!("; stages: {}", stages.join(", "))
+        }
+    );
 }
