@@ -20,7 +20,7 @@ use crate::heads::TrainedHead;
 use crate::train::{SplitRows, TrainedHeads, cross_validate};
 
 /// Bootstrap intervals of accuracy and macro-F1 on the rows scored.
-pub(crate) fn split_intervals(
+pub fn split_intervals(
     bootstrap: &Bootstrap,
     y: &[usize],
     predicted: &[usize],

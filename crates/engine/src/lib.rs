@@ -38,6 +38,7 @@ use std::path::PathBuf;
 
 use graft_config::{ConfigError, Diagnostic};
 
+pub use evaluate::split_intervals;
 pub use graft_assets::CACHE_ENV;
 pub use graft_backbone::{ModelFolder, Pooling, Provider};
 pub use graft_eval::Bootstrap;

@@ -108,6 +108,9 @@ enum Command {
     Merge(commands::merge::Args),
     /// Classify new rows with a run's saved head (features from the same frozen backbone).
     Predict(commands::predict::Args),
+    /// Score a run's head on new labelled rows: scores with intervals, per class, confusion, calibration,
+    /// beside the run's own test scores.
+    Evaluate(commands::evaluate::Args),
     /// Write a run's head as ONNX: merged with its backbone (token ids or pixels in, probabilities out) or
     /// alone.
     Export(commands::export::Args),
@@ -153,6 +156,7 @@ where
         Command::Extract(args) => commands::extract::run(args, defaults),
         Command::Merge(args) => commands::merge::run(args),
         Command::Predict(args) => commands::predict::run(args, defaults),
+        Command::Evaluate(args) => commands::evaluate::run(args, defaults),
         Command::Export(args) => commands::export::run(args, defaults),
         Command::Compare(args) => commands::compare::run(args, defaults),
         Command::Models(args) => commands::models::run(args, defaults),

@@ -21,6 +21,7 @@
 //! ```
 
 mod compare;
+mod evaluate;
 mod export;
 mod extract;
 mod predict;
@@ -33,6 +34,7 @@ pub use compare::{
     BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
     comparison_dir,
 };
+pub use evaluate::{EvaluateJob, evaluate};
 pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use predict::{PredictJob, PredictOutcome, predict};

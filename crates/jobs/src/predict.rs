@@ -310,16 +310,38 @@ fn given_features(
 
 /// Classifies every row of the input and writes predictions with per-class probabilities.
 pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
-    let format = match job.output.extension().and_then(|e| e.to_str()) {
-        Some("csv") => "csv",
-        Some("parquet") => "parquet",
-        _ => {
-            return Err(predict_error(
-                format!("cannot write predictions to {}", job.output.display()),
-                "name the output .csv or .parquet",
-            ));
-        }
-    };
+    let format = output_format(job)?;
+    let scored = score_rows(job)?;
+    write_predictions(job, format, &scored)?;
+    Ok(PredictOutcome {
+        output: job.output.clone(),
+        rows: scored.proba.nrows(),
+        head: artefact_name(&scored.json_path),
+    })
+}
+
+/// `csv` or `parquet`, from the output's extension.
+pub(crate) fn output_format(job: &PredictJob) -> Result<&'static str, PipelineError> {
+    match job.output.extension().and_then(|e| e.to_str()) {
+        Some("csv") => Ok("csv"),
+        Some("parquet") => Ok("parquet"),
+        _ => Err(predict_error(
+            format!("cannot write predictions to {}", job.output.display()),
+            "name the output .csv or .parquet",
+        )),
+    }
+}
+
+/// The input rows through the run's backbone and head.
+pub(crate) struct ScoredRows {
+    pub json_path: PathBuf,
+    pub loaded: LoadedHead,
+    /// One row per input row: each class's probability (each label's, for a multi-label head).
+    pub proba: Array2<f32>,
+    ids: Option<Series>,
+}
+
+pub(crate) fn score_rows(job: &PredictJob) -> Result<ScoredRows, PipelineError> {
     let json_path = head_file(&job.run_dir, job.head.as_deref())?;
     let loaded = load_head(&json_path)?;
     let (embeddings, ids) = if loaded.info.backbone.settings.is_none() {
@@ -338,6 +360,21 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
         ));
     }
     let proba = loaded.trained.predict_proba(embeddings.view())?;
+    Ok(ScoredRows {
+        json_path,
+        loaded,
+        proba,
+        ids,
+    })
+}
+
+/// predictions.csv / .parquet: row, id, the predicted class (or label set) and every probability.
+pub(crate) fn write_predictions(
+    job: &PredictJob,
+    format: &str,
+    scored: &ScoredRows,
+) -> Result<(), PipelineError> {
+    let (loaded, proba) = (&scored.loaded, &scored.proba);
     // A class per row, or for a multi-label head the labels at or above their thresholds, joined as in the
     // training data.
     let classes = &loaded.info.classes;
@@ -362,8 +399,8 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
     let n = predicted.len();
     let mut columns: Vec<Column> =
         vec![Series::new("row".into(), (0..n as u64).collect::<Vec<_>>()).into()];
-    if let Some(ids) = ids {
-        columns.push(ids.into());
+    if let Some(ids) = &scored.ids {
+        columns.push(ids.clone().into());
     }
     columns.push(Series::new("predicted".into(), predicted).into());
     for (c, class) in classes.iter().enumerate() {
@@ -393,10 +430,5 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
             "check that the folder is writable and has space",
         ));
     }
-    out.commit().map_err(io)?;
-    Ok(PredictOutcome {
-        output: job.output.clone(),
-        rows: n,
-        head: artefact_name(&json_path),
-    })
+    out.commit().map_err(io)
 }

@@ -14,6 +14,7 @@
 
 mod artefacts;
 mod curve;
+mod evaluation;
 mod html;
 mod markdown;
 mod metrics;
@@ -25,6 +26,7 @@ pub use artefacts::{
     RUN_FORMAT, RuntimeRecord, TransformRecord, to_json_text,
 };
 pub use curve::{BaselineNeeds, DataEfficiency, LearningCurve, LearningPoint, Spread};
+pub use evaluation::{EVALUATION_FORMAT, Evaluation};
 pub use html::html;
 pub use markdown::{Context, markdown, summary, thousands};
 pub use metrics::{

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod check;
 pub mod compare;
+pub mod evaluate;
 pub mod export;
 pub mod extract;
 pub mod fetch;
