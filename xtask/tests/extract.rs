@@ -322,13 +322,8 @@ fn a_folder_of_images_is_embedded_by_an_image_backbone() {
             .unwrap();
     assert_eq!(manifest["rows"], 8);
     assert_eq!(manifest["dimension"], 1280);
-    assert!(
-        manifest["identity"]["settings"]
-            .as_str()
-            .unwrap()
-            .contains("crop: 224"),
-        "{manifest}"
-    );
+    assert_eq!(manifest["identity"]["settings"]["crop"], 224, "{manifest}");
+    assert_eq!(manifest["identity"]["settings"]["layout"], "nchw", "{manifest}");
 
     // The wrong modality either way round is explained.
     let csv = repo().join("fixtures/data/tiny-sentiment.csv");
@@ -516,4 +511,45 @@ fn two_extracts_started_together_do_not_trip_over_each_other() {
             "reference.parquet.json"
         ]
     );
+}
+
+/// The Parquet footer says what made the file, as JSON a reader can parse (not a debug string).
+#[test]
+fn the_parquet_footer_records_the_settings_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.parquet");
+    ok(
+        extract_command(&repo().join("fixtures/data/tiny-sentiment.csv"), &out, &[])
+            .output()
+            .unwrap(),
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[bytes.len() - 4..], b"PAR1");
+    let footer_len =
+        u32::from_le_bytes(bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap()) as usize;
+    let footer =
+        String::from_utf8_lossy(&bytes[bytes.len() - 8 - footer_len..bytes.len() - 8]).into_owned();
+    // The key-value pair is stored verbatim: find the identity's JSON object and parse it.
+    let start = footer
+        .find("{\"format\":")
+        .expect("the graft.extract identity");
+    let mut depth = 0;
+    let end = footer[start..]
+        .char_indices()
+        .find_map(|(i, c)| {
+            depth += match c {
+                '{' => 1,
+                '}' => -1,
+                _ => 0,
+            };
+            (depth == 0).then_some(start + i + 1)
+        })
+        .unwrap();
+    let identity: serde_json::Value = serde_json::from_str(&footer[start..end]).unwrap();
+    let settings = &identity["settings"];
+    assert_eq!(settings["pooling"], "mean", "{identity}");
+    assert_eq!(settings["normalize"], true);
+    assert!(settings["max_length"].is_u64());
+    assert!(settings["prompt"].is_null());
+    assert!(identity["onnx_sha256"].as_str().unwrap().len() == 64);
 }

@@ -169,8 +169,8 @@ struct JobIdentity {
     /// Empty for image backbones.
     tokenizer_sha256: String,
     output_name: String,
-    /// Pooling, normalisation and truncation (text), or the preprocessing (images).
-    settings: String,
+    /// Pooling, normalisation, truncation and prompt (text), or the preprocessing (images), as JSON.
+    settings: serde_json::Value,
     batch_size: usize,
     chunk_rows: usize,
     input_name: String,
@@ -502,7 +502,8 @@ fn job_identity(
     (onnx_sha256, tokenizer_sha256, output_name, settings): IdentityModel,
 ) -> Result<JobIdentity, PipelineError> {
     Ok(JobIdentity {
-        format: 1,
+        // 2: `settings` is JSON (it was a debug string).
+        format: 2,
         model: model_label(&job.model),
         onnx_sha256,
         tokenizer_sha256,
@@ -528,7 +529,7 @@ fn job_identity(
 }
 
 /// The model's hashes, output and settings that enter the job's identity.
-type IdentityModel = (String, String, String, String);
+type IdentityModel = (String, String, String, serde_json::Value);
 
 /// The job's rows and its extractor: a folder of images with an image backbone, or a table's text column
 /// with a text backbone.
@@ -579,13 +580,12 @@ fn open_input(
         model.onnx.sha256.clone(),
         model.tokenizer.sha256.clone(),
         config.output.clone().unwrap_or_default(),
-        format!(
-            "pooling {}, normalize {}, max_length {}, prompt {:?}",
-            config.pooling.name(),
-            config.normalize,
-            config.max_length,
-            job.prompt
-        ),
+        serde_json::json!({
+            "pooling": config.pooling.name(),
+            "normalize": config.normalize,
+            "max_length": config.max_length,
+            "prompt": job.prompt,
+        }),
     );
     Ok((
         Input::Table(Box::new(reader)),
@@ -643,7 +643,12 @@ fn open_images(
         progress: false,
         provider: job.provider,
     };
-    let description = format!("{:?}", config.preprocess);
+    let p = &config.preprocess;
+    let description = serde_json::json!({
+        "input": p.input, "resize": p.resize, "crop": p.crop, "mean": p.mean, "std": p.std,
+        "layout": format!("{:?}", p.layout).to_lowercase(), "dtype": format!("{:?}", p.dtype).to_lowercase(),
+        "bgr": p.bgr,
+    });
     let sha = model.onnx.sha256.clone();
     Ok((
         Input::Images {
