@@ -323,7 +323,10 @@ fn a_folder_of_images_is_embedded_by_an_image_backbone() {
     assert_eq!(manifest["rows"], 8);
     assert_eq!(manifest["dimension"], 1280);
     assert_eq!(manifest["identity"]["settings"]["crop"], 224, "{manifest}");
-    assert_eq!(manifest["identity"]["settings"]["layout"], "nchw", "{manifest}");
+    assert_eq!(
+        manifest["identity"]["settings"]["layout"], "nchw",
+        "{manifest}"
+    );
 
     // The wrong modality either way round is explained.
     let csv = repo().join("fixtures/data/tiny-sentiment.csv");

@@ -274,10 +274,27 @@ pub(crate) fn write_run(
         data_sha256: &f.ingested.file.sha256,
         model_sha256: &f.featurized.model_sha256,
     };
+    // Heads name a registered backbone's files relative to the cache (the name and sha256 identify them);
+    // the manifest keeps where they were on this machine.
+    let mut head_files = manifest.backbone.clone();
+    for record in [
+        &mut head_files.onnx,
+        &mut head_files.tokenizer,
+        &mut head_files.weights,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if head_files.name.is_some()
+            && let Ok(relative) = record.path.strip_prefix(&options.cache_dir)
+        {
+            record.path = relative.to_path_buf();
+        }
+    }
     let info = ArtefactInfo {
         classes: output_classes(data),
         backbone: BackboneRecord {
-            files: manifest.backbone.clone(),
+            files: head_files,
             settings: manifest.pipeline.resolved.backbone.clone(),
         },
         backbone_sha256: f.featurized.model_sha256.clone(),

@@ -335,9 +335,18 @@ pub fn save_head_as(
     };
     let mut extra = HeadExtra::default();
     let mut two: Vec<(String, &Array2<f32>)> = Vec::new();
+    // Standardisation is stored as mean and standard deviation (scikit-learn's `mean_` and `scale_`), so a
+    // reader divides as StandardScaler does; whitening as mean and the projection matrix.
+    let transform_std: Array2<f32>;
     if let Some(t) = &trained.transform {
         put1("transform.mean", t.mean());
-        two.push(("transform.scale".to_owned(), t.scale()));
+        match t.kind() {
+            TransformKind::Standardize => {
+                transform_std = t.scale().mapv(|s| 1.0 / s);
+                two.push(("transform.std".to_owned(), &transform_std));
+            }
+            TransformKind::PcaWhiten => two.push(("transform.projection".to_owned(), t.scale())),
+        }
         extra.transform = Some(TransformRecord {
             kind: t.kind().name().to_owned(),
         });
@@ -404,13 +413,10 @@ pub fn save_head_as(
         })
         .collect();
     let weights_path = dir.join(format!("{name}.safetensors"));
-    // The classes travel inside the weights too: an edited description cannot relabel the outputs.
-    // One key: safetensors writes its metadata map in hash order, and the bytes must not vary.
-    let metadata = HashMap::from([(
-        CLASSES_KEY.to_owned(),
-        serde_json::to_string(&info.classes).expect("strings serialise"),
-    )]);
+    // The weights describe themselves (the classes too: an edited description cannot relabel the outputs).
+    let metadata = weights_metadata(trained, &extra, &info.classes);
     let serialized = safetensors::serialize(views, Some(metadata))
+        .map(sorted_header)
         .map_err(|e| tensor_error(&weights_path, e.to_string()))?;
     let description = HeadArtefact {
         format: "graft-head".to_owned(),
@@ -448,6 +454,36 @@ pub struct LoadedHead {
     pub info: ArtefactInfo,
 }
 
+/// The head's transform from its tensors: mean and standard deviation (standardisation) or mean and
+/// projection (whitening); earlier files stored `transform.scale` (1/std, or the projection).
+fn load_transform(
+    d: &HeadArtefact,
+    tensors: &Tensors<'_>,
+    json_path: &Path,
+) -> Result<Option<FittedTransform>, PipelineError> {
+    let Some(kind) = d.extra.transform.as_ref().map(|t| t.kind.as_str()) else {
+        return Ok(None);
+    };
+    let kind = match kind {
+        "standardize" => TransformKind::Standardize,
+        "pca_whiten" => TransformKind::PcaWhiten,
+        other => {
+            return Err(tensor_error(
+                json_path,
+                format!("unknown transform `{other}`"),
+            ));
+        }
+    };
+    let scale = match kind {
+        _ if tensors.has("transform.scale") => tensors.two("transform.scale")?,
+        TransformKind::Standardize => tensors.two("transform.std")?.mapv(|s| 1.0 / s),
+        TransformKind::PcaWhiten => tensors.two("transform.projection")?,
+    };
+    FittedTransform::from_parts(kind, tensors.one("transform.mean")?, scale)
+        .map(Some)
+        .map_err(|e| tensor_error(tensors.path, e.to_string()))
+}
+
 /// The f32 tensors of a head's weights file, by name.
 struct Tensors<'a> {
     path: &'a Path,
@@ -456,8 +492,76 @@ struct Tensors<'a> {
     classes: Option<Vec<String>>,
 }
 
-/// The safetensors metadata key holding the head's classes (JSON list, output order).
-const CLASSES_KEY: &str = "graft.classes";
+/// The safetensors metadata key holding the head's classes (JSON list, output order); `graft.classes` in
+/// files written before the metadata described the whole head.
+const CLASSES_KEY: &str = "classes";
+const OLD_CLASSES_KEY: &str = "graft.classes";
+
+/// `__metadata__` of a head's weights: what a reader needs without graft (all values are strings, as the
+/// format requires; lists and settings are JSON).
+fn weights_metadata(
+    trained: &TrainedHead,
+    extra: &HeadExtra,
+    classes: &[String],
+) -> HashMap<String, String> {
+    let json = |v: serde_json::Value| v.to_string();
+    let mut m = HashMap::from([
+        ("format".to_owned(), "graft-head".to_owned()),
+        (
+            "graft_version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ),
+        ("kind".to_owned(), trained.spec.name().to_owned()),
+        (CLASSES_KEY.to_owned(), json(serde_json::json!(classes))),
+        (
+            "settings".to_owned(),
+            serde_json::to_string(&trained.spec.settings()).expect("settings serialise"),
+        ),
+    ]);
+    if let Some(a) = &extra.activation {
+        m.insert("activation".to_owned(), a.clone());
+    }
+    if let Some(t) = trained
+        .temperature
+        .map(|t| t.temperature())
+        .or(extra.fitted_temperature.map(f64::from))
+    {
+        m.insert("temperature".to_owned(), t.to_string());
+    }
+    if let Some(t) = &extra.transform {
+        m.insert("transform".to_owned(), t.kind.clone());
+    }
+    if let Some(t) = &trained.thresholds {
+        m.insert("thresholds".to_owned(), json(serde_json::json!(t)));
+    }
+    m
+}
+
+/// The safetensors file with its header's keys in sorted order: the crate writes its metadata map in hash
+/// order, and the bytes of a head must not vary from run to run. Offsets are relative to the data, so only
+/// the header (padded with spaces to 8 bytes, as the format does) is rewritten.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote a JSON header");
+    let sorted: std::collections::BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(map) => {
+                let inner: std::collections::BTreeMap<_, _> = map.into_iter().collect();
+                (k, serde_json::to_value(inner).expect("a map serialises"))
+            }
+            other => (k, other),
+        })
+        .collect();
+    let mut text = serde_json::to_vec(&sorted).expect("a map serialises");
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
 
 impl<'a> Tensors<'a> {
     fn read(path: &'a Path, bytes: &[u8]) -> Result<Tensors<'a>, PipelineError> {
@@ -480,7 +584,7 @@ impl<'a> Tensors<'a> {
         let classes = match metadata
             .metadata()
             .as_ref()
-            .and_then(|m| m.get(CLASSES_KEY))
+            .and_then(|m| m.get(CLASSES_KEY).or_else(|| m.get(OLD_CLASSES_KEY)))
         {
             Some(text) => Some(serde_json::from_str(text).map_err(|e| {
                 tensor_error(
@@ -555,20 +659,7 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let two = |name: &str| tensors.two(name);
     let spec = HeadSpec::from_settings(&d.head).map_err(bad)?;
     let head_error = |e: HeadError| tensor_error(&weights_path, e.to_string());
-    let transform = match d.extra.transform.as_ref().map(|t| t.kind.as_str()) {
-        None => None,
-        Some(kind) => {
-            let kind = match kind {
-                "standardize" => TransformKind::Standardize,
-                "pca_whiten" => TransformKind::PcaWhiten,
-                other => return Err(bad(format!("unknown transform `{other}`"))),
-            };
-            Some(
-                FittedTransform::from_parts(kind, one("transform.mean")?, two("transform.scale")?)
-                    .map_err(head_error)?,
-            )
-        }
-    };
+    let transform = load_transform(&d, &tensors, json_path)?;
     let classes = d.classes.clone();
     if let Some(stored) = &tensors.classes
         && *stored != classes
@@ -677,6 +768,131 @@ mod tests {
 
     use super::*;
     use graft_config::TransformPlan;
+
+    /// A head's weights read without graft: `__metadata__` names the kind, classes, settings, temperature and
+    /// transform; standardisation is mean and standard deviation (x − mean) / std, as scikit-learn's
+    /// StandardScaler applies `mean_` and `scale_`; the header's keys are sorted so the bytes never vary. A
+    /// file in the earlier layout (`graft.classes`, `transform.scale` = 1/std) still loads.
+    #[test]
+    fn weights_describe_themselves_and_the_earlier_layout_still_loads() {
+        let x = Array2::from_shape_fn((24, 3), |(i, j)| {
+            ((i * 5 + j * 7) % 9) as f32 * 0.5 + j as f32
+        });
+        let y: Vec<usize> = (0..24).map(|i| i % 2).collect();
+        let t = Targets::new(&y, 2).unwrap();
+        let transform = TransformPlan::Standardize.fit(x.view()).unwrap();
+        let xt = transform.transform(x.view()).unwrap();
+        let spec = HeadSpec {
+            kind: HeadKind::Logistic(Logistic::params().check().unwrap()),
+            calibrate: true,
+            multi_label: None,
+        };
+        let (trained, _) = train_head(
+            &spec,
+            Some(&transform),
+            xt.view(),
+            &t,
+            Some((xt.view(), &t)),
+        )
+        .unwrap();
+        let info = ArtefactInfo {
+            classes: vec!["no".into(), "yes".into()],
+            backbone: BackboneRecord {
+                files: graft_report::ModelRecord::default(),
+                settings: None,
+            },
+            backbone_sha256: "0".repeat(64),
+            label_separator: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = save_head(dir.path(), &trained, &info).unwrap();
+        let weights = dir.path().join("logistic.safetensors");
+        let bytes = std::fs::read(&weights).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header.metadata().clone().unwrap();
+        assert_eq!(meta["format"], "graft-head");
+        assert_eq!(meta["kind"], "logistic");
+        assert_eq!(meta["classes"], r#"["no","yes"]"#);
+        assert_eq!(meta["transform"], "standardize");
+        assert_eq!(meta["graft_version"], env!("CARGO_PKG_VERSION"));
+        let temperature: f64 = meta["temperature"].parse().unwrap();
+        assert_eq!(
+            Some(temperature),
+            trained.temperature.map(|t| t.temperature())
+        );
+        assert!(
+            meta["settings"].contains("\"logistic\""),
+            "{}",
+            meta["settings"]
+        );
+        // (x − mean) / std with the stored tensors is the head's own transform.
+        let floats = |name: &str| -> Vec<f32> {
+            st.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let (mean, std) = (floats("transform.mean"), floats("transform.std"));
+        assert!(st.tensor("transform.scale").is_err());
+        for (row, expected) in x.rows().into_iter().zip(xt.rows()) {
+            for j in 0..3 {
+                let z = (row[j] - mean[j]) / std[j];
+                assert!((z - expected[j]).abs() < 1e-5, "{z} vs {}", expected[j]);
+            }
+        }
+        // Sorted header keys: saving again gives the same bytes.
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header_text = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        assert!(
+            header_text.find("\"classes\"").unwrap() < header_text.find("\"temperature\"").unwrap()
+        );
+        for _ in 0..3 {
+            save_head(dir.path(), &trained, &info).unwrap();
+            assert_eq!(std::fs::read(&weights).unwrap(), bytes);
+        }
+        // The earlier layout: classes under `graft.classes`, reciprocal standard deviations as `transform.scale`.
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                if name == "transform.std" {
+                    let scale: Vec<u8> = floats("transform.std")
+                        .iter()
+                        .flat_map(|s| (1.0 / s).to_le_bytes())
+                        .collect();
+                    ("transform.scale".to_owned(), view.shape().to_vec(), scale)
+                } else {
+                    (name, view.shape().to_vec(), view.data().to_vec())
+                }
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, shape, data)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    data,
+                );
+                (n.clone(), view.unwrap())
+            })
+            .collect();
+        let old_meta = HashMap::from([(OLD_CLASSES_KEY.to_owned(), r#"["no","yes"]"#.to_owned())]);
+        let old = safetensors::serialize(views, Some(old_meta)).unwrap();
+        std::fs::write(&weights, &old).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sha = graft_stdx::sha256_hex(&bytes);
+        std::fs::write(&path, text.replace(&sha, &graft_stdx::sha256_hex(&old))).unwrap();
+        let loaded = load_head(&path).unwrap();
+        let (a, b) = (
+            loaded.trained.predict_proba(x.view()).unwrap(),
+            trained.predict_proba(x.view()).unwrap(),
+        );
+        assert!(a.iter().zip(&b).all(|(a, b)| (a - b).abs() < 1e-6));
+    }
 
     #[test]
     fn save_then_load_predicts_identically_for_every_head() {

@@ -46,6 +46,8 @@ pub struct ExportOutcome {
     pub outputs: Vec<String>,
     /// File size in bytes.
     pub bytes: usize,
+    /// A merged text model: its tokenizer, written beside it as `tokenizer.json`.
+    pub tokenizer: Option<PathBuf>,
 }
 
 fn export_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
@@ -495,6 +497,37 @@ fn merged_image_model(
     Ok((bytes, vec![pixels]))
 }
 
+/// Copies the tokenizer to `tokenizer.json` in the output's folder; a different `tokenizer.json` already
+/// there is refused rather than replaced.
+fn tokenizer_beside(source: &Path, output: &Path) -> Result<PathBuf, PipelineError> {
+    let target = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("tokenizer.json");
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| PipelineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bytes = read(source)?;
+    if target.exists() {
+        if read(&target)? == bytes {
+            return Ok(target);
+        }
+        return Err(export_error(
+            format!(
+                "{} already holds another tokenizer than the one this model reads",
+                target.display()
+            ),
+            "export into a folder of its own (--output <folder>/model.onnx)",
+        ));
+    }
+    crate::write_atomic(&target, &bytes)?;
+    Ok(target)
+}
+
 /// Exports a run's head to ONNX (merged with its backbone unless `head_only`).
 pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
     let json_path = head_file(&job.run_dir, job.head.as_deref())?;
@@ -514,11 +547,12 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             "name the output .onnx",
         ));
     }
+    let mut tokenizer = None;
     let (bytes, inputs) = if job.head_only {
         head_only_model(&loaded)?
     } else if let Some(settings) = &loaded.info.backbone.settings {
         let image = settings.image.is_some();
-        let model = recorded_model(&loaded)?;
+        let model = recorded_model(&loaded, &job.run_dir)?;
         let cache = Cache::new(&job.cache_dir);
         let sha = model_sha256(&cache, &model, image)?;
         if sha != loaded.info.backbone_sha256 {
@@ -539,6 +573,16 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             path: path.clone(),
             source,
         })?;
+        if !image {
+            tokenizer = Some(match &model {
+                ModelSource::Registry(n) => graft_engine::provision::text_model(&cache, n)?
+                    .0
+                    .tokenizer
+                    .map(|t| t.path)
+                    .unwrap_or_default(),
+                ModelSource::Files { tokenizer, .. } => tokenizer.clone(),
+            });
+        }
         match &settings.image {
             Some(image) => merged_image_model(&loaded, image, &path, &backbone)?,
             None => merged_text_model(&loaded, settings, &path, &backbone)?,
@@ -549,8 +593,13 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             "export the head alone with --head-only; run it on the same kind of features",
         ));
     };
+    // The merged text model takes token ids: its tokenizer goes beside it, as Hugging Face folders hold it.
+    let tokenizer = tokenizer
+        .map(|source| tokenizer_beside(&source, &output))
+        .transpose()?;
     crate::write_atomic(&output, &bytes)?;
     Ok(ExportOutcome {
+        tokenizer,
         output,
         head: name,
         inputs: inputs.iter().map(describe).collect(),

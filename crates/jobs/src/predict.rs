@@ -65,15 +65,19 @@ fn predict_error(message: impl Into<String>, hint: impl Into<String>) -> Pipelin
     }
 }
 
-/// The backbone a head was trained with, from its artefact.
-pub(crate) fn recorded_model(loaded: &LoadedHead) -> Result<ModelSource, PipelineError> {
+/// The backbone a head was trained with, from its artefact; relative paths (a graph a stage wrote into the
+/// run folder) are resolved from `run_dir`.
+pub(crate) fn recorded_model(
+    loaded: &LoadedHead,
+    run_dir: &Path,
+) -> Result<ModelSource, PipelineError> {
     match loaded.info.backbone.settings.as_ref().map(|s| &s.source) {
         Some(ModelSourceSettings::Registry { model }) => Ok(ModelSource::Registry(model.clone())),
         Some(ModelSourceSettings::Files {
             onnx, tokenizer, ..
         }) => Ok(ModelSource::Files {
-            onnx: onnx.clone(),
-            tokenizer: tokenizer.clone(),
+            onnx: run_dir.join(onnx),
+            tokenizer: run_dir.join(tokenizer),
             sha256: None,
         }),
         None => Err(predict_error(
@@ -219,7 +223,7 @@ fn extracted_features(
     let image = settings.image.is_some();
     let model = match &job.model {
         Some(m) => m.clone(),
-        None => recorded_model(loaded)?,
+        None => recorded_model(loaded, &job.run_dir)?,
     };
     let cache = Cache::new(&job.cache_dir);
     let sha = model_sha256(&cache, &model, image)?;

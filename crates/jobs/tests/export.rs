@@ -135,10 +135,21 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
     )
     .unwrap();
     let files = &manifest["backbone"]["files"];
+    // A registered backbone's files are named relative to the cache, a graph a stage wrote relative to the
+    // run folder (own files keep their absolute paths).
+    let file = |key: &str| {
+        let path = files[key]["path"].as_str().unwrap();
+        let in_run = run_dir.join(path);
+        if in_run.is_file() {
+            in_run
+        } else {
+            cache_dir().join(path)
+        }
+    };
     let mut backbone = TextBackbone::load(
         &runtime,
-        Path::new(files["onnx"]["path"].as_str().unwrap()),
-        Path::new(files["tokenizer"]["path"].as_str().unwrap()),
+        &file("onnx"),
+        &file("tokenizer"),
         TextBackboneConfig {
             intra_threads: 2,
             progress: false,
@@ -159,6 +170,26 @@ fn check_text_run(pipeline: &str, texts: Vec<String>, classes: &[&str], heads: &
             cache_dir: cache_dir(),
         })
         .unwrap();
+        // Self-describing: graft is the producer, and the tokenizer that makes its token ids is beside it.
+        let merged_bytes = std::fs::read(&merged.output).unwrap();
+        let parsed = graft_onnx::OnnxModel::parse(&merged_bytes).unwrap();
+        assert!(
+            parsed.producer().starts_with("graft "),
+            "{}",
+            parsed.producer()
+        );
+        let beside = merged
+            .tokenizer
+            .as_ref()
+            .expect("a merged text model brings its tokenizer");
+        assert_eq!(
+            beside,
+            &merged.output.parent().unwrap().join("tokenizer.json")
+        );
+        assert_eq!(
+            std::fs::read(beside).unwrap(),
+            std::fs::read(file("tokenizer")).unwrap()
+        );
         let mut s = session(&runtime, &merged.output);
         let out = s
             .run(ort::inputs![

@@ -601,6 +601,34 @@ impl<'a> OnnxModel<'a> {
         })
     }
 
+    /// `producer_name` and `producer_version`, joined by a space.
+    pub fn producer(&self) -> String {
+        let strings: Vec<String> = [2, 3]
+            .iter()
+            .filter_map(|n| self.model_fields.iter().find(|f| f.number == *n))
+            .filter_map(|f| f.string())
+            .collect();
+        strings.join(" ")
+    }
+
+    /// The model's `metadata_props`, in file order.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        self.model_fields
+            .iter()
+            .filter(|f| f.number == 14)
+            .filter_map(|f| {
+                let entry = fields(f.bytes()?)?;
+                let get = |n: u32| {
+                    entry
+                        .iter()
+                        .find(|e| e.number == n)
+                        .and_then(|e| e.string())
+                };
+                Some((get(1)?, get(2).unwrap_or_default()))
+            })
+            .collect()
+    }
+
     /// The model's IR version.
     pub fn ir_version(&self) -> i64 {
         self.ir_version
@@ -752,18 +780,36 @@ impl<'a> OnnxModel<'a> {
             g.message(12, &o.encode());
         }
 
+        Ok(self.model_around(&g, metadata))
+    }
+
+    /// The model fields around a new graph: graft made the merged model, so it is the producer; the
+    /// backbone's producer is kept as metadata, and `metadata` added.
+    fn model_around(&self, g: &Message, metadata: &[(String, String)]) -> Vec<u8> {
         let mut m = Message::default();
+        let mut backbone_producer = Vec::new();
         for f in &self.model_fields {
-            if f.number == 7 {
-                m.message(7, &g);
-            } else {
-                m.raw(f.encoded);
+            match f.number {
+                7 => {
+                    m.message(7, g);
+                }
+                2 | 3 => backbone_producer.extend(f.string()),
+                _ => {
+                    m.raw(f.encoded);
+                }
             }
+        }
+        m.string(2, "graft").string(3, env!("CARGO_PKG_VERSION"));
+        if !backbone_producer.is_empty() {
+            m.message(
+                14,
+                &metadata_entry("graft.backbone_producer", &backbone_producer.join(" ")),
+            );
         }
         for (k, v) in metadata {
             m.message(14, &metadata_entry(k, v));
         }
-        Ok(m.0)
+        m.0
     }
 }
 
@@ -883,7 +929,13 @@ mod tests {
 
     #[test]
     fn merging_replaces_outputs_prunes_dead_nodes_and_keeps_the_rest_verbatim() {
-        let bytes = backbone();
+        // A backbone another tool produced: the merged model names graft, and keeps the original as metadata.
+        let mut bytes = backbone();
+        let at = bytes
+            .windows(7)
+            .position(|w| w == b"\x12\x05graft")
+            .expect("producer_name");
+        bytes[at + 2..at + 7].copy_from_slice(b"torch");
         let m = OnnxModel::parse(&bytes).unwrap();
         let mut pre = Graph::new(17, "pre/");
         let two = pre.scalar("two", 2.0);
@@ -906,6 +958,16 @@ mod tests {
             )
             .unwrap();
         let back = OnnxModel::parse(&merged).unwrap();
+        assert_eq!(
+            back.producer(),
+            format!("graft {}", env!("CARGO_PKG_VERSION"))
+        );
+        let metadata = back.metadata();
+        assert!(metadata.contains(&(
+            "graft.backbone_producer".to_owned(),
+            format!("torch {}", env!("CARGO_PKG_VERSION"))
+        )));
+        assert!(metadata.contains(&("k".to_owned(), "v".to_owned())));
         assert_eq!(
             back.inputs().iter().map(|i| &i.name).collect::<Vec<_>>(),
             ["raw"]

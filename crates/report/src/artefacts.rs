@@ -15,7 +15,9 @@ pub const HEAD_FORMAT: u32 = 1;
 /// A file graft used, as it was when used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileRecord {
-    /// Where it was.
+    /// Where it was: in a manifest, the path on the machine of the run; in a head's description, relative
+    /// to the cache for a registered backbone (its name and sha256 identify it) or to the run folder for a
+    /// graph a stage wrote there.
     pub path: PathBuf,
     /// Its sha256.
     pub sha256: String,

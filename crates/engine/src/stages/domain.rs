@@ -514,7 +514,7 @@ fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> Techniq
         title: "Domain adaptation: source → target".to_owned(),
         method: format!(
             "Source: the {} training rows of this pipeline's data. Target: {}, {} rows{}{}, embedded by the same \
-             backbone ({extract_seconds:.1} s, {} rows extracted, {} from the feature cache); its features (never \
+             backbone ({} rows extracted, {} from the feature cache; seconds in the details); its features (never \
              its labels) fit the alignment. The headline head ({}) is trained on aligned source rows and scored on \
              the source test split{}. CORAL: Sun, Feng & Saenko (2016), λ = {}. The head of {} is kept as \
              heads/{head_name}.json with the target's standardisation inside it: `predict --head {head_name}` on \

@@ -23,6 +23,8 @@ const BOUNDARY_OUTPUT: &str = "boundary_states";
 
 /// The tuned graph's name in the run folder.
 pub(crate) const TUNED_GRAPH: &str = "backbone-tuned.onnx";
+/// The tokenizer of the tuned graph, copied beside it so the run folder holds everything its head reads.
+pub(crate) const TUNED_TOKENIZER: &str = "backbone-tuned.tokenizer.json";
 
 fn options(p: &FineTunePlan, layers: usize, classes: usize, seed: u64) -> TuneOptions {
     TuneOptions {
@@ -76,7 +78,6 @@ struct Trained {
 /// The tuned graph and what it extracted.
 struct Tuned {
     sha256: String,
-    path: std::path::PathBuf,
     features: ndarray::Array2<f32>,
     extract_seconds: f64,
 }
@@ -95,7 +96,7 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let ready = check(p, d)?;
     let trained = train(d, &ready)?;
     let tuned = write_tuned(d, &ready, &trained)?;
-    let comparison = compare(d, &ready, &tuned)?;
+    let comparison = compare(d, &tuned)?;
     let curve_clock = Instant::now();
     let curve = tuned_curve(d, &ready, &trained, comparison.tuned.0)?;
     let mut report = report(p, d, &ready, &trained, &tuned, &comparison);
@@ -305,16 +306,20 @@ fn write_tuned(d: &RunData<'_>, r: &Ready<'_>, t: &Trained) -> Result<Tuned, Pip
     let features = (r.embed)(Some(&backbone), r.texts, false)?.features;
     let extract_seconds = clock.elapsed().as_secs_f64();
     (d.outputs)(TUNED_GRAPH, graph)?;
+    let tokenizer = std::fs::read(&r.kit.tokenizer).map_err(|source| PipelineError::Io {
+        path: r.kit.tokenizer.clone(),
+        source,
+    })?;
+    (d.outputs)(TUNED_TOKENIZER, tokenizer)?;
     Ok(Tuned {
         sha256,
-        path,
         features,
         extract_seconds,
     })
 }
 
 /// The headline head on frozen and on tuned features of the same rows; the tuned one is kept.
-fn compare(d: &RunData<'_>, r: &Ready<'_>, tuned: &Tuned) -> Result<Comparison, PipelineError> {
+fn compare(d: &RunData<'_>, tuned: &Tuned) -> Result<Comparison, PipelineError> {
     let truth: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
     let frozen_pred = super::headline_test_predictions(d, d.features)?;
     let (tuned_head, tuned_pred) = super::headline_on(d, tuned.features.view())?;
@@ -322,10 +327,11 @@ fn compare(d: &RunData<'_>, r: &Ready<'_>, tuned: &Tuned) -> Result<Comparison, 
     (d.add_head)(super::StageHead {
         name: head_name.clone(),
         head: tuned_head,
+        // Paths relative to the run folder, which holds both files: the head travels with its run.
         graph: Some(super::StageGraph {
-            onnx: tuned.path.clone(),
+            onnx: TUNED_GRAPH.into(),
             sha256: tuned.sha256.clone(),
-            tokenizer: r.kit.tokenizer.clone(),
+            tokenizer: TUNED_TOKENIZER.into(),
         }),
     })?;
     let frozen_accuracy = accuracy(&frozen_pred, &truth);

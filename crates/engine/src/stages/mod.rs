@@ -56,7 +56,7 @@ pub(crate) struct StageHead {
     pub graph: Option<StageGraph>,
 }
 
-/// A backbone graph a stage wrote: its file, sha256 and tokenizer.
+/// A backbone graph a stage wrote: its file, sha256 and tokenizer (paths relative to the run folder).
 pub(crate) struct StageGraph {
     pub onnx: PathBuf,
     pub sha256: String,

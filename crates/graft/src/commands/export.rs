@@ -41,5 +41,8 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     );
     println!("  inputs   {}", o.inputs.join("; "));
     println!("  outputs  {}", o.outputs.join("; "));
+    if let Some(t) = &o.tokenizer {
+        println!("  tokenizer {}", t.display());
+    }
     Ok(())
 }
