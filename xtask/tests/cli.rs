@@ -343,3 +343,36 @@ fn a_dry_run_prints_the_plan_and_writes_nothing() {
     }
     assert!(!empty.exists(), "nothing fetched into the empty cache");
 }
+
+/// Rows left out for an empty text or label are counted and named by their first row numbers.
+#[test]
+fn check_names_the_rows_it_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table =
+        std::fs::read_to_string(repo().join("fixtures/data/tiny-sentiment.csv")).unwrap();
+    table += "41,\"a film without a label\",\n42,,positive\n";
+    std::fs::write(dir.path().join("data.csv"), table).unwrap();
+    let pipeline = std::fs::read_to_string(repo().join("fixtures/pipelines/tiny.toml"))
+        .unwrap()
+        .replace("../data/tiny-sentiment.csv", "data.csv")
+        .replace(
+            "../models/",
+            &format!("{}/", repo().join("fixtures/models").display()),
+        );
+    std::fs::write(dir.path().join("p.toml"), pipeline).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .arg("check")
+        .arg(dir.path().join("p.toml"))
+        .args(["--no-model", "--cache-dir"])
+        .arg(cache())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout.contains("40 rows, 2 classes"), "{stdout}");
+    assert!(
+        stdout.contains("2 rows dropped (empty label or text: rows 40, 41)"),
+        "{stdout}"
+    );
+}

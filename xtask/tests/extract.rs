@@ -556,3 +556,76 @@ fn the_parquet_footer_records_the_settings_as_json() {
     assert!(settings["prompt"].is_null());
     assert!(identity["onnx_sha256"].as_str().unwrap().len() == 64);
 }
+
+/// Off a terminal (here a pipe, as with a log file or a batch job) extraction writes plain progress lines
+/// at the set interval: rows done of all, a whole-number rate and the time left; a pipeline run names each
+/// step as it starts.
+#[test]
+fn progress_off_a_terminal_is_plain_lines_with_rate_and_time_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 40_000);
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args([
+            "extract",
+            "--model",
+            "fixtures/models/tiny-embedder.onnx",
+            "--tokenizer",
+        ])
+        .args([
+            "fixtures/models/tiny-tokenizer.json",
+            "--text-column",
+            "text",
+            "--threads",
+            "1",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("x.npy"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .env("GRAFT_PROGRESS_SECONDS", "0.05")
+        .output()
+        .unwrap();
+    let text = ok(output);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("extracting: "))
+        .collect();
+    assert!(!lines.is_empty(), "{text}");
+    for line in &lines {
+        // extracting: 4096 / 40000 rows · 2773 rows/s · 2 s left
+        let fields: Vec<&str> = line
+            .trim_start_matches("extracting: ")
+            .split(" · ")
+            .collect();
+        let (done, all) = fields[0]
+            .trim_end_matches(" rows")
+            .split_once(" / ")
+            .unwrap();
+        assert!(
+            done.parse::<u64>().unwrap() <= 40_000 && all == "40000",
+            "{line}"
+        );
+        fields[1]
+            .trim_end_matches(" rows/s")
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{line}"));
+    }
+    let run = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args(["run", "fixtures/pipelines/tiny-curve.toml", "--runs-dir"])
+        .arg(dir.path().join("runs"))
+        .arg("--features-dir")
+        .arg(dir.path().join("features"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    for step in ["training 1 head(s)…", "scoring the heads", "learning curve"] {
+        assert!(stderr.contains(step), "{step} in {stderr}");
+    }
+}

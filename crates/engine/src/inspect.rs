@@ -216,14 +216,7 @@ pub fn dry_run(plan: &Plan, options: &crate::RunOptions) -> Result<DryRun, Pipel
     }
     let cache = Cache::new(root);
     let ingested = crate::data::ingest(plan, &cache)?;
-    let data = Some(crate::DataSummary {
-        rows: ingested.data.labels.len(),
-        dropped: ingested.data.dropped_null_text + ingested.data.dropped_null_label,
-        classes: ingested.data.classes.len(),
-        train: ingested.split.train.len(),
-        validation: ingested.split.validation.len(),
-        test: ingested.split.test.len(),
-    });
+    let data = Some(crate::DataSummary::of(&ingested));
     let cached_features = match &ingested.data.inputs {
         crate::data::Inputs::Texts(texts) if model => Some(crate::featurize::cached_text_rows(
             plan, options, &cache, texts,

@@ -65,15 +65,25 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         data.classes.len(),
     );
     let fit = FitRows::new(plan, &rows, &featurized.train_views)?;
+    let step = |what: &str| crate::progress::spinner(options.progress, what);
+    let spinner = step(&training_message(plan));
     let mut trained = train_heads(plan, &fit, data, split)?;
     initialise_prototypes(plan, &mut trained, &fit, &embed, &data.classes)?;
+    spinner.finish_and_clear();
     timings.train = clock.elapsed().as_secs_f64();
 
     let clock = Instant::now();
+    let spinner = step("scoring the heads (intervals, cross-validation)");
     let cv = cross_validation(plan, &featurized.features, data, split, &trained.specs)?;
     let evaluated = evaluate_heads(plan, data, split, &rows, &trained, &cv)?;
+    spinner.finish_and_clear();
+    let spinner = plan
+        .learning_curve
+        .as_ref()
+        .map(|_| step("learning curve (the head and its baseline per K)"));
     let mut learning_curve =
         learning_curve(plan, &trained.specs[0], &featurized.features, data, split)?;
+    spinner.inspect(indicatif::ProgressBar::finish_and_clear);
     timings.evaluate = clock.elapsed().as_secs_f64();
     let clock = Instant::now();
     let (techniques, stage_files, stage_heads) = technique_stages(
@@ -108,20 +118,22 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     )
 }
 
+/// The spinner's words while the heads train: how many, and the search's candidates when there is one.
+fn training_message(plan: &Plan) -> String {
+    let heads = plan.heads.len();
+    match &plan.search {
+        Some(_) => format!("searching hyperparameters and training {heads} head(s)"),
+        None => format!("training {heads} head(s)"),
+    }
+}
+
 /// What `graft check` learns from the data without a model: rows read, classes and the split, after
 /// every check that needs only the data (the split's class counts, kNN `k` against the training rows).
 pub fn check_data(plan: &Plan, cache_dir: &std::path::Path) -> Result<DataSummary, PipelineError> {
     let cache = Cache::new(cache_dir);
     let ingested = ingest(plan, &cache)?;
     check_ingested(plan, &cache, &ingested)?;
-    Ok(DataSummary {
-        rows: ingested.data.labels.len(),
-        dropped: ingested.data.dropped_null_text + ingested.data.dropped_null_label,
-        classes: ingested.data.classes.len(),
-        train: ingested.split.train.len(),
-        validation: ingested.split.validation.len(),
-        test: ingested.split.test.len(),
-    })
+    Ok(DataSummary::of(&ingested))
 }
 
 /// The checks that need the data but no model: kNN `k` against the training rows, and the stages' (zero-shot
@@ -140,18 +152,34 @@ fn check_ingested(plan: &Plan, cache: &Cache, ingested: &Ingested) -> Result<(),
 }
 
 /// Row counts of a checked data set (see [`check_data`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSummary {
     /// Labelled rows kept.
     pub rows: usize,
-    /// Rows read but dropped (an empty label or text).
+    /// Rows read but dropped (an empty label or text), and the first of them (0-based table rows).
     pub dropped: usize,
+    pub dropped_rows: Vec<usize>,
     /// Distinct classes (labels, for multi-label data).
     pub classes: usize,
     /// Rows per split.
     pub train: usize,
     pub validation: usize,
     pub test: usize,
+}
+
+impl DataSummary {
+    pub(crate) fn of(ingested: &Ingested) -> DataSummary {
+        let data = &ingested.data;
+        DataSummary {
+            rows: data.labels.len(),
+            dropped: data.dropped_null_text + data.dropped_null_label,
+            dropped_rows: data.dropped_rows.clone(),
+            classes: data.classes.len(),
+            train: ingested.split.train.len(),
+            validation: ingested.split.validation.len(),
+            test: ingested.split.test.len(),
+        }
+    }
 }
 
 /// Technique stages, on the run's features; texts they bring go through the same backbone and cache.

@@ -47,7 +47,17 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         data.validation,
         data.test,
         if data.dropped > 0 {
-            format!("; {} rows dropped (empty label or text)", data.dropped)
+            let first: Vec<String> = data.dropped_rows.iter().map(usize::to_string).collect();
+            format!(
+                "; {} rows dropped (empty label or text: rows {}{})",
+                data.dropped,
+                first.join(", "),
+                if data.dropped > first.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            )
         } else {
             String::new()
         }

@@ -70,8 +70,25 @@ fn print_plan(file: &std::path::Path, plan: &Plan, dry: &graft_engine::DryRun) {
     }
     match &dry.data {
         Some(d) => println!(
-            "  rows      {} ({} classes; {} dropped): train {} · validation {} · test {}",
-            d.rows, d.classes, d.dropped, d.train, d.validation, d.test
+            "  rows      {} ({} classes; {} dropped{}): train {} · validation {} · test {}",
+            d.rows,
+            d.classes,
+            d.dropped,
+            if d.dropped_rows.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", first rows {}",
+                    d.dropped_rows
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            d.train,
+            d.validation,
+            d.test
         ),
         None => println!("  rows      known once the data set is fetched (`fetch` fetches it)"),
     }
