@@ -245,3 +245,82 @@ fn every_head_is_cross_validated_with_group_folds_when_a_group_column_is_named()
         "{report}"
     );
 }
+
+/// Every `font-size` the page's plots use, and the cells of its tables.
+fn plot_font_sizes(html: &str) -> Vec<u32> {
+    html.match_indices("font-size=\"")
+        .map(|(at, key)| {
+            let rest = &html[at + key.len()..];
+            rest[..rest.find('"').unwrap()].parse::<f64>().unwrap() as u32
+        })
+        .collect()
+}
+
+/// The plots are readable: text at least the body size (16 px), a count on every reliability bin, the kept
+/// epoch and the early stop marked, whole-number epoch ticks; numbers carry their metrics.json path on
+/// hover; one head gets no comparison table, several get one without empty cells; curve intervals stay in
+/// [0, 1].
+#[test]
+fn the_plots_and_tables_are_readable() {
+    let runs = tempfile::tempdir().unwrap();
+    let heads = run_pipeline("fixtures/pipelines/tiny-heads.toml", runs.path());
+    let html = std::fs::read_to_string(heads.join("report.html")).unwrap();
+    let sizes = plot_font_sizes(&html);
+    assert!(
+        !sizes.is_empty() && sizes.iter().all(|&s| s >= 16),
+        "{sizes:?}"
+    );
+    assert!(
+        html.contains(">\nn="),
+        "reliability bins carry their counts"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(heads.join("metrics.json")).unwrap())
+            .unwrap();
+    let mlp = metrics["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "mlp")
+        .unwrap();
+    let best = mlp["training"]["best_epoch"]
+        .as_u64()
+        .expect("the MLP keeps its best epoch");
+    assert!(
+        html.contains(&format!("best epoch (kept): {best}")),
+        "the kept epoch is marked"
+    );
+    if mlp["training"]["stopped_early"] == true {
+        assert!(html.contains("early stop: "));
+    }
+    assert!(html.contains("Heads side by side"));
+    assert!(!html.contains("<td></td>") && !html.contains("<td>–</td><td>–</td>"));
+    let tagged = html.matches("data-key=\"").count();
+    let titled = html.matches("title=\"metrics.json: ").count();
+    assert_eq!(
+        tagged, titled,
+        "every tagged number names its metrics.json path on hover"
+    );
+
+    let one = run_pipeline("fixtures/pipelines/tiny-curve.toml", runs.path());
+    let html = std::fs::read_to_string(one.join("report.html")).unwrap();
+    assert!(
+        !html.contains("Heads side by side"),
+        "one head: nothing to compare"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("metrics.json")).unwrap()).unwrap();
+    for p in metrics["learning_curve"]["points"].as_array().unwrap() {
+        for line in ["transfer", "baseline"] {
+            let (lo, hi) = (
+                p[line]["lower"].as_f64().unwrap(),
+                p[line]["upper"].as_f64().unwrap(),
+            );
+            assert!(
+                (0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi),
+                "{p}"
+            );
+            assert_eq!(p[line]["level"], 0.95);
+        }
+    }
+}

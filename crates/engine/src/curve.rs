@@ -62,6 +62,8 @@ pub(crate) struct CurveData<'a> {
     pub train: &'a [usize],
     pub test: &'a [usize],
     pub baseline: BaselineInputs<'a>,
+    /// Confidence level of the intervals over the draws.
+    pub level: f64,
 }
 
 /// Runs the curve; points and draws in parallel, each seeded by (seed, K, draw).
@@ -142,8 +144,8 @@ pub(crate) fn learning_curve(
             tuned: None,
             per_class: k,
             rows: slice[0].0,
-            transfer: Spread::of(slice.iter().map(|r| r.1).collect()),
-            baseline: Spread::of(slice.iter().map(|r| r.2).collect()),
+            transfer: Spread::at_level(slice.iter().map(|r| r.1).collect(), d.level),
+            baseline: Spread::at_level(slice.iter().map(|r| r.2).collect(), d.level),
         });
     }
     let efficiency = points
@@ -198,12 +200,20 @@ mod tests {
         );
     }
 
+    /// Student's t quantiles pinned to scipy.stats.t.ppf: (0.975, 2) = 4.302652729911275 and
+    /// (0.95, 2) = 2.919985580355516; intervals of accuracies stay inside [0, 1].
     #[test]
-    fn spread_uses_students_t() {
+    fn spread_uses_students_t_at_the_level_and_stays_in_0_1() {
         let s = Spread::of(vec![0.6, 0.7, 0.8]);
         assert!((s.mean - 0.7).abs() < 1e-12);
         assert!((s.std - 0.1).abs() < 1e-12);
-        assert!((s.upper - s.mean - 4.303 * 0.1 / 3f64.sqrt()).abs() < 1e-9);
+        assert!((s.upper - s.mean - 4.302652729911275 * 0.1 / 3f64.sqrt()).abs() < 1e-9);
+        let s90 = Spread::at_level(vec![0.6, 0.7, 0.8], 0.90);
+        assert!((s90.upper - s90.mean - 2.919985580355516 * 0.1 / 3f64.sqrt()).abs() < 1e-9);
+        assert_eq!(s90.level, 0.90);
         assert_eq!(Spread::of(vec![0.5]).lower, 0.5);
+        // An image run's draws once gave [-0.30, 1.13]: clipped, it is [0, 1].
+        let wide = Spread::of(vec![0.1, 0.9, 0.5]);
+        assert_eq!((wide.lower, wide.upper), (0.0, 1.0));
     }
 }

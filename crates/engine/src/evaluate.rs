@@ -249,6 +249,7 @@ pub(crate) fn learning_curve(
             train: &split.train,
             test: &split.test,
             baseline,
+            level: plan.evaluation.level,
         },
     )?;
     Ok(Some(curve))

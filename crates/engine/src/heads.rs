@@ -145,6 +145,7 @@ pub fn train_head(
     validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
 ) -> Result<(TrainedHead, TrainingFigures), HeadError> {
     let mut curve = Vec::new();
+    let mut kept: (Option<usize>, bool) = (None, false);
     let (head, iterations, loss, termination) = match &spec.kind {
         HeadKind::Logistic(p) => {
             let fitted = p.fit(x_train, targets)?;
@@ -160,6 +161,7 @@ pub fn train_head(
             let fitted = p.fit_with_validation(x_train, targets, validation)?;
             let (points, why, last) = mlp_figures(fitted.report());
             curve = points;
+            kept = (fitted.report().best_epoch, fitted.report().stopped_early);
             let epochs = fitted.report().epochs_run;
             (FittedHead::Mlp(fitted), epochs, last, why)
         }
@@ -190,6 +192,8 @@ pub fn train_head(
         termination,
         temperature: temperature.map(|t| t.temperature()),
         curve,
+        best_epoch: kept.0,
+        stopped_early: kept.1,
     };
     Ok((
         TrainedHead {
@@ -233,6 +237,7 @@ pub fn train_multi_label_head(
     validation: Option<(ArrayView2<'_, f32>, &LabelSets<'_>)>,
 ) -> Result<(TrainedHead, TrainingFigures), HeadError> {
     let mut curve = Vec::new();
+    let mut kept: (Option<usize>, bool) = (None, false);
     let (head, iterations, loss, termination) = match &spec.kind {
         HeadKind::Logistic(p) => {
             let fitted = p.fit_multi_label(x_train, targets)?;
@@ -248,6 +253,7 @@ pub fn train_multi_label_head(
             let fitted = p.fit_multi_label_with_validation(x_train, targets, validation)?;
             let (points, why, last) = mlp_figures(fitted.report());
             curve = points;
+            kept = (fitted.report().best_epoch, fitted.report().stopped_early);
             let epochs = fitted.report().epochs_run;
             (FittedHead::MultiLabelMlp(fitted), epochs, last, why)
         }
@@ -279,6 +285,8 @@ pub fn train_multi_label_head(
         termination,
         temperature: None,
         curve,
+        best_epoch: kept.0,
+        stopped_early: kept.1,
     };
     Ok((
         TrainedHead {

@@ -2,30 +2,40 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Mean, spread and a 95% t-interval over the repeats of one point.
+/// Mean, spread and a t-interval over the repeats of one point (accuracies: the interval is clipped to
+/// [0, 1]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     /// Mean test accuracy over the draws.
     pub mean: f64,
     /// Sample standard deviation (0 for one draw).
     pub std: f64,
-    /// 95% confidence interval of the mean (Student's t over the draws; the mean itself for one draw).
+    /// Confidence interval of the mean at `level` (Student's t over the draws, clipped to [0, 1]; the
+    /// mean itself for one draw).
     pub lower: f64,
     /// Upper end.
     pub upper: f64,
     /// Each draw's test accuracy.
     pub values: Vec<f64>,
+    /// Confidence level of the interval.
+    #[serde(default = "default_level")]
+    pub level: f64,
 }
 
-/// Two-sided 97.5% quantiles of Student's t for 1–30 degrees of freedom.
-const T975: [f64; 30] = [
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
-];
+fn default_level() -> f64 {
+    0.95
+}
 
 impl Spread {
+    /// [`Spread::at_level`] 0.95.
     pub fn of(values: Vec<f64>) -> Spread {
+        Spread::at_level(values, 0.95)
+    }
+
+    /// Mean, sample standard deviation and the `level` t-interval of the mean (statrs' Student's t
+    /// quantile with n − 1 degrees of freedom), clipped to [0, 1] since the values are accuracies.
+    pub fn at_level(values: Vec<f64>, level: f64) -> Spread {
+        use statrs::distribution::{ContinuousCDF, StudentsT};
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
         let std = if values.len() > 1 {
@@ -35,14 +45,20 @@ impl Spread {
         };
         let half = match values.len() {
             0 | 1 => 0.0,
-            k => T975.get(k - 2).copied().unwrap_or(1.96) * std / n.sqrt(),
+            _ => {
+                let t = StudentsT::new(0.0, 1.0, n - 1.0)
+                    .expect("n − 1 ≥ 1 degrees of freedom")
+                    .inverse_cdf(1.0 - (1.0 - level) / 2.0);
+                t * std / n.sqrt()
+            }
         };
         Spread {
             mean,
             std,
-            lower: mean - half,
-            upper: mean + half,
+            lower: (mean - half).clamp(0.0, 1.0),
+            upper: (mean + half).clamp(0.0, 1.0),
             values,
+            level,
         }
     }
 }

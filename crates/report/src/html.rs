@@ -21,13 +21,22 @@ fn escape(text: &str) -> String {
 
 /// A table cell showing `value` to 4 decimals, tagged with its metrics.json path.
 fn cell(key: &str, value: f64) -> String {
-    format!("<td data-key=\"{key}\" data-value=\"{value:?}\">{value:.4}</td>")
+    format!(
+        "<td data-key=\"{key}\" data-value=\"{value:?}\" title=\"metrics.json: {key} = {value:?}\">{value:.4}</td>"
+    )
 }
 
 /// The same, inline.
 fn span(key: &str, value: f64) -> String {
-    format!("<span data-key=\"{key}\" data-value=\"{value:?}\">{value:.4}</span>")
+    format!(
+        "<span data-key=\"{key}\" data-value=\"{value:?}\" title=\"metrics.json: {key} = {value:?}\">{value:.4}</span>"
+    )
 }
+
+/// Plot text at the page's body size, 16 px: tick labels, axis titles, legends; captions a little larger.
+/// plotters' SVG backend writes a font of size s as `font-size` s / 1.24, hence 20 for 16.1 px.
+const BODY: (&str, u32) = ("sans-serif", 20);
+const CAPTION: (&str, u32) = ("sans-serif", 23);
 
 fn opt_cell(key: &str, value: Option<f64>) -> String {
     value.map_or("<td>–</td>".to_owned(), |v| cell(key, v))
@@ -72,7 +81,7 @@ fn confusion_svg(classes: &[String], confusion: &[Vec<usize>]) -> String {
             .unwrap_or(1)
             .max(1) as f64;
         let mut chart = ChartBuilder::on(root)
-            .caption("Confusion matrix (test)", ("sans-serif", 16))
+            .caption("Confusion matrix (test)", CAPTION)
             .margin(10)
             .x_label_area_size(50)
             .y_label_area_size(120)
@@ -86,6 +95,8 @@ fn confusion_svg(classes: &[String], confusion: &[Vec<usize>]) -> String {
             .y_labels(k)
             .x_label_formatter(&|v| name(v, false))
             .y_label_formatter(&|v| name(v, true))
+            .label_style(BODY)
+            .axis_desc_style(BODY)
             .draw()?;
         for (t, row) in confusion.iter().enumerate() {
             for (p, &n) in row.iter().enumerate() {
@@ -100,7 +111,7 @@ fn confusion_svg(classes: &[String], confusion: &[Vec<usize>]) -> String {
                     colour.filled(),
                 )))?;
                 let text_colour = if shade < 0.5 { WHITE } else { BLACK };
-                let style = ("sans-serif", 15)
+                let style = BODY
                     .into_font()
                     .color(&text_colour)
                     .pos(Pos::new(HPos::Center, VPos::Center));
@@ -121,10 +132,7 @@ fn reliability_svg(m: &SplitMetrics) -> String {
     };
     svg((520, 380), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(
-                "Reliability (test): accuracy vs confidence",
-                ("sans-serif", 16),
-            )
+            .caption("Reliability (test): accuracy vs confidence", CAPTION)
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(50)
@@ -133,6 +141,8 @@ fn reliability_svg(m: &SplitMetrics) -> String {
             .configure_mesh()
             .x_desc("mean top-class probability")
             .y_desc("accuracy")
+            .label_style(BODY)
+            .axis_desc_style(BODY)
             .draw()?;
         chart
             .draw_series(LineSeries::new(
@@ -155,8 +165,29 @@ fn reliability_svg(m: &SplitMetrics) -> String {
             bins.iter()
                 .map(|&(x, y)| Circle::new((x, y), 4, BLUE_.filled())),
         )?;
+        // Each bin's row count beside its point: a bin of three rows says little.
+        let counted = p.reliability.iter().filter(|b| b.count > 0);
+        chart.draw_series(counted.map(|b| {
+            // Kept inside the plot: below points near the top, left of points near the right edge.
+            let above = if b.accuracy < 0.9 {
+                VPos::Bottom
+            } else {
+                VPos::Top
+            };
+            let side = if b.confidence < 0.8 {
+                HPos::Left
+            } else {
+                HPos::Right
+            };
+            Text::new(
+                format!("n={}", b.count),
+                (b.confidence, b.accuracy),
+                BODY.into_font().color(&BLUE_).pos(Pos::new(side, above)),
+            )
+        }))?;
         chart
             .configure_series_labels()
+            .label_font(BODY)
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
@@ -202,7 +233,7 @@ fn learning_curve_svg(m: &Metrics) -> String {
         let mut chart = ChartBuilder::on(root)
             .caption(
                 "Learning curve: transfer vs from scratch (test accuracy)",
-                ("sans-serif", 16),
+                CAPTION,
             )
             .margin(10)
             .x_label_area_size(40)
@@ -210,8 +241,11 @@ fn learning_curve_svg(m: &Metrics) -> String {
             .build_cartesian_2d((0.8f64..x_max).log_scale(), (lows - 0.02).max(0.0)..1.0)?;
         chart
             .configure_mesh()
-            .x_desc("training examples per class (log scale; last point: the whole split)")
+            .x_desc("examples per class (log scale; last: whole split)")
             .y_desc("test accuracy")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .label_style(BODY)
+            .axis_desc_style(BODY)
             .draw()?;
         let series: [CurveSeries; 3] = [
             ("transfer (frozen)", BLUE_, |p| Some(p.transfer.clone())),
@@ -250,6 +284,7 @@ fn learning_curve_svg(m: &Metrics) -> String {
         }
         chart
             .configure_series_labels()
+            .label_font(BODY)
             .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
@@ -258,29 +293,34 @@ fn learning_curve_svg(m: &Metrics) -> String {
     })
 }
 
-fn training_curve_svg(name: &str, curve: &[crate::training::CurvePoint]) -> String {
+fn training_curve_svg(name: &str, figures: &crate::training::TrainingFigures) -> String {
+    let curve = &figures.curve;
     let max = curve
         .iter()
         .flat_map(|p| [Some(p.train_loss), p.validation_loss])
         .flatten()
         .fold(0.0, f64::max)
         * 1.1;
-    let epochs = curve.len().max(2) as f64;
-    svg((560, 340), |root| {
+    let epochs = curve.len().max(2);
+    svg((640, 400), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("Training curve: {name}"), ("sans-serif", 16))
+            .caption(format!("Training curve: {name}"), CAPTION)
             .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(1f64..epochs, 0f64..max.max(1e-6))?;
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            // Epochs count: whole-number ticks.
+            .build_cartesian_2d(1..epochs, 0f64..max.max(1e-6))?;
         chart
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("loss")
+            .x_labels(epochs.min(10))
+            .label_style(BODY)
+            .axis_desc_style(BODY)
             .draw()?;
         chart
             .draw_series(LineSeries::new(
-                curve.iter().map(|p| (p.epoch as f64, p.train_loss)),
+                curve.iter().map(|p| (p.epoch, p.train_loss)),
                 BLUE_.stroke_width(2),
             ))?
             .label("train loss")
@@ -289,13 +329,33 @@ fn training_curve_svg(name: &str, curve: &[crate::training::CurvePoint]) -> Stri
             .draw_series(LineSeries::new(
                 curve
                     .iter()
-                    .filter_map(|p| p.validation_loss.map(|v| (p.epoch as f64, v))),
+                    .filter_map(|p| p.validation_loss.map(|v| (p.epoch, v))),
                 ORANGE_.stroke_width(2),
             ))?
             .label("validation loss")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], ORANGE_));
+        // The weights kept, and where patience ran out.
+        let mut marks = Vec::new();
+        if let Some(best) = figures.best_epoch {
+            marks.push((best, "best epoch (kept)", GREEN_));
+        }
+        if figures.stopped_early
+            && let Some(last) = curve.last()
+        {
+            marks.push((last.epoch, "early stop", BLACK));
+        }
+        for (epoch, label, colour) in marks {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(epoch, 0.0), (epoch, max)],
+                    colour.stroke_width(2),
+                )))?
+                .label(format!("{label}: {epoch}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        }
         chart
             .configure_series_labels()
+            .label_font(BODY)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()?;
@@ -407,8 +467,9 @@ fn html_scores(s: &mut String, m: &Metrics) {
     // Scores.
     let _ = writeln!(
         s,
-        "<section id=\"metrics\"><h2>Scores (headline: {})</h2><table><tr><th>split</th><th>rows</th><th>accuracy</th><th>95% interval</th><th>macro-F1</th><th>95% interval</th></tr>",
-        escape(&m.heads[0].name)
+        "<section id=\"metrics\"><h2>Scores (headline: {})</h2><table><tr><th>split</th><th>rows</th><th>accuracy</th><th>{level:.0}% interval</th><th>macro-F1</th><th>{level:.0}% interval</th></tr>",
+        escape(&m.heads[0].name),
+        level = m.test.intervals.as_ref().map_or(0.95, |i| i.accuracy.level) * 100.0
     );
     split_row(s, "train", "train", &m.train);
     if let Some(v) = &m.validation {
@@ -419,7 +480,7 @@ fn html_scores(s: &mut String, m: &Metrics) {
     if let Some(p) = &m.test.probabilities {
         let _ = writeln!(
             s,
-            "<table><tr><th>test</th><th>ROC-AUC</th><th>PR-AUC</th><th>log loss</th><th>Brier</th><th>ECE</th></tr><tr><td></td>{}{}{}{}{}</tr></table>",
+            "<table><tr><th>split</th><th>ROC-AUC</th><th>PR-AUC</th><th>log loss</th><th>Brier</th><th>ECE</th></tr><tr><td>test</td>{}{}{}{}{}</tr></table>",
             opt_cell("test.probabilities.roc_auc", p.roc_auc),
             opt_cell("test.probabilities.pr_auc", p.pr_auc),
             cell("test.probabilities.log_loss", p.log_loss),
@@ -427,43 +488,46 @@ fn html_scores(s: &mut String, m: &Metrics) {
             cell("test.probabilities.ece", p.ece),
         );
     }
-    let _ = writeln!(
-        s,
-        "<h3>Heads side by side</h3><table><tr><th>head</th><th>validation accuracy</th><th>test accuracy</th><th>test macro-F1</th><th>vs headline: Δ accuracy</th><th>McNemar p</th></tr>"
-    );
-    for (i, h) in m.heads.iter().enumerate() {
-        let (diff, p) = match &h.versus_headline {
-            Some(c) => (
-                c.accuracy_difference
-                    .as_ref()
-                    .map_or("<td>–</td>".to_owned(), |d| {
-                        cell(
-                            &format!(
-                                "heads.{i}.versus_headline.accuracy_difference.interval.estimate"
-                            ),
-                            d.interval.estimate,
-                        )
-                    }),
-                cell(
-                    &format!("heads.{i}.versus_headline.mcnemar.p_value"),
-                    c.mcnemar.p_value,
-                ),
-            ),
-            None => ("<td>–</td>".to_owned(), "<td>–</td>".to_owned()),
-        };
+    // One head has nothing to be compared with.
+    if m.heads.len() > 1 {
         let _ = writeln!(
             s,
-            "<tr><td>{}</td>{}{}{}{diff}{p}</tr>",
-            escape(&h.label),
-            opt_cell(
-                &format!("heads.{i}.validation.accuracy"),
-                h.validation.as_ref().map(|v| v.accuracy)
-            ),
-            cell(&format!("heads.{i}.test.accuracy"), h.test.accuracy),
-            cell(&format!("heads.{i}.test.macro_f1"), h.test.macro_f1),
+            "<h3>Heads side by side</h3><table><tr><th>head</th><th>validation accuracy</th><th>test accuracy</th><th>test macro-F1</th><th>vs headline: Δ accuracy</th><th>McNemar p</th></tr>"
         );
+        for (i, h) in m.heads.iter().enumerate() {
+            let (diff, p) = match &h.versus_headline {
+                Some(c) => (
+                    c.accuracy_difference
+                        .as_ref()
+                        .map_or("<td>–</td>".to_owned(), |d| {
+                            cell(
+                                &format!(
+                                    "heads.{i}.versus_headline.accuracy_difference.interval.estimate"
+                                ),
+                                d.interval.estimate,
+                            )
+                        }),
+                    cell(
+                        &format!("heads.{i}.versus_headline.mcnemar.p_value"),
+                        c.mcnemar.p_value,
+                    ),
+                ),
+                None => ("<td colspan=\"2\">the headline</td>".to_owned(), String::new()),
+            };
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td>{}{}{}{diff}{p}</tr>",
+                escape(&h.label),
+                opt_cell(
+                    &format!("heads.{i}.validation.accuracy"),
+                    h.validation.as_ref().map(|v| v.accuracy)
+                ),
+                cell(&format!("heads.{i}.test.accuracy"), h.test.accuracy),
+                cell(&format!("heads.{i}.test.macro_f1"), h.test.macro_f1),
+            );
+        }
+        let _ = writeln!(s, "</table>");
     }
-    let _ = writeln!(s, "</table>");
     if let Some(cv) = m.heads[0].cross_validation.as_ref() {
         let _ = writeln!(
             s,
@@ -555,7 +619,7 @@ fn html_evidence(s: &mut String, m: &Metrics) {
         let _ = writeln!(
             s,
             "<section id=\"learning-curve\"><h2>Learning curve: transfer vs from scratch</h2><p>{} draws per point; \
-             transfer: {}; from scratch: {}{}. Bars: 95% intervals over the draws.</p><figure>{}</figure>\
+             transfer: {}; from scratch: {}{}. Bars: {:.0}% t-intervals over the draws, clipped to [0, 1].</p><figure>{}</figure>\
              <table><tr><th>K per class</th><th>rows</th><th>transfer</th><th>from scratch</th>{}<th>from scratch needs</th></tr>",
             c.repeats,
             escape(&c.transfer),
@@ -563,6 +627,7 @@ fn html_evidence(s: &mut String, m: &Metrics) {
             c.tuned
                 .as_ref()
                 .map_or_else(String::new, |t| format!("; fine-tuned: {}", escape(t))),
+            c.points.first().map_or(0.95, |p| p.transfer.level) * 100.0,
             learning_curve_svg(m),
             if c.tuned.is_some() {
                 "<th>fine-tuned</th>"
@@ -629,7 +694,19 @@ fn html_evidence(s: &mut String, m: &Metrics) {
             let _ = writeln!(
                 s,
                 "<div class=\"figs\">{}</div>",
-                training_curve_svg(&t.title, &t.curve)
+                training_curve_svg(
+                    &t.title,
+                    &crate::training::TrainingFigures {
+                        head: t.technique.clone(),
+                        iterations: t.curve.len(),
+                        loss: t.curve.last().map_or(f64::NAN, |p| p.train_loss),
+                        termination: String::new(),
+                        temperature: None,
+                        curve: t.curve.clone(),
+                        best_epoch: t.details["best_epoch"].as_u64().map(|e| e as usize),
+                        stopped_early: t.details["stopped_early"].as_bool().unwrap_or(false),
+                    }
+                )
             );
         }
         let _ = writeln!(s, "</section>");
@@ -677,7 +754,7 @@ fn html_search_and_training(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
             let _ = writeln!(
                 s,
                 "<figure>{}</figure>",
-                training_curve_svg(&h.name, &h.training.curve)
+                training_curve_svg(&h.name, &h.training)
             );
         }
         let _ = writeln!(s, "</div></section>");

@@ -532,24 +532,25 @@ fn training_curves_section(s: &mut String, m: &Metrics) {
 /// The learning curve: transfer vs the from-scratch baseline.
 fn learning_curve_section(s: &mut String, m: &Metrics) {
     if let Some(c) = &m.learning_curve {
+        let level = c.points.first().map_or(0.95, |p| p.transfer.level) * 100.0;
         let _ = writeln!(
             s,
             "## Learning curve: transfer vs from scratch\n\nTest accuracy with K training examples per class \
-             ({} seeded draws per K; mean, 95% t-interval over the draws), for the transfer head — {} — and the \
-             baseline — {} — trained on the same rows ({:.1} s).\n",
+             ({} seeded draws per K; mean, {level:.0}% t-interval over the draws, clipped to [0, 1]), for the \
+             transfer head — {} — and the baseline — {} — trained on the same rows ({:.1} s).\n",
             c.repeats, c.transfer, c.baseline, c.seconds
         );
         if let Some(tuned) = &c.tuned {
             let _ = writeln!(s, "Fine-tuned line: {tuned}.\n");
         }
         let tuned_header = if c.tuned.is_some() {
-            (" fine-tuned | 95% interval |", "---:|---|")
+            (" fine-tuned | interval |", "---:|---|")
         } else {
             ("", "")
         };
         let _ = writeln!(
             s,
-            "| K per class | rows | transfer | 95% interval | baseline | 95% interval |{}\n|---:|---:|---:|---|---:|---|{}",
+            "| K per class | rows | transfer | interval | baseline | interval |{}\n|---:|---:|---:|---|---:|---|{}",
             tuned_header.0, tuned_header.1
         );
         for p in &c.points {

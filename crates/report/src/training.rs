@@ -30,6 +30,12 @@ pub struct TrainingFigures {
     pub temperature: Option<f64>,
     /// Per-epoch training curve (MLP).
     pub curve: Vec<CurvePoint>,
+    /// The epoch whose weights were kept (best validation score), when validation rows were given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
+    /// Whether patience ran out before the epoch limit.
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 /// What one technique stage measured, as metrics.json records it and the reports show it.

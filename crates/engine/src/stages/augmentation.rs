@@ -126,7 +126,7 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
         }
         Ok((out[0], out[1]))
     };
-    let per_k = super::paired_draws(&p.per_class, p.repeats, |k, r| {
+    let per_k = super::paired_draws(&p.per_class, p.repeats, d.level, |k, r| {
         let rows = crate::curve::draw(
             d.train,
             d.labels,

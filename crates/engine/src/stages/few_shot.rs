@@ -54,7 +54,7 @@ pub(crate) fn run(p: &FewShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, P
             .with_hint("lower the largest of `shots`, `queries` or `ways`, or give the test split a larger share")
             .into());
     }
-    let per_k = super::paired_draws(&p.shots, p.episodes, |k, e| {
+    let per_k = super::paired_draws(&p.shots, p.episodes, d.level, |k, e| {
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
             d.seed,
             &format!("few-shot {ways}-way {k}-shot {e}"),

@@ -285,9 +285,11 @@ fn tuned_curve(
             let predicted = graft_heads::argmax_rows(head.predict_proba(x_test.view())?.view());
             scores.push(accuracy(&predicted, &truth));
         }
-        points.push(json!({ "per_class": k, "tuned": graft_report::Spread::of(scores) }));
+        points.push(
+            json!({ "per_class": k, "tuned": graft_report::Spread::at_level(scores, d.level) }),
+        );
     }
-    points.push(json!({ "per_class": null, "tuned": graft_report::Spread::of(vec![whole_split]) }));
+    points.push(json!({ "per_class": null, "tuned": graft_report::Spread::at_level(vec![whole_split], d.level) }));
     Ok(Some(json!(points)))
 }
 

@@ -298,6 +298,7 @@ pub(crate) fn headline_on(
 pub(crate) fn paired_draws(
     ks: &[usize],
     repeats: usize,
+    level: f64,
     job: impl Fn(usize, usize) -> Result<(f64, f64), PipelineError> + Sync,
 ) -> Result<Vec<(usize, graft_report::Spread, graft_report::Spread)>, PipelineError> {
     use rayon::prelude::*;
@@ -315,8 +316,8 @@ pub(crate) fn paired_draws(
         .map(|(&k, draws)| {
             (
                 k,
-                graft_report::Spread::of(draws.iter().map(|d| d.0).collect()),
-                graft_report::Spread::of(draws.iter().map(|d| d.1).collect()),
+                graft_report::Spread::at_level(draws.iter().map(|d| d.0).collect(), level),
+                graft_report::Spread::at_level(draws.iter().map(|d| d.1).collect(), level),
             )
         })
         .collect())

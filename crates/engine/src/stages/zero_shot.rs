@@ -89,7 +89,7 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     // The description as a prior for a prototype head, on the same seeded draws as the plain class mean;
     // accuracy and macro-F1 of each draw's predictions.
     let draws = |macro_f1: bool| {
-        super::paired_draws(&p.prior_shots, p.repeats, |k, r| {
+        super::paired_draws(&p.prior_shots, p.repeats, d.level, |k, r| {
             let rows = crate::curve::draw(
                 d.train,
                 d.labels,
