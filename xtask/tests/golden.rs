@@ -228,12 +228,7 @@ fn error_message(pipeline: &Path, scratch: &Path) -> String {
 #[test]
 fn config_error_messages_are_unchanged() {
     let scratch = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("fixtures/pipelines/errors"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = common::error_fixtures();
     let mut mismatches = Vec::new();
     let mut all = String::new();
     for file in &files {

@@ -485,12 +485,7 @@ fn mistakes_found_once_the_data_is_read_are_located() {
 #[test]
 fn check_finds_every_mistake_a_run_finds_but_divergence() {
     let scratch = tempfile::tempdir().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("fixtures/pipelines/errors"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = common::error_fixtures();
     let stderr_of = |command: &str, file: &std::path::Path| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
         c.current_dir(repo()).arg(command).arg(file);

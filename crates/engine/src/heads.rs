@@ -777,6 +777,19 @@ mod tests {
     use super::*;
     use graft_config::TransformPlan;
 
+    /// An artefact record for heads trained on plain arrays (no backbone).
+    fn test_info(classes: &[&str]) -> ArtefactInfo {
+        ArtefactInfo {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            backbone: BackboneRecord {
+                files: graft_report::ModelRecord::default(),
+                settings: None,
+            },
+            backbone_sha256: "0".repeat(64),
+            label_separator: None,
+        }
+    }
+
     /// A head's weights read without graft: `__metadata__` names the kind, classes, settings, temperature and
     /// transform; standardisation is mean and standard deviation (x − mean) / std, as scikit-learn's
     /// StandardScaler applies `mean_` and `scale_`; the header's keys are sorted so the bytes never vary. A
@@ -803,15 +816,7 @@ mod tests {
             Some((xt.view(), &t)),
         )
         .unwrap();
-        let info = ArtefactInfo {
-            classes: vec!["no".into(), "yes".into()],
-            backbone: BackboneRecord {
-                files: graft_report::ModelRecord::default(),
-                settings: None,
-            },
-            backbone_sha256: "0".repeat(64),
-            label_separator: None,
-        };
+        let info = test_info(&["no", "yes"]);
         let dir = tempfile::tempdir().unwrap();
         let path = save_head(dir.path(), &trained, &info).unwrap();
         let weights = dir.path().join("logistic.safetensors");
@@ -923,15 +928,7 @@ mod tests {
             HeadKind::Knn(Knn::params().k(3).check().unwrap()),
         ];
         let dir = tempfile::tempdir().unwrap();
-        let info = ArtefactInfo {
-            classes: vec!["a".into(), "b".into(), "c".into()],
-            backbone: BackboneRecord {
-                files: graft_report::ModelRecord::default(),
-                settings: None,
-            },
-            backbone_sha256: "0".repeat(64),
-            label_separator: None,
-        };
+        let info = test_info(&["a", "b", "c"]);
         for kind in specs {
             let spec = HeadSpec {
                 kind,

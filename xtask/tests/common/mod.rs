@@ -54,3 +54,15 @@ pub fn run_pipeline_with_features(pipeline: &str, runs: &Path, features: &Path) 
 pub fn metrics(run_dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap()
 }
+
+/// Every pipeline under `fixtures/pipelines/errors/`, sorted.
+#[allow(dead_code)]
+pub fn error_fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("fixtures/pipelines/errors"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use graft_engine::PipelineError;
 
-use super::{InferenceArgs, all_cores, model_source};
+use super::{InferenceArgs, all_cores};
 use crate::Defaults;
 
 /// Score a run's head on new labelled rows: accuracy, macro-F1 and their intervals, per class, confusion,
@@ -30,13 +30,8 @@ pub struct Args {
     /// Confidence level of the intervals.
     #[arg(long, default_value_t = 0.95)]
     pub level: f64,
-    /// Use this backbone instead of the run's (registry name, model folder, or .onnx with --tokenizer);
-    /// refused unless its sha256 is the one the head was trained on.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// The tokenizer.json of an .onnx --model.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelOverride,
     #[command(flatten)]
     pub inference: InferenceArgs,
 }
@@ -48,10 +43,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             hint: "e.g. --level 0.95 for 95% intervals".to_owned(),
         });
     }
-    let model = args
-        .model
-        .map(|m| model_source(m, args.tokenizer).map(|(source, _)| source))
-        .transpose()?;
+    let model = args.model.source()?;
     let output = args.output.unwrap_or_else(|| {
         let name = args
             .input

@@ -136,6 +136,27 @@ pub fn model_source(
     }
 }
 
+/// `--model` / `--tokenizer` of `predict` and `evaluate`: another copy of the run's backbone.
+#[derive(Debug, clap::Args)]
+pub struct ModelOverride {
+    /// Use this backbone instead of the run's (registry name, model folder, or .onnx with --tokenizer);
+    /// refused unless its sha256 is the one the head was trained on.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The tokenizer.json of an .onnx --model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelOverride {
+    /// The model source, when one is given.
+    pub fn source(self) -> Result<Option<graft_config::ModelSource>, PipelineError> {
+        self.model
+            .map(|m| model_source(m, self.tokenizer).map(|(source, _)| source))
+            .transpose()
+    }
+}
+
 /// All cores, for ONNX Runtime's intra-op threads when not told.
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

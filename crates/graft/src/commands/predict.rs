@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use graft_engine::PipelineError;
 
-use super::{InferenceArgs, all_cores, model_source};
+use super::{InferenceArgs, all_cores};
 use crate::Defaults;
 
 /// Classify new rows with a run's saved head (features from the same frozen backbone).
@@ -26,13 +26,8 @@ pub struct Args {
     /// Column copied into the output to identify rows.
     #[arg(long)]
     pub id_column: Option<String>,
-    /// Use this backbone instead of the run's (registry name, model folder, or .onnx with --tokenizer);
-    /// refused unless its sha256 is the one the head was trained on.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// The tokenizer.json of an .onnx --model.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelOverride,
     /// The graph output to pool (default: the one the run used).
     #[arg(long)]
     pub output_name: Option<String>,
@@ -41,10 +36,7 @@ pub struct Args {
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
-    let model = args
-        .model
-        .map(|m| model_source(m, args.tokenizer).map(|(source, _)| source))
-        .transpose()?;
+    let model = args.model.source()?;
     let job = graft_jobs::PredictJob {
         run_dir: args.run_dir,
         input: args.input,
