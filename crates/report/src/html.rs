@@ -243,7 +243,18 @@ fn learning_curve_svg(m: &Metrics) -> String {
             .configure_mesh()
             .x_desc("examples per class (log scale; last: whole split)")
             .y_desc("test accuracy")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Label only the K values drawn: a log axis otherwise crowds its upper ticks.
+            .x_label_formatter(&|x| {
+                let drawn = c
+                    .points
+                    .iter()
+                    .any(|p| (x_of(p.per_class) - x).abs() < 1e-9);
+                if drawn {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .label_style(BODY)
             .axis_desc_style(BODY)
             .draw()?;
