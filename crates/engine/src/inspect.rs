@@ -27,25 +27,7 @@ pub struct ModelSummary {
 }
 
 fn describe(v: &ValueInfo) -> String {
-    let element = match v.element {
-        ElementType::Float => "float32".to_owned(),
-        ElementType::Int64 => "int64".to_owned(),
-        ElementType::Uint8 => "uint8".to_owned(),
-        ElementType::Bool => "bool".to_owned(),
-        ElementType::Other(code) => format!("type {code}"),
-    };
-    let dims = v.dims.as_ref().map_or_else(String::new, |dims| {
-        let d: Vec<String> = dims
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => n.to_string(),
-                Dim::Named(s) => s.clone(),
-                Dim::Unknown => "?".to_owned(),
-            })
-            .collect();
-        format!(" [{}]", d.join(", "))
-    });
-    format!("{} ({element}{dims})", v.name)
+    format!("{} ({})", v.name, v.type_text())
 }
 
 /// The output extraction reads: the one named, else `sentence_embedding`, else the first float output of

@@ -222,28 +222,7 @@ fn l2_normalize(g: &mut Graph, x: &str) -> String {
 }
 
 fn describe(v: &ValueInfo) -> String {
-    let ty = match v.element {
-        ElementType::Float => "float32".to_owned(),
-        ElementType::Uint8 => "uint8".to_owned(),
-        ElementType::Int64 => "int64".to_owned(),
-        ElementType::Bool => "bool".to_owned(),
-        ElementType::Other(c) => format!("type {c}"),
-    };
-    let dims = v
-        .dims
-        .as_ref()
-        .map(|d| {
-            d.iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => n.to_string(),
-                    Dim::Named(s) => s.clone(),
-                    Dim::Unknown => "?".to_owned(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
-    format!("{}: {ty} [{dims}]", v.name)
+    format!("{}: {}", v.name, v.type_text())
 }
 
 /// `probabilities` [batch, classes] and `predicted`: the arg-max class (int64 [batch]), or for a

@@ -122,6 +122,30 @@ impl ValueInfo {
         }
     }
 
+    /// Element type and shape for people: `float32 [batch, tokens, 384]` (`?` for an unknown dimension; no
+    /// brackets when the model declares no shape).
+    pub fn type_text(&self) -> String {
+        let element = match self.element {
+            ElementType::Float => "float32".to_owned(),
+            ElementType::Uint8 => "uint8".to_owned(),
+            ElementType::Int64 => "int64".to_owned(),
+            ElementType::Bool => "bool".to_owned(),
+            ElementType::Other(code) => format!("type {code}"),
+        };
+        let Some(dims) = &self.dims else {
+            return element;
+        };
+        let dims: Vec<String> = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => n.to_string(),
+                Dim::Named(s) => s.clone(),
+                Dim::Unknown => "?".to_owned(),
+            })
+            .collect();
+        format!("{element} [{}]", dims.join(", "))
+    }
+
     /// Rank, if the shape is declared.
     pub fn rank(&self) -> Option<usize> {
         self.dims.as_ref().map(Vec::len)
