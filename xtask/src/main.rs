@@ -2,8 +2,9 @@
 //!
 //! Every user command (`run`, `check`, `fetch`, `extract`, …) is the installed `graft`'s own code
 //! ([`graft::main_with`]) with the checkout's folders as defaults: runs in `runs/`, the cache in
-//! `.graft-cache/` (or `$GRAFT_CACHE`). Developer tasks are modules of their own: `test`.
+//! `.graft-cache/` (or `$GRAFT_CACHE`). Developer tasks are modules of their own: `test`, `test-python`.
 
+mod python;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,13 @@ fn main() -> ExitCode {
             .collect();
         return test::run(&rest);
     }
+    if args.get(1).is_some_and(|a| a == "test-python") {
+        let rest: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return python::run(&rest);
+    }
     let root = workspace_root();
     let defaults = graft::Defaults {
         program: "cargo xtask",
@@ -49,7 +57,7 @@ fn main() -> ExitCode {
     let code = graft::main_with(&defaults, args);
     if asks_help {
         println!(
-            "\nDeveloper task (cargo xtask only):\n  test     Fetch what the tests need, then run every test of the workspace and the doctests"
+            "\nDeveloper tasks (cargo xtask only):\n  test         Fetch what the tests need, then run every test of the workspace, the doctests and the\n               Python package's tests\n  test-python  Build the Python wheel, install it into a fresh venv, run its pytest suite there"
         );
     }
     code

@@ -1,5 +1,5 @@
 //! `cargo xtask test`: fetch what the tests need (once, plainly reported), then run every test of the
-//! workspace and the doctests.
+//! workspace, the doctests, and the Python package's tests (see [`crate::python`]).
 
 use std::process::{Command, ExitCode};
 
@@ -34,35 +34,32 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         .is_ok_and(|o| o.status.success());
     let mut unit = Command::new(&cargo);
     if has_nextest {
-        unit.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        unit.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--exclude",
+            "graft-python",
+            "--no-fail-fast",
+        ]);
     } else {
-        unit.args(["test", "--workspace", "--no-fail-fast"]);
+        unit.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "graft-python",
+            "--no-fail-fast",
+        ]);
     }
     unit.args(args);
     // nextest does not run doctests; they run separately below.
     let mut doc = Command::new(&cargo);
-    doc.args(["test", "--workspace", "--doc"]);
+    doc.args(["test", "--workspace", "--exclude", "graft-python", "--doc"]);
     for (name, mut command) in [("tests", unit), ("doctests", doc)] {
         command
             .current_dir(&root)
             .env(graft_engine::CACHE_ENV, &cache);
-        // `cargo run` gave this process the package variables of xtask; build scripts (ring's, via polars'
-        // HTTP stack) watch some of them, so passing them on would rebuild half the dependency tree.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                ]
-                .contains(&key.as_ref())
-            {
-                command.env_remove(key.as_ref());
-            }
-        }
+        without_package_env(&mut command);
         eprintln!("xtask: running {name}: {command:?}");
         match command.status() {
             Ok(status) if status.success() => {}
@@ -76,5 +73,31 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             }
         }
     }
+    if args.is_empty() {
+        return crate::python::run(&[]);
+    }
+    eprintln!("xtask: test filters given; the Python tests run with `cargo xtask test-python`");
     ExitCode::SUCCESS
+}
+
+/// `command` without the package variables `cargo run` gave this process: build scripts (ring's, via
+/// polars' HTTP stack) watch some of them, so passing them on to a nested cargo would rebuild half the
+/// dependency tree.
+pub(crate) fn without_package_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command
 }

@@ -130,6 +130,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    ExitCode::from(exit_status_with(defaults, args))
+}
+
+/// [`main_with`], returning the exit status as a number (for a host that exits by itself, such as the
+/// Python package's `graft` command).
+pub fn exit_status_with<I, T>(defaults: &Defaults, args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     init_tracing();
     let command = Cli::command()
         .name(defaults.program)
@@ -141,11 +151,7 @@ where
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { 2 } else { 0 };
         }
     };
     let dispatch = || match cli.command {
@@ -163,10 +169,10 @@ where
         Command::Schema(args) => commands::schema::run(args),
     };
     match quiet_panics(dispatch) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            1
         }
         Err(panics) => {
             for message in panics {
@@ -176,7 +182,7 @@ where
                 "error: graft stopped on an internal error; this is a bug, please report it with the command \
                  and the message above"
             );
-            ExitCode::from(101)
+            101
         }
     }
 }
@@ -207,7 +213,8 @@ fn quiet_panics<T>(work: impl FnOnce() -> T) -> Result<T, Vec<String>> {
     outcome.map_err(|_| held)
 }
 
-fn init_tracing() {
+/// Logs `warn` and above (or `RUST_LOG`) to stderr; later calls keep the first set-up.
+pub fn init_tracing() {
     // A second call (tests, xtask calling in twice) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

@@ -24,10 +24,11 @@ use graft_ingest::{
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use crate::EmbedSettings;
 use crate::write_atomic;
-use graft_config::{ModelSource, apply_registry_defaults, image_preprocess};
+use graft_config::{ModelSource, image_preprocess};
 use graft_engine::PipelineError;
-use graft_engine::provision::{ModelProblem, resolve_model, runtime_library, runtime_manifest};
+use graft_engine::provision::{runtime_library, runtime_manifest};
 use graft_report::{ModelRecord, RuntimeRecord};
 
 /// Which deterministic share of the rows a job processes: chunks `c` with `c mod count == index`.
@@ -126,6 +127,52 @@ pub struct ExtractJob {
 }
 
 impl ExtractJob {
+    /// The text backbone's part of the job, as [`Embedder`](crate::Embedder) takes it.
+    pub fn embed_settings(&self) -> EmbedSettings {
+        EmbedSettings {
+            model: self.model.clone(),
+            max_length: self.max_length,
+            pooling: self.pooling,
+            normalize: self.normalize,
+            output_name: self.output_name.clone(),
+            prompt: self.prompt.clone(),
+            batch_size: self.batch_size,
+            threads: self.threads,
+            sessions: self.sessions,
+            chunk_rows: self.chunk_rows,
+            provider: self.provider,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+
+    /// Takes the text backbone's part of the job from `settings`.
+    pub fn set_embed_settings(&mut self, settings: EmbedSettings) {
+        let EmbedSettings {
+            model,
+            max_length,
+            pooling,
+            normalize,
+            output_name,
+            prompt,
+            batch_size,
+            threads,
+            sessions,
+            chunk_rows,
+            provider,
+            cache_dir,
+        } = settings;
+        (self.model, self.max_length, self.pooling, self.normalize) =
+            (model, max_length, pooling, normalize);
+        (self.output_name, self.prompt, self.batch_size, self.threads) =
+            (output_name, prompt, batch_size, threads);
+        (
+            self.sessions,
+            self.chunk_rows,
+            self.provider,
+            self.cache_dir,
+        ) = (sessions, chunk_rows, provider, cache_dir);
+    }
+
     /// A job with default settings (batch 64, all cores, 4,096-row chunks, no shard).
     pub fn new(
         model: ModelSource,
@@ -564,18 +611,9 @@ fn open_input(
         ));
     }
     let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
-    let model = resolve_model(cache, &job.model).map_err(|problem| match problem {
-        ModelProblem::NotText(name) => job_error(
-            format!("backbone `{name}` is not a text model"),
-            "give a registry name such as minilm-l6-int8, or --model x.onnx --tokenizer tokenizer.json",
-        ),
-        ModelProblem::Checksum { path, expected, actual } => job_error(
-            format!("checksum mismatch for {}: expected {expected}, found {actual}", path.display()),
-            "the model file changed",
-        ),
-        ModelProblem::Other(e) => e,
-    })?;
-    let config = backbone_config(job)?;
+    let settings = job.embed_settings();
+    let model = settings.model_files(cache)?;
+    let config = settings.backbone_config()?;
     let identity_model = (
         model.onnx.sha256.clone(),
         model.tokenizer.sha256.clone(),
@@ -910,42 +948,6 @@ fn folder_signature(root: &Path, files: &[PathBuf]) -> String {
         files.len(),
         hasher.finalize()
     )
-}
-
-fn backbone_config(job: &ExtractJob) -> Result<TextBackboneConfig, PipelineError> {
-    let mut config = TextBackboneConfig {
-        batch_size: job.batch_size,
-        intra_threads: job.threads,
-        progress: false,
-        provider: job.provider,
-        ..TextBackboneConfig::default()
-    };
-    if let ModelSource::Registry(name) = &job.model {
-        let registry = graft_assets::Registry::builtin();
-        let entry = registry.models.get(name).ok_or_else(|| {
-            job_error(
-                format!("no backbone `{name}` in graft's registry"),
-                format!(
-                    "registered backbones: {}; or pass an .onnx file with --tokenizer",
-                    registry.model_names().join(", ")
-                ),
-            )
-        })?;
-        apply_registry_defaults(&mut config, entry);
-    }
-    if let Some(pooling) = job.pooling {
-        config.pooling = pooling;
-    }
-    if let Some(max_length) = job.max_length {
-        config.max_length = max_length;
-    }
-    if let Some(normalize) = job.normalize {
-        config.normalize = normalize;
-    }
-    if let Some(output) = &job.output_name {
-        config.output = Some(output.clone());
-    }
-    Ok(config)
 }
 
 /// Removes temporary files that a killed run of this job left beside the output (`.<name>.tmp-<pid>`,

@@ -1,6 +1,7 @@
 //! graft's batch jobs besides `run`, each reading what a run or an earlier job wrote through the typed
 //! records of `graft-report`:
 //!
+//! - [`Embedder`]: texts embedded in this process, batched as `extract` batches a file;
 //! - [`extract`]: embed every row of a file with a frozen backbone, streaming into Parquet or `.npy`;
 //!   resumable (finished chunks are checksummed) and shardable, with [`merge`] for the shards;
 //! - [`predict`]: a run's saved head on new rows;
@@ -21,6 +22,7 @@
 //! ```
 
 mod compare;
+mod embed;
 mod evaluate;
 mod export;
 mod extract;
@@ -34,10 +36,11 @@ pub use compare::{
     BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
     comparison_dir,
 };
+pub use embed::{EmbedSettings, Embedder};
 pub use evaluate::{EvaluateJob, evaluate};
 pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
-pub use predict::{PredictJob, PredictOutcome, predict};
+pub use predict::{PredictJob, PredictOutcome, SavedHead, predict};
 
 /// Writes `content` to `path` atomically (a temporary beside it, then a rename).
 pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), PipelineError> {

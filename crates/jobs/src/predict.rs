@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use graft_assets::Cache;
 use graft_backbone::{Pooling, Provider};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Series};
 
-use graft_config::resolved::{HeadSettings, ModelSourceSettings};
+use graft_config::resolved::{BackboneSettings, HeadSettings, ModelSourceSettings};
 use graft_report::Manifest;
 
+use crate::EmbedSettings;
 use crate::extract::{ExtractJob, extract};
 use graft_config::ModelSource;
 use graft_engine::PipelineError;
@@ -211,22 +212,25 @@ fn beside(output: &Path, what: &str) -> PathBuf {
     parent.join(format!(".{name}.{what}-{}", std::process::id()))
 }
 
-/// Features of the input rows through the run's backbone (the batch-extraction path: streaming,
-/// length-sorted batches), into a scratch folder beside the output.
-fn extracted_features(
-    job: &PredictJob,
+/// The backbone to embed with for `loaded`: `given`, else the one recorded in the run; refused unless its
+/// graph's sha256 is the one the head was trained on.
+fn checked_model(
     loaded: &LoadedHead,
-) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
-    let Some(settings) = &loaded.info.backbone.settings else {
-        unreachable!("a head with a backbone records its settings")
+    run_dir: &Path,
+    given: Option<ModelSource>,
+    cache_dir: &Path,
+) -> Result<ModelSource, PipelineError> {
+    let image = loaded
+        .info
+        .backbone
+        .settings
+        .as_ref()
+        .is_some_and(|s| s.image.is_some());
+    let model = match given {
+        Some(m) => m,
+        None => recorded_model(loaded, run_dir)?,
     };
-    let image = settings.image.is_some();
-    let model = match &job.model {
-        Some(m) => m.clone(),
-        None => recorded_model(loaded, &job.run_dir)?,
-    };
-    let cache = Cache::new(&job.cache_dir);
-    let sha = model_sha256(&cache, &model, image)?;
+    let sha = model_sha256(&Cache::new(cache_dir), &model, image)?;
     if sha != loaded.info.backbone_sha256 {
         return Err(predict_error(
             format!(
@@ -236,6 +240,37 @@ fn extracted_features(
             "a head only works on the exact backbone it was trained with; pass that model with --model",
         ));
     }
+    Ok(model)
+}
+
+/// The text settings the run embedded with (pooling, truncation, prompt, normalisation, graph output), onto
+/// `text`; `output_name` overrides the recorded graph output.
+fn recorded_settings(
+    settings: &BackboneSettings,
+    output_name: Option<String>,
+    text: &mut EmbedSettings,
+) {
+    text.max_length = Some(settings.max_length);
+    text.pooling = match settings.pooling.as_str() {
+        "cls" => Some(Pooling::Cls),
+        "mean" => Some(Pooling::Mean),
+        _ => None,
+    };
+    text.prompt = settings.prompt.clone();
+    text.normalize = Some(settings.normalize);
+    text.output_name = output_name.or(settings.output.clone());
+}
+
+/// Features of the input rows through the run's backbone (the batch-extraction path: streaming,
+/// length-sorted batches), into a scratch folder beside the output.
+fn extracted_features(
+    job: &PredictJob,
+    loaded: &LoadedHead,
+) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
+    let Some(settings) = &loaded.info.backbone.settings else {
+        unreachable!("a head with a backbone records its settings")
+    };
+    let model = checked_model(loaded, &job.run_dir, job.model.clone(), &job.cache_dir)?;
 
     let scratch = beside(&job.output, "predict");
     std::fs::create_dir_all(&scratch).map_err(|source| PipelineError::Io {
@@ -244,26 +279,20 @@ fn extracted_features(
     })?;
     let features_path = scratch.join("features.parquet");
     let mut extract_job = ExtractJob::new(
-        model,
+        model.clone(),
         &job.input,
         &job.text_column,
         &features_path,
         &job.cache_dir,
     );
     extract_job.id_column = job.id_column.clone();
-    extract_job.batch_size = job.batch_size;
-    extract_job.threads = job.threads;
-    extract_job.provider = job.provider;
     extract_job.progress = job.progress;
-    extract_job.max_length = Some(settings.max_length);
-    extract_job.pooling = match settings.pooling.as_str() {
-        "cls" => Some(Pooling::Cls),
-        "mean" => Some(Pooling::Mean),
-        _ => None,
-    };
-    extract_job.prompt = settings.prompt.clone();
-    extract_job.normalize = Some(settings.normalize);
-    extract_job.output_name = job.output_name.clone().or(settings.output.clone());
+    let mut text = EmbedSettings::new(model, &job.cache_dir);
+    text.batch_size = job.batch_size;
+    text.threads = job.threads;
+    text.provider = job.provider;
+    recorded_settings(settings, job.output_name.clone(), &mut text);
+    extract_job.set_embed_settings(text);
     extract_job.image_size = settings.image.as_ref().map(|i| i.image_size);
     extract_job.resize = settings.image.as_ref().map(|i| i.resize);
     let result = extract(&extract_job).and_then(|_| {
@@ -435,4 +464,115 @@ pub(crate) fn write_predictions(
         ));
     }
     out.commit().map_err(io)
+}
+
+/// A run's saved head, loaded for predicting in this process (what `graft predict` does to a file, on rows in
+/// memory).
+///
+/// ```no_run
+/// use graft_jobs::{Embedder, SavedHead};
+///
+/// # fn main() -> Result<(), graft_engine::PipelineError> {
+/// let head = SavedHead::open("runs/quickstart-20261129-101500".as_ref(), None)?;
+/// let settings = head.embed_settings(None, ".graft-cache".as_ref())?;
+/// let features = Embedder::open(&settings)?.embed(&["a fine film"])?;
+/// let proba = head.predict_proba(features.view())?;
+/// println!("{}: {:.3}", head.classes()[0], proba[[0, 0]]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SavedHead {
+    loaded: LoadedHead,
+    run_dir: PathBuf,
+    name: String,
+}
+
+impl SavedHead {
+    /// Loads head `head` of the run in `run_dir` (default: the headline head), checking its files against
+    /// the run's manifest.
+    pub fn open(run_dir: &Path, head: Option<&str>) -> Result<SavedHead, PipelineError> {
+        let json_path = head_file(run_dir, head)?;
+        Ok(SavedHead {
+            loaded: load_head(&json_path)?,
+            run_dir: run_dir.to_path_buf(),
+            name: artefact_name(&json_path),
+        })
+    }
+
+    /// The head's name in the run (`logistic`, `logistic-tuned`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Class names, in the order of [`predict_proba`](Self::predict_proba)'s columns.
+    pub fn classes(&self) -> &[String] {
+        &self.loaded.info.classes
+    }
+
+    /// The feature width the head takes.
+    pub fn n_features(&self) -> usize {
+        self.loaded.trained.n_features()
+    }
+
+    /// Multi-label heads: each label's decision threshold.
+    pub fn thresholds(&self) -> Option<&[f32]> {
+        self.loaded.trained.thresholds.as_deref()
+    }
+
+    /// The text backbone settings the run embedded with, for an [`Embedder`](crate::Embedder): `model`
+    /// (default: the run's own) must be the graph the head was trained on. Refused for a head trained on
+    /// given features or on an image backbone.
+    pub fn embed_settings(
+        &self,
+        model: Option<ModelSource>,
+        cache_dir: &Path,
+    ) -> Result<EmbedSettings, PipelineError> {
+        let Some(settings) = &self.loaded.info.backbone.settings else {
+            return Err(predict_error(
+                "this head was trained on given features, not on a backbone's: it cannot embed texts",
+                "pass the features themselves (the same kind of features the run was trained on)",
+            ));
+        };
+        if settings.image.is_some() {
+            return Err(predict_error(
+                "this head was trained on an image backbone's features: it cannot embed texts",
+                "pass image features, or use `graft predict` with a folder of images",
+            ));
+        }
+        let model = checked_model(&self.loaded, &self.run_dir, model, cache_dir)?;
+        let mut text = EmbedSettings::new(model, cache_dir);
+        recorded_settings(settings, None, &mut text);
+        Ok(text)
+    }
+
+    /// Each class's probability (each label's, for a multi-label head) for each row of `features`.
+    pub fn predict_proba(
+        &self,
+        features: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>, PipelineError> {
+        if features.ncols() != self.n_features() {
+            return Err(predict_error(
+                format!(
+                    "the features are {}-d but the head expects {}",
+                    features.ncols(),
+                    self.n_features()
+                ),
+                "use features of the backbone the run was trained on, with the run's own settings",
+            ));
+        }
+        if let Some((row, col)) = features
+            .indexed_iter()
+            .find_map(|(at, v)| (!v.is_finite()).then_some(at))
+        {
+            return Err(predict_error(
+                format!(
+                    "feature {col} of row {row} is {}; features must be finite numbers",
+                    features[[row, col]]
+                ),
+                "check how the features were made",
+            ));
+        }
+        Ok(self.loaded.trained.predict_proba(features)?)
+    }
 }

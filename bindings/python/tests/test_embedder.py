@@ -1,0 +1,128 @@
+"""graft.Embedder: the same bytes as ``graft extract``, numpy without copies, the GIL released, errors as
+exceptions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graft
+from conftest import graft_command, write_csv
+
+MODEL = "minilm-l6-int8"
+
+
+@pytest.mark.parametrize("chunk_rows", [300, 4096])
+def test_embeddings_equal_graft_extract(tmp_path: Path, mr_rows, chunk_rows: int) -> None:
+    # 1,000 rows from both classes; with 300-row chunks the last chunk is partial.
+    rows = mr_rows[:500] + mr_rows[-500:]
+    table = write_csv(tmp_path / "rows.csv", rows)
+    out = tmp_path / "embeddings.npy"
+    done = graft_command(
+        "extract", "--model", MODEL, "--input", table, "--text-column", "text", "--output", out,
+        "--chunk-rows", chunk_rows, "--threads", 2, "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    extracted = np.load(out)
+
+    embedder = graft.Embedder(model=MODEL, chunk_rows=chunk_rows, threads=2)
+    embedded = embedder.embed([r["text"] for r in rows])
+
+    assert embedded.shape == extracted.shape == (1000, 384)
+    assert embedded.dtype == np.float32
+    np.testing.assert_array_equal(embedded, extracted)
+
+
+def test_array_owns_rust_buffer_without_copy(mr_rows) -> None:
+    embedder = graft.Embedder(model=MODEL, threads=2)
+    x = embedder.embed([r["text"] for r in mr_rows[:10]])
+    assert x.shape == (10, embedder.dimension) and x.dtype == np.float32
+    assert x.flags.c_contiguous and x.flags.writeable
+    # numpy did not allocate: the array is a view on the buffer graft filled.
+    assert not x.flags.owndata and x.base is not None
+    # Normalised embeddings by default (MiniLM's sentence-transformers setting).
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+
+
+def test_empty_input_gives_zero_rows() -> None:
+    embedder = graft.Embedder(model=MODEL, threads=1)
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_settings_change_the_embedding(mr_rows) -> None:
+    texts = [r["text"] for r in mr_rows[:8]]
+    plain = graft.Embedder(model=MODEL, threads=1).embed(texts)
+    cls = graft.Embedder(model=MODEL, threads=1, pooling="cls").embed(texts)
+    raw = graft.Embedder(model=MODEL, threads=1, normalize=False).embed(texts)
+    prompted = graft.Embedder(model=MODEL, threads=1, prompt="review: {text}").embed(texts)
+    for other in (cls, raw, prompted):
+        assert not np.allclose(plain, other)
+    # Unnormalised mean pooling, normalised, is the default embedding.
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), plain, atol=1e-6)
+
+
+def test_gil_is_released_during_inference(mr_rows) -> None:
+    embedder = graft.Embedder(model=MODEL, threads=1)
+    texts = [r["text"] for r in mr_rows[:1500]]
+    ticks = 0
+    started = time.perf_counter()
+    worker = threading.Thread(target=embedder.embed, args=(texts,))
+    worker.start()
+    while worker.is_alive():
+        ticks += 1
+        time.sleep(0.001)
+    worker.join()
+    seconds = time.perf_counter() - started
+    # 1,500 sentences take well over a second on one thread; had the GIL been held, this loop would not have
+    # run meanwhile (at most a tick or two around the call).
+    assert seconds > 0.5
+    assert ticks > 100, f"{ticks} ticks in {seconds:.2f} s"
+
+
+def test_threads_share_one_embedder(mr_rows) -> None:
+    embedder = graft.Embedder(model=MODEL, threads=1)
+    texts = [r["text"] for r in mr_rows[:64]]
+    expected = embedder.embed(texts)
+    results: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: results.append(embedder.embed(texts))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"model": "no-such-model"}, "no text backbone `no-such-model`"),
+        ({"model": "efficientnet-lite0"}, "image backbone"),
+        ({"model": MODEL, "chunk_rows": 0}, "chunk_rows must be at least 1"),
+        ({"model": MODEL, "threads": 1, "sessions": 2}, "sessions (2) is more than threads (1)"),
+        ({"model": MODEL, "prompt": "query:"}, "no {text} placeholder"),
+        ({"model": "model.onnx"}, "--tokenizer is missing"),
+    ],
+)
+def test_bad_settings_raise_graft_error(settings, message: str) -> None:
+    with pytest.raises(graft.GraftError) as raised:
+        graft.Embedder(**settings)
+    assert message in str(raised.value)
+    assert "hint:" in str(raised.value)
+
+
+def test_bad_arguments_raise_python_errors() -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        graft.Embedder(model=MODEL, pooling="max")
+    with pytest.raises(ValueError, match="provider"):
+        graft.Embedder(model=MODEL, provider="tpu")
+    embedder = graft.Embedder(model=MODEL, threads=1)
+    with pytest.raises(TypeError):
+        embedder.embed("one string, not a list")
+    with pytest.raises(TypeError):
+        embedder.embed([1, 2, 3])

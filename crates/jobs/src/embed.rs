@@ -1,0 +1,283 @@
+//! In-process embedding: texts in, an ndarray out, through the same backbone set-up as [`extract`] and cut
+//! into the same chunks, so the same rows with the same settings give the same bytes as an `extract` file.
+//!
+//! Chunks matter for quantised backbones: an int8 graph quantises each batch's activations with one scale, so a
+//! row's embedding depends (in its last bits) on which rows share its batch. [`Embedder::embed`] therefore cuts
+//! its texts into chunks of `chunk_rows`, length-sorts and batches each chunk exactly as `extract` does a file.
+//!
+//! [`extract`]: crate::extract()
+
+use std::path::PathBuf;
+
+use graft_assets::Cache;
+use graft_backbone::{Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
+use ndarray::{Array2, s};
+
+use graft_config::{ModelSource, apply_registry_defaults};
+use graft_engine::PipelineError;
+use graft_engine::provision::{ModelProblem, ResolvedModel, resolve_model, runtime_library};
+
+/// What an [`Embedder`] (or an `extract` job's text backbone) is made of.
+#[derive(Debug, Clone)]
+pub struct EmbedSettings {
+    /// The backbone: a registry name, or an ONNX graph with its tokenizer.
+    pub model: ModelSource,
+    /// Tokens kept per text (default: the registry entry's, else 256).
+    pub max_length: Option<usize>,
+    /// Pooling of token states (default: the registry entry's, else mean).
+    pub pooling: Option<Pooling>,
+    /// L2-normalise (default: the registry entry's, else on).
+    pub normalize: Option<bool>,
+    /// The graph output to pool (default: the registry entry's, else `sentence_embedding` or the first float
+    /// output of rank 3).
+    pub output_name: Option<String>,
+    /// A template each text is put through before tokenization (`{text}` marks the text).
+    pub prompt: Option<String>,
+    /// Texts per inference call.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads, shared out among the sessions.
+    pub threads: usize,
+    /// Inference sessions sharing `threads`.
+    pub sessions: usize,
+    /// Rows per chunk: the unit of length-sorted batching.
+    pub chunk_rows: usize,
+    /// Execution provider (CUDA falls back to CPU with a warning unless its `fallback` is off).
+    pub provider: Provider,
+    /// Cache of fetched runtimes and models.
+    pub cache_dir: PathBuf,
+}
+
+impl EmbedSettings {
+    /// `extract`'s defaults: batch 64, all cores in one session, 4,096-row chunks, CPU.
+    pub fn new(model: ModelSource, cache_dir: impl Into<PathBuf>) -> EmbedSettings {
+        EmbedSettings {
+            model,
+            max_length: None,
+            pooling: None,
+            normalize: None,
+            output_name: None,
+            prompt: None,
+            batch_size: 64,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sessions: 1,
+            chunk_rows: 4096,
+            provider: Provider::Cpu,
+            cache_dir: cache_dir.into(),
+        }
+    }
+
+    /// Refuses zero counts, more sessions than threads, and a prompt without `{text}`.
+    pub(crate) fn check(&self) -> Result<(), PipelineError> {
+        for (name, value) in [
+            ("batch_size", self.batch_size),
+            ("threads", self.threads),
+            ("sessions", self.sessions),
+            ("chunk_rows", self.chunk_rows),
+        ] {
+            if value == 0 {
+                return Err(job_error(
+                    format!("{name} must be at least 1"),
+                    "leave it out to use the default",
+                ));
+            }
+        }
+        if self.sessions > self.threads {
+            return Err(job_error(
+                format!(
+                    "sessions ({}) is more than threads ({}): every session needs a thread",
+                    self.sessions, self.threads
+                ),
+                "use at most as many sessions as threads",
+            ));
+        }
+        if let Some(p) = &self.prompt
+            && !p.contains("{text}")
+        {
+            return Err(job_error(
+                format!("the prompt {p:?} has no {{text}} placeholder"),
+                "mark where each text goes, e.g. \"query: {text}\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The backbone's settings: the registry entry's defaults, then these overrides.
+    pub(crate) fn backbone_config(&self) -> Result<TextBackboneConfig, PipelineError> {
+        let mut config = TextBackboneConfig {
+            batch_size: self.batch_size,
+            intra_threads: self.threads,
+            sessions: self.sessions,
+            progress: false,
+            provider: self.provider,
+            ..TextBackboneConfig::default()
+        };
+        if let ModelSource::Registry(name) = &self.model {
+            let registry = graft_assets::Registry::builtin();
+            let entry = registry.models.get(name).ok_or_else(|| {
+                let hint = if registry.image_models.contains_key(name) {
+                    format!(
+                        "`{name}` is an image backbone; text backbones: {}",
+                        registry.model_names().join(", ")
+                    )
+                } else {
+                    format!(
+                        "registered backbones: {}; or give an .onnx file with its tokenizer",
+                        registry.model_names().join(", ")
+                    )
+                };
+                job_error(
+                    format!("no text backbone `{name}` in graft's registry"),
+                    hint,
+                )
+            })?;
+            apply_registry_defaults(&mut config, entry);
+        }
+        if let Some(pooling) = self.pooling {
+            config.pooling = pooling;
+        }
+        if let Some(max_length) = self.max_length {
+            config.max_length = max_length;
+        }
+        if let Some(normalize) = self.normalize {
+            config.normalize = normalize;
+        }
+        if let Some(output) = &self.output_name {
+            config.output = Some(output.clone());
+        }
+        Ok(config)
+    }
+
+    /// The backbone's files, fetched and verified.
+    pub(crate) fn model_files(&self, cache: &Cache) -> Result<ResolvedModel, PipelineError> {
+        resolve_model(cache, &self.model).map_err(|problem| match problem {
+            ModelProblem::NotText(name) => job_error(
+                format!("backbone `{name}` is not a text model"),
+                "give a registry name such as minilm-l6-int8, or an .onnx file with its tokenizer.json",
+            ),
+            ModelProblem::Checksum {
+                path,
+                expected,
+                actual,
+            } => job_error(
+                format!(
+                    "checksum mismatch for {}: expected {expected}, found {actual}",
+                    path.display()
+                ),
+                "the model file changed",
+            ),
+            ModelProblem::Other(e) => e,
+        })
+    }
+}
+
+/// A loaded text backbone that embeds lists of texts in this process.
+///
+/// ```no_run
+/// use graft_config::ModelSource;
+/// use graft_jobs::{EmbedSettings, Embedder};
+///
+/// # fn main() -> Result<(), graft_engine::PipelineError> {
+/// let settings = EmbedSettings::new(ModelSource::Registry("minilm-l6-int8".into()), ".graft-cache");
+/// let mut embedder = Embedder::open(&settings)?;
+/// let embeddings = embedder.embed(&["a fine film", "a dull film"])?;
+/// assert_eq!(embeddings.dim(), (2, embedder.dimension()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Embedder {
+    backbone: TextBackbone,
+    prompt: Option<String>,
+    chunk_rows: usize,
+    dimension: usize,
+    model: String,
+}
+
+impl Embedder {
+    /// Fetches (once) and verifies the runtime and the model, and opens the backbone.
+    pub fn open(settings: &EmbedSettings) -> Result<Embedder, PipelineError> {
+        settings.check()?;
+        let config = settings.backbone_config()?;
+        let cache = Cache::new(&settings.cache_dir);
+        let model = settings.model_files(&cache)?;
+        let choice = runtime_library(&cache, settings.provider)?;
+        let runtime = Runtime::load(&choice.library.path)?;
+        let mut backbone = TextBackbone::load(
+            &runtime,
+            &model.onnx.path,
+            &model.tokenizer.path,
+            TextBackboneConfig {
+                provider: choice.provider,
+                ..config
+            },
+        )?;
+        // The width is the graph's, whatever its declared output shape says: one text shows it.
+        let dimension = backbone.embed(&["graft"])?.0.ncols();
+        Ok(Embedder {
+            backbone,
+            prompt: settings.prompt.clone(),
+            chunk_rows: settings.chunk_rows,
+            dimension,
+            model: model.label,
+        })
+    }
+
+    /// Embeds `texts`; row `i` belongs to `texts[i]`.
+    pub fn embed<S: AsRef<str> + Sync>(
+        &mut self,
+        texts: &[S],
+    ) -> Result<Array2<f32>, PipelineError> {
+        self.embed_with(texts, || Ok(()))
+    }
+
+    /// [`embed`](Self::embed), calling `between_chunks` before each chunk; its error stops the work (a
+    /// caller's interrupt check).
+    pub fn embed_with<S: AsRef<str> + Sync>(
+        &mut self,
+        texts: &[S],
+        mut between_chunks: impl FnMut() -> Result<(), PipelineError>,
+    ) -> Result<Array2<f32>, PipelineError> {
+        let mut embeddings = Array2::<f32>::zeros((texts.len(), self.dimension));
+        for (c, chunk) in texts.chunks(self.chunk_rows).enumerate() {
+            between_chunks()?;
+            let tokenizer = self.backbone.tokenizer();
+            let encoded = match &self.prompt {
+                Some(p) => tokenizer.encode(
+                    &chunk
+                        .iter()
+                        .map(|t| graft_config::apply_prompt(p, t.as_ref()))
+                        .collect::<Vec<_>>(),
+                ),
+                None => tokenizer.encode(chunk),
+            }?;
+            let (rows, _) = self.backbone.embed_encoded(&encoded, |_| {})?;
+            let first = c * self.chunk_rows;
+            embeddings
+                .slice_mut(s![first..first + chunk.len(), ..])
+                .assign(&rows);
+        }
+        Ok(embeddings)
+    }
+
+    /// The embedding width.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    /// The registry name, or the graph's path.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The execution provider the backbone runs on (`CPUExecutionProvider`, `CUDAExecutionProvider`).
+    pub fn execution_provider(&self) -> &'static str {
+        self.backbone.execution_provider()
+    }
+}
+
+fn job_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
+    PipelineError::Job {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
