@@ -7,9 +7,9 @@
 Without --address it starts a local Ray (``ray.init()`` on this machine). With --compare it checks the
 result against a ``graft extract`` output of the same input (a .npy file) byte for byte and says so.
 
-Quantised backbones (minilm-l6-int8) quantise each inference batch with one scale, so the exact bytes
-depend on which rows share a batch. The dataset is therefore cut into blocks of graft.ray.CHUNK_ROWS rows in
-file order (--chunk-rows), and each actor embeds whole blocks: the same chunks ``graft extract`` forms.
+The dataset is cut into blocks of exactly --chunk-rows rows in file order, and each actor embeds whole
+blocks: the chunks ``graft extract`` forms, so the bytes agree even for a graph whose operators depend on the
+batch (DynamicQuantizeLinear quantises each batch's activations with one scale).
 """
 
 from __future__ import annotations

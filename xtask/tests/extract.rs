@@ -257,6 +257,52 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
 }
 
 #[test]
+fn a_shard_without_chunks_succeeds_and_merges() {
+    // 40 rows in 16-row chunks are 3 chunks: shard 3/4 owns none (an array job of fixed size on a small
+    // input). It must succeed, leave no part file, and the merge must still equal one job's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let input = repo().join("fixtures/data/tiny-sentiment.csv");
+    let single = dir.path().join("one.parquet");
+    ok(
+        extract_command(&input, &single, &["--chunk-rows", "16", "--threads", "1"])
+            .output()
+            .unwrap(),
+    );
+    let parts = dir.path().join("parts");
+    for i in 0..4 {
+        let shard = format!("{i}/4");
+        let out = ok(extract_command(
+            &input,
+            &parts,
+            &["--chunk-rows", "16", "--threads", "1", "--shard", &shard],
+        )
+        .output()
+        .unwrap());
+        if i == 3 {
+            assert!(
+                out.contains("shard 3/4: no rows (40 rows make 3 chunks of 16"),
+                "{out}"
+            );
+        }
+    }
+    assert!(!parts.join("part-00003-of-00004.parquet").exists());
+    assert!(parts.join("part-00003-of-00004.parquet.json").is_file());
+    let merged = dir.path().join("merged.parquet");
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("merge")
+        .arg(&parts)
+        .arg("--output")
+        .arg(&merged)
+        .output()
+        .unwrap());
+    assert!(out.contains("merged 4 parts: 40 rows"), "{out}");
+    assert_eq!(
+        std::fs::read(&merged).unwrap(),
+        std::fs::read(&single).unwrap()
+    );
+}
+
+#[test]
 fn merge_names_missing_parts_and_extract_reports_mistakes() {
     let dir = tempfile::tempdir().unwrap();
     let input = repo().join("fixtures/data/tiny-sentiment.csv");

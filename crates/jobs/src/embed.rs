@@ -1,9 +1,11 @@
 //! In-process embedding: texts in, an ndarray out, through the same backbone set-up as [`extract`] and cut
 //! into the same chunks, so the same rows with the same settings give the same bytes as an `extract` file.
 //!
-//! Chunks matter for quantised backbones: an int8 graph quantises each batch's activations with one scale, so a
-//! row's embedding depends (in its last bits) on which rows share its batch. [`Embedder::embed`] therefore cuts
-//! its texts into chunks of `chunk_rows`, length-sorts and batches each chunk exactly as `extract` does a file.
+//! Batches matter for graphs with batch-dependent operators (`DynamicQuantizeLinear` quantises a batch's
+//! activations with one scale), where a row's embedding depends in its last bits on its batch-mates.
+//! [`Embedder::embed`] therefore cuts its texts into chunks of `chunk_rows`, length-sorts and batches each chunk
+//! exactly as `extract` does a file, so the bytes agree for any graph. (MiniLM-L6 int8 has no such operator:
+//! its weights are int8, its activations fp32, and its embeddings do not depend on the batch.)
 //!
 //! [`extract`]: crate::extract()
 

@@ -416,10 +416,25 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     if let Some(done) = finished_manifest(&output, &identity, shard)? {
         return Ok(already_complete(output, done.rows, started));
     }
-    let work = claim_work_dir(&output, &identity)?;
-    remove_stale_temporaries(&output);
     let chunks = input_rows.div_ceil(job.chunk_rows as u64);
     let mine: Vec<u64> = (0..chunks).filter(|&c| shard.owns(c)).collect();
+    if mine.is_empty() {
+        // More shards than chunks (a fixed-size array job on a small input): this shard's share is empty.
+        // Its manifest alone records that for `merge`, and the array task succeeds.
+        let summary = write_empty_part(
+            &output, &identity, shard, input_rows, chunks, &extractor, job,
+        )?;
+        drop(lock);
+        return Ok(ExtractOutcome {
+            output,
+            rows: 0,
+            extracted: 0,
+            seconds: started.elapsed().as_secs_f64(),
+            summary,
+        });
+    }
+    let work = claim_work_dir(&output, &identity)?;
+    remove_stale_temporaries(&output);
     let shard_rows: u64 = mine
         .iter()
         .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
@@ -950,6 +965,52 @@ fn folder_signature(root: &Path, files: &[PathBuf]) -> String {
     )
 }
 
+/// The manifest of a shard that owns no chunks (no part file: there are no rows to hold); returns the summary.
+fn write_empty_part(
+    output: &Path,
+    identity: &JobIdentity,
+    shard: Shard,
+    input_rows: u64,
+    chunks: u64,
+    extractor: &Extractor,
+    job: &ExtractJob,
+) -> Result<String, PipelineError> {
+    let manifest = PartManifest {
+        identity: identity.clone(),
+        shard,
+        input_rows,
+        rows: 0,
+        dimension: 0,
+        file_sha256: String::new(),
+        stats: PartStats::Extracted(Box::new(ExtractionRecord {
+            rows_extracted_now: 0,
+            rows_resumed: 0,
+            seconds: 0.0,
+            extract_seconds: 0.0,
+            rows_per_second: 0.0,
+            tokens: 0,
+            padded_tokens: 0,
+            truncated_rows: 0,
+            runtime: None,
+            model: extractor.record(),
+            input: job.input.clone(),
+        })),
+    };
+    write_atomic(
+        &sidecar(output),
+        &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+    )?;
+    Ok(format!(
+        "shard {}/{}: no rows ({input_rows} rows make {chunks} chunks of {}, and chunk c goes to shard c mod {}); \
+         {} records the empty share for merge",
+        shard.index,
+        shard.count,
+        job.chunk_rows,
+        shard.count,
+        sidecar(output).display()
+    ))
+}
+
 /// Removes temporary files that a killed run of this job left beside the output (`.<name>.tmp-<pid>`,
 /// `.<name>.json.tmp-<pid>`); the caller holds the job's lock, so no live process is writing them.
 fn remove_stale_temporaries(output: &Path) {
@@ -1471,6 +1532,22 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
                 ),
                 "every shard must run the same command apart from --shard; remove stray parts",
             ));
+        }
+        if m.rows == 0 {
+            // An empty share has a manifest and no part file; it must own no chunk indeed.
+            let chunks = input_rows.div_ceil(m.identity.chunk_rows as u64);
+            if (0..chunks).any(|c| m.shard.owns(c)) {
+                return Err(job_error(
+                    format!(
+                        "{}.json records no rows, but shard {}/{count} owns chunks of the input",
+                        part.display(),
+                        m.shard.index
+                    ),
+                    "the manifest is damaged: run that shard again",
+                ));
+            }
+            by_index[m.shard.index as usize] = Some(part.clone());
+            continue;
         }
         let actual = graft_assets::sha256_file(part).map_err(io_error(part))?;
         if actual != m.file_sha256 {

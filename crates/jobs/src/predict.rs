@@ -473,7 +473,7 @@ pub(crate) fn write_predictions(
 /// use graft_jobs::{Embedder, SavedHead};
 ///
 /// # fn main() -> Result<(), graft_engine::PipelineError> {
-/// let head = SavedHead::open("runs/quickstart-20261129-101500".as_ref(), None)?;
+/// let head = SavedHead::open("runs/quickstart/20261129T101500Z".as_ref(), None)?;
 /// let settings = head.embed_settings(None, ".graft-cache".as_ref())?;
 /// let features = Embedder::open(&settings)?.embed(&["a fine film"])?;
 /// let proba = head.predict_proba(features.view())?;

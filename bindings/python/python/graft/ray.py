@@ -5,11 +5,11 @@
 >>> ds = ds.map_batches(graft.ray.Embed, fn_constructor_kwargs={"model": "minilm-l6-int8"},
 ...                     batch_size=graft.ray.CHUNK_ROWS, concurrency=2)  # doctest: +SKIP
 
-Quantised backbones (``minilm-l6-int8``) quantise each inference batch with one scale, so a row's embedding
-depends in its last bits on the rows batched with it. ``graft extract`` length-sorts and batches each chunk of
-``CHUNK_ROWS`` consecutive rows; batches of ``CHUNK_ROWS`` rows that start at a multiple of it (Ray Data's
-batches of one ordered block do) give the same bytes as ``graft extract``. Other batch sizes give
-embeddings equal to within float rounding.
+``graft extract`` length-sorts and batches each chunk of ``CHUNK_ROWS`` consecutive rows. Batches of
+``CHUNK_ROWS`` rows that start at a multiple of it (blocks cut by ``repartition(target_num_rows_per_block=
+CHUNK_ROWS, strict=True)``, order preserved) give its bytes for any graph. Other batches give the same bytes
+too unless the graph has batch-dependent operators (``DynamicQuantizeLinear``: one activation scale per
+batch); MiniLM-L6 int8 has none.
 """
 
 from __future__ import annotations
