@@ -205,18 +205,19 @@ impl Head {
             .map_err(graft_error)?;
         detached(py, |_| {
             let saved = graft_jobs::SavedHead::open(&run_dir, head.as_deref())?;
-            let (text, no_text) = match saved.embed_settings(model, &cache_dir) {
-                Ok(mut text) => {
-                    text.batch_size = batch_size;
-                    text.threads = threads.unwrap_or(text.threads);
-                    text.provider = provider;
-                    (Some(text), None)
-                }
-                // A head on given or image features still scores features.
-                Err(PipelineError::Job { message, hint }) => {
-                    (None, Some(format!("{message}\n  hint: {hint}")))
-                }
-                Err(e) => return Err(e),
+            let (text, no_text) = if saved.takes_texts() {
+                let mut text = saved.embed_settings(model, &cache_dir)?;
+                text.batch_size = batch_size;
+                text.threads = threads.unwrap_or(text.threads);
+                text.provider = provider;
+                (Some(text), None)
+            } else {
+                // A head on given or image features still scores features; texts get the reason why not.
+                let why = saved
+                    .embed_settings(None, &cache_dir)
+                    .err()
+                    .map(|e| e.to_string());
+                (None, why)
             };
             Ok(Head {
                 head: saved,

@@ -124,3 +124,21 @@ def test_run_errors_point_at_the_line(tmp_path: Path, mr_rows) -> None:
     message = str(raised.value)
     assert f"{bad}:{line}:5" in message and "c = -1.0" in message and "invalid value for `c`" in message
     assert not (tmp_path / "runs").exists()
+
+
+def test_head_refuses_another_backbone_at_load(tiny_run) -> None:
+    metrics, _, _ = tiny_run
+    # The float32 MiniLM-L6 is not the int8 graph the head was trained on.
+    with pytest.raises(graft.GraftError, match="but the head was trained on features of"):
+        graft.Head.load(metrics["run_dir"], model="minilm-l6")
+
+
+def test_head_on_given_features_scores_features_only(tmp_path: Path) -> None:
+    pipeline = Path(__file__).resolve().parents[3] / "fixtures/pipelines/tiny-features.toml"
+    metrics = graft.run(pipeline, runs_dir=tmp_path, progress=False)
+    head = graft.Head.load(metrics["run_dir"])
+    assert head.n_features == 6
+    proba = head.predict_proba(np.zeros((3, 6)))
+    assert proba.shape == (3, len(head.classes))
+    with pytest.raises(graft.GraftError, match="trained on given features"):
+        head.predict_proba(["a text"])

@@ -520,6 +520,17 @@ impl SavedHead {
         self.loaded.trained.thresholds.as_deref()
     }
 
+    /// Whether the head was trained on a text backbone's features (so it can score texts), rather than on
+    /// given features or an image backbone's.
+    pub fn takes_texts(&self) -> bool {
+        self.loaded
+            .info
+            .backbone
+            .settings
+            .as_ref()
+            .is_some_and(|s| s.image.is_none())
+    }
+
     /// The text backbone settings the run embedded with, for an [`Embedder`](crate::Embedder): `model`
     /// (default: the run's own) must be the graph the head was trained on. Refused for a head trained on
     /// given features or on an image backbone.
