@@ -10,8 +10,8 @@ use std::process::{Command, ExitCode};
 
 use crate::{cache_dir, test::without_package_env, workspace_root};
 
-/// The Python whose wheels `requirements/ray.txt` pins.
-const RAY_PYTHON: &str = "3.11";
+/// The Python whose wheels `requirements/cp311.txt` pins.
+const PINNED_PYTHON: &str = "3.11";
 
 /// The interpreter the wheel is built for and tested with: `$GRAFT_PYTHON`, else `python3`.
 fn interpreter() -> String {
@@ -85,12 +85,14 @@ fn build_and_test(pytest_args: &[String]) -> Result<(), String> {
     let venv = root.join("target/python-tests/venv");
     fresh_venv(&python, &venv)?;
     pip_install(&venv, &pip_cache, &requirements.join("test.txt"))?;
-    // Ray's binary wheels are pinned for one Python; elsewhere its test is skipped (and says why).
-    if version == RAY_PYTHON {
-        pip_install(&venv, &pip_cache, &requirements.join("ray.txt"))?;
+    // Ray's and mypy's binary wheels are pinned for one Python; elsewhere their tests are skipped (and say
+    // why).
+    if version == PINNED_PYTHON {
+        pip_install(&venv, &pip_cache, &requirements.join("cp311.txt"))?;
     } else {
         eprintln!(
-            "xtask: Python {version}: Ray's pinned wheels are CPython {RAY_PYTHON}'s; the Ray test is skipped"
+            "xtask: Python {version}: Ray's and mypy's pinned wheels are CPython {PINNED_PYTHON}'s; the Ray and \
+             stub tests are skipped"
         );
     }
     status(

@@ -1,6 +1,6 @@
 """Ray Data: deploy/ray/extract.py on a local Ray (two actors, each with one graft.Embedder) gives
 ``graft extract``'s bytes, rows in input order. Runs where ``cargo xtask test`` installed Ray
-(bindings/python/requirements/ray.txt: CPython 3.11)."""
+(bindings/python/requirements/cp311.txt: CPython 3.11)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ from typing import Literal, final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["GraftError", "Embedder", "Head", "run", "main", "__version__"]
+
 __version__: str
 
 class GraftError(Exception):
@@ -23,8 +25,8 @@ class Embedder:
     model: str
     provider: str
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: str | os.PathLike[str],
         *,
         tokenizer: str | os.PathLike[str] | None = None,
@@ -41,7 +43,7 @@ class Embedder:
         device_id: int = 0,
         fallback: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
-    ) -> None:
+    ) -> Embedder:
         """``model``: a registry name (``minilm-l6-int8``), a model folder, or an ``.onnx`` file with
         ``tokenizer``. Fetches and verifies what it needs into the cache (``$GRAFT_CACHE``, else
         ``~/.cache/graft``)."""
