@@ -40,6 +40,17 @@ fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
     extract_with(&model, input, output, extra)
 }
 
+/// `cargo xtask merge <parts> --output <output>`.
+fn merge_command(parts: &Path, output: impl AsRef<Path>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .arg("merge")
+        .arg(parts)
+        .arg("--output")
+        .arg(output.as_ref());
+    command
+}
+
 fn ok(output: Output) -> String {
     let text = format!(
         "{}{}",
@@ -225,13 +236,7 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
             );
         }
         let merged = dir.path().join(format!("merged-{name}"));
-        let out = ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .arg("merge")
-            .arg(&parts)
-            .arg("--output")
-            .arg(&merged)
-            .output()
-            .unwrap());
+        let out = ok(merge_command(&parts, &merged).output().unwrap());
         assert!(out.contains("merged 4 parts: 40 rows"), "{out}");
         assert_eq!(
             std::fs::read(&merged).unwrap(),
@@ -240,13 +245,7 @@ fn shards_merge_to_the_bytes_of_one_job_in_parquet_and_npy() {
         );
         // Merging again onto the finished file is refused, as extract refuses (main overwrote it).
         user_error(
-            Command::new(env!("CARGO_BIN_EXE_xtask"))
-                .arg("merge")
-                .arg(&parts)
-                .arg("--output")
-                .arg(&merged)
-                .output()
-                .unwrap(),
+            merge_command(&parts, &merged).output().unwrap(),
             &["exists", "delete it, or choose another --output"],
         );
     }
@@ -288,13 +287,7 @@ fn a_shard_without_chunks_succeeds_and_merges() {
     assert!(!parts.join("part-00003-of-00004.parquet").exists());
     assert!(parts.join("part-00003-of-00004.parquet.json").is_file());
     let merged = dir.path().join("merged.parquet");
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("merge")
-        .arg(&parts)
-        .arg("--output")
-        .arg(&merged)
-        .output()
-        .unwrap());
+    let out = ok(merge_command(&parts, &merged).output().unwrap());
     assert!(out.contains("merged 4 parts: 40 rows"), "{out}");
     assert_eq!(
         std::fs::read(&merged).unwrap(),
@@ -312,11 +305,7 @@ fn merge_names_missing_parts_and_extract_reports_mistakes() {
             .output()
             .unwrap(),
     );
-    let merged = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("merge")
-        .arg(&parts)
-        .arg("--output")
-        .arg(dir.path().join("all.parquet"))
+    let merged = merge_command(&parts, dir.path().join("all.parquet"))
         .output()
         .unwrap();
     user_error(

@@ -104,7 +104,7 @@ def test_threads_share_one_embedder(mr_rows) -> None:
         ({"model": "no-such-model"}, "no text backbone `no-such-model`"),
         ({"model": "efficientnet-lite0"}, "image backbone"),
         ({"model": MODEL, "chunk_rows": 0}, "chunk_rows must be at least 1"),
-        ({"model": MODEL, "threads": 1, "sessions": 2}, "sessions (2) is more than threads (1)"),
+        ({"model": MODEL, "threads": 1, "sessions": 2}, "sessions 2 is more than threads 1"),
         ({"model": MODEL, "prompt": "query:"}, "no {text} placeholder"),
         ({"model": "model.onnx"}, "--tokenizer is missing"),
     ],

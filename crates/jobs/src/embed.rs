@@ -70,7 +70,22 @@ impl EmbedSettings {
 
     /// Refuses zero counts, more sessions than threads, and a prompt without `{text}`.
     pub(crate) fn check(&self) -> Result<(), PipelineError> {
-        for (name, value) in [
+        self.check_counts(str::to_owned)?;
+        if let Some(p) = &self.prompt
+            && !p.contains("{text}")
+        {
+            return Err(job_error(
+                format!("the prompt {p:?} has no {{text}} placeholder"),
+                "mark where each text goes, e.g. \"query: {text}\"",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses zero counts and more sessions than threads; errors call each setting `name(setting)` (a
+    /// command-line flag, a keyword argument).
+    pub(crate) fn check_counts(&self, name: impl Fn(&str) -> String) -> Result<(), PipelineError> {
+        for (setting, value) in [
             ("batch_size", self.batch_size),
             ("threads", self.threads),
             ("sessions", self.sessions),
@@ -78,7 +93,7 @@ impl EmbedSettings {
         ] {
             if value == 0 {
                 return Err(job_error(
-                    format!("{name} must be at least 1"),
+                    format!("{} must be at least 1", name(setting)),
                     "leave it out to use the default",
                 ));
             }
@@ -86,18 +101,13 @@ impl EmbedSettings {
         if self.sessions > self.threads {
             return Err(job_error(
                 format!(
-                    "sessions ({}) is more than threads ({}): every session needs a thread",
-                    self.sessions, self.threads
+                    "{} {} is more than {} {}: every session needs a thread",
+                    name("sessions"),
+                    self.sessions,
+                    name("threads"),
+                    self.threads
                 ),
                 "use at most as many sessions as threads",
-            ));
-        }
-        if let Some(p) = &self.prompt
-            && !p.contains("{text}")
-        {
-            return Err(job_error(
-                format!("the prompt {p:?} has no {{text}} placeholder"),
-                "mark where each text goes, e.g. \"query: {text}\"",
             ));
         }
         Ok(())

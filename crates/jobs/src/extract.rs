@@ -335,28 +335,8 @@ fn file_metadata(identity: &JobIdentity) -> Vec<(String, String)> {
 }
 
 fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
-    for (name, value) in [
-        ("--batch-size", job.batch_size),
-        ("--threads", job.threads),
-        ("--sessions", job.sessions),
-        ("--chunk-rows", job.chunk_rows),
-    ] {
-        if value == 0 {
-            return Err(job_error(
-                format!("{name} must be at least 1"),
-                "leave it out to use the default",
-            ));
-        }
-    }
-    if job.sessions > job.threads {
-        return Err(job_error(
-            format!(
-                "--sessions {} is more than --threads {}: every session needs a thread",
-                job.sessions, job.threads
-            ),
-            "use at most as many sessions as threads",
-        ));
-    }
+    job.embed_settings()
+        .check_counts(|name| format!("--{}", name.replace('_', "-")))?;
     if let Some(id) = &job.id_column
         && (id == graft_ingest::embeddings::ROW_COLUMN
             || id == graft_ingest::embeddings::EMBEDDING_COLUMN)
