@@ -378,19 +378,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
 
     // Counting rows validates the whole input (quotes, widths, UTF-8): done before the work folder is
     // claimed, so that a refused input leaves nothing behind.
-    let input_rows = match &input {
-        Input::Table(reader) => match reader.known_rows() {
-            Some(rows) => rows,
-            None => count_rows(&job.input)?,
-        },
-        Input::Images { files, .. } => files.len() as u64,
-    };
-    if input_rows == 0 {
-        return Err(job_error(
-            format!("{} has no data rows", job.input.display()),
-            "check the file",
-        ));
-    }
+    let input_rows = input_rows(&input, job)?;
     let lock = OutputLock::take(&output)?;
     // A job started at the same time may have finished between the check above and taking the lock.
     if let Some(done) = finished_manifest(&output, &identity, shard)? {
@@ -399,19 +387,14 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     let chunks = input_rows.div_ceil(job.chunk_rows as u64);
     let mine: Vec<u64> = (0..chunks).filter(|&c| shard.owns(c)).collect();
     if mine.is_empty() {
-        // More shards than chunks (a fixed-size array job on a small input): this shard's share is empty.
-        // Its manifest alone records that for `merge`, and the array task succeeds.
-        let summary = write_empty_part(
-            &output, &identity, shard, input_rows, chunks, &extractor, job,
-        )?;
-        drop(lock);
-        return Ok(ExtractOutcome {
+        return empty_share(
             output,
-            rows: 0,
-            extracted: 0,
-            seconds: started.elapsed().as_secs_f64(),
-            summary,
-        });
+            &identity,
+            (shard, input_rows, chunks),
+            &extractor,
+            job,
+            started,
+        );
     }
     let work = claim_work_dir(&output, &identity)?;
     remove_stale_temporaries(&output);
@@ -945,16 +928,34 @@ fn folder_signature(root: &Path, files: &[PathBuf]) -> String {
     )
 }
 
-/// The manifest of a shard that owns no chunks (no part file: there are no rows to hold); returns the summary.
-fn write_empty_part(
-    output: &Path,
+/// The input's data rows (a table's counted, which checks every row); none is an error.
+fn input_rows(input: &Input, job: &ExtractJob) -> Result<u64, PipelineError> {
+    let rows = match input {
+        Input::Table(reader) => match reader.known_rows() {
+            Some(rows) => rows,
+            None => count_rows(&job.input)?,
+        },
+        Input::Images { files, .. } => files.len() as u64,
+    };
+    if rows == 0 {
+        return Err(job_error(
+            format!("{} has no data rows", job.input.display()),
+            "check the file",
+        ));
+    }
+    Ok(rows)
+}
+
+/// A shard that owns no chunk (more shards than chunks: a fixed-size array job on a small input): its manifest
+/// alone records the empty share for `merge` (no part file: there are no rows to hold), and the job succeeds.
+fn empty_share(
+    output: PathBuf,
     identity: &JobIdentity,
-    shard: Shard,
-    input_rows: u64,
-    chunks: u64,
+    (shard, input_rows, chunks): (Shard, u64, u64),
     extractor: &Extractor,
     job: &ExtractJob,
-) -> Result<String, PipelineError> {
+    started: Instant,
+) -> Result<ExtractOutcome, PipelineError> {
     let manifest = PartManifest {
         identity: identity.clone(),
         shard,
@@ -977,18 +978,25 @@ fn write_empty_part(
         })),
     };
     write_atomic(
-        &sidecar(output),
+        &sidecar(&output),
         &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
     )?;
-    Ok(format!(
+    let summary = format!(
         "shard {}/{}: no rows ({input_rows} rows make {chunks} chunks of {}, and chunk c goes to shard c mod {}); \
          {} records the empty share for merge",
         shard.index,
         shard.count,
         job.chunk_rows,
         shard.count,
-        sidecar(output).display()
-    ))
+        sidecar(&output).display()
+    );
+    Ok(ExtractOutcome {
+        output,
+        rows: 0,
+        extracted: 0,
+        seconds: started.elapsed().as_secs_f64(),
+        summary,
+    })
 }
 
 /// Removes temporary files that a killed run of this job left beside the output (`.<name>.tmp-<pid>`,
