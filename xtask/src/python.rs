@@ -46,10 +46,17 @@ fn build_and_test(pytest_args: &[String]) -> Result<(), String> {
     let requirements = root.join("bindings/python/requirements");
     let pip_cache = cache.join("python/pip");
 
-    // The build tools, once per Python version, in the cache.
+    // The build tools, once per Python version and maturin pin, in the cache.
     let tools = cache.join(format!("python/build-tools-{version}"));
     let maturin = tools.join("bin/maturin");
-    if !maturin.exists() {
+    let pins =
+        std::fs::read_to_string(requirements.join("build.txt")).map_err(|e| e.to_string())?;
+    let installed = output(Command::new(&maturin).arg("--version")).unwrap_or_default();
+    let pinned = installed
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|v| pins.contains(&format!("maturin=={v} ")));
+    if !pinned {
         eprintln!("xtask: installing maturin into {}", tools.display());
         fresh_venv(&python, &tools)?;
         pip_install(&tools, &pip_cache, &requirements.join("build.txt"))?;
