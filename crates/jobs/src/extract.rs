@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use graft_assets::Cache;
 use graft_backbone::{
-    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImageSource, Pooling, Provider, Runtime,
-    TextBackbone, TextBackboneConfig, session_threads,
+    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImageSource, Runtime, TextBackbone,
+    TextBackboneConfig, session_threads,
 };
 use graft_ingest::{
     EmbeddingBatch, EmbeddingFormat, EmbeddingWriter, Series, TextRowReader, count_rows,
@@ -81,19 +81,10 @@ impl Shard {
 /// A batch extraction job.
 #[derive(Debug, Clone)]
 pub struct ExtractJob {
-    /// The backbone: a registry name, or an ONNX graph with its tokenizer.
-    pub model: ModelSource,
-    /// Overrides of the registry entry's (or, for own files, the default) extraction settings.
-    pub max_length: Option<usize>,
-    /// Pooling override.
-    pub pooling: Option<Pooling>,
-    /// L2-normalise (default: the registry entry's, else on).
-    pub normalize: Option<bool>,
-    /// The graph output to pool (default: the registry entry's, else `sentence_embedding` or the first float
-    /// output of rank 3).
-    pub output_name: Option<String>,
-    /// A template each text is put through before tokenization (`{text}` marks the text).
-    pub prompt: Option<String>,
+    /// The backbone and how it runs: model, text settings (pooling, truncation, prompt…), batch size,
+    /// threads and sessions (text: a chunk's batches are shared out among the sessions; images: each takes
+    /// whole chunks), rows per chunk (the unit of length-sorting, resumption and sharding), provider, cache.
+    pub backbone: EmbedSettings,
     /// Image backbones: centre-crop size override (the short side is resized in proportion, as in pipelines).
     pub image_size: Option<u32>,
     /// Image backbones: short-side resize override.
@@ -106,73 +97,13 @@ pub struct ExtractJob {
     pub id_column: Option<String>,
     /// Output file (`.parquet` or `.npy`); with a shard, the folder that receives the part files.
     pub output: PathBuf,
-    /// Texts per inference call.
-    pub batch_size: usize,
-    /// ONNX Runtime intra-op threads, shared out among the sessions.
-    pub threads: usize,
-    /// Inference sessions sharing `threads` (text: a chunk's batches are shared out among them; images: each
-    /// takes whole chunks). Small graphs use cores better as several single-threaded sessions than as one
-    /// multi-threaded one.
-    pub sessions: usize,
-    /// Rows per chunk: the unit of length-sorting, resumption and sharding.
-    pub chunk_rows: usize,
     /// The share of the rows this job processes (`None`: all of them, into `output` directly).
     pub shard: Option<Shard>,
-    /// Execution provider (CUDA falls back to CPU with a warning unless its `fallback` is off).
-    pub provider: Provider,
-    /// Cache of fetched runtimes and models.
-    pub cache_dir: PathBuf,
     /// Draw a progress bar.
     pub progress: bool,
 }
 
 impl ExtractJob {
-    /// The text backbone's part of the job, as [`Embedder`](crate::Embedder) takes it.
-    pub fn embed_settings(&self) -> EmbedSettings {
-        EmbedSettings {
-            model: self.model.clone(),
-            max_length: self.max_length,
-            pooling: self.pooling,
-            normalize: self.normalize,
-            output_name: self.output_name.clone(),
-            prompt: self.prompt.clone(),
-            batch_size: self.batch_size,
-            threads: self.threads,
-            sessions: self.sessions,
-            chunk_rows: self.chunk_rows,
-            provider: self.provider,
-            cache_dir: self.cache_dir.clone(),
-        }
-    }
-
-    /// Takes the text backbone's part of the job from `settings`.
-    pub fn set_embed_settings(&mut self, settings: EmbedSettings) {
-        let EmbedSettings {
-            model,
-            max_length,
-            pooling,
-            normalize,
-            output_name,
-            prompt,
-            batch_size,
-            threads,
-            sessions,
-            chunk_rows,
-            provider,
-            cache_dir,
-        } = settings;
-        (self.model, self.max_length, self.pooling, self.normalize) =
-            (model, max_length, pooling, normalize);
-        (self.output_name, self.prompt, self.batch_size, self.threads) =
-            (output_name, prompt, batch_size, threads);
-        (
-            self.sessions,
-            self.chunk_rows,
-            self.provider,
-            self.cache_dir,
-        ) = (sessions, chunk_rows, provider, cache_dir);
-    }
-
     /// A job with default settings (batch 64, all cores, 4,096-row chunks, no shard).
     pub fn new(
         model: ModelSource,
@@ -182,25 +113,14 @@ impl ExtractJob {
         cache_dir: impl Into<PathBuf>,
     ) -> ExtractJob {
         ExtractJob {
-            model,
-            max_length: None,
-            pooling: None,
-            normalize: None,
-            output_name: None,
-            prompt: None,
+            backbone: EmbedSettings::new(model, cache_dir),
             image_size: None,
             resize: None,
             input: input.into(),
             text_column: text_column.into(),
             id_column: None,
             output: output.into(),
-            batch_size: 64,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            sessions: 1,
-            chunk_rows: 4096,
             shard: None,
-            provider: Provider::Cpu,
-            cache_dir: cache_dir.into(),
             progress: true,
         }
     }
@@ -335,7 +255,7 @@ fn file_metadata(identity: &JobIdentity) -> Vec<(String, String)> {
 }
 
 fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
-    job.embed_settings()
+    job.backbone
         .check_counts(|name| format!("--{}", name.replace('_', "-")))?;
     if let Some(id) = &job.id_column
         && (id == graft_ingest::embeddings::ROW_COLUMN
@@ -361,7 +281,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     validate(job)?;
     let shard = job.shard.unwrap_or(Shard::WHOLE);
     let output = output_path(job)?;
-    let cache = Cache::new(&job.cache_dir);
+    let cache = Cache::new(&job.backbone.cache_dir);
     // Open the input first: a wrong column is reported before anything is fetched.
     let (input, extractor, identity_model) = open_input(job, &cache)?;
     let identity = job_identity(job, &input, identity_model)?;
@@ -384,7 +304,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     if let Some(done) = finished_manifest(&output, &identity, shard)? {
         return Ok(already_complete(output, done.rows, started));
     }
-    let chunks = input_rows.div_ceil(job.chunk_rows as u64);
+    let chunks = input_rows.div_ceil(job.backbone.chunk_rows as u64);
     let mine: Vec<u64> = (0..chunks).filter(|&c| shard.owns(c)).collect();
     if mine.is_empty() {
         return empty_share(
@@ -400,12 +320,12 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
     remove_stale_temporaries(&output);
     let shard_rows: u64 = mine
         .iter()
-        .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
+        .map(|&c| chunk_len(c, input_rows, job.backbone.chunk_rows) as u64)
         .sum();
-    let done = finished_chunks(&work, &mine, input_rows, job.chunk_rows)?;
+    let done = finished_chunks(&work, &mine, input_rows, job.backbone.chunk_rows)?;
     let resumed_rows: u64 = done
         .iter()
-        .map(|&c| chunk_len(c, input_rows, job.chunk_rows) as u64)
+        .map(|&c| chunk_len(c, input_rows, job.backbone.chunk_rows) as u64)
         .sum();
     if !done.is_empty() {
         tracing::info!(
@@ -529,13 +449,13 @@ fn job_identity(
     Ok(JobIdentity {
         // 2: `settings` is JSON (it was a debug string).
         format: 2,
-        model: model_label(&job.model),
+        model: model_label(&job.backbone.model),
         onnx_sha256,
         tokenizer_sha256,
         output_name,
         settings,
-        batch_size: job.batch_size,
-        chunk_rows: job.chunk_rows,
+        batch_size: job.backbone.batch_size,
+        chunk_rows: job.backbone.chunk_rows,
         input_name: job
             .input
             .file_name()
@@ -563,7 +483,7 @@ fn open_input(
     cache: &Cache,
 ) -> Result<(Input, Extractor, IdentityModel), PipelineError> {
     let registry = graft_assets::Registry::builtin();
-    let image_model = match &job.model {
+    let image_model = match &job.backbone.model {
         ModelSource::Registry(name) => registry.image_models.get(name),
         ModelSource::Files { .. } => None,
     };
@@ -574,7 +494,7 @@ fn open_input(
         return Err(job_error(
             format!(
                 "`{}` is an image backbone; --input must be a folder of images",
-                model_label(&job.model)
+                model_label(&job.backbone.model)
             ),
             "give a folder (images at any depth), or a text backbone for a table",
         ));
@@ -589,7 +509,7 @@ fn open_input(
         ));
     }
     let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
-    let settings = job.embed_settings();
+    let settings = &job.backbone;
     let model = settings.model_files(cache)?;
     let config = settings.backbone_config()?;
     let identity_model = (
@@ -600,7 +520,7 @@ fn open_input(
             "pooling": config.pooling.name(),
             "normalize": config.normalize,
             "max_length": config.max_length,
-            "prompt": job.prompt,
+            "prompt": job.backbone.prompt,
         }),
     );
     Ok((
@@ -622,7 +542,7 @@ fn open_images(
             format!(
                 "{} is a folder of images, and `{}` is not an image backbone",
                 job.input.display(),
-                model_label(&job.model)
+                model_label(&job.backbone.model)
             ),
             format!(
                 "registered image backbones: {}",
@@ -637,7 +557,7 @@ fn open_images(
         ));
     }
     let files = list_images(&job.input)?;
-    let ModelSource::Registry(name) = &job.model else {
+    let ModelSource::Registry(name) = &job.backbone.model else {
         unreachable!("image backbones come from the registry")
     };
     let model = cache.image_model(name)?;
@@ -654,10 +574,10 @@ fn open_images(
     let config = ImageBackboneConfig {
         preprocess,
         output: entry.output.clone(),
-        batch_size: job.batch_size,
-        intra_threads: job.threads,
+        batch_size: job.backbone.batch_size,
+        intra_threads: job.backbone.threads,
         progress: false,
-        provider: job.provider,
+        provider: job.backbone.provider,
     };
     let p = &config.preprocess;
     let description = serde_json::json!({
@@ -834,7 +754,7 @@ fn load_workers(
     cache: &Cache,
     extractor: &Extractor,
 ) -> Result<(Vec<Worker>, RuntimeRecord), PipelineError> {
-    let choice = runtime_library(cache, job.provider)?;
+    let choice = runtime_library(cache, job.backbone.provider)?;
     let runtime = Runtime::load(&choice.library.path)?;
     // Text: one backbone whose sessions share out each chunk's batches (so small inputs with few chunks
     // still use every session). Images: one backbone per session, each taking whole chunks.
@@ -845,19 +765,23 @@ fn load_workers(
             &model.tokenizer.path,
             TextBackboneConfig {
                 provider: choice.provider,
-                intra_threads: job.threads,
-                sessions: job.sessions,
+                intra_threads: job.backbone.threads,
+                sessions: job.backbone.sessions,
                 ..config.clone()
             },
         )?)],
-        Extractor::Image(model, config) => (0..job.sessions)
+        Extractor::Image(model, config) => (0..job.backbone.sessions)
             .map(|s| {
                 ImageBackbone::load(
                     &runtime,
                     &model.onnx.path,
                     ImageBackboneConfig {
                         provider: choice.provider,
-                        intra_threads: session_threads(job.threads, job.sessions, s),
+                        intra_threads: session_threads(
+                            job.backbone.threads,
+                            job.backbone.sessions,
+                            s,
+                        ),
                         ..config.clone()
                     },
                 )
@@ -870,9 +794,9 @@ fn load_workers(
         &runtime,
         backbones[0].execution_provider(),
         backbones[0].provider_fallback(),
-        job.threads,
+        job.backbone.threads,
     );
-    record.sessions = Some(job.sessions);
+    record.sessions = Some(job.backbone.sessions);
     Ok((backbones, record))
 }
 
@@ -986,7 +910,7 @@ fn empty_share(
          {} records the empty share for merge",
         shard.index,
         shard.count,
-        job.chunk_rows,
+        job.backbone.chunk_rows,
         shard.count,
         sidecar(&output).display()
     );
@@ -1134,7 +1058,7 @@ fn read_chunk(
     tokenizer: Option<&graft_backbone::TextTokenizer>,
     prompt: Option<&str>,
 ) -> Option<Result<Tokenized, PipelineError>> {
-    let chunk_rows = job.chunk_rows;
+    let chunk_rows = job.backbone.chunk_rows;
     Some(match input {
         Input::Table(reader) if wanted => match reader.next_chunk(chunk_rows) {
             Ok(Some(chunk)) => tokenizer
@@ -1206,7 +1130,7 @@ fn stream_chunks(
     };
     let failed = std::sync::atomic::AtomicBool::new(false);
     let failed = &failed;
-    let chunk_rows = job.chunk_rows;
+    let chunk_rows = job.backbone.chunk_rows;
     let wanted: std::collections::BTreeSet<u64> = todo.iter().copied().collect();
     let last = *todo.last().expect("todo is not empty");
     let metadata = file_metadata(identity);
@@ -1219,7 +1143,7 @@ fn stream_chunks(
     // error instead of waiting forever for sessions that are gone (e.g. after the writer hit a full disk).
     let from_reader = std::sync::Mutex::new(Some(from_reader));
     let stats = std::sync::Mutex::new(StreamStats::default());
-    let prompt = job.prompt.clone();
+    let prompt = job.backbone.prompt.clone();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut c = 0u64;
@@ -1331,7 +1255,7 @@ fn infer_chunks(
             return Ok(()); // the reader is done
         };
         let item = item?;
-        let expected = chunk_len(item.chunk, input_rows, job.chunk_rows);
+        let expected = chunk_len(item.chunk, input_rows, job.backbone.chunk_rows);
         if item.encoded.len() != expected {
             return Err(job_error(
                 format!(

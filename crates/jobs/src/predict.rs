@@ -292,7 +292,7 @@ fn extracted_features(
     text.threads = job.threads;
     text.provider = job.provider;
     recorded_settings(settings, job.output_name.clone(), &mut text);
-    extract_job.set_embed_settings(text);
+    extract_job.backbone = text;
     extract_job.image_size = settings.image.as_ref().map(|i| i.image_size);
     extract_job.resize = settings.image.as_ref().map(|i| i.resize);
     let result = extract(&extract_job).and_then(|_| {

@@ -55,8 +55,8 @@ fn shards() -> &'static Shards {
                 &parts,
                 cache_dir(),
             );
-            job.chunk_rows = 8;
-            job.threads = 1;
+            job.backbone.chunk_rows = 8;
+            job.backbone.threads = 1;
             job.progress = false;
             job.shard = Some(Shard { index, count: 2 });
             extract(&job).unwrap();

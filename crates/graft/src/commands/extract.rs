@@ -75,26 +75,25 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             .unwrap_or_else(|| defaults.cache_dir.clone()),
     );
     job.id_column = args.id_column;
-    job.batch_size = args.inference.batch_size;
+    job.backbone.batch_size = args.inference.batch_size;
     if let Some(threads) = args.inference.threads {
-        job.threads = threads;
+        job.backbone.threads = threads;
     }
-    job.chunk_rows = args.chunk_rows;
-    job.sessions = args.sessions;
+    job.backbone.chunk_rows = args.chunk_rows;
+    job.backbone.sessions = args.sessions;
     job.shard = args.shard;
-    job.max_length = args.max_length;
-    job.pooling = args
+    job.backbone.pooling = args
         .pooling
         .map(Into::into)
         .or(folder.as_ref().and_then(|f| f.pooling));
-    job.max_length = job
+    job.backbone.max_length = args
         .max_length
         .or(folder.as_ref().and_then(|f| f.max_length));
-    job.normalize = folder.as_ref().and_then(|f| f.normalize);
-    job.output_name = args.output_name;
-    job.prompt = args.prompt;
+    job.backbone.normalize = folder.as_ref().and_then(|f| f.normalize);
+    job.backbone.output_name = args.output_name;
+    job.backbone.prompt = args.prompt;
     job.progress = !args.inference.no_progress;
-    job.provider = args.inference.device.provider();
+    job.backbone.provider = args.inference.device.provider();
     let outcome = graft_jobs::extract(&job)?;
     println!("{}", outcome.summary);
     Ok(())
