@@ -52,6 +52,11 @@ fn pooling(name: Option<&str>) -> PyResult<Option<Pooling>> {
     }
 }
 
+/// `model=`: a registry name or a path (str or `os.PathLike`), as `--model` takes it.
+fn name_or_path(model: PathBuf) -> String {
+    model.to_string_lossy().into_owned()
+}
+
 fn cache_dir(given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(graft::user_cache_dir)
 }
@@ -105,7 +110,7 @@ impl Embedder {
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per `graft extract` flag
     fn new(
         py: Python<'_>,
-        model: String,
+        model: PathBuf,
         tokenizer: Option<PathBuf>,
         max_length: Option<usize>,
         pooling: Option<&str>,
@@ -122,7 +127,7 @@ impl Embedder {
         cache_dir: Option<PathBuf>,
     ) -> PyResult<Embedder> {
         let (source, folder) =
-            graft::commands::model_source(model, tokenizer).map_err(graft_error)?;
+            graft::commands::model_source(name_or_path(model), tokenizer).map_err(graft_error)?;
         let mut settings = graft_jobs::EmbedSettings::new(source, self::cache_dir(cache_dir));
         // Explicit settings first, then a model folder's sentence-transformers settings, as `graft extract`.
         settings.pooling = self::pooling(pooling)?.or(folder.as_ref().and_then(|f| f.pooling));
@@ -188,7 +193,7 @@ impl Head {
         py: Python<'_>,
         run_dir: PathBuf,
         head: Option<String>,
-        model: Option<String>,
+        model: Option<PathBuf>,
         tokenizer: Option<PathBuf>,
         batch_size: usize,
         threads: Option<usize>,
@@ -200,7 +205,9 @@ impl Head {
         let provider = self::provider(provider, device_id, fallback)?;
         let cache_dir = self::cache_dir(cache_dir);
         let model = model
-            .map(|m| graft::commands::model_source(m, tokenizer).map(|(source, _)| source))
+            .map(|m| {
+                graft::commands::model_source(name_or_path(m), tokenizer).map(|(source, _)| source)
+            })
             .transpose()
             .map_err(graft_error)?;
         detached(py, |_| {

@@ -3,6 +3,7 @@ exceptions."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -126,3 +127,36 @@ def test_bad_arguments_raise_python_errors() -> None:
         embedder.embed("one string, not a list")
     with pytest.raises(TypeError):
         embedder.embed([1, 2, 3])
+
+
+def test_a_model_folder_brings_its_sentence_transformers_settings(tmp_path: Path, cache: Path, mr_rows) -> None:
+    # A Hugging Face-style folder of the registered MiniLM whose pooling config says CLS.
+    package = cache / "models/minilm-l6-int8"
+    folder = tmp_path / "minilm-cls"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "1_Pooling").mkdir()
+    shutil.copy(package / "model.onnx", folder / "onnx/model.onnx")
+    shutil.copy(package / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},'
+        ' {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},'
+        ' {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]'
+    )
+    (folder / "1_Pooling/config.json").write_text(
+        '{"word_embedding_dimension": 384, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}'
+    )
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    rows = mr_rows[:40]
+    texts = [r["text"] for r in rows]
+
+    from_folder = graft.Embedder(model=folder, threads=1).embed(texts)
+    np.testing.assert_array_equal(
+        from_folder, graft.Embedder(model=MODEL, threads=1, pooling="cls", max_length=128).embed(texts)
+    )
+    out = tmp_path / "folder.npy"
+    done = graft_command(
+        "extract", "--model", folder, "--input", write_csv(tmp_path / "rows.csv", rows), "--text-column", "text",
+        "--output", out, "--threads", 1, "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(from_folder, np.load(out))
