@@ -130,7 +130,11 @@ impl Embedder {
             graft::commands::model_source(name_or_path(model), tokenizer).map_err(graft_error)?;
         let mut settings = graft_jobs::EmbedSettings::new(source, self::cache_dir(cache_dir));
         // Explicit settings first, then a model folder's sentence-transformers settings, as `graft extract`.
-        settings.pooling = self::pooling(pooling)?.or(folder.as_ref().and_then(|f| f.pooling));
+        let pooling = self::pooling(pooling)?;
+        settings.pooling = match &folder {
+            Some(f) => f.pooling_or(pooling).map_err(|e| graft_error(e.into()))?,
+            None => pooling,
+        };
         settings.max_length = max_length.or(folder.as_ref().and_then(|f| f.max_length));
         settings.normalize = normalize.or(folder.as_ref().and_then(|f| f.normalize));
         settings.output_name = output_name;
@@ -153,8 +157,23 @@ impl Embedder {
     fn embed<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<String>,
+        texts: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        // A str is a sequence of str to PyO3: say what to do rather than "Can't extract `str` to `Vec`".
+        if texts.is_instance_of::<pyo3::types::PyString>() {
+            return Err(PyTypeError::new_err(
+                "embed takes a list of texts, not one str: wrap it in a list, embed([text])",
+            ));
+        }
+        let texts: Vec<String> = texts.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "embed takes a list of str; got {}",
+                texts
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "another type".to_owned(), |n| n.to_string())
+            ))
+        })?;
         let embeddings = detached(py, |check| {
             let mut embedder = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             embedder.embed_with(&texts, check)
@@ -364,6 +383,9 @@ fn main(py: Python<'_>, argv: Vec<String>) -> u8 {
 
 #[pymodule]
 fn _graft(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // `graft/__init__.py` has set ORT_DISABLE_TELEMETRY already (through os.environ, so Python sees it);
+    // this covers a host that imports `graft._graft` directly.
+    graft_engine::provision::disable_runtime_telemetry();
     graft::init_tracing();
     m.add("GraftError", m.py().get_type::<GraftError>())?;
     m.add_class::<Embedder>()?;

@@ -77,6 +77,8 @@ fn python_packages(
         "--only-binary",
         ":all:",
         "--disable-pip-version-check",
+        // pip keeps no cache of its own in the user's home: the cache is graft's.
+        "--no-cache-dir",
         "--quiet",
         "--target",
     ])

@@ -226,6 +226,8 @@ fn pip_download(
             "download",
             "--no-deps",
             "--disable-pip-version-check",
+            // pip keeps no cache of its own in the user's home: the cache is graft's.
+            "--no-cache-dir",
             "--quiet",
         ])
         .args([binary_flag, ":all:", "--dest"])

@@ -28,6 +28,8 @@ pub struct ModelFolder {
     pub normalize: Option<bool>,
     /// `max_seq_length` of `sentence_bert_config.json`.
     pub max_length: Option<usize>,
+    /// A pooling module graft does not have: its config file and why (see [`ModelFolder::pooling_or`]).
+    refused_pooling: Option<(PathBuf, String)>,
 }
 
 #[derive(Deserialize)]
@@ -117,31 +119,86 @@ impl ModelFolder {
                 path: tokenizer,
             });
         }
-        let modules: Option<Vec<Module>> = read_json(&dir.join("modules.json"))?;
-        let mut pooling = None;
+        let modules_path = dir.join("modules.json");
+        let modules: Option<Vec<Module>> = read_json(&modules_path)?;
+        let (mut pooling, mut refused_pooling) = (None, None);
         if let Some(module) = modules
             .iter()
             .flatten()
             .find(|m| m.kind.ends_with(".Pooling"))
         {
-            let path = dir.join(&module.path).join("config.json");
+            let path = inside(dir, &module.path, &modules_path)?.join("config.json");
             if let Some(config) = read_json::<PoolingConfig>(&path)? {
-                pooling = Some(folder_pooling(&config).map_err(|m| model_error(&path, m))?);
+                match folder_pooling(&config) {
+                    Ok(p) => pooling = Some(p),
+                    Err(why) => refused_pooling = Some((path, why)),
+                }
             }
         }
         let normalize = modules
             .as_ref()
             .map(|m| m.iter().any(|m| m.kind.ends_with(".Normalize")));
-        let max_length = read_json::<SentenceBertConfig>(&dir.join("sentence_bert_config.json"))?
-            .and_then(|c| c.max_seq_length);
+        let config_path = dir.join("sentence_bert_config.json");
+        let max_length =
+            read_json::<SentenceBertConfig>(&config_path)?.and_then(|c| c.max_seq_length);
+        if let Some(n @ (0 | 1)) = max_length {
+            return Err(model_error(
+                &config_path,
+                format!(
+                    "`max_seq_length` is {n}, and a text needs at least 2 tokens (its start and end markers)"
+                ),
+            ));
+        }
         Ok(ModelFolder {
             onnx,
             tokenizer,
             pooling,
             normalize,
             max_length,
+            refused_pooling,
         })
     }
+
+    /// The pooling to embed with: `explicit` when given (a pipeline's `pooling`, `--pooling`), else the
+    /// folder's. An error only when the folder names a pooling graft does not have and none is given.
+    pub fn pooling_or(&self, explicit: Option<Pooling>) -> Result<Option<Pooling>, BackboneError> {
+        match (explicit, &self.refused_pooling) {
+            (Some(p), _) => Ok(Some(p)),
+            (None, Some((path, why))) => Err(model_error(
+                path,
+                format!(
+                    "{why}\n  hint: set `pooling = \"mean\"` or `\"cls\"` in [backbone] (--pooling on the command \
+                     line, pooling= in Python) to pool another way"
+                ),
+            )),
+            (None, None) => Ok(self.pooling),
+        }
+    }
+}
+
+/// `dir/relative`, refused unless it stays inside `dir`: a module path from `modules.json` is the folder's
+/// own sub-folder, never an absolute path or one that climbs out (which would read another model's files).
+fn inside(dir: &Path, relative: &str, named_in: &Path) -> Result<PathBuf, BackboneError> {
+    use std::path::Component;
+    let escapes = Path::new(relative)
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    let path = dir.join(relative);
+    // A symbolic link inside the folder may still point out of it.
+    let resolved_outside = match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) => !p.starts_with(d),
+        _ => false,
+    };
+    if escapes || resolved_outside {
+        return Err(model_error(
+            named_in,
+            format!(
+                "module path {relative:?} leads outside the model folder; a module's path is a sub-folder of it \
+                 (such as \"1_Pooling\")"
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 /// graft pools by masked mean or the first token; other modes are refused rather than approximated.
@@ -166,8 +223,7 @@ fn folder_pooling(config: &PoolingConfig) -> Result<Pooling, String> {
         ["mean_tokens"] => Ok(Pooling::Mean),
         [] => Err("no pooling mode is on".to_owned()),
         other => Err(format!(
-            "pooling mode {} is not one graft has (mean_tokens or cls_token alone); set `pooling` in [backbone] \
-             to override",
+            "pooling mode {} is not one graft has (mean_tokens or cls_token alone)",
             other.join(" + ")
         )),
     }
@@ -224,9 +280,65 @@ mod tests {
             "1_Pooling/config.json",
             r#"{"pooling_mode_max_tokens":true}"#,
         );
+        let max = ModelFolder::open(d).unwrap();
+        let err = max.pooling_or(None).unwrap_err().to_string();
+        assert!(
+            err.contains("pooling mode max_tokens is not one graft has")
+                && err.contains("1_Pooling/config.json")
+                && err.contains("set `pooling = \"mean\"`"),
+            "{err}"
+        );
+        // The hint's advice works: an explicit pooling is taken.
+        assert_eq!(
+            max.pooling_or(Some(Pooling::Mean)).unwrap(),
+            Some(Pooling::Mean)
+        );
+        assert_eq!(st.pooling_or(None).unwrap(), Some(Pooling::Cls));
+    }
+
+    #[test]
+    fn a_module_path_stays_inside_the_folder() {
+        let outer = tempfile::tempdir().unwrap();
+        let d = &outer.path().join("model");
+        write(d, "model.onnx", "graph");
+        write(d, "tokenizer.json", "{}");
+        write(
+            outer.path(),
+            "other/config.json",
+            r#"{"pooling_mode_cls_token":true}"#,
+        );
+        let other = outer.path().join("other");
+        for path in [other.display().to_string(), "../other".to_owned()] {
+            let modules = serde_json::json!([
+                {"path": path, "type": "sentence_transformers.models.Pooling"}
+            ]);
+            write(d, "modules.json", &modules.to_string());
+            let err = ModelFolder::open(d).unwrap_err().to_string();
+            assert!(
+                err.contains("modules.json") && err.contains("leads outside the model folder"),
+                "{path}: {err}"
+            );
+        }
+        std::os::unix::fs::symlink(&other, d.join("1_Pooling")).unwrap();
+        write(
+            d,
+            "modules.json",
+            r#"[{"path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#,
+        );
+        let err = ModelFolder::open(d).unwrap_err().to_string();
+        assert!(err.contains("leads outside the model folder"), "{err}");
+    }
+
+    #[test]
+    fn a_sequence_length_below_two_is_refused_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "model.onnx", "graph");
+        write(d, "tokenizer.json", "{}");
+        write(d, "sentence_bert_config.json", r#"{"max_seq_length":0}"#);
         let err = ModelFolder::open(d).unwrap_err().to_string();
         assert!(
-            err.contains("pooling mode max_tokens is not one graft has"),
+            err.contains("sentence_bert_config.json") && err.contains("`max_seq_length` is 0"),
             "{err}"
         );
     }

@@ -28,6 +28,7 @@
 
 mod folder;
 mod image;
+mod telemetry;
 mod text;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,9 @@ pub use folder::ModelFolder;
 pub use image::{
     Augmentation, ImageBackbone, ImageBackboneConfig, ImageExtractionStats, ImagePreprocess,
     ImageSource, Layout, PixelType, resized_pixels,
+};
+pub use telemetry::{
+    ORT_DISABLE_TELEMETRY_ENV, TELEMETRY_ENV, disable_runtime_telemetry, telemetry_requested,
 };
 pub use text::{
     EncodedTexts, ExtractionStats, Pooling, Provider, TextBackbone, TextBackboneConfig,
@@ -127,6 +131,7 @@ impl<T> From<ort::Error<T>> for BackboneError {
 pub struct Runtime {
     env: ort::environment::Environment,
     library: PathBuf,
+    telemetry: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -170,6 +175,8 @@ impl Runtime {
                  libonnxruntime.so (1.31 or newer) or unset it",
             ));
         }
+        // Before the library loads: ONNX Runtime reads its opt-out when it initialises.
+        let telemetry = !telemetry::disable_runtime_telemetry();
         let builder = ort::init_from(library).map_err(|e| match e {
             E::BadVersion { version_str, .. } => fail(
                 format!("it is version {version_str}, and graft needs 1.{} or newer", ort::MINOR_VERSION),
@@ -185,10 +192,14 @@ impl Runtime {
                  one graft provisions",
             ),
         })?;
-        let env = builder.with_name("graft").build()?;
+        let env = builder
+            .with_name("graft")
+            .with_telemetry(telemetry)
+            .build()?;
         let runtime = Runtime {
             env,
             library: library.to_path_buf(),
+            telemetry,
         };
         *loaded = Some(runtime.clone());
         Ok(runtime)
@@ -197,6 +208,12 @@ impl Runtime {
     /// The library actually in use by this process.
     pub fn library(&self) -> &Path {
         &self.library
+    }
+
+    /// Whether ONNX Runtime may record and send its telemetry: `false` unless the user set
+    /// [`TELEMETRY_ENV`]`=1` before the runtime loaded.
+    pub fn telemetry(&self) -> bool {
+        self.telemetry
     }
 
     /// ONNX Runtime's build description (version, commit).

@@ -71,6 +71,7 @@ pub fn pipeline_schema_json() -> String {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPipeline {
+    #[schemars(range(min = 1, max = 1))]
     pub schema: Spanned<u32>,
     pub name: Spanned<String>,
     pub seed: Option<u64>,
@@ -224,10 +225,13 @@ pub struct RawLogistic {
 
 /// A multi-label head's decision threshold: a probability, or `"tune"` (per label, on validation rows).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "`threshold` is a probability (such as 0.5) or \"tune\""
+)]
 pub enum RawThreshold {
     Value(f64),
-    Name(String),
+    Name(#[schemars(regex(pattern = "^tune$"))] String),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
@@ -354,7 +358,10 @@ pub enum RawSelect {
 
 /// A searched value: a list (grid values, or choices for random search) or a range to draw from.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a searched value is a list (such as [0.1, 1.0, 10.0]) or a table with `uniform` or `log_uniform` bounds"
+)]
 pub enum RawRange {
     Values(Vec<f64>),
     Range(RawBounds),

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use graft_assets::{Cache, VerifiedFile, sha256_file};
 use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Provider, Runtime};
+/// Keeps ONNX Runtime's telemetry off for this process (see `graft_backbone::TELEMETRY_ENV`): binaries call
+/// it first thing in `main`.
+pub use graft_backbone::{TELEMETRY_ENV, disable_runtime_telemetry};
 
 use crate::PipelineError;
 use graft_config::{DataSource, ModelSource, Plan};
@@ -119,6 +122,7 @@ pub fn runtime_manifest(
             .map(str::to_owned),
         intra_threads,
         sessions: None,
+        telemetry: Some(if runtime.telemetry() { "on" } else { "off" }.to_owned()),
     }
 }
 

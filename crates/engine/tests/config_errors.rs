@@ -188,7 +188,7 @@ fn wrong_value_type() {
     check(
         "wrong-type",
         18,
-        &["invalid type: string \"two\", expected usize"],
+        &["invalid type: string \"two\", expected a whole number (0 or more)"],
     );
 }
 

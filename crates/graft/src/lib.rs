@@ -140,6 +140,9 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    // First, while the process has one thread: no ONNX Runtime telemetry (a user opts in with
+    // GRAFT_ONNXRUNTIME_TELEMETRY=1).
+    graft_engine::provision::disable_runtime_telemetry();
     init_tracing();
     let command = Cli::command()
         .name(defaults.program)

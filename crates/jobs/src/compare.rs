@@ -108,8 +108,11 @@ fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
             "pass folders that `graft run` printed as `run folder`",
         )
     };
-    Manifest::read(run_dir).map_err(not_a_run)?;
+    let manifest = Manifest::read(run_dir).map_err(not_a_run)?;
     let metrics = Metrics::read(run_dir).map_err(not_a_run)?;
+    manifest
+        .verify(run_dir, "predictions.csv")
+        .map_err(not_a_run)?;
     let text = std::fs::read_to_string(run_dir.join("predictions.csv")).map_err(|_| {
         compare_error(
             format!("{} has no predictions.csv", run_dir.display()),

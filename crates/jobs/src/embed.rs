@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use graft_assets::Cache;
 use graft_backbone::{Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
-use ndarray::{Array2, s};
+use ndarray::Array2;
 
 use graft_config::{ModelSource, apply_registry_defaults};
 use graft_engine::PipelineError;
@@ -114,7 +114,7 @@ impl EmbedSettings {
     }
 
     /// The backbone's settings: the registry entry's defaults, then these overrides.
-    pub(crate) fn backbone_config(&self) -> Result<TextBackboneConfig, PipelineError> {
+    fn backbone_config(&self) -> Result<TextBackboneConfig, PipelineError> {
         let mut config = TextBackboneConfig {
             batch_size: self.batch_size,
             intra_threads: self.threads,
@@ -159,8 +159,40 @@ impl EmbedSettings {
         Ok(config)
     }
 
+    /// The backbone's files, fetched and verified, and the configuration extraction will use, its
+    /// `max_length` within the graph's position table (past it ONNX Runtime fails with a raw broadcast error).
+    pub(crate) fn resolved(
+        &self,
+        cache: &Cache,
+    ) -> Result<(ResolvedModel, TextBackboneConfig), PipelineError> {
+        let model = self.model_files(cache)?;
+        let config = self.backbone_config()?;
+        let path = &model.onnx.path;
+        let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // An unreadable graph is reported by ONNX Runtime when it loads, with its own words.
+        let limit = graft_onnx::GraphSummary::read(&bytes)
+            .ok()
+            .and_then(|g| g.position_limit());
+        if let Some(limit) = limit.filter(|&limit| config.max_length > limit) {
+            return Err(job_error(
+                format!(
+                    "max_length {} is more than {} reads ({limit} token positions)",
+                    config.max_length,
+                    path.display()
+                ),
+                format!(
+                    "use at most {limit} (--max-length, or max_length= in Python); longer texts are truncated"
+                ),
+            ));
+        }
+        Ok((model, config))
+    }
+
     /// The backbone's files, fetched and verified.
-    pub(crate) fn model_files(&self, cache: &Cache) -> Result<ResolvedModel, PipelineError> {
+    fn model_files(&self, cache: &Cache) -> Result<ResolvedModel, PipelineError> {
         resolve_model(cache, &self.model).map_err(|problem| match problem {
             ModelProblem::NotText(name) => job_error(
                 format!("backbone `{name}` is not a text model"),
@@ -209,9 +241,8 @@ impl Embedder {
     /// Fetches (once) and verifies the runtime and the model, and opens the backbone.
     pub fn open(settings: &EmbedSettings) -> Result<Embedder, PipelineError> {
         settings.check()?;
-        let config = settings.backbone_config()?;
         let cache = Cache::new(&settings.cache_dir);
-        let model = settings.model_files(&cache)?;
+        let (model, config) = settings.resolved(&cache)?;
         let choice = runtime_library(&cache, settings.provider)?;
         let runtime = Runtime::load(&choice.library.path)?;
         let mut backbone = TextBackbone::load(
@@ -242,16 +273,19 @@ impl Embedder {
         self.embed_with(texts, || Ok(()))
     }
 
-    /// [`embed`](Self::embed), calling `between_chunks` before each chunk; its error stops the work (a
-    /// caller's interrupt check).
+    /// [`embed`](Self::embed), calling `between_batches` before each round of inference calls (one batch per
+    /// session, so a check waits for a few hundred rows at most, not a whole chunk); its error stops the work
+    /// (a caller's interrupt check). The batches are the ones `graft extract` forms, so the bytes are too.
     pub fn embed_with<S: AsRef<str> + Sync>(
         &mut self,
         texts: &[S],
-        mut between_chunks: impl FnMut() -> Result<(), PipelineError>,
+        mut between_batches: impl FnMut() -> Result<(), PipelineError>,
     ) -> Result<Array2<f32>, PipelineError> {
         let mut embeddings = Array2::<f32>::zeros((texts.len(), self.dimension));
+        let config = self.backbone.config();
+        let round = config.batch_size * config.sessions.max(1);
         for (c, chunk) in texts.chunks(self.chunk_rows).enumerate() {
-            between_chunks()?;
+            between_batches()?;
             let tokenizer = self.backbone.tokenizer();
             let encoded = match &self.prompt {
                 Some(p) => tokenizer.encode(
@@ -262,11 +296,17 @@ impl Embedder {
                 ),
                 None => tokenizer.encode(chunk),
             }?;
-            let (rows, _) = self.backbone.embed_encoded(&encoded, |_| {})?;
             let first = c * self.chunk_rows;
-            embeddings
-                .slice_mut(s![first..first + chunk.len(), ..])
-                .assign(&rows);
+            // Slices of the length order aligned to whole batches: the batches of one `embed_encoded` call.
+            for (r, rows) in encoded.length_order().chunks(round).enumerate() {
+                if r > 0 {
+                    between_batches()?;
+                }
+                let (done, _) = self.backbone.embed_rows(&encoded, rows, |_| {})?;
+                for (k, &row) in rows.iter().enumerate() {
+                    embeddings.row_mut(first + row).assign(&done.row(k));
+                }
+            }
         }
         Ok(embeddings)
     }

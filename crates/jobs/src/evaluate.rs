@@ -38,6 +38,17 @@ fn true_classes(
 ) -> Result<Vec<Option<usize>>, PipelineError> {
     let input = &job.predict.input;
     let table = graft_ingest::read_table(input)?;
+    if table.width() == 0 || table.height() == 0 {
+        return Err(evaluate_error(
+            format!(
+                "{} holds no labelled rows (it has {} columns and {} rows)",
+                input.display(),
+                table.width(),
+                table.height()
+            ),
+            "evaluate takes a table with a header line, a text column and a label column, one row per example",
+        ));
+    }
     let rows: Vec<usize> = (0..table.height()).collect();
     let (labels, names) =
         graft_ingest::task_labels(&table, &job.label_column, &rows).map_err(|e| {
@@ -72,6 +83,12 @@ fn true_classes(
 /// Scores the run's head on the labelled rows and writes `output/` (evaluation.json, report.md,
 /// predictions.csv); returns the record.
 pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
+    if job.output.exists() && !job.output.is_dir() {
+        return Err(evaluate_error(
+            format!("--output {} is a file", job.output.display()),
+            "evaluate writes a folder (evaluation.json, report.md, predictions.csv): name a folder, new or existing",
+        ));
+    }
     std::fs::create_dir_all(&job.output).map_err(|source| PipelineError::Io {
         path: job.output.clone(),
         source,
@@ -129,8 +146,15 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
     )?);
     let head = artefact_name(&scored.json_path);
     let run_test = Metrics::read(&predict.run_dir)
-        .ok()
-        .and_then(|m| m.heads.into_iter().find(|h| h.name == head))
+        .map_err(|e| {
+            evaluate_error(
+                e.to_string(),
+                "use the run folder as the run wrote it, or run the pipeline again",
+            )
+        })?
+        .heads
+        .into_iter()
+        .find(|h| h.name == head)
         .map(|h| h.test);
     write_predictions(&predict, output_format(&predict)?, &scored)?;
     let evaluation = Evaluation {

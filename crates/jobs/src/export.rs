@@ -543,6 +543,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
                 "the recorded backbone file changed since the run; restore it or run the pipeline again",
             ));
         }
+        crate::predict::check_tokenizer(&loaded, &model)?;
         let path = match &model {
             ModelSource::Registry(n) if image => cache.image_model(n)?.onnx.path,
             ModelSource::Registry(n) => graft_engine::provision::text_model(&cache, n)?.1.path,

@@ -510,8 +510,7 @@ fn open_input(
     }
     let reader = TextRowReader::open(&job.input, &job.text_column, job.id_column.as_deref())?;
     let settings = &job.backbone;
-    let model = settings.model_files(cache)?;
-    let config = settings.backbone_config()?;
+    let (model, config) = settings.resolved(cache)?;
     let identity_model = (
         model.onnx.sha256.clone(),
         model.tokenizer.sha256.clone(),

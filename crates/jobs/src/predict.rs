@@ -171,30 +171,16 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         None => names[0].to_owned(),
     };
     let description = heads_dir.join(format!("{name}.json"));
-    for path in [
-        description.clone(),
-        description.with_extension("safetensors"),
+    for name in [
+        format!("heads/{name}.json"),
+        format!("heads/{name}.safetensors"),
     ] {
-        let key = format!(
-            "heads/{}",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        );
-        let Some(recorded) = manifest.artefacts.get(&key) else {
-            continue; // runs written before checksums were recorded
-        };
-        let actual = graft_stdx::sha256_file(&path).map_err(|source| PipelineError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        if actual != *recorded {
-            return Err(predict_error(
-                format!(
-                    "{} changed after the run: its sha256 is not the one manifest.json records",
-                    path.display()
-                ),
+        manifest.verify(run_dir, &name).map_err(|e| {
+            predict_error(
+                e.to_string(),
                 "use the run folder as the run wrote it, or run the pipeline again",
-            ));
-        }
+            )
+        })?;
     }
     Ok(description)
 }
@@ -240,7 +226,37 @@ fn checked_model(
             "a head only works on the exact backbone it was trained with; pass that model with --model",
         ));
     }
+    check_tokenizer(loaded, &model)?;
     Ok(model)
+}
+
+/// A text backbone's tokenizer must be the one the head was trained with: the same graph fed other token
+/// ids gives other features. Registered models' tokenizers are verified when fetched; files are hashed here.
+pub(crate) fn check_tokenizer(
+    loaded: &LoadedHead,
+    model: &ModelSource,
+) -> Result<(), PipelineError> {
+    let (ModelSource::Files { tokenizer, .. }, Some(recorded)) =
+        (model, loaded.info.backbone.files.tokenizer.as_ref())
+    else {
+        return Ok(());
+    };
+    let actual = graft_stdx::sha256_file(tokenizer).map_err(|source| PipelineError::Io {
+        path: tokenizer.clone(),
+        source,
+    })?;
+    if actual != recorded.sha256 {
+        return Err(predict_error(
+            format!(
+                "the tokenizer {} has sha256 {actual}, but the head was trained with a tokenizer of sha256 {}",
+                tokenizer.display(),
+                recorded.sha256
+            ),
+            "the same graph with another tokenizer gives other features; pass the tokenizer.json the run used \
+             (the model folder or --tokenizer it was trained with)",
+        ));
+    }
+    Ok(())
 }
 
 /// The text settings the run embedded with (pooling, truncation, prompt, normalisation, graph output), onto

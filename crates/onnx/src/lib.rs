@@ -482,6 +482,17 @@ pub struct GraphSummary {
 }
 
 impl GraphSummary {
+    /// The rows of the graph's position-embedding table (an initializer named `…position_embedding…` of
+    /// rank 2, quantised or not), i.e. the longest token sequence a text model reads; `None` when the graph
+    /// has no such table (relative positions).
+    pub fn position_limit(&self) -> Option<usize> {
+        self.initializers
+            .iter()
+            .filter(|(name, dims)| name.contains("position_embedding") && dims.len() == 2)
+            .filter_map(|(_, dims)| usize::try_from(dims[0]).ok())
+            .min()
+    }
+
     /// Reads the summary of a serialized model.
     pub fn read(bytes: &[u8]) -> Result<GraphSummary, OnnxError> {
         let malformed = |what: &str| OnnxError::Malformed(what.to_owned());

@@ -81,6 +81,11 @@ pub struct RuntimeRecord {
     /// Sessions sharing the threads (batch jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<usize>,
+    /// ONNX Runtime's own telemetry: `off` (graft's default: `ORT_DISABLE_TELEMETRY=1` and
+    /// `DisableTelemetryEvents`) or `on` (`GRAFT_ONNXRUNTIME_TELEMETRY=1`); `None` in runs written before graft
+    /// recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<String>,
 }
 
 /// What the feature cache gave and took.
@@ -217,6 +222,15 @@ pub enum ArtefactError {
         /// serde's account.
         problem: String,
     },
+    /// A file of a run folder whose sha256 is not the one `manifest.json` records.
+    #[error(
+        "{} changed after the run: its sha256 is not the one manifest.json records",
+        path.display()
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
     /// Written by a newer graft.
     #[error(
         "{}: {what} format {found}, but this graft reads format {supported}; use the graft version that wrote it ({writer})",
@@ -305,6 +319,23 @@ impl Manifest {
             RUN_FORMAT,
         )?;
         read_json(&path, "run manifest")
+    }
+
+    /// Checks `<run_dir>/<name>` against the sha256 this manifest records for it (runs written before
+    /// checksums were recorded have none, and pass).
+    pub fn verify(&self, run_dir: &Path, name: &str) -> Result<(), ArtefactError> {
+        let Some(recorded) = self.artefacts.get(name) else {
+            return Ok(());
+        };
+        let path = run_dir.join(name);
+        let actual = graft_stdx::sha256_file(&path).map_err(|source| ArtefactError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if actual != *recorded {
+            return Err(ArtefactError::Changed { path });
+        }
+        Ok(())
     }
 }
 
@@ -407,8 +438,9 @@ pub fn to_json_text<T: Serialize>(record: &T) -> String {
 }
 
 impl crate::Metrics {
-    /// Reads `<run_dir>/metrics.json`.
+    /// Reads `<run_dir>/metrics.json`, refusing one that differs from what the run's manifest records.
     pub fn read(run_dir: &Path) -> Result<crate::Metrics, ArtefactError> {
+        Manifest::read(run_dir)?.verify(run_dir, "metrics.json")?;
         read_json(&run_dir.join("metrics.json"), "metrics file")
     }
 }

@@ -13,6 +13,12 @@ import json
 import os
 from typing import Any
 
+# ONNX Runtime's telemetry stays off (its documented opt-out, read when the runtime initialises): graft
+# writes nothing outside its cache, the run folder and the outputs you name. GRAFT_ONNXRUNTIME_TELEMETRY=1
+# leaves the environment as it is.
+if os.environ.get("GRAFT_ONNXRUNTIME_TELEMETRY", "").strip().lower() not in ("1", "on", "true", "yes"):
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 from graft._graft import Embedder, GraftError, Head, __version__
 from graft._graft import run as _run
 

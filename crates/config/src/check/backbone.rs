@@ -50,6 +50,23 @@ impl Checker<'_> {
             }
             (Some(name), None) => {
                 spans.backbone_model = Some(name.span());
+                let path = self.resolve(name.get_ref());
+                if !registry.models.contains_key(name.get_ref())
+                    && (name.get_ref().contains('/') || path.exists())
+                {
+                    let what = if path.exists() {
+                        "is a file, not a model folder"
+                    } else {
+                        "does not exist"
+                    };
+                    return Err(self
+                        .error(name.span(), format!("`model`: {} {what}", path.display()))
+                        .with_hint(format!(
+                            "`model` takes a folder holding model.onnx and tokenizer.json, or a registered backbone \
+                             ({}); a single graph is `onnx = \"…\"` with `tokenizer = \"…\"`",
+                            registry.model_names().join(", ")
+                        )));
+                }
                 let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
                     self.unknown(name, "backbone", "backbones", &registry.model_names())
                 })?;
@@ -95,7 +112,7 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
             config.max_length = v;
         }
-        self.check_positions(&b, &source, registry)?;
+        self.check_positions(&b, &source, registry, config.max_length, section.clone())?;
         if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
             config.batch_size = v;
         }
@@ -321,7 +338,14 @@ impl Checker<'_> {
                  exporters write them",
             )
         })?;
-        if let Some(pooling) = folder.pooling {
+        let explicit = b.pooling.map(|p| match p {
+            RawPooling::Mean => Pooling::Mean,
+            RawPooling::Cls => Pooling::Cls,
+        });
+        if let Some(pooling) = folder
+            .pooling_or(explicit)
+            .map_err(|e| self.error(name.span(), e.to_string()))?
+        {
             config.pooling = pooling;
         }
         if let Some(normalize) = folder.normalize {
@@ -377,16 +401,17 @@ impl Checker<'_> {
 
     /// `max_length` within the model's position embeddings: past them ONNX Runtime fails deep inside with a
     /// broadcast error that names no key. A registered model's limit is in the registry; a model file's is
-    /// read from its graph (the first dimension of its position-embedding table, when it has one).
+    /// read from its graph (the first dimension of its position-embedding table, when it has one). The value
+    /// checked is the one extraction will use: the key, else a model folder's `max_seq_length`, else the
+    /// default.
     fn check_positions(
         &self,
         b: &RawBackbone,
         source: &ModelSource,
         registry: &Registry,
+        max_length: usize,
+        section: Range<usize>,
     ) -> Result<(), Diagnostic> {
-        let Some(v) = &b.max_length else {
-            return Ok(());
-        };
         let (limit, model) = match source {
             ModelSource::Registry(name) => (
                 registry.models.get(name).and_then(|m| m.max_positions),
@@ -400,35 +425,48 @@ impl Checker<'_> {
                 ),
             ),
         };
-        if let Some(limit) = limit
-            && *v.get_ref() > limit
-        {
+        let Some(limit) = limit.filter(|&limit| max_length > limit) else {
+            return Ok(());
+        };
+        let hint =
+            format!("use at most {limit}; longer texts are truncated to `max_length` tokens");
+        let Some(v) = &b.max_length else {
+            let from = if b.model.is_some() && b.onnx.is_none() {
+                "the model folder's sentence_bert_config.json (or graft's default)"
+            } else {
+                "graft's default"
+            };
+            let span = b
+                .model
+                .as_ref()
+                .or(b.onnx.as_ref())
+                .map_or(section, Spanned::span);
             return Err(self
                 .error(
-                    v.span(),
+                    span,
                     format!(
-                        "`max_length = {}` is more than {model} reads ({limit} token positions)",
-                        v.get_ref()
+                        "`max_length` {max_length}, from {from}, is more than {model} reads ({limit} token positions)"
                     ),
                 )
-                .with_hint(format!(
-                    "use at most {limit}; longer texts are truncated to `max_length` tokens"
-                )));
-        }
-        Ok(())
+                .with_hint(format!("set `max_length` in [backbone]: {hint}")));
+        };
+        Err(self
+            .error(
+                v.span(),
+                format!(
+                    "`max_length = {}` is more than {model} reads ({limit} token positions)",
+                    v.get_ref()
+                ),
+            )
+            .with_hint(hint))
     }
 }
 
-/// The rows of a model file's position-embedding table (an initializer named `…position_embedding…` of rank
-/// 2, quantised or not), i.e. the longest token sequence it reads; `None` when the graph has no such table
-/// (relative positions) or cannot be read (the model's own loading reports that).
+/// The longest token sequence a model file reads ([`graft_onnx::GraphSummary::position_limit`]); `None` when
+/// the graph has no position table or cannot be read (the model's own loading reports that).
 fn position_limit(onnx: &std::path::Path) -> Option<usize> {
     let bytes = std::fs::read(onnx).ok()?;
     graft_onnx::GraphSummary::read(&bytes)
         .ok()?
-        .initializers
-        .into_iter()
-        .filter(|(name, dims)| name.contains("position_embedding") && dims.len() == 2)
-        .filter_map(|(_, dims)| usize::try_from(dims[0]).ok())
-        .min()
+        .position_limit()
 }

@@ -25,7 +25,7 @@ use crate::techniques::TechniquesPlan;
 
 /// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.
 pub(crate) fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
-    let message = e.message().trim_end().to_owned();
+    let message = plain_words(e.message().trim_end());
     let mut diagnostic = Diagnostic::at(file, source, e.span(), message.clone());
     // serde phrases these as "unknown field `x`, expected one of `a`, `b`" / "unknown variant `x`, expected `a`".
     let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
@@ -44,6 +44,36 @@ pub(crate) fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> Conf
         ));
     }
     ConfigError::Invalid(diagnostic)
+}
+
+/// serde's and toml's messages in a pipeline author's words: Rust type names (`usize`, `f64`) and parser
+/// jargon ("wanted string or table") mean nothing to someone writing TOML.
+fn plain_words(message: &str) -> String {
+    const WORDS: [(&str, &str); 10] = [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u8", "expected a whole number (0 to 255)"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        (
+            "wanted string or table",
+            "expected a name in quotes or a table (such as `[head.logistic]`)",
+        ),
+        ("wanted exactly 1 element", "expected one name or one table"),
+    ];
+    let mut message = message.to_owned();
+    for (jargon, plain) in WORDS {
+        // Whole words only: `expected u8` must not rewrite `expected u8x`.
+        if let Some(at) = message.find(jargon)
+            && !message[at + jargon.len()..].starts_with(|c: char| c.is_alphanumeric())
+        {
+            message.replace_range(at..at + jargon.len(), plain);
+        }
+    }
+    message
 }
 
 impl Plan {

@@ -11,10 +11,13 @@ use crate::checker::Checker;
 
 /// `layers = 2` or `layers = "all"`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "`layers` is the number of top blocks to train (such as 2) or \"all\""
+)]
 pub enum RawLayers {
-    Count(usize),
-    Word(String),
+    Count(#[schemars(range(min = 1))] usize),
+    Word(#[schemars(regex(pattern = "^all$"))] String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

@@ -41,22 +41,33 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             .unwrap_or_else(|| defaults.cache_dir.clone())
             .join("features")
     });
+    // A missing folder is an empty cache; something else at its place is a mistake to report.
+    if features.exists() && !features.is_dir() {
+        return Err(PipelineError::Job {
+            message: format!(
+                "{} is a file, not a feature cache folder",
+                features.display()
+            ),
+            hint: "give --features-dir the folder that holds the cached features (default: features/ in the cache)"
+                .to_owned(),
+        });
+    }
     match args.action {
         Action::Stats => {
-            print!("{}", graft_engine::feature_cache_stats(&features)?);
+            out!("{}", graft_engine::feature_cache_stats(&features)?)?;
         }
         Action::Clear { model, dry_run } => {
             let removed = graft_engine::clear_feature_cache(&features, model.as_deref(), dry_run)?;
             for (dir, description) in &removed {
                 let name = dir.file_name().unwrap_or_default().to_string_lossy();
-                println!("  {name}  {description}");
+                outln!("  {name}  {description}")?;
             }
-            println!(
+            outln!(
                 "{} {} feature namespace(s) from {}",
                 if dry_run { "would remove" } else { "removed" },
                 removed.len(),
                 features.display()
-            );
+            )?;
         }
     }
     Ok(())

@@ -27,7 +27,7 @@ pub struct Args {
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
     let plan = Plan::load(&args.pipeline)?;
     if args.no_data {
-        println!("{}: ok (pipeline `{}`)", args.pipeline.display(), plan.name);
+        outln!("{}: ok (pipeline `{}`)", args.pipeline.display(), plan.name)?;
         return Ok(());
     }
     let cache_dir = args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone());
@@ -37,7 +37,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     } else {
         graft_engine::check_model(&plan, &cache_dir, data.train)?
     };
-    println!(
+    outln!(
         "{}: ok (pipeline `{}`): {} rows, {} classes; train {} · validation {} · test {}{}",
         args.pipeline.display(),
         plan.name,
@@ -61,9 +61,9 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         } else {
             String::new()
         }
-    );
+    )?;
     if let Some(m) = model {
-        println!(
+        outln!(
             "  model {}: inputs {}; features from {}{}{}",
             m.label,
             m.inputs.join(", "),
@@ -72,7 +72,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
                 .map_or_else(String::new, |d| format!(", {d} wide")),
             m.max_length
                 .map_or_else(String::new, |n| format!("; {n} tokens kept per text")),
-        );
+        )?;
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             ..graft_engine::Bootstrap::default()
         },
     })?;
-    print!("{}", o.table);
-    println!("wrote {} and {}", o.markdown.display(), o.json.display());
+    out!("{}", o.table)?;
+    outln!("wrote {} and {}", o.markdown.display(), o.json.display())?;
     Ok(())
 }

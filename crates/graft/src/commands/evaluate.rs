@@ -78,7 +78,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     let e = graft_jobs::evaluate(&job)?;
     let s = &e.scores;
     let ci = s.intervals.as_ref().expect("evaluate sets intervals");
-    println!(
+    outln!(
         "evaluated head `{}` on {} rows of {}: accuracy {:.4} [{:.4}, {:.4}], macro-F1 {:.4} [{:.4}, {:.4}] ({:.0}% intervals){}",
         e.head,
         s.rows,
@@ -94,7 +94,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             "; the run's test split: accuracy {:.4}, macro-F1 {:.4}",
             t.accuracy, t.macro_f1
         )),
-    );
-    println!("  report {}", output.join("report.md").display());
+    )?;
+    outln!("  report {}", output.join("report.md").display())?;
     Ok(())
 }

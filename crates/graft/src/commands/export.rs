@@ -33,16 +33,16 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         head_only: args.head_only,
         cache_dir: args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone()),
     })?;
-    println!(
+    outln!(
         "exported head `{}` → {} ({:.1} KB)",
         o.head,
         o.output.display(),
         o.bytes as f64 / 1e3
-    );
-    println!("  inputs   {}", o.inputs.join("; "));
-    println!("  outputs  {}", o.outputs.join("; "));
+    )?;
+    outln!("  inputs   {}", o.inputs.join("; "))?;
+    outln!("  outputs  {}", o.outputs.join("; "))?;
     if let Some(t) = &o.tokenizer {
-        println!("  tokenizer {}", t.display());
+        outln!("  tokenizer {}", t.display())?;
     }
     Ok(())
 }

@@ -82,10 +82,11 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     job.backbone.chunk_rows = args.chunk_rows;
     job.backbone.sessions = args.sessions;
     job.shard = args.shard;
-    job.backbone.pooling = args
-        .pooling
-        .map(Into::into)
-        .or(folder.as_ref().and_then(|f| f.pooling));
+    let pooling = args.pooling.map(Into::into);
+    job.backbone.pooling = match &folder {
+        Some(f) => f.pooling_or(pooling)?,
+        None => pooling,
+    };
     job.backbone.max_length = args
         .max_length
         .or(folder.as_ref().and_then(|f| f.max_length));
@@ -95,6 +96,6 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     job.progress = !args.inference.no_progress;
     job.backbone.provider = args.inference.device.provider();
     let outcome = graft_jobs::extract(&job)?;
-    println!("{}", outcome.summary);
+    outln!("{}", outcome.summary)?;
     Ok(())
 }

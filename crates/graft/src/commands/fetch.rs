@@ -39,11 +39,11 @@ pub fn fetch(pipelines: &[PathBuf], cache: &Path) -> Result<(), PipelineError> {
     for pipeline in pipelines {
         let plan = Plan::load(pipeline)?;
         graft_engine::provision_all(&plan, cache)?;
-        println!(
+        outln!(
             "{}: everything fetched and verified in {}",
             pipeline.display(),
             cache.display()
-        );
+        )?;
     }
     Ok(())
 }

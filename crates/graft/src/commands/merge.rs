@@ -16,11 +16,11 @@ pub struct Args {
 
 pub(crate) fn run(args: Args) -> Result<(), PipelineError> {
     let m = graft_jobs::merge(&args.parts, &args.output)?;
-    println!(
+    outln!(
         "merged {} parts: {} rows → {}",
         m.parts,
         m.rows,
         m.output.display()
-    );
+    )?;
     Ok(())
 }

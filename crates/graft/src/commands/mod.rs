@@ -1,5 +1,15 @@
 //! One module per subcommand: its arguments (clap) and what it does with them.
 
+/// `print!` that returns an error instead of panicking when standard output cannot be written.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` that returns an error instead of panicking when standard output cannot be written.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::commands::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod cache;
 pub mod check;
 pub mod compare;
@@ -132,6 +142,12 @@ pub fn model_source(
             hint: "give the model's tokenizer.json with --tokenizer, or a model folder or registry name as --model"
                 .to_owned(),
         }),
+        (false, _) if looks_like_a_path(&model) => Err(PipelineError::Job {
+            message: format!("--model {model}: no such file or folder"),
+            hint: "give an existing model folder (model.onnx + tokenizer.json), an .onnx file with --tokenizer, \
+                   or a registry name (`graft models` lists them)"
+                .to_owned(),
+        }),
         (false, _) => Ok((graft_config::ModelSource::Registry(model), None)),
     }
 }
@@ -160,4 +176,29 @@ impl ModelOverride {
 /// All cores, for ONNX Runtime's intra-op threads when not told.
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Registry names are plain words (`minilm-l6-int8`); a value with a path separator or a file extension
+/// names a file or folder.
+pub(crate) fn looks_like_a_path(model: &str) -> bool {
+    model.contains('/')
+        || model.contains('\\')
+        || model.starts_with('.')
+        || model.ends_with(".onnx")
+}
+
+/// Writes to standard output; a failed write (a full disk, a closed pipe) is an error that says so, not a
+/// panic.
+pub(crate) fn write_stdout(text: std::fmt::Arguments<'_>) -> Result<(), PipelineError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| PipelineError::Job {
+            message: format!("cannot write to standard output: {e}"),
+            hint: "check where the output goes (a full disk, a closed pipe), or write to a file with --output \
+                   where the command has it"
+                .to_owned(),
+        })
 }

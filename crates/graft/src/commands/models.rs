@@ -29,10 +29,15 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         .max()
         .unwrap_or(7)
         .max(7);
-    println!(
+    outln!(
         "{:<width$}  {:<5}  {:>5}  {:<10}  {:<12}  {:<package$}  notes",
-        "name", "kind", "dim", "licence", "in cache", "package"
-    );
+        "name",
+        "kind",
+        "dim",
+        "licence",
+        "in cache",
+        "package"
+    )?;
     for m in &models {
         let cached = m.cached_bytes.map_or_else(
             || "not fetched".to_owned(),
@@ -47,11 +52,11 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             "{:<width$}  {:<5}  {:>5}  {:<10}  {:<12}  {:<package$}  {notes}",
             m.name, m.modality, m.dimension, m.licence, cached, m.package
         );
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end())?;
     }
-    println!(
+    outln!(
         "\n{} registered backbones; descriptions and checksums: crates/assets/registry.toml",
         models.len()
-    );
+    )?;
     Ok(())
 }

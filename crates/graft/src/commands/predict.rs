@@ -56,11 +56,11 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         progress: !args.inference.no_progress,
     };
     let outcome = graft_jobs::predict(&job)?;
-    println!(
+    outln!(
         "predicted {} rows with head `{}` → {}",
         outcome.rows,
         outcome.head,
         outcome.output.display()
-    );
+    )?;
     Ok(())
 }

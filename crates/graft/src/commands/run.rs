@@ -46,30 +46,34 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             &args.pipeline,
             &plan,
             &graft_engine::dry_run(&plan, &options)?,
-        );
+        )?;
         return Ok(());
     }
     let outcome = graft_engine::run(&plan, &options)?;
-    println!("{}", outcome.summary);
+    outln!("{}", outcome.summary)?;
     Ok(())
 }
 
-fn print_plan(file: &std::path::Path, plan: &Plan, dry: &graft_engine::DryRun) {
-    println!(
+fn print_plan(
+    file: &std::path::Path,
+    plan: &Plan,
+    dry: &graft_engine::DryRun,
+) -> Result<(), PipelineError> {
+    outln!(
         "{}: pipeline `{}` (dry run: nothing fetched, extracted or written)",
         file.display(),
         plan.name
-    );
+    )?;
     for (what, name, here) in &dry.parts {
         let state = if *here {
             "in the cache"
         } else {
             "would be fetched"
         };
-        println!("  {what:<9} {name}: {state}");
+        outln!("  {what:<9} {name}: {state}")?;
     }
     match &dry.data {
-        Some(d) => println!(
+        Some(d) => outln!(
             "  rows      {} ({} classes; {} dropped{}): train {} · validation {} · test {}",
             d.rows,
             d.classes,
@@ -89,15 +93,15 @@ fn print_plan(file: &std::path::Path, plan: &Plan, dry: &graft_engine::DryRun) {
             d.train,
             d.validation,
             d.test
-        ),
-        None => println!("  rows      known once the data set is fetched (`fetch` fetches it)"),
+        )?,
+        None => outln!("  rows      known once the data set is fetched (`fetch` fetches it)")?,
     }
     match dry.cached_features {
-        Some((hits, rows)) => println!(
+        Some((hits, rows)) => outln!(
             "  features  {hits} of {rows} rows in the feature cache; {} to extract",
             rows - hits
-        ),
-        None => println!("  features  looked up when the run starts"),
+        )?,
+        None => outln!("  features  looked up when the run starts")?,
     }
     let stages: Vec<&str> = plan
         .techniques
@@ -105,7 +109,7 @@ fn print_plan(file: &std::path::Path, plan: &Plan, dry: &graft_engine::DryRun) {
         .iter()
         .map(|s| s.stage().table())
         .collect();
-    println!(
+    outln!(
         "  heads     {}{}",
         plan.heads
             .iter()
@@ -117,5 +121,5 @@ fn print_plan(file: &std::path::Path, plan: &Plan, dry: &graft_engine::DryRun) {
         } else {
             format!("; stages: {}", stages.join(", "))
         }
-    );
+    )
 }

@@ -15,7 +15,7 @@ pub struct Args {
 pub(crate) fn run(args: Args) -> Result<(), PipelineError> {
     let text = graft_config::schema::pipeline_schema_json();
     match args.output {
-        None => print!("{text}"),
+        None => out!("{text}")?,
         Some(path) => {
             std::fs::write(&path, text).map_err(|source| PipelineError::Io { path, source })?
         }
