@@ -72,6 +72,9 @@ fn the_schema_catches_what_an_editor_should_underline() {
         ("unknown-key", "/data"),
         ("wrong-type", "/backbone/threads"),
         ("misspelt-head", "/head"),
+        // values `check` refuses are refused by the schema too
+        ("schema-version", "/schema"),
+        ("fine-tune-layers-word", "/fine_tune/layers"),
     ] {
         let path = repo().join(format!("fixtures/pipelines/errors/{name}.toml"));
         let errors: Vec<String> = validator

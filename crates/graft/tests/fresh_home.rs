@@ -215,7 +215,13 @@ fn telemetry_is_on_only_when_the_user_says_so_and_the_manifest_records_it() {
     // Features of their own, so the runtime really loads (cached features would not need it).
     let features = machine.path("work/features").display().to_string();
     let off = machine.graft_with(
-        &["run", &pipeline, "--no-progress", "--features-dir", &features],
+        &[
+            "run",
+            &pipeline,
+            "--no-progress",
+            "--features-dir",
+            &features,
+        ],
         &[
             ("GRAFT_CACHE", &cache),
             ("GRAFT_ONNXRUNTIME_TELEMETRY", Path::new("0")),
@@ -226,7 +232,13 @@ fn telemetry_is_on_only_when_the_user_says_so_and_the_manifest_records_it() {
     assert!(!queue.exists());
     std::fs::remove_dir_all(machine.path("work/features")).unwrap();
     let on = machine.graft_with(
-        &["run", &pipeline, "--no-progress", "--features-dir", &features],
+        &[
+            "run",
+            &pipeline,
+            "--no-progress",
+            "--features-dir",
+            &features,
+        ],
         &[
             ("GRAFT_CACHE", &cache),
             ("GRAFT_ONNXRUNTIME_TELEMETRY", Path::new("1")),
@@ -234,5 +246,9 @@ fn telemetry_is_on_only_when_the_user_says_so_and_the_manifest_records_it() {
     );
     assert_eq!(manifest(&on)["runtime"]["telemetry"], "on");
     // What "off" prevents, seen: ONNX Runtime 1.31 then keeps its device id and event queue in the home.
-    assert!(queue.join("deviceid").is_file(), "{:?}", listing(machine.root.path()));
+    assert!(
+        queue.join("deviceid").is_file(),
+        "{:?}",
+        listing(machine.root.path())
+    );
 }

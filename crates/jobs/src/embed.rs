@@ -166,7 +166,7 @@ impl EmbedSettings {
         cache: &Cache,
     ) -> Result<(ResolvedModel, TextBackboneConfig), PipelineError> {
         let model = self.model_files(cache)?;
-        let config = self.backbone_config()?;
+        let mut config = self.backbone_config()?;
         let path = &model.onnx.path;
         let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
             path: path.clone(),
@@ -176,7 +176,14 @@ impl EmbedSettings {
         let limit = graft_onnx::GraphSummary::read(&bytes)
             .ok()
             .and_then(|g| g.position_limit());
-        if let Some(limit) = limit.filter(|&limit| config.max_length > limit) {
+        let limit = limit.filter(|&limit| config.max_length > limit);
+        let chosen = self.max_length.is_some() || matches!(self.model, ModelSource::Registry(_));
+        if let Some(limit) = limit
+            && !chosen
+        {
+            // graft's default, lowered to the graph's positions (as sentence-transformers caps its own).
+            config.max_length = limit;
+        } else if let Some(limit) = limit {
             return Err(job_error(
                 format!(
                     "max_length {} is more than {} reads ({limit} token positions)",

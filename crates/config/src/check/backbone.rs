@@ -24,6 +24,8 @@ impl Checker<'_> {
         spans.sha256 = b.sha256.as_ref().map(Spanned::span);
         let mut config = TextBackboneConfig::default();
         let mut image = None;
+        // Whether a model folder's sentence_bert_config.json chose `max_length` (else the default applies).
+        let mut folder_sets_length = false;
         let source = match (&b.model, &b.onnx) {
             (Some(_), Some(onnx)) => {
                 return Err(self
@@ -46,27 +48,13 @@ impl Checker<'_> {
                     && self.resolve(name.get_ref()).is_dir() =>
             {
                 spans.backbone_model = Some(name.span());
-                self.check_model_folder(&b, name, &mut config)?
+                let (source, sets_length) = self.check_model_folder(&b, name, &mut config)?;
+                folder_sets_length = sets_length;
+                source
             }
             (Some(name), None) => {
                 spans.backbone_model = Some(name.span());
-                let path = self.resolve(name.get_ref());
-                if !registry.models.contains_key(name.get_ref())
-                    && (name.get_ref().contains('/') || path.exists())
-                {
-                    let what = if path.exists() {
-                        "is a file, not a model folder"
-                    } else {
-                        "does not exist"
-                    };
-                    return Err(self
-                        .error(name.span(), format!("`model`: {} {what}", path.display()))
-                        .with_hint(format!(
-                            "`model` takes a folder holding model.onnx and tokenizer.json, or a registered backbone \
-                             ({}); a single graph is `onnx = \"…\"` with `tokenizer = \"…\"`",
-                            registry.model_names().join(", ")
-                        )));
-                }
+                self.not_a_folder(name, registry)?;
                 let entry = registry.models.get(name.get_ref()).ok_or_else(|| {
                     self.unknown(name, "backbone", "backbones", &registry.model_names())
                 })?;
@@ -112,7 +100,13 @@ impl Checker<'_> {
         if let Some(v) = at_least(&b.max_length, "max_length", 2)? {
             config.max_length = v;
         }
-        self.check_positions(&b, &source, registry, config.max_length, section.clone())?;
+        self.check_positions(
+            &b,
+            &source,
+            registry,
+            (&mut config.max_length, folder_sets_length),
+            section.clone(),
+        )?;
         if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
             config.batch_size = v;
         }
@@ -134,7 +128,25 @@ impl Checker<'_> {
             config.sessions = v;
         }
         config.provider = self.check_provider(&b)?;
-        if image.is_none() {
+        let prompt = self.check_modality_keys(&b, image.is_some(), registry)?;
+        Ok(BackbonePlan {
+            source,
+            config,
+            image,
+            cache: b.cache.unwrap_or(true),
+            prompt,
+        })
+    }
+
+    /// Keys that belong to one modality — image sizes and augmentation to image backbones, `prompt` to text
+    /// ones — refused on the other; returns the prompt.
+    fn check_modality_keys(
+        &self,
+        b: &RawBackbone,
+        image: bool,
+        registry: &Registry,
+    ) -> Result<Option<String>, Diagnostic> {
+        if !image {
             for (key, span) in [
                 ("image_size", b.image_size.as_ref().map(Spanned::span)),
                 ("resize", b.resize.as_ref().map(Spanned::span)),
@@ -150,8 +162,8 @@ impl Checker<'_> {
                 }
             }
         }
-        let prompt = match b.prompt {
-            Some(p) if image.is_some() => {
+        match &b.prompt {
+            Some(p) if image => {
                 return Err(self
                     .error(p.span(), "`prompt` applies to text backbones")
                     .with_hint("image backbones take no text; remove `prompt`"));
@@ -161,15 +173,8 @@ impl Checker<'_> {
                     .error(p.span(), "`prompt` has no `{text}` placeholder")
                     .with_hint("mark where each text goes, e.g. `prompt = \"query: {text}\"`"));
             }
-            other => other.map(Spanned::into_inner),
-        };
-        Ok(BackbonePlan {
-            source,
-            config,
-            image,
-            cache: b.cache.unwrap_or(true),
-            prompt,
-        })
+            other => Ok(other.as_ref().map(|p| p.get_ref().clone())),
+        }
     }
 
     /// `[backbone.augment]`: the augmentation and how many views each training image adds.
@@ -326,7 +331,7 @@ impl Checker<'_> {
         b: &RawBackbone,
         name: &Spanned<String>,
         config: &mut TextBackboneConfig,
-    ) -> Result<ModelSource, Diagnostic> {
+    ) -> Result<(ModelSource, bool), Diagnostic> {
         if let Some(tok) = &b.tokenizer {
             return Err(self
                 .error(tok.span(), "`tokenizer` applies to an `onnx` file")
@@ -354,11 +359,35 @@ impl Checker<'_> {
         if let Some(max_length) = folder.max_length {
             config.max_length = max_length;
         }
-        Ok(ModelSource::Files {
+        let source = ModelSource::Files {
             sha256: self.pinned_sha256(b, &folder.onnx)?,
             onnx: folder.onnx,
             tokenizer: folder.tokenizer,
-        })
+        };
+        Ok((source, folder.max_length.is_some()))
+    }
+
+    /// A `model` that is neither a registered name nor a folder but names a path (a separator, or an existing
+    /// file): said as such, not as an unknown registry name.
+    fn not_a_folder(&self, name: &Spanned<String>, registry: &Registry) -> Result<(), Diagnostic> {
+        let path = self.resolve(name.get_ref());
+        if registry.models.contains_key(name.get_ref())
+            || !(name.get_ref().contains('/') || path.exists())
+        {
+            return Ok(());
+        }
+        let what = if path.exists() {
+            "is a file, not a model folder"
+        } else {
+            "does not exist"
+        };
+        Err(self
+            .error(name.span(), format!("`model`: {} {what}", path.display()))
+            .with_hint(format!(
+                "`model` takes a folder holding model.onnx and tokenizer.json, or a registered backbone ({}); a \
+                 single graph is `onnx = \"…\"` with `tokenizer = \"…\"`",
+                registry.model_names().join(", ")
+            )))
     }
 
     /// `provider`, with `device_id` and `fallback` for CUDA.
@@ -401,15 +430,15 @@ impl Checker<'_> {
 
     /// `max_length` within the model's position embeddings: past them ONNX Runtime fails deep inside with a
     /// broadcast error that names no key. A registered model's limit is in the registry; a model file's is
-    /// read from its graph (the first dimension of its position-embedding table, when it has one). The value
-    /// checked is the one extraction will use: the key, else a model folder's `max_seq_length`, else the
-    /// default.
+    /// read from its graph (the first dimension of its position-embedding table, when it has one). A value
+    /// the pipeline or the model folder chose must fit; graft's default is lowered to the limit, as
+    /// sentence-transformers caps `max_seq_length` at the model's positions.
     fn check_positions(
         &self,
         b: &RawBackbone,
         source: &ModelSource,
         registry: &Registry,
-        max_length: usize,
+        (max_length, from_folder): (&mut usize, bool),
         section: Range<usize>,
     ) -> Result<(), Diagnostic> {
         let (limit, model) = match source {
@@ -425,40 +454,38 @@ impl Checker<'_> {
                 ),
             ),
         };
-        let Some(limit) = limit.filter(|&limit| max_length > limit) else {
+        let Some(limit) = limit.filter(|&limit| *max_length > limit) else {
             return Ok(());
         };
         let hint =
             format!("use at most {limit}; longer texts are truncated to `max_length` tokens");
-        let Some(v) = &b.max_length else {
-            let from = if b.model.is_some() && b.onnx.is_none() {
-                "the model folder's sentence_bert_config.json (or graft's default)"
-            } else {
-                "graft's default"
-            };
-            let span = b
-                .model
-                .as_ref()
-                .or(b.onnx.as_ref())
-                .map_or(section, Spanned::span);
-            return Err(self
+        match &b.max_length {
+            None if !from_folder => {
+                *max_length = limit;
+                Ok(())
+            }
+            None => {
+                let span = b.model.as_ref().map_or(section, Spanned::span);
+                Err(self
+                    .error(
+                        span,
+                        format!(
+                            "`max_length` {max_length}, from the model folder's sentence_bert_config.json, is more \
+                             than {model} reads ({limit} token positions)"
+                        ),
+                    )
+                    .with_hint(format!("set `max_length` in [backbone]: {hint}")))
+            }
+            Some(v) => Err(self
                 .error(
-                    span,
+                    v.span(),
                     format!(
-                        "`max_length` {max_length}, from {from}, is more than {model} reads ({limit} token positions)"
+                        "`max_length = {}` is more than {model} reads ({limit} token positions)",
+                        v.get_ref()
                     ),
                 )
-                .with_hint(format!("set `max_length` in [backbone]: {hint}")));
-        };
-        Err(self
-            .error(
-                v.span(),
-                format!(
-                    "`max_length = {}` is more than {model} reads ({limit} token positions)",
-                    v.get_ref()
-                ),
-            )
-            .with_hint(hint))
+                .with_hint(hint)),
+        }
     }
 }
 
