@@ -2,6 +2,8 @@
 # Peak memory of a 1,000,000-row `cargo xtask extract` (MiniLM-L6 int8, one thread, default 4,096-row chunks),
 # measured with /usr/bin/time -v. Takes about an hour on a 2-core machine. ROWS=100000 for a quicker look.
 set -euo pipefail
+# ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
+export ORT_DISABLE_TELEMETRY=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRAFT_CACHE:-$root/.graft-cache}
 rows=${ROWS:-1000000}

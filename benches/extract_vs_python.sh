@@ -4,6 +4,8 @@
 # each. graft runs as users run it (the dev profile): `cargo xtask run` with an empty feature cache (one
 # session, 2 threads), and `cargo xtask extract` with two single-threaded sessions.
 set -euo pipefail
+# ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
+export ORT_DISABLE_TELEMETRY=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRAFT_CACHE:-$root/.graft-cache}
 rounds=${ROUNDS:-2}

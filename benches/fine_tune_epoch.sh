@@ -5,6 +5,8 @@
 #
 #   benches/fine_tune_epoch.sh
 set -euo pipefail
+# ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
+export ORT_DISABLE_TELEMETRY=1
 cd "$(dirname "$0")/.."
 runs=$(mktemp -d)
 trap 'rm -rf "$runs"' EXIT

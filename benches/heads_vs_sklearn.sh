@@ -6,6 +6,8 @@
 # stopping with patience 10) vs LogisticRegression / MLPClassifier with the same settings. Prints accuracy
 # and fit seconds per model and the logistic fit-time ratio.
 set -euo pipefail
+# ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
+export ORT_DISABLE_TELEMETRY=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRAFT_CACHE:-$root/.graft-cache}
 epochs=${EPOCHS:-50}

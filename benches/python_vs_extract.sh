@@ -3,6 +3,8 @@
 # binary), alternating in one invocation: same model (MiniLM-L6 int8), 2 threads, batch 64, 4,096-row
 # chunks. Prints rows/s of each round and the ratio of the best of each; the embeddings are compared too.
 set -euo pipefail
+# ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
+export ORT_DISABLE_TELEMETRY=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRAFT_CACHE:-$root/.graft-cache}
 rounds=${ROUNDS:-3}

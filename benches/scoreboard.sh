@@ -7,6 +7,8 @@
 # graft runs as users run it (the dev profile, `cargo xtask …`); the baselines run in a venv in the cache
 # with pinned wheels (numpy 2.4.6, scikit-learn 1.9.1, onnxruntime 1.31.1, tokenizers 0.23.3).
 set -euo pipefail
+# ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
+export ORT_DISABLE_TELEMETRY=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRAFT_CACHE:-$root/.graft-cache}
 mode=${MODE:-short}

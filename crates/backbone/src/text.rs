@@ -179,19 +179,7 @@ impl TextBackbone {
                 });
             }
         }
-        let tokenizer_err = |message: String| BackboneError::Tokenizer {
-            path: tokenizer.to_path_buf(),
-            message,
-        };
-        let mut tok = Tokenizer::from_file(tokenizer).map_err(|e| tokenizer_err(e.to_string()))?;
-        // Some shipped tokenizers pad every text to a fixed length; we pad per batch instead.
-        tok.with_padding(None);
-        tok.with_truncation(Some(TruncationParams {
-            max_length: config.max_length,
-            ..TruncationParams::default()
-        }))
-        .map_err(|e| tokenizer_err(e.to_string()))?;
-
+        let text_tokenizer = TextTokenizer::open(tokenizer, config.max_length)?;
         let model_err = |message: String| BackboneError::Model {
             path: model.to_path_buf(),
             message,
@@ -247,10 +235,7 @@ impl TextBackbone {
             provider_used,
             fallback_reason,
             sessions,
-            tokenizer: TextTokenizer {
-                tokenizer: Arc::new(tok),
-                path: tokenizer.to_path_buf(),
-            },
+            tokenizer: text_tokenizer,
             config,
             feeds,
             output,
@@ -673,6 +658,27 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
+    /// Reads a Hugging Face `tokenizer.json`, set to pad nothing (batches are padded to their own longest
+    /// row) and to truncate at `max_length` tokens.
+    pub fn open(path: &Path, max_length: usize) -> Result<TextTokenizer, BackboneError> {
+        let tokenizer_err = |message: String| BackboneError::Tokenizer {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut tok = Tokenizer::from_file(path).map_err(|e| tokenizer_err(e.to_string()))?;
+        // Some shipped tokenizers pad every text to a fixed length; we pad per batch instead.
+        tok.with_padding(None);
+        tok.with_truncation(Some(TruncationParams {
+            max_length,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| tokenizer_err(e.to_string()))?;
+        Ok(TextTokenizer {
+            tokenizer: Arc::new(tok),
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Tokenizes `texts` in parallel (rayon).
     pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<EncodedTexts, BackboneError> {
         let started = Instant::now();

@@ -162,15 +162,19 @@ fn read_npy(path: &Path) -> Result<Array2<f32>, IngestError> {
         return Err(bad("missing the \\x93NUMPY magic"));
     }
     let (header_len, start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        1 => (
+            usize::from(u16::from_le_bytes([bytes[8], bytes[9]])),
+            10usize,
+        ),
         2 | 3 if bytes.len() >= 12 => (
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
         _ => return Err(bad("unknown format version")),
     };
-    let header = bytes
-        .get(start..start + header_len)
+    let header = start
+        .checked_add(header_len)
+        .and_then(|end| bytes.get(start..end))
         .map(String::from_utf8_lossy)
         .ok_or_else(|| bad("truncated header"))?;
     let field = |key: &str| -> Option<String> {
@@ -199,13 +203,17 @@ fn read_npy(path: &Path) -> Result<Array2<f32>, IngestError> {
         )));
     };
     let body = &bytes[start + header_len..];
-    let n = rows * cols;
+    // A header may claim any shape: the element count and byte size are checked, never trusted.
+    let n = rows
+        .checked_mul(cols)
+        .ok_or_else(|| bad(&format!("shape ({rows}, {cols}) is too large")))?;
+    let size = |width: usize| n.checked_mul(width);
     let values: Vec<f32> = match descr.as_str() {
-        "<f4" | "|f4" if body.len() == 4 * n => body
+        "<f4" | "|f4" if size(4) == Some(body.len()) => body
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        "<f8" if body.len() == 8 * n => body
+        "<f8" if size(8) == Some(body.len()) => body
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
             .collect(),

@@ -3,6 +3,8 @@
 //! - [`atomic`]: files and folders that appear whole or not at all (temporary name, fsync, rename).
 //! - [`sha256_hex`], [`sha256_file`], [`HashingWriter`]: the checksums graft records and verifies.
 //! - [`derive_seed`]: one independent, stable seed per purpose from a pipeline's seed.
+//! - [`alloc_probe`]: the peak memory a piece of code allocates, for tests that bound what readers of
+//!   damaged files may reserve.
 //!
 //! ```
 //! let dir = tempfile::tempdir()?;
@@ -13,6 +15,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod alloc_probe;
 pub mod atomic;
 mod hash;
 mod seed;

@@ -71,6 +71,14 @@ pub enum TuneError {
         /// What the reader said.
         detail: String,
     },
+    /// Readable safetensors whose tensors are not a BERT encoder graft can use.
+    #[error("{}: {problem}", path.display())]
+    NotAnEncoder {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or wrong ([`TuneError::MissingTensor`], [`TuneError::TensorShape`], …).
+        problem: Box<TuneError>,
+    },
     /// A tensor a BERT encoder needs is absent.
     #[error("the weights lack tensor `{name}`, which a BERT encoder needs")]
     MissingTensor {

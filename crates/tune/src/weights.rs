@@ -152,8 +152,12 @@ impl BertWeights {
                 .map_err(|e| damaged(format!("{name}: {e}")))?;
             tensors.insert(name, array);
         }
-        let config = infer_config(&tensors, attention_heads)?;
-        BertWeights::new(config, tensors)
+        let in_file = |problem| TuneError::NotAnEncoder {
+            path: path.to_path_buf(),
+            problem: Box::new(problem),
+        };
+        let config = infer_config(&tensors, attention_heads).map_err(in_file)?;
+        BertWeights::new(config, tensors).map_err(in_file)
     }
 
     /// Writes the encoder's tensors (the ones [`BertWeights::new`] checks) as safetensors bytes.

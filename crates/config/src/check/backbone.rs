@@ -299,6 +299,7 @@ impl Checker<'_> {
             .with_hint("give the path of the model's tokenizer.json")
         })?;
         let tokenizer_path = self.existing_file(tokenizer, "tokenizer file")?;
+        self.readable_tokenizer(&tokenizer_path, tokenizer.span())?;
         Ok(ModelSource::Files {
             sha256: self.pinned_sha256(b, &onnx_path)?,
             onnx: onnx_path,
@@ -359,12 +360,26 @@ impl Checker<'_> {
         if let Some(max_length) = folder.max_length {
             config.max_length = max_length;
         }
+        self.readable_tokenizer(&folder.tokenizer, name.span())?;
         let source = ModelSource::Files {
             sha256: self.pinned_sha256(b, &folder.onnx)?,
             onnx: folder.onnx,
             tokenizer: folder.tokenizer,
         };
         Ok((source, folder.max_length.is_some()))
+    }
+
+    /// The tokenizer loads (a truncated or hand-edited `tokenizer.json` is found here, not after the run has
+    /// read its data).
+    fn readable_tokenizer(
+        &self,
+        path: &std::path::Path,
+        span: Range<usize>,
+    ) -> Result<(), Diagnostic> {
+        graft_backbone::TextTokenizer::open(path, 2).map(drop).map_err(|e| {
+            self.error(span, e.to_string())
+                .with_hint("the tokenizer.json the model was exported with (Hugging Face `tokenizers` format)")
+        })
     }
 
     /// A `model` that is neither a registered name nor a folder but names a path (a separator, or an existing
