@@ -182,7 +182,8 @@ fn run_files_edited_after_the_run_are_refused_wherever_they_are_read() {
     std::fs::write(&metrics, text).unwrap();
     let predictions = run_dir.join("predictions.csv");
     let mut table = std::fs::read_to_string(&predictions).unwrap();
-    table.push_str(&table.lines().last().unwrap().to_owned());
+    let last = table.lines().last().unwrap().to_owned();
+    table.push_str(&last);
     table.push('\n');
     std::fs::write(&predictions, table).unwrap();
     refused(&compare(), &["predictions.csv changed after the run"]);
@@ -382,4 +383,70 @@ fn a_file_where_a_folder_belongs_is_named() {
         &xtask(&["evaluate", s(&run.run_dir), s(&data), "--output", s(&file)]),
         &["--output", "is a file", "evaluate writes a folder"],
     );
+}
+
+/// The tiny fine-tuning pipeline with `edit` applied to its text, written into `dir` (paths made absolute).
+fn tiny_fine_tune(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let fixtures = repo().join("fixtures");
+    let text = std::fs::read_to_string(fixtures.join("pipelines/tiny-fine-tune.toml"))
+        .unwrap()
+        .replace("../", &format!("{}/", fixtures.display()));
+    let path = dir.join("tuned.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+#[test]
+fn a_damaged_tokenizer_or_weights_file_is_found_by_check_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A truncated tokenizer.json used to pass `check` and fail only in `run`.
+    let tokenizer = std::fs::read(repo().join("fixtures/models/tiny-tokenizer.json")).unwrap();
+    let truncated = dir.path().join("truncated-tokenizer.json");
+    std::fs::write(&truncated, &tokenizer[..tokenizer.len() / 2]).unwrap();
+    let pipeline = tiny_fine_tune(dir.path(), |text| {
+        text.replace(
+            &format!(
+                "{}",
+                repo().join("fixtures/models/tiny-tokenizer.json").display()
+            ),
+            &truncated.display().to_string(),
+        )
+    });
+    for command in ["check", "run"] {
+        refused(
+            &xtask(&[command, s(&pipeline)]),
+            &["truncated-tokenizer.json", "tuned.toml:19:", "hint: "],
+        );
+    }
+    // A weights file that is not safetensors: named, at the `weights` key.
+    let weights = dir.path().join("weights.safetensors");
+    std::fs::write(&weights, b"not safetensors").unwrap();
+    let pipeline = tiny_fine_tune(dir.path(), |text| {
+        text.replace(
+            &format!(
+                "{}",
+                repo()
+                    .join("fixtures/models/tiny-bert.safetensors")
+                    .display()
+            ),
+            &weights.display().to_string(),
+        )
+    });
+    refused(
+        &xtask(&["check", s(&pipeline)]),
+        &["weights.safetensors", "tuned.toml:28:"],
+    );
+    // A value of the wrong kind is said in a pipeline author's words, not serde's.
+    let pipeline = tiny_fine_tune(dir.path(), |text| {
+        text.replace("layers = 1", "layers = 2.5")
+    });
+    let out = xtask(&["check", s(&pipeline)]);
+    refused(
+        &out,
+        &[
+            "`layers` is the number of top blocks to train (such as 2) or \"all\"",
+            "tuned.toml:30:",
+        ],
+    );
+    assert!(!stderr(&out).contains("untagged"), "{}", stderr(&out));
 }

@@ -4,6 +4,8 @@ exceptions."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -123,10 +125,49 @@ def test_bad_arguments_raise_python_errors() -> None:
     with pytest.raises(ValueError, match="provider"):
         graft.Embedder(model=MODEL, provider="tpu")
     embedder = graft.Embedder(model=MODEL, threads=1)
-    with pytest.raises(TypeError):
+    # Said in words a Python user acts on (it used to be "Can't extract `str` to `Vec`").
+    with pytest.raises(TypeError, match=r"not one str: wrap it in a list, embed\(\[text\]\)"):
         embedder.embed("one string, not a list")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="embed takes a list of str"):
         embedder.embed([1, 2, 3])
+
+
+INTERRUPTED = """
+import os, signal, sys, threading, time
+import graft
+texts = [line for line in sys.stdin.read().splitlines() if line]
+embedder = graft.Embedder(model="minilm-l6-int8", threads=1, batch_size=16)
+embedder.embed(texts[:16])
+started = time.monotonic()
+if sys.argv[1] == "whole":
+    embedder.embed(texts)
+    print(time.monotonic() - started)
+    sys.exit(0)
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    embedder.embed(texts)
+except KeyboardInterrupt:
+    print(time.monotonic() - started - 0.5)
+    sys.exit(0)
+sys.exit("embed finished without seeing the interrupt")
+"""
+
+
+def test_ctrl_c_stops_embed_within_a_round_of_batches_not_a_chunk(mr_rows) -> None:
+    # 1,500 texts are one chunk (4,096 rows by default): before, Ctrl-C waited for the whole chunk.
+    texts = "\n".join(row["text"].replace("\n", " ") for row in mr_rows[:1500])
+
+    def run(mode: str) -> float:
+        done = subprocess.run(
+            [sys.executable, "-c", INTERRUPTED, mode], input=texts, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+        return float(done.stdout.strip())
+
+    whole = run("whole")
+    waited = run("interrupt")
+    # One round is one batch of 16 rows on one session: a small part of the chunk.
+    assert waited < whole / 4, f"interrupt took {waited:.2f} s to land; the whole chunk takes {whole:.2f} s"
 
 
 def test_a_model_folder_brings_its_sentence_transformers_settings(tmp_path: Path, cache: Path, mr_rows) -> None:

@@ -165,8 +165,9 @@ impl EmbedSettings {
         &self,
         cache: &Cache,
     ) -> Result<(ResolvedModel, TextBackboneConfig), PipelineError> {
-        let model = self.model_files(cache)?;
+        // The settings first: an unknown or image model is named as such before anything is fetched.
         let mut config = self.backbone_config()?;
+        let model = self.model_files(cache)?;
         let path = &model.onnx.path;
         let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
             path: path.clone(),

@@ -163,16 +163,12 @@ impl Checker<'_> {
             }
         }
         match &b.prompt {
-            Some(p) if image => {
-                return Err(self
-                    .error(p.span(), "`prompt` applies to text backbones")
-                    .with_hint("image backbones take no text; remove `prompt`"));
-            }
-            Some(p) if !p.get_ref().contains("{text}") => {
-                return Err(self
-                    .error(p.span(), "`prompt` has no `{text}` placeholder")
-                    .with_hint("mark where each text goes, e.g. `prompt = \"query: {text}\"`"));
-            }
+            Some(p) if image => Err(self
+                .error(p.span(), "`prompt` applies to text backbones")
+                .with_hint("image backbones take no text; remove `prompt`")),
+            Some(p) if !p.get_ref().contains("{text}") => Err(self
+                .error(p.span(), "`prompt` has no `{text}` placeholder")
+                .with_hint("mark where each text goes, e.g. `prompt = \"query: {text}\"`")),
             other => Ok(other.as_ref().map(|p| p.get_ref().clone())),
         }
     }

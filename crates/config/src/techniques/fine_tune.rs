@@ -323,7 +323,12 @@ fn weights(
     Ok(match (&r.weights, &r.attention_heads) {
         (None, None) => None,
         (Some(w), Some(h)) if *h.get_ref() > 0 => {
-            Some((c.existing_file(w, "fine-tuning weights")?, *h.get_ref()))
+            let path = c.existing_file(w, "fine-tuning weights")?;
+            safetensors_header(&path).map_err(|why| {
+                c.error(w.span(), format!("{}: not a readable safetensors file ({why})", path.display()))
+                    .with_hint("the float32 weights the ONNX graph was written from, as Hugging Face saves them (model.safetensors)")
+            })?;
+            Some((path, *h.get_ref()))
         }
         (Some(w), None) => {
             return Err(c
@@ -341,4 +346,29 @@ fn weights(
                 ));
         }
     })
+}
+
+/// Reads a safetensors file's header — an 8-byte little-endian length, then that many bytes of JSON object —
+/// without its tensors, so that `check` finds a damaged or wrong file at its key. The tensors themselves are
+/// checked when fine-tuning reads them.
+fn safetensors_header(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|_| "shorter than a safetensors header".to_owned())?;
+    let length = u64::from_le_bytes(length);
+    if length > size.saturating_sub(8) {
+        return Err(format!(
+            "its header claims {length} bytes, but the file holds {size}"
+        ));
+    }
+    let mut header = vec![0u8; usize::try_from(length).map_err(|e| e.to_string())?];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    match serde_json::from_slice::<serde_json::Value>(&header) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err("its header is not a JSON object".to_owned()),
+        Err(e) => Err(format!("its header is not JSON: {e}")),
+    }
 }
