@@ -93,7 +93,8 @@ fn python_packages(
     ])
     .arg(scratch.path())
     .arg("-r")
-    .arg(&requirements_file);
+    .arg(&requirements_file)
+    .env("PIP_NO_CACHE_DIR", "1");
     run(python, pip, &names.join(" "), &dir)?;
     std::fs::write(scratch.path().join(".complete"), requirements.join("\n"))
         .map_err(io_err(scratch.path()))?;

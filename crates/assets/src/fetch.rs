@@ -233,6 +233,9 @@ fn pip_download(
         .args([binary_flag, ":all:", "--dest"])
         .arg(target)
         .arg(requirement)
+        // The pip that installs an sdist's build backend (flit_core, setuptools) into its isolated build
+        // environment reads only the environment: without this it caches that wheel in ~/.cache/pip.
+        .env("PIP_NO_CACHE_DIR", "1")
         .output()
         .map_err(|source| AssetError::PythonMissing {
             python: python.to_owned(),
