@@ -656,10 +656,41 @@ fn progress_off_a_terminal_is_plain_lines_with_rate_and_time_left() {
             done.parse::<u64>().unwrap() <= 40_000 && all == "40000",
             "{line}"
         );
-        fields[1]
-            .trim_end_matches(" rows/s")
-            .parse::<u64>()
-            .unwrap_or_else(|_| panic!("{line}"));
+        let rate = fields[1].trim_end_matches(" rows/s");
+        let value = rate.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        // Whole numbers from 10 up, one decimal below.
+        assert_eq!(rate.contains('.'), value < 10.0, "{line}");
+    }
+    // Fine-tuning names itself and its epoch, and a rate below 10 keeps its decimal (it used to print
+    // `extracting: 1 / 40 steps · 0 steps/s`).
+    let tuned = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(repo())
+        .args([
+            "run",
+            "fixtures/pipelines/tiny-fine-tune.toml",
+            "--runs-dir",
+        ])
+        .arg(dir.path().join("runs"))
+        .arg("--features-dir")
+        .arg(dir.path().join("features"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .env("GRAFT_PROGRESS_SECONDS", "0.01")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&tuned.stderr);
+    assert!(tuned.status.success(), "{stderr}");
+    let steps: Vec<&str> = stderr.lines().filter(|l| l.contains(" steps · ")).collect();
+    assert!(
+        steps.iter().any(|l| l.starts_with("fine-tuning (epoch ")),
+        "{stderr}"
+    );
+    for line in steps {
+        assert!(line.starts_with("fine-tuning ("), "{line}");
+        let rate = line.rsplit(" steps · ").next().unwrap();
+        let rate = rate.split(" steps/s").next().unwrap();
+        let value = rate.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        assert_eq!(rate.contains('.'), value < 10.0, "{line}");
     }
     let run = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(repo())

@@ -135,6 +135,20 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
         html.contains("<th>fine-tuned</th>") && html.contains("learning_curve.points.0.tuned.mean")
     );
     assert_eq!(details["trainable_blocks"], 1);
+    // One quantity, one number: the frozen features' head is the headline, and its interval in the
+    // fine-tuning table is the one the Scores section reports.
+    let scored = &metrics(&runs[0])["heads"][0]["test"]["intervals"]["accuracy"];
+    assert_eq!(details["frozen_interval"][0], scored["lower"], "{scored}");
+    assert_eq!(details["frozen_interval"][1], scored["upper"], "{scored}");
+    // The method reads as a sentence for these settings (it used to say "Linear decay", "1 epochs").
+    let method = reports[0]["method"].as_str().unwrap();
+    assert!(
+        method.starts_with("The top 1 of 2 blocks of the backbone trained with")
+            && method.contains("from the frozen blocks' states computed once by ONNX Runtime")
+            && !method.contains("Linear")
+            && !method.contains(" 1 epochs"),
+        "{method}"
+    );
 
     let graphs: Vec<Vec<u8>> = runs
         .iter()
@@ -168,5 +182,33 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
     assert!(
         tuned.iter().zip(&frozen).any(|(a, b)| (a - b).abs() > 1e-3),
         "tuning changed the features"
+    );
+}
+
+#[test]
+fn tuning_every_block_says_so_in_the_report() {
+    // `layers = "all"`, one epoch: nothing is frozen, so the report must not speak of frozen blocks' states.
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("fixtures");
+    let text = std::fs::read_to_string(repo().join(PIPELINE))
+        .unwrap()
+        .replace("../", &format!("{}/", fixtures.display()))
+        .replace("layers = 1", "layers = \"all\"")
+        .replace("epochs = 12", "epochs = 1");
+    let pipeline = dir.path().join("tiny-all.toml");
+    std::fs::write(&pipeline, text).unwrap();
+    let run = run_pipeline_with_features(
+        pipeline.to_str().unwrap(),
+        &dir.path().join("runs"),
+        &dir.path().join("features"),
+    );
+    let report = stage(&run);
+    let method = report["method"].as_str().unwrap();
+    assert!(
+        method.starts_with("Every block of the backbone (2) and its embeddings trained with")
+            && method.contains("nothing is frozen")
+            && !method.contains("frozen blocks' states")
+            && method.contains("1 epoch of batches"),
+        "{method}"
     );
 }

@@ -58,9 +58,9 @@ def test_onnxruntime_imported_after_graft_stays_quiet_too(tmp_path: Path) -> Non
 
 def test_onnxruntime_imported_first_is_its_own_and_graft_adds_nothing(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime", reason="its pinned wheel is CPython 3.11's (requirements/cp311.txt)")
-    # The user's onnxruntime, imported alone, writes its queue (this is what graft keeps off for itself) …
-    alone = run_fresh(tmp_path / "alone", "import onnxruntime\n")
-    assert "cache/Microsoft/DeveloperTools/.onnxruntime/deviceid" in alone, alone
-    # … and graft, imported after it, adds nothing to what it wrote.
-    both = run_fresh(tmp_path / "both", "import onnxruntime\n" + EMBED)
-    assert both == alone
+    # The user's onnxruntime, imported before graft, may write its own queue (from a thread of its own, so
+    # not always before the process ends); graft cannot take that back, and adds nothing of its own.
+    queue = "cache/Microsoft/DeveloperTools/.onnxruntime"
+    created = run_fresh(tmp_path, "import onnxruntime\n" + EMBED)
+    allowed = {"cache/Microsoft", "cache/Microsoft/DeveloperTools", queue}
+    assert all(p in allowed or p.startswith(queue + "/") for p in created), created

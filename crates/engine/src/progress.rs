@@ -1,6 +1,6 @@
 //! What the user sees while graft works: progress bars and spinners on a terminal; when standard error is
-//! not one (a log file, a batch job), a plain line every ten seconds with rows done, rows per second and
-//! the time left; nothing when progress is turned off (tests, `--no-progress`).
+//! not one (a log file, a batch job), a plain line every ten seconds naming the stage, with rows (or steps)
+//! done, the rate and the time left; nothing when progress is turned off (tests, `--no-progress`).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -19,12 +19,21 @@ fn log_every() -> Duration {
         .map_or(Duration::from_secs(10), Duration::from_secs_f64)
 }
 
-/// `253 rows/s`: rates as whole numbers.
+/// A rate as people read one: whole numbers from 10 up, one decimal below (`0.4 steps/s`, not `0`).
+fn rate(per_sec: f64) -> String {
+    if per_sec < 10.0 {
+        format!("{per_sec:.1}")
+    } else {
+        format!("{per_sec:.0}")
+    }
+}
+
+/// `253 rows/s`, `0.4 steps/s`.
 fn rate_key(
     unit: String,
 ) -> impl Fn(&ProgressState, &mut dyn std::fmt::Write) + Send + Sync + Clone + 'static {
     move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-        let _ = write!(w, "{:.0} {unit}/s", state.per_sec());
+        let _ = write!(w, "{} {unit}/s", rate(state.per_sec()));
     }
 }
 
@@ -36,6 +45,12 @@ fn on_terminal() -> bool {
 /// A progress bar over `len` rows (or images: `unit`), `done` of them already done; hidden unless `visible`.
 /// Off a terminal it writes `extracting: 1,200 / 10,605 rows · 253 rows/s · 37 s left` every ten seconds.
 pub fn bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
+    stage_bar(visible, "extracting", len, done, unit)
+}
+
+/// [`bar`] for the work `stage` names (`fine-tuning`); the bar's message (`epoch 1/2 · loss 0.6931`) goes
+/// into the line: `fine-tuning (epoch 1/2 · loss 0.6931): 12 / 40 steps · 0.4 steps/s · 70 s left`.
+pub fn stage_bar(visible: bool, stage: &str, len: u64, done: u64, unit: &str) -> ProgressBar {
     let drawn = visible && on_terminal();
     let bar = if drawn {
         ProgressBar::new(len)
@@ -44,7 +59,7 @@ pub fn bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
     };
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "extracting {{bar:32.cyan/blue}} {{human_pos}}/{{human_len}} {unit}  {{rate}}  ETA {{eta}}"
+            "{stage} {{msg}} {{bar:32.cyan/blue}} {{human_pos}}/{{human_len}} {unit}  {{rate}}  ETA {{eta}}"
         ))
         .expect("a valid template")
         .with_key("rate", rate_key(unit.to_owned())),
@@ -52,7 +67,7 @@ pub fn bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
     bar.set_position(done);
     bar.reset_eta();
     if visible && !drawn {
-        let unit = unit.to_owned();
+        let (stage, unit) = (stage.to_owned(), unit.to_owned());
         log_lines(&bar, move |b| {
             let (pos, len) = (b.position(), b.length().unwrap_or(0));
             let left = if b.per_sec() > 0.0 {
@@ -60,9 +75,15 @@ pub fn bar(visible: bool, len: u64, done: u64, unit: &str) -> ProgressBar {
             } else {
                 String::new()
             };
+            let message = b.message();
+            let what = if message.is_empty() {
+                stage.clone()
+            } else {
+                format!("{stage} ({message})")
+            };
             format!(
-                "extracting: {pos} / {len} {unit} · {:.0} {unit}/s{left}",
-                b.per_sec()
+                "{what}: {pos} / {len} {unit} · {} {unit}/s{left}",
+                rate(b.per_sec())
             )
         });
     }

@@ -257,6 +257,11 @@ fn technique_stages(
             headline: &trained.specs[0],
             headline_accuracy: evaluated.heads[0].test.accuracy,
             headline_macro_f1: evaluated.heads[0].test.macro_f1,
+            headline_interval: evaluated.heads[0]
+                .test
+                .intervals
+                .as_ref()
+                .map(|i| i.accuracy),
             level: plan.evaluation.level,
             table,
             embed: texts.is_some().then_some(embed),

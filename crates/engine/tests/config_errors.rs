@@ -526,7 +526,15 @@ fn fine_tuning_settings_point_at_their_key() {
     check(
         "fine-tune-pairs-without-contrastive",
         23,
-        &["`pairs_per_row` applies to `objective = \"contrastive\"` only"],
+        &["`iterations` applies to `objective = \"contrastive\"` only"],
+    );
+    check(
+        "fine-tune-pairs-per-row",
+        24,
+        &[
+            "`pairs_per_row` is now `iterations`, counted as SetFit counts `num_iterations`",
+            "`pairs_per_row = 40` is `iterations = 20`",
+        ],
     );
     check(
         "fine-tune-weights-without-heads",

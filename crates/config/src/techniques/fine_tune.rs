@@ -53,6 +53,10 @@ pub struct RawFineTune {
     pub dropout: Option<Spanned<f64>>,
     pub patience: Option<Spanned<usize>>,
     pub gradual_unfreezing: Option<bool>,
+    /// SetFit's `num_iterations`: each one gives every training row a same-class and an other-class partner.
+    pub iterations: Option<Spanned<usize>>,
+    /// The key before `iterations` (it counted pairs): read only to say what to write instead.
+    #[schemars(skip)]
     pub pairs_per_row: Option<Spanned<usize>>,
     pub max_grad_norm: Option<Spanned<f64>>,
     pub weights: Option<Spanned<String>>,
@@ -77,7 +81,8 @@ pub struct FineTunePlan {
     pub patience: Option<usize>,
     pub patience_span: Option<std::ops::Range<usize>>,
     pub gradual_unfreezing: bool,
-    pub pairs_per_row: usize,
+    /// SetFit's `num_iterations` (contrastive objective): two pairs per training row each.
+    pub iterations: usize,
     pub max_grad_norm: f64,
     /// The float32 weights of a backbone given as files (safetensors) and its attention heads; a
     /// registered backbone brings its own.
@@ -86,6 +91,12 @@ pub struct FineTunePlan {
 }
 
 impl FineTunePlan {
+    /// Pairs drawn per training row by the contrastive objective: one same-class and one other-class
+    /// partner per iteration, as the `setfit` library samples them.
+    pub fn pairs_per_row(&self) -> usize {
+        2 * self.iterations
+    }
+
     pub fn json(&self) -> serde_json::Value {
         json!({
             "layers": self.layers.map_or(json!("all"), |k| json!(k)),
@@ -101,7 +112,8 @@ impl FineTunePlan {
             "dropout": self.dropout,
             "patience": self.patience,
             "gradual_unfreezing": self.gradual_unfreezing,
-            "pairs_per_row": self.pairs_per_row,
+            "iterations": self.iterations,
+            "pairs_per_row": self.pairs_per_row(),
             "max_grad_norm": self.max_grad_norm,
             "weights": self.weights.as_ref().map(|(w, _)| w.display().to_string()),
             "attention_heads": self.weights.as_ref().map(|(_, h)| h),
@@ -198,14 +210,26 @@ pub(crate) fn check(
         .objective
         .as_ref()
         .map_or(FineTuneObjective::Classification, |o| *o.get_ref());
-    if let Some(pairs) = &r.pairs_per_row
-        && objective != FineTuneObjective::Contrastive
-    {
-        let at = pairs.span();
+    if let Some(pairs) = &r.pairs_per_row {
+        let n = *pairs.get_ref();
         return Err(c
             .error(
-                at,
-                "`pairs_per_row` applies to `objective = \"contrastive\"` only",
+                pairs.span(),
+                "`pairs_per_row` is now `iterations`, counted as SetFit counts `num_iterations`",
+            )
+            .with_hint(format!(
+                "each iteration gives every row one same-class and one other-class partner (2 pairs): \
+                 `pairs_per_row = {n}` is `iterations = {}`; SetFit's default is `iterations = 20` (40 pairs per row)",
+                n.div_ceil(2)
+            )));
+    }
+    if let Some(iterations) = &r.iterations
+        && objective != FineTuneObjective::Contrastive
+    {
+        return Err(c
+            .error(
+                iterations.span(),
+                "`iterations` applies to `objective = \"contrastive\"` only",
             )
             .with_hint("remove it, or set `objective = \"contrastive\"`"));
     }
@@ -276,11 +300,11 @@ pub(crate) fn check(
         },
         patience_span: r.patience.as_ref().map(Spanned::span),
         gradual_unfreezing: r.gradual_unfreezing.unwrap_or(false),
-        pairs_per_row: c.positive(
-            &r.pairs_per_row,
+        iterations: c.positive(
+            &r.iterations,
             20,
-            "pairs_per_row",
-            "SetFit draws 20 pairs per labelled sentence",
+            "iterations",
+            "SetFit's default num_iterations is 20: 40 pairs per labelled sentence",
         )?,
         max_grad_norm: rate(c, &r.max_grad_norm, 1.0, "max_grad_norm")?,
         span,

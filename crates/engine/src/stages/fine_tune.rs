@@ -47,7 +47,7 @@ fn options(p: &FineTunePlan, layers: usize, classes: usize, seed: u64) -> TuneOp
         objective: match p.objective {
             FineTuneObjective::Classification => Objective::Classification { classes },
             FineTuneObjective::Contrastive => Objective::Contrastive {
-                pairs_per_row: p.pairs_per_row,
+                pairs_per_row: p.pairs_per_row(),
             },
         },
         max_grad_norm: p.max_grad_norm,
@@ -186,12 +186,16 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
     let states_seconds = states_clock.elapsed().as_secs_f64();
     let rows = tune_rows(d, &learn, &ids, &states, boundary);
     let (train_rows, valid_rows) = rows.split_at(d.train.len());
-    let bar = crate::progress::bar(d.progress, 0, 0, "steps");
+    let bar = crate::progress::stage_bar(d.progress, "fine-tuning", 0, 0, "steps");
+    bar.set_message("starting");
     let outcome =
         graft_tune::fine_tune(&r.weights, train_rows, valid_rows, &r.options, &mut |s| {
             bar.set_length((s.steps * s.epochs) as u64);
             bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
-            bar.set_message(format!("epoch {}/{} loss {:.4}", s.epoch, s.epochs, s.loss));
+            bar.set_message(format!(
+                "epoch {}/{} · loss {:.4}",
+                s.epoch, s.epochs, s.loss
+            ));
         })?;
     bar.finish_and_clear();
     Ok(Trained {
@@ -339,6 +343,7 @@ fn compare(d: &RunData<'_>, tuned: &Tuned) -> Result<Comparison, PipelineError> 
     let frozen_accuracy = accuracy(&frozen_pred, &truth);
     let tuned_accuracy = accuracy(&tuned_pred, &truth);
     let bootstrap = Bootstrap {
+        level: d.level,
         seed: graft_stdx::derive_seed(d.seed, "fine-tune bootstrap"),
         ..Bootstrap::default()
     };
@@ -350,7 +355,15 @@ fn compare(d: &RunData<'_>, tuned: &Tuned) -> Result<Comparison, PipelineError> 
         })
     };
     Ok(Comparison {
-        frozen: (frozen_accuracy, interval(&frozen_pred)?),
+        // The frozen features' head is the headline: its interval is the Scores section's, one quantity,
+        // one number.
+        frozen: (
+            frozen_accuracy,
+            match &d.headline_interval {
+                Some(scored) => *scored,
+                None => interval(&frozen_pred)?,
+            },
+        ),
         tuned: (tuned_accuracy, interval(&tuned_pred)?),
         paired,
         mcnemar: test,
@@ -382,8 +395,10 @@ fn report(
     let objective = match p.objective {
         FineTuneObjective::Classification => "cross-entropy through a linear head".to_owned(),
         FineTuneObjective::Contrastive => format!(
-            "SetFit's cosine-similarity loss on {} seeded pairs per training row (same class → 1, other → 0)",
-            p.pairs_per_row
+            "SetFit's cosine-similarity loss on {} seeded pairs per training row ({} iterations of one same-class \
+             partner → 1 and one other-class partner → 0, as the setfit library samples them)",
+            p.pairs_per_row(),
+            p.iterations
         ),
     };
     let curve = outcome
@@ -400,49 +415,37 @@ fn report(
         curve,
         technique: "fine_tune".to_owned(),
         title: "Fine-tuning: frozen vs tuned backbone".to_owned(),
-        method: format!(
-            "The top {} of {layers} blocks of the backbone trained with {objective} (AdamW, peak rate {:e} for the \
-             top block, ×{} per block below, head {:e}; {} warm-up then {:?} decay; weight decay {}; dropout {}; \
-             {} epochs of batches of {}{}{}), starting from the frozen blocks' states computed once by ONNX Runtime \
-             ({:.1} s; {} of {} rows from the feature cache). The tuned encoder is written back as ONNX ({TUNED_GRAPH}, sha256 {}) and extracts the tuned \
-             features ({:.1} s). The headline head is trained on the frozen and on the tuned features of the same \
-             training rows and scored on the same test rows: paired bootstrap of the difference (95%) and \
-             McNemar's exact test. The head on the tuned features is kept as heads/{}.json (predict and export \
-             with --head {}; its backbone is the tuned graph, pinned by sha256).",
+        method: method_text(
+            p,
             options.trainable_layers,
-            p.learning_rate,
-            p.layer_decay,
-            p.head_learning_rate,
-            p.warmup,
-            p.schedule,
-            p.weight_decay,
-            p.dropout,
-            p.epochs,
-            p.batch_size,
-            if p.gradual_unfreezing { ", unfreezing one more block per epoch" } else { "" },
-            p.patience
-                .map_or_else(String::new, |k| format!(", early stopping after {k} epochs without a better validation score, best weights restored")),
-            states_seconds,
-            states_cached,
-            t.learn_rows,
-            &tuned_sha256[..12],
-            extract_seconds,
-            tuned_head_name,
-            tuned_head_name,
+            layers,
+            &objective,
+            d.level,
+            t,
+            tuned,
+            c,
         ),
         finding: format!(
-            "tuned {} vs frozen {} test accuracy ({:+.4}, 95% interval [{:+.4}, {:+.4}], McNemar p = {:.2e}); \
+            "tuned {} vs frozen {} test accuracy ({:+.4}, {} interval [{:+.4}, {:+.4}], McNemar p = {:.2e}); \
              {:.1} s per epoch over {} training rows",
             f4(tuned_accuracy),
             f4(frozen_accuracy),
             paired.interval.estimate,
+            percent(d.level),
             paired.interval.lower,
             paired.interval.upper,
             test.p_value,
             mean_epoch,
             d.train.len()
         ),
-        columns: vec!["features".into(), "test accuracy [95% CI] / validation accuracy".into(), "tuned − frozen / epoch".into()],
+        columns: vec![
+            "features".into(),
+            format!(
+                "test accuracy [{} CI] / validation accuracy",
+                percent(d.level)
+            ),
+            "tuned − frozen / epoch".into(),
+        ],
         rows: table,
         details: json!({
             "frozen_test_accuracy": frozen_accuracy,
@@ -530,4 +533,74 @@ fn table(
         ]);
     }
     table
+}
+
+/// `95%` for a level of 0.95.
+fn percent(level: f64) -> String {
+    format!("{}%", (level * 1000.0).round() / 10.0)
+}
+
+/// The report's account of how the backbone was tuned, in words that hold for every setting: which blocks
+/// (and the embeddings with `layers = "all"`), what they started from, the schedule in lower case, epochs
+/// counted in the singular or plural.
+#[allow(clippy::too_many_arguments)] // one sentence's facts, gathered from the stage's parts
+fn method_text(
+    p: &FineTunePlan,
+    trainable: usize,
+    layers: usize,
+    objective: &str,
+    level: f64,
+    t: &Trained,
+    tuned: &Tuned,
+    c: &Comparison,
+) -> String {
+    let what = if p.layers.is_none() {
+        format!("Every block of the backbone ({layers}) and its embeddings trained")
+    } else {
+        format!("The top {trainable} of {layers} blocks of the backbone trained")
+    };
+    let epochs = if p.epochs == 1 {
+        "1 epoch".to_owned()
+    } else {
+        format!("{} epochs", p.epochs)
+    };
+    let schedule = format!("{:?}", p.schedule).to_lowercase();
+    let unfreezing = if p.gradual_unfreezing {
+        ", unfreezing one more block per epoch"
+    } else {
+        ""
+    };
+    let stopping = p.patience.map_or_else(String::new, |k| {
+        format!(", early stopping after {k} epochs without a better validation score, best weights restored")
+    });
+    let start = if trainable == layers {
+        "from the token ids: nothing is frozen, so no block's states are cached".to_owned()
+    } else {
+        format!(
+            "from the frozen blocks' states computed once by ONNX Runtime ({:.1} s; {} of {} rows from the \
+             feature cache)",
+            t.states_seconds, t.states_cached, t.learn_rows
+        )
+    };
+    format!(
+        "{what} with {objective} (AdamW, peak rate {:e} for the top block, ×{} per block below, head {:e}; {} \
+         warm-up then {schedule} decay; weight decay {}; dropout {}; {epochs} of batches of {}{unfreezing}\
+         {stopping}), {start}. The tuned encoder is written back as ONNX ({TUNED_GRAPH}, sha256 {}) and extracts \
+         the tuned features ({:.1} s). The headline head is trained on the frozen and on the tuned features of \
+         the same training rows and scored on the same test rows: paired bootstrap of the difference ({}) and \
+         McNemar's exact test. The head on the tuned features is kept as heads/{}.json (predict and export with \
+         --head {}; its backbone is the tuned graph, pinned by sha256).",
+        p.learning_rate,
+        p.layer_decay,
+        p.head_learning_rate,
+        p.warmup,
+        p.weight_decay,
+        p.dropout,
+        p.batch_size,
+        &tuned.sha256[..12],
+        tuned.extract_seconds,
+        percent(level),
+        c.head_name,
+        c.head_name,
+    )
 }

@@ -117,6 +117,9 @@ pub(crate) struct RunData<'a> {
     pub headline: &'a HeadSpec,
     pub headline_accuracy: f64,
     pub headline_macro_f1: f64,
+    /// The headline's test-accuracy interval as the Scores section reports it (`None` with
+    /// `[evaluation] bootstrap = 0`): a stage that shows the same head on the same rows shows this one.
+    pub headline_interval: Option<graft_eval::Interval>,
     /// `[evaluation] level`: the confidence level of the stages' intervals.
     pub level: f64,
     /// The data table and the table row of each used row, for stages that read more of its columns.
@@ -476,6 +479,7 @@ mod tests {
                 headline: &self.plan.heads[0],
                 headline_accuracy: 1.0,
                 headline_macro_f1: 1.0,
+                headline_interval: None,
                 level: 0.95,
                 table: Some((table.as_path(), &self.rows)),
                 embed: Some(&embed),
