@@ -193,6 +193,7 @@ fn tuning_every_block_says_so_in_the_report() {
     let text = std::fs::read_to_string(repo().join(PIPELINE))
         .unwrap()
         .replace("../", &format!("{}/", fixtures.display()))
+        .replace("name = \"tiny-fine-tune\"", "name = \"tiny-all\"")
         .replace("layers = 1", "layers = \"all\"")
         .replace("epochs = 12", "epochs = 1");
     let pipeline = dir.path().join("tiny-all.toml");
