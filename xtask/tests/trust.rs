@@ -44,6 +44,24 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `xtask extract --model <model> --input <data> --output <output> …extra` on the tiny data's text column.
+fn extract_model(model: &Path, data: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "extract",
+        "--model",
+        s(model),
+        "--input",
+        s(data),
+        "--text-column",
+        "text",
+        "--output",
+        s(output),
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    xtask(&args)
+}
+
 /// One run of the tiny pipeline (its own graph and tokenizer files), shared by the tests here.
 struct TinyRun {
     dir: tempfile::TempDir,
@@ -210,22 +228,7 @@ fn a_folder_cannot_ask_for_more_positions_than_its_graph_has() {
         .unwrap();
     };
     let features = dir.path().join("f.parquet");
-    let extract = |extra: &[&str]| {
-        let mut args = vec![
-            "extract",
-            "--model",
-            s(&bert),
-            "--input",
-            s(&data),
-            "--text-column",
-            "text",
-            "--output",
-            s(&features),
-            "--no-progress",
-        ];
-        args.extend_from_slice(extra);
-        xtask(&args)
-    };
+    let extract = |extra: &[&str]| extract_model(&bert, &data, &features, extra);
     // graft's default (256) is lowered to the graph's 32 positions, as sentence-transformers does.
     write_pipeline("");
     ok(&xtask(&["check", s(&pipeline)]));
@@ -290,22 +293,7 @@ fn the_pooling_hint_for_a_folder_is_one_that_works() {
     )
     .unwrap();
     let features = dir.path().join("f.parquet");
-    let extract = |extra: &[&str]| {
-        let mut args = vec![
-            "extract",
-            "--model",
-            s(&max),
-            "--input",
-            s(&data),
-            "--text-column",
-            "text",
-            "--output",
-            s(&features),
-            "--no-progress",
-        ];
-        args.extend_from_slice(extra);
-        xtask(&args)
-    };
+    let extract = |extra: &[&str]| extract_model(&max, &data, &features, extra);
     refused(
         &extract(&[]),
         &[

@@ -226,39 +226,26 @@ fn telemetry_is_on_only_when_the_user_says_so_and_the_manifest_records_it() {
         serde_json::from_slice(&std::fs::read(Path::new(&run_dir).join("manifest.json")).unwrap())
             .unwrap()
     };
-    // Features of their own, so the runtime really loads (cached features would not need it).
-    let features = machine.path("work/features").display().to_string();
-    let off = machine.graft_with(
-        &[
-            "run",
-            &pipeline,
-            "--no-progress",
-            "--features-dir",
-            &features,
-        ],
-        &[
-            ("GRAFT_CACHE", &cache),
-            ("GRAFT_ONNXRUNTIME_TELEMETRY", Path::new("0")),
-        ],
-    );
-    assert_eq!(manifest(&off)["runtime"]["telemetry"], "off");
+    // A run with features of its own, so the runtime really loads (cached features would not need it).
+    let features = machine.path("work/features");
+    let run = |telemetry: &str| {
+        let _ = std::fs::remove_dir_all(&features);
+        let args = ["run", &pipeline, "--no-progress", "--features-dir"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.push(features.to_str().unwrap());
+        manifest(&machine.graft_with(
+            &args,
+            &[
+                ("GRAFT_CACHE", &cache),
+                ("GRAFT_ONNXRUNTIME_TELEMETRY", Path::new(telemetry)),
+            ],
+        ))
+    };
+    assert_eq!(run("0")["runtime"]["telemetry"], "off");
     let queue = machine.path("xdg-cache/Microsoft/DeveloperTools/.onnxruntime");
     assert!(!queue.exists());
-    std::fs::remove_dir_all(machine.path("work/features")).unwrap();
-    let on = machine.graft_with(
-        &[
-            "run",
-            &pipeline,
-            "--no-progress",
-            "--features-dir",
-            &features,
-        ],
-        &[
-            ("GRAFT_CACHE", &cache),
-            ("GRAFT_ONNXRUNTIME_TELEMETRY", Path::new("1")),
-        ],
-    );
+    let on = run("1");
     // The runtime writes its queue from a thread of its own, so a short run may end before it does: only
     // the record is checked here.
-    assert_eq!(manifest(&on)["runtime"]["telemetry"], "on");
+    assert_eq!(on["runtime"]["telemetry"], "on");
 }
