@@ -64,13 +64,29 @@ fn faer_matmul(batch: usize, m: usize, k: usize, n: usize, threads: usize) -> f6
     };
     seconds_per_call(|| {
         if batch == 1 {
-            faer::linalg::matmul::matmul(c[0].as_mut(), Accum::Replace, a[0].as_ref(), b[0].as_ref(), 1.0, par);
+            faer::linalg::matmul::matmul(
+                c[0].as_mut(),
+                Accum::Replace,
+                a[0].as_ref(),
+                b[0].as_ref(),
+                1.0,
+                par,
+            );
         } else {
             // Small products: one per task, as a fused attention kernel would run them.
             use rayon::prelude::*;
-            c.par_iter_mut().zip(a.par_iter().zip(&b)).for_each(|(c, (a, b))| {
-                faer::linalg::matmul::matmul(c.as_mut(), Accum::Replace, a.as_ref(), b.as_ref(), 1.0, Par::Seq);
-            });
+            c.par_iter_mut()
+                .zip(a.par_iter().zip(&b))
+                .for_each(|(c, (a, b))| {
+                    faer::linalg::matmul::matmul(
+                        c.as_mut(),
+                        Accum::Replace,
+                        a.as_ref(),
+                        b.as_ref(),
+                        1.0,
+                        Par::Seq,
+                    );
+                });
         }
         std::hint::black_box(&c);
     })

@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+mod adamw;
 mod model;
 mod train;
 mod weights;
@@ -47,8 +48,8 @@ mod weights;
 use std::path::PathBuf;
 
 pub use train::{
-    Decay, EpochRecord, Objective, Progress, TuneOptions, TuneOutcome, TuneRow, embed_rows, encode,
-    fine_tune, token_states,
+    Decay, EpochRecord, Objective, PhaseSeconds, Progress, TuneOptions, TuneOutcome, TuneRow,
+    embed_rows, encode, fine_tune, token_states,
 };
 pub use weights::{BertConfig, BertWeights, block_tensor};
 

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
+use crate::adamw::{AdamWParams, InPlaceAdamW, gradient_norm};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -184,6 +184,22 @@ pub struct EpochRecord {
     pub learning_rate: f64,
     /// Wall-clock seconds of the epoch's training steps (validation excluded).
     pub seconds: f64,
+    /// Of `seconds`: the forward passes and losses, the backward passes, and gradient clipping with the
+    /// AdamW updates (candle runs each operation to completion, so wall time splits cleanly).
+    #[serde(default)]
+    pub phase_seconds: PhaseSeconds,
+}
+
+/// Where an epoch's training time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSeconds {
+    /// Forward passes and the loss.
+    pub forward: f64,
+    /// `loss.backward()`.
+    pub backward: f64,
+    /// Gradient clipping and the optimiser steps.
+    pub optimizer: f64,
 }
 
 /// Progress inside an epoch, for a progress line.
@@ -216,7 +232,7 @@ pub struct TuneOutcome {
 
 /// A set of variables sharing a learning rate and weight decay.
 struct Group {
-    optimizer: AdamW,
+    optimizer: InPlaceAdamW,
     /// Blocks from the top (0 = top block; `layers` = the embeddings; `None` = the head).
     depth: Option<usize>,
     peak: f64,
@@ -289,7 +305,9 @@ pub fn fine_tune(
         let batches = length_bucketed(&order, &units, train, options.batch_size, &mut rng);
         let mut loss_sum = 0.0;
         let mut lr_now = 0.0;
+        let mut phases = PhaseSeconds::default();
         for (b, batch) in batches.iter().enumerate() {
+            let clock = Instant::now();
             let factor = schedule(step, warmup_steps, total_steps, options.decay);
             let mut dropout = Dropout {
                 rate: options.dropout,
@@ -300,12 +318,19 @@ pub fn fine_tune(
             if !value.is_finite() {
                 return Err(TuneError::Diverged { epoch, step: b + 1 });
             }
-            let mut grads = loss.backward().map_err(candle_err)?;
-            clip(
-                &mut grads,
-                &trained_vars(&encoder, head.as_ref()),
-                options.max_grad_norm,
-            )?;
+            phases.forward += clock.elapsed().as_secs_f64();
+            let clock = Instant::now();
+            let grads = loss.backward().map_err(candle_err)?;
+            phases.backward += clock.elapsed().as_secs_f64();
+            let clock = Instant::now();
+            // Clipping to a joint norm of `max_grad_norm`, applied as a factor inside the update.
+            let norm = gradient_norm(&grads, &trained_vars(&encoder, head.as_ref()))
+                .map_err(candle_err)?;
+            let grad_scale = if norm > options.max_grad_norm {
+                options.max_grad_norm / (norm + 1e-6)
+            } else {
+                1.0
+            };
             for g in &mut groups {
                 if !group_active(g.depth, active, config.layers) {
                     continue;
@@ -315,8 +340,9 @@ pub fn fine_tune(
                     lr_now = lr;
                 }
                 g.optimizer.set_learning_rate(lr);
-                g.optimizer.step(&grads).map_err(candle_err)?;
+                g.optimizer.step(&grads, grad_scale).map_err(candle_err)?;
             }
+            phases.optimizer += clock.elapsed().as_secs_f64();
             step += 1;
             loss_sum += value;
             progress(&Progress {
@@ -337,6 +363,7 @@ pub fn fine_tune(
             valid_accuracy,
             learning_rate: lr_now,
             seconds,
+            phase_seconds: phases,
         });
         // Higher is better: accuracy first, loss to break ties (or alone for contrastive training).
         let score = match (valid_accuracy, valid_loss) {
@@ -523,14 +550,9 @@ fn param_groups(
             if set.is_empty() {
                 continue;
             }
-            let params = ParamsAdamW {
-                lr: peak,
-                weight_decay,
-                ..ParamsAdamW::default()
-            };
             let vars = set.into_iter().map(|(_, v)| v.clone()).collect();
             groups.push(Group {
-                optimizer: AdamW::new(vars, params).map_err(candle_err)?,
+                optimizer: InPlaceAdamW::new(vars, AdamWParams::new(peak, weight_decay)),
                 depth,
                 peak,
             });
@@ -566,35 +588,6 @@ fn param_groups(
         )?;
     }
     Ok(groups)
-}
-
-/// Scales the trained variables' gradients down so that their joint L2 norm is at most `max_norm`.
-fn clip(
-    grads: &mut candle_core::backprop::GradStore,
-    vars: &[&Var],
-    max_norm: f64,
-) -> Result<(), TuneError> {
-    let mut total = 0.0f64;
-    for var in vars {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let squares = g
-                .sqr()
-                .and_then(|s| s.sum_all())
-                .and_then(|s| s.to_scalar::<f32>());
-            total += f64::from(squares.map_err(candle_err)?);
-        }
-    }
-    let norm = total.sqrt();
-    if norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for var in vars {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                let scaled = (g * scale).map_err(candle_err)?;
-                grads.insert(var.as_tensor(), scaled);
-            }
-        }
-    }
-    Ok(())
 }
 
 struct Context<'a> {
