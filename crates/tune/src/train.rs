@@ -323,24 +323,17 @@ pub fn fine_tune(
             let grads = loss.backward().map_err(candle_err)?;
             phases.backward += clock.elapsed().as_secs_f64();
             let clock = Instant::now();
-            // Clipping to a joint norm of `max_grad_norm`, applied as a factor inside the update.
-            let norm = gradient_norm(&grads, &trained_vars(&encoder, head.as_ref()))
-                .map_err(candle_err)?;
-            let grad_scale = if norm > options.max_grad_norm {
-                options.max_grad_norm / (norm + 1e-6)
-            } else {
-                1.0
-            };
-            for g in &mut groups {
-                if !group_active(g.depth, active, config.layers) {
-                    continue;
-                }
-                let lr = g.peak * factor;
-                if g.depth == Some(0) {
-                    lr_now = lr;
-                }
-                g.optimizer.set_learning_rate(lr);
-                g.optimizer.step(&grads, grad_scale).map_err(candle_err)?;
+            let trained = trained_vars(&encoder, head.as_ref());
+            let blocks = (active, config.layers);
+            if let Some(lr) = update(
+                &mut groups,
+                &grads,
+                &trained,
+                blocks,
+                options.max_grad_norm,
+                factor,
+            )? {
+                lr_now = lr;
             }
             phases.optimizer += clock.elapsed().as_secs_f64();
             step += 1;
@@ -535,6 +528,37 @@ fn schedule(step: usize, warmup: usize, total: usize, decay: Decay) -> f64 {
         Decay::Linear => 1.0 - done,
         Decay::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
     }
+}
+
+/// One optimiser update of the active groups at `factor` of their peak rates, the gradients clipped to a
+/// joint norm of `max_norm` (applied as a factor inside the update); returns the top block's rate.
+fn update(
+    groups: &mut [Group],
+    grads: &candle_core::backprop::GradStore,
+    trained: &[&Var],
+    (active, layers): (usize, usize),
+    max_norm: f64,
+    factor: f64,
+) -> Result<Option<f64>, TuneError> {
+    let norm = gradient_norm(grads, trained).map_err(candle_err)?;
+    let grad_scale = if norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    let mut top = None;
+    for g in groups.iter_mut() {
+        if !group_active(g.depth, active, layers) {
+            continue;
+        }
+        let lr = g.peak * factor;
+        if g.depth == Some(0) {
+            top = Some(lr);
+        }
+        g.optimizer.set_learning_rate(lr);
+        g.optimizer.step(grads, grad_scale).map_err(candle_err)?;
+    }
+    Ok(top)
 }
 
 fn param_groups(
