@@ -41,6 +41,7 @@
 //! ```
 
 mod adamw;
+mod memory;
 mod model;
 mod train;
 mod weights;

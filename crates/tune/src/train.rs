@@ -260,6 +260,7 @@ pub fn fine_tune(
             reason: "no training rows".into(),
         });
     }
+    crate::memory::keep_freed_memory();
     let device = Device::Cpu;
     let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
     let head = match options.objective {
