@@ -28,6 +28,17 @@ fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The folders a fresh machine starts with (each empty).
+const FOLDERS: [&str; 7] = [
+    "home",
+    "xdg-cache",
+    "xdg-config",
+    "xdg-data",
+    "xdg-state",
+    "tmp",
+    "work",
+];
+
 /// A machine's worth of fresh folders: home, the XDG folders, a working folder and a temporary folder.
 struct FreshMachine {
     root: tempfile::TempDir,
@@ -36,15 +47,7 @@ struct FreshMachine {
 impl FreshMachine {
     fn new() -> FreshMachine {
         let root = tempfile::tempdir().unwrap();
-        for dir in [
-            "home",
-            "xdg-cache",
-            "xdg-config",
-            "xdg-data",
-            "xdg-state",
-            "tmp",
-            "work",
-        ] {
+        for dir in FOLDERS {
             std::fs::create_dir(root.path().join(dir)).unwrap();
         }
         FreshMachine { root }
@@ -169,16 +172,7 @@ fn a_first_run_writes_only_the_cache_the_run_and_the_named_outputs() {
             ]
                 .iter()
                 .any(|f| p == format!("work/{f}"))
-            || [
-                "home",
-                "xdg-cache",
-                "xdg-config",
-                "xdg-data",
-                "xdg-state",
-                "tmp",
-                "work",
-            ]
-            .contains(&p)
+            || FOLDERS.contains(&p)
     };
     let unexpected: Vec<&String> = all.iter().filter(|p| !allowed(p)).collect();
     assert!(
