@@ -662,14 +662,22 @@ fn progress_off_a_terminal_is_plain_lines_with_rate_and_time_left() {
         assert_eq!(rate.contains('.'), value < 10.0, "{line}");
     }
     // Fine-tuning names itself and its epoch, and a rate below 10 keeps its decimal (it used to print
-    // `extracting: 1 / 40 steps · 0 steps/s`).
+    // `extracting: 1 / 40 steps · 0 steps/s`). The tiny fixture trains in milliseconds, faster than a
+    // progress line: the same pipeline with 400 epochs and no early stopping lasts long enough for lines.
+    let fixture =
+        std::fs::read_to_string(repo().join("fixtures/pipelines/tiny-fine-tune.toml")).unwrap();
+    let fixtures = repo().join("fixtures");
+    let longer = fixture
+        .replace("\"../", &format!("\"{}/", fixtures.display()))
+        .replace("epochs = 12", "epochs = 400")
+        .replace("patience = 4", "");
+    let pipeline = dir.path().join("tiny-fine-tune-longer.toml");
+    std::fs::write(&pipeline, longer).unwrap();
     let tuned = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .current_dir(repo())
-        .args([
-            "run",
-            "fixtures/pipelines/tiny-fine-tune.toml",
-            "--runs-dir",
-        ])
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--runs-dir"])
         .arg(dir.path().join("runs"))
         .arg("--features-dir")
         .arg(dir.path().join("features"))

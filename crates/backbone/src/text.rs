@@ -673,27 +673,80 @@ impl TextTokenizer {
             ..TruncationParams::default()
         }))
         .map_err(|e| tokenizer_err(e.to_string()))?;
-        Ok(TextTokenizer {
+        if let Some(processor) = tok.get_post_processor()
+            && let Ok(json) = serde_json::to_value(processor)
+            && let Some(undefined) = undefined_special_token(&json)
+        {
+            return Err(tokenizer_err(format!(
+                "its post-processor's template names the special token `{undefined}`, which its \
+                 `special_tokens` do not define"
+            )));
+        }
+        let opened = TextTokenizer {
             tokenizer: Arc::new(tok),
             path: path.to_path_buf(),
-        })
+        };
+        // A file can parse and still fail at its first text (a template naming a special token it does not
+        // define): found here, at the file, rather than mid-run.
+        opened.encode(&["a"])?;
+        Ok(opened)
     }
 
     /// Tokenizes `texts` in parallel (rayon).
     pub fn encode<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<EncodedTexts, BackboneError> {
         let started = Instant::now();
         let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch_fast(inputs, true)
-            .map_err(|e| BackboneError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let failed = |message: String| BackboneError::Tokenizer {
+            path: self.path.clone(),
+            message,
+        };
+        // The tokenizers library panics on some damaged files (an `expect` on a template's special token)
+        // instead of returning an error; the panic is turned into one that names the file.
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.tokenizer.encode_batch_fast(inputs, true)
+        }))
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "no message".to_owned());
+            failed(format!("the tokenizer failed on its own settings ({why})"))
+        })?;
+        let encodings = encoded.map_err(|e| failed(e.to_string()))?;
         Ok(EncodedTexts {
             encodings,
             tokenize_seconds: started.elapsed().as_secs_f64(),
         })
+    }
+}
+
+/// A special token that a `TemplateProcessing` post-processor (anywhere in `processor`, which may be a
+/// sequence of them) puts into its templates without defining it: the tokenizers library reads such a file,
+/// then panics at the first text.
+fn undefined_special_token(processor: &serde_json::Value) -> Option<String> {
+    match processor {
+        serde_json::Value::Array(items) => items.iter().find_map(undefined_special_token),
+        serde_json::Value::Object(map) => {
+            if map.get("type").and_then(serde_json::Value::as_str) == Some("TemplateProcessing") {
+                let defined = map
+                    .get("special_tokens")
+                    .and_then(serde_json::Value::as_object);
+                let named = ["single", "pair"]
+                    .iter()
+                    .filter_map(|t| map.get(*t).and_then(serde_json::Value::as_array))
+                    .flatten()
+                    .filter_map(|piece| piece.pointer("/SpecialToken/id"))
+                    .filter_map(serde_json::Value::as_str);
+                for id in named {
+                    if !defined.is_some_and(|d| d.contains_key(id)) {
+                        return Some(id.to_owned());
+                    }
+                }
+            }
+            map.values().find_map(undefined_special_token)
+        }
+        _ => None,
     }
 }
 

@@ -174,3 +174,18 @@ fn the_untouched_tokenizer_opens_and_encodes() {
         .unwrap();
     assert!(err.to_string().contains("tiny-embedder.onnx"), "{err}");
 }
+
+/// Found by `an_edited_tokenizer_opens_or_is_refused_by_name`: a template naming a special token the file
+/// does not define parses, then the tokenizers library panics at the first text (an `expect`).
+#[test]
+fn a_template_naming_an_undefined_special_token_is_refused_by_name() {
+    let text = std::fs::read_to_string(fixture("tiny-tokenizer.json")).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    v["post_processor"]["single"][0]["SpecialToken"]["id"] = Value::from("[CLX]");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = TextTokenizer::open(&path, 16).expect_err("refused");
+    assert!(names(&err, &path), "{err}");
+    assert!(err.to_string().contains("`[CLX]`"), "{err}");
+}

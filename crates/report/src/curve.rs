@@ -35,6 +35,15 @@ impl Spread {
     /// Mean, sample standard deviation and the `level` t-interval of the mean (statrs' Student's t
     /// quantile with n − 1 degrees of freedom), clipped to [0, 1] since the values are accuracies.
     pub fn at_level(values: Vec<f64>, level: f64) -> Spread {
+        Spread::within(values, level, (0.0, 1.0))
+    }
+
+    /// [`Spread::at_level`] of differences between two accuracies (paired draws), clipped to [−1, 1].
+    pub fn of_differences(values: Vec<f64>, level: f64) -> Spread {
+        Spread::within(values, level, (-1.0, 1.0))
+    }
+
+    fn within(values: Vec<f64>, level: f64, (low, high): (f64, f64)) -> Spread {
         use statrs::distribution::{ContinuousCDF, StudentsT};
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
@@ -55,8 +64,8 @@ impl Spread {
         Spread {
             mean,
             std,
-            lower: (mean - half).clamp(0.0, 1.0),
-            upper: (mean + half).clamp(0.0, 1.0),
+            lower: (mean - half).clamp(low, high),
+            upper: (mean + half).clamp(low, high),
             values,
             level,
         }

@@ -1,4 +1,5 @@
-//! Fine-tuning the top blocks of a BERT-style sentence encoder, on candle's autodiff.
+//! Fine-tuning the top blocks of a BERT-style sentence encoder, with the encoder's forward and backward
+//! passes written out on faer's matrix products and rayon.
 //!
 //! The encoder is read from safetensors under Hugging Face's names ([`BertWeights`]); [`fine_tune`] trains
 //! its top `k` blocks (with a classification head or SetFit's contrastive pairs) starting from the frozen
@@ -41,8 +42,11 @@
 //! ```
 
 mod adamw;
+mod encoder;
+mod kernels;
 mod memory;
-mod model;
+#[cfg(test)]
+mod reference;
 mod train;
 mod weights;
 
@@ -136,13 +140,6 @@ pub enum TuneError {
         /// 1-based step in the epoch.
         step: usize,
     },
-    /// candle failed (a bug or out of memory).
-    #[error("candle: {0}")]
-    Candle(String),
-}
-
-pub(crate) fn candle_err(e: candle_core::Error) -> TuneError {
-    TuneError::Candle(e.to_string())
 }
 
 /// A small random BERT (`layers` blocks, hidden 8, 2 heads, 16-wide feed-forward, 32 positions, `vocab`

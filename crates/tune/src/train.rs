@@ -4,17 +4,18 @@
 
 use std::time::Instant;
 
-use crate::adamw::{AdamWParams, InPlaceAdamW, gradient_norm};
-use candle_core::{DType, Device, Tensor, Var};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Batch, Dropout, Encoder, padded_states, pool, zeros_var};
-use crate::weights::{BLOCK_TENSORS, BertWeights, EMBEDDING_TENSORS};
-use crate::{TuneError, candle_err};
+use crate::TuneError;
+use crate::adamw::{AdamWParams, Moments, Step, squares};
+use crate::encoder::{
+    Dropout, Params, Pass, Start, Tokens, backward, cross_entropy, forward, pair_loss,
+};
+use crate::weights::{BLOCK_TENSORS, BertConfig, BertWeights, EMBEDDING_TENSORS};
 
 /// What the encoder is trained to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -185,7 +186,7 @@ pub struct EpochRecord {
     /// Wall-clock seconds of the epoch's training steps (validation excluded).
     pub seconds: f64,
     /// Of `seconds`: the forward passes and losses, the backward passes, and gradient clipping with the
-    /// AdamW updates (candle runs each operation to completion, so wall time splits cleanly).
+    /// AdamW updates.
     #[serde(default)]
     pub phase_seconds: PhaseSeconds,
 }
@@ -196,15 +197,15 @@ pub struct EpochRecord {
 pub struct PhaseSeconds {
     /// Forward passes and the loss.
     pub forward: f64,
-    /// `loss.backward()`.
+    /// The backward passes (every trained tensor's gradient).
     pub backward: f64,
     /// Gradient clipping and the optimiser steps.
     pub optimizer: f64,
 }
 
-/// Progress inside an epoch, for a progress line.
+/// Progress inside an epoch, for a progress line (and for comparing training step by step).
 #[derive(Debug, Clone, Copy)]
-pub struct Progress {
+pub struct Progress<'a> {
     /// 1-based epoch.
     pub epoch: usize,
     /// Epochs planned.
@@ -215,6 +216,11 @@ pub struct Progress {
     pub steps: usize,
     /// Mean training loss so far this epoch.
     pub loss: f64,
+    /// The loss of the step just taken.
+    pub step_loss: f64,
+    /// The training units of that step, in batch order: indices into the training rows (classification)
+    /// or into the pairs drawn from them (contrastive).
+    pub batch: &'a [usize],
 }
 
 /// The tuned weights and the record of how they came about.
@@ -230,9 +236,47 @@ pub struct TuneOutcome {
     pub stopped_early: bool,
 }
 
-/// A set of variables sharing a learning rate and weight decay.
+/// One trainable tensor: of the embeddings, of a block, or of the classification head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Embedding(usize),
+    Block(usize, usize),
+    HeadWeight,
+    HeadBias,
+}
+
+/// The classification head on the pooled embedding: `[classes, hidden]` and `[classes]`, zero at start.
+#[derive(Debug, Clone, PartialEq)]
+struct Head {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// What training changes: the encoder and (classification) the head.
+#[derive(Debug, Clone, PartialEq)]
+struct Model {
+    encoder: Params<f32>,
+    head: Option<Head>,
+}
+
+impl Model {
+    fn tensor_mut(&mut self, slot: Slot) -> &mut Vec<f32> {
+        match slot {
+            Slot::Embedding(i) => &mut self.encoder.embeddings[i],
+            Slot::Block(l, i) => &mut self.encoder.blocks[l][i],
+            Slot::HeadWeight => &mut self.head.as_mut().expect("a head").weight,
+            Slot::HeadBias => &mut self.head.as_mut().expect("a head").bias,
+        }
+    }
+}
+
+/// A set of tensors sharing a learning rate and weight decay, with their AdamW moments.
 struct Group {
-    optimizer: InPlaceAdamW,
+    slots: Vec<Slot>,
+    moments: Vec<Moments>,
+    params: AdamWParams,
+    /// AdamW steps taken (a group frozen by gradual unfreezing has taken fewer).
+    steps: i32,
     /// Blocks from the top (0 = top block; `layers` = the embeddings; `None` = the head).
     depth: Option<usize>,
     peak: f64,
@@ -248,7 +292,7 @@ pub fn fine_tune(
     train: &[TuneRow<'_>],
     valid: &[TuneRow<'_>],
     options: &TuneOptions,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<TuneOutcome, TuneError> {
     let config = weights.config();
     options.check(config.layers)?;
@@ -261,16 +305,22 @@ pub fn fine_tune(
         });
     }
     crate::memory::keep_freed_memory();
-    let device = Device::Cpu;
-    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
-    let head = match options.objective {
-        Objective::Classification { classes } => Some((
-            zeros_var(&[classes, config.hidden_size], &device).map_err(candle_err)?,
-            zeros_var(&[classes], &device).map_err(candle_err)?,
-        )),
-        Objective::Contrastive { .. } => None,
+    let mut model = Model {
+        encoder: Params::from_weights(weights),
+        head: match options.objective {
+            Objective::Classification { classes } => Some(Head {
+                weight: vec![0.0; classes * config.hidden_size],
+                bias: vec![0.0; classes],
+            }),
+            Objective::Contrastive { .. } => None,
+        },
     };
-    let mut groups = param_groups(&encoder, head.as_ref(), options)?;
+    let mut groups = param_groups(config, model.head.is_some(), options);
+    let mut grads = Grads::new(
+        &model,
+        config.layers - options.trainable_layers,
+        config.hidden_size,
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let units = training_units(train, options, &mut rng);
     let steps_per_epoch = units.len().div_ceil(options.batch_size);
@@ -283,14 +333,8 @@ pub fn fine_tune(
         }
         Objective::Classification { .. } => Vec::new(),
     };
-    let ctx = Context {
-        encoder: &encoder,
-        head: head.as_ref(),
-        options,
-        device: &device,
-    };
     let mut records = Vec::new();
-    let mut best: Option<(f64, usize, Vec<Tensor>)> = None;
+    let mut best: Option<(f64, usize, Model)> = None;
     let mut since_best = 0;
     let mut step = 0;
     let mut stopped_early = false;
@@ -308,32 +352,38 @@ pub fn fine_tune(
         let mut lr_now = 0.0;
         let mut phases = PhaseSeconds::default();
         for (b, batch) in batches.iter().enumerate() {
-            let clock = Instant::now();
             let factor = schedule(step, warmup_steps, total_steps, options.decay);
-            let mut dropout = Dropout {
+            let ctx = Context {
+                model: &model,
+                config,
+                options,
+            };
+            grads.clear(active, config.layers);
+            let mut dropout = Some(Dropout {
                 rate: options.dropout,
                 rng: &mut rng,
-            };
-            let loss = ctx.batch_loss(train, &units, batch, active, Some(&mut dropout))?;
-            let value = f64::from(loss.to_scalar::<f32>().map_err(candle_err)?);
+            });
+            let value = ctx.train_step(
+                train,
+                &units,
+                batch,
+                active,
+                &mut dropout,
+                &mut grads,
+                &mut phases,
+            );
             if !value.is_finite() {
                 return Err(TuneError::Diverged { epoch, step: b + 1 });
             }
-            phases.forward += clock.elapsed().as_secs_f64();
             let clock = Instant::now();
-            let grads = loss.backward().map_err(candle_err)?;
-            phases.backward += clock.elapsed().as_secs_f64();
-            let clock = Instant::now();
-            let trained = trained_vars(&encoder, head.as_ref());
-            let blocks = (active, config.layers);
             if let Some(lr) = update(
                 &mut groups,
+                &mut model,
                 &grads,
-                &trained,
-                blocks,
+                (active, config.layers),
                 options.max_grad_norm,
                 factor,
-            )? {
+            ) {
                 lr_now = lr;
             }
             phases.optimizer += clock.elapsed().as_secs_f64();
@@ -345,10 +395,17 @@ pub fn fine_tune(
                 step: b + 1,
                 steps: batches.len(),
                 loss: loss_sum / (b + 1) as f64,
+                step_loss: value,
+                batch,
             });
         }
         let seconds = started.elapsed().as_secs_f64();
-        let (valid_loss, valid_accuracy) = ctx.validate(valid, &valid_pairs)?;
+        let ctx = Context {
+            model: &model,
+            config,
+            options,
+        };
+        let (valid_loss, valid_accuracy) = ctx.validate(valid, &valid_pairs);
         records.push(EpochRecord {
             epoch,
             trainable_blocks: active,
@@ -366,7 +423,7 @@ pub fn fine_tune(
             _ => f64::from(epoch as u32),
         };
         if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-            best = Some((score, epoch, snapshot(&encoder, head.as_ref())?));
+            best = Some((score, epoch, model.clone()));
             since_best = 0;
         } else {
             since_best += 1;
@@ -377,15 +434,92 @@ pub fn fine_tune(
         }
     }
     let (_, best_epoch, kept) = best.expect("at least one epoch ran");
-    restore(&encoder, head.as_ref(), &kept)?;
     let mut tuned = weights.clone();
-    encoder.write_into(&mut tuned).map_err(candle_err)?;
+    kept.encoder.write_into(&mut tuned);
     Ok(TuneOutcome {
         weights: tuned,
         epochs: records,
         best_epoch,
         stopped_early,
     })
+}
+
+/// The gradients of every tensor that may train, kept between steps (cleared, not reallocated).
+struct Grads {
+    encoder: Params<f32>,
+    head: Option<Head>,
+    /// The word-embedding rows that may hold a gradient (sorted token ids of the step's batches): the
+    /// only rows of the 11.7 M-value table to clear and to count in the norm.
+    words: Vec<u32>,
+    hidden: usize,
+}
+
+impl Grads {
+    fn new(model: &Model, lowest: usize, hidden: usize) -> Grads {
+        Grads {
+            words: Vec::new(),
+            hidden,
+            encoder: model.encoder.zeros_for(lowest == 0, lowest),
+            head: model.head.as_ref().map(|h| Head {
+                weight: vec![0.0; h.weight.len()],
+                bias: vec![0.0; h.bias.len()],
+            }),
+        }
+    }
+
+    /// Zeroes the gradients of the tensors training now (the top `active` blocks, the embeddings when
+    /// every block trains, the head).
+    fn clear(&mut self, active: usize, layers: usize) {
+        let lowest = layers - active;
+        if lowest == 0 {
+            let h = self.hidden;
+            let (words, rest) = self.encoder.embeddings.split_at_mut(1);
+            for &id in &self.words {
+                let id = id as usize;
+                words[0][id * h..(id + 1) * h].fill(0.0);
+            }
+            rest.iter_mut().for_each(|g| g.fill(0.0));
+        }
+        self.words.clear();
+        for block in &mut self.encoder.blocks[lowest..] {
+            block.iter_mut().for_each(|g| g.fill(0.0));
+        }
+        if let Some(h) = &mut self.head {
+            h.weight.fill(0.0);
+            h.bias.fill(0.0);
+        }
+    }
+
+    /// Notes the token ids of a pass whose backward pass reached the word embeddings.
+    fn touch(&mut self, ids: &[u32]) {
+        self.words.extend_from_slice(ids);
+        self.words.sort_unstable();
+        self.words.dedup();
+    }
+
+    /// The sum of squares of a tensor's gradient (of the word embeddings: over the touched rows alone,
+    /// the rest being zero).
+    fn squares(&self, slot: Slot) -> f64 {
+        if slot == Slot::Embedding(0) {
+            let h = self.hidden;
+            let words = &self.encoder.embeddings[0];
+            return self
+                .words
+                .iter()
+                .map(|&id| squares(&words[id as usize * h..(id as usize + 1) * h]))
+                .sum();
+        }
+        squares(self.of(slot))
+    }
+
+    fn of(&self, slot: Slot) -> &[f32] {
+        match slot {
+            Slot::Embedding(i) => &self.encoder.embeddings[i],
+            Slot::Block(l, i) => &self.encoder.blocks[l][i],
+            Slot::HeadWeight => &self.head.as_ref().expect("a head").weight,
+            Slot::HeadBias => &self.head.as_ref().expect("a head").bias,
+        }
+    }
 }
 
 fn group_active(depth: Option<usize>, active: usize, layers: usize) -> bool {
@@ -535,159 +669,172 @@ fn schedule(step: usize, warmup: usize, total: usize, decay: Decay) -> f64 {
 /// joint norm of `max_norm` (applied as a factor inside the update); returns the top block's rate.
 fn update(
     groups: &mut [Group],
-    grads: &candle_core::backprop::GradStore,
-    trained: &[&Var],
+    model: &mut Model,
+    grads: &Grads,
     (active, layers): (usize, usize),
     max_norm: f64,
     factor: f64,
-) -> Result<Option<f64>, TuneError> {
-    let norm = gradient_norm(grads, trained).map_err(candle_err)?;
+) -> Option<f64> {
+    let live = |g: &&mut Group| group_active(g.depth, active, layers);
+    let norm = groups
+        .iter_mut()
+        .filter(live)
+        .flat_map(|g| g.slots.iter().map(|&s| grads.squares(s)))
+        .sum::<f64>()
+        .sqrt();
     let grad_scale = if norm > max_norm {
         max_norm / (norm + 1e-6)
     } else {
         1.0
     };
     let mut top = None;
-    for g in groups.iter_mut() {
-        if !group_active(g.depth, active, layers) {
-            continue;
-        }
+    for g in groups.iter_mut().filter(|g| live(g)) {
         let lr = g.peak * factor;
         if g.depth == Some(0) {
             top = Some(lr);
         }
-        g.optimizer.set_learning_rate(lr);
-        g.optimizer.step(grads, grad_scale).map_err(candle_err)?;
+        g.steps += 1;
+        let step = Step::new(&g.params, lr, g.steps, grad_scale);
+        for (&slot, moments) in g.slots.iter().zip(&mut g.moments) {
+            step.apply(model.tensor_mut(slot), grads.of(slot), moments);
+        }
     }
-    Ok(top)
+    top
 }
 
-fn param_groups(
-    encoder: &Encoder,
-    head: Option<&(Var, Var)>,
-    options: &TuneOptions,
-) -> Result<Vec<Group>, TuneError> {
-    let layers = encoder.config.layers;
+fn param_groups(config: &BertConfig, head: bool, options: &TuneOptions) -> Vec<Group> {
+    let layers = config.layers;
     let mut groups = Vec::new();
-    let mut push = |vars: Vec<(&str, &Var)>, depth: Option<usize>, peak: f64| {
-        let (decayed, plain): (Vec<_>, Vec<_>) = vars.into_iter().partition(|(n, _)| decays(n));
+    let mut push = |tensors: Vec<(&str, Slot, usize)>, depth: Option<usize>, peak: f64| {
+        let (decayed, plain): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(n, ..)| decays(n));
         for (set, weight_decay) in [(decayed, options.weight_decay), (plain, 0.0)] {
             if set.is_empty() {
                 continue;
             }
-            let vars = set.into_iter().map(|(_, v)| v.clone()).collect();
             groups.push(Group {
-                optimizer: InPlaceAdamW::new(vars, AdamWParams::new(peak, weight_decay)),
+                slots: set.iter().map(|&(_, s, _)| s).collect(),
+                moments: set.iter().map(|&(.., len)| Moments::new(len)).collect(),
+                params: AdamWParams::new(weight_decay),
+                steps: 0,
                 depth,
                 peak,
             });
         }
-        Ok::<(), TuneError>(())
     };
+    let (h, f) = (config.hidden_size, config.intermediate_size);
     for depth in 0..options.trainable_layers {
-        let block = &encoder.blocks[layers - 1 - depth];
-        let named = BLOCK_TENSORS.iter().copied().zip(block).collect();
-        push(
-            named,
-            Some(depth),
-            options.learning_rate * options.layer_decay.powi(depth as i32),
-        )?;
-    }
-    if options.trainable_layers == layers {
-        let named = EMBEDDING_TENSORS
+        let layer = layers - 1 - depth;
+        let tensors = BLOCK_TENSORS
             .iter()
-            .copied()
-            .zip(&encoder.embeddings)
+            .enumerate()
+            .map(|(i, name)| {
+                let len = crate::weights::block_shape(name, h, f).iter().product();
+                (*name, Slot::Block(layer, i), len)
+            })
             .collect();
         push(
-            named,
+            tensors,
+            Some(depth),
+            options.learning_rate * options.layer_decay.powi(depth as i32),
+        );
+    }
+    if options.trainable_layers == layers {
+        let lens = [
+            config.vocab_size * h,
+            config.max_positions * h,
+            config.type_vocab_size * h,
+            h,
+            h,
+        ];
+        let tensors = EMBEDDING_TENSORS
+            .iter()
+            .zip(lens)
+            .enumerate()
+            .map(|(i, (name, len))| (*name, Slot::Embedding(i), len))
+            .collect();
+        push(
+            tensors,
             Some(layers),
             options.learning_rate * options.layer_decay.powi(layers as i32),
-        )?;
+        );
     }
-    if let Some((w, b)) = head {
+    if let Objective::Classification { classes } = options.objective
+        && head
+    {
         push(
-            vec![("head.weight", w), ("head.bias", b)],
+            vec![
+                ("head.weight", Slot::HeadWeight, classes * h),
+                ("head.bias", Slot::HeadBias, classes),
+            ],
             None,
             options.head_learning_rate,
-        )?;
+        );
     }
-    Ok(groups)
+    groups
 }
 
 struct Context<'a> {
-    encoder: &'a Encoder,
-    head: Option<&'a (Var, Var)>,
+    model: &'a Model,
+    config: &'a BertConfig,
     options: &'a TuneOptions,
-    device: &'a Device,
 }
 
 impl Context<'_> {
-    /// Pooled, normalised embeddings of `rows`, running the blocks above the frozen boundary; the top
-    /// `active` blocks (and the embeddings when every block trains) take part in the gradient.
-    fn embed(
+    /// A forward pass over `rows[indices]` from the frozen boundary (cached states, or the token ids when
+    /// every block trains), through the top blocks, to the pooled embeddings.
+    fn pass(
         &self,
         rows: &[TuneRow<'_>],
         indices: &[usize],
-        active: usize,
         dropout: &mut Option<Dropout<'_>>,
-    ) -> Result<Tensor, TuneError> {
-        let layers = self.encoder.config.layers;
-        let boundary = layers - self.options.trainable_layers;
+    ) -> Pass<f32> {
+        let boundary = self.config.layers - self.options.trainable_layers;
         let ids: Vec<&[u32]> = indices.iter().map(|&i| rows[i].ids).collect();
-        let batch = Batch::new(&ids, self.device, DType::F32).map_err(candle_err)?;
-        let mut hidden = if boundary == 0 {
-            self.encoder
-                .embed(&batch, active == layers, dropout)
-                .map_err(candle_err)?
+        let tokens = Tokens::new(&ids);
+        let start = if boundary == 0 {
+            Start::Ids
         } else {
             let states: Vec<&Array2<f32>> = indices
                 .iter()
                 .map(|&i| rows[i].states.expect("checked: states present"))
                 .collect();
-            padded_states(
+            Start::States(padded_states(
                 &states,
-                batch.width(),
-                self.encoder.config.hidden_size,
-                self.device,
-            )
-            .map_err(candle_err)?
+                tokens.width,
+                self.config.hidden_size,
+            ))
         };
-        for layer in boundary..layers {
-            let trained = layer >= layers - active;
-            hidden = self
-                .encoder
-                .block(layer, &hidden, &batch, trained, dropout)
-                .map_err(candle_err)?;
-        }
-        pool(&hidden, &batch.mask).map_err(candle_err)
+        forward(
+            &self.model.encoder,
+            self.config,
+            tokens,
+            start,
+            boundary,
+            dropout,
+        )
     }
 
-    fn logits(&self, pooled: &Tensor) -> Result<Tensor, TuneError> {
-        let (w, b) = self.head.expect("classification has a head");
-        pooled
-            .matmul(&w.as_tensor().t().map_err(candle_err)?)
-            .and_then(|x| x.broadcast_add(b.as_tensor()))
-            .map_err(candle_err)
+    fn head(&self) -> (&[f32], &[f32]) {
+        let h = self.model.head.as_ref().expect("classification has a head");
+        (&h.weight, &h.bias)
     }
 
-    fn labels(&self, rows: &[TuneRow<'_>], indices: &[usize]) -> Result<Tensor, TuneError> {
-        let labels: Vec<u32> = indices.iter().map(|&i| rows[i].label as u32).collect();
-        Tensor::from_vec(labels, indices.len(), self.device).map_err(candle_err)
-    }
-
-    fn batch_loss(
+    /// One training step's forward passes, loss and backward passes; the gradients go into `grads`.
+    /// Returns the loss.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
         &self,
         rows: &[TuneRow<'_>],
         units: &[Unit],
         batch: &[usize],
         active: usize,
-        dropout: Option<&mut Dropout<'_>>,
-    ) -> Result<Tensor, TuneError> {
-        let mut dropout = dropout.map(|d| Dropout {
-            rate: d.rate,
-            rng: &mut *d.rng,
-        });
+        dropout: &mut Option<Dropout<'_>>,
+        grads: &mut Grads,
+        phases: &mut PhaseSeconds,
+    ) -> f64 {
+        let clock = Instant::now();
+        let lowest = self.config.layers - active;
+        let rate = self.options.dropout;
         match self.options.objective {
             Objective::Classification { .. } => {
                 let indices: Vec<usize> = batch
@@ -697,155 +844,202 @@ impl Context<'_> {
                         Unit::Pair(..) => unreachable!("classification trains on rows"),
                     })
                     .collect();
-                let pooled = self.embed(rows, &indices, active, &mut dropout)?;
-                let logits = self.logits(&pooled)?;
-                candle_nn::loss::cross_entropy(&logits, &self.labels(rows, &indices)?)
-                    .map_err(candle_err)
+                let pass = self.pass(rows, &indices, dropout);
+                let labels: Vec<usize> = indices.iter().map(|&i| rows[i].label).collect();
+                let (loss, _, d_logits) = cross_entropy(&pass.pooled, self.head(), &labels);
+                phases.forward += clock.elapsed().as_secs_f64();
+                if !loss.is_finite() {
+                    return loss;
+                }
+                let clock = Instant::now();
+                let d_pooled = head_backward(&pass.pooled, &d_logits, self.head().0, grads);
+                backward(
+                    &self.model.encoder,
+                    self.config,
+                    &pass,
+                    &d_pooled,
+                    lowest,
+                    &mut grads.encoder,
+                    rate,
+                );
+                if lowest == 0 {
+                    grads.touch(pass.tokens.ids());
+                }
+                phases.backward += clock.elapsed().as_secs_f64();
+                loss
             }
             Objective::Contrastive { .. } => {
-                let pairs: Vec<Unit> = batch.iter().map(|&u| units[u]).collect();
-                self.pair_loss(rows, &pairs, active, &mut dropout)
+                // Both sides of every pair in one pass: twice the rows per matrix product.
+                let (left, right, targets) = split_pairs(batch.iter().map(|&u| units[u]));
+                let both: Vec<usize> = left.iter().chain(&right).copied().collect();
+                let pass = self.pass(rows, &both, dropout);
+                let (u, v) = pass.pooled.split_at(left.len() * self.config.hidden_size);
+                let (loss, mut du, dv) = pair_loss(u, v, &targets, self.config.hidden_size);
+                phases.forward += clock.elapsed().as_secs_f64();
+                if !loss.is_finite() {
+                    return loss;
+                }
+                let clock = Instant::now();
+                du.extend_from_slice(&dv);
+                let encoder = &self.model.encoder;
+                backward(
+                    encoder,
+                    self.config,
+                    &pass,
+                    &du,
+                    lowest,
+                    &mut grads.encoder,
+                    rate,
+                );
+                if lowest == 0 {
+                    grads.touch(pass.tokens.ids());
+                }
+                phases.backward += clock.elapsed().as_secs_f64();
+                loss
             }
         }
-    }
-
-    fn pair_loss(
-        &self,
-        rows: &[TuneRow<'_>],
-        pairs: &[Unit],
-        active: usize,
-        dropout: &mut Option<Dropout<'_>>,
-    ) -> Result<Tensor, TuneError> {
-        let (mut left, mut right, mut target) = (Vec::new(), Vec::new(), Vec::new());
-        for p in pairs {
-            if let Unit::Pair(a, b, t) = *p {
-                left.push(a);
-                right.push(b);
-                target.push(t);
-            }
-        }
-        let u = self.embed(rows, &left, active, dropout)?;
-        let v = self.embed(rows, &right, active, dropout)?;
-        let target = Tensor::from_vec(target, left.len(), self.device).map_err(candle_err)?;
-        (u * v)
-            .and_then(|p| p.sum(1))
-            .and_then(|cos| cos - target)
-            .and_then(|d| d.sqr())
-            .and_then(|s| s.mean_all())
-            .map_err(candle_err)
     }
 
     /// Validation loss and (for classification) accuracy, without dropout or gradients.
-    fn validate(
-        &self,
-        rows: &[TuneRow<'_>],
-        pairs: &[Unit],
-    ) -> Result<(Option<f64>, Option<f64>), TuneError> {
+    fn validate(&self, rows: &[TuneRow<'_>], pairs: &[Unit]) -> (Option<f64>, Option<f64>) {
         if rows.is_empty() {
-            return Ok((None, None));
+            return (None, None);
         }
         let size = self.options.batch_size.max(32);
         match self.options.objective {
-            Objective::Classification { .. } => {
+            Objective::Classification { classes } => {
                 let (mut loss, mut correct) = (0.0, 0usize);
                 let indices: Vec<usize> = (0..rows.len()).collect();
                 for chunk in indices.chunks(size) {
-                    let pooled = self.embed(rows, chunk, 0, &mut None)?;
-                    let logits = self.logits(&pooled)?.detach();
-                    let labels = self.labels(rows, chunk)?;
-                    let l = candle_nn::loss::cross_entropy(&logits, &labels)
-                        .and_then(|l| l.to_scalar::<f32>())
-                        .map_err(candle_err)?;
-                    loss += f64::from(l) * chunk.len() as f64;
-                    let predicted = logits
-                        .argmax(1)
-                        .and_then(|p| p.to_vec1::<u32>())
-                        .map_err(candle_err)?;
-                    correct += predicted
-                        .iter()
-                        .zip(chunk)
-                        .filter(|(p, i)| **p as usize == rows[**i].label)
+                    let pooled = self.pass(rows, chunk, &mut None).pooled;
+                    let labels: Vec<usize> = chunk.iter().map(|&i| rows[i].label).collect();
+                    let (l, logits, _) = cross_entropy(&pooled, self.head(), &labels);
+                    loss += l * chunk.len() as f64;
+                    correct += logits
+                        .chunks(classes)
+                        .zip(&labels)
+                        .filter(|(z, label)| argmax(z) == **label)
                         .count();
                 }
                 let n = rows.len() as f64;
-                Ok((Some(loss / n), Some(correct as f64 / n)))
+                (Some(loss / n), Some(correct as f64 / n))
             }
             Objective::Contrastive { .. } => {
                 if pairs.is_empty() {
-                    return Ok((None, None));
+                    return (None, None);
                 }
                 let mut loss = 0.0;
                 for chunk in pairs.chunks(size) {
-                    let l = self
-                        .pair_loss(rows, chunk, 0, &mut None)?
-                        .to_scalar::<f32>()
-                        .map_err(candle_err)?;
-                    loss += f64::from(l) * chunk.len() as f64;
+                    let (left, right, targets) = split_pairs(chunk.iter().copied());
+                    let both: Vec<usize> = left.iter().chain(&right).copied().collect();
+                    let pooled = self.pass(rows, &both, &mut None).pooled;
+                    let (u, v) = pooled.split_at(left.len() * self.config.hidden_size);
+                    let (l, ..) = pair_loss(u, v, &targets, self.config.hidden_size);
+                    loss += l * chunk.len() as f64;
                 }
-                Ok((Some(loss / pairs.len() as f64), None))
+                (Some(loss / pairs.len() as f64), None)
             }
         }
     }
 }
 
-fn trained_vars<'a>(encoder: &'a Encoder, head: Option<&'a (Var, Var)>) -> Vec<&'a Var> {
-    let mut vars: Vec<&Var> = encoder.embeddings.iter().collect();
-    vars.extend(encoder.blocks.iter().flatten());
-    if let Some((w, b)) = head {
-        vars.extend([w, b]);
+/// The first index of the largest value (as candle's and numpy's `argmax`).
+fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
     }
-    vars
+    best
 }
 
-fn snapshot(encoder: &Encoder, head: Option<&(Var, Var)>) -> Result<Vec<Tensor>, TuneError> {
-    trained_vars(encoder, head)
-        .into_iter()
-        .map(|v| v.as_tensor().copy().map_err(candle_err))
-        .collect()
-}
-
-fn restore(encoder: &Encoder, head: Option<&(Var, Var)>, kept: &[Tensor]) -> Result<(), TuneError> {
-    for (var, value) in trained_vars(encoder, head).into_iter().zip(kept) {
-        var.set(value).map_err(candle_err)?;
+/// The head's gradients (added into `grads.head`) and the pooled embeddings' gradient.
+fn head_backward(pooled: &[f32], d_logits: &[f32], weight: &[f32], grads: &mut Grads) -> Vec<f32> {
+    let g = grads.head.as_mut().expect("classification has a head");
+    let classes = g.bias.len();
+    let h = weight.len() / classes;
+    let mut d_pooled = vec![0.0; pooled.len()];
+    for ((e, dz), de) in pooled
+        .chunks(h)
+        .zip(d_logits.chunks(classes))
+        .zip(d_pooled.chunks_mut(h))
+    {
+        for (c, &d) in dz.iter().enumerate() {
+            g.bias[c] += d;
+            let w = &weight[c * h..(c + 1) * h];
+            for (((gw, &x), de), &wv) in g.weight[c * h..(c + 1) * h]
+                .iter_mut()
+                .zip(e)
+                .zip(de.iter_mut())
+                .zip(w)
+            {
+                *gw += d * x;
+                *de += d * wv;
+            }
+        }
     }
-    Ok(())
+    d_pooled
 }
 
-/// Sentence embeddings (masked mean, L2-normalised) of `rows` through the whole encoder, in candle.
+/// Pairs as (left rows, right rows, target cosines).
+fn split_pairs(pairs: impl Iterator<Item = Unit>) -> (Vec<usize>, Vec<usize>, Vec<f32>) {
+    let (mut left, mut right, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for p in pairs {
+        if let Unit::Pair(a, b, t) = p {
+            left.push(a);
+            right.push(b);
+            targets.push(t);
+        }
+    }
+    (left, right, targets)
+}
+
+/// A zero-filled `[rows·width, hidden]` buffer holding each row's cached states at the front.
+fn padded_states(states: &[&Array2<f32>], width: usize, hidden: usize) -> Vec<f32> {
+    let mut flat = vec![0f32; states.len() * width * hidden];
+    for (r, s) in states.iter().enumerate() {
+        for (t, row) in s.outer_iter().enumerate() {
+            let at = (r * width + t) * hidden;
+            flat[at..at + hidden]
+                .iter_mut()
+                .zip(row)
+                .for_each(|(o, v)| *o = *v);
+        }
+    }
+    flat
+}
+
+/// Sentence embeddings (masked mean, L2-normalised) of `rows` through the whole encoder.
 pub fn encode(
     weights: &BertWeights,
     rows: &[&[u32]],
     batch_size: usize,
 ) -> Result<Array2<f32>, TuneError> {
-    let device = Device::Cpu;
-    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
+    let params = Params::<f32>::from_weights(weights);
     let hidden = weights.config().hidden_size;
     let mut out = Array2::zeros((rows.len(), hidden));
-    for (c, chunk) in rows.chunks(batch_size.max(1)).enumerate() {
-        let batch = Batch::new(chunk, &device, DType::F32).map_err(candle_err)?;
-        let mut h = encoder
-            .embed(&batch, false, &mut None)
-            .map_err(candle_err)?;
-        for layer in 0..weights.config().layers {
-            h = encoder
-                .block(layer, &h, &batch, false, &mut None)
-                .map_err(candle_err)?;
-        }
-        let pooled = pool(&h, &batch.mask)
-            .and_then(|p| p.to_dtype(DType::F32))
-            .and_then(|p| p.to_vec2::<f32>())
-            .map_err(candle_err)?;
-        for (r, row) in pooled.into_iter().enumerate() {
-            out.row_mut(c * batch_size.max(1) + r)
-                .assign(&ndarray::Array1::from(row));
+    let size = batch_size.max(1);
+    for (c, chunk) in rows.chunks(size).enumerate() {
+        let pass = forward(
+            &params,
+            weights.config(),
+            Tokens::new(chunk),
+            Start::Ids,
+            0,
+            &mut None,
+        );
+        for (r, row) in pass.pooled.chunks(hidden).enumerate() {
+            out.row_mut(c * size + r)
+                .assign(&ndarray::ArrayView1::from(row));
         }
     }
     Ok(out)
 }
 
 /// Sentence embeddings (masked mean, L2-normalised) of rows whose states at the boundary below the top
-/// `top_blocks` blocks are given (`states: None` and `top_blocks` = depth: from the token ids), in candle:
-/// what a tuned encoder makes of rows without running the frozen blocks again.
+/// `top_blocks` blocks are given (`states: None` and `top_blocks` = depth: from the token ids): what a
+/// tuned encoder makes of rows without running the frozen blocks again.
 pub fn embed_rows(
     weights: &BertWeights,
     top_blocks: usize,
@@ -872,129 +1066,51 @@ pub fn embed_rows(
     };
     options.check(c.layers)?;
     check_rows(weights, rows, &options, "embedded")?;
-    let device = Device::Cpu;
-    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
-    let ctx = Context {
-        encoder: &encoder,
+    let model = Model {
+        encoder: Params::from_weights(weights),
         head: None,
+    };
+    let ctx = Context {
+        model: &model,
+        config: c,
         options: &options,
-        device: &device,
     };
     let mut out = Array2::zeros((rows.len(), c.hidden_size));
     let indices: Vec<usize> = (0..rows.len()).collect();
     for chunk in indices.chunks(options.batch_size) {
-        let pooled = ctx
-            .embed(rows, chunk, 0, &mut None)?
-            .to_vec2::<f32>()
-            .map_err(candle_err)?;
-        for (&i, row) in chunk.iter().zip(pooled) {
-            out.row_mut(i).assign(&ndarray::Array1::from(row));
+        let pooled = ctx.pass(rows, chunk, &mut None).pooled;
+        for (&i, row) in chunk.iter().zip(pooled.chunks(c.hidden_size)) {
+            out.row_mut(i).assign(&ndarray::ArrayView1::from(row));
         }
     }
     Ok(out)
 }
 
-/// The unpooled token states after the bottom `blocks` blocks, one `[tokens, hidden]` array per row, in
-/// candle. (A run computes these with ONNX Runtime from graft-onnx's graph of the same blocks.)
+/// The unpooled token states after the bottom `blocks` blocks, one `[tokens, hidden]` array per row. (A
+/// run computes these with ONNX Runtime from graft-onnx's graph of the same blocks.)
 pub fn token_states(
     weights: &BertWeights,
     blocks: usize,
     rows: &[&[u32]],
 ) -> Result<Vec<Array2<f32>>, TuneError> {
-    let device = Device::Cpu;
-    let encoder = Encoder::new(weights, &device, DType::F32).map_err(candle_err)?;
+    let c = weights.config();
+    let mut bottom = c.clone();
+    bottom.layers = blocks.min(c.layers);
+    let params = Params::<f32>::from_weights(weights);
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let batch = Batch::new(&[row], &device, DType::F32).map_err(candle_err)?;
-        let mut h = encoder
-            .embed(&batch, false, &mut None)
-            .map_err(candle_err)?;
-        for layer in 0..blocks.min(weights.config().layers) {
-            h = encoder
-                .block(layer, &h, &batch, false, &mut None)
-                .map_err(candle_err)?;
-        }
-        let values = h
-            .squeeze(0)
-            .and_then(|t| t.to_vec2::<f32>())
-            .map_err(candle_err)?;
-        let hidden = weights.config().hidden_size;
-        let flat: Vec<f32> = values.into_iter().flatten().collect();
-        out.push(Array2::from_shape_vec((row.len(), hidden), flat).expect("a row's own shape"));
+        let pass = forward(
+            &params,
+            &bottom,
+            Tokens::new(&[row]),
+            Start::Ids,
+            0,
+            &mut None,
+        );
+        out.push(
+            Array2::from_shape_vec((row.len(), c.hidden_size), pass.output)
+                .expect("a row's own shape"),
+        );
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Cross-entropy through a fixed head on the pooled embedding of every block, in float64.
-    fn loss(encoder: &Encoder, rows: &[&[u32]], labels: &[u32], head: &Tensor) -> Tensor {
-        let device = Device::Cpu;
-        let batch = Batch::new(rows, &device, DType::F64).unwrap();
-        let mut h = encoder.embed(&batch, true, &mut None).unwrap();
-        for layer in 0..encoder.config.layers {
-            h = encoder.block(layer, &h, &batch, true, &mut None).unwrap();
-        }
-        let logits = pool(&h, &batch.mask)
-            .unwrap()
-            .matmul(&head.t().unwrap())
-            .unwrap();
-        let labels = Tensor::from_vec(labels.to_vec(), labels.len(), &device).unwrap();
-        candle_nn::loss::cross_entropy(&logits, &labels).unwrap()
-    }
-
-    #[test]
-    fn a_block_s_gradients_match_central_differences_in_float64() {
-        let weights = crate::tiny_bert(1, 13);
-        let device = Device::Cpu;
-        let encoder = Encoder::new(&weights, &device, DType::F64).unwrap();
-        let rows: Vec<Vec<u32>> = vec![vec![1, 5, 8, 2], vec![1, 6, 2], vec![1, 9, 6, 10, 2]];
-        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        let labels = [0u32, 1, 1];
-        let head = Tensor::from_vec(
-            (0..16)
-                .map(|i| f64::from(i % 5 - 2) * 0.7)
-                .collect::<Vec<_>>(),
-            (2, 8),
-            &device,
-        )
-        .unwrap();
-        let grads = loss(&encoder, &rows, &labels, &head).backward().unwrap();
-        // query weight, attention layer norm, feed-forward bias, output dense weight, word embeddings
-        let checked: [(&Var, usize); 5] = [
-            (&encoder.blocks[0][0], 0),
-            (&encoder.blocks[0][8], 3),
-            (&encoder.blocks[0][11], 5),
-            (&encoder.blocks[0][12], 17),
-            (&encoder.embeddings[0], 5 * 8 + 2),
-        ];
-        for (var, index) in checked {
-            let analytic: Vec<f64> = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let original: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-            let at = |delta: f64| {
-                let mut moved = original.clone();
-                moved[index] += delta;
-                var.set(&Tensor::from_vec(moved, var.shape(), &device).unwrap())
-                    .unwrap();
-                let l: f64 = loss(&encoder, &rows, &labels, &head).to_scalar().unwrap();
-                l
-            };
-            let eps = 1e-6;
-            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-            at(0.0);
-            assert!(
-                (analytic[index] - numeric).abs() <= 1e-7 + 1e-5 * numeric.abs(),
-                "analytic {} vs central difference {numeric}",
-                analytic[index]
-            );
-        }
-    }
 }

@@ -187,6 +187,11 @@ impl BertWeights {
         &self.config
     }
 
+    /// Every tensor's name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
     /// The tensor called `name`, if present.
     pub fn tensor(&self, name: &str) -> Option<ArrayViewD<'_, f32>> {
         self.tensors.get(name).map(|t| t.view())

@@ -134,7 +134,7 @@ fn top_blocks_from_cached_states_train_like_the_whole_encoder_with_the_bottom_fr
     );
 }
 
-/// Token states after block 0, from candle (a run gets them from ONNX Runtime).
+/// Token states after block 0, from graft-tune's forward pass (a run gets them from ONNX Runtime).
 fn bottom_states(weights: &BertWeights, data: &[(Vec<u32>, usize)]) -> Vec<Array2<f32>> {
     let ids: Vec<&[u32]> = data.iter().map(|(i, _)| i.as_slice()).collect();
     graft_tune::token_states(weights, 1, &ids).unwrap()

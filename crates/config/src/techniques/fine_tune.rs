@@ -59,6 +59,9 @@ pub struct RawFineTune {
     #[schemars(skip)]
     pub pairs_per_row: Option<Spanned<usize>>,
     pub max_grad_norm: Option<Spanned<f64>>,
+    /// Repeat the comparison on this many seeded draws of training rows (the split's size per class), the
+    /// rest of the labelled rows as each draw's test rows.
+    pub draws: Option<Spanned<usize>>,
     pub weights: Option<Spanned<String>>,
     pub attention_heads: Option<Spanned<usize>>,
 }
@@ -84,6 +87,8 @@ pub struct FineTunePlan {
     /// SetFit's `num_iterations` (contrastive objective): two pairs per training row each.
     pub iterations: usize,
     pub max_grad_norm: f64,
+    /// Seeded draws of training rows the comparison is repeated on (1: the split alone).
+    pub draws: usize,
     /// The float32 weights of a backbone given as files (safetensors) and its attention heads; a
     /// registered backbone brings its own.
     pub weights: Option<(std::path::PathBuf, usize)>,
@@ -115,6 +120,7 @@ impl FineTunePlan {
             "iterations": self.iterations,
             "pairs_per_row": self.pairs_per_row(),
             "max_grad_norm": self.max_grad_norm,
+            "draws": self.draws,
             "weights": self.weights.as_ref().map(|(w, _)| w.display().to_string()),
             "attention_heads": self.weights.as_ref().map(|(_, h)| h),
         })
@@ -307,6 +313,12 @@ pub(crate) fn check(
             "SetFit's default num_iterations is 20: 40 pairs per labelled sentence",
         )?,
         max_grad_norm: rate(c, &r.max_grad_norm, 1.0, "max_grad_norm")?,
+        draws: c.positive(
+            &r.draws,
+            1,
+            "draws",
+            "few-shot results vary with the rows drawn: SetFit's paper averages 10 draws",
+        )?,
         span,
     })
 }

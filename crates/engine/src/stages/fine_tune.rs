@@ -62,6 +62,8 @@ struct Ready<'d> {
     embed: &'d super::EmbedTexts<'d>,
     weights: BertWeights,
     options: TuneOptions,
+    /// `[fine_tune] draws`.
+    draws: usize,
 }
 
 /// The training run: the tuned weights' record and how the frozen states were obtained.
@@ -99,13 +101,15 @@ pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, 
     let comparison = compare(d, &tuned)?;
     let curve_clock = Instant::now();
     let curve = tuned_curve(d, &ready, &trained, comparison.tuned.0)?;
+    let curve_seconds = curve_clock.elapsed().as_secs_f64();
+    let draws = repeated_draws(d, &ready, &trained)?;
     let mut report = report(p, d, &ready, &trained, &tuned, &comparison);
     if let (Some(points), Some(map)) = (curve, report.details.as_object_mut()) {
         map.insert("learning_curve".to_owned(), points);
-        map.insert(
-            "learning_curve_seconds".to_owned(),
-            json!(curve_clock.elapsed().as_secs_f64()),
-        );
+        map.insert("learning_curve_seconds".to_owned(), json!(curve_seconds));
+    }
+    if let Some(draws) = draws {
+        add_draws(&mut report, &draws, d.level);
     }
     report.seconds = clock.elapsed().as_secs_f64();
     Ok(report)
@@ -163,6 +167,7 @@ fn check<'d>(p: &FineTunePlan, d: &RunData<'d>) -> Result<Ready<'d>, PipelineErr
         embed,
         weights,
         options,
+        draws: p.draws,
     })
 }
 
@@ -172,8 +177,12 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
     let boundary = r.weights.config().layers - r.options.trainable_layers;
     let states_clock = Instant::now();
     let learn: Vec<usize> = d.train.iter().chain(d.validation).copied().collect();
-    // The learning curve's tuned line embeds the test rows from their boundary states too.
-    let test: &[usize] = if d.curve.is_some() { d.test } else { &[] };
+    // The learning curve's tuned line and repeated draws embed the test rows from their boundary states too.
+    let test: &[usize] = if d.curve.is_some() || r.draws > 1 {
+        d.test
+    } else {
+        &[]
+    };
     let learn_texts: Vec<String> = learn
         .iter()
         .chain(test)
@@ -295,6 +304,173 @@ fn tuned_curve(
     }
     points.push(json!({ "per_class": null, "tuned": graft_report::Spread::at_level(vec![whole_split], d.level) }));
     Ok(Some(json!(points)))
+}
+
+/// Frozen vs tuned over `[fine_tune] draws` seeded draws of training rows.
+#[derive(Debug, serde::Serialize)]
+struct Draws {
+    draws: usize,
+    /// Training rows drawn per class (the split's training rows per class, on average).
+    per_class: usize,
+    /// Each draw's rows, `[draw][row]` (data rows, as splits.csv numbers them).
+    rows: Vec<Vec<usize>>,
+    frozen: graft_report::Spread,
+    tuned: graft_report::Spread,
+    /// Tuned − frozen, draw by draw: the paired comparison.
+    difference: graft_report::Spread,
+    seconds: f64,
+}
+
+/// `[fine_tune] draws`: the comparison repeated on seeded draws of training rows, each the split's size
+/// per class, drawn from every labelled row; the other labelled rows are that draw's test rows. Each draw
+/// trains the headline head on the frozen features and fine-tunes the encoder on the drawn rows alone
+/// (same settings, no early stopping: no validation rows), then the headline head on its features.
+fn repeated_draws(
+    d: &RunData<'_>,
+    r: &Ready<'_>,
+    t: &Trained,
+) -> Result<Option<Draws>, PipelineError> {
+    if r.draws < 2 {
+        return Ok(None);
+    }
+    let clock = Instant::now();
+    let top = r.options.trainable_layers;
+    let boundary = r.weights.config().layers - top;
+    // `t.ids`/`t.states` hold the training, validation and test rows, in that order.
+    let labelled: Vec<usize> = d
+        .train
+        .iter()
+        .chain(d.validation)
+        .chain(d.test)
+        .copied()
+        .collect();
+    let position: std::collections::HashMap<usize, usize> = labelled
+        .iter()
+        .enumerate()
+        .map(|(i, &row)| (row, i))
+        .collect();
+    let rows_of = |rows: &[usize]| -> Vec<TuneRow<'_>> {
+        rows.iter()
+            .map(|row| TuneRow {
+                ids: &t.ids[position[row]],
+                states: (boundary > 0).then_some(&t.states[position[row]]),
+                label: d.labels[*row],
+            })
+            .collect()
+    };
+    let classes = d.classes.len();
+    let per_class = d.train.len().div_ceil(classes);
+    let bar =
+        crate::progress::stage_bar(d.progress, "fine-tuning draws", r.draws as u64, 0, "draws");
+    let mut options = r.options.clone();
+    options.patience = None;
+    let (mut frozen, mut tuned, mut drawn_rows) = (Vec::new(), Vec::new(), Vec::new());
+    for draw in 0..r.draws {
+        let seed = graft_stdx::derive_seed(d.seed, &format!("fine-tune draw {draw}"));
+        let drawn = crate::curve::draw(&labelled, d.labels, classes, per_class, seed);
+        let picked: std::collections::HashSet<usize> = drawn.iter().copied().collect();
+        let rest: Vec<usize> = labelled
+            .iter()
+            .copied()
+            .filter(|row| !picked.contains(row))
+            .collect();
+        let truth: Vec<usize> = rest.iter().map(|&row| d.labels[row]).collect();
+        let y: Vec<usize> = drawn.iter().map(|&row| d.labels[row]).collect();
+        let x = d.features.select(ndarray::Axis(0), &drawn);
+        let x_rest = d.features.select(ndarray::Axis(0), &rest);
+        frozen.push(accuracy(
+            &head_predictions(d, x.view(), &y, x_rest.view())?,
+            &truth,
+        ));
+        let (train_rows, test_rows) = (rows_of(&drawn), rows_of(&rest));
+        options.seed = graft_stdx::derive_seed(seed, "fine-tune");
+        let outcome = graft_tune::fine_tune(&r.weights, &train_rows, &[], &options, &mut |_| {})?;
+        let x = graft_tune::embed_rows(&outcome.weights, top, &train_rows, 64)?;
+        let x_rest = graft_tune::embed_rows(&outcome.weights, top, &test_rows, 64)?;
+        tuned.push(accuracy(
+            &head_predictions(d, x.view(), &y, x_rest.view())?,
+            &truth,
+        ));
+        drawn_rows.push(drawn);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let difference = tuned.iter().zip(&frozen).map(|(t, f)| t - f).collect();
+    Ok(Some(Draws {
+        draws: r.draws,
+        per_class,
+        rows: drawn_rows,
+        frozen: graft_report::Spread::at_level(frozen, d.level),
+        tuned: graft_report::Spread::at_level(tuned, d.level),
+        difference: graft_report::Spread::of_differences(difference, d.level),
+        seconds: clock.elapsed().as_secs_f64(),
+    }))
+}
+
+/// The headline head (uncalibrated) trained on `x` with labels `y`, its predictions for `x_test`.
+fn head_predictions(
+    d: &RunData<'_>,
+    x: ndarray::ArrayView2<'_, f32>,
+    y: &[usize],
+    x_test: ndarray::ArrayView2<'_, f32>,
+) -> Result<Vec<usize>, PipelineError> {
+    let targets = graft_heads::Targets::new(y, d.classes.len())?;
+    let (head, _) = crate::heads::train_head(&d.headline.uncalibrated(), None, x, &targets, None)?;
+    Ok(graft_heads::argmax_rows(head.predict_proba(x_test)?.view()))
+}
+
+/// The draws' result in the report: a finding, two rows of the table, and `details.draws`.
+fn add_draws(report: &mut TechniqueReport, draws: &Draws, level: f64) {
+    let (f, t, diff) = (&draws.frozen, &draws.tuned, &draws.difference);
+    report.finding = format!(
+        "over {} draws of {} rows per class: tuned {} ± {} vs frozen {} ± {} (mean ± sd; tuned − frozen \
+         {:+.4}, {} interval [{:+.4}, {:+.4}]); on the split: {}",
+        draws.draws,
+        draws.per_class,
+        f4(t.mean),
+        f4(t.std),
+        f4(f.mean),
+        f4(f.std),
+        diff.mean,
+        percent(level),
+        diff.lower,
+        diff.upper,
+        report.finding
+    );
+    let spread = |s: &graft_report::Spread| {
+        format!(
+            "{} ± {} [{}, {}]",
+            f4(s.mean),
+            f4(s.std),
+            f4(s.lower),
+            f4(s.upper)
+        )
+    };
+    report.rows.push(vec![
+        format!("frozen, {} draws", draws.draws),
+        spread(f),
+        "–".to_owned(),
+    ]);
+    report.rows.push(vec![
+        format!("tuned, {} draws", draws.draws),
+        spread(t),
+        format!(
+            "{:+.4} ± {:.4} [{:+.4}, {:+.4}] (paired over draws)",
+            diff.mean, diff.std, diff.lower, diff.upper
+        ),
+    ]);
+    report.method.push_str(&format!(
+        " Repeated draws: {} seeded draws of {} training rows per class from every labelled row, the other \
+         labelled rows as each draw's test rows; per draw the headline head on the frozen features and the \
+         encoder fine-tuned on the drawn rows alone (no early stopping), then the head on its features; \
+         mean ± standard deviation over the draws and a {} Student-t interval of the paired differences.",
+        draws.draws,
+        draws.per_class,
+        percent(level)
+    ));
+    if let Some(map) = report.details.as_object_mut() {
+        map.insert("draws".to_owned(), json!(draws));
+    }
 }
 
 /// The tuned encoder as a whole graph (into the run folder), and the tuned features through the usual

@@ -1,15 +1,11 @@
-//! The BERT encoder in candle: embeddings, blocks, masked mean pooling, written with differentiable
-//! operations only (candle's fused `layer_norm` and `softmax_last_dim` have no backward pass).
+//! The reference for the explicit passes of [`crate::encoder`]: the same BERT encoder in candle
+//! (embeddings, blocks, masked mean pooling) written with differentiable operations only, so that candle's
+//! autodiff gives every tensor's gradient independently of graft's own backward pass. Tests only; this was
+//! graft-tune's training engine until the explicit passes replaced it (benches/README.md says why).
 
 use candle_core::{D, DType, Device, Tensor, Var};
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::weights::{BLOCK_TENSORS, BertConfig, BertWeights, EMBEDDING_TENSORS, block_tensor};
-
-/// BERT's additive attention bias for padded positions (what the reference implementation used when
-/// MiniLM was trained, and what graft-onnx's BERT graph writes).
-pub(crate) const MASKED_BIAS: f32 = -10_000.0;
 
 /// Every weight of the encoder as a candle variable, in [`BertWeights`]' order: the embeddings, then 16
 /// tensors per block.
@@ -17,38 +13,6 @@ pub(crate) struct Encoder {
     pub(crate) config: BertConfig,
     pub(crate) embeddings: Vec<Var>,
     pub(crate) blocks: Vec<Vec<Var>>,
-}
-
-/// Where random dropout masks come from: the run's seed, never candle's unseeded generator.
-pub(crate) struct Dropout<'a> {
-    pub(crate) rate: f32,
-    pub(crate) rng: &'a mut ChaCha8Rng,
-}
-
-impl Dropout<'_> {
-    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if self.rate <= 0.0 {
-            return Ok(x.clone());
-        }
-        let scale = 1.0 / (1.0 - self.rate);
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if self.rng.random::<f32>() < self.rate {
-                    0.0
-                } else {
-                    scale
-                }
-            })
-            .collect();
-        x * Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?
-    }
-}
-
-fn maybe_dropout(x: Tensor, dropout: &mut Option<Dropout<'_>>) -> candle_core::Result<Tensor> {
-    match dropout {
-        Some(d) => d.apply(&x),
-        None => Ok(x),
-    }
 }
 
 fn to_var(
@@ -60,16 +24,6 @@ fn to_var(
     let t = weights.tensor(name).expect("checked by BertWeights::new");
     let values: Vec<f32> = t.iter().copied().collect();
     Var::from_tensor(&Tensor::from_vec(values, t.shape(), device)?.to_dtype(dtype)?)
-}
-
-fn to_array(var: &Var) -> candle_core::Result<ndarray::ArrayD<f32>> {
-    let shape = var.dims().to_vec();
-    let values = var
-        .as_tensor()
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?;
-    Ok(ndarray::ArrayD::from_shape_vec(shape, values).expect("a tensor's own shape"))
 }
 
 /// `x · wᵀ + b` with a Hugging Face `[out, in]` weight.
@@ -113,12 +67,9 @@ impl Batch {
         }
         let ids = Tensor::from_vec(ids, (rows.len(), width), device)?;
         let mask = Tensor::from_vec(mask, (rows.len(), width), device)?.to_dtype(dtype)?;
-        let bias = ((1.0 - &mask)? * f64::from(MASKED_BIAS))?.reshape((rows.len(), 1, 1, width))?;
+        let bias =
+            ((1.0 - &mask)? * crate::encoder::MASKED_BIAS)?.reshape((rows.len(), 1, 1, width))?;
         Ok(Batch { ids, mask, bias })
-    }
-
-    pub(crate) fn width(&self) -> usize {
-        self.ids.dims()[1]
     }
 }
 
@@ -147,19 +98,6 @@ impl Encoder {
         })
     }
 
-    /// Writes the variables' current values into `weights`.
-    pub(crate) fn write_into(&self, weights: &mut BertWeights) -> candle_core::Result<()> {
-        for (name, var) in EMBEDDING_TENSORS.iter().zip(&self.embeddings) {
-            weights.set(name, to_array(var)?);
-        }
-        for (l, block) in self.blocks.iter().enumerate() {
-            for (suffix, var) in BLOCK_TENSORS.iter().zip(block) {
-                weights.set(&block_tensor(l, suffix), to_array(var)?);
-            }
-        }
-        Ok(())
-    }
-
     /// A variable's tensor, cut from the autodiff graph unless it is being trained.
     fn param(var: &Var, trained: bool) -> Tensor {
         if trained {
@@ -170,12 +108,7 @@ impl Encoder {
     }
 
     /// Token states after the embedding layer, `[batch, width, hidden]`.
-    pub(crate) fn embed(
-        &self,
-        batch: &Batch,
-        trained: bool,
-        dropout: &mut Option<Dropout<'_>>,
-    ) -> candle_core::Result<Tensor> {
+    pub(crate) fn embed(&self, batch: &Batch, trained: bool) -> candle_core::Result<Tensor> {
         let p: Vec<Tensor> = self
             .embeddings
             .iter()
@@ -191,7 +124,7 @@ impl Encoder {
         let types = p[2].narrow(0, 0, 1)?;
         let sum = words.broadcast_add(&positions)?.broadcast_add(&types)?;
         let normed = layer_norm(&sum, &p[3], &p[4], self.config.layer_norm_eps)?;
-        maybe_dropout(normed, dropout)
+        Ok(normed)
     }
 
     /// Runs block `layer` on `hidden` (`[batch, width, hidden]`).
@@ -201,7 +134,6 @@ impl Encoder {
         hidden: &Tensor,
         batch: &Batch,
         trained: bool,
-        dropout: &mut Option<Dropout<'_>>,
     ) -> candle_core::Result<Tensor> {
         let p: Vec<Tensor> = self.blocks[layer]
             .iter()
@@ -219,15 +151,15 @@ impl Encoder {
         let v = heads(linear(hidden, &p[4], &p[5])?)?;
         let scale = 1.0 / (c.head_size() as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&batch.bias)?;
-        let probs = maybe_dropout(softmax_last(&scores)?, dropout)?;
+        let probs = softmax_last(&scores)?;
         let context = probs
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((rows, width, c.hidden_size))?;
-        let attended = maybe_dropout(linear(&context, &p[6], &p[7])?, dropout)?;
+        let attended = linear(&context, &p[6], &p[7])?;
         let attended = layer_norm(&(attended + hidden)?, &p[8], &p[9], c.layer_norm_eps)?;
         let inner = linear(&attended, &p[10], &p[11])?.gelu_erf()?;
-        let out = maybe_dropout(linear(&inner, &p[12], &p[13])?, dropout)?;
+        let out = linear(&inner, &p[12], &p[13])?;
         layer_norm(&(out + attended)?, &p[14], &p[15], c.layer_norm_eps)
     }
 }
@@ -240,29 +172,4 @@ pub(crate) fn pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor
     let mean = summed.broadcast_div(&counts)?;
     let norm = (mean.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?;
     mean.broadcast_div(&norm)
-}
-
-/// A zero-filled `[rows, width, hidden]` tensor holding each row's cached states at the front.
-pub(crate) fn padded_states(
-    states: &[&ndarray::Array2<f32>],
-    width: usize,
-    hidden: usize,
-    device: &Device,
-) -> candle_core::Result<Tensor> {
-    let mut flat = vec![0f32; states.len() * width * hidden];
-    for (r, s) in states.iter().enumerate() {
-        let start = r * width * hidden;
-        for (t, row) in s.outer_iter().enumerate() {
-            let at = start + t * hidden;
-            flat[at..at + hidden]
-                .iter_mut()
-                .zip(row)
-                .for_each(|(o, v)| *o = *v);
-        }
-    }
-    Tensor::from_vec(flat, (states.len(), width, hidden), device)
-}
-
-pub(crate) fn zeros_var(shape: &[usize], device: &Device) -> candle_core::Result<Var> {
-    Var::zeros(shape, DType::F32, device)
 }
