@@ -27,6 +27,8 @@ python="$venv/bin/python"
 cd "$root"
 cargo build --quiet -p xtask
 cargo build --quiet -p graft-benches --bin tune_trace
+# MR and MiniLM-L6's float32 weights into the cache (the sample below reads MR's table directly).
+./target/debug/xtask fetch pipelines/fine-tune.toml > /dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The sample both sides read: 2,000 MR rows drawn with seed 42.
@@ -76,7 +78,7 @@ read -r t_all t_all_kb < <(torch_run benches/python/fine_tune_torch.py --csv "$w
 read -r g_top g_top_kb top_folder < <(graft_run ft-top2 pipelines/fine-tune.toml "${one_epoch[@]}")
 read -r t_top t_top_kb < <(torch_run benches/python/fine_tune_torch.py --csv "$work/sample.csv" \
   --splits "$top_folder/splits.csv" --weights "$model/model.safetensors" --tokenizer "$model/tokenizer.json" --layers 2)
-read -r g_sf g_sf_kb sf_folder < <(graft_run setfit pipelines/setfit.toml)
+read -r g_sf g_sf_kb sf_folder < <(graft_run setfit pipelines/setfit.toml -e '/^draws = /d' -e '/^ *# averages/d')
 read -r t_sf t_sf_kb < <(torch_run benches/python/setfit_peer.py --csv "$work/sample.csv" \
   --splits "$sf_folder/splits.csv" --model "$st_folder")
 

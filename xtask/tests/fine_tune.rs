@@ -213,3 +213,63 @@ fn tuning_every_block_says_so_in_the_report() {
         "{method}"
     );
 }
+
+#[test]
+fn repeated_draws_report_each_draw_and_the_paired_spread() {
+    // `draws = 3`: three seeded draws of the split's training size per class, the rest as test rows.
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("fixtures");
+    let text = std::fs::read_to_string(repo().join(PIPELINE))
+        .unwrap()
+        .replace("../", &format!("{}/", fixtures.display()))
+        .replace("name = \"tiny-fine-tune\"", "name = \"tiny-draws\"")
+        .replace("epochs = 12", "epochs = 3\ndraws = 3");
+    let pipeline = dir.path().join("tiny-draws.toml");
+    std::fs::write(&pipeline, text).unwrap();
+    let run = run_pipeline_with_features(
+        pipeline.to_str().unwrap(),
+        &dir.path().join("runs"),
+        &dir.path().join("features"),
+    );
+    let report = stage(&run);
+    let draws = &report["details"]["draws"];
+    assert_eq!(draws["draws"], 3, "{draws}");
+    let rows = draws["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let splits = std::fs::read_to_string(run.join("splits.csv")).unwrap();
+    let labelled = splits.lines().count() - 1;
+    let per_class = draws["per_class"].as_u64().unwrap() as usize;
+    for drawn in rows {
+        let drawn: Vec<u64> = drawn
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            drawn.len(),
+            2 * per_class,
+            "two classes, {per_class} rows each"
+        );
+        assert!(
+            drawn.windows(2).all(|w| w[0] < w[1]) && drawn.iter().all(|&r| (r as usize) < labelled)
+        );
+    }
+    assert_ne!(rows[0], rows[1], "each draw its own rows");
+    for side in ["frozen", "tuned"] {
+        let values = draws[side]["values"].as_array().unwrap();
+        assert_eq!(values.len(), 3);
+        let mean = values.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / 3.0;
+        assert!((draws[side]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    }
+    // The paired spread is of the differences, draw by draw.
+    for k in 0..3 {
+        let d = draws["tuned"]["values"][k].as_f64().unwrap()
+            - draws["frozen"]["values"][k].as_f64().unwrap();
+        assert!((draws["difference"]["values"][k].as_f64().unwrap() - d).abs() < 1e-12);
+    }
+    let finding = report["finding"].as_str().unwrap();
+    assert!(finding.starts_with("over 3 draws of "), "{finding}");
+    let markdown = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(markdown.contains("tuned, 3 draws"), "{markdown}");
+}

@@ -55,6 +55,7 @@ fn main() {
         dropout: 0.1,
         patience: None,
         gradual_unfreezing: false,
+        frozen_dropout: false,
         objective: Objective::Classification { classes: 2 },
         max_grad_norm: 1.0,
         seed: 42,

@@ -90,6 +90,7 @@ fn main() {
         dropout: 0.0,
         patience: None,
         gradual_unfreezing: false,
+        frozen_dropout: false,
         objective: Objective::Classification {
             classes: classes.len(),
         },

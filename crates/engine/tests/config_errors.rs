@@ -529,6 +529,11 @@ fn fine_tuning_settings_point_at_their_key() {
         &["`iterations` applies to `objective = \"contrastive\"` only"],
     );
     check(
+        "fine-tune-no-draws",
+        23,
+        &["`draws`", "SetFit's paper averages 10 draws"],
+    );
+    check(
         "fine-tune-pairs-per-row",
         24,
         &[

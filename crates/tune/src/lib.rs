@@ -31,6 +31,7 @@
 //!     dropout: 0.0,
 //!     patience: None,
 //!     gradual_unfreezing: false,
+//!     frozen_dropout: false,
 //!     objective: Objective::Classification { classes: 2 },
 //!     max_grad_norm: 1.0,
 //!     seed: 7,

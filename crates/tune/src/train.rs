@@ -72,6 +72,10 @@ pub struct TuneOptions {
     pub patience: Option<usize>,
     /// Unfreeze one more block per epoch, from the top, until `trainable_layers` train.
     pub gradual_unfreezing: bool,
+    /// Run the frozen blocks at every step, with dropout, as PyTorch in training mode does, instead of
+    /// starting from their cached states (which carry no dropout). Slower: the frozen blocks' forward
+    /// pass runs every step. Rows need their token ids only.
+    pub frozen_dropout: bool,
     /// The training objective.
     pub objective: Objective,
     /// Gradients are scaled down to this global L2 norm when larger.
@@ -260,6 +264,21 @@ struct Model {
 }
 
 impl Model {
+    /// The encoder as given, and (classification) a zero head.
+    fn new(weights: &BertWeights, options: &TuneOptions) -> Model {
+        let hidden = weights.config().hidden_size;
+        Model {
+            encoder: Params::from_weights(weights),
+            head: match options.objective {
+                Objective::Classification { classes } => Some(Head {
+                    weight: vec![0.0; classes * hidden],
+                    bias: vec![0.0; classes],
+                }),
+                Objective::Contrastive { .. } => None,
+            },
+        }
+    }
+
     fn tensor_mut(&mut self, slot: Slot) -> &mut Vec<f32> {
         match slot {
             Slot::Embedding(i) => &mut self.encoder.embeddings[i],
@@ -305,16 +324,7 @@ pub fn fine_tune(
         });
     }
     crate::memory::keep_freed_memory();
-    let mut model = Model {
-        encoder: Params::from_weights(weights),
-        head: match options.objective {
-            Objective::Classification { classes } => Some(Head {
-                weight: vec![0.0; classes * config.hidden_size],
-                bias: vec![0.0; classes],
-            }),
-            Objective::Contrastive { .. } => None,
-        },
-    };
+    let mut model = Model::new(weights, options);
     let mut groups = param_groups(config, model.head.is_some(), options);
     let mut grads = Grads::new(
         &model,
@@ -326,13 +336,7 @@ pub fn fine_tune(
     let steps_per_epoch = units.len().div_ceil(options.batch_size);
     let total_steps = steps_per_epoch * options.epochs;
     let warmup_steps = (options.warmup * total_steps as f64).ceil() as usize;
-    let valid_pairs = match options.objective {
-        Objective::Contrastive { pairs_per_row } => {
-            let mut pair_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed_0f7a_1d00);
-            draw_pairs(valid, pairs_per_row, &mut pair_rng)
-        }
-        Objective::Classification { .. } => Vec::new(),
-    };
+    let valid_pairs = validation_pairs(valid, options);
     let mut records = Vec::new();
     let mut best: Option<(f64, usize, Model)> = None;
     let mut since_best = 0;
@@ -522,6 +526,17 @@ impl Grads {
     }
 }
 
+/// The validation pairs of the contrastive objective (drawn once, from their own seed); none otherwise.
+fn validation_pairs(valid: &[TuneRow<'_>], options: &TuneOptions) -> Vec<Unit> {
+    match options.objective {
+        Objective::Contrastive { pairs_per_row } => {
+            let mut pair_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed_0f7a_1d00);
+            draw_pairs(valid, pairs_per_row, &mut pair_rng)
+        }
+        Objective::Classification { .. } => Vec::new(),
+    }
+}
+
 fn group_active(depth: Option<usize>, active: usize, layers: usize) -> bool {
     match depth {
         None => true,
@@ -537,7 +552,7 @@ fn check_rows(
     which: &'static str,
 ) -> Result<(), TuneError> {
     let c = weights.config();
-    let needs_states = options.trainable_layers < c.layers;
+    let needs_states = options.trainable_layers < c.layers && !options.frozen_dropout;
     for (index, row) in rows.iter().enumerate() {
         let fail = |reason: String| {
             Err(TuneError::Row {
@@ -788,7 +803,15 @@ impl Context<'_> {
         indices: &[usize],
         dropout: &mut Option<Dropout<'_>>,
     ) -> Pass<f32> {
-        let boundary = self.config.layers - self.options.trainable_layers;
+        // With `frozen_dropout`, training passes run the frozen blocks too, with dropout (the gradient still
+        // stops at the trained ones); so do passes over rows given without states.
+        let from_ids = self.options.frozen_dropout
+            && (dropout.is_some() || indices.iter().any(|&i| rows[i].states.is_none()));
+        let boundary = if from_ids {
+            0
+        } else {
+            self.config.layers - self.options.trainable_layers
+        };
         let ids: Vec<&[u32]> = indices.iter().map(|&i| rows[i].ids).collect();
         let tokens = Tokens::new(&ids);
         let start = if boundary == 0 {
@@ -1060,6 +1083,7 @@ pub fn embed_rows(
         dropout: 0.0,
         patience: None,
         gradual_unfreezing: false,
+        frozen_dropout: false,
         objective: Objective::Contrastive { pairs_per_row: 1 },
         max_grad_norm: 1.0,
         seed: 0,

@@ -20,6 +20,7 @@ fn options(layers: usize, epochs: usize) -> TuneOptions {
         dropout: 0.1,
         patience: None,
         gradual_unfreezing: false,
+        frozen_dropout: false,
         objective: Objective::Classification { classes: 2 },
         max_grad_norm: 1.0,
         seed: 11,
@@ -132,6 +133,58 @@ fn top_blocks_from_cached_states_train_like_the_whole_encoder_with_the_bottom_fr
         "{:?}",
         out.epochs
     );
+}
+
+#[test]
+fn frozen_dropout_runs_the_frozen_blocks_each_step_without_training_them() {
+    let weights = tiny_bert(2, 13);
+    let data = toy_rows();
+    let bottom = bottom_states(&weights, &data);
+    let cached: Vec<TuneRow<'_>> = data
+        .iter()
+        .zip(&bottom)
+        .map(|((ids, label), s)| TuneRow {
+            ids,
+            states: Some(s),
+            label: *label,
+        })
+        .collect();
+    let tensor = |w: &BertWeights, name: &str| {
+        w.tensor(name)
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<f32>>()
+    };
+    let trained = "encoder.layer.1.output.dense.weight";
+    // Without dropout, running the frozen block each step is the cached states' training, to rounding.
+    let mut o = options(1, 3);
+    o.dropout = 0.0;
+    let from_states = fine_tune(&weights, &cached, &[], &o, &mut |_| {}).unwrap();
+    o.frozen_dropout = true;
+    let recomputed = fine_tune(&weights, &cached, &[], &o, &mut |_| {}).unwrap();
+    for (a, b) in tensor(&from_states.weights, trained)
+        .iter()
+        .zip(tensor(&recomputed.weights, trained))
+    {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // With dropout, the frozen block's masks change the trained weights, never the frozen ones; rows
+    // without states are accepted.
+    o.dropout = 0.1;
+    let without_states: Vec<TuneRow<'_>> = cached
+        .iter()
+        .map(|r| TuneRow { states: None, ..*r })
+        .collect();
+    let with_dropout = fine_tune(&weights, &without_states, &[], &o, &mut |_| {}).unwrap();
+    o.frozen_dropout = false;
+    let cached_dropout = fine_tune(&weights, &cached, &[], &o, &mut |_| {}).unwrap();
+    assert_ne!(
+        tensor(&with_dropout.weights, trained),
+        tensor(&cached_dropout.weights, trained)
+    );
+    let frozen = "encoder.layer.0.attention.self.query.weight";
+    assert_eq!(with_dropout.weights.tensor(frozen), weights.tensor(frozen));
 }
 
 /// Token states after block 0, from graft-tune's forward pass (a run gets them from ONNX Runtime).

@@ -53,6 +53,8 @@ pub struct RawFineTune {
     pub dropout: Option<Spanned<f64>>,
     pub patience: Option<Spanned<usize>>,
     pub gradual_unfreezing: Option<bool>,
+    /// Run the frozen blocks every step with dropout instead of from their cached states.
+    pub frozen_dropout: Option<bool>,
     /// SetFit's `num_iterations`: each one gives every training row a same-class and an other-class partner.
     pub iterations: Option<Spanned<usize>>,
     /// The key before `iterations` (it counted pairs): read only to say what to write instead.
@@ -84,6 +86,9 @@ pub struct FineTunePlan {
     pub patience: Option<usize>,
     pub patience_span: Option<std::ops::Range<usize>>,
     pub gradual_unfreezing: bool,
+    /// Run the frozen blocks every step with dropout (as PyTorch's training mode) instead of from their
+    /// cached states.
+    pub frozen_dropout: bool,
     /// SetFit's `num_iterations` (contrastive objective): two pairs per training row each.
     pub iterations: usize,
     pub max_grad_norm: f64,
@@ -117,6 +122,7 @@ impl FineTunePlan {
             "dropout": self.dropout,
             "patience": self.patience,
             "gradual_unfreezing": self.gradual_unfreezing,
+            "frozen_dropout": self.frozen_dropout,
             "iterations": self.iterations,
             "pairs_per_row": self.pairs_per_row(),
             "max_grad_norm": self.max_grad_norm,
@@ -306,6 +312,7 @@ pub(crate) fn check(
         },
         patience_span: r.patience.as_ref().map(Spanned::span),
         gradual_unfreezing: r.gradual_unfreezing.unwrap_or(false),
+        frozen_dropout: r.frozen_dropout.unwrap_or(false),
         iterations: c.positive(
             &r.iterations,
             20,

@@ -44,6 +44,7 @@ fn options(p: &FineTunePlan, layers: usize, classes: usize, seed: u64) -> TuneOp
         dropout: p.dropout as f32,
         patience: p.patience,
         gradual_unfreezing: p.gradual_unfreezing,
+        frozen_dropout: p.frozen_dropout,
         objective: match p.objective {
             FineTuneObjective::Classification => Objective::Classification { classes },
             FineTuneObjective::Contrastive => Objective::Contrastive {
@@ -751,6 +752,13 @@ fn method_text(
     });
     let start = if trainable == layers {
         "from the token ids: nothing is frozen, so no block's states are cached".to_owned()
+    } else if p.frozen_dropout {
+        format!(
+            "from the token ids at every step, the frozen blocks running with dropout (`frozen_dropout`) but \
+             taking no gradient; validation and the tuned features from the frozen blocks' states computed \
+             once by ONNX Runtime ({:.1} s; {} of {} rows from the feature cache)",
+            t.states_seconds, t.states_cached, t.learn_rows
+        )
     } else {
         format!(
             "from the frozen blocks' states computed once by ONNX Runtime ({:.1} s; {} of {} rows from the \
