@@ -185,23 +185,36 @@ fn a_tuned_run_repeats_exactly_records_its_graph_and_the_graph_extracts_like_any
     );
 }
 
+/// Runs a copy of the tiny fine-tuning pipeline named `name`, with `edits` (text, replacement) applied.
+fn run_variant(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let fixtures = repo().join("fixtures");
+    let mut text = std::fs::read_to_string(repo().join(PIPELINE))
+        .unwrap()
+        .replace("../", &format!("{}/", fixtures.display()))
+        .replace("name = \"tiny-fine-tune\"", &format!("name = \"{name}\""));
+    for (from, to) in edits {
+        text = text.replace(from, to);
+    }
+    let pipeline = dir.join(format!("{name}.toml"));
+    std::fs::write(&pipeline, text).unwrap();
+    run_pipeline_with_features(
+        pipeline.to_str().unwrap(),
+        &dir.join("runs"),
+        &dir.join("features"),
+    )
+}
+
 #[test]
 fn tuning_every_block_says_so_in_the_report() {
     // `layers = "all"`, one epoch: nothing is frozen, so the report must not speak of frozen blocks' states.
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = repo().join("fixtures");
-    let text = std::fs::read_to_string(repo().join(PIPELINE))
-        .unwrap()
-        .replace("../", &format!("{}/", fixtures.display()))
-        .replace("name = \"tiny-fine-tune\"", "name = \"tiny-all\"")
-        .replace("layers = 1", "layers = \"all\"")
-        .replace("epochs = 12", "epochs = 1");
-    let pipeline = dir.path().join("tiny-all.toml");
-    std::fs::write(&pipeline, text).unwrap();
-    let run = run_pipeline_with_features(
-        pipeline.to_str().unwrap(),
-        &dir.path().join("runs"),
-        &dir.path().join("features"),
+    let run = run_variant(
+        dir.path(),
+        "tiny-all",
+        &[
+            ("layers = 1", "layers = \"all\""),
+            ("epochs = 12", "epochs = 1"),
+        ],
     );
     let report = stage(&run);
     let method = report["method"].as_str().unwrap();
@@ -218,18 +231,10 @@ fn tuning_every_block_says_so_in_the_report() {
 fn repeated_draws_report_each_draw_and_the_paired_spread() {
     // `draws = 3`: three seeded draws of the split's training size per class, the rest as test rows.
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = repo().join("fixtures");
-    let text = std::fs::read_to_string(repo().join(PIPELINE))
-        .unwrap()
-        .replace("../", &format!("{}/", fixtures.display()))
-        .replace("name = \"tiny-fine-tune\"", "name = \"tiny-draws\"")
-        .replace("epochs = 12", "epochs = 3\ndraws = 3");
-    let pipeline = dir.path().join("tiny-draws.toml");
-    std::fs::write(&pipeline, text).unwrap();
-    let run = run_pipeline_with_features(
-        pipeline.to_str().unwrap(),
-        &dir.path().join("runs"),
-        &dir.path().join("features"),
+    let run = run_variant(
+        dir.path(),
+        "tiny-draws",
+        &[("epochs = 12", "epochs = 3\ndraws = 3")],
     );
     let report = stage(&run);
     let draws = &report["details"]["draws"];

@@ -199,7 +199,7 @@ pub struct EpochRecord {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseSeconds {
-    /// Forward passes and the loss.
+    /// Forward passes and the loss (with the classification head's gradient).
     pub forward: f64,
     /// The backward passes (every trained tensor's gradient).
     pub backward: f64,
@@ -857,8 +857,7 @@ impl Context<'_> {
     ) -> f64 {
         let clock = Instant::now();
         let lowest = self.config.layers - active;
-        let rate = self.options.dropout;
-        match self.options.objective {
+        let (pass, loss, d_pooled) = match self.options.objective {
             Objective::Classification { .. } => {
                 let indices: Vec<usize> = batch
                     .iter()
@@ -870,26 +869,8 @@ impl Context<'_> {
                 let pass = self.pass(rows, &indices, dropout);
                 let labels: Vec<usize> = indices.iter().map(|&i| rows[i].label).collect();
                 let (loss, _, d_logits) = cross_entropy(&pass.pooled, self.head(), &labels);
-                phases.forward += clock.elapsed().as_secs_f64();
-                if !loss.is_finite() {
-                    return loss;
-                }
-                let clock = Instant::now();
                 let d_pooled = head_backward(&pass.pooled, &d_logits, self.head().0, grads);
-                backward(
-                    &self.model.encoder,
-                    self.config,
-                    &pass,
-                    &d_pooled,
-                    lowest,
-                    &mut grads.encoder,
-                    rate,
-                );
-                if lowest == 0 {
-                    grads.touch(pass.tokens.ids());
-                }
-                phases.backward += clock.elapsed().as_secs_f64();
-                loss
+                (pass, loss, d_pooled)
             }
             Objective::Contrastive { .. } => {
                 // Both sides of every pair in one pass: twice the rows per matrix product.
@@ -898,29 +879,31 @@ impl Context<'_> {
                 let pass = self.pass(rows, &both, dropout);
                 let (u, v) = pass.pooled.split_at(left.len() * self.config.hidden_size);
                 let (loss, mut du, dv) = pair_loss(u, v, &targets, self.config.hidden_size);
-                phases.forward += clock.elapsed().as_secs_f64();
-                if !loss.is_finite() {
-                    return loss;
-                }
-                let clock = Instant::now();
                 du.extend_from_slice(&dv);
-                let encoder = &self.model.encoder;
-                backward(
-                    encoder,
-                    self.config,
-                    &pass,
-                    &du,
-                    lowest,
-                    &mut grads.encoder,
-                    rate,
-                );
-                if lowest == 0 {
-                    grads.touch(pass.tokens.ids());
-                }
-                phases.backward += clock.elapsed().as_secs_f64();
-                loss
+                (pass, loss, du)
             }
+        };
+        phases.forward += clock.elapsed().as_secs_f64();
+        if !loss.is_finite() {
+            return loss;
         }
+        let clock = Instant::now();
+        let encoder = &self.model.encoder;
+        let rate = self.options.dropout;
+        backward(
+            encoder,
+            self.config,
+            &pass,
+            &d_pooled,
+            lowest,
+            &mut grads.encoder,
+            rate,
+        );
+        if lowest == 0 {
+            grads.touch(pass.tokens.ids());
+        }
+        phases.backward += clock.elapsed().as_secs_f64();
+        loss
     }
 
     /// Validation loss and (for classification) accuracy, without dropout or gradients.

@@ -112,15 +112,7 @@ fn top_blocks_from_cached_states_train_like_the_whole_encoder_with_the_bottom_fr
     let weights = tiny_bert(2, 13);
     let data = toy_rows();
     let bottom = bottom_states(&weights, &data);
-    let cached: Vec<TuneRow<'_>> = data
-        .iter()
-        .zip(&bottom)
-        .map(|((ids, label), s)| TuneRow {
-            ids,
-            states: Some(s),
-            label: *label,
-        })
-        .collect();
+    let cached = cached_rows(&data, &bottom);
     let mut o = options(1, 4);
     o.dropout = 0.0;
     let out = fine_tune(&weights, &cached, &cached, &o, &mut |_| {}).unwrap();
@@ -140,15 +132,7 @@ fn frozen_dropout_runs_the_frozen_blocks_each_step_without_training_them() {
     let weights = tiny_bert(2, 13);
     let data = toy_rows();
     let bottom = bottom_states(&weights, &data);
-    let cached: Vec<TuneRow<'_>> = data
-        .iter()
-        .zip(&bottom)
-        .map(|((ids, label), s)| TuneRow {
-            ids,
-            states: Some(s),
-            label: *label,
-        })
-        .collect();
+    let cached = cached_rows(&data, &bottom);
     let tensor = |w: &BertWeights, name: &str| {
         w.tensor(name)
             .unwrap()
@@ -185,6 +169,18 @@ fn frozen_dropout_runs_the_frozen_blocks_each_step_without_training_them() {
     );
     let frozen = "encoder.layer.0.attention.self.query.weight";
     assert_eq!(with_dropout.weights.tensor(frozen), weights.tensor(frozen));
+}
+
+/// The rows with their cached states at the boundary.
+fn cached_rows<'a>(data: &'a [(Vec<u32>, usize)], states: &'a [Array2<f32>]) -> Vec<TuneRow<'a>> {
+    data.iter()
+        .zip(states)
+        .map(|((ids, label), s)| TuneRow {
+            ids,
+            states: Some(s),
+            label: *label,
+        })
+        .collect()
 }
 
 /// Token states after block 0, from graft-tune's forward pass (a run gets them from ONNX Runtime).
