@@ -2,16 +2,20 @@
 //! length spread of MR), timed by phase: the quick loop for profiling graft-tune's kernels without a
 //! pipeline around them.
 //!
-//!   cargo run --release -p graft-benches --bin tune_epoch -- <model.safetensors> <rows> <2|all>
+//!   cargo run --release -p graft-benches --bin tune_epoch -- <model.safetensors> <rows> <2|all> [dropout]
 
 use graft_tune::{BertWeights, Decay, Objective, TuneOptions, TuneRow, fine_tune, token_states};
 use rand::{Rng, SeedableRng};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [weights, rows, layers] = args.as_slice() else {
-        eprintln!("usage: tune_epoch <model.safetensors> <rows> <2|all>");
-        std::process::exit(2);
+    let (weights, rows, layers, dropout) = match args.as_slice() {
+        [w, r, l] => (w, r, l, 0.1),
+        [w, r, l, d] => (w, r, l, d.parse().expect("dropout: a number")),
+        _ => {
+            eprintln!("usage: tune_epoch <model.safetensors> <rows> <2|all> [dropout]");
+            std::process::exit(2);
+        }
     };
     let weights =
         BertWeights::read_safetensors(std::path::Path::new(weights), 12).expect("weights");
@@ -52,7 +56,7 @@ fn main() {
         warmup: 0.1,
         decay: Decay::Linear,
         weight_decay: 0.01,
-        dropout: 0.1,
+        dropout,
         patience: None,
         gradual_unfreezing: false,
         frozen_dropout: false,

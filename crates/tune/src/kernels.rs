@@ -327,9 +327,21 @@ pub(crate) fn layer_norm_backward<T: Real>(
 }
 
 /// GELU (the erf form): returns the activation and its slope at each input, which the backward pass
-/// multiplies by. (Collected, not written into zero-filled buffers: no pass spent zeroing.)
+/// multiplies by. Plain loops over chunks: the compiler vectorises them (a rayon `map`/`unzip` per value
+/// did not, and took 4× as long).
 pub(crate) fn gelu<T: Real>(u: &[T]) -> (Vec<T>, Vec<T>) {
-    u.par_iter().with_min_len(4096).map(|&u| u.gelu_()).unzip()
+    const CHUNK: usize = 4096;
+    let mut out = zeros(u.len());
+    let mut slope = zeros(u.len());
+    out.par_chunks_mut(CHUNK)
+        .zip(slope.par_chunks_mut(CHUNK))
+        .zip(u.par_chunks(CHUNK))
+        .for_each(|((out, slope), u)| {
+            for ((o, s), &u) in out.iter_mut().zip(slope.iter_mut()).zip(u) {
+                (*o, *s) = u.gelu_();
+            }
+        });
+    (out, slope)
 }
 
 /// `a ⊙= b`, element by element (GELU's backward pass, with `b` its slopes).
