@@ -4,19 +4,20 @@
 #
 #   benches/matmul_vs_torch.sh [threads]     # default 2
 #
-# The PyTorch side runs in a venv in the cache with torch==2.15.0 from PyPI (its CUDA build, ~4 GB with the
-# NVIDIA wheels; it runs on CPU here). Pinned by version, not yet by hash: --require-hashes would need every
-# NVIDIA wheel's hash listed.
+# The PyTorch side runs in the venv fine_tune_vs_torch.sh uses (in the cache; torch 2.15.0 from PyPI, its
+# CUDA build, ~4 GB with the NVIDIA wheels; it runs on CPU here), installed from
+# benches/python/fine_tune_requirements.txt: every package pinned by version and sha256.
 set -euo pipefail
 # ONNX Runtime's telemetry stays off in the Python peers too (graft keeps its own off).
 export ORT_DISABLE_TELEMETRY=1
 threads=${1:-2}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${GRAFT_CACHE:-$root/.graft-cache}
-venv="$cache/bench-torch"
+venv=${BENCH_VENV:-$cache/bench-fine-tune}
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir torch==2.15.0 numpy==2.4.6
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --require-hashes \
+    -r "$root/benches/python/fine_tune_requirements.txt"
 fi
 cd "$root"
 cargo build --quiet -p graft-benches --bin matmul_shapes
