@@ -4,7 +4,7 @@
 //!
 //!   cargo run --release -p graft-benches --bin tune_epoch -- <model.safetensors> <rows> <2|all> [dropout]
 
-use graft_tune::{BertWeights, Decay, Objective, TuneOptions, TuneRow, fine_tune, token_states};
+use graft_tune::{BertWeights, TuneRow, fine_tune, token_states};
 use rand::{Rng, SeedableRng};
 
 fn main() {
@@ -46,24 +46,7 @@ fn main() {
             label: i % 2,
         })
         .collect();
-    let options = TuneOptions {
-        trainable_layers: trained,
-        learning_rate: 1e-4,
-        head_learning_rate: 1e-2,
-        layer_decay: 0.9,
-        epochs: 1,
-        batch_size: 32,
-        warmup: 0.1,
-        decay: Decay::Linear,
-        weight_decay: 0.01,
-        dropout,
-        patience: None,
-        gradual_unfreezing: false,
-        frozen_dropout: false,
-        objective: Objective::Classification { classes: 2 },
-        max_grad_norm: 1.0,
-        seed: 42,
-    };
+    let options = graft_benches::fine_tune_recipe(trained, 2, dropout);
     let outcome = fine_tune(&weights, &train, &[], &options, &mut |_| {}).expect("fine-tuning");
     // A digest of every tuned value's bits: equal digests from two runs show training is deterministic.
     let mut digest = std::collections::hash_map::DefaultHasher::new();

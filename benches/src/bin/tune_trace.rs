@@ -9,7 +9,7 @@
 //! bottom blocks' states come from graft-tune's own forward pass. Prints one JSON line per step: the
 //! step's loss and its rows (as `splits.csv` numbers them).
 
-use graft_tune::{BertWeights, Decay, Objective, TuneOptions, TuneRow, fine_tune, token_states};
+use graft_tune::{BertWeights, TuneRow, fine_tune, token_states};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,26 +77,7 @@ fn main() {
                 .expect("a known label"),
         })
         .collect();
-    let options = TuneOptions {
-        trainable_layers: trained,
-        learning_rate: 1e-4,
-        head_learning_rate: 1e-2,
-        layer_decay: 0.9,
-        epochs: 1,
-        batch_size: 32,
-        warmup: 0.1,
-        decay: Decay::Linear,
-        weight_decay: 0.01,
-        dropout: 0.0,
-        patience: None,
-        gradual_unfreezing: false,
-        frozen_dropout: false,
-        objective: Objective::Classification {
-            classes: classes.len(),
-        },
-        max_grad_norm: 1.0,
-        seed: 42,
-    };
+    let options = graft_benches::fine_tune_recipe(trained, classes.len(), 0.0);
     fine_tune(&weights, &rows, &[], &options, &mut |p| {
         let batch: Vec<usize> = p.batch.iter().map(|&i| train[i]).collect();
         println!(
