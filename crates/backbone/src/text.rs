@@ -665,7 +665,15 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             message,
         };
-        let mut tok = Tokenizer::from_file(path).map_err(|e| tokenizer_err(e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| tokenizer_err(e.to_string()))?;
+        // The tokenizers library panics (an `expect`) when its decoder's value is not JSON at all, so the
+        // syntax is checked here first, with the line and column; a panic from any other damaged setting
+        // is still turned into an error that names the file.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| tokenizer_err(format!("it is not valid JSON: {e}")))?;
+        let mut tok = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+            .map_err(|panic| tokenizer_err(panic_message(panic)))?
+            .map_err(|e| tokenizer_err(e.to_string()))?;
         // Some shipped tokenizers pad every text to a fixed length; we pad per batch instead.
         tok.with_padding(None);
         tok.with_truncation(Some(TruncationParams {
@@ -705,14 +713,7 @@ impl TextTokenizer {
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.tokenizer.encode_batch_fast(inputs, true)
         }))
-        .map_err(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "no message".to_owned());
-            failed(format!("the tokenizer failed on its own settings ({why})"))
-        })?;
+        .map_err(|panic| failed(panic_message(panic)))?;
         let encodings = encoded.map_err(|e| failed(e.to_string()))?;
         Ok(EncodedTexts {
             encodings,
@@ -852,6 +853,16 @@ fn pool(
             "the pooled output has {n} dimensions; expected 2 or 3"
         )),
     }
+}
+
+/// What a panic inside the tokenizers library said, as an error message.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let why = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "no message".to_owned());
+    format!("the tokenizer failed on its own settings ({why})")
 }
 
 #[cfg(test)]

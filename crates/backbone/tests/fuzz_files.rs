@@ -189,3 +189,22 @@ fn a_template_naming_an_undefined_special_token_is_refused_by_name() {
     assert!(names(&err, &path), "{err}");
     assert!(err.to_string().contains("`[CLX]`"), "{err}");
 }
+
+/// Found by `an_edited_tokenizer_opens_or_is_refused_by_name` in CI: one byte of `"decoder": null` changed
+/// makes the file invalid JSON there, and the tokenizers library panics (an `expect` in its decoder's
+/// deserializer) instead of returning its parse error.
+#[test]
+fn a_decoder_value_that_is_not_json_is_refused_at_its_line() {
+    let text = std::fs::read_to_string(fixture("tiny-tokenizer.json")).unwrap();
+    let damaged = text.replacen("\"decoder\": null", "\"decoder\": nu!l", 1);
+    assert_ne!(damaged, text, "the fixture's decoder line moved");
+    let line = 1 + damaged[..damaged.find("nu!l").unwrap()]
+        .matches('\n')
+        .count();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, damaged).unwrap();
+    let err = TextTokenizer::open(&path, 16).expect_err("refused");
+    assert!(names(&err, &path), "{err}");
+    assert!(err.to_string().contains(&format!("line {line}")), "{err}");
+}
