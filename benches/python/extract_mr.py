@@ -1,13 +1,18 @@
-"""Python baseline for MR feature extraction: onnxruntime 1.31.1 + tokenizers, the practice of
-sentence-transformers users: batches of 64 formed from length-sorted rows, each padded to its longest row,
+"""Python baseline for feature extraction: onnxruntime 1.31.1 + tokenizers, the practice of
+sentence-transformers users: batches formed from length-sorted rows, each padded to its longest row,
 2 intra-op threads, masked mean pooling and L2 normalisation.
 
-Usage: extract_mr.py <cache dir>   (run by benches/extract_vs_python.sh; prints rows/s)
+Usage: extract_mr.py <cache dir> [--texts CSV] [--batch N] [--model ONNX] [--save NPY]
+  --texts  a CSV with a `text` column (default: the cached MR set)
+  --batch  rows per call (default 64)
+  --model  the graph (default: the shipped int8 MiniLM-L6 file)
+  --save   write the embeddings, row i = text i, as float32 .npy (after the timing)
+Prints rows/s (run by benches/extract_vs_python.sh).
 """
 
+import argparse
 import csv
 import os
-import sys
 import time
 
 # ONNX Runtime's telemetry off, as graft keeps it (read when the runtime initialises: set before the import).
@@ -19,22 +24,29 @@ from tokenizers import Tokenizer  # noqa: E402
 
 
 def main():
-    cache = sys.argv[1]
-    texts = [row["text"] for row in csv.DictReader(open(f"{cache}/datasets/mr/mr.csv", newline=""))]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("cache")
+    parser.add_argument("--texts")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--model")
+    parser.add_argument("--save")
+    args = parser.parse_args()
+    cache = args.cache
+    source = args.texts or f"{cache}/datasets/mr/mr.csv"
+    model = args.model or f"{cache}/models/minilm-l6-int8/model.onnx"
+    texts = [row["text"] for row in csv.DictReader(open(source, newline=""))]
     tokenizer = Tokenizer.from_file(f"{cache}/models/minilm-l6-int8/tokenizer.json")
     tokenizer.no_padding()
     tokenizer.enable_truncation(256)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(
-        f"{cache}/models/minilm-l6-int8/model.onnx", options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     started = time.perf_counter()
     encodings = tokenizer.encode_batch(texts)
     order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
     out = np.zeros((len(texts), 384), np.float32)
-    for start in range(0, len(order), 64):
-        batch = order[start : start + 64]
+    for start in range(0, len(order), args.batch):
+        batch = order[start : start + args.batch]
         width = max(len(encodings[i].ids) for i in batch)
         ids = np.zeros((len(batch), width), np.int64)
         mask = np.zeros_like(ids)
@@ -49,6 +61,8 @@ def main():
         pooled = (states * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
         out[batch] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     seconds = time.perf_counter() - started
+    if args.save:
+        np.save(args.save, out)
     print(f"{len(texts) / seconds:.1f}")
 
 

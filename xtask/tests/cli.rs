@@ -169,7 +169,7 @@ fn check_accepts_the_quickstart_and_rejects_a_bad_file() {
     assert_eq!(
         String::from_utf8_lossy(&ok.stdout),
         "pipelines/quickstart.toml: ok (pipeline `quickstart`): 10605 rows, 2 classes; \
-         train 8485 · validation 1060 · test 1060\n  model minilm-l6-int8: inputs input_ids (int64 [batch, \
+         train 8485 · validation 1060 · test 1060\n  model minilm-l6: inputs input_ids (int64 [batch, \
          sequence]), attention_mask (int64 [batch, sequence]), token_type_ids (int64 [batch, sequence]); \
          features from last_hidden_state (float32 [batch, sequence, 384]), 384 wide; 256 tokens kept per text\n"
     );
@@ -336,7 +336,7 @@ fn a_dry_run_prints_the_plan_and_writes_nothing() {
     let fresh = dry("pipelines/quickstart.toml", &empty);
     for line in [
         "data set  mr: would be fetched",
-        "backbone  minilm-l6-int8: would be fetched",
+        "backbone  minilm-l6: would be fetched",
         "runtime   onnxruntime: would be fetched",
     ] {
         assert!(fresh.contains(line), "{fresh}");

@@ -821,3 +821,36 @@ fn two_extracts_to_different_outputs_share_one_empty_cache() {
         "scratch left in the cache: {leftovers:?}"
     );
 }
+
+/// The defaults since issue 27 (2 sessions from 2 threads up, batches of at most 16 cut where lengths
+/// change) are what the manifest records, and `--sessions` still overrides them.
+#[test]
+fn the_default_sessions_and_batches_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path(), 500);
+    let manifest = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let output = dir.path().join(name);
+        ok(extract_command(&input, &output, extra).output().unwrap());
+        let text = std::fs::read(dir.path().join(format!("{name}.json"))).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    };
+    let defaults = manifest("defaults.npy", &["--threads", "2"]);
+    let stats = &defaults["stats"];
+    assert_eq!(stats["runtime"]["sessions"], 2, "{defaults}");
+    assert_eq!(defaults["identity"]["batch_size"], 16, "{defaults}");
+    let (batches, tokens, padded) = (
+        stats["batches"].as_u64().unwrap(),
+        stats["tokens"].as_u64().unwrap(),
+        stats["padded_tokens"].as_u64().unwrap(),
+    );
+    // 500 rows of 1–40 words in one chunk: far more rows than lengths, so nearly every batch is of one
+    // length; at most one batch per length is short.
+    assert!(batches >= 500 / 16, "{stats}");
+    assert!(padded - tokens < tokens / 50, "{stats}");
+    let one = manifest("one.npy", &["--threads", "2", "--sessions", "1"]);
+    assert_eq!(one["stats"]["runtime"]["sessions"], 1, "{one}");
+    assert_eq!(
+        std::fs::read(dir.path().join("one.npy")).unwrap(),
+        std::fs::read(dir.path().join("defaults.npy")).unwrap()
+    );
+}

@@ -104,7 +104,7 @@ impl Embedder {
     #[new]
     #[pyo3(signature = (
         model, *, tokenizer=None, max_length=None, pooling=None, normalize=None, output_name=None,
-        prompt=None, batch_size=64, threads=None, sessions=1, chunk_rows=4096, provider="cpu",
+        prompt=None, batch_size=16, threads=None, sessions=None, chunk_rows=4096, provider="cpu",
         device_id=0, fallback=true, cache_dir=None
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per `graft extract` flag
@@ -119,7 +119,7 @@ impl Embedder {
         prompt: Option<String>,
         batch_size: usize,
         threads: Option<usize>,
-        sessions: usize,
+        sessions: Option<usize>,
         chunk_rows: usize,
         provider: &str,
         device_id: i32,
@@ -141,7 +141,8 @@ impl Embedder {
         settings.prompt = prompt;
         settings.batch_size = batch_size;
         settings.threads = threads.unwrap_or(settings.threads);
-        settings.sessions = sessions;
+        // As `graft extract`: 2 sessions from 2 threads up.
+        settings.sessions = sessions.unwrap_or(if settings.threads >= 2 { 2 } else { 1 });
         settings.chunk_rows = chunk_rows;
         settings.provider = self::provider(provider, device_id, fallback)?;
         let embedder = detached(py, |_| graft_jobs::Embedder::open(&settings))?;
@@ -204,7 +205,7 @@ struct Head {
 impl Head {
     #[staticmethod]
     #[pyo3(signature = (
-        run_dir, head=None, *, model=None, tokenizer=None, batch_size=64, threads=None, provider="cpu",
+        run_dir, head=None, *, model=None, tokenizer=None, batch_size=16, threads=None, provider="cpu",
         device_id=0, fallback=true, cache_dir=None
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per `graft predict` flag

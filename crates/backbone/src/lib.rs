@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod batches;
 mod folder;
 mod image;
 mod telemetry;
@@ -33,6 +34,7 @@ mod text;
 
 use std::path::{Path, PathBuf};
 
+pub use batches::{CALL_COST_TOKENS, plan_batches};
 pub use folder::ModelFolder;
 pub use image::{
     Augmentation, ImageBackbone, ImageBackboneConfig, ImageExtractionStats, ImagePreprocess,

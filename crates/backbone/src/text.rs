@@ -62,7 +62,9 @@ impl Provider {
 pub struct TextBackboneConfig {
     /// Tokens kept per text, special tokens included. Default 256 (sentence-transformers' `max_seq_length`).
     pub max_length: usize,
-    /// Texts per inference call. Default 64.
+    /// Texts per inference call (at most: [`plan_batches`](crate::plan_batches) cuts where lengths change).
+    /// Default 16, the fastest measured for MiniLM-L6 on 2 cores, short sentences and 256-token documents
+    /// alike (benches/README.md, "Batches of one length").
     pub batch_size: usize,
     /// Pooling of token states. Default [`Pooling::Mean`].
     pub pooling: Pooling,
@@ -85,7 +87,7 @@ impl Default for TextBackboneConfig {
     fn default() -> Self {
         TextBackboneConfig {
             max_length: 256,
-            batch_size: 64,
+            batch_size: 16,
             pooling: Pooling::Mean,
             normalize: true,
             intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -298,24 +300,53 @@ impl TextBackbone {
         // Longest first: similar lengths share a batch, so little padding is computed, and the largest batch
         // (the memory peak) comes first.
         let order = encoded.length_order();
+        let batches = encoded.batch_plan(&order, self.config.batch_size);
         let (embeddings, mut stats) =
-            self.embed_into(encoded, &order, &order, encoded.len(), on_batch)?;
+            self.embed_into(encoded, &order, &batches, &order, encoded.len(), on_batch)?;
         stats.tokenize_seconds = encoded.tokenize_seconds;
         stats.seconds += encoded.tokenize_seconds;
         Ok((embeddings, stats))
     }
 
-    /// Embeds the texts `rows` of `encoded`, batching consecutive runs of `rows` as they are given (pass
-    /// slices of [`EncodedTexts::length_order`] to get the batches one [`embed_encoded`](Self::embed_encoded)
-    /// call forms); row `k` of the result belongs to text `rows[k]`. Tokenizing time is not counted.
+    /// Embeds the texts `rows` of `encoded`, in the batches [`EncodedTexts::batch_plan`] cuts them into
+    /// (pass a slice of [`EncodedTexts::length_order`] to pad little); row `k` of the result belongs to text
+    /// `rows[k]`. Tokenizing time is not counted.
     pub fn embed_rows(
         &mut self,
         encoded: &EncodedTexts,
         rows: &[usize],
         on_batch: impl Fn(usize) + Sync,
     ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
+        let batches = encoded.batch_plan(rows, self.config.batch_size);
+        self.embed_batches(encoded, rows, &batches, on_batch)
+    }
+
+    /// Embeds the texts `rows` of `encoded` in the given `batches` (ranges of positions in `rows` that cover
+    /// it in order, as [`EncodedTexts::batch_plan`] makes); row `k` of the result belongs to text `rows[k]`.
+    /// A caller that stores results as it goes runs a long plan a few batches at a time with this. Tokenizing
+    /// time is not counted.
+    pub fn embed_batches(
+        &mut self,
+        encoded: &EncodedTexts,
+        rows: &[usize],
+        batches: &[std::ops::Range<usize>],
+        on_batch: impl Fn(usize) + Sync,
+    ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
+        let covered = batches.first().map_or(0, |b| b.start) == 0
+            && batches.last().map_or(0, |b| b.end) == rows.len()
+            && batches.windows(2).all(|w| w[0].end == w[1].start)
+            && batches.iter().all(|b| b.start < b.end);
+        if !covered {
+            return Err(BackboneError::InvalidConfig {
+                name: "batches",
+                reason: format!(
+                    "the batches must cover the {} rows in order, each non-empty",
+                    rows.len()
+                ),
+            });
+        }
         let positions: Vec<usize> = (0..rows.len()).collect();
-        self.embed_into(encoded, rows, &positions, rows.len(), on_batch)
+        self.embed_into(encoded, rows, batches, &positions, rows.len(), on_batch)
     }
 
     /// The graph's per-token output states, unpooled: entry `k` is `[tokens of rows[k], hidden]` (padding
@@ -327,11 +358,12 @@ impl TextBackbone {
         rows: &[usize],
         on_batch: impl Fn(usize),
     ) -> Result<Vec<Array2<f32>>, BackboneError> {
+        let batches = encoded.batch_plan(rows, self.config.batch_size);
         let job = BatchJob {
             encodings: &encoded.encodings,
             rows,
+            batches: &batches,
             targets: rows,
-            batch_size: self.config.batch_size,
             out_rows: rows.len(),
             feeds: &self.feeds,
             output: &self.output,
@@ -340,7 +372,7 @@ impl TextBackbone {
             model_path: &self.model_path,
         };
         let mut out = Vec::with_capacity(rows.len());
-        for batch in rows.chunks(job.batch_size) {
+        for batch in batches.iter().map(|b| &rows[b.clone()]) {
             let states = job.run_with(&mut self.sessions[0], batch, |states, _| {
                 let states = states
                     .into_dimensionality::<ndarray::Ix3>()
@@ -360,12 +392,13 @@ impl TextBackbone {
         Ok(out)
     }
 
-    /// Embeds texts `rows` in batches of consecutive rows; text `rows[k]` goes to row `targets[k]` of an
-    /// `out_rows`-row result.
+    /// Embeds texts `rows` in `batches` (ranges of positions in `rows`); text `rows[k]` goes to row
+    /// `targets[k]` of an `out_rows`-row result.
     fn embed_into(
         &mut self,
         encoded: &EncodedTexts,
         rows: &[usize],
+        batches: &[std::ops::Range<usize>],
         targets: &[usize],
         out_rows: usize,
         on_batch: impl Fn(usize) + Sync,
@@ -380,8 +413,7 @@ impl TextBackbone {
                 .count(),
             ..ExtractionStats::default()
         };
-        let batch_size = self.config.batch_size;
-        for batch in rows.chunks(batch_size) {
+        for batch in batches.iter().map(|b| &rows[b.clone()]) {
             let lengths = batch.iter().map(|&i| encodings[i].get_ids().len());
             stats.tokens += lengths.clone().sum::<usize>();
             stats.padded_tokens += batch.len() * lengths.max().unwrap_or(0);
@@ -395,8 +427,8 @@ impl TextBackbone {
         let job = BatchJob {
             encodings,
             rows,
+            batches,
             targets,
-            batch_size,
             out_rows,
             feeds: &self.feeds,
             output: &self.output,
@@ -439,11 +471,12 @@ pub fn session_threads(threads: usize, sessions: usize, index: usize) -> usize {
 /// What every session needs to run a batch and store its rows.
 struct BatchJob<'a> {
     encodings: &'a [Encoding],
-    /// Texts in batch order; batch `b` is `rows[b * batch_size..]`, at most `batch_size` long.
+    /// Texts in batch order.
     rows: &'a [usize],
+    /// The batches: ranges of positions in `rows`, covering it in order.
+    batches: &'a [std::ops::Range<usize>],
     /// Result row of each entry of `rows`.
     targets: &'a [usize],
-    batch_size: usize,
     out_rows: usize,
     feeds: &'a [(String, Feed)],
     output: &'a str,
@@ -463,11 +496,10 @@ impl BatchJob<'_> {
     ) -> Result<(), BackboneError> {
         loop {
             let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let start = b * self.batch_size;
-            if start >= self.rows.len() {
+            let Some(batch) = self.batches.get(b) else {
                 return Ok(());
-            }
-            let end = (start + self.batch_size).min(self.rows.len());
+            };
+            let (start, end) = (batch.start, batch.end);
             let pooled = self.run(session, &self.rows[start..end])?;
             {
                 let mut result = result
@@ -630,12 +662,22 @@ impl EncodedTexts {
     }
 
     /// Row indices from the longest text to the shortest (ties in row order): the order in which
-    /// [`TextBackbone::embed_encoded`] forms batches. Embedding consecutive slices of it whose lengths are
-    /// multiples of the batch size ([`TextBackbone::embed_rows`]) forms exactly the same batches.
+    /// [`TextBackbone::embed_encoded`] forms batches.
     pub fn length_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.encodings.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.encodings[i].get_ids().len()));
         order
+    }
+
+    /// The batches [`plan_batches`](crate::plan_batches) cuts `rows` (taken in that order) into: ranges of
+    /// positions in `rows`. Embedding consecutive runs of these batches
+    /// ([`TextBackbone::embed_batches`]) forms exactly the batches of one call over all of `rows`.
+    pub fn batch_plan(&self, rows: &[usize], batch_size: usize) -> Vec<std::ops::Range<usize>> {
+        let lengths: Vec<usize> = rows
+            .iter()
+            .map(|&i| self.encodings[i].get_ids().len())
+            .collect();
+        crate::plan_batches(&lengths, batch_size)
     }
 
     /// Token ids of row `row` (special tokens included, truncated, unpadded): what the graph's

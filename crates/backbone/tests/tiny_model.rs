@@ -241,3 +241,57 @@ fn several_sessions_give_the_same_embeddings_as_one() {
     .unwrap_err();
     assert!(too_many.to_string().contains("`sessions`"), "{too_many}");
 }
+
+#[test]
+fn planned_batches_and_batches_given_by_the_caller_give_the_same_bytes() {
+    // Rows of a few repeated lengths: the plan makes batches of one length where it can.
+    let texts: Vec<String> = (0..40).map(|i| TEXTS[i % 3].repeat(1 + i % 2)).collect();
+    let config = TextBackboneConfig {
+        batch_size: 8,
+        ..TextBackboneConfig::default()
+    };
+    let mut b = backbone(config).unwrap();
+    let (planned, stats) = b.embed(&texts).unwrap();
+    assert_eq!(
+        stats.padded_tokens, stats.tokens,
+        "every batch is of one length"
+    );
+    let encoded = b.tokenizer().encode(&texts).unwrap();
+    let order = encoded.length_order();
+    let plan = encoded.batch_plan(&order, 8);
+    // The plan run two batches at a time (as the feature cache stores), and every row alone.
+    let mut by_groups = Array2::<f32>::zeros(planned.dim());
+    for group in plan.chunks(2) {
+        let start = group[0].start;
+        let rows = &order[start..group[group.len() - 1].end];
+        let batches: Vec<_> = group
+            .iter()
+            .map(|g| g.start - start..g.end - start)
+            .collect();
+        let (done, _) = b.embed_batches(&encoded, rows, &batches, |_| {}).unwrap();
+        for (k, &row) in rows.iter().enumerate() {
+            by_groups.row_mut(row).assign(&done.row(k));
+        }
+    }
+    assert_eq!(by_groups, planned);
+    let singles: Vec<_> = (0..order.len()).map(|k| k..k + 1).collect();
+    let (alone, stats) = b.embed_batches(&encoded, &order, &singles, |_| {}).unwrap();
+    assert_eq!(stats.batches, 40);
+    for (k, &row) in order.iter().enumerate() {
+        assert_eq!(alone.row(k), planned.row(row));
+    }
+    // Batches that skip or repeat rows are refused, naming the setting.
+    #[allow(clippy::single_range_in_vec_init)] // a list of batches, some of one batch
+    let bad = [
+        vec![0..3],
+        vec![0..20, 19..40],
+        vec![0..0, 0..40],
+        vec![1..40],
+    ];
+    for bad in bad {
+        let err = b
+            .embed_batches(&encoded, &order, &bad, |_| {})
+            .expect_err("refused");
+        assert!(err.to_string().contains("`batches`"), "{err}");
+    }
+}

@@ -238,14 +238,21 @@ pub(crate) fn text_features(
         let started = Instant::now();
         let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
         let encoded = backbone.tokenizer().encode(&todo)?;
-        // Embedded and stored a slice of whole batches at a time, in the global length order: the same
+        // Batches planned over the global length order, embedded and stored a few at a time: the same
         // batches as one call, and a stopped run keeps what it had stored.
-        let slice_rows = backbone.config().batch_size * TEXT_STORE_BATCHES;
+        let order = encoded.length_order();
+        let plan = encoded.batch_plan(&order, backbone.config().batch_size);
         let bar = crate::progress::bar(options.progress, todo.len() as u64, 0, "rows");
         let mut features = cached.rows;
-        for slice in encoded.length_order().chunks(slice_rows) {
+        for group in plan.chunks(TEXT_STORE_BATCHES) {
+            let first = group[0].start;
+            let slice = &order[first..group[group.len() - 1].end];
+            let batches: Vec<_> = group
+                .iter()
+                .map(|b| b.start - first..b.end - first)
+                .collect();
             let (fresh, stats) =
-                backbone.embed_rows(&encoded, slice, |rows| bar.inc(rows as u64))?;
+                backbone.embed_batches(&encoded, slice, &batches, |rows| bar.inc(rows as u64))?;
             if let Some(store) = &store {
                 let fresh_keys: Vec<RowKey> = slice.iter().map(|&r| keys[missing[r]]).collect();
                 store.insert(&fresh_keys, fresh.view())?;

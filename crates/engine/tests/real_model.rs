@@ -76,8 +76,15 @@ fn minilm_int8_embeds_a_row_the_same_whatever_its_batch() {
     for mates in [short, long] {
         let mut batch: Vec<&str> = mates.iter().map(String::as_str).collect();
         batch.insert(7, probe);
-        let (embedded, stats) = backbone.embed(&batch).unwrap();
+        // One call for all 16 rows, padded to the longest (the planner would give the probe its own).
+        let encoded = backbone.tokenizer().encode(&batch).unwrap();
+        let rows: Vec<usize> = (0..batch.len()).collect();
+        let all = 0..rows.len();
+        let (embedded, stats) = backbone
+            .embed_batches(&encoded, &rows, std::slice::from_ref(&all), |_| {})
+            .unwrap();
         assert_eq!(stats.batches, 1);
+        assert!(stats.padded_tokens > stats.tokens);
         assert_eq!(embedded.row(7), alone.row(0));
     }
     let model = cache().model("minilm-l6-int8").unwrap();

@@ -59,7 +59,7 @@ impl EmbedSettings {
             normalize: None,
             output_name: None,
             prompt: None,
-            batch_size: 64,
+            batch_size: 16,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             sessions: 1,
             chunk_rows: 4096,
@@ -291,7 +291,7 @@ impl Embedder {
     ) -> Result<Array2<f32>, PipelineError> {
         let mut embeddings = Array2::<f32>::zeros((texts.len(), self.dimension));
         let config = self.backbone.config();
-        let round = config.batch_size * config.sessions.max(1);
+        let (batch_size, round) = (config.batch_size, config.sessions.max(1));
         for (c, chunk) in texts.chunks(self.chunk_rows).enumerate() {
             between_batches()?;
             let tokenizer = self.backbone.tokenizer();
@@ -305,12 +305,22 @@ impl Embedder {
                 None => tokenizer.encode(chunk),
             }?;
             let first = c * self.chunk_rows;
-            // Slices of the length order aligned to whole batches: the batches of one `embed_encoded` call.
-            for (r, rows) in encoded.length_order().chunks(round).enumerate() {
+            // The batches of one `embed_encoded` call over the chunk, one per session at a time.
+            let order = encoded.length_order();
+            let plan = encoded.batch_plan(&order, batch_size);
+            for (r, group) in plan.chunks(round).enumerate() {
                 if r > 0 {
                     between_batches()?;
                 }
-                let (done, _) = self.backbone.embed_rows(&encoded, rows, |_| {})?;
+                let start = group[0].start;
+                let rows = &order[start..group[group.len() - 1].end];
+                let batches: Vec<_> = group
+                    .iter()
+                    .map(|b| b.start - start..b.end - start)
+                    .collect();
+                let (done, _) = self
+                    .backbone
+                    .embed_batches(&encoded, rows, &batches, |_| {})?;
                 for (k, &row) in rows.iter().enumerate() {
                     embeddings.row_mut(first + row).assign(&done.row(k));
                 }

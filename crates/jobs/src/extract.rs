@@ -181,6 +181,9 @@ struct ExtractionRecord {
     seconds: f64,
     extract_seconds: f64,
     rows_per_second: f64,
+    /// Inference calls (text; 0 in manifests written before graft counted them, and for images).
+    #[serde(default)]
+    batches: usize,
     tokens: usize,
     padded_tokens: usize,
     truncated_rows: usize,
@@ -377,6 +380,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         seconds,
         extract_seconds,
         rows_per_second: extracted as f64 / extract_seconds.max(1e-9),
+        batches: stats.batches,
         tokens: stats.tokens,
         padded_tokens: stats.padded_tokens,
         truncated_rows: stats.truncated_rows,
@@ -892,6 +896,7 @@ fn empty_share(
             seconds: 0.0,
             extract_seconds: 0.0,
             rows_per_second: 0.0,
+            batches: 0,
             tokens: 0,
             padded_tokens: 0,
             truncated_rows: 0,
@@ -969,6 +974,7 @@ fn finished_manifest(
 
 #[derive(Debug, Default)]
 struct StreamStats {
+    batches: usize,
     tokens: usize,
     padded_tokens: usize,
     truncated_rows: usize,
@@ -1273,6 +1279,7 @@ fn infer_chunks(
                 let mut stats = stats
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                stats.batches += s.batches;
                 stats.tokens += s.tokens;
                 stats.padded_tokens += s.padded_tokens;
                 stats.truncated_rows += s.truncated_rows;

@@ -57,8 +57,8 @@ impl From<PoolingArg> for graft_engine::Pooling {
 /// How inference runs, for the commands that embed rows (`extract`, `predict`).
 #[derive(Debug, clap::Args)]
 pub struct InferenceArgs {
-    /// Rows per inference call.
-    #[arg(long, default_value_t = 64)]
+    /// Rows per inference call (16 was fastest for MiniLM on 2 cores: benches/README.md).
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// ONNX Runtime intra-op threads (default: all cores).
     #[arg(long)]
