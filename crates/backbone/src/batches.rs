@@ -20,8 +20,8 @@ pub const CALL_COST_TOKENS: usize = 16;
 ///
 /// ```
 /// use graft_backbone::plan_batches;
-/// // Three rows of 9 tokens, then one of 3: the short row does not ride with the long ones.
-/// assert_eq!(plan_batches(&[9, 9, 9, 3], 4), vec![0..3, 3..4]);
+/// // Three rows of 20 tokens, then three of 3: the short rows do not ride with the long ones.
+/// assert_eq!(plan_batches(&[20, 20, 20, 3, 3, 3], 6), vec![0..3, 3..6]);
 /// // Lengths that all differ: padding is cheaper than one call per row.
 /// assert_eq!(plan_batches(&[9, 8, 7, 6], 4), vec![0..4]);
 /// ```

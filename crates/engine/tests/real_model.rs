@@ -1,5 +1,5 @@
-//! Real parts: the registered MiniLM-L6 int8 backbone and the MR data set, fetched into the cache like any run
-//! (`cargo xtask test` fetches them beforehand).
+//! Real parts: the registered MiniLM-L6 backbones (the int8 file, graft's float32 graph) and the MR data
+//! set, fetched into the cache like any run (`cargo xtask test` fetches them beforehand).
 
 mod common;
 
@@ -15,9 +15,15 @@ fn cache() -> Cache {
 }
 
 fn minilm() -> TextBackbone {
+    registered("minilm-l6-int8")
+}
+
+/// A registered MiniLM: the shipped int8 file, or `minilm-l6`, the float32 graph graft writes from the
+/// published weights (the quickstart's backbone).
+fn registered(name: &str) -> TextBackbone {
     let cache = cache();
     let runtime = Runtime::load(&cache.runtime("onnxruntime").unwrap().library.path).unwrap();
-    let model = cache.model("minilm-l6-int8").unwrap();
+    let (files, graph) = graft_engine::provision::text_model(&cache, name).unwrap();
     let config = TextBackboneConfig {
         pooling: Pooling::Mean,
         normalize: true,
@@ -28,8 +34,8 @@ fn minilm() -> TextBackbone {
     };
     TextBackbone::load(
         &runtime,
-        &model.onnx.as_ref().unwrap().path,
-        &model.tokenizer.unwrap().path,
+        &graph.path,
+        &files.tokenizer.unwrap().path,
         config,
     )
     .unwrap()
@@ -61,19 +67,28 @@ fn minilm_puts_a_paraphrase_closer_than_an_unrelated_sentence() {
 }
 
 #[test]
-fn minilm_int8_embeds_a_row_the_same_whatever_its_batch() {
-    // The feature cache mixes rows embedded in different batches; that is exact only for a batch-invariant
-    // graph. The registered int8 MiniLM quantises its weights, not its activations (no
-    // DynamicQuantizeLinear), so a row's embedding is bit-identical alone, among short rows and among long
-    // ones (which change the padded length). `benches` batch_spread measures it at scale.
+fn minilm_embeds_a_row_the_same_whatever_its_batch() {
+    // The feature cache mixes rows embedded in different batches, and batches are planned by length; that
+    // is exact only for a batch-invariant graph. The registered int8 MiniLM quantises its weights, not its
+    // activations (no DynamicQuantizeLinear), and graft's float32 graph has no batch-wide operator, so a
+    // row's embedding is bit-identical alone, among short rows and among long ones (which change the
+    // padded length). `benches` batch_spread measures it at scale.
     let probe = "an intelligent, moving film about friendship";
     let short: Vec<String> = (0..15).map(|i| format!("a short row {i}")).collect();
     let long: Vec<String> = (0..15)
         .map(|i| format!("a much longer row {i} ").repeat(20))
         .collect();
-    let mut backbone = minilm();
+    for name in ["minilm-l6-int8", "minilm-l6"] {
+        embeds_a_row_the_same_whatever_its_batch(name, probe, [&short, &long]);
+        let (_, graph) = graft_engine::provision::text_model(&cache(), name).unwrap();
+        assert!(graft_engine::provision::batch_dependent_ops(&graph.path).is_empty());
+    }
+}
+
+fn embeds_a_row_the_same_whatever_its_batch(name: &str, probe: &str, mates: [&Vec<String>; 2]) {
+    let mut backbone = registered(name);
     let (alone, _) = backbone.embed(&[probe]).unwrap();
-    for mates in [short, long] {
+    for mates in mates {
         let mut batch: Vec<&str> = mates.iter().map(String::as_str).collect();
         batch.insert(7, probe);
         // One call for all 16 rows, padded to the longest (the planner would give the probe its own).
@@ -85,12 +100,8 @@ fn minilm_int8_embeds_a_row_the_same_whatever_its_batch() {
             .unwrap();
         assert_eq!(stats.batches, 1);
         assert!(stats.padded_tokens > stats.tokens);
-        assert_eq!(embedded.row(7), alone.row(0));
+        assert_eq!(embedded.row(7), alone.row(0), "{name}");
     }
-    let model = cache().model("minilm-l6-int8").unwrap();
-    assert!(
-        graft_engine::provision::batch_dependent_ops(&model.onnx.as_ref().unwrap().path).is_empty()
-    );
 }
 
 #[test]
