@@ -86,15 +86,22 @@ pub fn read_feature_matrix(
             });
         }
     };
-    if let Some((row, _)) = matrix
-        .rows()
-        .into_iter()
-        .enumerate()
-        .find(|(_, r)| r.iter().any(|v| !v.is_finite()))
-    {
+    if matrix.ncols() == 0 {
+        // A header can claim (10^18, 0): no bytes, and nothing a head could learn from.
+        return Err(IngestError::Parse {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!(
+                "the feature matrix has {} rows of 0 features; every row needs at least one value",
+                matrix.nrows()
+            ),
+        });
+    }
+    // Over the values, not the rows: the rows' count is the header's word, the values are really there.
+    if let Some(at) = matrix.iter().position(|v| !v.is_finite()) {
         return Err(bad_row(
             path,
-            row,
+            at / matrix.ncols(),
             "the feature vector has NaN or infinite values",
         ));
     }
