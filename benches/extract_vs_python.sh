@@ -38,24 +38,26 @@ extract() { # input output → rows/s
   python3 -c "import json; print(round(json.load(open('$2.json'))['stats']['rows_per_second'], 1))"
 }
 max() { python3 -c "print(max($1, $2))"; }
+peer_sweep() { # batches best_var batch_var label peer-args… : the peer at each batch size, keeping the best
+  local batches=$1 label=$4 b py
+  local -n best=$2 at=$3
+  shift 4
+  for b in $batches; do
+    py=$(peer --batch "$b" "$@")
+    echo "round $round: $label, python, batch $b: $py rows/s"
+    if python3 -c "import sys; sys.exit(0 if $py > $best else 1)"; then best=$py at=$b; fi
+  done
+}
 best_run=0 best_py=0 py_batch=- best_ext=0 best_long_py=0 long_batch=- best_long=0
 for round in $(seq "$rounds"); do
   rm -rf "$scratch/features" "$scratch/runs"
   cargo xtask run benches/extract_mr.toml --no-progress --cache-dir "$cache" --features-dir "$scratch/features" \
     --runs-dir "$scratch/runs" >/dev/null 2>&1
   run=$(python3 -c "import json,glob; print(round(json.load(open(glob.glob('$scratch/runs/*/*/metrics.json')[0]))['extraction']['rows_per_second'], 1))")
-  for b in $peer_batches; do
-    py=$(peer --batch "$b" --save "$scratch/int8.npy")
-    echo "round $round: python, batch $b: $py rows/s"
-    if python3 -c "import sys; sys.exit(0 if $py > $best_py else 1)"; then best_py=$py py_batch=$b; fi
-  done
+  peer_sweep "$peer_batches" best_py py_batch MR --save "$scratch/int8.npy"
   ext=$(extract "$mr" "$scratch/mr.npy")
   echo "round $round: graft run $run rows/s, graft extract ($extract_model, 2 sessions) $ext rows/s"
-  for b in $long_peer_batches; do
-    py=$(peer --texts "$scratch/long.csv" --batch "$b")
-    echo "round $round: long documents, python, batch $b: $py rows/s"
-    if python3 -c "import sys; sys.exit(0 if $py > $best_long_py else 1)"; then best_long_py=$py long_batch=$b; fi
-  done
+  peer_sweep "$long_peer_batches" best_long_py long_batch "long documents" --texts "$scratch/long.csv"
   long=$(extract "$scratch/long.csv" "$scratch/long.npy")
   echo "round $round: long documents, graft extract $long rows/s"
   best_run=$(max "$best_run" "$run") best_ext=$(max "$best_ext" "$ext") best_long=$(max "$best_long" "$long")

@@ -2,7 +2,7 @@
 //!
 //! Rows come in length order (longest first). Cutting that order every `batch_size` rows pads each batch to
 //! its first row; cutting where the length changes gives batches of exactly one length, which need no padding
-//! and ran 6–7% faster on MR with MiniLM-L6 (benches/README.md, "Batches of one length"), but leaves small
+//! and ran 6–7% faster on MR with MiniLM-L6 (benches/README.md, "A graph written for speed"), but leaves small
 //! batches at the end of each length. [`plan_batches`] picks the cuts that minimise padded tokens plus a
 //! small fixed cost per call, by dynamic programming over the order: exact batches where a length has many
 //! rows, padded ones where lengths are sparse (long documents).
@@ -55,6 +55,23 @@ pub fn plan_batches(lengths: &[usize], batch_size: usize) -> Vec<Range<usize>> {
     }
     batches.reverse();
     batches
+}
+
+/// A run of consecutive batches of a plan as the span of positions it covers and its batches relative to
+/// that span's start: what [`TextBackbone::embed_batches`](crate::TextBackbone::embed_batches) takes for
+/// `&order[span]`, to run a long plan a few batches at a time.
+///
+/// ```
+/// assert_eq!(graft_backbone::rebase(&[4..6, 6..9]), (4..9, vec![0..2, 2..5]));
+/// ```
+pub fn rebase(group: &[Range<usize>]) -> (Range<usize>, Vec<Range<usize>>) {
+    let start = group.first().map_or(0, |b| b.start);
+    let end = group.last().map_or(start, |b| b.end);
+    let batches = group
+        .iter()
+        .map(|b| b.start - start..b.end - start)
+        .collect();
+    (start..end, batches)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ mod text;
 
 use std::path::{Path, PathBuf};
 
-pub use batches::{CALL_COST_TOKENS, plan_batches};
+pub use batches::{CALL_COST_TOKENS, plan_batches, rebase};
 pub use folder::ModelFolder;
 pub use image::{
     Augmentation, ImageBackbone, ImageBackboneConfig, ImageExtractionStats, ImagePreprocess,

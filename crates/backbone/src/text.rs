@@ -64,7 +64,7 @@ pub struct TextBackboneConfig {
     pub max_length: usize,
     /// Texts per inference call (at most: [`plan_batches`](crate::plan_batches) cuts where lengths change).
     /// Default 16, the fastest measured for MiniLM-L6 on 2 cores, short sentences and 256-token documents
-    /// alike (benches/README.md, "Batches of one length").
+    /// alike (benches/README.md, "A graph written for speed").
     pub batch_size: usize,
     /// Pooling of token states. Default [`Pooling::Mean`].
     pub pooling: Pooling,

@@ -262,12 +262,8 @@ fn planned_batches_and_batches_given_by_the_caller_give_the_same_bytes() {
     // The plan run two batches at a time (as the feature cache stores), and every row alone.
     let mut by_groups = Array2::<f32>::zeros(planned.dim());
     for group in plan.chunks(2) {
-        let start = group[0].start;
-        let rows = &order[start..group[group.len() - 1].end];
-        let batches: Vec<_> = group
-            .iter()
-            .map(|g| g.start - start..g.end - start)
-            .collect();
+        let (span, batches) = graft_backbone::rebase(group);
+        let rows = &order[span];
         let (done, _) = b.embed_batches(&encoded, rows, &batches, |_| {}).unwrap();
         for (k, &row) in rows.iter().enumerate() {
             by_groups.row_mut(row).assign(&done.row(k));

@@ -245,12 +245,8 @@ pub(crate) fn text_features(
         let bar = crate::progress::bar(options.progress, todo.len() as u64, 0, "rows");
         let mut features = cached.rows;
         for group in plan.chunks(TEXT_STORE_BATCHES) {
-            let first = group[0].start;
-            let slice = &order[first..group[group.len() - 1].end];
-            let batches: Vec<_> = group
-                .iter()
-                .map(|b| b.start - first..b.end - first)
-                .collect();
+            let (span, batches) = graft_backbone::rebase(group);
+            let slice = &order[span];
             let (fresh, stats) =
                 backbone.embed_batches(&encoded, slice, &batches, |rows| bar.inc(rows as u64))?;
             if let Some(store) = &store {

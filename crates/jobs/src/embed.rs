@@ -312,12 +312,8 @@ impl Embedder {
                 if r > 0 {
                     between_batches()?;
                 }
-                let start = group[0].start;
-                let rows = &order[start..group[group.len() - 1].end];
-                let batches: Vec<_> = group
-                    .iter()
-                    .map(|b| b.start - start..b.end - start)
-                    .collect();
+                let (span, batches) = graft_backbone::rebase(group);
+                let rows = &order[span];
                 let (done, _) = self
                     .backbone
                     .embed_batches(&encoded, rows, &batches, |_| {})?;
