@@ -1,5 +1,6 @@
-//! `cargo xtask test`: fetch what the tests need (once, plainly reported), then run every test of the
-//! workspace, the doctests, and the Python package's tests (see [`crate::python`]).
+//! `cargo xtask test`: check formatting and clippy's lints, fetch what the tests need (once, plainly
+//! reported), then run every test of the workspace, the doctests, and the Python package's tests (see
+//! [`crate::python`]). Test filters skip the format and lint checks.
 
 use std::process::{Command, ExitCode};
 
@@ -8,6 +9,28 @@ use crate::{cache_dir, workspace_root};
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let root = workspace_root();
     let cache = cache_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    if args.is_empty() {
+        // What README promises is kept clean, checked where CI runs: formatting, then clippy's lints.
+        for check in [
+            &["fmt", "--all", "--check"][..],
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ] {
+            let mut command = Command::new(&cargo);
+            command.args(check).current_dir(&root);
+            without_package_env(&mut command);
+            if let Err(code) = run_step(&format!("cargo {}", check[0]), &cargo, command) {
+                return code;
+            }
+        }
+    }
     // Fetch first, so a network or checksum problem is reported once and plainly, not as many test failures.
     // The legacy runtime is what the version-check test must see refused.
     // The image tests need EfficientNet-Lite0 (converted on first fetch), Fashion-MNIST and two sample photos;
@@ -27,7 +50,6 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         eprintln!("error: cannot provision the test assets: {e}");
         return ExitCode::FAILURE;
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let has_nextest = Command::new(&cargo)
         .args(["nextest", "--version"])
         .output()
@@ -60,17 +82,8 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             .current_dir(&root)
             .env(graft_engine::CACHE_ENV, &cache);
         without_package_env(&mut command);
-        eprintln!("xtask: running {name}: {command:?}");
-        match command.status() {
-            Ok(status) if status.success() => {}
-            Ok(status) => {
-                eprintln!("xtask: {name} failed ({status})");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("xtask: cannot start {cargo}: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(code) = run_step(name, &cargo, command) {
+            return code;
         }
     }
     if args.is_empty() {
@@ -100,4 +113,20 @@ pub(crate) fn without_package_env(command: &mut Command) -> &mut Command {
         }
     }
     command
+}
+
+/// Runs one step, reporting it and how it ended; a failure is the exit code to return.
+fn run_step(name: &str, cargo: &str, mut command: Command) -> Result<(), ExitCode> {
+    eprintln!("xtask: running {name}: {command:?}");
+    match command.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => {
+            eprintln!("xtask: {name} failed ({status})");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("xtask: cannot start {cargo}: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
