@@ -28,7 +28,7 @@ fn graft_dependencies(manifest: &Path) -> Vec<String> {
 
 /// Leaf crates: each usable alone; the foundation crate is the one graft crate they may use.
 const LEAVES: &[&str] = &[
-    "ingest", "backbone", "heads", "eval", "assets", "features", "onnx", "tune",
+    "ingest", "backbone", "heads", "eval", "assets", "features", "onnx", "tune", "schema",
 ];
 
 #[test]
@@ -59,7 +59,7 @@ fn layers_point_one_way() {
     };
     let layers: [(&str, BTreeSet<String>); 8] = [
         ("crates/config", allowed(&[])),
-        ("crates/report", allowed(&["graft-config"])),
+        ("crates/report", allowed(&[])),
         ("crates/engine", allowed(&["graft-config", "graft-report"])),
         (
             "crates/jobs",
@@ -105,6 +105,59 @@ fn layers_point_one_way() {
     for (dir, allowed) in layers {
         for dep in graft_dependencies(&root().join(dir).join("Cargo.toml")) {
             assert!(allowed.contains(&dep), "{dir} must not depend on {dep}");
+        }
+    }
+}
+
+/// Every package `package` reaches in Cargo.lock (dev-dependencies included, so an over-approximation).
+fn locked_closure(package: &str) -> BTreeSet<String> {
+    let lock: toml::Table = std::fs::read_to_string(root().join("Cargo.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in lock["package"].as_array().unwrap() {
+        let deps = p.get("dependencies").and_then(|d| d.as_array());
+        let names = deps.into_iter().flatten().map(|d| {
+            // "name" or "name version": the name is enough for a question about which crates appear.
+            d.as_str().unwrap().split(' ').next().unwrap().to_owned()
+        });
+        edges
+            .entry(p["name"].as_str().unwrap().to_owned())
+            .or_default()
+            .extend(names);
+    }
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![package.to_owned()];
+    while let Some(name) = todo.pop() {
+        if seen.insert(name.clone()) {
+            todo.extend(edges.get(&name).into_iter().flatten().cloned());
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_schema_and_the_report_build_no_runtime() {
+    // The pipeline file's contract and the run folder's renderers are read by tools that run no model.
+    for package in ["graft-schema", "graft-report"] {
+        let closure = locked_closure(package);
+        assert!(
+            closure.contains("serde"),
+            "{package} was not found in Cargo.lock"
+        );
+        for runtime in [
+            "ort",
+            "ort-sys",
+            "polars",
+            "tokenizers",
+            "candle-core",
+            "graft-config",
+        ] {
+            assert!(
+                !closure.contains(runtime),
+                "{package} reaches {runtime}: the schema and report crates stay free of the runtime"
+            );
         }
     }
 }

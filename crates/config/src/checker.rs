@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::spanned::Spanned;
 
-use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::sources::absolute;
 use crate::sources::{OtherBackbone, RawBackboneRef};
+use crate::{Diagnostic, did_you_mean};
 
 /// What the data and backbone of the pipeline are, for checks that depend on them.
 #[derive(Debug, Clone, Copy)]

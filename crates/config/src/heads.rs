@@ -8,8 +8,8 @@ use graft_heads::{
 use ndarray::ArrayView2;
 
 use crate::resolved::{
-    HeadSettings, KnnSettings, LogisticSettings, MlpSettings, PrototypeSettings, ThresholdSetting,
-    TransformSettings, TuneWord,
+    HeadKindSettings, HeadSettings, KnnSettings, LogisticSettings, MlpSettings, PrototypeSettings,
+    ThresholdSetting, TransformSettings, TuneWord,
 };
 
 /// One head's settings.
@@ -115,27 +115,14 @@ impl HeadSpec {
 
     /// The hyperparameters, as recorded in manifests and artefacts.
     pub fn settings(&self) -> HeadSettings {
-        let mut settings = HeadSettings {
-            logistic: None,
-            mlp: None,
-            prototype: None,
-            knn: None,
-            calibrate: self.calibrate,
-            threshold: self.multi_label.map(|t| match t {
-                Threshold::Fixed(t) => ThresholdSetting::Fixed(t),
-                Threshold::Tuned => ThresholdSetting::Tuned(TuneWord::Tune),
+        let kind = match &self.kind {
+            HeadKind::Logistic(p) => HeadKindSettings::Logistic(LogisticSettings {
+                c: p.c(),
+                max_iter: p.max_iter(),
+                tol: p.tol(),
+                fit_intercept: p.fit_intercept(),
+                class_weight: if p.balanced() { "balanced" } else { "none" }.to_owned(),
             }),
-        };
-        match &self.kind {
-            HeadKind::Logistic(p) => {
-                settings.logistic = Some(LogisticSettings {
-                    c: p.c(),
-                    max_iter: p.max_iter(),
-                    tol: p.tol(),
-                    fit_intercept: p.fit_intercept(),
-                    class_weight: if p.balanced() { "balanced" } else { "none" }.to_owned(),
-                });
-            }
             HeadKind::Mlp(p) => {
                 let (schedule, warmup_epochs, step_epochs, gamma) = match p.schedule() {
                     Schedule::Constant => ("constant", None, None, None),
@@ -146,7 +133,7 @@ impl HeadSpec {
                         ("step", None, Some(step_epochs), Some(gamma))
                     }
                 };
-                settings.mlp = Some(MlpSettings {
+                HeadKindSettings::Mlp(MlpSettings {
                     hidden: p.hidden().to_vec(),
                     activation: p.activation().name().to_owned(),
                     dropout: p.dropout(),
@@ -166,23 +153,26 @@ impl HeadSpec {
                     .to_owned(),
                     restore_best: p.restore_best(),
                     seed: p.seed(),
-                });
+                })
             }
-            HeadKind::Prototype(p) => {
-                settings.prototype = Some(PrototypeSettings {
-                    metric: p.metric().name().to_owned(),
-                    temperature: p.temperature(),
-                });
-            }
-            HeadKind::Knn(p) => {
-                settings.knn = Some(KnnSettings {
-                    k: p.k(),
-                    metric: p.metric().name().to_owned(),
-                    weighting: p.weighting().name().to_owned(),
-                });
-            }
+            HeadKind::Prototype(p) => HeadKindSettings::Prototype(PrototypeSettings {
+                metric: p.metric().name().to_owned(),
+                temperature: p.temperature(),
+            }),
+            HeadKind::Knn(p) => HeadKindSettings::Knn(KnnSettings {
+                k: p.k(),
+                metric: p.metric().name().to_owned(),
+                weighting: p.weighting().name().to_owned(),
+            }),
+        };
+        HeadSettings {
+            kind,
+            calibrate: self.calibrate,
+            threshold: self.multi_label.map(|t| match t {
+                Threshold::Fixed(t) => ThresholdSetting::Fixed(t),
+                Threshold::Tuned => ThresholdSetting::Tuned(TuneWord::Tune),
+            }),
         }
-        settings
     }
 
     /// The head a saved artefact or manifest records, checked again (an edited file gets an error naming
@@ -194,8 +184,8 @@ impl HeadSpec {
             "cosine" => Ok(Metric::Cosine),
             other => Err(format!("unknown metric `{other}`")),
         };
-        let kind = match (&s.logistic, &s.mlp, &s.prototype, &s.knn) {
-            (Some(o), None, None, None) => HeadKind::Logistic(
+        let kind = match &s.kind {
+            HeadKindSettings::Logistic(o) => HeadKind::Logistic(
                 Logistic::params()
                     .c(o.c)
                     .max_iter(o.max_iter)
@@ -205,15 +195,15 @@ impl HeadSpec {
                     .check()
                     .map_err(err)?,
             ),
-            (None, Some(o), None, None) => HeadKind::Mlp(mlp_params(o)?.check().map_err(err)?),
-            (None, None, Some(o), None) => HeadKind::Prototype(
+            HeadKindSettings::Mlp(o) => HeadKind::Mlp(mlp_params(o)?.check().map_err(err)?),
+            HeadKindSettings::Prototype(o) => HeadKind::Prototype(
                 Prototype::params()
                     .metric(metric(&o.metric)?)
                     .temperature(o.temperature)
                     .check()
                     .map_err(err)?,
             ),
-            (None, None, None, Some(o)) => HeadKind::Knn(
+            HeadKindSettings::Knn(o) => HeadKind::Knn(
                 Knn::params()
                     .k(o.k)
                     .metric(metric(&o.metric)?)
@@ -225,11 +215,6 @@ impl HeadSpec {
                     .check()
                     .map_err(err)?,
             ),
-            _ => {
-                return Err(
-                    "`head` must name exactly one head (logistic, mlp, prototype, knn)".to_owned(),
-                );
-            }
         };
         Ok(HeadSpec {
             kind,

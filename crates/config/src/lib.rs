@@ -28,25 +28,22 @@
 
 mod check;
 mod checker;
-mod diagnostic;
 mod heads;
 mod plan;
-pub mod resolved;
-pub mod schema;
 mod sources;
-pub mod spanned;
 pub mod techniques;
 
 use std::path::PathBuf;
 
-pub use diagnostic::{Diagnostic, did_you_mean};
+/// The pipeline file as written (graft-schema's types).
+pub use graft_schema::pipeline as schema;
+pub use graft_schema::{Diagnostic, SCHEMA_VERSION, did_you_mean, resolved, spanned};
 pub use heads::{HeadKind, HeadSpec, Threshold, TransformPlan};
 pub use plan::{
     BackbonePlan, CurvePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan,
     SearchPlan, Selection, SplitPlan, absolute, apply_prompt, apply_registry_defaults,
     image_preprocess, other_text_backbone,
 };
-pub use schema::SCHEMA_VERSION;
 pub use techniques::{STAGES, Stage, StagePlan, TechniquesPlan};
 
 /// A pipeline file that cannot be used.

@@ -9,7 +9,7 @@ use graft_backbone::{
 };
 use graft_ingest::SplitRatios;
 
-use crate::diagnostic::Diagnostic;
+use crate::Diagnostic;
 use crate::heads::{HeadSpec, TransformPlan};
 use crate::resolved::{
     AugmentSettings, BackboneSettings, CurveSettings, DataSettings, DataSourceSettings,

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+pub use graft_schema::techniques::{RawBackboneRef, RawModelFiles};
 
 /// Where the backbone comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,21 +36,6 @@ pub fn absolute(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// A second backbone as a stage names it: a registered name, or files.
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(untagged)]
-pub enum RawBackboneRef {
-    Name(String),
-    Files(RawModelFiles),
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawModelFiles {
-    pub onnx: String,
-    pub tokenizer: String,
 }
 
 /// A second text backbone, checked: the pipeline's extraction settings apply to it (registered ones bring

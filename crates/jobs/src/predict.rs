@@ -7,7 +7,7 @@ use graft_backbone::{Pooling, Provider};
 use ndarray::{Array2, ArrayView2};
 use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Series};
 
-use graft_config::resolved::{BackboneSettings, HeadSettings, ModelSourceSettings};
+use graft_config::resolved::{BackboneSettings, ModelSourceSettings};
 use graft_report::Manifest;
 
 use crate::EmbedSettings;
@@ -107,17 +107,6 @@ pub(crate) fn model_sha256(
     })
 }
 
-/// The table name of a recorded head.
-fn head_name(h: &HeadSettings) -> Option<&'static str> {
-    match (&h.logistic, &h.mlp, &h.prototype, &h.knn) {
-        (Some(_), ..) => Some("logistic"),
-        (_, Some(_), ..) => Some("mlp"),
-        (_, _, Some(_), _) => Some("prototype"),
-        (.., Some(_)) => Some("knn"),
-        _ => None,
-    }
-}
-
 /// A head's name in its run folder: its artefact's file stem (`logistic`, `logistic-tuned`).
 pub(crate) fn artefact_name(json_path: &Path) -> String {
     json_path
@@ -143,7 +132,7 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         .resolved
         .heads
         .iter()
-        .filter_map(head_name)
+        .map(|h| h.kind.name())
         .collect();
     let kept = manifest.artefacts.keys().filter_map(|k| {
         k.strip_prefix("heads/")

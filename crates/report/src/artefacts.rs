@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use graft_config::resolved::{BackboneSettings, HeadSettings, ResolvedPipeline, TransformSettings};
+use graft_schema::resolved::{BackboneSettings, HeadSettings, ResolvedPipeline, TransformSettings};
 use serde::{Deserialize, Serialize};
 
 /// The version of the run-folder format this build writes and reads (`manifest.json` `format`).

@@ -6,7 +6,7 @@ use crate::spanned::Spanned;
 use graft_assets::Registry;
 use graft_backbone::{Augmentation, Pooling, Provider, TextBackboneConfig};
 
-use crate::diagnostic::Diagnostic;
+use crate::Diagnostic;
 use crate::schema::{RawAugment, RawBackbone, RawPooling, RawProvider};
 
 use super::Checker;

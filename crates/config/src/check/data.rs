@@ -3,7 +3,7 @@
 use crate::spanned::Spanned;
 use graft_assets::Registry;
 
-use crate::diagnostic::Diagnostic;
+use crate::Diagnostic;
 use crate::schema::RawData;
 
 use super::Checker;

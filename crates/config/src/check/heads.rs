@@ -8,7 +8,7 @@ use graft_heads::{
     Weighting,
 };
 
-use crate::diagnostic::Diagnostic;
+use crate::Diagnostic;
 use crate::heads::{HeadKind, HeadSpec, Threshold};
 use crate::plan::Spans;
 use crate::schema::{

@@ -13,8 +13,8 @@ use graft_assets::Registry;
 use graft_ingest::SplitRatios;
 
 use crate::ConfigError;
+use crate::Diagnostic;
 pub(crate) use crate::checker::Checker;
-use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::heads::{HeadKind, HeadSpec, TransformPlan};
 use crate::plan::*;
 use crate::schema::{
@@ -22,59 +22,6 @@ use crate::schema::{
 };
 use crate::sources::{ModelSource, absolute};
 use crate::techniques::TechniquesPlan;
-
-/// Turns a TOML/serde error into a diagnostic, suggesting the right name for a misspelt key or variant.
-pub(crate) fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
-    let message = plain_words(e.message().trim_end());
-    let mut diagnostic = Diagnostic::at(file, source, e.span(), message.clone());
-    // serde phrases these as "unknown field `x`, expected one of `a`, `b`" / "unknown variant `x`, expected `a`".
-    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    if (message.starts_with("unknown field") || message.starts_with("unknown variant"))
-        && !quoted.is_empty()
-    {
-        let hint = match did_you_mean(quoted[0], quoted[1..].iter().copied()) {
-            Some(best) => format!("did you mean `{best}`?"),
-            None => format!("expected one of: {}", quoted[1..].join(", ")),
-        };
-        diagnostic = diagnostic.with_hint(hint);
-    } else if message.starts_with("missing field") && !quoted.is_empty() {
-        diagnostic = diagnostic.with_hint(format!(
-            "add `{}`; see pipelines/quickstart.toml for a complete example",
-            quoted[0]
-        ));
-    }
-    ConfigError::Invalid(diagnostic)
-}
-
-/// serde's and toml's messages in a pipeline author's words: Rust type names (`usize`, `f64`) and parser
-/// jargon ("wanted string or table") mean nothing to someone writing TOML.
-fn plain_words(message: &str) -> String {
-    const WORDS: [(&str, &str); 10] = [
-        ("expected usize", "expected a whole number (0 or more)"),
-        ("expected u64", "expected a whole number (0 or more)"),
-        ("expected u32", "expected a whole number (0 or more)"),
-        ("expected u8", "expected a whole number (0 to 255)"),
-        ("expected i64", "expected a whole number"),
-        ("expected i32", "expected a whole number"),
-        ("expected f64", "expected a number"),
-        ("expected f32", "expected a number"),
-        (
-            "wanted string or table",
-            "expected a name in quotes or a table (such as `[head.logistic]`)",
-        ),
-        ("wanted exactly 1 element", "expected one name or one table"),
-    ];
-    let mut message = message.to_owned();
-    for (jargon, plain) in WORDS {
-        // Whole words only: `expected u8` must not rewrite `expected u8x`.
-        if let Some(at) = message.find(jargon)
-            && !message[at + jargon.len()..].starts_with(|c: char| c.is_alphanumeric())
-        {
-            message.replace_range(at..at + jargon.len(), plain);
-        }
-    }
-    message
-}
 
 impl Plan {
     /// Reads and checks a pipeline file.
@@ -89,7 +36,7 @@ impl Plan {
 
     /// Checks pipeline text as if it were the file `file` (relative paths resolve against its folder).
     pub fn parse(file: &Path, source: &str) -> Result<Plan, ConfigError> {
-        let raw: RawPipeline = toml::from_str(source).map_err(|e| toml_error(file, source, &e))?;
+        let raw = graft_schema::parse(file, source).map_err(ConfigError::Invalid)?;
         Checker { file, source }.check(raw)
     }
 }

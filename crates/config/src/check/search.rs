@@ -6,7 +6,7 @@ use crate::spanned::Spanned;
 use graft_heads::{HeadError, Logistic, Mlp, ParamGuard};
 use serde_json::json;
 
-use crate::diagnostic::Diagnostic;
+use crate::Diagnostic;
 use crate::heads::{HeadKind, HeadSpec};
 use crate::schema::{RawRange, RawSearch, RawSearchMethod, RawSelect};
 

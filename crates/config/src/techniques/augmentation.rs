@@ -9,22 +9,12 @@
 //! `[backbone] augment` already extracted (flips and random resized crops).
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawAugmentation;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawAugmentation {
-    pub views: Option<Spanned<usize>>,
-    pub deletion: Option<Spanned<f64>>,
-    pub swap: Option<Spanned<f64>>,
-    pub per_class: Option<Spanned<Vec<usize>>>,
-    pub repeats: Option<Spanned<usize>>,
-}
 
 /// `[augmentation]`, checked.
 #[derive(Debug, Clone)]

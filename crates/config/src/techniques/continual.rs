@@ -11,31 +11,12 @@
 //! stage's classes, the best accuracy they ever had minus their accuracy after the last stage.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::{RawContinual, RawOrder};
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawContinual {
-    pub classes_per_stage: Option<Spanned<usize>>,
-    pub memory: Option<Spanned<usize>>,
-    pub epochs: Option<Spanned<usize>>,
-    pub order: Option<RawOrder>,
-}
-
-/// The order classes arrive in.
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RawOrder {
-    /// Class-index order (the data's sorted class names).
-    Classes,
-    /// A seeded random permutation, as iCaRL's protocol (Rebuffi et al., 2017).
-    Seeded,
-}
 
 /// `[continual]`, checked.
 #[derive(Debug, Clone)]

@@ -8,23 +8,12 @@
 //! student's extraction speed-up — both backbones timed on the same rows, bypassing the cache.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawDistillation;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawDistillation {
-    pub student: Spanned<super::RawBackboneRef>,
-    pub temperature: Option<Spanned<f64>>,
-    pub alpha: Option<Spanned<f64>>,
-    pub epochs: Option<Spanned<usize>>,
-    pub timing_rows: Option<Spanned<usize>>,
-    pub teacher: Option<Spanned<String>>,
-}
 
 /// `[distillation]`, checked.
 #[derive(Debug, Clone)]

@@ -11,22 +11,12 @@
 use std::path::PathBuf;
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawDomainAdaptation;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawDomainAdaptation {
-    pub target: Option<Spanned<String>>,
-    pub target_path: Option<Spanned<String>>,
-    pub text_column: Option<Spanned<String>>,
-    pub label_column: Option<Spanned<String>>,
-    pub lambda: Option<Spanned<f64>>,
-}
 
 /// Where the target rows come from.
 #[derive(Debug, Clone)]

@@ -7,21 +7,12 @@
 //! classification: a good embedding is all you need"). Mean accuracy over the episodes with a 95% interval.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawFewShot;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawFewShot {
-    pub ways: Option<Spanned<usize>>,
-    pub shots: Option<Spanned<Vec<usize>>>,
-    pub queries: Option<Spanned<usize>>,
-    pub episodes: Option<Spanned<usize>>,
-}
 
 /// `[few_shot]`, checked.
 #[derive(Debug, Clone)]

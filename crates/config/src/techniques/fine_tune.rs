@@ -2,71 +2,12 @@
 //! head on the tuned features, compared with the frozen features on the same split.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::{FineTuneObjective, FineTuneSchedule, RawFineTune, RawLayers};
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-/// `layers = 2` or `layers = "all"`.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "`layers` is the number of top blocks to train (such as 2) or \"all\""
-)]
-pub enum RawLayers {
-    Count(#[schemars(range(min = 1))] usize),
-    Word(#[schemars(regex(pattern = "^all$"))] String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FineTuneObjective {
-    /// Cross-entropy through a new linear head.
-    Classification,
-    /// SetFit's cosine-similarity loss on pairs drawn from the labels.
-    Contrastive,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FineTuneSchedule {
-    Constant,
-    Linear,
-    Cosine,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawFineTune {
-    pub layers: Option<Spanned<RawLayers>>,
-    pub objective: Option<Spanned<FineTuneObjective>>,
-    pub learning_rate: Option<Spanned<f64>>,
-    pub head_learning_rate: Option<Spanned<f64>>,
-    pub layer_decay: Option<Spanned<f64>>,
-    pub epochs: Option<Spanned<usize>>,
-    pub batch_size: Option<Spanned<usize>>,
-    pub warmup: Option<Spanned<f64>>,
-    pub schedule: Option<Spanned<FineTuneSchedule>>,
-    pub weight_decay: Option<Spanned<f64>>,
-    pub dropout: Option<Spanned<f64>>,
-    pub patience: Option<Spanned<usize>>,
-    pub gradual_unfreezing: Option<bool>,
-    /// Run the frozen blocks every step with dropout instead of from their cached states.
-    pub frozen_dropout: Option<bool>,
-    /// SetFit's `num_iterations`: each one gives every training row a same-class and an other-class partner.
-    pub iterations: Option<Spanned<usize>>,
-    /// The key before `iterations` (it counted pairs): read only to say what to write instead.
-    #[schemars(skip)]
-    pub pairs_per_row: Option<Spanned<usize>>,
-    pub max_grad_norm: Option<Spanned<f64>>,
-    /// Repeat the comparison on this many seeded draws of training rows (the split's size per class), the
-    /// rest of the labelled rows as each draw's test rows.
-    pub draws: Option<Spanned<usize>>,
-    pub weights: Option<Spanned<String>>,
-    pub attention_heads: Option<Spanned<usize>>,
-}
 
 /// `[fine_tune]`, checked. `layers = None` means every block (and the embeddings).
 #[derive(Debug, Clone)]

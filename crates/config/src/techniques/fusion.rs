@@ -5,19 +5,12 @@
 //! paired with the pipeline's backbone on the test rows (McNemar's exact test).
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawFusion;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawFusion {
-    pub backbone: Spanned<super::RawBackboneRef>,
-    pub project: Option<Spanned<usize>>,
-}
 
 /// `[fusion]`, checked.
 #[derive(Debug, Clone)]

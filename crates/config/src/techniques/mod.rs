@@ -20,17 +20,22 @@ use crate::checker::Checker;
 pub use crate::checker::Modality;
 pub use crate::sources::{OtherBackbone, RawBackboneRef, RawModelFiles};
 
-pub use augmentation::{AugmentationPlan, RawAugmentation};
-pub use continual::{ContinualPlan, RawContinual, RawOrder};
-pub use distillation::{DistillationPlan, RawDistillation};
-pub use domain::{DomainPlan, RawDomainAdaptation, TargetSource};
-pub use few_shot::{FewShotPlan, RawFewShot};
-pub use fine_tune::{FineTuneObjective, FineTunePlan, FineTuneSchedule, RawFineTune, RawLayers};
-pub use fusion::{FusionPlan, RawFusion};
-pub use multitask::{MultitaskPlan, RawMultitask};
-pub use prompts::{PromptTemplatesPlan, RawPromptTemplates};
-pub use self_training::{RawSelfTraining, SelfTrainingPlan};
-pub use zero_shot::{RawZeroShot, ZeroShotPlan};
+pub use augmentation::AugmentationPlan;
+pub use continual::ContinualPlan;
+pub use distillation::DistillationPlan;
+pub use domain::{DomainPlan, TargetSource};
+pub use few_shot::FewShotPlan;
+pub use fine_tune::FineTunePlan;
+pub use fusion::FusionPlan;
+pub use graft_schema::techniques::{
+    FineTuneObjective, FineTuneSchedule, RawAugmentation, RawContinual, RawDistillation,
+    RawDomainAdaptation, RawFewShot, RawFineTune, RawFusion, RawLayers, RawMultitask, RawOrder,
+    RawPromptTemplates, RawSelfTraining, RawZeroShot,
+};
+pub use multitask::MultitaskPlan;
+pub use prompts::PromptTemplatesPlan;
+pub use self_training::SelfTrainingPlan;
+pub use zero_shot::ZeroShotPlan;
 
 /// A technique stage: one optional top-level table of the pipeline file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,20 +3,12 @@
 //! macro-F1 of the headline head's settings, against always predicting the task's most frequent class.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawMultitask;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawMultitask {
-    pub tasks: Spanned<Vec<String>>,
-    pub shared_trunk: Option<bool>,
-    pub epochs: Option<Spanned<usize>>,
-}
 
 /// `[multitask]`, checked.
 #[derive(Debug, Clone)]

@@ -4,18 +4,12 @@
 //! template then goes to `[backbone] prompt`.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawPromptTemplates;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawPromptTemplates {
-    pub templates: Spanned<Vec<String>>,
-}
 
 /// `[prompt_templates]`, checked.
 #[derive(Debug, Clone)]

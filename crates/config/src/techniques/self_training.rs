@@ -6,20 +6,12 @@
 //! nothing new clears the threshold.
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawSelfTraining;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawSelfTraining {
-    pub labelled: Option<Spanned<usize>>,
-    pub threshold: Option<Spanned<f64>>,
-    pub rounds: Option<Spanned<usize>>,
-}
 
 /// `[self_training]`, checked.
 #[derive(Debug, Clone)]

@@ -11,23 +11,12 @@
 use std::collections::BTreeMap;
 
 use crate::spanned::Spanned;
-use serde::Deserialize;
+use graft_schema::techniques::RawZeroShot;
 use serde_json::json;
 
 use super::Modality;
 use crate::Diagnostic;
 use crate::checker::Checker;
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawZeroShot {
-    pub template: Option<Spanned<String>>,
-    pub labels: Option<Spanned<BTreeMap<String, String>>>,
-    pub prior_shots: Option<Spanned<Vec<usize>>>,
-    pub prior_weight: Option<Spanned<f64>>,
-    pub repeats: Option<Spanned<usize>>,
-    pub initialise_prototype: Option<Spanned<bool>>,
-}
 
 /// `[zero_shot]`, checked.
 #[derive(Debug, Clone)]

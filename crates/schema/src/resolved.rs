@@ -201,26 +201,44 @@ pub enum TransformSettings {
     },
 }
 
-/// One `[head.*]`, resolved: exactly one of the kinds is set.
+/// One `[head.*]`, resolved: its kind with that kind's settings, and what applies to every kind. Written
+/// as `{"logistic": {…}, "calibrate": …}`, the table name as the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadSettings {
-    /// `[head.logistic]`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logistic: Option<LogisticSettings>,
-    /// `[head.mlp]`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mlp: Option<MlpSettings>,
-    /// `[head.prototype]`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prototype: Option<PrototypeSettings>,
-    /// `[head.knn]`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub knn: Option<KnnSettings>,
+    /// Which head, with its hyperparameters.
+    #[serde(flatten)]
+    pub kind: HeadKindSettings,
     /// Temperature scaling on the validation split.
     pub calibrate: bool,
     /// Multi-label heads: the decision threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<ThresholdSetting>,
+}
+
+/// A head's kind and its own settings, keyed by its table name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKindSettings {
+    /// `[head.logistic]`
+    Logistic(LogisticSettings),
+    /// `[head.mlp]`
+    Mlp(MlpSettings),
+    /// `[head.prototype]`
+    Prototype(PrototypeSettings),
+    /// `[head.knn]`
+    Knn(KnnSettings),
+}
+
+impl HeadKindSettings {
+    /// The table name: `logistic`, `mlp`, `prototype`, `knn`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HeadKindSettings::Logistic(_) => "logistic",
+            HeadKindSettings::Mlp(_) => "mlp",
+            HeadKindSettings::Prototype(_) => "prototype",
+            HeadKindSettings::Knn(_) => "knn",
+        }
+    }
 }
 
 /// A multi-label threshold: a number, or `"tune"`.

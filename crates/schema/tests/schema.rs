@@ -10,7 +10,7 @@ fn repo() -> PathBuf {
 
 fn validator() -> jsonschema::Validator {
     let schema: serde_json::Value =
-        serde_json::from_str(&graft_config::schema::pipeline_schema_json()).unwrap();
+        serde_json::from_str(&graft_schema::pipeline_schema_json()).unwrap();
     jsonschema::validator_for(&schema).unwrap()
 }
 
@@ -34,7 +34,7 @@ fn pipelines(dir: &str) -> Vec<PathBuf> {
 fn the_committed_schema_is_the_derived_one() {
     let committed = std::fs::read_to_string(repo().join("pipelines/graft.schema.json")).unwrap();
     assert!(
-        committed == graft_config::schema::pipeline_schema_json(),
+        committed == graft_schema::pipeline_schema_json(),
         "pipelines/graft.schema.json is stale: `cargo xtask schema --output pipelines/graft.schema.json`"
     );
 }

@@ -49,7 +49,7 @@ fn drop_null(value: &mut serde_json::Value) {
 ///
 /// ```
 /// let schema: serde_json::Value =
-///     serde_json::from_str(&graft_config::schema::pipeline_schema_json()).unwrap();
+///     serde_json::from_str(&graft_schema::pipeline_schema_json()).unwrap();
 /// assert_eq!(schema["title"], "graft pipeline");
 /// assert!(schema["required"].as_array().unwrap().contains(&"schema".into()));
 /// ```
