@@ -13,7 +13,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use graft_engine::{PipelineError, Pooling, Provider};
+use graft_engine::{Pooling, Provider};
+use graft_jobs::JobError;
 
 create_exception!(
     _graft,
@@ -23,7 +24,8 @@ create_exception!(
      what and where, and its `hint:` line what to do."
 );
 
-fn graft_error(e: PipelineError) -> PyErr {
+fn graft_error(e: impl Into<JobError>) -> PyErr {
+    let e: JobError = e.into();
     GraftError::new_err(e.to_string())
 }
 
@@ -65,17 +67,14 @@ fn cache_dir(given: Option<PathBuf>) -> PathBuf {
 /// between steps; an interrupt stops the work and is raised once the GIL is back.
 fn detached<T: Send>(
     py: Python<'_>,
-    work: impl FnOnce(&mut dyn FnMut() -> Result<(), PipelineError>) -> Result<T, PipelineError> + Send,
+    work: impl FnOnce(&mut dyn FnMut() -> Result<(), JobError>) -> Result<T, JobError> + Send,
 ) -> PyResult<T> {
     let mut interrupt: Option<PyErr> = None;
     let outcome = py.detach(|| {
         let mut check = || {
             Python::attach(|py| py.check_signals()).map_err(|e| {
                 interrupt = Some(e);
-                PipelineError::Job {
-                    message: "interrupted".to_owned(),
-                    hint: String::new(),
-                }
+                JobError::invalid("interrupted", "")
             })
         };
         work(&mut check)
@@ -132,7 +131,7 @@ impl Embedder {
         // Explicit settings first, then a model folder's sentence-transformers settings, as `graft extract`.
         let pooling = self::pooling(pooling)?;
         settings.pooling = match &folder {
-            Some(f) => f.pooling_or(pooling).map_err(|e| graft_error(e.into()))?,
+            Some(f) => f.pooling_or(pooling).map_err(graft_error)?,
             None => pooling,
         };
         settings.max_length = max_length.or(folder.as_ref().and_then(|f| f.max_length));

@@ -53,7 +53,7 @@ fn python_packages(
     requirements: &[String],
 ) -> Result<PathBuf, AssetError> {
     let digest = sha2::Sha256::digest(requirements.join("\n").as_bytes());
-    let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let id = graft_stdx::hex(&digest[..8]);
     let root = cache_root.join("python");
     let dir = root.join(format!("convert-{id}"));
     if dir.join(".complete").exists() {

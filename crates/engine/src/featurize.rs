@@ -360,7 +360,12 @@ fn image_views(
         for view in 1..=views as u64 {
             let seeds: Vec<u64> = train
                 .iter()
-                .map(|&i| derive_seed(seed, &format!("augment {view} {}", hex(&keys[i]))))
+                .map(|&i| {
+                    derive_seed(
+                        seed,
+                        &format!("augment {view} {}", graft_stdx::hex(&keys[i])),
+                    )
+                })
                 .collect();
             let view_keys = train
                 .iter()
@@ -580,10 +585,6 @@ pub(crate) fn image_key(image: &ImageSource) -> Result<RowKey, PipelineError> {
             Ok(row_key(&bytes))
         }
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Features of every used row: given features as read, texts through the backbone's prompt, images with

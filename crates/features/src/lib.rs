@@ -101,11 +101,9 @@ impl Lookup {
 
 /// The folder of the namespace `description` names: the first 12 bytes of its sha256, in hex.
 fn namespace_dir(root: &Path, description: &str) -> PathBuf {
-    let id: String = Sha256::digest(description.as_bytes())[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    root.join(id)
+    root.join(graft_stdx::hex(
+        &Sha256::digest(description.as_bytes())[..12],
+    ))
 }
 
 /// One namespace of the store.
@@ -217,7 +215,7 @@ impl FeatureStore {
         let digest = Sha256::digest(&body);
         body.extend_from_slice(&digest);
         // Chunks are named by their content hash: the same batch stored twice is the same file.
-        let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let name = graft_stdx::hex(&digest[..16]);
         let path = self.dir.join(format!("{CHUNK_PREFIX}{name}.bin"));
         graft_stdx::atomic::write(&path, &body).map_err(io(&path))
     }

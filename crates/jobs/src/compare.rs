@@ -10,8 +10,8 @@ use graft_eval::{Bootstrap, McNemar, PairedBootstrap, mcnemar};
 use graft_report::{Manifest, Metrics, SplitMetrics};
 use serde::{Deserialize, Serialize};
 
+use crate::JobError;
 use crate::write_atomic;
-use graft_engine::PipelineError;
 
 /// What to compare and where the comparison goes.
 #[derive(Debug, Clone)]
@@ -83,13 +83,6 @@ pub struct CompareOutcome {
     pub json: PathBuf,
 }
 
-fn compare_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
-    PipelineError::Job {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 /// A run's test rows: row → (true label, the headline head's prediction).
 struct TestRows {
     task: String,
@@ -98,9 +91,9 @@ struct TestRows {
     rows: HashMap<u64, (String, String)>,
 }
 
-fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
+fn read_run(run_dir: &Path) -> Result<TestRows, JobError> {
     let not_a_run = |e: graft_report::ArtefactError| {
-        compare_error(
+        JobError::invalid(
             format!(
                 "{} is not a graft run folder we can read: {e}",
                 run_dir.display()
@@ -114,7 +107,7 @@ fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
         .verify(run_dir, "predictions.csv")
         .map_err(not_a_run)?;
     let text = std::fs::read_to_string(run_dir.join("predictions.csv")).map_err(|_| {
-        compare_error(
+        JobError::invalid(
             format!("{} has no predictions.csv", run_dir.display()),
             "runs made before graft wrote test predictions cannot be paired; run the pipeline again",
         )
@@ -123,7 +116,7 @@ fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
     let headers = reader
         .headers()
         .map_err(|e| {
-            compare_error(
+            JobError::invalid(
                 format!("{}: {e}", run_dir.join("predictions.csv").display()),
                 "the file is damaged; run the pipeline again",
             )
@@ -133,7 +126,7 @@ fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
     let mut rows = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            compare_error(
+            JobError::invalid(
                 format!("{}: {e}", run_dir.join("predictions.csv").display()),
                 "the file is damaged; run the pipeline again",
             )
@@ -142,7 +135,7 @@ fn read_run(run_dir: &Path) -> Result<TestRows, PipelineError> {
             .get(0)
             .and_then(|r| r.parse::<u64>().ok())
             .ok_or_else(|| {
-                compare_error(
+                JobError::invalid(
                     format!(
                         "{}: a row number is missing",
                         run_dir.join("predictions.csv").display()
@@ -171,7 +164,7 @@ fn pair(
     first: &TestRows,
     run: &TestRows,
     bootstrap: &Bootstrap,
-) -> Result<Result<Paired, String>, PipelineError> {
+) -> Result<Result<Paired, String>, JobError> {
     if first.task != "single-label" || run.task != "single-label" {
         return Ok(Err("multi-label runs are not paired".to_owned()));
     }
@@ -218,9 +211,9 @@ pub fn comparison_dir(runs_dir: &Path) -> PathBuf {
 }
 
 /// Compares the runs' headline heads and writes `comparison.md` and `comparison.json`.
-pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
+pub fn compare(job: &CompareJob) -> Result<CompareOutcome, JobError> {
     if job.runs.len() < 2 {
-        return Err(compare_error(
+        return Err(JobError::invalid(
             "compare needs at least two run folders",
             "pass two or more run folders",
         ));
@@ -309,7 +302,7 @@ pub fn compare(job: &CompareJob) -> Result<CompareOutcome, PipelineError> {
             number(proba.map(|p| p.ece)),
         );
     }
-    std::fs::create_dir_all(&job.output_dir).map_err(|source| PipelineError::Io {
+    std::fs::create_dir_all(&job.output_dir).map_err(|source| JobError::Io {
         path: job.output_dir.clone(),
         source,
     })?;

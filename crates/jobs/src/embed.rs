@@ -15,8 +15,8 @@ use graft_assets::Cache;
 use graft_backbone::{Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
 use ndarray::Array2;
 
+use crate::JobError;
 use graft_config::{ModelSource, apply_registry_defaults};
-use graft_engine::PipelineError;
 use graft_engine::provision::{ModelProblem, ResolvedModel, resolve_model, runtime_library};
 
 /// What an [`Embedder`] (or an `extract` job's text backbone) is made of.
@@ -69,12 +69,12 @@ impl EmbedSettings {
     }
 
     /// Refuses zero counts, more sessions than threads, and a prompt without `{text}`.
-    pub(crate) fn check(&self) -> Result<(), PipelineError> {
+    pub(crate) fn check(&self) -> Result<(), JobError> {
         self.check_counts(str::to_owned)?;
         if let Some(p) = &self.prompt
             && !p.contains("{text}")
         {
-            return Err(job_error(
+            return Err(JobError::invalid(
                 format!("the prompt {p:?} has no {{text}} placeholder"),
                 "mark where each text goes, e.g. \"query: {text}\"",
             ));
@@ -84,7 +84,7 @@ impl EmbedSettings {
 
     /// Refuses zero counts and more sessions than threads; errors call each setting `name(setting)` (a
     /// command-line flag, a keyword argument).
-    pub(crate) fn check_counts(&self, name: impl Fn(&str) -> String) -> Result<(), PipelineError> {
+    pub(crate) fn check_counts(&self, name: impl Fn(&str) -> String) -> Result<(), JobError> {
         for (setting, value) in [
             ("batch_size", self.batch_size),
             ("threads", self.threads),
@@ -92,14 +92,14 @@ impl EmbedSettings {
             ("chunk_rows", self.chunk_rows),
         ] {
             if value == 0 {
-                return Err(job_error(
+                return Err(JobError::invalid(
                     format!("{} must be at least 1", name(setting)),
                     "leave it out to use the default",
                 ));
             }
         }
         if self.sessions > self.threads {
-            return Err(job_error(
+            return Err(JobError::invalid(
                 format!(
                     "{} {} is more than {} {}: every session needs a thread",
                     name("sessions"),
@@ -114,7 +114,7 @@ impl EmbedSettings {
     }
 
     /// The backbone's settings: the registry entry's defaults, then these overrides.
-    fn backbone_config(&self) -> Result<TextBackboneConfig, PipelineError> {
+    fn backbone_config(&self) -> Result<TextBackboneConfig, JobError> {
         let mut config = TextBackboneConfig {
             batch_size: self.batch_size,
             intra_threads: self.threads,
@@ -137,7 +137,7 @@ impl EmbedSettings {
                         registry.model_names().join(", ")
                     )
                 };
-                job_error(
+                JobError::invalid(
                     format!("no text backbone `{name}` in graft's registry"),
                     hint,
                 )
@@ -164,12 +164,12 @@ impl EmbedSettings {
     pub(crate) fn resolved(
         &self,
         cache: &Cache,
-    ) -> Result<(ResolvedModel, TextBackboneConfig), PipelineError> {
+    ) -> Result<(ResolvedModel, TextBackboneConfig), JobError> {
         // The settings first: an unknown or image model is named as such before anything is fetched.
         let mut config = self.backbone_config()?;
         let model = self.model_files(cache)?;
         let path = &model.onnx.path;
-        let bytes = std::fs::read(path).map_err(|source| PipelineError::Io {
+        let bytes = std::fs::read(path).map_err(|source| JobError::Io {
             path: path.clone(),
             source,
         })?;
@@ -185,7 +185,7 @@ impl EmbedSettings {
             // graft's default, lowered to the graph's positions (as sentence-transformers caps its own).
             config.max_length = limit;
         } else if let Some(limit) = limit {
-            return Err(job_error(
+            return Err(JobError::invalid(
                 format!(
                     "max_length {} is more than {} reads ({limit} token positions)",
                     config.max_length,
@@ -200,9 +200,9 @@ impl EmbedSettings {
     }
 
     /// The backbone's files, fetched and verified.
-    fn model_files(&self, cache: &Cache) -> Result<ResolvedModel, PipelineError> {
+    fn model_files(&self, cache: &Cache) -> Result<ResolvedModel, JobError> {
         resolve_model(cache, &self.model).map_err(|problem| match problem {
-            ModelProblem::NotText(name) => job_error(
+            ModelProblem::NotText(name) => JobError::invalid(
                 format!("backbone `{name}` is not a text model"),
                 "give a registry name such as minilm-l6-int8, or an .onnx file with its tokenizer.json",
             ),
@@ -210,14 +210,14 @@ impl EmbedSettings {
                 path,
                 expected,
                 actual,
-            } => job_error(
+            } => JobError::invalid(
                 format!(
                     "checksum mismatch for {}: expected {expected}, found {actual}",
                     path.display()
                 ),
                 "the model file changed",
             ),
-            ModelProblem::Other(e) => e,
+            ModelProblem::Other(e) => e.into(),
         })
     }
 }
@@ -228,7 +228,7 @@ impl EmbedSettings {
 /// use graft_config::ModelSource;
 /// use graft_jobs::{EmbedSettings, Embedder};
 ///
-/// # fn main() -> Result<(), graft_engine::PipelineError> {
+/// # fn main() -> Result<(), graft_jobs::JobError> {
 /// let settings = EmbedSettings::new(ModelSource::Registry("minilm-l6-int8".into()), ".graft-cache");
 /// let mut embedder = Embedder::open(&settings)?;
 /// let embeddings = embedder.embed(&["a fine film", "a dull film"])?;
@@ -247,7 +247,7 @@ pub struct Embedder {
 
 impl Embedder {
     /// Fetches (once) and verifies the runtime and the model, and opens the backbone.
-    pub fn open(settings: &EmbedSettings) -> Result<Embedder, PipelineError> {
+    pub fn open(settings: &EmbedSettings) -> Result<Embedder, JobError> {
         settings.check()?;
         let cache = Cache::new(&settings.cache_dir);
         let (model, config) = settings.resolved(&cache)?;
@@ -274,10 +274,7 @@ impl Embedder {
     }
 
     /// Embeds `texts`; row `i` belongs to `texts[i]`.
-    pub fn embed<S: AsRef<str> + Sync>(
-        &mut self,
-        texts: &[S],
-    ) -> Result<Array2<f32>, PipelineError> {
+    pub fn embed<S: AsRef<str> + Sync>(&mut self, texts: &[S]) -> Result<Array2<f32>, JobError> {
         self.embed_with(texts, || Ok(()))
     }
 
@@ -287,8 +284,8 @@ impl Embedder {
     pub fn embed_with<S: AsRef<str> + Sync>(
         &mut self,
         texts: &[S],
-        mut between_batches: impl FnMut() -> Result<(), PipelineError>,
-    ) -> Result<Array2<f32>, PipelineError> {
+        mut between_batches: impl FnMut() -> Result<(), JobError>,
+    ) -> Result<Array2<f32>, JobError> {
         let mut embeddings = Array2::<f32>::zeros((texts.len(), self.dimension));
         let config = self.backbone.config();
         let (batch_size, round) = (config.batch_size, config.sessions.max(1));
@@ -338,12 +335,5 @@ impl Embedder {
     /// The execution provider the backbone runs on (`CPUExecutionProvider`, `CUDAExecutionProvider`).
     pub fn execution_provider(&self) -> &'static str {
         self.backbone.execution_provider()
-    }
-}
-
-fn job_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
-    PipelineError::Job {
-        message: message.into(),
-        hint: hint.into(),
     }
 }

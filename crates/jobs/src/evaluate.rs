@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use graft_engine::PipelineError;
+use crate::JobError;
 use graft_eval::{Bootstrap, classification_report, probability_report};
 use graft_report::{EVALUATION_FORMAT, Evaluation, Manifest, Metrics, SplitMetrics};
 
@@ -24,22 +24,12 @@ pub struct EvaluateJob {
     pub resamples: usize,
 }
 
-fn evaluate_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
-    PipelineError::Job {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 /// Each row's class among the head's, `None` for an empty label; a label the head does not know is an error.
-fn true_classes(
-    job: &EvaluateJob,
-    classes: &[String],
-) -> Result<Vec<Option<usize>>, PipelineError> {
+fn true_classes(job: &EvaluateJob, classes: &[String]) -> Result<Vec<Option<usize>>, JobError> {
     let input = &job.predict.input;
     let table = graft_ingest::read_table(input)?;
     if table.width() == 0 || table.height() == 0 {
-        return Err(evaluate_error(
+        return Err(JobError::invalid(
             format!(
                 "{} holds no labelled rows (it has {} columns and {} rows)",
                 input.display(),
@@ -52,14 +42,14 @@ fn true_classes(
     let rows: Vec<usize> = (0..table.height()).collect();
     let (labels, names) =
         graft_ingest::task_labels(&table, &job.label_column, &rows).map_err(|e| {
-            evaluate_error(
+            JobError::invalid(
                 format!("{}: {e}", input.display()),
                 "--label-column names the column holding each row's true class",
             )
         })?;
     let unknown: Vec<&String> = names.iter().filter(|n| !classes.contains(n)).collect();
     if !unknown.is_empty() {
-        return Err(evaluate_error(
+        return Err(JobError::invalid(
             format!(
                 "{}: the labels {} are not classes of the head, which knows {}",
                 input.display(),
@@ -82,14 +72,14 @@ fn true_classes(
 
 /// Scores the run's head on the labelled rows and writes `output/` (evaluation.json, report.md,
 /// predictions.csv); returns the record.
-pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
+pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, JobError> {
     if job.output.exists() && !job.output.is_dir() {
-        return Err(evaluate_error(
+        return Err(JobError::invalid(
             format!("--output {} is a file", job.output.display()),
             "evaluate writes a folder (evaluation.json, report.md, predictions.csv): name a folder, new or existing",
         ));
     }
-    std::fs::create_dir_all(&job.output).map_err(|source| PipelineError::Io {
+    std::fs::create_dir_all(&job.output).map_err(|source| JobError::Io {
         path: job.output.clone(),
         source,
     })?;
@@ -99,7 +89,7 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
     };
     let scored = score_rows(&predict)?;
     if scored.loaded.trained.is_multi_label() {
-        return Err(evaluate_error(
+        return Err(JobError::invalid(
             "evaluate scores single-label heads; this head predicts label sets",
             "score a multi-label head's predictions (predict) against your label sets",
         ));
@@ -107,7 +97,7 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
     let classes = scored.loaded.info.classes.clone();
     let truth = true_classes(job, &classes)?;
     if truth.len() != scored.proba.nrows() {
-        return Err(evaluate_error(
+        return Err(JobError::invalid(
             format!(
                 "{} rows were embedded but {} labels read",
                 scored.proba.nrows(),
@@ -119,7 +109,7 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
     let kept: Vec<usize> = (0..truth.len()).filter(|&r| truth[r].is_some()).collect();
     let dropped: Vec<usize> = (0..truth.len()).filter(|&r| truth[r].is_none()).collect();
     if kept.is_empty() {
-        return Err(evaluate_error(
+        return Err(JobError::invalid(
             format!("{}: no row has a label", predict.input.display()),
             "--label-column names the column holding each row's true class",
         ));
@@ -147,7 +137,7 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
     let head = artefact_name(&scored.json_path);
     let run_test = Metrics::read(&predict.run_dir)
         .map_err(|e| {
-            evaluate_error(
+            JobError::invalid(
                 e.to_string(),
                 "use the run folder as the run wrote it, or run the pipeline again",
             )
@@ -163,11 +153,9 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
         graft_version: env!("CARGO_PKG_VERSION").to_owned(),
         run_dir: predict.run_dir.clone(),
         head,
-        input_sha256: graft_stdx::sha256_file(&predict.input).map_err(|source| {
-            PipelineError::Io {
-                path: predict.input.clone(),
-                source,
-            }
+        input_sha256: graft_stdx::sha256_file(&predict.input).map_err(|source| JobError::Io {
+            path: predict.input.clone(),
+            source,
         })?,
         input: predict.input.clone(),
         text_column: predict.text_column.clone(),
@@ -184,7 +172,7 @@ pub fn evaluate(job: &EvaluateJob) -> Result<Evaluation, PipelineError> {
     ] {
         let path = job.output.join(name);
         graft_stdx::atomic::write(&path, text.as_bytes())
-            .map_err(|source| PipelineError::Io { path, source })?;
+            .map_err(|source| JobError::Io { path, source })?;
     }
     Ok(evaluation)
 }

@@ -12,9 +12,9 @@ use serde_json::json;
 
 use graft_config::resolved::{BackboneSettings, ImageSettings};
 
+use crate::JobError;
 use crate::predict::{head_file, model_sha256, recorded_model};
 use graft_config::ModelSource;
-use graft_engine::PipelineError;
 use graft_engine::{FittedHead, LoadedHead, TrainedHead, load_head};
 
 /// What to export, and where.
@@ -50,13 +50,6 @@ pub struct ExportOutcome {
     pub tokenizer: Option<PathBuf>,
 }
 
-fn export_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
-    PipelineError::Job {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 /// Operator set of a head exported alone (ONNX Runtime ≥ 1.7 reads it).
 const HEAD_OPSET: i64 = 13;
 
@@ -66,7 +59,7 @@ fn batch() -> Dim {
 
 /// Writes the transform, the head, the temperature (or the multi-label thresholds) and the outputs
 /// `probabilities` and `predicted` (see [`outputs`]) after the tensor `features`.
-fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<(), PipelineError> {
+fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<(), JobError> {
     let mut x = features.to_owned();
     if let Some(t) = &trained.transform {
         x = transform_nodes(g, t, &x);
@@ -112,7 +105,7 @@ fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<()
             scaled
         }
         FittedHead::Knn(_) => {
-            return Err(export_error(
+            return Err(JobError::invalid(
                 "a kNN head cannot be exported to ONNX",
                 "it would have to carry its whole training set inside the model; export a logistic, MLP \
                  or prototype head of the run instead (--head)",
@@ -267,7 +260,7 @@ fn metadata(loaded: &LoadedHead, kind: &str, input_note: &str) -> Vec<(String, S
 }
 
 /// The head alone: `features` (float [batch, d], the backbone's features as graft extracts them) in.
-fn head_only_model(loaded: &LoadedHead) -> Result<(Vec<u8>, Vec<ValueInfo>), PipelineError> {
+fn head_only_model(loaded: &LoadedHead) -> Result<(Vec<u8>, Vec<ValueInfo>), JobError> {
     let trained = &loaded.trained;
     let mut g = Graph::new(HEAD_OPSET, "graft/");
     head_nodes(&mut g, trained, "features")?;
@@ -285,8 +278,8 @@ fn head_only_model(loaded: &LoadedHead) -> Result<(Vec<u8>, Vec<ValueInfo>), Pip
     Ok((bytes, inputs))
 }
 
-fn model_error(path: &Path, e: graft_onnx::OnnxError) -> PipelineError {
-    export_error(
+fn model_error(path: &Path, e: graft_onnx::OnnxError) -> JobError {
+    JobError::invalid(
         format!("cannot merge the head into {}: {e}", path.display()),
         "export the head alone with --head-only and run it after the backbone",
     )
@@ -298,7 +291,7 @@ fn merged_text_model(
     settings: &BackboneSettings,
     backbone_path: &Path,
     backbone: &[u8],
-) -> Result<(Vec<u8>, Vec<ValueInfo>), PipelineError> {
+) -> Result<(Vec<u8>, Vec<ValueInfo>), JobError> {
     let model = OnnxModel::parse(backbone).map_err(|e| model_error(backbone_path, e))?;
     let states = match settings.output.as_deref() {
         Some(name) => model
@@ -306,15 +299,14 @@ fn merged_text_model(
             .iter()
             .find(|o| o.name == name)
             .ok_or_else(|| {
-                export_error(
+                JobError::invalid(
                     format!("the backbone has no output `{name}`"),
                     "the run's backbone settings do not match this model",
                 )
             })?,
-        None => model
-            .outputs()
-            .first()
-            .ok_or_else(|| export_error("the backbone has no outputs", "check the model file"))?,
+        None => model.outputs().first().ok_or_else(|| {
+            JobError::invalid("the backbone has no outputs", "check the model file")
+        })?,
     }
     .clone();
     let mut g = Graph::new(model.opset(), "graft/");
@@ -349,7 +341,7 @@ fn merged_text_model(
             g.node("Div", &[&sum, &count], &[])
         }
         other => {
-            return Err(export_error(
+            return Err(JobError::invalid(
                 format!(
                     "the backbone's output `{}` has rank {}; expected [batch, tokens, dim] or [batch, dim]",
                     states.name,
@@ -392,7 +384,7 @@ fn merged_image_model(
     image: &ImageSettings,
     backbone_path: &Path,
     backbone: &[u8],
-) -> Result<(Vec<u8>, Vec<ValueInfo>), PipelineError> {
+) -> Result<(Vec<u8>, Vec<ValueInfo>), JobError> {
     let model = OnnxModel::parse(backbone).map_err(|e| model_error(backbone_path, e))?;
     let input = image.input.as_str();
     let output = image.output.as_str();
@@ -402,7 +394,7 @@ fn merged_image_model(
         .iter()
         .find(|o| o.name == output)
         .ok_or_else(|| {
-            export_error(
+            JobError::invalid(
                 format!("the backbone has no output `{output}`"),
                 "the run's backbone settings do not match this model",
             )
@@ -442,7 +434,7 @@ fn merged_image_model(
         Some(2) => features.name.clone(),
         Some(4) => g.reduce("ReduceMean", &features.name, &[2, 3], false),
         other => {
-            return Err(export_error(
+            return Err(JobError::invalid(
                 format!(
                     "the backbone's output `{output}` has rank {}; expected [batch, dim] or [batch, c, h, w]",
                     other.map_or("unknown".to_owned(), |r| r.to_string())
@@ -478,14 +470,14 @@ fn merged_image_model(
 
 /// Copies the tokenizer to `tokenizer.json` in the output's folder; a different `tokenizer.json` already
 /// there is refused rather than replaced.
-fn tokenizer_beside(source: &Path, output: &Path) -> Result<PathBuf, PipelineError> {
+fn tokenizer_beside(source: &Path, output: &Path) -> Result<PathBuf, JobError> {
     let target = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .join("tokenizer.json");
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| PipelineError::Io {
+        std::fs::read(path).map_err(|source| JobError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -495,7 +487,7 @@ fn tokenizer_beside(source: &Path, output: &Path) -> Result<PathBuf, PipelineErr
         if read(&target)? == bytes {
             return Ok(target);
         }
-        return Err(export_error(
+        return Err(JobError::invalid(
             format!(
                 "{} already holds another tokenizer than the one this model reads",
                 target.display()
@@ -508,7 +500,7 @@ fn tokenizer_beside(source: &Path, output: &Path) -> Result<PathBuf, PipelineErr
 }
 
 /// Exports a run's head to ONNX (merged with its backbone unless `head_only`).
-pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
+pub fn export(job: &ExportJob) -> Result<ExportOutcome, JobError> {
     let json_path = head_file(&job.run_dir, job.head.as_deref())?;
     let loaded = load_head(&json_path)?;
     let name = crate::predict::artefact_name(&json_path);
@@ -521,7 +513,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
         job.run_dir.join("heads").join(file)
     });
     if output.extension().and_then(|e| e.to_str()) != Some("onnx") {
-        return Err(export_error(
+        return Err(JobError::invalid(
             format!("cannot write an ONNX model to {}", output.display()),
             "name the output .onnx",
         ));
@@ -535,7 +527,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
         let cache = Cache::new(&job.cache_dir);
         let sha = model_sha256(&cache, &model, image)?;
         if sha != loaded.info.backbone_sha256 {
-            return Err(export_error(
+            return Err(JobError::invalid(
                 format!(
                     "the backbone's sha256 is {sha}, but the head was trained on features of {}",
                     loaded.info.backbone_sha256
@@ -549,7 +541,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             ModelSource::Registry(n) => graft_engine::provision::text_model(&cache, n)?.1.path,
             ModelSource::Files { onnx, .. } => onnx.clone(),
         };
-        let backbone = std::fs::read(&path).map_err(|source| PipelineError::Io {
+        let backbone = std::fs::read(&path).map_err(|source| JobError::Io {
             path: path.clone(),
             source,
         })?;
@@ -568,7 +560,7 @@ pub fn export(job: &ExportJob) -> Result<ExportOutcome, PipelineError> {
             None => merged_text_model(&loaded, settings, &path, &backbone)?,
         }
     } else {
-        return Err(export_error(
+        return Err(JobError::invalid(
             "the run trained on given features, so there is no backbone to merge the head with",
             "export the head alone with --head-only; run it on the same kind of features",
         ));

@@ -25,9 +25,9 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::EmbedSettings;
+use crate::JobError;
 use crate::write_atomic;
 use graft_config::{ModelSource, image_preprocess};
-use graft_engine::PipelineError;
 use graft_engine::provision::{runtime_library, runtime_manifest};
 use graft_report::{ModelRecord, RuntimeRecord};
 
@@ -209,28 +209,14 @@ pub struct ExtractOutcome {
 
 /// The input's identity: its size and the sha256 of its whole content (read once per start; an edit anywhere
 /// in the file makes an interrupted job's chunks useless, and they are discarded).
-fn input_signature(path: &Path) -> Result<String, PipelineError> {
-    let io = |source| PipelineError::Io {
+fn input_signature(path: &Path) -> Result<String, JobError> {
+    let io = |source| JobError::Io {
         path: path.to_path_buf(),
         source,
     };
     let len = std::fs::metadata(path).map_err(io)?.len();
     let sha256 = graft_stdx::sha256_file(path).map_err(io)?;
     Ok(format!("{len} bytes, sha256 {sha256}"))
-}
-
-fn job_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
-    PipelineError::Job {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PipelineError + '_ {
-    move |source| PipelineError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Rows in chunk `c` of an input of `rows` rows.
@@ -257,20 +243,20 @@ fn file_metadata(identity: &JobIdentity) -> Vec<(String, String)> {
     )]
 }
 
-fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
+fn validate(job: &ExtractJob) -> Result<(), JobError> {
     job.backbone
         .check_counts(|name| format!("--{}", name.replace('_', "-")))?;
     if let Some(id) = &job.id_column
         && (id == graft_ingest::embeddings::ROW_COLUMN
             || id == graft_ingest::embeddings::EMBEDDING_COLUMN)
     {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!("the id column may not be called `{id}`: the output has a column of that name"),
             "rename the column in the input",
         ));
     }
     if !job.input.exists() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!("input not found: {}", job.input.display()),
             "--input takes a .csv, .tsv, .jsonl or .parquet file, or a folder of images",
         ));
@@ -279,7 +265,7 @@ fn validate(job: &ExtractJob) -> Result<(), PipelineError> {
 }
 
 /// Runs (or resumes, or finds already done) a batch extraction job.
-pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
+pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
     let started = Instant::now();
     validate(job)?;
     let shard = job.shard.unwrap_or(Shard::WHOLE);
@@ -293,7 +279,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         return Ok(already_complete(output, done.rows, started));
     }
     if output.exists() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!("{} exists and was not made by this job", output.display()),
             "delete it, or choose another --output",
         ));
@@ -397,7 +383,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
         shard_rows,
         PartStats::Extracted(Box::new(record)),
     )?;
-    std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
+    std::fs::remove_dir_all(&work).map_err(JobError::io(&work))?;
     drop(lock);
     let seconds = started.elapsed().as_secs_f64();
     let summary = format!(
@@ -423,17 +409,17 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, PipelineError> {
 }
 
 /// The file this job writes: `--output`, or its part file inside the `--output` folder for a shard.
-fn output_path(job: &ExtractJob) -> Result<PathBuf, PipelineError> {
+fn output_path(job: &ExtractJob) -> Result<PathBuf, JobError> {
     let output = match job.shard {
         Some(shard) => {
-            std::fs::create_dir_all(&job.output).map_err(io_error(&job.output))?;
+            std::fs::create_dir_all(&job.output).map_err(JobError::io(&job.output))?;
             job.output.join(shard.part_file_name())
         }
         None => job.output.clone(),
     };
     let format = EmbeddingFormat::from_path(&output)?;
     if format == EmbeddingFormat::Npy && job.id_column.is_some() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!(
                 "{} would hold only the embedding matrix, so --id-column has nowhere to go",
                 output.display()
@@ -449,7 +435,7 @@ fn job_identity(
     job: &ExtractJob,
     input: &Input,
     (onnx_sha256, tokenizer_sha256, output_name, settings): IdentityModel,
-) -> Result<JobIdentity, PipelineError> {
+) -> Result<JobIdentity, JobError> {
     Ok(JobIdentity {
         // 2: `settings` is JSON (it was a debug string).
         format: 2,
@@ -485,7 +471,7 @@ type IdentityModel = (String, String, String, serde_json::Value);
 fn open_input(
     job: &ExtractJob,
     cache: &Cache,
-) -> Result<(Input, Extractor, IdentityModel), PipelineError> {
+) -> Result<(Input, Extractor, IdentityModel), JobError> {
     let registry = graft_assets::Registry::builtin();
     let image_model = match &job.backbone.model {
         ModelSource::Registry(name) => registry.image_models.get(name),
@@ -495,7 +481,7 @@ fn open_input(
         return open_images(job, cache, registry, image_model);
     }
     if image_model.is_some() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!(
                 "`{}` is an image backbone; --input must be a folder of images",
                 model_label(&job.backbone.model)
@@ -504,7 +490,7 @@ fn open_input(
         ));
     }
     if job.text_column.is_empty() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!(
                 "{} is a table: say which column holds the texts",
                 job.input.display()
@@ -539,9 +525,9 @@ fn open_images(
     cache: &Cache,
     registry: &graft_assets::Registry,
     image_model: Option<&graft_assets::ImageModelEntry>,
-) -> Result<(Input, Extractor, IdentityModel), PipelineError> {
+) -> Result<(Input, Extractor, IdentityModel), JobError> {
     let Some(entry) = image_model else {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!(
                 "{} is a folder of images, and `{}` is not an image backbone",
                 job.input.display(),
@@ -554,7 +540,7 @@ fn open_images(
         ));
     };
     if job.id_column.is_some() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             "--id-column does not apply to a folder of images",
             "each row is identified by `path`, the image's path inside the folder",
         ));
@@ -601,7 +587,7 @@ fn open_images(
 
 /// The work folder: resumed if it belongs to this very job; an abandoned one made with other settings or
 /// another input is of no use and is discarded. The caller holds the output's [`OutputLock`].
-fn claim_work_dir(output: &Path, identity: &JobIdentity) -> Result<PathBuf, PipelineError> {
+fn claim_work_dir(output: &Path, identity: &JobIdentity) -> Result<PathBuf, JobError> {
     let work = work_dir(output);
     let identity_file = work.join("job.json");
     if work.exists() {
@@ -613,11 +599,11 @@ fn claim_work_dir(output: &Path, identity: &JobIdentity) -> Result<PathBuf, Pipe
                 work = %work.display(),
                 "discarding an interrupted job made with other settings or another input"
             );
-            std::fs::remove_dir_all(&work).map_err(io_error(&work))?;
+            std::fs::remove_dir_all(&work).map_err(JobError::io(&work))?;
         }
     }
     if !work.exists() {
-        std::fs::create_dir_all(&work).map_err(io_error(&work))?;
+        std::fs::create_dir_all(&work).map_err(JobError::io(&work))?;
         write_atomic(
             &identity_file,
             &serde_json::to_vec_pretty(identity).expect("identity serialises"),
@@ -642,7 +628,7 @@ fn already_complete(output: PathBuf, rows: u64, started: Instant) -> ExtractOutc
 
 /// An interrupted job's work folder that holds no finished chunk is of no use to a resume: removed when
 /// the job fails, so that a failed start leaves nothing behind.
-fn discard_if_no_chunks(work: &Path, e: PipelineError) -> PipelineError {
+fn discard_if_no_chunks(work: &Path, e: JobError) -> JobError {
     let has_chunks = std::fs::read_dir(work).is_ok_and(|entries| {
         entries
             .flatten()
@@ -664,7 +650,7 @@ struct OutputLock {
 }
 
 impl OutputLock {
-    fn take(output: &Path) -> Result<OutputLock, PipelineError> {
+    fn take(output: &Path) -> Result<OutputLock, JobError> {
         let path = lock_path(output);
         loop {
             let file = std::fs::OpenOptions::new()
@@ -672,9 +658,9 @@ impl OutputLock {
                 .truncate(false)
                 .write(true)
                 .open(&path)
-                .map_err(io_error(&path))?;
+                .map_err(JobError::io(&path))?;
             if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
-                return Err(job_error(
+                return Err(JobError::invalid(
                     format!("another extract is writing {} right now", output.display()),
                     "wait for it to finish (running the same command afterwards is a no-op), or stop it and run again to resume",
                 ));
@@ -725,7 +711,7 @@ fn finished_chunks(
     mine: &[u64],
     input_rows: u64,
     chunk_rows: usize,
-) -> Result<std::collections::BTreeSet<u64>, PipelineError> {
+) -> Result<std::collections::BTreeSet<u64>, JobError> {
     let mut done = std::collections::BTreeSet::new();
     for &c in mine {
         let path = chunk_path(work, c);
@@ -743,7 +729,7 @@ fn finished_chunks(
                 chunk = %path.display(),
                 "a finished chunk is damaged or unverified; extracting it again"
             );
-            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            std::fs::remove_file(&path).map_err(JobError::io(&path))?;
         }
     }
     Ok(done)
@@ -756,7 +742,7 @@ fn load_workers(
     job: &ExtractJob,
     cache: &Cache,
     extractor: &Extractor,
-) -> Result<(Vec<Worker>, RuntimeRecord), PipelineError> {
+) -> Result<(Vec<Worker>, RuntimeRecord), JobError> {
     let choice = runtime_library(cache, job.backbone.provider)?;
     let runtime = Runtime::load(&choice.library.path)?;
     // Text: one backbone whose sessions share out each chunk's batches (so small inputs with few chunks
@@ -856,7 +842,7 @@ fn folder_signature(root: &Path, files: &[PathBuf]) -> String {
 }
 
 /// The input's data rows (a table's counted, which checks every row); none is an error.
-fn input_rows(input: &Input, job: &ExtractJob) -> Result<u64, PipelineError> {
+fn input_rows(input: &Input, job: &ExtractJob) -> Result<u64, JobError> {
     let rows = match input {
         Input::Table(reader) => match reader.known_rows() {
             Some(rows) => rows,
@@ -865,7 +851,7 @@ fn input_rows(input: &Input, job: &ExtractJob) -> Result<u64, PipelineError> {
         Input::Images { files, .. } => files.len() as u64,
     };
     if rows == 0 {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!("{} has no data rows", job.input.display()),
             "check the file",
         ));
@@ -882,7 +868,7 @@ fn empty_share(
     extractor: &Extractor,
     job: &ExtractJob,
     started: Instant,
-) -> Result<ExtractOutcome, PipelineError> {
+) -> Result<ExtractOutcome, JobError> {
     let manifest = PartManifest {
         identity: identity.clone(),
         shard,
@@ -958,7 +944,7 @@ fn finished_manifest(
     output: &Path,
     identity: &JobIdentity,
     shard: Shard,
-) -> Result<Option<PartManifest>, PipelineError> {
+) -> Result<Option<PartManifest>, JobError> {
     let Ok(bytes) = std::fs::read(sidecar(output)) else {
         return Ok(None);
     };
@@ -968,7 +954,7 @@ fn finished_manifest(
     if manifest.identity != *identity || manifest.shard != shard || !output.exists() {
         return Ok(None);
     }
-    let actual = graft_assets::sha256_file(output).map_err(io_error(output))?;
+    let actual = graft_assets::sha256_file(output).map_err(JobError::io(output))?;
     Ok((actual == manifest.file_sha256).then_some(manifest))
 }
 
@@ -1033,12 +1019,12 @@ struct Tokenized {
 }
 
 /// Image files under `root`, at any depth, sorted by path.
-fn list_images(root: &Path) -> Result<Vec<PathBuf>, PipelineError> {
+fn list_images(root: &Path) -> Result<Vec<PathBuf>, JobError> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
-            let path = entry.map_err(io_error(&dir))?.path();
+        for entry in std::fs::read_dir(&dir).map_err(JobError::io(&dir))? {
+            let path = entry.map_err(JobError::io(&dir))?.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path
@@ -1062,7 +1048,7 @@ fn read_chunk(
     job: &ExtractJob,
     tokenizer: Option<&graft_backbone::TextTokenizer>,
     prompt: Option<&str>,
-) -> Option<Result<Tokenized, PipelineError>> {
+) -> Option<Result<Tokenized, JobError>> {
     let chunk_rows = job.backbone.chunk_rows;
     Some(match input {
         Input::Table(reader) if wanted => match reader.next_chunk(chunk_rows) {
@@ -1083,8 +1069,8 @@ fn read_chunk(
                     ids: chunk.ids,
                     encoded: Prepared::Texts(encoded),
                 })
-                .map_err(PipelineError::from),
-            Ok(None) => Err(job_error(
+                .map_err(JobError::from),
+            Ok(None) => Err(JobError::invalid(
                 format!(
                     "{} ended before row {}",
                     job.input.display(),
@@ -1128,7 +1114,7 @@ fn stream_chunks(
     input_rows: u64,
     identity: &JobIdentity,
     bar: &ProgressBar,
-) -> Result<StreamStats, PipelineError> {
+) -> Result<StreamStats, JobError> {
     let tokenizer = match &backbones[0] {
         Worker::Text(b) => Some(b.tokenizer()),
         Worker::Image(_) => None,
@@ -1140,7 +1126,7 @@ fn stream_chunks(
     let last = *todo.last().expect("todo is not empty");
     let metadata = file_metadata(identity);
     // Depth 1 on each side: memory holds at most ~4 chunks (reading, queued, in inference, writing).
-    let (to_infer, from_reader): (SyncSender<Result<Tokenized, PipelineError>>, Receiver<_>) =
+    let (to_infer, from_reader): (SyncSender<Result<Tokenized, JobError>>, Receiver<_>) =
         sync_channel(1);
     let (to_write, from_infer): (SyncSender<EmbeddingBatch>, Receiver<EmbeddingBatch>) =
         sync_channel(1);
@@ -1171,7 +1157,7 @@ fn stream_chunks(
                 c += 1;
             }
         });
-        let writer = scope.spawn(move || -> Result<(), PipelineError> {
+        let writer = scope.spawn(move || -> Result<(), JobError> {
             for batch in from_infer {
                 let c = batch.first_row / chunk_rows as u64;
                 let path = chunk_path(work, c);
@@ -1187,7 +1173,7 @@ fn stream_chunks(
                 )?;
                 out.write(&batch)?;
                 out.finish()?;
-                let digest = graft_stdx::sha256_file(&path).map_err(io_error(&path))?;
+                let digest = graft_stdx::sha256_file(&path).map_err(JobError::io(&path))?;
                 write_atomic(&checksum_path(work, c), digest.as_bytes())?;
             }
             Ok(())
@@ -1199,7 +1185,7 @@ fn stream_chunks(
             .map(|backbone| {
                 let to_write = to_write.clone();
                 let (from_reader, stats) = (&from_reader, &stats);
-                scope.spawn(move || -> Result<(), PipelineError> {
+                scope.spawn(move || -> Result<(), JobError> {
                     let result = infer_chunks(
                         job,
                         backbone,
@@ -1217,7 +1203,7 @@ fn stream_chunks(
             })
             .collect();
         drop(to_write);
-        let inference: Vec<Result<(), PipelineError>> = workers
+        let inference: Vec<Result<(), JobError>> = workers
             .into_iter()
             .map(|w| w.join().expect("an inference thread does not panic"))
             .collect();
@@ -1244,12 +1230,12 @@ fn stream_chunks(
 fn infer_chunks(
     job: &ExtractJob,
     backbone: &mut Worker,
-    from_reader: &std::sync::Mutex<Option<Receiver<Result<Tokenized, PipelineError>>>>,
+    from_reader: &std::sync::Mutex<Option<Receiver<Result<Tokenized, JobError>>>>,
     to_write: &SyncSender<EmbeddingBatch>,
     stats: &std::sync::Mutex<StreamStats>,
     input_rows: u64,
     bar: &ProgressBar,
-) -> Result<(), PipelineError> {
+) -> Result<(), JobError> {
     loop {
         let next = from_reader
             .lock()
@@ -1262,7 +1248,7 @@ fn infer_chunks(
         let item = item?;
         let expected = chunk_len(item.chunk, input_rows, job.backbone.chunk_rows);
         if item.encoded.len() != expected {
-            return Err(job_error(
+            return Err(JobError::invalid(
                 format!(
                     "chunk {} of {} has {} rows, expected {expected}",
                     item.chunk,
@@ -1327,7 +1313,7 @@ fn assemble(
     input_rows: u64,
     rows: u64,
     stats: PartStats,
-) -> Result<Written, PipelineError> {
+) -> Result<Written, JobError> {
     let mut writer: Option<EmbeddingWriter> = None;
     let mut dimension = 0;
     for source in sources {
@@ -1354,7 +1340,7 @@ fn assemble(
         out.write(&batch)?;
     }
     let writer = writer.ok_or_else(|| {
-        job_error(
+        JobError::invalid(
             format!("no rows for {}", output.display()),
             "this shard has no chunks: use fewer shards or smaller --chunk-rows",
         )
@@ -1366,7 +1352,7 @@ fn assemble(
         input_rows,
         rows,
         dimension,
-        file_sha256: graft_assets::sha256_file(output).map_err(io_error(output))?,
+        file_sha256: graft_assets::sha256_file(output).map_err(JobError::io(output))?,
         stats,
     };
     write_atomic(
@@ -1393,23 +1379,23 @@ pub struct MergeOutcome {
 
 /// Merges the part files of a sharded job (the folder given to `--output` with `--shard`) into one file in
 /// input order, identical to what the job would have written unsharded.
-pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineError> {
+pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, JobError> {
     EmbeddingFormat::from_path(output)?;
     // As `extract` does: never overwrite a file this command did not make.
     if output.exists() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!("{} exists", output.display()),
             "delete it, or choose another --output",
         ));
     }
     let entries = std::fs::read_dir(parts_dir).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
-            job_error(
+            JobError::invalid(
                 format!("no such folder: {}", parts_dir.display()),
                 "give the folder that `extract --shard I/N --output <folder>` wrote its parts into",
             )
         } else {
-            PipelineError::Io {
+            JobError::Io {
                 path: parts_dir.to_path_buf(),
                 source,
             }
@@ -1417,14 +1403,14 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
     })?;
     let mut manifests: Vec<(PathBuf, PartManifest)> = Vec::new();
     for entry in entries {
-        let path = entry.map_err(io_error(parts_dir))?.path();
+        let path = entry.map_err(JobError::io(parts_dir))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         if !(name.starts_with("part-") && name.ends_with(".parquet.json")) {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+        let bytes = std::fs::read(&path).map_err(JobError::io(&path))?;
         let manifest: PartManifest = serde_json::from_slice(&bytes).map_err(|e| {
-            job_error(
+            JobError::invalid(
                 format!("{}: not a part manifest: {e}", path.display()),
                 "remove the file or re-run that shard",
             )
@@ -1433,7 +1419,7 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
         manifests.push((part, manifest));
     }
     let Some((_, first)) = manifests.first() else {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!("no finished part files in {}", parts_dir.display()),
             "run `cargo xtask extract … --shard I/N --output <folder>` for every I first",
         ));
@@ -1443,7 +1429,7 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
     let mut by_index: Vec<Option<PathBuf>> = vec![None; count as usize];
     for (part, m) in &manifests {
         if m.identity != identity || m.shard.count != count || m.input_rows != input_rows {
-            return Err(job_error(
+            return Err(JobError::invalid(
                 format!(
                     "{} comes from a different job than the other parts",
                     part.display()
@@ -1455,7 +1441,7 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
             // An empty share has a manifest and no part file; it must own no chunk indeed.
             let chunks = input_rows.div_ceil(m.identity.chunk_rows as u64);
             if (0..chunks).any(|c| m.shard.owns(c)) {
-                return Err(job_error(
+                return Err(JobError::invalid(
                     format!(
                         "{}.json records no rows, but shard {}/{count} owns chunks of the input",
                         part.display(),
@@ -1467,9 +1453,9 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
             by_index[m.shard.index as usize] = Some(part.clone());
             continue;
         }
-        let actual = graft_assets::sha256_file(part).map_err(io_error(part))?;
+        let actual = graft_assets::sha256_file(part).map_err(JobError::io(part))?;
         if actual != m.file_sha256 {
-            return Err(job_error(
+            return Err(JobError::invalid(
                 format!("{} does not match its manifest's checksum", part.display()),
                 "the part is damaged or was changed: run that shard again",
             ));
@@ -1483,7 +1469,7 @@ pub fn merge(parts_dir: &Path, output: &Path) -> Result<MergeOutcome, PipelineEr
         .map(|(i, _)| format!("{i}/{count}"))
         .collect();
     if !missing.is_empty() {
-        return Err(job_error(
+        return Err(JobError::invalid(
             format!(
                 "{} of {count} parts are missing or unfinished: {}",
                 missing.len(),

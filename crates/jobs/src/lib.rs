@@ -12,7 +12,7 @@
 //! use graft_config::ModelSource;
 //! use graft_jobs::{ExtractJob, extract};
 //!
-//! # fn main() -> Result<(), graft_engine::PipelineError> {
+//! # fn main() -> Result<(), graft_jobs::JobError> {
 //! let model = ModelSource::Registry("minilm-l6-int8".into());
 //! let job = ExtractJob::new(model, "reviews.csv", "text", "reviews.parquet", ".graft-cache");
 //! let outcome = extract(&job)?;
@@ -23,6 +23,7 @@
 
 mod compare;
 mod embed;
+mod error;
 mod evaluate;
 mod export;
 mod extract;
@@ -30,21 +31,20 @@ mod predict;
 
 use std::path::Path;
 
-use graft_engine::PipelineError;
-
 pub use compare::{
     BootstrapRecord, CompareJob, CompareOutcome, ComparedRun, ComparisonRecord, Paired, compare,
     comparison_dir,
 };
 pub use embed::{EmbedSettings, Embedder};
+pub use error::JobError;
 pub use evaluate::{EvaluateJob, evaluate};
 pub use export::{ExportJob, ExportOutcome, export};
 pub use extract::{ExtractJob, ExtractOutcome, MergeOutcome, Shard, extract, merge};
 pub use predict::{PredictJob, PredictOutcome, SavedHead, predict};
 
 /// Writes `content` to `path` atomically (a temporary beside it, then a rename).
-pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), PipelineError> {
-    graft_stdx::atomic::write(path, content).map_err(|source| PipelineError::Io {
+pub(crate) fn write_atomic(path: &Path, content: &[u8]) -> Result<(), JobError> {
+    graft_stdx::atomic::write(path, content).map_err(|source| JobError::Io {
         path: path.to_path_buf(),
         source,
     })

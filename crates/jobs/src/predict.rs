@@ -11,9 +11,9 @@ use graft_config::resolved::{BackboneSettings, ModelSourceSettings};
 use graft_report::Manifest;
 
 use crate::EmbedSettings;
+use crate::JobError;
 use crate::extract::{ExtractJob, extract};
 use graft_config::ModelSource;
-use graft_engine::PipelineError;
 use graft_engine::{LoadedHead, load_head};
 
 /// What to predict, with what, and where to write it.
@@ -59,19 +59,9 @@ pub struct PredictOutcome {
     pub head: String,
 }
 
-fn predict_error(message: impl Into<String>, hint: impl Into<String>) -> PipelineError {
-    PipelineError::Job {
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
-
 /// The backbone a head was trained with, from its artefact; relative paths (a graph a stage wrote into the
 /// run folder) are resolved from `run_dir`.
-pub(crate) fn recorded_model(
-    loaded: &LoadedHead,
-    run_dir: &Path,
-) -> Result<ModelSource, PipelineError> {
+pub(crate) fn recorded_model(loaded: &LoadedHead, run_dir: &Path) -> Result<ModelSource, JobError> {
     match loaded.info.backbone.settings.as_ref().map(|s| &s.source) {
         Some(ModelSourceSettings::Registry { model }) => Ok(ModelSource::Registry(model.clone())),
         Some(ModelSourceSettings::Files {
@@ -81,7 +71,7 @@ pub(crate) fn recorded_model(
             tokenizer: run_dir.join(tokenizer),
             sha256: None,
         }),
-        None => Err(predict_error(
+        None => Err(JobError::invalid(
             "the head's artefact does not record its backbone",
             "pass the backbone with --model (and --tokenizer for an .onnx file)",
         )),
@@ -93,12 +83,12 @@ pub(crate) fn model_sha256(
     cache: &Cache,
     model: &ModelSource,
     image: bool,
-) -> Result<String, PipelineError> {
+) -> Result<String, JobError> {
     Ok(match model {
         ModelSource::Registry(name) if image => cache.image_model(name)?.onnx.sha256,
         ModelSource::Registry(name) => graft_engine::provision::text_model(cache, name)?.1.sha256,
         ModelSource::Files { onnx, .. } => {
-            let bytes = std::fs::read(onnx).map_err(|source| PipelineError::Io {
+            let bytes = std::fs::read(onnx).map_err(|source| JobError::Io {
                 path: onnx.clone(),
                 source,
             })?;
@@ -115,10 +105,10 @@ pub(crate) fn artefact_name(json_path: &Path) -> String {
 }
 
 /// Picks the head's artefact in `run_dir/heads/`.
-pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, PipelineError> {
+pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, JobError> {
     let heads_dir = run_dir.join("heads");
     let manifest = Manifest::read(run_dir).map_err(|e| {
-        predict_error(
+        JobError::invalid(
             format!(
                 "{} is not a graft run folder we can read: {e}",
                 run_dir.display()
@@ -144,7 +134,7 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         }
     }
     if names.is_empty() || !heads_dir.is_dir() {
-        return Err(predict_error(
+        return Err(JobError::invalid(
             format!("{} holds no saved heads", run_dir.display()),
             "runs made before heads were saved cannot predict; run the pipeline again",
         ));
@@ -152,7 +142,7 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
     let name = match head {
         Some(h) if names.contains(&h) => h.to_owned(),
         Some(h) => {
-            return Err(predict_error(
+            return Err(JobError::invalid(
                 format!("the run has no head `{h}`"),
                 format!("its heads: {}", names.join(", ")),
             ));
@@ -165,7 +155,7 @@ pub(crate) fn head_file(run_dir: &Path, head: Option<&str>) -> Result<PathBuf, P
         format!("heads/{name}.safetensors"),
     ] {
         manifest.verify(run_dir, &name).map_err(|e| {
-            predict_error(
+            JobError::invalid(
                 e.to_string(),
                 "use the run folder as the run wrote it, or run the pipeline again",
             )
@@ -194,7 +184,7 @@ fn checked_model(
     run_dir: &Path,
     given: Option<ModelSource>,
     cache_dir: &Path,
-) -> Result<ModelSource, PipelineError> {
+) -> Result<ModelSource, JobError> {
     let image = loaded
         .info
         .backbone
@@ -207,7 +197,7 @@ fn checked_model(
     };
     let sha = model_sha256(&Cache::new(cache_dir), &model, image)?;
     if sha != loaded.info.backbone_sha256 {
-        return Err(predict_error(
+        return Err(JobError::invalid(
             format!(
                 "the backbone's sha256 is {sha}, but the head was trained on features of {}",
                 loaded.info.backbone_sha256
@@ -221,21 +211,18 @@ fn checked_model(
 
 /// A text backbone's tokenizer must be the one the head was trained with: the same graph fed other token
 /// ids gives other features. Registered models' tokenizers are verified when fetched; files are hashed here.
-pub(crate) fn check_tokenizer(
-    loaded: &LoadedHead,
-    model: &ModelSource,
-) -> Result<(), PipelineError> {
+pub(crate) fn check_tokenizer(loaded: &LoadedHead, model: &ModelSource) -> Result<(), JobError> {
     let (ModelSource::Files { tokenizer, .. }, Some(recorded)) =
         (model, loaded.info.backbone.files.tokenizer.as_ref())
     else {
         return Ok(());
     };
-    let actual = graft_stdx::sha256_file(tokenizer).map_err(|source| PipelineError::Io {
+    let actual = graft_stdx::sha256_file(tokenizer).map_err(|source| JobError::Io {
         path: tokenizer.clone(),
         source,
     })?;
     if actual != recorded.sha256 {
-        return Err(predict_error(
+        return Err(JobError::invalid(
             format!(
                 "the tokenizer {} has sha256 {actual}, but the head was trained with a tokenizer of sha256 {}",
                 tokenizer.display(),
@@ -271,14 +258,14 @@ fn recorded_settings(
 fn extracted_features(
     job: &PredictJob,
     loaded: &LoadedHead,
-) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
+) -> Result<(Array2<f32>, Option<Series>), JobError> {
     let Some(settings) = &loaded.info.backbone.settings else {
         unreachable!("a head with a backbone records its settings")
     };
     let model = checked_model(loaded, &job.run_dir, job.model.clone(), &job.cache_dir)?;
 
     let scratch = beside(&job.output, "predict");
-    std::fs::create_dir_all(&scratch).map_err(|source| PipelineError::Io {
+    std::fs::create_dir_all(&scratch).map_err(|source| JobError::Io {
         path: scratch.clone(),
         source,
     })?;
@@ -300,9 +287,8 @@ fn extracted_features(
     extract_job.backbone = text;
     extract_job.image_size = settings.image.as_ref().map(|i| i.image_size);
     extract_job.resize = settings.image.as_ref().map(|i| i.resize);
-    let result = extract(&extract_job).and_then(|_| {
-        graft_ingest::read_embeddings(&features_path, None).map_err(PipelineError::from)
-    });
+    let result = extract(&extract_job)
+        .and_then(|_| graft_ingest::read_embeddings(&features_path, None).map_err(JobError::from));
     let _ = std::fs::remove_dir_all(&scratch);
     let batch = result?;
     Ok((batch.embeddings, batch.ids))
@@ -313,7 +299,7 @@ fn extracted_features(
 fn given_features(
     job: &PredictJob,
     loaded: &LoadedHead,
-) -> Result<(Array2<f32>, Option<Series>), PipelineError> {
+) -> Result<(Array2<f32>, Option<Series>), JobError> {
     let column = loaded
         .info
         .backbone
@@ -322,7 +308,7 @@ fn given_features(
         .as_deref()
         .unwrap_or("embedding");
     let embeddings = graft_ingest::read_feature_matrix(&job.input, column).map_err(|e| {
-        predict_error(
+        JobError::invalid(
             e.to_string(),
             format!(
                 "this run's head was trained on given features, so the input must be features too: a .parquet table with a `{column}` list column, or a .npy matrix"
@@ -331,10 +317,11 @@ fn given_features(
     })?;
     let ids = match &job.id_column {
         Some(name) => {
-            let table = graft_ingest::read_table(&job.input)
-                .map_err(|e| predict_error(e.to_string(), "--id-column needs a .parquet input"))?;
+            let table = graft_ingest::read_table(&job.input).map_err(|e| {
+                JobError::invalid(e.to_string(), "--id-column needs a .parquet input")
+            })?;
             let ids = table.column(name).map_err(|_| {
-                predict_error(
+                JobError::invalid(
                     format!("the input has no column `{name}`"),
                     "name a column of the input table with --id-column",
                 )
@@ -347,7 +334,7 @@ fn given_features(
 }
 
 /// Classifies every row of the input and writes predictions with per-class probabilities.
-pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
+pub fn predict(job: &PredictJob) -> Result<PredictOutcome, JobError> {
     let format = output_format(job)?;
     let scored = score_rows(job)?;
     write_predictions(job, format, &scored)?;
@@ -359,11 +346,11 @@ pub fn predict(job: &PredictJob) -> Result<PredictOutcome, PipelineError> {
 }
 
 /// `csv` or `parquet`, from the output's extension.
-pub(crate) fn output_format(job: &PredictJob) -> Result<&'static str, PipelineError> {
+pub(crate) fn output_format(job: &PredictJob) -> Result<&'static str, JobError> {
     match job.output.extension().and_then(|e| e.to_str()) {
         Some("csv") => Ok("csv"),
         Some("parquet") => Ok("parquet"),
-        _ => Err(predict_error(
+        _ => Err(JobError::invalid(
             format!("cannot write predictions to {}", job.output.display()),
             "name the output .csv or .parquet",
         )),
@@ -379,7 +366,7 @@ pub(crate) struct ScoredRows {
     ids: Option<Series>,
 }
 
-pub(crate) fn score_rows(job: &PredictJob) -> Result<ScoredRows, PipelineError> {
+pub(crate) fn score_rows(job: &PredictJob) -> Result<ScoredRows, JobError> {
     let json_path = head_file(&job.run_dir, job.head.as_deref())?;
     let loaded = load_head(&json_path)?;
     let (embeddings, ids) = if loaded.info.backbone.settings.is_none() {
@@ -388,7 +375,7 @@ pub(crate) fn score_rows(job: &PredictJob) -> Result<ScoredRows, PipelineError> 
         extracted_features(job, &loaded)?
     };
     if embeddings.ncols() != loaded.trained.n_features() {
-        return Err(predict_error(
+        return Err(JobError::invalid(
             format!(
                 "the features are {}-d but the head expects {}",
                 embeddings.ncols(),
@@ -411,7 +398,7 @@ pub(crate) fn write_predictions(
     job: &PredictJob,
     format: &str,
     scored: &ScoredRows,
-) -> Result<(), PipelineError> {
+) -> Result<(), JobError> {
     let (loaded, proba) = (&scored.loaded, &scored.proba);
     // A class per row, or for a multi-label head the labels at or above their thresholds, joined as in the
     // training data.
@@ -445,12 +432,12 @@ pub(crate) fn write_predictions(
         columns.push(Series::new(format!("p_{class}").into(), proba.column(c).to_vec()).into());
     }
     let mut frame = DataFrame::new(n, columns).map_err(|e| {
-        predict_error(
+        JobError::invalid(
             format!("assembling predictions: {e}"),
             "this is a bug in graft; please report it",
         )
     })?;
-    let io = |source| PipelineError::Io {
+    let io = |source| JobError::Io {
         path: job.output.clone(),
         source,
     };
@@ -463,7 +450,7 @@ pub(crate) fn write_predictions(
             .map(|_| ())
     };
     if let Err(e) = written {
-        return Err(predict_error(
+        return Err(JobError::invalid(
             format!("writing {}: {e}", job.output.display()),
             "check that the folder is writable and has space",
         ));
@@ -477,7 +464,7 @@ pub(crate) fn write_predictions(
 /// ```no_run
 /// use graft_jobs::{Embedder, SavedHead};
 ///
-/// # fn main() -> Result<(), graft_engine::PipelineError> {
+/// # fn main() -> Result<(), graft_jobs::JobError> {
 /// let head = SavedHead::open("runs/quickstart/20261129T101500Z".as_ref(), None)?;
 /// let settings = head.embed_settings(None, ".graft-cache".as_ref())?;
 /// let features = Embedder::open(&settings)?.embed(&["a fine film"])?;
@@ -496,7 +483,7 @@ pub struct SavedHead {
 impl SavedHead {
     /// Loads head `head` of the run in `run_dir` (default: the headline head), checking its files against
     /// the run's manifest.
-    pub fn open(run_dir: &Path, head: Option<&str>) -> Result<SavedHead, PipelineError> {
+    pub fn open(run_dir: &Path, head: Option<&str>) -> Result<SavedHead, JobError> {
         let json_path = head_file(run_dir, head)?;
         Ok(SavedHead {
             loaded: load_head(&json_path)?,
@@ -543,15 +530,15 @@ impl SavedHead {
         &self,
         model: Option<ModelSource>,
         cache_dir: &Path,
-    ) -> Result<EmbedSettings, PipelineError> {
+    ) -> Result<EmbedSettings, JobError> {
         let Some(settings) = &self.loaded.info.backbone.settings else {
-            return Err(predict_error(
+            return Err(JobError::invalid(
                 "this head was trained on given features, not on a backbone's: it cannot embed texts",
                 "pass the features themselves (the same kind of features the run was trained on)",
             ));
         };
         if settings.image.is_some() {
-            return Err(predict_error(
+            return Err(JobError::invalid(
                 "this head was trained on an image backbone's features: it cannot embed texts",
                 "pass image features, or use `graft predict` with a folder of images",
             ));
@@ -563,12 +550,9 @@ impl SavedHead {
     }
 
     /// Each class's probability (each label's, for a multi-label head) for each row of `features`.
-    pub fn predict_proba(
-        &self,
-        features: ArrayView2<'_, f32>,
-    ) -> Result<Array2<f32>, PipelineError> {
+    pub fn predict_proba(&self, features: ArrayView2<'_, f32>) -> Result<Array2<f32>, JobError> {
         if features.ncols() != self.n_features() {
-            return Err(predict_error(
+            return Err(JobError::invalid(
                 format!(
                     "the features are {}-d but the head expects {}",
                     features.ncols(),
@@ -581,7 +565,7 @@ impl SavedHead {
             .indexed_iter()
             .find_map(|(at, v)| (!v.is_finite()).then_some(at))
         {
-            return Err(predict_error(
+            return Err(JobError::invalid(
                 format!(
                     "feature {col} of row {row} is {}; features must be finite numbers",
                     features[[row, col]]

@@ -1,7 +1,7 @@
 //! The foundation under every graft crate: what all of them need and nothing about models, data or heads.
 //!
 //! - [`atomic`]: files and folders that appear whole or not at all (temporary name, fsync, rename).
-//! - [`sha256_hex`], [`sha256_file`], [`HashingWriter`]: the checksums graft records and verifies.
+//! - [`sha256_hex`], [`sha256_file`], [`HashingWriter`], [`hex`]: the checksums graft records and verifies.
 //! - [`derive_seed`]: one independent, stable seed per purpose from a pipeline's seed.
 //! - [`alloc_probe`]: the peak memory a piece of code allocates, for tests that bound what readers of
 //!   damaged files may reserve.
@@ -20,5 +20,5 @@ pub mod atomic;
 mod hash;
 mod seed;
 
-pub use hash::{HashingWriter, sha256_file, sha256_hex};
+pub use hash::{HashingWriter, hex, sha256_file, sha256_hex};
 pub use seed::derive_seed;

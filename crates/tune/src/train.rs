@@ -530,7 +530,10 @@ impl Grads {
 fn validation_pairs(valid: &[TuneRow<'_>], options: &TuneOptions) -> Vec<Unit> {
     match options.objective {
         Objective::Contrastive { pairs_per_row } => {
-            let mut pair_rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed_0f7a_1d00);
+            let mut pair_rng = ChaCha8Rng::seed_from_u64(graft_stdx::derive_seed(
+                options.seed,
+                "validation pairs",
+            ));
             draw_pairs(valid, pairs_per_row, &mut pair_rng)
         }
         Objective::Classification { .. } => Vec::new(),
