@@ -2,8 +2,9 @@
 //!
 //! Every user command (`run`, `check`, `fetch`, `extract`, …) is the installed `graft`'s own code
 //! ([`graft::main_with`]) with the checkout's folders as defaults: runs in `runs/`, the cache in
-//! `.graft-cache/` (or `$GRAFT_CACHE`). Developer tasks are modules of their own: `test`, `test-python`.
+//! `.graft-cache/` (or `$GRAFT_CACHE`). Developer tasks are modules of their own: `test`, `test-python`, `docs`.
 
+mod docs;
 mod python;
 mod test;
 
@@ -43,6 +44,9 @@ fn main() -> ExitCode {
             .collect();
         return python::run(&rest);
     }
+    if args.get(1).is_some_and(|a| a == "docs") {
+        return docs::run();
+    }
     let root = workspace_root();
     let defaults = graft::Defaults {
         program: "cargo xtask",
@@ -57,7 +61,7 @@ fn main() -> ExitCode {
     let code = graft::main_with(&defaults, args);
     if asks_help {
         println!(
-            "\nDeveloper tasks (cargo xtask only):\n  test         Fetch what the tests need, then run every test of the workspace, the doctests and the\n               Python package's tests\n  test-python  Build the Python wheel, install it into a fresh venv, run its pytest suite there"
+            "\nDeveloper tasks (cargo xtask only):\n  test         Fetch what the tests need, then run every test of the workspace, the doctests and the\n               Python package's tests\n  test-python  Build the Python wheel, install it into a fresh venv, run its pytest suite there\n  docs         Build the guide under docs/ with mdBook (when installed) into target/guide/"
         );
     }
     code
