@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+mod delimited;
 pub mod embeddings;
 mod features;
 mod images;
@@ -214,24 +215,8 @@ pub fn read_table(path: &Path) -> Result<DataFrame, IngestError> {
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let read_err = |source| IngestError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
     let frame = match ext.as_str() {
-        "csv" | "tsv" => {
-            let separator = if ext == "tsv" { b'\t' } else { b',' };
-            // polars' own errors name no line (an unclosed quote even dumps the rest of the file): find
-            // stray quotes, ragged rows and invalid UTF-8 first, by line.
-            rows::validate_csv(path, separator)?;
-            CsvReadOptions::default()
-                .with_has_header(true)
-                .with_infer_schema_length(Some(10_000))
-                .map_parse_options(|o| o.with_separator(separator))
-                .try_into_reader_with_file_path(Some(path.to_path_buf()))
-                .and_then(|r| r.finish())
-                .map_err(read_err)?
-        }
+        "csv" | "tsv" => delimited::read_table(path, delimited::delimiter_for(&ext))?,
         "parquet" | "pq" => {
             let file = std::fs::File::open(path).map_err(|_| IngestError::NotFound {
                 path: path.to_path_buf(),

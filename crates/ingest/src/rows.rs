@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use crate::IngestError;
+use crate::delimited::{check_quotes, delimiter_for, header, open_file, parse_error};
 
 /// A run of consecutive rows: their texts and, when an id column was named, their ids.
 #[derive(Debug, Clone)]
@@ -63,19 +64,6 @@ fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn open_file(path: &Path) -> Result<File, IngestError> {
-    File::open(path).map_err(|_| IngestError::NotFound {
-        path: path.to_path_buf(),
-    })
-}
-
-fn csv_reader(path: &Path, ext: &str) -> Result<csv::Reader<BufReader<File>>, IngestError> {
-    Ok(csv::ReaderBuilder::new()
-        .delimiter(if ext == "tsv" { b'\t' } else { b',' })
-        .has_headers(true)
-        .from_reader(BufReader::with_capacity(1 << 20, open_file(path)?)))
-}
-
 impl TextRowReader {
     /// Opens `path` (by extension: `.csv`, `.tsv`, `.jsonl`/`.ndjson`, `.parquet`) and checks that the named
     /// columns exist (for JSONL, each line is checked as it is read).
@@ -91,13 +79,11 @@ impl TextRowReader {
         };
         let source = match ext.as_str() {
             "csv" | "tsv" => {
-                let mut reader = csv_reader(path, &ext)?;
-                let headers = reader
-                    .headers()
-                    .map_err(|e| parse_error(path, e.position().map_or(1, |p| p.line()), &e))?
-                    .clone();
-                let names: Vec<String> = headers.iter().map(str::to_owned).collect();
-                check_unique_columns(path, &names)?;
+                let mut reader = crate::delimited::reader(
+                    BufReader::with_capacity(1 << 20, open_file(path)?),
+                    delimiter_for(&ext),
+                );
+                let names = header(path, &mut reader)?;
                 let find = |column: &str| {
                     names
                         .iter()
@@ -329,8 +315,11 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
     let ext = extension(path);
     match ext.as_str() {
         "csv" | "tsv" => {
-            check_quotes(path, if ext == "tsv" { b'\t' } else { b',' })?;
-            let mut reader = csv_reader(path, &ext)?;
+            check_quotes(path, delimiter_for(&ext))?;
+            let mut reader = crate::delimited::reader(
+                BufReader::with_capacity(1 << 20, open_file(path)?),
+                delimiter_for(&ext),
+            );
             let mut record = csv::ByteRecord::new();
             let mut rows = 0;
             while reader
@@ -362,134 +351,6 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
         _ => Err(IngestError::UnsupportedFormat {
             path: path.to_path_buf(),
         }),
-    }
-}
-
-/// Checks a CSV/TSV file record by record before a whole-table read: quotes closed where fields end
-/// ([`check_quotes`]), every record as wide as the header, valid UTF-8. Errors name the line.
-pub fn validate_csv(path: &Path, delimiter: u8) -> Result<(), IngestError> {
-    check_quotes(path, delimiter)?;
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .from_reader(BufReader::with_capacity(1 << 20, open_file(path)?));
-    let names: Vec<String> = reader
-        .headers()
-        .map_err(|e| parse_error(path, e.position().map_or(1, |p| p.line()), &e))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    check_unique_columns(path, &names)?;
-    let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
-            Err(e) => return Err(parse_error(path, e.position().map_or(0, |p| p.line()), &e)),
-        }
-    }
-}
-
-/// A header that names a column twice is refused: readers would silently take one of the two.
-fn check_unique_columns(path: &Path, names: &[String]) -> Result<(), IngestError> {
-    for (second, name) in names.iter().enumerate() {
-        if let Some(first) = names[..second].iter().position(|n| n == name) {
-            return Err(IngestError::Parse {
-                path: path.to_path_buf(),
-                line: 1,
-                message: format!(
-                    "the header names column `{name}` twice (columns {} and {}); rename one",
-                    first + 1,
-                    second + 1
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Checks that every quoted field of a CSV/TSV file is closed where a field ends. The CSV parser is lenient
-/// there: a quote that is opened and never closed makes it run the following lines into one field, so rows
-/// merge and every later row shifts without an error. A field that starts with a quote must end with one,
-/// followed by a delimiter or a line end (`""` inside stands for one quote); a quote inside an unquoted
-/// field is an ordinary character.
-pub fn check_quotes(path: &Path, delimiter: u8) -> Result<(), IngestError> {
-    let error = |line: u64, message: String| IngestError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let mut reader = BufReader::with_capacity(1 << 20, open_file(path)?);
-    let (mut line, mut opened_on) = (1u64, 0u64);
-    // Outside a field's start, inside an unquoted field, inside quotes, or just after a quote inside quotes.
-    #[derive(PartialEq)]
-    enum State {
-        FieldStart,
-        Unquoted,
-        Quoted,
-        QuoteInQuoted,
-    }
-    let mut state = State::FieldStart;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| error(line, e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        for &b in &buf {
-            state = match state {
-                State::FieldStart if b == b'"' => {
-                    opened_on = line;
-                    State::Quoted
-                }
-                State::FieldStart | State::Unquoted if b == delimiter || b == b'\n' => {
-                    State::FieldStart
-                }
-                State::FieldStart | State::Unquoted => State::Unquoted,
-                State::Quoted if b == b'"' => State::QuoteInQuoted,
-                State::Quoted => State::Quoted,
-                State::QuoteInQuoted if b == b'"' => State::Quoted,
-                State::QuoteInQuoted if b == delimiter || b == b'\n' => State::FieldStart,
-                State::QuoteInQuoted if b == b'\r' => State::QuoteInQuoted,
-                State::QuoteInQuoted => {
-                    return Err(error(
-                        line,
-                        format!(
-                            "a quoted field ends in the middle of a field here; the quote opened on line {opened_on} \
-                             is probably never closed (every later row would shift). Close it, or write a quote \
-                             inside a quoted field as \"\""
-                        ),
-                    ));
-                }
-            };
-            if b == b'\n' {
-                line += 1;
-            }
-        }
-    }
-    if state == State::Quoted {
-        return Err(error(
-            opened_on,
-            "a quote opened on this line is never closed before the end of the file".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-fn parse_error(path: &Path, line: u64, e: &csv::Error) -> IngestError {
-    IngestError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message: match e.kind() {
-            csv::ErrorKind::Utf8 { .. } => "the record is not valid UTF-8".to_owned(),
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => format!("the record has {len} fields, the header {expected_len}"),
-            _ => e.to_string(),
-        },
     }
 }
 

@@ -106,51 +106,51 @@ fn read_run(run_dir: &Path) -> Result<TestRows, JobError> {
     manifest
         .verify(run_dir, "predictions.csv")
         .map_err(not_a_run)?;
-    let text = std::fs::read_to_string(run_dir.join("predictions.csv")).map_err(|_| {
-        JobError::invalid(
+    let path = run_dir.join("predictions.csv");
+    if !path.is_file() {
+        return Err(JobError::invalid(
             format!("{} has no predictions.csv", run_dir.display()),
             "runs made before graft wrote test predictions cannot be paired; run the pipeline again",
+        ));
+    }
+    let damaged = |what: String| {
+        JobError::invalid(
+            format!("{}: {what}", path.display()),
+            "the file is damaged; run the pipeline again",
         )
-    })?;
-    let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| {
-            JobError::invalid(
-                format!("{}: {e}", run_dir.join("predictions.csv").display()),
-                "the file is damaged; run the pipeline again",
-            )
-        })?
-        .clone();
-    let head = headers.get(2).unwrap_or_default().to_owned();
+    };
+    let table = graft_ingest::read_table(&path).map_err(|e| damaged(e.to_string()))?;
+    // row, label, then the headline head's prediction (graft writes them in this order).
+    let columns = table.columns();
+    let [row, label, prediction] = [0, 1, 2].map(|i| columns.get(i));
+    let (Some(row), Some(label), Some(prediction)) = (row, label, prediction) else {
+        return Err(damaged("fewer than three columns".to_owned()));
+    };
+    let as_text = |c: &graft_ingest::Column| {
+        c.cast(&graft_ingest::DataType::String)
+            .map_err(|e| damaged(e.to_string()))
+    };
+    let rows_column = row
+        .cast(&graft_ingest::DataType::UInt64)
+        .map_err(|_| damaged("the row column is not row numbers".to_owned()))?;
+    let (label, prediction) = (as_text(label)?, as_text(prediction)?);
+    let numbers = rows_column.u64().expect("cast to UInt64");
+    let (labels, predictions) = (
+        label.str().expect("cast to String"),
+        prediction.str().expect("cast to String"),
+    );
     let mut rows = HashMap::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            JobError::invalid(
-                format!("{}: {e}", run_dir.join("predictions.csv").display()),
-                "the file is damaged; run the pipeline again",
-            )
-        })?;
-        let row = record
-            .get(0)
-            .and_then(|r| r.parse::<u64>().ok())
-            .ok_or_else(|| {
-                JobError::invalid(
-                    format!(
-                        "{}: a row number is missing",
-                        run_dir.join("predictions.csv").display()
-                    ),
-                    "the file is damaged; run the pipeline again",
-                )
-            })?;
+    for ((row, label), predicted) in numbers.iter().zip(labels.iter()).zip(predictions.iter()) {
+        let row = row.ok_or_else(|| damaged("a row number is missing".to_owned()))?;
         rows.insert(
             row,
             (
-                record.get(1).unwrap_or_default().to_owned(),
-                record.get(2).unwrap_or_default().to_owned(),
+                label.unwrap_or_default().to_owned(),
+                predicted.unwrap_or_default().to_owned(),
             ),
         );
     }
+    let head = prediction.name().to_string();
     Ok(TestRows {
         task: metrics.task,
         head,
