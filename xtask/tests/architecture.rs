@@ -57,13 +57,23 @@ fn layers_point_one_way() {
         set.extend(layer.iter().map(|s| s.to_string()));
         set
     };
-    let layers: [(&str, BTreeSet<String>); 8] = [
-        ("crates/config", allowed(&[])),
+    let layers: [(&str, BTreeSet<String>); 9] = [
+        // The head kinds: each one module over the leaves (numerics, ONNX, the file contract).
+        ("crates/headkit", allowed(&[])),
+        ("crates/config", allowed(&["graft-headkit"])),
         ("crates/report", allowed(&[])),
-        ("crates/engine", allowed(&["graft-config", "graft-report"])),
+        (
+            "crates/engine",
+            allowed(&["graft-headkit", "graft-config", "graft-report"]),
+        ),
         (
             "crates/jobs",
-            allowed(&["graft-config", "graft-report", "graft-engine"]),
+            allowed(&[
+                "graft-headkit",
+                "graft-config",
+                "graft-report",
+                "graft-engine",
+            ]),
         ),
         (
             "crates/graft",

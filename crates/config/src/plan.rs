@@ -122,8 +122,9 @@ pub struct Spans {
     pub sha256: Option<Range<usize>>,
     pub backbone: Option<Range<usize>>,
     pub backbone_model: Option<Range<usize>>,
-    /// `[head.knn] k` (or the table when `k` is left at its default).
-    pub knn_k: Option<Range<usize>>,
+    /// Head keys checked again once the data is known (kind, key, span: the key, or its table when left at
+    /// its default), such as `[head.knn] k`.
+    pub head_keys: Vec<(&'static str, &'static str, Range<usize>)>,
     /// `[transform.pca_whiten] components` (or the table).
     pub pca_components: Option<Range<usize>>,
 }

@@ -10,7 +10,9 @@ use rayon::prelude::*;
 
 use crate::PipelineError;
 use crate::data::Labelled;
-use crate::heads::{FittedHead, TrainedHead, train_head, train_multi_label_head};
+use std::sync::Arc;
+
+use crate::heads::{TrainedHead, train_head, train_multi_label_head};
 use crate::stages::EmbedTexts;
 use graft_config::{HeadKind, HeadSpec, Plan, Selection};
 use graft_report::{self, CvScores, SearchCandidate, SearchReport, TrainingFigures};
@@ -399,15 +401,13 @@ pub(crate) fn initialise_prototypes(
     };
     let descriptions = embed(None, &z.class_texts(classes), false)?.features;
     for (head, _, _) in &mut trained.heads {
-        if let (HeadKind::Prototype(params), FittedHead::Prototype(fitted)) =
-            (&head.spec.kind, &mut head.head)
-        {
-            *fitted = params.fit_with_prior(
+        if let HeadKind::Prototype(params) = &head.spec.kind {
+            head.head = Arc::new(params.fit_with_prior(
                 fit.x(),
                 fit.raw().1,
                 descriptions.view(),
                 z.prior_weight as f32,
-            )?;
+            )?);
         }
     }
     Ok(())
@@ -422,20 +422,24 @@ pub(crate) fn check_against_data(
     dimension: Option<usize>,
 ) -> Result<(), PipelineError> {
     for head in &plan.heads {
-        if let HeadKind::Knn(params) = &head.kind
-            && params.k() > train_rows
+        if let Some(limit) = head.kind.head().min_train_rows()
+            && limit.rows > train_rows
         {
+            let span = plan
+                .spans
+                .head_keys
+                .iter()
+                .find(|(kind, key, _)| *kind == head.name() && *key == limit.key)
+                .map(|(_, _, span)| span.clone());
             return Err(plan
                 .diagnostic(
-                    &plan.spans.knn_k,
+                    &span,
                     format!(
-                        "`k = {}` is more than the {train_rows} training rows",
-                        params.k()
+                        "`{} = {}` is more than the {train_rows} training rows",
+                        limit.key, limit.rows
                     ),
                 )
-                .with_hint(format!(
-                    "use at most {train_rows}; a k near the square root of the training rows is a usual start"
-                ))
+                .with_hint(format!("use at most {train_rows}; {}", limit.hint))
                 .into());
         }
     }

@@ -15,7 +15,7 @@ use graft_config::resolved::{BackboneSettings, ImageSettings};
 use crate::JobError;
 use crate::predict::{head_file, model_sha256, recorded_model};
 use graft_config::ModelSource;
-use graft_engine::{FittedHead, LoadedHead, TrainedHead, load_head};
+use graft_engine::{LoadedHead, TrainedHead, load_head};
 
 /// What to export, and where.
 #[derive(Debug, Clone)]
@@ -64,54 +64,10 @@ fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<()
     if let Some(t) = &trained.transform {
         x = transform_nodes(g, t, &x);
     }
-    let mut logits = match &trained.head {
-        FittedHead::Logistic(h) => affine(g, &x, h.weights(), h.bias().view()),
-        FittedHead::MultiLabelLogistic(h) => affine(g, &x, h.weights(), h.bias().view()),
-        FittedHead::Mlp(h) => mlp_nodes(g, &x, h.layers(), h.activation()),
-        FittedHead::MultiLabelMlp(h) => mlp_nodes(g, &x, h.layers(), h.activation()),
-        FittedHead::Prototype(h) => {
-            let prototypes_t = h.prototypes().t().to_owned();
-            let p = g.constant("prototypes_t", prototypes_t.view().into_dyn());
-            let similarity = match h.metric() {
-                Metric::Cosine => {
-                    let unit = l2_normalize(g, &x);
-                    g.node("MatMul", &[&unit, &p], &[])
-                }
-                Metric::Euclidean => {
-                    // −‖x − μ‖² = 2x·μ − ‖x‖² − ‖μ‖², as graft computes it.
-                    let cross = g.node("MatMul", &[&x, &p], &[]);
-                    let two = g.scalar("two", 2.0);
-                    let doubled = g.node("Mul", &[&cross, &two], &[]);
-                    let squares = g.node("Mul", &[&x, &x], &[]);
-                    let xn = g.reduce("ReduceSum", &squares, &[1], true);
-                    let mn = h.prototypes().map_axis(Axis(1), |r| r.dot(&r));
-                    let mn = g.constant("prototype_norms", mn.view().into_dyn());
-                    let partial = g.node("Sub", &[&doubled, &xn], &[]);
-                    g.node("Sub", &[&partial, &mn], &[])
-                }
-            };
-            let inv_t = g.scalar("inverse_temperature", 1.0 / h.temperature());
-            let mut scaled = g.node("Mul", &[&similarity, &inv_t], &[]);
-            // A class never seen cannot be predicted (graft sets its logit to −∞).
-            if h.counts().contains(&0) {
-                let mask: Vec<f32> = h
-                    .counts()
-                    .iter()
-                    .map(|&c| if c == 0 { f32::NEG_INFINITY } else { 0.0 })
-                    .collect();
-                let mask = g.constant("unseen_classes", ndarray::aview1(&mask).into_dyn());
-                scaled = g.node("Add", &[&scaled, &mask], &[]);
-            }
-            scaled
-        }
-        FittedHead::Knn(_) => {
-            return Err(JobError::invalid(
-                "a kNN head cannot be exported to ONNX",
-                "it would have to carry its whole training set inside the model; export a logistic, MLP \
-                 or prototype head of the run instead (--head)",
-            ));
-        }
-    };
+    let mut logits = trained
+        .head
+        .onnx_logits(g, &x)
+        .map_err(|r| JobError::invalid(r.message, r.hint))?;
     if let Some(thresholds) = &trained.thresholds {
         // Multi-label: each label's probability, and the labels at or above their thresholds.
         g.node_into("Sigmoid", &[&logits], &[], "probabilities");
@@ -144,26 +100,6 @@ fn head_nodes(g: &mut Graph, trained: &TrainedHead, features: &str) -> Result<()
     Ok(())
 }
 
-fn mlp_nodes(
-    g: &mut Graph,
-    x: &str,
-    layers: Vec<(&Array2<f32>, &ndarray::Array1<f32>)>,
-    activation: Activation,
-) -> String {
-    let last = layers.len() - 1;
-    let mut x = x.to_owned();
-    for (i, (w, b)) in layers.into_iter().enumerate() {
-        x = affine(g, &x, w, b.view());
-        if i < last {
-            x = match activation {
-                Activation::Relu => g.node("Relu", &[&x], &[]),
-                Activation::Gelu => gelu_tanh(g, &x),
-            };
-        }
-    }
-    x
-}
-
 fn transform_nodes(g: &mut Graph, t: &FittedTransform, x: &str) -> String {
     let mean = g.constant("transform_mean", t.mean().view().into_dyn());
     let centred = g.node("Sub", &[x, &mean], &[]);
@@ -177,41 +113,6 @@ fn transform_nodes(g: &mut Graph, t: &FittedTransform, x: &str) -> String {
             g.node("MatMul", &[&centred, &projection], &[])
         }
     }
-}
-
-fn affine(g: &mut Graph, x: &str, w: &Array2<f32>, b: ndarray::ArrayView1<'_, f32>) -> String {
-    let w = g.constant("weights", w.view().into_dyn());
-    let b = g.constant("bias", b.into_dyn());
-    let product = g.node("MatMul", &[x, &w], &[]);
-    g.node("Add", &[&product, &b], &[])
-}
-
-/// GELU, tanh approximation (as graft's MLP): ½x(1 + tanh(√(2/π)(x + 0.044715x³))), in operators every
-/// ONNX Runtime has (the `Gelu` operator needs opset 20).
-fn gelu_tanh(g: &mut Graph, x: &str) -> String {
-    let square = g.node("Mul", &[x, x], &[]);
-    let cube = g.node("Mul", &[&square, x], &[]);
-    let a = g.scalar("gelu_a", 0.044715);
-    let scaled_cube = g.node("Mul", &[&cube, &a], &[]);
-    let inner = g.node("Add", &[x, &scaled_cube], &[]);
-    let c = g.scalar("gelu_c", (2.0 / std::f64::consts::PI).sqrt() as f32);
-    let u = g.node("Mul", &[&inner, &c], &[]);
-    let t = g.node("Tanh", &[&u], &[]);
-    let one = g.scalar("one", 1.0);
-    let one_plus = g.node("Add", &[&t, &one], &[]);
-    let half = g.scalar("half", 0.5);
-    let half_x = g.node("Mul", &[x, &half], &[]);
-    g.node("Mul", &[&half_x, &one_plus], &[])
-}
-
-/// Each row divided by its L2 norm; an all-zero row stays zero (graft's rule).
-fn l2_normalize(g: &mut Graph, x: &str) -> String {
-    let squares = g.node("Mul", &[x, x], &[]);
-    let sum = g.reduce("ReduceSum", &squares, &[1], true);
-    let norm = g.node("Sqrt", &[&sum], &[]);
-    let tiny = g.scalar("tiny", f32::MIN_POSITIVE);
-    let safe = g.node("Max", &[&norm, &tiny], &[]);
-    g.node("Div", &[x, &safe], &[])
 }
 
 fn describe(v: &ValueInfo) -> String {
@@ -352,7 +253,7 @@ fn merged_text_model(
         }
     };
     let features = if settings.normalize {
-        l2_normalize(&mut g, &pooled)
+        graft_headkit::l2_normalize(&mut g, &pooled)
     } else {
         pooled
     };

@@ -193,68 +193,31 @@ impl Checker<'_> {
         space_span: &Range<usize>,
         v: &mut serde_json::Map<String, serde_json::Value>,
     ) -> Result<HeadKind, Diagnostic> {
-        Ok(match &base.kind {
-            HeadKind::Logistic(p) => {
-                let mut params = Logistic::params()
-                    .c(p.c())
-                    .max_iter(p.max_iter())
-                    .tol(p.tol())
-                    .fit_intercept(p.fit_intercept())
-                    .balanced(p.balanced());
-                for ((key, _, _), x) in dims.iter().zip(point) {
-                    if *key == "c" {
-                        params = params.c(*x);
-                    }
-                    v.insert((*key).to_owned(), json!(x));
-                }
-                HeadKind::Logistic(
-                    params
-                        .check()
-                        .map_err(|e| self.error(dims[0].1.clone(), e.to_string()))?,
-                )
-            }
-            HeadKind::Mlp(p) => {
-                let mut params = Mlp::params()
-                    .hidden(p.hidden())
-                    .activation(p.activation())
-                    .dropout(p.dropout())
-                    .learning_rate(p.learning_rate())
-                    .weight_decay(p.weight_decay())
-                    .batch_size(p.batch_size())
-                    .max_epochs(p.max_epochs())
-                    .schedule(p.schedule())
-                    .patience(p.patience())
-                    .monitor(p.monitor())
-                    .restore_best(p.restore_best())
-                    .seed(p.seed());
-                for ((key, _, _), x) in dims.iter().zip(point) {
-                    params = match *key {
-                        "learning_rate" => params.learning_rate(*x),
-                        "weight_decay" => params.weight_decay(*x),
-                        _ => params.dropout(*x),
-                    };
-                    v.insert((*key).to_owned(), json!(x));
-                }
-                if let Some(l) = layers {
-                    params = params.hidden(l);
-                    v.insert("hidden".to_owned(), json!(l));
-                }
-                let at = |name: &str| {
-                    dims.iter()
-                        .find(|(k, _, _)| *k == name)
-                        .map(|(_, s, _)| s.clone())
-                        .or(hidden.map(|(s, _)| s.clone()))
-                        .unwrap_or(space_span.clone())
-                };
-                HeadKind::Mlp(params.check().map_err(|e| {
-                    let span = match &e {
-                        HeadError::InvalidParameter { name, .. } => at(name),
-                        _ => space_span.clone(),
-                    };
-                    self.error(span, e.to_string())
-                })?)
-            }
-            _ => unreachable!("only logistic and MLP heads are searched"),
+        let values: Vec<(&str, f64)> = dims.iter().zip(point).map(|((key, _, _), x)| (*key, *x)).collect();
+        for (key, x) in &values {
+            v.insert((*key).to_owned(), json!(x));
+        }
+        if let Some(l) = layers {
+            v.insert("hidden".to_owned(), json!(l));
+        }
+        let at = |name: &str| {
+            dims.iter()
+                .find(|(k, _, _)| *k == name)
+                .map(|(_, s, _)| s.clone())
+                .or(hidden.map(|(s, _)| s.clone()))
+                .unwrap_or(space_span.clone())
+        };
+        let searched = base
+            .kind
+            .head()
+            .searched(&values, layers)
+            .expect("only searchable heads have a [search.<kind>] table");
+        searched.map_err(|e| {
+            let span = match &e {
+                HeadError::InvalidParameter { name, .. } => at(name),
+                _ => space_span.clone(),
+            };
+            self.error(span, e.to_string())
         })
     }
 }

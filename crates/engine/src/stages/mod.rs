@@ -245,9 +245,13 @@ pub(crate) fn mlp_settings(
     let base = d
         .heads
         .iter()
-        .find_map(|h| match &h.kind {
-            graft_config::HeadKind::Mlp(m) => Some(m.unchecked()),
-            _ => None,
+        .find_map(|h| {
+            // The pipeline's own MLP settings, when it has an MLP head.
+            if let graft_config::HeadKind::Mlp(m) = &h.kind {
+                Some(m.unchecked())
+            } else {
+                None
+            }
         })
         .unwrap_or_else(|| {
             graft_heads::Mlp::params().seed(graft_stdx::derive_seed(d.seed, purpose))

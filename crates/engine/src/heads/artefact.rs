@@ -1,304 +1,20 @@
-//! The heads of a pipeline: checked settings, training on extracted features, and the artefacts a run
-//! leaves (`heads/<name>.safetensors` + `heads/<name>.json`) that `predict` loads again.
+//! The files a run leaves for each head: `heads/<name>.safetensors` (the kind's tensors and the transform's,
+//! with `__metadata__` describing the head) and `heads/<name>.json` (graft-report's `HeadArtefact`), written
+//! and read back with their checksums and classes checked.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use graft_heads::{
-    Fit, FitMultiLabel, FittedKnn, FittedLogistic, FittedMlp, FittedMultiLabelLogistic,
-    FittedMultiLabelMlp, FittedPrototype, FittedTransform, HeadError, LabelSets, MlpReport,
-    Predict, PredictMultiLabel, Targets, TemperatureScaling, TransformKind, threshold_rows,
-    tune_thresholds,
-};
-use ndarray::{Array1, Array2, ArrayView2};
+use graft_headkit::{NamedTensor, TensorSource};
+use graft_heads::{FittedTransform, HeadError, TemperatureScaling, TransformKind};
+use ndarray::{Array1, Array2};
 
-use graft_config::{HeadKind, HeadSpec, Threshold};
-use graft_report::{
-    BackboneRecord, CurvePoint, HEAD_FORMAT, HeadArtefact, HeadExtra, MultiLabelRecord,
-    TrainingFigures, TransformRecord,
-};
+use graft_config::HeadSpec;
+use graft_report::{BackboneRecord, HEAD_FORMAT, HeadArtefact, HeadExtra, MultiLabelRecord, TransformRecord};
 
+use super::TrainedHead;
 use crate::PipelineError;
 use crate::io::write_atomic;
-
-/// A fitted head of any kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FittedHead {
-    /// Logistic regression.
-    Logistic(FittedLogistic),
-    /// MLP.
-    Mlp(FittedMlp),
-    /// Prototypes.
-    Prototype(FittedPrototype),
-    /// kNN.
-    Knn(FittedKnn),
-    /// Multi-label logistic regression (one sigmoid per label).
-    MultiLabelLogistic(FittedMultiLabelLogistic),
-    /// Multi-label MLP.
-    MultiLabelMlp(FittedMultiLabelMlp),
-}
-
-impl FittedHead {
-    /// Outputs per row: class probabilities (summing to one) or, for multi-label heads, each label's
-    /// probability.
-    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
-        match self {
-            FittedHead::Logistic(h) => h.predict_proba(x),
-            FittedHead::Mlp(h) => h.predict_proba(x),
-            FittedHead::Prototype(h) => h.predict_proba(x),
-            FittedHead::Knn(h) => h.predict_proba(x),
-            FittedHead::MultiLabelLogistic(h) => h.predict_scores(x),
-            FittedHead::MultiLabelMlp(h) => h.predict_scores(x),
-        }
-    }
-
-    fn n_features(&self) -> usize {
-        match self {
-            FittedHead::Logistic(h) => h.n_features(),
-            FittedHead::Mlp(h) => h.n_features(),
-            FittedHead::Prototype(h) => h.n_features(),
-            FittedHead::Knn(h) => h.n_features(),
-            FittedHead::MultiLabelLogistic(h) => h.n_features(),
-            FittedHead::MultiLabelMlp(h) => h.n_features(),
-        }
-    }
-
-    fn n_outputs(&self) -> usize {
-        match self {
-            FittedHead::Logistic(h) => h.n_classes(),
-            FittedHead::Mlp(h) => h.n_classes(),
-            FittedHead::Prototype(h) => h.n_classes(),
-            FittedHead::Knn(h) => h.n_classes(),
-            FittedHead::MultiLabelLogistic(h) => h.n_labels(),
-            FittedHead::MultiLabelMlp(h) => h.n_labels(),
-        }
-    }
-}
-
-/// A trained head with everything applied around it: the fitted transform before, the temperature after.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainedHead {
-    /// Settings it was trained with.
-    pub spec: HeadSpec,
-    /// The transform fitted on the training rows, shared by all heads of a run.
-    pub transform: Option<FittedTransform>,
-    /// The head.
-    pub head: FittedHead,
-    /// Fitted temperature.
-    pub temperature: Option<TemperatureScaling>,
-    /// Multi-label heads: each label's decision threshold.
-    pub thresholds: Option<Vec<f32>>,
-}
-
-impl TrainedHead {
-    /// Class probabilities for raw (untransformed) features; for a multi-label head, each label's
-    /// probability (rows need not sum to one).
-    pub fn predict_proba(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
-        let proba = match &self.transform {
-            Some(t) => self.head.scores(t.transform(x)?.view())?,
-            None => self.head.scores(x)?,
-        };
-        Ok(match &self.temperature {
-            Some(t) => t.apply(proba.view()),
-            None => proba,
-        })
-    }
-
-    /// Each row's predicted label set (multi-label heads), or its most probable class as a one-element set.
-    pub fn predict_sets(&self, x: ArrayView2<'_, f32>) -> Result<Vec<Vec<usize>>, HeadError> {
-        let scores = self.predict_proba(x)?;
-        Ok(match &self.thresholds {
-            Some(t) => threshold_rows(scores.view(), t),
-            None => graft_heads::argmax_rows(scores.view())
-                .into_iter()
-                .map(|c| vec![c])
-                .collect(),
-        })
-    }
-
-    /// Number of input features.
-    pub fn n_features(&self) -> usize {
-        match &self.transform {
-            Some(t) => t.n_features(),
-            None => self.head.n_features(),
-        }
-    }
-
-    /// Number of classes (labels, for a multi-label head).
-    pub fn n_classes(&self) -> usize {
-        self.head.n_outputs()
-    }
-
-    /// Whether the head predicts label sets.
-    pub fn is_multi_label(&self) -> bool {
-        self.thresholds.is_some()
-    }
-}
-
-/// Trains one head on (already transformed) training rows; validation rows drive early stopping and the
-/// temperature.
-pub fn train_head(
-    spec: &HeadSpec,
-    transform: Option<&FittedTransform>,
-    x_train: ArrayView2<'_, f32>,
-    targets: &Targets<'_>,
-    validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
-) -> Result<(TrainedHead, TrainingFigures), HeadError> {
-    let mut curve = Vec::new();
-    let mut kept: (Option<usize>, bool) = (None, false);
-    let (head, iterations, loss, termination) = match &spec.kind {
-        HeadKind::Logistic(p) => {
-            let fitted = p.fit(x_train, targets)?;
-            let r = fitted.report().clone();
-            (
-                FittedHead::Logistic(fitted),
-                r.iterations,
-                r.loss,
-                r.termination.name().to_owned(),
-            )
-        }
-        HeadKind::Mlp(p) => {
-            let fitted = p.fit_with_validation(x_train, targets, validation)?;
-            let (points, why, last) = mlp_figures(fitted.report());
-            curve = points;
-            kept = (fitted.report().best_epoch, fitted.report().stopped_early);
-            let epochs = fitted.report().epochs_run;
-            (FittedHead::Mlp(fitted), epochs, last, why)
-        }
-        HeadKind::Prototype(p) => (
-            FittedHead::Prototype(p.fit(x_train, targets)?),
-            0,
-            0.0,
-            "class means".to_owned(),
-        ),
-        HeadKind::Knn(p) => (
-            FittedHead::Knn(p.fit(x_train, targets)?),
-            0,
-            0.0,
-            "training rows stored".to_owned(),
-        ),
-    };
-    let temperature = match (spec.calibrate, validation) {
-        (true, Some((xv, tv))) => {
-            let proba = head.scores(xv)?;
-            Some(TemperatureScaling::fit(proba.view(), tv)?)
-        }
-        _ => None,
-    };
-    let figures = TrainingFigures {
-        head: spec.name().to_owned(),
-        iterations,
-        loss,
-        termination,
-        temperature: temperature.map(|t| t.temperature()),
-        curve,
-        best_epoch: kept.0,
-        stopped_early: kept.1,
-    };
-    Ok((
-        TrainedHead {
-            spec: spec.clone(),
-            transform: transform.cloned(),
-            head,
-            temperature,
-            thresholds: None,
-        },
-        figures,
-    ))
-}
-
-fn mlp_figures(r: &MlpReport) -> (Vec<CurvePoint>, String, f64) {
-    let curve = r
-        .history
-        .iter()
-        .map(|e| CurvePoint {
-            epoch: e.epoch,
-            train_loss: e.train_loss,
-            validation_loss: e.validation_loss,
-            validation_accuracy: e.validation_accuracy,
-        })
-        .collect();
-    let why = match (r.stopped_early, r.best_epoch) {
-        (true, Some(best)) => format!("early stop; best validation epoch {best}"),
-        (false, Some(best)) => format!("epoch limit; best validation epoch {best}"),
-        _ => "epoch limit".to_owned(),
-    };
-    let last = r.history.last().map_or(f64::NAN, |e| e.train_loss);
-    (curve, why, last)
-}
-
-/// Trains one multi-label head (logistic or MLP) on (already transformed) training rows and sets its
-/// thresholds (tuned on the validation rows when the spec says so).
-pub fn train_multi_label_head(
-    spec: &HeadSpec,
-    transform: Option<&FittedTransform>,
-    x_train: ArrayView2<'_, f32>,
-    targets: &LabelSets<'_>,
-    validation: Option<(ArrayView2<'_, f32>, &LabelSets<'_>)>,
-) -> Result<(TrainedHead, TrainingFigures), HeadError> {
-    let mut curve = Vec::new();
-    let mut kept: (Option<usize>, bool) = (None, false);
-    let (head, iterations, loss, termination) = match &spec.kind {
-        HeadKind::Logistic(p) => {
-            let fitted = p.fit_multi_label(x_train, targets)?;
-            let r = fitted.report().clone();
-            (
-                FittedHead::MultiLabelLogistic(fitted),
-                r.iterations,
-                r.loss,
-                r.termination.name().to_owned(),
-            )
-        }
-        HeadKind::Mlp(p) => {
-            let fitted = p.fit_multi_label_with_validation(x_train, targets, validation)?;
-            let (points, why, last) = mlp_figures(fitted.report());
-            curve = points;
-            kept = (fitted.report().best_epoch, fitted.report().stopped_early);
-            let epochs = fitted.report().epochs_run;
-            (FittedHead::MultiLabelMlp(fitted), epochs, last, why)
-        }
-        HeadKind::Prototype(_) | HeadKind::Knn(_) => {
-            return Err(HeadError::InvalidParameter {
-                name: "head",
-                value: spec.name().to_owned(),
-                expected: "a logistic or MLP head for multi-label targets",
-            });
-        }
-    };
-    let n_labels = targets.n_labels();
-    let thresholds = match (spec.multi_label, validation) {
-        (Some(Threshold::Tuned), Some((xv, tv))) => tune_thresholds(head.scores(xv)?.view(), tv),
-        (Some(Threshold::Tuned), None) => {
-            return Err(HeadError::InvalidParameter {
-                name: "threshold",
-                value: "tune".to_owned(),
-                expected: "validation rows to tune on (give the validation split a share)",
-            });
-        }
-        (Some(Threshold::Fixed(t)), _) => vec![t; n_labels],
-        (None, _) => vec![0.5; n_labels],
-    };
-    let figures = TrainingFigures {
-        head: spec.name().to_owned(),
-        iterations,
-        loss,
-        termination,
-        temperature: None,
-        curve,
-        best_epoch: kept.0,
-        stopped_early: kept.1,
-    };
-    Ok((
-        TrainedHead {
-            spec: spec.clone(),
-            transform: transform.cloned(),
-            head,
-            temperature: None,
-            thresholds: Some(thresholds),
-        },
-        figures,
-    ))
-}
 
 /// What an artefact records beside the weights: enough to refuse a mismatched backbone and to apply the
 /// head exactly as trained.
@@ -337,77 +53,33 @@ pub fn save_head_as(
     trained: &TrainedHead,
     info: &ArtefactInfo,
 ) -> Result<PathBuf, PipelineError> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut put1 = |name: &str, a: &Array1<f32>| {
-        tensors.push((name.to_owned(), vec![a.len()], a.to_vec()));
+    // The head's own tensors, then the transform's. Standardisation is stored as mean and standard
+    // deviation (scikit-learn's `mean_` and `scale_`), so a reader divides as StandardScaler does; whitening
+    // as mean and the projection matrix. (safetensors orders tensors by name, whatever the order here.)
+    let mut tensors = trained.head.tensors();
+    let model_extra = trained.head.extra();
+    let mut extra = HeadExtra {
+        activation: model_extra.activation,
+        fitted_temperature: model_extra.fitted_temperature,
+        ..HeadExtra::default()
     };
-    let mut extra = HeadExtra::default();
-    let mut two: Vec<(String, &Array2<f32>)> = Vec::new();
-    // Standardisation is stored as mean and standard deviation (scikit-learn's `mean_` and `scale_`), so a
-    // reader divides as StandardScaler does; whitening as mean and the projection matrix.
-    let transform_std: Array2<f32>;
     if let Some(t) = &trained.transform {
-        put1("transform.mean", t.mean());
-        match t.kind() {
+        tensors.push(NamedTensor::one("transform.mean", t.mean()));
+        tensors.push(match t.kind() {
             TransformKind::Standardize => {
-                transform_std = t.scale().mapv(|s| 1.0 / s);
-                two.push(("transform.std".to_owned(), &transform_std));
+                NamedTensor::two("transform.std", &t.scale().mapv(|s| 1.0 / s))
             }
-            TransformKind::PcaWhiten => two.push(("transform.projection".to_owned(), t.scale())),
-        }
+            TransformKind::PcaWhiten => NamedTensor::two("transform.projection", t.scale()),
+        });
         extra.transform = Some(TransformRecord {
             kind: t.kind().name().to_owned(),
         });
     }
-    let counts: Array1<f32>;
-    let labels: Array1<f32>;
-    match &trained.head {
-        FittedHead::Logistic(h) => {
-            put1("bias", h.bias());
-            two.push(("weights".to_owned(), h.weights()));
-        }
-        FittedHead::MultiLabelLogistic(h) => {
-            put1("bias", h.bias());
-            two.push(("weights".to_owned(), h.weights()));
-        }
-        FittedHead::Mlp(h) => {
-            for (i, (w, b)) in h.layers().into_iter().enumerate() {
-                put1(&format!("layers.{i}.bias"), b);
-                two.push((format!("layers.{i}.weights"), w));
-            }
-            extra.activation = Some(h.activation().name().to_owned());
-        }
-        FittedHead::MultiLabelMlp(h) => {
-            for (i, (w, b)) in h.layers().into_iter().enumerate() {
-                put1(&format!("layers.{i}.bias"), b);
-                two.push((format!("layers.{i}.weights"), w));
-            }
-            extra.activation = Some(h.activation().name().to_owned());
-        }
-        FittedHead::Prototype(h) => {
-            two.push(("prototypes".to_owned(), h.prototypes()));
-            counts = h.counts().iter().map(|&c| c as f32).collect();
-            put1("counts", &counts);
-            extra.fitted_temperature = Some(h.temperature());
-        }
-        FittedHead::Knn(h) => {
-            two.push(("points".to_owned(), h.points()));
-            labels = h.labels().iter().map(|&c| c as f32).collect();
-            put1("labels", &labels);
-        }
-    }
-    for (name, a) in two {
-        tensors.push((
-            name,
-            vec![a.nrows(), a.ncols()],
-            a.as_standard_layout().iter().copied().collect(),
-        ));
-    }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
-        .map(|(name, shape, data)| {
-            let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, shape, raw)
+        .map(|t| {
+            let raw = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (t.name, t.shape, raw)
         })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
@@ -635,6 +307,29 @@ impl<'a> Tensors<'a> {
     }
 }
 
+/// A kind's module reads its tensors through this (errors become messages; the caller names the file).
+impl TensorSource for Tensors<'_> {
+    fn one(&self, name: &str) -> Result<Array1<f32>, String> {
+        Tensors::one(self, name).map_err(|e| problem(e))
+    }
+
+    fn two(&self, name: &str) -> Result<Array2<f32>, String> {
+        Tensors::two(self, name).map_err(|e| problem(e))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        Tensors::has(self, name)
+    }
+}
+
+/// The problem an artefact error states, without the file (the caller names it again).
+fn problem(e: PipelineError) -> String {
+    match e {
+        PipelineError::Artefact { problem, .. } => problem,
+        other => other.to_string(),
+    }
+}
+
 /// Loads `<json>` and the safetensors file it names, checking the weights' sha256.
 pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
     let bad = |what: String| tensor_error(json_path, what);
@@ -678,51 +373,11 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
         )));
     }
     let multi_label = spec.multi_label.is_some();
-    type Layers = Vec<(Array2<f32>, Array1<f32>)>;
-    let mlp_layers = || -> Result<Layers, PipelineError> {
-        let mut layers = Vec::new();
-        while tensors.has(&format!("layers.{}.weights", layers.len())) {
-            let i = layers.len();
-            layers.push((
-                two(&format!("layers.{i}.weights"))?,
-                one(&format!("layers.{i}.bias"))?,
-            ));
-        }
-        Ok(layers)
-    };
-    let head = match &spec.kind {
-        HeadKind::Logistic(_) if multi_label => FittedHead::MultiLabelLogistic(
-            FittedMultiLabelLogistic::from_parts(two("weights")?, one("bias")?)
-                .map_err(head_error)?,
-        ),
-        HeadKind::Logistic(_) => FittedHead::Logistic(
-            FittedLogistic::from_parts(two("weights")?, one("bias")?).map_err(head_error)?,
-        ),
-        HeadKind::Mlp(p) if multi_label => FittedHead::MultiLabelMlp(
-            FittedMultiLabelMlp::from_layers(mlp_layers()?, p.activation()).map_err(head_error)?,
-        ),
-        HeadKind::Mlp(p) => FittedHead::Mlp(
-            FittedMlp::from_layers(mlp_layers()?, p.activation()).map_err(head_error)?,
-        ),
-        HeadKind::Prototype(p) => FittedHead::Prototype(
-            FittedPrototype::from_parts(
-                two("prototypes")?,
-                one("counts")?.iter().map(|&c| c as usize).collect(),
-                p.metric(),
-                p.temperature() as f32,
-            )
-            .map_err(head_error)?,
-        ),
-        HeadKind::Knn(p) => FittedHead::Knn(
-            FittedKnn::from_parts(
-                two("points")?,
-                one("labels")?.iter().map(|&c| c as usize).collect(),
-                classes.len(),
-                p.clone(),
-            )
-            .map_err(head_error)?,
-        ),
-    };
+    let head = spec
+        .kind
+        .head()
+        .load(&tensors, classes.len(), multi_label)
+        .map_err(|e| tensor_error(&weights_path, e))?;
     let temperature = match d.temperature {
         Some(t) => Some(TemperatureScaling::with_temperature(t).map_err(head_error)?),
         None => None,
@@ -775,7 +430,9 @@ mod tests {
     use ndarray::Array2;
 
     use super::*;
-    use graft_config::TransformPlan;
+    use crate::heads::{train_head, train_multi_label_head};
+    use graft_config::{HeadKind, Threshold, TransformPlan};
+    use graft_heads::{LabelSets, Targets};
 
     /// An artefact record for heads trained on plain arrays (no backbone).
     fn test_info(classes: &[&str]) -> ArtefactInfo {
