@@ -15,13 +15,16 @@ use graft_schema::resolved::{HeadKindSettings, LogisticSettings};
 use graft_schema::spanned::Spanned;
 use ndarray::{Array2, ArrayView2};
 
+use crate::HeadKind;
 use crate::model::{ExportRefusal, Figures, Fitted, Head, Model, NamedTensor, TensorSource};
 use crate::onnx::affine;
 use crate::spec::{CheckContext, HeadSpec, span_of};
-use crate::HeadKind;
 
 /// `[head.logistic]`, checked; its table's start orders the heads.
-pub(crate) fn check(h: Spanned<RawLogistic>, ctx: &CheckContext<'_>) -> Result<HeadSpec, Diagnostic> {
+pub(crate) fn check(
+    h: Spanned<RawLogistic>,
+    ctx: &CheckContext<'_>,
+) -> Result<HeadSpec, Diagnostic> {
     let table = h.span();
     let r = h.into_inner();
     let mut params = Logistic::params();
@@ -52,8 +55,13 @@ pub(crate) fn check(h: Spanned<RawLogistic>, ctx: &CheckContext<'_>) -> Result<H
     let multi_label = ctx.task(r.threshold, r.calibrate, table.clone())?;
     if multi_label.is_some() && checked.balanced() {
         return Err(ctx
-            .error(table, "`class_weight = \"balanced\"` applies to single-label heads")
-            .with_hint("balanced weights are defined for one class per row; remove `class_weight`"));
+            .error(
+                table,
+                "`class_weight = \"balanced\"` applies to single-label heads",
+            )
+            .with_hint(
+                "balanced weights are defined for one class per row; remove `class_weight`",
+            ));
     }
     Ok(HeadSpec {
         kind: HeadKind::Logistic(checked),
@@ -141,7 +149,9 @@ impl Head for LogisticValidParams {
     ) -> Result<Arc<dyn Model>, String> {
         let (weights, bias) = (tensors.two("weights")?, tensors.one("bias")?);
         Ok(if multi_label {
-            Arc::new(FittedMultiLabelLogistic::from_parts(weights, bias).map_err(|e| e.to_string())?)
+            Arc::new(
+                FittedMultiLabelLogistic::from_parts(weights, bias).map_err(|e| e.to_string())?,
+            )
         } else {
             Arc::new(FittedLogistic::from_parts(weights, bias).map_err(|e| e.to_string())?)
         })
@@ -169,7 +179,10 @@ impl Head for LogisticValidParams {
 
 /// The weights and bias of either form, as saved and exported.
 fn affine_tensors(weights: &Array2<f32>, bias: &ndarray::Array1<f32>) -> Vec<NamedTensor> {
-    vec![NamedTensor::one("bias", bias), NamedTensor::two("weights", weights)]
+    vec![
+        NamedTensor::one("bias", bias),
+        NamedTensor::two("weights", weights),
+    ]
 }
 
 impl Model for FittedLogistic {

@@ -41,16 +41,23 @@ pub(crate) fn metric_named(name: &str) -> Result<Metric, String> {
 }
 
 /// `[head.prototype]`, checked (single-label only).
-pub(crate) fn check(h: Spanned<RawPrototype>, ctx: &CheckContext<'_>) -> Result<HeadSpec, Diagnostic> {
+pub(crate) fn check(
+    h: Spanned<RawPrototype>,
+    ctx: &CheckContext<'_>,
+) -> Result<HeadSpec, Diagnostic> {
     let table = h.span();
     let r = h.into_inner();
     let mut params = Prototype::params().metric(metric(r.metric));
     if let Some(t) = &r.temperature {
         params = params.temperature(*t.get_ref());
     }
-    let checked = params
-        .check()
-        .map_err(|e| ctx.located(e, &[("temperature", span_of(&r.temperature))], table.clone()))?;
+    let checked = params.check().map_err(|e| {
+        ctx.located(
+            e,
+            &[("temperature", span_of(&r.temperature))],
+            table.clone(),
+        )
+    })?;
     ctx.single_label_only("prototype", table)?;
     Ok(HeadSpec {
         kind: HeadKind::Prototype(checked),

@@ -174,7 +174,11 @@ impl CheckContext<'_> {
     }
 
     /// A single-label kind on multi-label data: refused at its table.
-    pub(crate) fn single_label_only(&self, name: &str, table: Range<usize>) -> Result<(), Diagnostic> {
+    pub(crate) fn single_label_only(
+        &self,
+        name: &str,
+        table: Range<usize>,
+    ) -> Result<(), Diagnostic> {
         if self.multi_label {
             return Err(self
                 .error(table, format!("`[head.{name}]` is single-label, and the data is multi-label (`label_separator`)"))

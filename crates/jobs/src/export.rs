@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use graft_assets::Cache;
-use graft_heads::{Activation, FittedTransform, Metric, TransformKind};
+use graft_heads::{FittedTransform, TransformKind};
 use graft_onnx::{Attribute, Dim, ElementType, Graph, OnnxModel, ValueInfo, standalone_model};
-use ndarray::{Array2, Axis};
 use serde_json::json;
 
 use graft_config::resolved::{BackboneSettings, ImageSettings};

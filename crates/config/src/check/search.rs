@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::spanned::Spanned;
-use graft_heads::{HeadError, Logistic, Mlp, ParamGuard};
+use graft_heads::HeadError;
 use serde_json::json;
 
 use crate::Diagnostic;
@@ -193,7 +193,11 @@ impl Checker<'_> {
         space_span: &Range<usize>,
         v: &mut serde_json::Map<String, serde_json::Value>,
     ) -> Result<HeadKind, Diagnostic> {
-        let values: Vec<(&str, f64)> = dims.iter().zip(point).map(|((key, _, _), x)| (*key, *x)).collect();
+        let values: Vec<(&str, f64)> = dims
+            .iter()
+            .zip(point)
+            .map(|((key, _, _), x)| (*key, *x))
+            .collect();
         for (key, x) in &values {
             v.insert((*key).to_owned(), json!(x));
         }

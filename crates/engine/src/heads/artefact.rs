@@ -10,7 +10,9 @@ use graft_heads::{FittedTransform, HeadError, TemperatureScaling, TransformKind}
 use ndarray::{Array1, Array2};
 
 use graft_config::HeadSpec;
-use graft_report::{BackboneRecord, HEAD_FORMAT, HeadArtefact, HeadExtra, MultiLabelRecord, TransformRecord};
+use graft_report::{
+    BackboneRecord, HEAD_FORMAT, HeadArtefact, HeadExtra, MultiLabelRecord, TransformRecord,
+};
 
 use super::TrainedHead;
 use crate::PipelineError;
@@ -310,11 +312,11 @@ impl<'a> Tensors<'a> {
 /// A kind's module reads its tensors through this (errors become messages; the caller names the file).
 impl TensorSource for Tensors<'_> {
     fn one(&self, name: &str) -> Result<Array1<f32>, String> {
-        Tensors::one(self, name).map_err(|e| problem(e))
+        Tensors::one(self, name).map_err(problem)
     }
 
     fn two(&self, name: &str) -> Result<Array2<f32>, String> {
-        Tensors::two(self, name).map_err(|e| problem(e))
+        Tensors::two(self, name).map_err(problem)
     }
 
     fn has(&self, name: &str) -> bool {
@@ -358,8 +360,6 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
         ));
     }
     let tensors = Tensors::read(&weights_path, &bytes)?;
-    let one = |name: &str| tensors.one(name);
-    let two = |name: &str| tensors.two(name);
     let spec = HeadSpec::from_settings(&d.head).map_err(bad)?;
     let head_error = |e: HeadError| tensor_error(&weights_path, e.to_string());
     let transform = load_transform(&d, &tensors, json_path)?;

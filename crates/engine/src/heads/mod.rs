@@ -144,7 +144,10 @@ pub fn train_multi_label_head(
     targets: &LabelSets<'_>,
     validation: Option<(ArrayView2<'_, f32>, &LabelSets<'_>)>,
 ) -> Result<(TrainedHead, TrainingFigures), HeadError> {
-    let fitted = spec.kind.head().fit_multi_label(x_train, targets, validation)?;
+    let fitted = spec
+        .kind
+        .head()
+        .fit_multi_label(x_train, targets, validation)?;
     let head = fitted.model;
     let n_labels = targets.n_labels();
     let thresholds = match (spec.multi_label, validation) {
@@ -171,4 +174,3 @@ pub fn train_multi_label_head(
         figures,
     ))
 }
-
