@@ -364,3 +364,98 @@ fn an_edited_head_description_is_refused_by_predict_and_export() {
     assert!(err.contains("logistic.json changed after the run"), "{err}");
     assert!(!runs.path().join("p.csv").exists());
 }
+
+/// The ridge head, added by following ARCHITECTURE.md's checklist: it trains in a run, predicts as
+/// scikit-learn's `RidgeClassifier(alpha=2.0)` does on the same rows (its test predictions, computed with
+/// scikit-learn 1.9.1, are pinned here), is saved, reloaded by `predict` with the same predictions, and
+/// exports to ONNX alone.
+#[test]
+fn a_ridge_head_predicts_as_scikit_learn_and_ships() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = common::run_pipeline("fixtures/pipelines/tiny-ridge.toml", runs.path());
+    let predictions = std::fs::read_to_string(run_dir.join("predictions.csv")).unwrap();
+    let ours: Vec<(String, String)> = predictions
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[2].to_owned())
+        })
+        .collect();
+    let scikit_learn = [
+        (6, "positive"),
+        (7, "positive"),
+        (14, "positive"),
+        (15, "negative"),
+        (22, "positive"),
+        (23, "negative"),
+        (30, "positive"),
+        (31, "positive"),
+        (38, "positive"),
+        (39, "negative"),
+        (46, "positive"),
+        (47, "negative"),
+    ]
+    .map(|(row, label)| (row.to_string(), label.to_owned()));
+    assert_eq!(ours, scikit_learn);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["test"]["accuracy"], 10.0 / 12.0);
+    assert!(
+        metrics["heads"][0]["training"]["temperature"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let artefact = std::fs::read_to_string(run_dir.join("heads/ridge.json")).unwrap();
+    assert!(artefact.contains("\"ridge\": {"), "{artefact}");
+
+    let out = runs.path().join("again.csv");
+    let output = xtask(
+        &[
+            "predict",
+            run_dir.to_str().unwrap(),
+            "fixtures/data/tiny-features.npy",
+            "--output",
+        ],
+        &[&out],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let again = std::fs::read_to_string(&out).unwrap();
+    for (row, label) in &ours {
+        let line = again
+            .lines()
+            .nth(row.parse::<usize>().unwrap() + 1)
+            .unwrap();
+        assert_eq!(line.split(',').nth(1), Some(label.as_str()), "{line}");
+    }
+
+    let output = xtask(&["export", run_dir.to_str().unwrap(), "--head-only"], &[]);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("predicted: int64 [batch]"), "{printed}");
+
+    // Its one hyperparameter is checked where it is written.
+    let path = runs.path().join("bad.toml");
+    let text = std::fs::read_to_string(repo().join("fixtures/pipelines/tiny-ridge.toml"))
+        .unwrap()
+        .replace("alpha = 2.0", "alpha = 0.0")
+        .replace("../", &format!("{}/fixtures/", repo().display()));
+    std::fs::write(&path, text).unwrap();
+    let output = xtask(&["check"], &[&path]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.toml:16:9") && err.contains("invalid value for `alpha`"),
+        "{err}"
+    );
+}

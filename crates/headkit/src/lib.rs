@@ -1,4 +1,5 @@
-//! Every kind of head as one module. A head kind (`logistic.rs`, `mlp.rs`, `prototype.rs`, `knn.rs`) owns
+//! Every kind of head as one module. A head kind (`logistic.rs`, `mlp.rs`, `prototype.rs`, `knn.rs`,
+//! `ridge.rs`) owns
 //! its settings check (the `[head.<kind>]` table into checked hyperparameters, errors at their keys), its
 //! record (the settings a manifest keeps, read back and checked again), training, the tensors it is saved
 //! as and loaded from, prediction, and its ONNX export, behind two traits: [`Head`] (the checked kind) and
@@ -30,6 +31,7 @@ mod model;
 mod onnx;
 mod prototype;
 mod registry;
+mod ridge;
 mod spec;
 
 pub use model::{

@@ -1,7 +1,9 @@
 //! The registry: the one list of head kinds. Each kind is a variant holding its checked hyperparameters, and
 //! every match here names every kind (no catch-all arm), so a new kind is added here and in its module.
 
-use graft_heads::{KnnValidParams, LogisticValidParams, MlpValidParams, PrototypeValidParams};
+use graft_heads::{
+    KnnValidParams, LogisticValidParams, MlpValidParams, PrototypeValidParams, RidgeValidParams,
+};
 use graft_schema::Diagnostic;
 use graft_schema::pipeline::RawHeads;
 use graft_schema::resolved::HeadKindSettings;
@@ -9,7 +11,7 @@ use graft_schema::spanned::Spanned;
 
 use crate::model::Head;
 use crate::spec::{CheckContext, HeadSpec};
-use crate::{knn, logistic, mlp, prototype};
+use crate::{knn, logistic, mlp, prototype, ridge};
 
 /// One head's kind with its checked hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,10 +24,12 @@ pub enum HeadKind {
     Prototype(PrototypeValidParams),
     /// k-nearest neighbours.
     Knn(KnnValidParams),
+    /// Ridge classifier.
+    Ridge(RidgeValidParams),
 }
 
 /// Every kind's table name, in the order the pipeline schema lists them (for hints).
-pub const HEAD_KINDS: [&str; 4] = ["logistic", "mlp", "prototype", "knn"];
+pub const HEAD_KINDS: [&str; 5] = ["logistic", "mlp", "prototype", "knn", "ridge"];
 
 impl HeadKind {
     /// The kind's behaviour.
@@ -35,6 +39,7 @@ impl HeadKind {
             HeadKind::Mlp(p) => p,
             HeadKind::Prototype(p) => p,
             HeadKind::Knn(p) => p,
+            HeadKind::Ridge(p) => p,
         }
     }
 
@@ -45,6 +50,7 @@ impl HeadKind {
             HeadKindSettings::Mlp(o) => mlp::from_settings(o),
             HeadKindSettings::Prototype(o) => prototype::from_settings(o),
             HeadKindSettings::Knn(o) => knn::from_settings(o),
+            HeadKindSettings::Ridge(o) => ridge::from_settings(o),
         }
     }
 }
@@ -61,6 +67,7 @@ pub fn check_heads(
         mlp,
         prototype,
         knn,
+        ridge,
     } = raw.into_inner();
     // (position in the file, head)
     let mut heads: Vec<(usize, HeadSpec)> = Vec::new();
@@ -75,6 +82,9 @@ pub fn check_heads(
     }
     if let Some(h) = knn {
         heads.push((h.span().start, knn::check(h, ctx)?));
+    }
+    if let Some(h) = ridge {
+        heads.push((h.span().start, ridge::check(h, ctx)?));
     }
     if heads.is_empty() {
         let tables: Vec<String> = HEAD_KINDS.iter().map(|k| format!("`[head.{k}]`")).collect();

@@ -43,6 +43,7 @@ mod lbfgs;
 mod logistic;
 mod mlp;
 mod prototype;
+mod ridge;
 mod sparse;
 mod transform;
 
@@ -60,6 +61,7 @@ pub use mlp::{
     MlpReport, MlpValidParams, Monitor, Schedule, TaskTargets,
 };
 pub use prototype::{FittedPrototype, Metric, Prototype, PrototypeParams, PrototypeValidParams};
+pub use ridge::{FittedRidge, Ridge, RidgeParams, RidgeValidParams};
 pub use sparse::SparseRows;
 pub use transform::{FittedTransform, TransformKind, coral};
 

@@ -209,6 +209,7 @@ pub struct RawHeads {
     pub mlp: Option<Spanned<RawMlp>>,
     pub prototype: Option<Spanned<RawPrototype>>,
     pub knn: Option<Spanned<RawKnn>>,
+    pub ridge: Option<Spanned<RawRidge>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -313,6 +314,14 @@ pub struct RawKnn {
     pub k: Option<Spanned<usize>>,
     pub metric: Option<RawMetric>,
     pub weighting: Option<RawWeighting>,
+    pub calibrate: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRidge {
+    pub alpha: Option<Spanned<f64>>,
+    pub fit_intercept: Option<bool>,
     pub calibrate: Option<bool>,
 }
 

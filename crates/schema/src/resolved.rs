@@ -227,6 +227,8 @@ pub enum HeadKindSettings {
     Prototype(PrototypeSettings),
     /// `[head.knn]`
     Knn(KnnSettings),
+    /// `[head.ridge]`
+    Ridge(RidgeSettings),
 }
 
 impl HeadKindSettings {
@@ -237,6 +239,7 @@ impl HeadKindSettings {
             HeadKindSettings::Mlp(_) => "mlp",
             HeadKindSettings::Prototype(_) => "prototype",
             HeadKindSettings::Knn(_) => "knn",
+            HeadKindSettings::Ridge(_) => "ridge",
         }
     }
 }
@@ -327,6 +330,15 @@ pub struct KnnSettings {
     pub metric: String,
     /// `uniform` or `distance`.
     pub weighting: String,
+}
+
+/// Ridge classifier settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RidgeSettings {
+    /// Penalty strength.
+    pub alpha: f64,
+    /// Fit a bias.
+    pub fit_intercept: bool,
 }
 
 /// `[search]`, resolved.

@@ -426,7 +426,7 @@ pub fn load_head(json_path: &Path) -> Result<LoadedHead, PipelineError> {
 
 #[cfg(test)]
 mod tests {
-    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype};
+    use graft_heads::{Knn, Logistic, Mlp, ParamGuard, Prototype, Ridge};
     use ndarray::Array2;
 
     use super::*;
@@ -583,6 +583,7 @@ mod tests {
             HeadKind::Mlp(Mlp::params().hidden(&[5]).max_epochs(5).check().unwrap()),
             HeadKind::Prototype(Prototype::params().check().unwrap()),
             HeadKind::Knn(Knn::params().k(3).check().unwrap()),
+            HeadKind::Ridge(Ridge::params().alpha(0.5).check().unwrap()),
         ];
         let dir = tempfile::tempdir().unwrap();
         let info = test_info(&["a", "b", "c"]);
