@@ -1,5 +1,7 @@
 //! `[data]` and `[split.*]`: where rows come from, their columns and how they are split.
 
+use std::ops::Range;
+
 use crate::spanned::Spanned;
 use graft_assets::Registry;
 
@@ -19,91 +21,10 @@ impl Checker<'_> {
         let data = data.into_inner();
         spans.text_column = data.text_column.as_ref().map(Spanned::span);
         spans.label_column = data.label_column.as_ref().map(Spanned::span);
-        let registry = Registry::builtin();
         spans.split_column = data.split_column.as_ref().map(Spanned::span);
         spans.group_column = data.group_column.as_ref().map(Spanned::span);
-        if let Some(c) = &data.group_column
-            && (data.dataset.is_some() || data.images.is_some())
-        {
-            return Err(self
-                .error(
-                    c.span(),
-                    "`group_column` applies to your own table or features",
-                )
-                .with_hint("registered data sets and image folders have no group column"));
-        }
-        let given: Vec<&Spanned<String>> =
-            [&data.dataset, &data.path, &data.images, &data.features]
-                .into_iter()
-                .flatten()
-                .collect();
-        if given.len() > 1 {
-            return Err(self
-                .error(given[1].span(), "`[data]` gives more than one of `dataset`, `path`, `images` and `features`")
-                .with_hint("keep one: `dataset` names a registered data set, `path` a table of your own, `images` a folder of class sub-folders, `features` embeddings computed elsewhere"));
-        }
-        if data.features.is_none()
-            && let Some(key) = data.labels.as_ref().or(data.embedding_column.as_ref())
-        {
-            return Err(self
-                    .error(key.span(), "this key applies to `features` only")
-                    .with_hint("`labels` and `embedding_column` describe a features file given with `features = \"x.parquet\"`"));
-        }
-        if let Some(c) = &data.split_column
-            && (data.dataset.is_some() || data.images.is_some())
-        {
-            return Err(self
-                .error(c.span(), "`split_column` applies to your own table or features")
-                .with_hint("registered data sets and image folders have no split column; use `[split.predefined]` for a registered data set's official split"));
-        }
-        let (source, default_columns) = match (&data.dataset, &data.path, &data.images) {
-            (None, None, None) if data.features.is_some() => self.check_given_features(&data)?,
-            (None, None, None) => {
-                return Err(self
-                    .error(section, "`[data]` needs `dataset`, `path`, `images` or `features`")
-                    .with_hint(format!(
-                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file; `images = \"photos/\"` a folder of class sub-folders; `features = \"x.parquet\"` embeddings computed elsewhere",
-                        registry.dataset_names().join(", ")
-                    )));
-            }
-            (Some(name), _, _) => {
-                if registry.image_datasets.contains_key(name.get_ref()) {
-                    (
-                        DataSource::ImageRegistry(name.get_ref().clone()),
-                        Some((String::new(), String::new())),
-                    )
-                } else {
-                    let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
-                        self.unknown(name, "data set", "data sets", &registry.dataset_names())
-                    })?;
-                    (
-                        DataSource::Registry(name.get_ref().clone()),
-                        Some((entry.text_column.clone(), entry.label_column.clone())),
-                    )
-                }
-            }
-            (None, Some(path), _) => {
-                let resolved = self.existing_file(path, "data file")?;
-                (DataSource::File(resolved), None)
-            }
-            (None, None, Some(folder)) => {
-                let resolved = self.resolve(folder.get_ref());
-                if !resolved.is_dir() {
-                    return Err(self
-                        .error(
-                            folder.span(),
-                            format!("image folder not found: {}", resolved.display()),
-                        )
-                        .with_hint(
-                            "relative paths are resolved from the folder of the pipeline file",
-                        ));
-                }
-                (
-                    DataSource::ImageFolder(resolved),
-                    Some((String::new(), String::new())),
-                )
-            }
-        };
+        self.check_key_combinations(&data)?;
+        let (source, default_columns) = self.data_source(&data, section.clone())?;
         if source.is_images()
             && let Some(c) = data.text_column.as_ref().or(data.label_column.as_ref())
         {
@@ -156,6 +77,103 @@ impl Checker<'_> {
             split_column,
             label_separator,
             group_column: data.group_column.map(Spanned::into_inner),
+        })
+    }
+
+    /// Keys that exclude or need each other in `[data]`.
+    fn check_key_combinations(&self, data: &RawData) -> Result<(), Diagnostic> {
+        if let Some(c) = &data.group_column
+            && (data.dataset.is_some() || data.images.is_some())
+        {
+            return Err(self
+                .error(
+                    c.span(),
+                    "`group_column` applies to your own table or features",
+                )
+                .with_hint("registered data sets and image folders have no group column"));
+        }
+        let given: Vec<&Spanned<String>> =
+            [&data.dataset, &data.path, &data.images, &data.features]
+                .into_iter()
+                .flatten()
+                .collect();
+        if given.len() > 1 {
+            return Err(self
+                .error(given[1].span(), "`[data]` gives more than one of `dataset`, `path`, `images` and `features`")
+                .with_hint("keep one: `dataset` names a registered data set, `path` a table of your own, `images` a folder of class sub-folders, `features` embeddings computed elsewhere"));
+        }
+        if data.features.is_none()
+            && let Some(key) = data.labels.as_ref().or(data.embedding_column.as_ref())
+        {
+            return Err(self
+                .error(key.span(), "this key applies to `features` only")
+                .with_hint("`labels` and `embedding_column` describe a features file given with `features = \"x.parquet\"`"));
+        }
+        if let Some(c) = &data.split_column
+            && (data.dataset.is_some() || data.images.is_some())
+        {
+            return Err(self
+                .error(c.span(), "`split_column` applies to your own table or features")
+                .with_hint("registered data sets and image folders have no split column; use `[split.predefined]` for a registered data set's official split"));
+        }
+        Ok(())
+    }
+
+    /// Where the rows come from (one of `dataset`, `path`, `images`, `features`), with a registered data
+    /// set's default text and label columns.
+    fn data_source(
+        &self,
+        data: &RawData,
+        section: Range<usize>,
+    ) -> Result<(DataSource, Option<(String, String)>), Diagnostic> {
+        let registry = Registry::builtin();
+        Ok(match (&data.dataset, &data.path, &data.images) {
+            (None, None, None) if data.features.is_some() => self.check_given_features(data)?,
+            (None, None, None) => {
+                return Err(self
+                    .error(section, "`[data]` needs `dataset`, `path`, `images` or `features`")
+                    .with_hint(format!(
+                        "`dataset = \"mr\"` uses a registered data set ({}); `path = \"my.csv\"` reads your own CSV/Parquet file; `images = \"photos/\"` a folder of class sub-folders; `features = \"x.parquet\"` embeddings computed elsewhere",
+                        registry.dataset_names().join(", ")
+                    )));
+            }
+            (Some(name), _, _) => {
+                if registry.image_datasets.contains_key(name.get_ref()) {
+                    (
+                        DataSource::ImageRegistry(name.get_ref().clone()),
+                        Some((String::new(), String::new())),
+                    )
+                } else {
+                    let entry = registry.datasets.get(name.get_ref()).ok_or_else(|| {
+                        self.unknown(name, "data set", "data sets", &registry.dataset_names())
+                    })?;
+                    (
+                        DataSource::Registry(name.get_ref().clone()),
+                        Some((entry.text_column.clone(), entry.label_column.clone())),
+                    )
+                }
+            }
+            (None, Some(path), _) => {
+                let resolved = self.existing_file(path, "data file")?;
+                (DataSource::File(resolved), None)
+            }
+            (None, None, Some(folder)) => {
+                let resolved = self.resolve(folder.get_ref());
+                if !resolved.is_dir() {
+                    return Err(self
+                        .error(
+                            folder.span(),
+                            format!("image folder not found: {}", resolved.display()),
+                        )
+                        .with_hint(
+                            "relative paths are resolved from the folder of the pipeline file",
+                        ));
+                }
+                (
+                    DataSource::ImageFolder(resolved),
+                    Some((String::new(), String::new())),
+                )
+            }
         })
     }
 

@@ -31,6 +31,48 @@ fn predict_seen(proba: ArrayView2<'_, f32>, seen: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Learner `l`'s accuracy on every seen stage's test rows, weighted by rows, and on each stage alone.
+fn seen_accuracy_of(
+    l: usize,
+    learners: (
+        Option<&FittedPrototype>,
+        Option<&FittedMlp>,
+        Option<&FittedMlp>,
+    ),
+    test_by_stage: &[(Array2<f32>, Vec<usize>)],
+    order: &[usize],
+    seen: &[usize],
+) -> Result<(f64, Vec<f64>), PipelineError> {
+    let (mut right, mut total) = (0.0, 0usize);
+    let mut on_each = Vec::with_capacity(test_by_stage.len());
+    for (xt, yt) in test_by_stage {
+        let a = accuracy(
+            &predict_seen_classes(l, xt.view(), learners, order, seen)?,
+            yt,
+        );
+        on_each.push(a);
+        right += a * yt.len() as f64;
+        total += yt.len();
+    }
+    Ok((right / total.max(1) as f64, on_each))
+}
+
+/// The table's last rows: average incremental accuracy and average forgetting per learner.
+fn summary_rows(average: &[f64], forgetting: &[f64]) -> Vec<Vec<String>> {
+    [
+        ("average incremental accuracy", average),
+        ("average forgetting", forgetting),
+    ]
+    .into_iter()
+    .map(|(name, values)| {
+        let mut row = vec![name.to_owned()];
+        row.extend(values.iter().map(|&v| f4(v)));
+        row.push("–".to_owned());
+        row
+    })
+    .collect()
+}
+
 pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let n_classes = d.classes.len();
@@ -102,23 +144,9 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
 
         let mut row = vec![stage_label(s, classes, d.classes)];
         for l in 0..3 {
-            let (mut right, mut total) = (0.0, 0usize);
-            for (j, (xt, yt)) in test_by_stage.iter().enumerate().take(s + 1) {
-                let a = accuracy(
-                    &predict_seen_classes(
-                        l,
-                        xt.view(),
-                        (prototype.as_ref(), naive.as_ref(), rehearsal.as_ref()),
-                        &order,
-                        &seen,
-                    )?,
-                    yt,
-                );
-                per_stage[l][s][j] = a;
-                right += a * yt.len() as f64;
-                total += yt.len();
-            }
-            let a = right / total.max(1) as f64;
+            let learners = (prototype.as_ref(), naive.as_ref(), rehearsal.as_ref());
+            let (a, on_each) = seen_accuracy_of(l, learners, &test_by_stage[..=s], &order, &seen)?;
+            per_stage[l][s][..=s].copy_from_slice(&on_each);
             seen_accuracy[l].push(a);
             row.push(f4(a));
         }
@@ -131,15 +159,7 @@ pub(crate) fn run(p: &ContinualPlan, d: &RunData<'_>) -> Result<TechniqueReport,
         .iter()
         .map(|a| a.iter().sum::<f64>() / a.len() as f64)
         .collect();
-    for (name, values) in [
-        ("average incremental accuracy", &average),
-        ("average forgetting", &forgetting),
-    ] {
-        let mut row = vec![name.to_owned()];
-        row.extend(values.iter().map(|&v| f4(v)));
-        row.push("–".to_owned());
-        table.push(row);
-    }
+    table.extend(summary_rows(&average, &forgetting));
     // The ceiling: all classes at once, same MLP settings.
     let (x_all, y_all) = select(d.train);
     let joint = settings.fit(x_all.view(), &Targets::new(&y_all, n_classes)?)?;
