@@ -438,8 +438,6 @@ fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> Techniq
         head_name,
     } = o;
     let (extract_seconds, kept, ceiling) = (*extract_seconds, *kept, *ceiling);
-    let n_classes = d.classes.len();
-    let spec = d.headline.uncalibrated();
     let y_target = target.labels.as_deref();
     let shares = |predicted: &[usize]| -> String {
         d.classes
@@ -481,18 +479,6 @@ fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> Techniq
                     "target_interval": s.target.as_ref().map(|t| [t.lower, t.upper]) })
         })
         .collect();
-    let counts = |labels: &[usize]| -> String {
-        (0..n_classes)
-            .map(|c| {
-                format!(
-                    "{} {}",
-                    labels.iter().filter(|&&y| y == c).count(),
-                    d.classes[c]
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let finding = match (&verdict, y_target) {
         (Some(v), Some(_)) => format!(
             "{}; target accuracy {:.4} without adaptation; a head trained on target labels reaches {:.4}",
@@ -512,39 +498,7 @@ fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> Techniq
         curve: Vec::new(),
         technique: "domain_adaptation".to_owned(),
         title: "Domain adaptation: source → target".to_owned(),
-        method: format!(
-            "Source: the {} training rows of this pipeline's data. Target: {}, {} rows{}{}, embedded by the same \
-             backbone ({} rows extracted, {} from the feature cache; seconds in the details); its features (never \
-             its labels) fit the alignment. The headline head ({}) is trained on aligned source rows and scored on \
-             the source test split{}. CORAL: Sun, Feng & Saenko (2016), λ = {}. The head of {} is kept as \
-             heads/{head_name}.json with the target's standardisation inside it: `predict --head {head_name}` on \
-             raw target rows.",
-            d.train.len(),
-            target.name,
-            target.texts.len(),
-            y_target.map_or_else(
-                || " (unlabelled)".to_owned(),
-                |y| format!(" ({})", counts(y))
-            ),
-            if target.dropped > 0 {
-                format!("; {} rows without a text or label left out", target.dropped)
-            } else {
-                String::new()
-            },
-            extracted,
-            target.texts.len() - extracted,
-            spec.label(),
-            if y_target.is_some() {
-                format!(
-                    " and on every target row ({percent} bootstrap intervals; the best alignment against none by a \
-                     paired bootstrap of the difference and McNemar's exact test)"
-                )
-            } else {
-                "; on the unlabelled target the table gives the predicted class shares".to_owned()
-            },
-            p.lambda,
-            scored[kept].name,
-        ),
+        method: method(p, d, o),
         finding,
         columns: vec![
             "alignment".to_owned(),
@@ -570,4 +524,62 @@ fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> Techniq
         }),
         seconds,
     }
+}
+
+/// The class counts of `labels`, as "12 negative, 30 positive".
+fn class_counts(labels: &[usize], classes: &[String]) -> String {
+    classes
+        .iter()
+        .enumerate()
+        .map(|(c, name)| format!("{} {name}", labels.iter().filter(|&&y| y == c).count()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the stage did, in the report's words.
+fn method(p: &DomainPlan, d: &RunData<'_>, o: &Outcome) -> String {
+    let Outcome {
+        target,
+        extracted,
+        scored,
+        kept,
+        head_name,
+        ..
+    } = o;
+    let spec = d.headline.uncalibrated();
+    let y_target = target.labels.as_deref();
+    let percent = format!("{:.0}%", d.level * 100.0);
+    format!(
+        "Source: the {} training rows of this pipeline's data. Target: {}, {} rows{}{}, embedded by the same \
+         backbone ({} rows extracted, {} from the feature cache; seconds in the details); its features (never \
+         its labels) fit the alignment. The headline head ({}) is trained on aligned source rows and scored on \
+         the source test split{}. CORAL: Sun, Feng & Saenko (2016), λ = {}. The head of {} is kept as \
+         heads/{head_name}.json with the target's standardisation inside it: `predict --head {head_name}` on \
+         raw target rows.",
+        d.train.len(),
+        target.name,
+        target.texts.len(),
+        y_target.map_or_else(
+            || " (unlabelled)".to_owned(),
+            |y| format!(" ({})", class_counts(y, d.classes))
+        ),
+        if target.dropped > 0 {
+            format!("; {} rows without a text or label left out", target.dropped)
+        } else {
+            String::new()
+        },
+        extracted,
+        target.texts.len() - extracted,
+        spec.label(),
+        if y_target.is_some() {
+            format!(
+                " and on every target row ({percent} bootstrap intervals; the best alignment against none by a \
+                 paired bootstrap of the difference and McNemar's exact test)"
+            )
+        } else {
+            "; on the unlabelled target the table gives the predicted class shares".to_owned()
+        },
+        p.lambda,
+        scored[*kept].name,
+    )
 }

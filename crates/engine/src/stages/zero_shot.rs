@@ -152,25 +152,7 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
         curve: Vec::new(),
         technique: "zero_shot".to_owned(),
         title: "Zero-shot: classes from their descriptions".to_owned(),
-        method: format!(
-            "Each class's description is put through the template `{}` and embedded by the backbone (texts: {}); \
-             every test row goes to the most cosine-similar class — no training row is used. As a prior, the \
-             description counts as {} example(s) in a cosine prototype head (unit(w·ê + Σx̂)), compared with the \
-             plain class mean on {} seeded draws per K from the training split.{}",
-            p.template,
-            texts
-                .iter()
-                .map(|t| format!("\"{t}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            p.prior_weight,
-            p.repeats,
-            if p.initialise_prototype.is_some() {
-                " The pipeline's prototype head was trained with this prior (its saved means include it)."
-            } else {
-                ""
-            }
-        ),
+        method: method(p, &texts),
         finding: format!(
             "zero-shot test accuracy {:.4} ({:.0}% interval [{:.4}, {:.4}], macro-F1 {:.4}) vs {:.4} for the trained \
              head; with {} per class the \
@@ -204,4 +186,27 @@ pub(crate) fn run(p: &ZeroShotPlan, d: &RunData<'_>) -> Result<TechniqueReport, 
         }),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// What the stage does, in the report's words.
+fn method(p: &ZeroShotPlan, texts: &[String]) -> String {
+    format!(
+        "Each class's description is put through the template `{}` and embedded by the backbone (texts: {}); \
+         every test row goes to the most cosine-similar class — no training row is used. As a prior, the \
+         description counts as {} example(s) in a cosine prototype head (unit(w·ê + Σx̂)), compared with the \
+         plain class mean on {} seeded draws per K from the training split.{}",
+        p.template,
+        texts
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        p.prior_weight,
+        p.repeats,
+        if p.initialise_prototype.is_some() {
+            " The pipeline's prototype head was trained with this prior (its saved means include it)."
+        } else {
+            ""
+        }
+    )
 }
