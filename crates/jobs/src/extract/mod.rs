@@ -15,14 +15,14 @@ mod merge;
 mod stream;
 mod workdir;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use graft_assets::Cache;
 use graft_ingest::EmbeddingFormat;
 
 use crate::JobError;
-use assemble::{ChunkSource, assemble};
+use assemble::{ChunkSource, Written, assemble};
 use identity::job_identity;
 pub use job::{ExtractJob, ExtractOutcome, Shard};
 use job::{ExtractionRecord, PartStats};
@@ -176,7 +176,31 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
     std::fs::remove_dir_all(&work).map_err(JobError::io(&work))?;
     drop(lock);
     let seconds = started.elapsed().as_secs_f64();
-    let summary = format!(
+    let summary = summary(
+        &output,
+        &written,
+        (extracted, resumed_rows),
+        (seconds, extract_seconds),
+        &provider_used,
+    );
+    Ok(ExtractOutcome {
+        output,
+        rows: written.rows,
+        extracted,
+        seconds,
+        summary,
+    })
+}
+
+/// The line `extract` prints: rows, output, width, size, time, throughput and provider.
+fn summary(
+    output: &Path,
+    written: &Written,
+    (extracted, resumed_rows): (u64, u64),
+    (seconds, extract_seconds): (f64, f64),
+    provider_used: &str,
+) -> String {
+    format!(
         "{rows} rows → {} ({dim}-d, {:.1} MB) in {seconds:.1} s: {extracted} extracted at {:.0} rows/s on {provider_used}{}",
         output.display(),
         written.bytes as f64 / 1e6,
@@ -188,14 +212,7 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
         },
         rows = written.rows,
         dim = written.dimension,
-    );
-    Ok(ExtractOutcome {
-        output,
-        rows: written.rows,
-        extracted,
-        seconds,
-        summary,
-    })
+    )
 }
 
 /// The file this job writes: `--output`, or its part file inside the `--output` folder for a shard.

@@ -63,11 +63,7 @@ pub fn fine_tune(
     let mut step = 0;
     let mut stopped_early = false;
     for epoch in 1..=options.epochs {
-        let active = if options.gradual_unfreezing {
-            epoch.min(options.trainable_layers)
-        } else {
-            options.trainable_layers
-        };
+        let active = active_blocks(options, epoch);
         let started = Instant::now();
         let mut order: Vec<usize> = (0..units.len()).collect();
         order.shuffle(&mut rng);
@@ -140,12 +136,7 @@ pub fn fine_tune(
             seconds,
             phase_seconds: phases,
         });
-        // Higher is better: accuracy first, loss to break ties (or alone for contrastive training).
-        let score = match (valid_accuracy, valid_loss) {
-            (Some(a), Some(l)) => a - 1e-6 * l,
-            (None, Some(l)) => -l,
-            _ => f64::from(epoch as u32),
-        };
+        let score = epoch_score(valid_accuracy, valid_loss, epoch);
         if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
             best = Some((score, epoch, model.clone()));
             since_best = 0;
@@ -166,4 +157,23 @@ pub fn fine_tune(
         best_epoch,
         stopped_early,
     })
+}
+
+/// The top blocks trained in `epoch`: all of them, or with gradual unfreezing one more per epoch.
+fn active_blocks(options: &TuneOptions, epoch: usize) -> usize {
+    if options.gradual_unfreezing {
+        epoch.min(options.trainable_layers)
+    } else {
+        options.trainable_layers
+    }
+}
+
+/// How good an epoch's weights are, higher better: validation accuracy first, loss to break ties (or alone
+/// for contrastive training); without validation rows, the latest epoch.
+fn epoch_score(valid_accuracy: Option<f64>, valid_loss: Option<f64>, epoch: usize) -> f64 {
+    match (valid_accuracy, valid_loss) {
+        (Some(a), Some(l)) => a - 1e-6 * l,
+        (None, Some(l)) => -l,
+        _ => f64::from(epoch as u32),
+    }
 }
