@@ -516,16 +516,11 @@ pub(crate) fn image_features(
         bar.finish_and_clear();
         matrices.push(matrix);
     }
-    if let Some((extractor, choice, runtime)) = &backbone {
-        extraction.rows_per_second = extraction.extracted as f64 / extract_seconds.max(1e-9);
-        extraction.execution_provider = extractor.execution_provider().to_owned();
-        extraction.threads = extractor.config().intra_threads;
-        runtime_record = Some(runtime_manifest(
-            choice,
-            runtime,
-            extractor.execution_provider(),
-            extractor.provider_fallback(),
-            extractor.config().intra_threads,
+    if let Some(loaded) = &backbone {
+        runtime_record = Some(image_runtime_record(
+            loaded,
+            &mut extraction,
+            extract_seconds,
         ));
     }
     let mut matrices = matrices.into_iter();
@@ -556,6 +551,25 @@ pub(crate) fn image_features(
         model_sha256: model.onnx.sha256,
         provision_seconds,
     })
+}
+
+/// What ran an image extraction: the provider, threads and throughput into the figures, and the runtime as
+/// the manifest records it.
+fn image_runtime_record(
+    (extractor, choice, runtime): &(ImageBackbone, RuntimeChoice, Runtime),
+    extraction: &mut ExtractionFigures,
+    extract_seconds: f64,
+) -> RuntimeRecord {
+    extraction.rows_per_second = extraction.extracted as f64 / extract_seconds.max(1e-9);
+    extraction.execution_provider = extractor.execution_provider().to_owned();
+    extraction.threads = extractor.config().intra_threads;
+    runtime_manifest(
+        choice,
+        runtime,
+        extractor.execution_provider(),
+        extractor.provider_fallback(),
+        extractor.config().intra_threads,
+    )
 }
 
 /// Batches of texts embedded (and stored in the feature cache) per step of a text pipeline.

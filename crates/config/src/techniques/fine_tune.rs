@@ -147,45 +147,8 @@ pub(crate) fn check(
     }
     c.single_label(modality, span.clone(), "fine_tune")?;
     let r = raw.into_inner();
-    let layers = match &r.layers {
-        None => Some(2),
-        Some(l) => match l.get_ref() {
-            RawLayers::Count(k) if *k > 0 => Some(*k),
-            RawLayers::Word(w) if w == "all" => None,
-            _ => {
-                return Err(c
-                    .error(l.span(), "`layers` must be a positive number of top blocks or \"all\"")
-                    .with_hint("e.g. `layers = 2` trains the top two blocks; `layers = \"all\"` trains every block and the embeddings"));
-            }
-        },
-    };
-    let objective = r
-        .objective
-        .as_ref()
-        .map_or(FineTuneObjective::Classification, |o| *o.get_ref());
-    if let Some(pairs) = &r.pairs_per_row {
-        let n = *pairs.get_ref();
-        return Err(c
-            .error(
-                pairs.span(),
-                "`pairs_per_row` is now `iterations`, counted as SetFit counts `num_iterations`",
-            )
-            .with_hint(format!(
-                "each iteration gives every row one same-class and one other-class partner (2 pairs): \
-                 `pairs_per_row = {n}` is `iterations = {}`; SetFit's default is `iterations = 20` (40 pairs per row)",
-                n.div_ceil(2)
-            )));
-    }
-    if let Some(iterations) = &r.iterations
-        && objective != FineTuneObjective::Contrastive
-    {
-        return Err(c
-            .error(
-                iterations.span(),
-                "`iterations` applies to `objective = \"contrastive\"` only",
-            )
-            .with_hint("remove it, or set `objective = \"contrastive\"`"));
-    }
+    let layers = checked_layers(c, &r)?;
+    let objective = checked_objective(c, &r)?;
     let weights = weights(c, &r, modality, &span)?;
     Ok(FineTunePlan {
         weights,
@@ -269,6 +232,54 @@ pub(crate) fn check(
         )?,
         span,
     })
+}
+
+/// `layers`: a positive number of top blocks (default 2), or "all" (`None`).
+fn checked_layers(c: &Checker<'_>, r: &RawFineTune) -> Result<Option<usize>, Diagnostic> {
+    Ok(match &r.layers {
+        None => Some(2),
+        Some(l) => match l.get_ref() {
+            RawLayers::Count(k) if *k > 0 => Some(*k),
+            RawLayers::Word(w) if w == "all" => None,
+            _ => {
+                return Err(c
+                    .error(l.span(), "`layers` must be a positive number of top blocks or \"all\"")
+                    .with_hint("e.g. `layers = 2` trains the top two blocks; `layers = \"all\"` trains every block and the embeddings"));
+            }
+        },
+    })
+}
+
+/// `objective`, with the keys that belong to one objective (`iterations`) or were renamed (`pairs_per_row`).
+fn checked_objective(c: &Checker<'_>, r: &RawFineTune) -> Result<FineTuneObjective, Diagnostic> {
+    let objective = r
+        .objective
+        .as_ref()
+        .map_or(FineTuneObjective::Classification, |o| *o.get_ref());
+    if let Some(pairs) = &r.pairs_per_row {
+        let n = *pairs.get_ref();
+        return Err(c
+            .error(
+                pairs.span(),
+                "`pairs_per_row` is now `iterations`, counted as SetFit counts `num_iterations`",
+            )
+            .with_hint(format!(
+                "each iteration gives every row one same-class and one other-class partner (2 pairs): \
+                 `pairs_per_row = {n}` is `iterations = {}`; SetFit's default is `iterations = 20` (40 pairs per row)",
+                n.div_ceil(2)
+            )));
+    }
+    if let Some(iterations) = &r.iterations
+        && objective != FineTuneObjective::Contrastive
+    {
+        return Err(c
+            .error(
+                iterations.span(),
+                "`iterations` applies to `objective = \"contrastive\"` only",
+            )
+            .with_hint("remove it, or set `objective = \"contrastive\"`"));
+    }
+    Ok(objective)
 }
 
 /// The float32 weights `[fine_tune]` trains: a registered backbone's own, or `weights` + `attention_heads`
