@@ -242,48 +242,13 @@ impl TextRowReader {
                 if take == 0 || !keep {
                     return Ok((take, None));
                 }
-                let mut columns = vec![self.text_column.clone()];
-                columns.extend(self.id_column.clone());
-                let read_err = |source| IngestError::Read {
-                    path: path.clone(),
-                    source,
-                };
-                let file = open_file(&path)?;
-                let frame = crate::parquet_read(&path, || {
-                    ParquetReader::new(file)
-                        .with_columns(Some(columns))
-                        .with_slice(Some((first_row as usize, take)))
-                        .finish()
-                })?;
-                let text = frame
-                    .column(&self.text_column)
-                    .and_then(|c| c.str().cloned())
-                    .map_err(read_err)?;
-                for (offset, t) in text.iter().enumerate() {
-                    let t = t.ok_or_else(|| IngestError::NullText {
-                        path: path.clone(),
-                        row: first_row + offset as u64,
-                    })?;
-                    texts.push(t.to_owned());
-                }
-                let ids = match &self.id_column {
-                    Some(name) => Some(
-                        frame
-                            .column(name)
-                            .map_err(read_err)?
-                            .as_materialized_series()
-                            .rechunk(),
-                    ),
-                    None => None,
-                };
-                return Ok((
+                let chunk = parquet_chunk(
+                    &path,
+                    (&self.text_column, self.id_column.as_deref()),
+                    first_row,
                     take,
-                    Some(TextChunk {
-                        first_row,
-                        texts,
-                        ids,
-                    }),
-                ));
+                )?;
+                return Ok((take, Some(chunk)));
             }
         }
         self.next_row += count as u64;
@@ -352,6 +317,55 @@ pub fn count_rows(path: &Path) -> Result<u64, IngestError> {
             path: path.to_path_buf(),
         }),
     }
+}
+
+/// Rows `first_row..first_row + take` of a Parquet file's text (and id) column, read as one slice.
+fn parquet_chunk(
+    path: &Path,
+    (text_column, id_column): (&str, Option<&str>),
+    first_row: u64,
+    take: usize,
+) -> Result<TextChunk, IngestError> {
+    let mut texts = Vec::with_capacity(take);
+    let mut columns = vec![text_column.to_owned()];
+    columns.extend(id_column.map(str::to_owned));
+    let read_err = |source| IngestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = open_file(path)?;
+    let frame = crate::parquet_read(path, || {
+        ParquetReader::new(file)
+            .with_columns(Some(columns))
+            .with_slice(Some((first_row as usize, take)))
+            .finish()
+    })?;
+    let text = frame
+        .column(text_column)
+        .and_then(|c| c.str().cloned())
+        .map_err(read_err)?;
+    for (offset, t) in text.iter().enumerate() {
+        let t = t.ok_or_else(|| IngestError::NullText {
+            path: path.to_path_buf(),
+            row: first_row + offset as u64,
+        })?;
+        texts.push(t.to_owned());
+    }
+    let ids = match id_column {
+        Some(name) => Some(
+            frame
+                .column(name)
+                .map_err(read_err)?
+                .as_materialized_series()
+                .rechunk(),
+        ),
+        None => None,
+    };
+    Ok(TextChunk {
+        first_row,
+        texts,
+        ids,
+    })
 }
 
 /// The text and id of one JSONL line.

@@ -23,28 +23,7 @@ impl Checker<'_> {
         let section = raw.span();
         let r = raw.into_inner();
         let method = r.method.unwrap_or(RawSearchMethod::Grid);
-        let select = match (r.select.unwrap_or(RawSelect::Validation), &r.folds) {
-            (RawSelect::Validation, Some(f)) => {
-                return Err(self
-                    .error(f.span(), "`folds` applies to `select = \"cv\"`")
-                    .with_hint(
-                        "remove `folds`, or select by cross-validation with `select = \"cv\"`",
-                    ));
-            }
-            (RawSelect::Validation, None) => Selection::Validation,
-            (RawSelect::Cv, folds) => {
-                let k = folds.as_ref().map_or(5, |f| *f.get_ref());
-                if k < 2 {
-                    return Err(self
-                        .error(
-                            folds.as_ref().map_or(section.clone(), Spanned::span),
-                            "`folds` must be at least 2",
-                        )
-                        .with_hint("5 folds is the usual choice"));
-                }
-                Selection::CrossValidation { folds: k }
-            }
-        };
+        let select = self.selection(&r, &section)?;
         let (name, space_span) = match (&r.logistic, &r.mlp) {
             (Some(l), None) => ("logistic", l.span()),
             (None, Some(m)) => ("mlp", m.span()),
@@ -149,6 +128,34 @@ impl Checker<'_> {
             candidates,
             values,
         })
+    }
+
+    /// How the best candidate is chosen: on the validation split, or by `folds`-fold cross-validation.
+    fn selection(&self, r: &RawSearch, section: &Range<usize>) -> Result<Selection, Diagnostic> {
+        Ok(
+            match (r.select.unwrap_or(RawSelect::Validation), &r.folds) {
+                (RawSelect::Validation, Some(f)) => {
+                    return Err(self
+                        .error(f.span(), "`folds` applies to `select = \"cv\"`")
+                        .with_hint(
+                            "remove `folds`, or select by cross-validation with `select = \"cv\"`",
+                        ));
+                }
+                (RawSelect::Validation, None) => Selection::Validation,
+                (RawSelect::Cv, folds) => {
+                    let k = folds.as_ref().map_or(5, |f| *f.get_ref());
+                    if k < 2 {
+                        return Err(self
+                            .error(
+                                folds.as_ref().map_or(section.clone(), Spanned::span),
+                                "`folds` must be at least 2",
+                            )
+                            .with_hint("5 folds is the usual choice"));
+                    }
+                    Selection::CrossValidation { folds: k }
+                }
+            },
+        )
     }
 
     /// Each searched key has values, or (random search only) one valid range.
