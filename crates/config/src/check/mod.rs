@@ -47,29 +47,8 @@ impl Checker<'_> {
     }
 
     fn check_raw(&self, raw: RawPipeline) -> Result<Plan, Diagnostic> {
-        if *raw.schema.get_ref() != SCHEMA_VERSION {
-            return Err(self
-                .error(
-                    raw.schema.span(),
-                    format!("unsupported schema version {}", raw.schema.get_ref()),
-                )
-                .with_hint(format!(
-                    "this build of graft reads `schema = {SCHEMA_VERSION}`"
-                )));
-        }
+        self.check_header(&raw)?;
         let name = raw.name.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || name.starts_with('.')
-        {
-            return Err(self
-                .error(raw.name.span(), format!("invalid pipeline name `{name}`"))
-                .with_hint(
-                    "use letters, digits, `-`, `_` and `.`; the name becomes a folder under runs/",
-                ));
-        }
         let mut spans = Spans {
             data: Some(raw.data.span()),
             backbone: raw.backbone.as_ref().map(Spanned::span),
@@ -92,27 +71,8 @@ impl Checker<'_> {
             }
             (Some(b), false) => Some(self.check_backbone(b, &mut spans)?),
         };
-        if let Some(backbone) = &backbone
-            && backbone.image.is_some() != data.source.is_images()
-        {
-            let (model, rows) = if backbone.image.is_some() {
-                ("an image backbone", "texts")
-            } else {
-                ("a text backbone", "images")
-            };
-            return Err(self
-                .error(
-                    spans
-                        .backbone_model
-                        .clone()
-                        .or(spans.backbone.clone())
-                        .expect("backbone span"),
-                    format!("{model} cannot embed {rows}"),
-                )
-                .with_hint(format!(
-                    "pick a backbone for the data's modality; registered backbones: {}",
-                    Registry::builtin().model_names().join(", ")
-                )));
+        if let Some(backbone) = &backbone {
+            self.check_modality(backbone, &data, &spans)?;
         }
         let seed = raw.seed.unwrap_or(42);
         let heads = self.check_heads(raw.head, seed, data.label_separator.is_some(), &mut spans)?;
@@ -178,6 +138,64 @@ impl Checker<'_> {
             techniques,
             spans,
         })
+    }
+
+    /// The schema version this build reads, and a name that can be a folder.
+    fn check_header(&self, raw: &RawPipeline) -> Result<(), Diagnostic> {
+        if *raw.schema.get_ref() != SCHEMA_VERSION {
+            return Err(self
+                .error(
+                    raw.schema.span(),
+                    format!("unsupported schema version {}", raw.schema.get_ref()),
+                )
+                .with_hint(format!(
+                    "this build of graft reads `schema = {SCHEMA_VERSION}`"
+                )));
+        }
+        let name = raw.name.get_ref();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || name.starts_with('.')
+        {
+            return Err(self
+                .error(raw.name.span(), format!("invalid pipeline name `{name}`"))
+                .with_hint(
+                    "use letters, digits, `-`, `_` and `.`; the name becomes a folder under runs/",
+                ));
+        }
+        Ok(())
+    }
+
+    /// The backbone embeds what the rows are (texts or images).
+    fn check_modality(
+        &self,
+        backbone: &BackbonePlan,
+        data: &DataPlan,
+        spans: &Spans,
+    ) -> Result<(), Diagnostic> {
+        if backbone.image.is_some() != data.source.is_images() {
+            let (model, rows) = if backbone.image.is_some() {
+                ("an image backbone", "texts")
+            } else {
+                ("a text backbone", "images")
+            };
+            return Err(self
+                .error(
+                    spans
+                        .backbone_model
+                        .clone()
+                        .or(spans.backbone.clone())
+                        .expect("backbone span"),
+                    format!("{model} cannot embed {rows}"),
+                )
+                .with_hint(format!(
+                    "pick a backbone for the data's modality; registered backbones: {}",
+                    Registry::builtin().model_names().join(", ")
+                )));
+        }
+        Ok(())
     }
 
     fn check_evaluation(&self, raw: RawEvaluation) -> Result<EvaluationPlan, Diagnostic> {

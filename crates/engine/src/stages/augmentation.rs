@@ -52,50 +52,7 @@ pub(crate) fn eda(text: &str, swap: f64, deletion: f64, rng: &mut ChaCha8Rng) ->
 
 pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
-    // One matrix per view, rows aligned with the training split.
-    let (views, source): (Vec<Array2<f32>>, String) = if p.texts {
-        let embed = d.embed.expect("checked: text rows have a text backbone");
-        let texts = d.texts.expect("checked: text rows");
-        let mut augmented = Vec::with_capacity(d.train.len() * p.views);
-        for view in 0..p.views {
-            for &r in d.train {
-                let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
-                    d.seed,
-                    &format!("augmentation {r} {view}"),
-                ));
-                augmented.push(eda(&texts[r], p.swap, p.deletion, &mut rng));
-            }
-        }
-        let features = embed(None, &augmented, false)?.features;
-        let views = (0..p.views)
-            .map(|v| {
-                features
-                    .slice(ndarray::s![v * d.train.len()..(v + 1) * d.train.len(), ..])
-                    .to_owned()
-            })
-            .collect();
-        (
-            views,
-            format!(
-                "{} EDA view(s) per training text (random swap α = {}, random deletion p = {}; Wei & Zou, 2019)",
-                p.views, p.swap, p.deletion
-            ),
-        )
-    } else {
-        (
-            d.train_views.to_vec(),
-            format!(
-                "{} augmented view(s) per training image from `[backbone] augment`",
-                d.train_views.len()
-            ),
-        )
-    };
-    if views.is_empty() {
-        return Err(d
-            .diagnostic(&Some(p.span.clone()), "no augmented views were made")
-            .with_hint("set `views` (texts) or `[backbone] augment` (images)")
-            .into());
-    }
+    let (views, source) = augmented_views(p, d)?;
     let n_classes = d.classes.len();
     let spec = d.headline.uncalibrated();
     let y_test: Vec<usize> = d.test.iter().map(|&r| d.labels[r]).collect();
@@ -183,6 +140,58 @@ pub(crate) fn run(p: &AugmentationPlan, d: &RunData<'_>) -> Result<TechniqueRepo
                          "views": views.len() }),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// The augmented views of the training rows, one matrix per view with rows aligned with the training
+/// split, and the sentence that says how they were made.
+fn augmented_views(
+    p: &AugmentationPlan,
+    d: &RunData<'_>,
+) -> Result<(Vec<Array2<f32>>, String), PipelineError> {
+    let (views, source): (Vec<Array2<f32>>, String) = if p.texts {
+        let embed = d.embed.expect("checked: text rows have a text backbone");
+        let texts = d.texts.expect("checked: text rows");
+        let mut augmented = Vec::with_capacity(d.train.len() * p.views);
+        for view in 0..p.views {
+            for &r in d.train {
+                let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
+                    d.seed,
+                    &format!("augmentation {r} {view}"),
+                ));
+                augmented.push(eda(&texts[r], p.swap, p.deletion, &mut rng));
+            }
+        }
+        let features = embed(None, &augmented, false)?.features;
+        let views = (0..p.views)
+            .map(|v| {
+                features
+                    .slice(ndarray::s![v * d.train.len()..(v + 1) * d.train.len(), ..])
+                    .to_owned()
+            })
+            .collect();
+        (
+            views,
+            format!(
+                "{} EDA view(s) per training text (random swap α = {}, random deletion p = {}; Wei & Zou, 2019)",
+                p.views, p.swap, p.deletion
+            ),
+        )
+    } else {
+        (
+            d.train_views.to_vec(),
+            format!(
+                "{} augmented view(s) per training image from `[backbone] augment`",
+                d.train_views.len()
+            ),
+        )
+    };
+    if views.is_empty() {
+        return Err(d
+            .diagnostic(&Some(p.span.clone()), "no augmented views were made")
+            .with_hint("set `views` (texts) or `[backbone] augment` (images)")
+            .into());
+    }
+    Ok((views, source))
 }
 
 #[cfg(test)]
