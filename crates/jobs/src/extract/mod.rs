@@ -20,14 +20,17 @@ use std::time::Instant;
 
 use graft_assets::Cache;
 use graft_ingest::EmbeddingFormat;
+use graft_report::RuntimeRecord;
 
 use crate::JobError;
 use assemble::{ChunkSource, Written, assemble};
 use identity::job_identity;
 pub use job::{ExtractJob, ExtractOutcome, Shard};
-use job::{ExtractionRecord, PartStats};
+use job::{ExtractionRecord, Input, JobIdentity, PartStats};
 pub use merge::{MergeOutcome, merge};
-use stream::{StreamStats, empty_share, input_rows, load_workers, open_input, stream_chunks};
+use stream::{
+    Extractor, StreamStats, empty_share, input_rows, load_workers, open_input, stream_chunks,
+};
 use workdir::{
     OutputLock, chunk_len, chunk_path, claim_work_dir, discard_if_no_chunks, finished_chunks,
     finished_manifest, remove_stale_temporaries,
@@ -115,33 +118,24 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
     }
 
     let todo: Vec<u64> = mine.iter().copied().filter(|c| !done.contains(c)).collect();
-    let mut runtime_record = None;
-    let mut provider_used = "none: every chunk was already done".to_owned();
-    let mut stats = StreamStats::default();
-    let mut extract_seconds = 0.0;
-    if !todo.is_empty() {
-        let (backbones, record) =
-            load_workers(job, &cache, &extractor).map_err(|e| discard_if_no_chunks(&work, e))?;
-        runtime_record = Some(record);
-        provider_used = backbones[0].execution_provider().to_owned();
-        let bar = graft_engine::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
-        // Throughput counts reading, tokenizing, inference and writing chunks; not loading the model.
-        let extract_clock = Instant::now();
-        let mut backbones = backbones;
-        stats = stream_chunks(
+    let ran = if todo.is_empty() {
+        Ran::default()
+    } else {
+        extract_chunks(
             job,
+            (&cache, &extractor),
             input,
             &todo,
-            &mut backbones,
-            &work,
-            input_rows,
-            &identity,
-            &bar,
-        )
-        .map_err(|e| discard_if_no_chunks(&work, e))?;
-        extract_seconds = extract_clock.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-    }
+            (&work, &identity),
+            (input_rows, shard_rows, resumed_rows),
+        )?
+    };
+    let Ran {
+        runtime: runtime_record,
+        provider: provider_used,
+        stats,
+        seconds: extract_seconds,
+    } = ran;
 
     // Every chunk is on disk: copy them in order into the output.
     let sources = mine
@@ -189,6 +183,62 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
         extracted,
         seconds,
         summary,
+    })
+}
+
+/// What extracting the chunks still to do ran on and took.
+struct Ran {
+    runtime: Option<RuntimeRecord>,
+    provider: String,
+    stats: StreamStats,
+    /// Reading, tokenizing, inference and writing chunks; not loading the model.
+    seconds: f64,
+}
+
+impl Default for Ran {
+    fn default() -> Ran {
+        Ran {
+            runtime: None,
+            provider: "none: every chunk was already done".to_owned(),
+            stats: StreamStats::default(),
+            seconds: 0.0,
+        }
+    }
+}
+
+/// Loads the model's sessions and streams the chunks `todo` through them into the work folder; a failure
+/// before any chunk was written leaves no work folder behind.
+fn extract_chunks(
+    job: &ExtractJob,
+    (cache, extractor): (&Cache, &Extractor),
+    input: Input,
+    todo: &[u64],
+    (work, identity): (&Path, &JobIdentity),
+    (input_rows, shard_rows, resumed_rows): (u64, u64, u64),
+) -> Result<Ran, JobError> {
+    let (mut backbones, record) =
+        load_workers(job, cache, extractor).map_err(|e| discard_if_no_chunks(work, e))?;
+    let provider = backbones[0].execution_provider().to_owned();
+    let bar = graft_engine::progress::bar(job.progress, shard_rows, resumed_rows, "rows");
+    let clock = Instant::now();
+    let stats = stream_chunks(
+        job,
+        input,
+        todo,
+        &mut backbones,
+        work,
+        input_rows,
+        identity,
+        &bar,
+    )
+    .map_err(|e| discard_if_no_chunks(work, e))?;
+    let seconds = clock.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(Ran {
+        runtime: Some(record),
+        provider,
+        stats,
+        seconds,
     })
 }
 
