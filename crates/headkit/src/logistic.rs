@@ -185,54 +185,42 @@ fn affine_tensors(weights: &Array2<f32>, bias: &ndarray::Array1<f32>) -> Vec<Nam
     ]
 }
 
-impl Model for FittedLogistic {
-    fn n_features(&self) -> usize {
-        Predict::n_features(self)
-    }
+/// `Model` for both forms: they are saved and exported alike and differ in what their outputs are
+/// (classes through `Predict`, labels through `PredictMultiLabel`).
+macro_rules! logistic_model {
+    ($fitted:ty, $predict:ident, $outputs:ident, $scores:ident) => {
+        impl Model for $fitted {
+            fn n_features(&self) -> usize {
+                $predict::n_features(self)
+            }
 
-    fn n_outputs(&self) -> usize {
-        self.n_classes()
-    }
+            fn n_outputs(&self) -> usize {
+                self.$outputs()
+            }
 
-    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
-        self.predict_proba(x)
-    }
+            fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+                self.$scores(x)
+            }
 
-    fn tensors(&self) -> Vec<NamedTensor> {
-        affine_tensors(self.weights(), self.bias())
-    }
+            fn tensors(&self) -> Vec<NamedTensor> {
+                affine_tensors(self.weights(), self.bias())
+            }
 
-    fn onnx_logits(&self, g: &mut Graph, x: &str) -> Result<String, ExportRefusal> {
-        Ok(affine(g, x, self.weights(), self.bias().view()))
-    }
+            fn onnx_logits(&self, g: &mut Graph, x: &str) -> Result<String, ExportRefusal> {
+                Ok(affine(g, x, self.weights(), self.bias().view()))
+            }
 
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
+        }
+    };
 }
 
-impl Model for FittedMultiLabelLogistic {
-    fn n_features(&self) -> usize {
-        PredictMultiLabel::n_features(self)
-    }
-
-    fn n_outputs(&self) -> usize {
-        self.n_labels()
-    }
-
-    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
-        self.predict_scores(x)
-    }
-
-    fn tensors(&self) -> Vec<NamedTensor> {
-        affine_tensors(self.weights(), self.bias())
-    }
-
-    fn onnx_logits(&self, g: &mut Graph, x: &str) -> Result<String, ExportRefusal> {
-        Ok(affine(g, x, self.weights(), self.bias().view()))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+logistic_model!(FittedLogistic, Predict, n_classes, predict_proba);
+logistic_model!(
+    FittedMultiLabelLogistic,
+    PredictMultiLabel,
+    n_labels,
+    predict_scores
+);

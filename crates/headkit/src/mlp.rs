@@ -318,68 +318,49 @@ fn layer_tensors(layers: Vec<(&Array2<f32>, &Array1<f32>)>) -> Vec<NamedTensor> 
         .collect()
 }
 
-impl Model for FittedMlp {
-    fn n_features(&self) -> usize {
-        Predict::n_features(self)
-    }
+/// `Model` for both forms: they are saved and exported alike and differ in what their outputs are
+/// (classes through `Predict`, labels through `PredictMultiLabel`).
+macro_rules! mlp_model {
+    ($fitted:ty, $predict:ident, $outputs:ident, $scores:ident) => {
+        impl Model for $fitted {
+            fn n_features(&self) -> usize {
+                $predict::n_features(self)
+            }
 
-    fn n_outputs(&self) -> usize {
-        self.n_classes()
-    }
+            fn n_outputs(&self) -> usize {
+                self.$outputs()
+            }
 
-    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
-        self.predict_proba(x)
-    }
+            fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
+                self.$scores(x)
+            }
 
-    fn tensors(&self) -> Vec<NamedTensor> {
-        layer_tensors(self.layers())
-    }
+            fn tensors(&self) -> Vec<NamedTensor> {
+                layer_tensors(self.layers())
+            }
 
-    fn extra(&self) -> ModelExtra {
-        ModelExtra {
-            activation: Some(self.activation().name().to_owned()),
-            ..ModelExtra::default()
+            fn extra(&self) -> ModelExtra {
+                ModelExtra {
+                    activation: Some(self.activation().name().to_owned()),
+                    ..ModelExtra::default()
+                }
+            }
+
+            fn onnx_logits(&self, g: &mut Graph, x: &str) -> Result<String, ExportRefusal> {
+                Ok(mlp_nodes(g, x, self.layers(), self.activation()))
+            }
+
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
         }
-    }
-
-    fn onnx_logits(&self, g: &mut Graph, x: &str) -> Result<String, ExportRefusal> {
-        Ok(mlp_nodes(g, x, self.layers(), self.activation()))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
+    };
 }
 
-impl Model for FittedMultiLabelMlp {
-    fn n_features(&self) -> usize {
-        PredictMultiLabel::n_features(self)
-    }
-
-    fn n_outputs(&self) -> usize {
-        self.n_labels()
-    }
-
-    fn scores(&self, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, HeadError> {
-        self.predict_scores(x)
-    }
-
-    fn tensors(&self) -> Vec<NamedTensor> {
-        layer_tensors(self.layers())
-    }
-
-    fn extra(&self) -> ModelExtra {
-        ModelExtra {
-            activation: Some(self.activation().name().to_owned()),
-            ..ModelExtra::default()
-        }
-    }
-
-    fn onnx_logits(&self, g: &mut Graph, x: &str) -> Result<String, ExportRefusal> {
-        Ok(mlp_nodes(g, x, self.layers(), self.activation()))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+mlp_model!(FittedMlp, Predict, n_classes, predict_proba);
+mlp_model!(
+    FittedMultiLabelMlp,
+    PredictMultiLabel,
+    n_labels,
+    predict_scores
+);
