@@ -453,19 +453,13 @@ pub(crate) fn image_features(
     let mut namespaces = Vec::new();
     let mut rejected_chunks = 0;
     let mut extract_seconds = 0.0;
-    for View {
-        rows,
-        namespace,
-        keys: view_keys,
-        seeds,
-    } in jobs
-    {
+    for view in jobs {
         let store = if backbone_of(plan).cache {
-            Some(FeatureStore::open(&options.features_dir, &namespace)?)
+            Some(FeatureStore::open(&options.features_dir, &view.namespace)?)
         } else {
             None
         };
-        let cached = lookup(store.as_ref(), &view_keys)?;
+        let cached = lookup(store.as_ref(), &view.keys)?;
         rejected_chunks += cached.rejected_chunks;
         namespaces.push(store.as_ref().map(|s| s.dir().to_path_buf()));
         let missing = cached.missing();
@@ -485,35 +479,15 @@ pub(crate) fn image_features(
             )?);
         }
         let (extractor, _, _) = backbone.as_mut().expect("loaded above");
-        // Extracted and stored a slice at a time: a run stopped after an hour keeps most of its work.
-        let bar = crate::progress::bar(options.progress, missing.len() as u64, 0, "images");
-        let mut matrix = cached.rows;
-        for part in missing.chunks(IMAGE_STORE_ROWS) {
-            let todo: Vec<ImageSource> = part.iter().map(|&k| images[rows[k]].clone()).collect();
-            let (fresh, stats) = match (&seeds, image_plan.augment) {
-                (Some(seeds), Some((aug, _))) => {
-                    let todo_seeds: Vec<u64> = part.iter().map(|&k| seeds[k]).collect();
-                    extractor.embed_augmented(&todo, aug, &todo_seeds)?
-                }
-                _ => extractor.embed(&todo)?,
-            };
-            extract_seconds += stats.seconds;
-            extraction.batches += stats.batches;
-            extraction.tokenize_seconds += stats.preprocess_seconds;
-            if let Some(store) = &store {
-                let fresh_keys: Vec<RowKey> = part.iter().map(|&k| view_keys[k]).collect();
-                store.insert(&fresh_keys, fresh.view())?;
-            }
-            if matrix.ncols() != fresh.ncols() {
-                matrix = Array2::zeros((view_keys.len(), fresh.ncols()));
-            }
-            for (row, &k) in part.iter().enumerate() {
-                matrix.row_mut(k).assign(&fresh.row(row));
-            }
-            extraction.dimension = fresh.ncols();
-            bar.inc(part.len() as u64);
-        }
-        bar.finish_and_clear();
+        let matrix = extract_missing(
+            extractor,
+            &view,
+            (images, image_plan),
+            (&missing, cached.rows),
+            store.as_ref(),
+            (&mut extraction, &mut extract_seconds),
+            options.progress,
+        )?;
         matrices.push(matrix);
     }
     if let Some(loaded) = &backbone {
@@ -551,6 +525,48 @@ pub(crate) fn image_features(
         model_sha256: model.onnx.sha256,
         provision_seconds,
     })
+}
+
+/// The rows of `view` the feature cache lacks (`missing`, positions in the view), extracted and stored a
+/// slice at a time — a run stopped after an hour keeps most of its work — and written into the view's
+/// matrix of cached rows.
+fn extract_missing(
+    extractor: &mut ImageBackbone,
+    view: &View,
+    (images, image_plan): (&[ImageSource], &ImagePlan),
+    (missing, mut matrix): (&[usize], Array2<f32>),
+    store: Option<&FeatureStore>,
+    (extraction, extract_seconds): (&mut ExtractionFigures, &mut f64),
+    progress: bool,
+) -> Result<Array2<f32>, PipelineError> {
+    let bar = crate::progress::bar(progress, missing.len() as u64, 0, "images");
+    for part in missing.chunks(IMAGE_STORE_ROWS) {
+        let todo: Vec<ImageSource> = part.iter().map(|&k| images[view.rows[k]].clone()).collect();
+        let (fresh, stats) = match (&view.seeds, image_plan.augment) {
+            (Some(seeds), Some((aug, _))) => {
+                let todo_seeds: Vec<u64> = part.iter().map(|&k| seeds[k]).collect();
+                extractor.embed_augmented(&todo, aug, &todo_seeds)?
+            }
+            _ => extractor.embed(&todo)?,
+        };
+        *extract_seconds += stats.seconds;
+        extraction.batches += stats.batches;
+        extraction.tokenize_seconds += stats.preprocess_seconds;
+        if let Some(store) = store {
+            let fresh_keys: Vec<RowKey> = part.iter().map(|&k| view.keys[k]).collect();
+            store.insert(&fresh_keys, fresh.view())?;
+        }
+        if matrix.ncols() != fresh.ncols() {
+            matrix = Array2::zeros((view.keys.len(), fresh.ncols()));
+        }
+        for (row, &k) in part.iter().enumerate() {
+            matrix.row_mut(k).assign(&fresh.row(row));
+        }
+        extraction.dimension = fresh.ncols();
+        bar.inc(part.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(matrix)
 }
 
 /// What ran an image extraction: the provider, threads and throughput into the figures, and the runtime as
