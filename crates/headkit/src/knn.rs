@@ -15,9 +15,7 @@ use graft_schema::spanned::Spanned;
 use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::HeadKind;
-use crate::model::{
-    ExportRefusal, Figures, Fitted, Head, Model, NamedTensor, RowLimit, TensorSource,
-};
+use crate::model::{ExportRefusal, Fitted, Head, Model, NamedTensor, RowLimit, TensorSource};
 use crate::prototype::{metric, metric_named};
 use crate::spec::{CheckContext, HeadSpec, span_of};
 
@@ -90,13 +88,10 @@ impl Head for KnnValidParams {
         targets: &Targets<'_>,
         _validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
     ) -> Result<Fitted, HeadError> {
-        Ok(Fitted {
-            model: Arc::new(Fit::fit(self, x, targets)?),
-            figures: Figures {
-                termination: "training rows stored".to_owned(),
-                ..Figures::default()
-            },
-        })
+        Ok(Fitted::in_one_step(
+            Fit::fit(self, x, targets)?,
+            "training rows stored",
+        ))
     }
 
     fn load(

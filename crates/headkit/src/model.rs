@@ -104,6 +104,20 @@ pub struct Fitted {
     pub figures: Figures,
 }
 
+impl Fitted {
+    /// A head fitted in one step (class means, stored rows, a closed-form solve): no iterations, no loss;
+    /// `termination` says what was done.
+    pub(crate) fn in_one_step(model: impl Model + 'static, termination: &str) -> Fitted {
+        Fitted {
+            model: Arc::new(model),
+            figures: Figures {
+                termination: termination.to_owned(),
+                ..Figures::default()
+            },
+        }
+    }
+}
+
 /// How training went, for the report.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {

@@ -17,9 +17,7 @@ use graft_schema::spanned::Spanned;
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use crate::HeadKind;
-use crate::model::{
-    ExportRefusal, Figures, Fitted, Head, Model, ModelExtra, NamedTensor, TensorSource,
-};
+use crate::model::{ExportRefusal, Fitted, Head, Model, ModelExtra, NamedTensor, TensorSource};
 use crate::onnx::l2_normalize;
 use crate::spec::{CheckContext, HeadSpec, span_of};
 
@@ -98,13 +96,10 @@ impl Head for PrototypeValidParams {
         targets: &Targets<'_>,
         _validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
     ) -> Result<Fitted, HeadError> {
-        Ok(Fitted {
-            model: Arc::new(Fit::fit(self, x, targets)?),
-            figures: Figures {
-                termination: "class means".to_owned(),
-                ..Figures::default()
-            },
-        })
+        Ok(Fitted::in_one_step(
+            Fit::fit(self, x, targets)?,
+            "class means",
+        ))
     }
 
     fn load(

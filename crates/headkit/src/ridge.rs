@@ -15,7 +15,7 @@ use graft_schema::spanned::Spanned;
 use ndarray::{Array2, ArrayView2};
 
 use crate::HeadKind;
-use crate::model::{ExportRefusal, Figures, Fitted, Head, Model, NamedTensor, TensorSource};
+use crate::model::{ExportRefusal, Fitted, Head, Model, NamedTensor, TensorSource};
 use crate::onnx::affine;
 use crate::spec::{CheckContext, HeadSpec, span_of};
 
@@ -73,13 +73,10 @@ impl Head for RidgeValidParams {
         targets: &Targets<'_>,
         _validation: Option<(ArrayView2<'_, f32>, &Targets<'_>)>,
     ) -> Result<Fitted, HeadError> {
-        Ok(Fitted {
-            model: Arc::new(Fit::fit(self, x, targets)?),
-            figures: Figures {
-                termination: "closed form (Cholesky)".to_owned(),
-                ..Figures::default()
-            },
-        })
+        Ok(Fitted::in_one_step(
+            Fit::fit(self, x, targets)?,
+            "closed form (Cholesky)",
+        ))
     }
 
     fn load(
