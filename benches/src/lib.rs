@@ -22,5 +22,6 @@ pub fn fine_tune_recipe(trainable_layers: usize, classes: usize, dropout: f32) -
         objective: Objective::Classification { classes },
         max_grad_norm: 1.0,
         seed: 42,
+        lora: None,
     }
 }

@@ -24,11 +24,13 @@ fn stage(run_dir: &Path) -> Value {
         .clone()
 }
 
-/// The details without wall-clock times and cache counts.
+/// The details without wall-clock times, memory and cache counts.
 fn timeless(mut v: Value) -> Value {
     match &mut v {
         Value::Object(map) => {
-            map.retain(|k, _| !k.contains("seconds") && !k.contains("cached"));
+            map.retain(|k, _| {
+                !k.contains("seconds") && !k.contains("cached") && !k.contains("rss")
+            });
             for value in map.values_mut() {
                 *value = timeless(value.take());
             }
@@ -277,4 +279,155 @@ fn repeated_draws_report_each_draw_and_the_paired_spread() {
     assert!(finding.starts_with("over 3 draws of "), "{finding}");
     let markdown = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(markdown.contains("tuned, 3 draws"), "{markdown}");
+}
+
+/// `[fine_tune.first]` appended to the tiny pipeline.
+const SIMCSE_FIRST: &str = "\n[fine_tune.first]\nobjective = \"simcse\"\ntexts = \"all\"\nepochs = 4\n\
+                            learning_rate = 3e-3\nbatch_size = 8\ndropout = 0.1\n";
+
+#[test]
+fn a_simcse_first_phase_moves_the_weights_and_is_compared_with_direct_tuning() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_variant(
+        dir.path(),
+        "tiny-simcse-first",
+        &[
+            ("shots = [2, 4]", "shots = [4]"),
+            ("repeats = 2\n", &format!("repeats = 2\n{SIMCSE_FIRST}")),
+        ],
+    );
+    let report = stage(&run);
+    let first = &report["details"]["first"];
+    assert_eq!(first["objective"], "simcse", "{first}");
+    let splits = std::fs::read_to_string(run.join("splits.csv")).unwrap();
+    assert_eq!(
+        first["rows"].as_u64().unwrap() as usize,
+        splits.lines().count() - 1,
+        "every row's text"
+    );
+    let losses: Vec<f64> = first["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["train_loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 4);
+    assert!(losses[3] < losses[0], "SimCSE's loss falls: {losses:?}");
+    // Not a no-op: the task's fine-tuning from SimCSE's weights, with the same seed and settings as direct
+    // fine-tuning, follows another path.
+    assert_ne!(
+        first["then_epochs"][0]["train_loss"], report["details"]["epochs"][0]["train_loss"],
+        "tuning after SimCSE starts where direct tuning does: the first phase changed nothing"
+    );
+    for key in ["first_only", "first_then_tuned"] {
+        let accuracy = first[key]["accuracy"].as_f64().unwrap();
+        let interval = &first[key]["interval"];
+        assert!(
+            interval["lower"].as_f64().unwrap() <= accuracy
+                && accuracy <= interval["upper"].as_f64().unwrap(),
+            "{key}: {first}"
+        );
+    }
+    let rows: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows[2], "SimCSE only (first phase, no task training)",
+        "{rows:?}"
+    );
+    assert_eq!(rows[3], "SimCSE, then tuned", "{rows:?}");
+    assert!(
+        report["finding"]
+            .as_str()
+            .unwrap()
+            .contains("SimCSE first, then tuned")
+    );
+    // The learning curve's draws are tuned both ways, paired.
+    assert!(rows.contains(&"4 rows per class (2 draws)"), "{rows:?}");
+    let point = &report["details"]["learning_curve"][0];
+    assert_eq!(point["per_class"], 4);
+    let tuned = point["tuned"]["values"].as_array().unwrap();
+    let after = point["first_then_tuned"]["values"].as_array().unwrap();
+    let difference = point["first_then_tuned_minus_tuned"]["values"]
+        .as_array()
+        .unwrap();
+    for k in 0..2 {
+        let d = after[k].as_f64().unwrap() - tuned[k].as_f64().unwrap();
+        assert!((difference[k].as_f64().unwrap() - d).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn an_intermediate_task_trains_first_on_another_registered_data_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = "\n[fine_tune.first]\nobjective = \"classification\"\ndataset = \"amazon-snippets\"\n\
+                 max_rows = 40\nepochs = 2\nlearning_rate = 3e-3\nbatch_size = 8\n";
+    let run = run_variant(
+        dir.path(),
+        "tiny-intermediate",
+        &[("[learning_curve]", &format!("{first}\n[learning_curve]"))],
+    );
+    let report = stage(&run);
+    let first = &report["details"]["first"];
+    assert_eq!(first["objective"], "classification", "{first}");
+    assert_eq!(first["classes"], 2, "{first}");
+    assert_eq!(first["rows"], 40, "{first}");
+    assert!(
+        first["source"]
+            .as_str()
+            .unwrap()
+            .contains("`amazon-snippets`"),
+        "{first}"
+    );
+    assert_ne!(
+        first["then_epochs"][0]["train_loss"], report["details"]["epochs"][0]["train_loss"],
+        "the intermediate task changed nothing"
+    );
+    let rows: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(rows[3], "intermediate task, then tuned", "{rows:?}");
+}
+
+#[test]
+fn lora_trains_adapters_merged_into_the_written_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_variant(
+        dir.path(),
+        "tiny-lora",
+        &[(
+            "dropout = 0.0\n",
+            "dropout = 0.0\nlora = { rank = 2, alpha = 4.0 }\n",
+        )],
+    );
+    let report = stage(&run);
+    let details = &report["details"];
+    assert_eq!(details["lora"]["rank"], 2, "{details}");
+    // The top block's six adapters (A [2, in], B [out, 2]; hidden 8, feed-forward 16) and the head.
+    let adapters = 2 * (4 * (8 + 8) + (8 + 16) + (16 + 8));
+    assert_eq!(details["trainable_parameters"], adapters + 2 * 8 + 2);
+    assert!(
+        report["method"]
+            .as_str()
+            .unwrap()
+            .starts_with("LoRA adapters (Hu et al., 2021: rank 2")
+    );
+    // Not a no-op: the merged graph is not the released one (which is exactly what graft writes).
+    let released = std::fs::read(repo().join("fixtures/models/tiny-bert.onnx")).unwrap();
+    assert_ne!(
+        details["tuned_graph_sha256"].as_str().unwrap(),
+        format!("{:x}", sha2::Sha256::digest(&released))
+    );
+    // The tuned graph in the run folder is the one recorded.
+    let written = std::fs::read(run.join("backbone-tuned.onnx")).unwrap();
+    assert_eq!(
+        details["tuned_graph_sha256"].as_str().unwrap(),
+        format!("{:x}", sha2::Sha256::digest(&written))
+    );
 }

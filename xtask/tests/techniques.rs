@@ -317,6 +317,191 @@ fn domain_adaptation_takes_an_unlabelled_target_and_keeps_a_head_for_it() {
 }
 
 #[test]
+fn domain_adaptation_can_tune_the_backbone_with_simcse_on_both_domains_texts() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_pipeline("fixtures/pipelines/tiny-domain-simcse.toml", runs.path());
+    let recorded = metrics(&run_dir);
+    let d = &recorded["techniques"][0];
+    let methods = d["details"]["methods"].as_array().unwrap();
+    let simcse = methods.last().unwrap();
+    assert_eq!(
+        simcse["method"], "SimCSE on both domains' texts (backbone tuned)",
+        "{methods:?}"
+    );
+    let accuracy = number(&simcse["target_accuracy"]);
+    let interval = simcse["target_interval"].as_array().unwrap();
+    assert!(number(&interval[0]) <= accuracy && accuracy <= number(&interval[1]));
+    let details = &d["details"]["simcse"];
+    // SimCSE read the source's training texts and every target text; its labels none.
+    let splits = std::fs::read_to_string(run_dir.join("splits.csv")).unwrap();
+    let train = splits.lines().filter(|l| l.ends_with(",train")).count() as u64;
+    assert_eq!(details["rows"].as_u64().unwrap(), train + 12, "{details}");
+    assert_eq!(details["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(details["trained_blocks"], 1);
+    // Not a no-op: the target's embeddings moved away from the frozen backbone's.
+    assert!(number(&details["target_shift"]) > 1e-4, "{details}");
+    assert!(
+        d["method"]
+            .as_str()
+            .unwrap()
+            .contains("SimCSE (Gao, Yao & Chen, 2021)")
+    );
+}
+
+#[test]
+fn a_progressive_column_learns_a_mix_of_every_layer() {
+    let runs = tempfile::tempdir().unwrap();
+    let run_dir = run_pipeline("fixtures/pipelines/tiny-progressive.toml", runs.path());
+    let recorded = metrics(&run_dir);
+    let p = &recorded["techniques"][0];
+    assert_eq!(p["technique"], "progressive");
+    let details = &p["details"];
+    assert_eq!(
+        details["layers"], 7,
+        "MiniLM-L6: the embeddings and 6 blocks"
+    );
+    let mix: Vec<f64> = details["mix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(number)
+        .collect();
+    assert_eq!(mix.len(), 7);
+    assert!((mix.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{mix:?}");
+    // Not a no-op: training moved the mix away from the even start (1/7 each).
+    let spread =
+        mix.iter().copied().fold(f64::MIN, f64::max) - mix.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread > 1e-3, "{mix:?}");
+    for (accuracy, interval) in [
+        ("mixed_test_accuracy", "mixed_interval"),
+        ("last_layer_test_accuracy", "last_layer_interval"),
+    ] {
+        let a = number(&details[accuracy]);
+        let i = details[interval].as_array().unwrap();
+        assert!(number(&i[0]) <= a && a <= number(&i[1]), "{details}");
+    }
+    let difference = number(&details["mixed_minus_last"]["interval"]["estimate"]);
+    let expected =
+        number(&details["mixed_test_accuracy"]) - number(&details["last_layer_test_accuracy"]);
+    assert!((difference - expected).abs() < 1e-12);
+    assert!(
+        p["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with("learned mix of 7 layers")
+    );
+}
+
+/// A float32 `.npy` file of `rows` × `cols` values.
+fn write_npy(path: &std::path::Path, rows: usize, cols: usize, values: &[f32]) {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    values
+        .iter()
+        .for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn meta_learning_trains_on_base_classes_and_scores_novel_ones() {
+    // Eight classes of 60 rows in 12 dimensions: each class a direction in the first 6, the rest noise
+    // louder than the signal — what a learned projection can drop and cosine prototypes cannot.
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (480, 12);
+    let mut values = Vec::with_capacity(rows * cols);
+    let mut labels = String::from("label,split\n");
+    let mut state = 11u64;
+    for i in 0..rows {
+        let class = i % 8;
+        for j in 0..cols {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+            let signal = if j < 6 && (class >> (j % 3)) & 1 == usize::from(j >= 3) {
+                1.0
+            } else {
+                0.0
+            };
+            values.push(signal + if j < 6 { 0.3 } else { 2.0 } * noise);
+        }
+        let split = if i < 320 { "train" } else { "test" };
+        labels.push_str(&format!("c{class},{split}\n"));
+    }
+    write_npy(&dir.path().join("x.npy"), rows, cols, &values);
+    std::fs::write(dir.path().join("labels.csv"), labels).unwrap();
+    let pipeline = dir.path().join("tiny-meta.toml");
+    std::fs::write(
+        &pipeline,
+        "schema = 1\nname = \"tiny-meta\"\nseed = 3\n\n[data]\nfeatures = \"x.npy\"\nlabels = \"labels.csv\"\n\
+         label_column = \"label\"\nsplit_column = \"split\"\n\n[split.predefined]\n\n[head.prototype]\n\n\
+         [meta_learning]\nnovel = [\"c4\", \"c5\", \"c6\", \"c7\"]\nways = 3\nshots = [1, 5]\nqueries = 5\n\
+         episodes = 50\ntrain_episodes = 300\ndim = 8\nlearning_rate = 0.01\n",
+    )
+    .unwrap();
+    let run_dir = run_pipeline(pipeline.to_str().unwrap(), &dir.path().join("runs"));
+    let recorded = metrics(&run_dir);
+    let m = &recorded["techniques"][0];
+    assert_eq!(m["technique"], "meta_learning");
+    let details = &m["details"];
+    // A quarter of the base classes (at least 2), spread over them, validate; the rest train.
+    assert_eq!(
+        details["validation_classes"],
+        serde_json::json!(["c0", "c2"])
+    );
+    assert_eq!(details["base"], serde_json::json!(["c1", "c3"]));
+    let scores = details["validation_accuracy"].as_array().unwrap();
+    assert_eq!(scores.len(), 4, "the start and every 100 of 300 episodes");
+    let kept = details["kept_episode"].as_u64().unwrap() as usize;
+    let best = scores.iter().map(number).fold(f64::MIN, f64::max);
+    assert_eq!(number(&scores[kept / 100]), best, "{details}");
+    assert_eq!(details["trained_parameters"], 8 * 12);
+    // Meta-training learned something: its episode loss fell (a no-op would stay where it started).
+    let losses: Vec<f64> = details["training_loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(number)
+        .collect();
+    assert!(losses.last().unwrap() < &(losses[0] * 0.9), "{losses:?}");
+    let points = details["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "novel and base, K = 1 and 5");
+    for point in points {
+        let values = |key: &str| -> Vec<f64> {
+            point[key]["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(number)
+                .collect()
+        };
+        let (frozen, learned, difference) = (
+            values("frozen"),
+            values("meta_trained"),
+            values("difference"),
+        );
+        assert_eq!(frozen.len(), 50);
+        for e in 0..50 {
+            assert!((difference[e] - (learned[e] - frozen[e])).abs() < 1e-12);
+        }
+    }
+    assert_eq!(points[0]["classes"], "novel");
+    assert!(
+        m["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with("novel 3-way 1-shot: meta-trained")
+    );
+}
+
+#[test]
 fn multitask_trains_each_label_column_and_a_shared_trunk() {
     let m = stage("multitask");
     let tasks = m["details"]["tasks"].as_array().unwrap();

@@ -19,6 +19,7 @@ pub(crate) fn prepare(
         "mr" => mr_csv(raw)?,
         "mr-ratings" => mr_ratings_csv(raw)?,
         "vader-polarity" => vader_polarity_csv(raw)?,
+        "orange-tab" => orange_tab_csv(raw)?,
         other => {
             return Err(AssetError::Unknown {
                 kind: "preparation",
@@ -27,6 +28,7 @@ pub(crate) fn prepare(
                     "mr".to_owned(),
                     "mr-ratings".to_owned(),
                     "vader-polarity".to_owned(),
+                    "orange-tab".to_owned(),
                 ],
             });
         }
@@ -181,6 +183,37 @@ fn vader_polarity_csv(raw: &Path) -> Result<String, AssetError> {
     })
 }
 
+/// An Orange `.tab` table of `Category<TAB>Text` (three header lines: names, types, roles) → `text,label`
+/// CSV; rows without a category or a text are left out.
+fn orange_tab_csv(raw: &Path) -> Result<String, AssetError> {
+    let text = std::fs::read_to_string(raw).map_err(|source| AssetError::Io {
+        path: raw.to_path_buf(),
+        source,
+    })?;
+    let bad = |line: usize, message: String| AssetError::BadRawData {
+        path: raw.to_path_buf(),
+        line,
+        message,
+    };
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim_end() == "Category\tText" => {}
+        _ => return Err(bad(1, "expected the header `Category<TAB>Text`".to_owned())),
+    }
+    let mut csv = String::from("text,label\n");
+    for (i, line) in lines.skip(2) {
+        let Some((category, body)) = line.split_once('\t') else {
+            return Err(bad(i + 1, "expected `category<TAB>text`".to_owned()));
+        };
+        let (category, body) = (category.trim(), body.trim());
+        if category.is_empty() || body.is_empty() {
+            continue;
+        }
+        csv.push_str(&format!("{},{}\n", quoted(body), quoted(category)));
+    }
+    Ok(csv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +231,28 @@ mod tests {
         assert_eq!(
             csv,
             "id,text,label\n1,\"The Rock is \"\"great\"\", really\",positive\n5153,\"dull, dull\",negative\n"
+        );
+    }
+
+    #[test]
+    fn orange_tables_become_text_label_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("r.tab");
+        std::fs::write(
+            &raw,
+            "Category\tText\nd\tstring\nclass\t\n\t\ncocoa\tbahia \"cocoa\" review\nearn\tprofit up\n",
+        )
+        .unwrap();
+        assert_eq!(
+            orange_tab_csv(&raw).unwrap(),
+            "text,label\n\"bahia \"\"cocoa\"\" review\",\"cocoa\"\n\"profit up\",\"earn\"\n"
+        );
+        std::fs::write(&raw, "Label\tText\n").unwrap();
+        assert!(
+            orange_tab_csv(&raw)
+                .unwrap_err()
+                .to_string()
+                .contains("r.tab:1")
         );
     }
 

@@ -86,6 +86,8 @@ pub struct DataPlan {
     pub label_column: String,
     /// Keep only this many rows (a seeded, stratified sample) before splitting.
     pub sample: Option<usize>,
+    /// Leave out the rows of classes with fewer rows than this (after `sample`).
+    pub min_class_rows: Option<usize>,
     /// Column naming each row's split (`train`, `validation`, `test`), for `[split.predefined]`.
     pub split_column: Option<String>,
     /// Multi-label data: each label cell lists the row's labels joined by this separator.

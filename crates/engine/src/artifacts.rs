@@ -197,6 +197,8 @@ fn metrics(f: &mut Finished<'_>) -> Metrics {
             dropped_null_label: data.dropped_null_label,
             dropped_rows: data.dropped_rows.clone(),
             not_sampled: f.ingested.not_sampled,
+            rare_class_rows: f.ingested.rare.rows,
+            rare_classes: f.ingested.rare.classes.clone(),
             used: data.labels.len(),
             train: split.train.len(),
             validation: split.validation.len(),

@@ -157,6 +157,8 @@ pub(crate) struct Ingested {
     pub(crate) file: VerifiedFile,
     pub(crate) label: String,
     pub(crate) not_sampled: usize,
+    /// Classes left out by `min_class_rows`, and their rows.
+    pub(crate) rare: RareClasses,
 }
 
 /// Reads a registered image data set (IDX files, official split) or a folder of class sub-folders.
@@ -342,6 +344,42 @@ pub(crate) fn split_rows(plan: &Plan, data: &Labelled) -> Result<Split, Pipeline
     }
 }
 
+/// What `[data] min_class_rows` left out.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RareClasses {
+    pub(crate) classes: Vec<String>,
+    pub(crate) rows: usize,
+}
+
+/// The rows of classes with at least `least` rows, the classes renumbered in their order.
+fn without_rare_classes(data: Labelled, least: usize) -> (Labelled, RareClasses) {
+    let mut counts = vec![0usize; data.classes.len()];
+    data.labels.iter().for_each(|&l| counts[l] += 1);
+    if counts.iter().all(|&c| c >= least) {
+        return (data, RareClasses::default());
+    }
+    let kept: Vec<usize> = (0..counts.len()).filter(|&c| counts[c] >= least).collect();
+    let rare = RareClasses {
+        classes: (0..counts.len())
+            .filter(|&c| counts[c] < least)
+            .map(|c| data.classes[c].clone())
+            .collect(),
+        rows: counts.iter().filter(|&&c| c < least).sum(),
+    };
+    let keep: Vec<usize> = (0..data.len())
+        .filter(|&i| counts[data.labels[i]] >= least)
+        .collect();
+    let classes: Vec<String> = kept.iter().map(|&c| data.classes[c].clone()).collect();
+    let mut data = data.select(&keep);
+    data.labels = data
+        .labels
+        .iter()
+        .map(|&l| kept.iter().position(|&k| k == l).expect("a kept class"))
+        .collect();
+    data.classes = classes;
+    (data, rare)
+}
+
 pub(crate) fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineError> {
     let (data, file, label) = if plan.data.source.is_images() {
         read_images(plan, cache)?
@@ -385,6 +423,10 @@ pub(crate) fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineErr
         }
         _ => (data, 0),
     };
+    let (data, rare) = match plan.data.min_class_rows {
+        Some(least) => without_rare_classes(data, least),
+        None => (data, RareClasses::default()),
+    };
     let split = split_rows(plan, &data)?;
     Ok(Ingested {
         data,
@@ -392,6 +434,7 @@ pub(crate) fn ingest(plan: &Plan, cache: &Cache) -> Result<Ingested, PipelineErr
         file,
         label,
         not_sampled,
+        rare,
     })
 }
 

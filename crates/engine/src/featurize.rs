@@ -671,8 +671,8 @@ pub(crate) fn embed_texts(
 }
 
 /// The float32 weights (path, attention heads), tokenizer and token-state output of the pipeline's
-/// backbone, for `[fine_tune]`: a registered model published with weights, or the `weights` the stage names
-/// for a backbone given as files.
+/// backbone, for `[fine_tune]`, `[domain_adaptation] simcse` and `[progressive]`: a registered model published with weights,
+/// or the `weights` `[fine_tune]` names for a backbone given as files.
 pub(crate) fn tune_sources(
     plan: &Plan,
     cache: &Cache,
@@ -682,6 +682,10 @@ pub(crate) fn tune_sources(
     };
     let named = plan.techniques.stages.iter().find_map(|s| match s {
         graft_config::StagePlan::FineTune(f) => Some(f.weights.clone()),
+        // SimCSE in domain adaptation: registered backbones only (config checked it).
+        graft_config::StagePlan::DomainAdaptation(d) if d.simcse.is_some() => Some(None),
+        // `[progressive]` reads every layer: registered backbones only (config checked it).
+        graft_config::StagePlan::Progressive(_) => Some(None),
         _ => None,
     });
     let Some(named) = named else {

@@ -456,7 +456,7 @@ pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError>
         }
         DataSource::File(_) | DataSource::ImageFolder(_) | DataSource::Features { .. } => {}
     }
-    if let Some(name) = plan.techniques.registered_target() {
+    for name in plan.techniques.registered_datasets() {
         cache.dataset(name)?;
     }
     for name in plan.techniques.registered_backbones() {

@@ -235,6 +235,7 @@ fn technique_stages(
             attention_heads,
             tokenizer,
             output,
+            max_length: plan.backbone.as_ref().map_or(512, |b| b.config.max_length),
             store_graph: &store_graph,
             token_states: &token_states,
         },

@@ -37,8 +37,10 @@
 //! ```
 
 mod calibration;
+mod episodic;
 mod kernels;
 mod knn;
+mod layer_mix;
 mod lbfgs;
 mod logistic;
 mod mlp;
@@ -50,7 +52,9 @@ mod transform;
 use ndarray::{Array2, ArrayView2};
 
 pub use calibration::TemperatureScaling;
+pub use episodic::{EpisodicParams, EpisodicProjection, FittedProjection};
 pub use knn::{FittedKnn, Knn, KnnParams, KnnValidParams, Weighting};
+pub use layer_mix::{FittedLayerMix, LayerMix, LayerMixParams, LayerMixValidParams};
 pub use lbfgs::Termination;
 pub use logistic::{
     FittedLogistic, FittedMultiLabelLogistic, Logistic, LogisticParams, LogisticValidParams,

@@ -324,9 +324,19 @@ fn header_section(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
 
     let _ = writeln!(
         s,
-        "- **Rows:** {} read, {dropped}{} not sampled; {} used: {} train / {} validation / {} test{}\n",
+        "- **Rows:** {} read, {dropped}{} not sampled{}; {} used: {} train / {} validation / {} test{}\n",
         r.read,
         r.not_sampled,
+        if r.rare_class_rows > 0 {
+            format!(
+                ", {} left out with {} class(es) below `min_class_rows` ({})",
+                r.rare_class_rows,
+                r.rare_classes.len(),
+                r.rare_classes.join(", ")
+            )
+        } else {
+            String::new()
+        },
         r.used,
         r.train,
         r.validation,
@@ -807,6 +817,8 @@ mod tests {
             dropped_null_label: 1,
             dropped_rows: vec![3, 8],
             not_sampled: 0,
+            rare_class_rows: 0,
+            rare_classes: Vec::new(),
             used: 10,
             train: 8,
             validation: 1,

@@ -213,6 +213,12 @@ pub struct RowCounts {
     pub dropped_rows: Vec<usize>,
     /// Left out by `sample`.
     pub not_sampled: usize,
+    /// Left out by `min_class_rows`: the rows of the classes it names in `rare_classes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rare_class_rows: usize,
+    /// The classes `min_class_rows` left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rare_classes: Vec<String>,
     /// Rows used.
     pub used: usize,
     /// Training rows.
@@ -335,4 +341,9 @@ pub struct Metrics {
     pub techniques: Vec<crate::training::TechniqueReport>,
     /// Seconds per stage.
     pub timings_seconds: Timings,
+}
+
+/// For `skip_serializing_if`: counts that are zero are left out of the file.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

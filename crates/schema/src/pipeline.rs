@@ -84,6 +84,7 @@ pub struct RawPipeline {
     pub learning_curve: Option<Spanned<RawLearningCurve>>,
     pub zero_shot: Option<Spanned<crate::techniques::RawZeroShot>>,
     pub few_shot: Option<Spanned<crate::techniques::RawFewShot>>,
+    pub meta_learning: Option<Spanned<crate::techniques::RawMetaLearning>>,
     pub self_training: Option<Spanned<crate::techniques::RawSelfTraining>>,
     pub continual: Option<Spanned<crate::techniques::RawContinual>>,
     pub domain_adaptation: Option<Spanned<crate::techniques::RawDomainAdaptation>>,
@@ -93,6 +94,7 @@ pub struct RawPipeline {
     pub augmentation: Option<Spanned<crate::techniques::RawAugmentation>>,
     pub prompt_templates: Option<Spanned<crate::techniques::RawPromptTemplates>>,
     pub fine_tune: Option<Spanned<crate::techniques::RawFineTune>>,
+    pub progressive: Option<Spanned<crate::techniques::RawProgressive>>,
     pub head: Spanned<RawHeads>,
 }
 
@@ -111,6 +113,8 @@ pub struct RawData {
     pub text_column: Option<Spanned<String>>,
     pub label_column: Option<Spanned<String>>,
     pub sample: Option<Spanned<usize>>,
+    /// Leave out the rows of classes with fewer rows than this (after `sample`).
+    pub min_class_rows: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

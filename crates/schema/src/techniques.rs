@@ -44,6 +44,27 @@ pub struct RawFewShot {
     pub episodes: Option<Spanned<usize>>,
 }
 
+/// `[meta_learning]`: a projection meta-trained by episodes on the base classes, scored by episodes on
+/// novel classes held out from it, against prototypes on the frozen features.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetaLearning {
+    /// Classes held out of meta-training (names); default the second half of the classes.
+    pub novel: Option<Spanned<Vec<String>>>,
+    pub ways: Option<Spanned<usize>>,
+    pub shots: Option<Spanned<Vec<usize>>>,
+    pub queries: Option<Spanned<usize>>,
+    /// Evaluation episodes per K.
+    pub episodes: Option<Spanned<usize>>,
+    /// Meta-training episodes.
+    pub train_episodes: Option<Spanned<usize>>,
+    /// Width of the projection; default the features' (starting from the identity).
+    pub dim: Option<Spanned<usize>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    /// Base classes held out of meta-training to choose when to stop (meta-validation); 0: none.
+    pub validation_classes: Option<Spanned<usize>>,
+}
+
 // `[self_training]`
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +103,21 @@ pub struct RawDomainAdaptation {
     pub text_column: Option<Spanned<String>>,
     pub label_column: Option<Spanned<String>>,
     pub lambda: Option<Spanned<f64>>,
+    /// Also adapt the backbone itself: SimCSE on both domains' texts, unlabelled.
+    pub simcse: Option<Spanned<RawDomainSimcse>>,
+}
+
+/// `[domain_adaptation] simcse = { … }`: the top blocks tuned with SimCSE on the source's training texts and
+/// the target's texts (no labels), compared with the feature alignments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomainSimcse {
+    pub layers: Option<Spanned<usize>>,
+    pub epochs: Option<Spanned<usize>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub temperature: Option<Spanned<f64>>,
+    pub dropout: Option<Spanned<f64>>,
 }
 
 // `[multitask]`
@@ -150,6 +186,48 @@ pub enum FineTuneObjective {
     Classification,
     /// SetFit's cosine-similarity loss on pairs drawn from the labels.
     Contrastive,
+    /// SimCSE, self-supervised: each training text twice through dropout is a positive pair, the batch's
+    /// other texts negatives. Labels are not read.
+    Simcse,
+}
+
+/// What `[fine_tune.first]` trains on before the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstObjective {
+    /// SimCSE on unlabelled texts (self-supervised adaptation).
+    Simcse,
+    /// Cross-entropy on another labelled data set (intermediate-task transfer).
+    Classification,
+}
+
+/// Which of the task's texts `[fine_tune.first] objective = "simcse"` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstTexts {
+    /// The training rows' texts.
+    Train,
+    /// Every row's text, test rows included (their labels are never read): transductive.
+    All,
+}
+
+/// `[fine_tune.first]`: a first training phase of the same top blocks before the task's own.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirstPhase {
+    pub objective: Spanned<FirstObjective>,
+    /// SimCSE: which texts (default "train").
+    pub texts: Option<Spanned<FirstTexts>>,
+    /// Classification: the registered data set of the intermediate task.
+    pub dataset: Option<Spanned<String>>,
+    /// Classification: rows drawn from it (seeded, stratified), at most; default all.
+    pub max_rows: Option<Spanned<usize>>,
+    pub epochs: Option<Spanned<usize>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub dropout: Option<Spanned<f64>>,
+    /// SimCSE's softmax temperature.
+    pub temperature: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -189,4 +267,37 @@ pub struct RawFineTune {
     pub draws: Option<Spanned<usize>>,
     pub weights: Option<Spanned<String>>,
     pub attention_heads: Option<Spanned<usize>>,
+    /// SimCSE's softmax temperature (`objective = "simcse"`).
+    pub temperature: Option<Spanned<f64>>,
+    /// A first phase (self-supervised or another labelled task) before the task's own training.
+    pub first: Option<Spanned<RawFirstPhase>>,
+    /// Train low-rank adapters of the trained blocks' matrices instead of the blocks (LoRA).
+    pub lora: Option<Spanned<RawLora>>,
+}
+
+/// `[fine_tune] lora = { rank = 8, alpha = 16 }`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLora {
+    pub rank: Option<Spanned<usize>>,
+    pub alpha: Option<Spanned<f64>>,
+}
+
+/// The trainable column `[progressive]` puts over the frozen backbone's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressiveColumn {
+    /// A learned softmax mix of every layer's sentence embedding and a scale (ELMo), under a linear head.
+    Mix,
+}
+
+/// `[progressive]`: a new trainable column over the frozen backbone's per-layer embeddings, compared with
+/// the same head on the last layer alone.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProgressive {
+    pub column: Option<Spanned<ProgressiveColumn>>,
+    pub epochs: Option<Spanned<usize>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    pub alpha: Option<Spanned<f64>>,
 }

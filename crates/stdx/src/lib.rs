@@ -22,3 +22,12 @@ mod seed;
 
 pub use hash::{HashingWriter, hex, sha256_file, sha256_hex};
 pub use seed::derive_seed;
+
+/// The process's peak resident memory so far in MB (Linux's `VmHWM`), `None` where the system does not
+/// say: a whole-process figure, for comparing runs that differ in one step.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

@@ -45,6 +45,11 @@ impl Moments {
             v: vec![0.0; len],
         }
     }
+
+    /// Values of the parameter they belong to.
+    pub(crate) fn len(&self) -> usize {
+        self.m.len()
+    }
 }
 
 /// The constants of one step of one group: its rate, the bias corrections of step `t`, the clipping factor.

@@ -222,6 +222,20 @@ pub(crate) struct Pass<T> {
     pub(crate) pooled: Vec<T>,
 }
 
+impl<T: Real> Pass<T> {
+    /// The masked mean over tokens (not normalised) of each block's input — the embeddings' output for the
+    /// first — then of the top block's output: one `[rows·hidden]` buffer per layer, bottom first.
+    pub(crate) fn layer_means(&self, h: usize) -> Vec<Vec<T>> {
+        let mut means: Vec<Vec<T>> = self
+            .blocks
+            .iter()
+            .map(|b| pool(&b.input, &self.tokens, h).0)
+            .collect();
+        means.push(self.mean.clone());
+        means
+    }
+}
+
 /// Runs blocks `first..` (from the embeddings when `start` is [`Start::Ids`]) and pools.
 pub(crate) fn forward<T: Real>(
     params: &Params<T>,
@@ -642,6 +656,48 @@ pub(crate) fn pair_loss<T: Real>(
     (loss / targets.len() as f64, du, dv)
 }
 
+/// SimCSE's InfoNCE loss (Gao, Yao & Chen, 2021): row `i` of `u` and row `i` of `v` are the same sentence
+/// through two dropout masks (a positive pair); every other row of `v` is a negative. With `s_ij = u_i·v_j
+/// / τ` (both unit length: cosines), the loss is the mean over `i` of `logsumexp_j s_ij − s_ii`. Returns
+/// the loss and the gradients with respect to `u` and `v`.
+pub(crate) fn info_nce<T: Real>(
+    u: &[T],
+    v: &[T],
+    temperature: T,
+    h: usize,
+) -> (f64, Vec<T>, Vec<T>) {
+    let n = u.len() / h;
+    let (mut du, mut dv) = (zeros(u.len()), zeros(v.len()));
+    let mut loss = 0.0;
+    let mut scores: Vec<T> = zeros(n);
+    for i in 0..n {
+        let a = &u[i * h..(i + 1) * h];
+        for (j, s) in scores.iter_mut().enumerate() {
+            let b = &v[j * h..(j + 1) * h];
+            *s = a.iter().zip(b).map(|(&x, &y)| x * y).sum::<T>() / temperature;
+        }
+        let max = scores
+            .iter()
+            .copied()
+            .fold(scores[0], |m, s| if s > m { s } else { m });
+        let log_sum = max + scores.iter().map(|&s| (s - max).exp_()).sum::<T>().ln_();
+        loss += (log_sum - scores[i]).to_f64();
+        for (j, &s) in scores.iter().enumerate() {
+            // ∂loss/∂s_ij = (softmax_j − [i = j]) / n, and ∂s_ij/∂u_i = v_j / τ, ∂s_ij/∂v_j = u_i / τ.
+            let target = if i == j { T::of(1.0) } else { T::default() };
+            let d = ((s - log_sum).exp_() - target) / (T::of(n as f64) * temperature);
+            let b = &v[j * h..(j + 1) * h];
+            for (du, &y) in du[i * h..(i + 1) * h].iter_mut().zip(b) {
+                *du += d * y;
+            }
+            for (dv, &x) in dv[j * h..(j + 1) * h].iter_mut().zip(a) {
+                *dv += d * x;
+            }
+        }
+    }
+    (loss / n.max(1) as f64, du, dv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,7 +723,7 @@ mod tests {
     fn loss(
         params: &Params<f64>,
         config: &BertConfig,
-        contrastive: bool,
+        objective: TestObjective,
         seed: u64,
         grads: Option<&mut Params<f64>>,
     ) -> f64 {
@@ -688,7 +744,18 @@ mod tests {
                 &mut dropout,
             )
         };
-        if contrastive {
+        if objective == TestObjective::SimCse {
+            // Every row twice in one pass: two dropout masks per sentence.
+            let twice: Vec<&[u32]> = ids.iter().chain(&ids).copied().collect();
+            let pass = run(&twice);
+            let (u, v) = pass.pooled.split_at(ids.len() * config.hidden_size);
+            let (l, mut du, dv) = info_nce(u, v, 0.5, config.hidden_size);
+            if let Some(g) = grads {
+                du.extend_from_slice(&dv);
+                backward(params, config, &pass, &du, 0, g, 0.2);
+            }
+            l
+        } else if objective == TestObjective::Pairs {
             let (u, v) = (run(&ids[..2]), run(&ids[2..]));
             let (l, du, dv) = pair_loss(&u.pooled, &v.pooled, &[1.0, 0.0], config.hidden_size);
             if let Some(g) = grads {
@@ -715,14 +782,25 @@ mod tests {
         }
     }
 
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum TestObjective {
+        Classification,
+        Pairs,
+        SimCse,
+    }
+
     #[test]
     fn every_kind_of_tensor_s_gradient_matches_central_differences_in_float64() {
         let weights = crate::tiny_bert(2, 13);
         let config = weights.config();
-        for contrastive in [false, true] {
+        for objective in [
+            TestObjective::Classification,
+            TestObjective::Pairs,
+            TestObjective::SimCse,
+        ] {
             let params = Params::<f64>::from_weights(&weights);
             let mut grads = params.zeros_for(true, 0);
-            loss(&params, config, contrastive, 5, Some(&mut grads));
+            loss(&params, config, objective, 5, Some(&mut grads));
             let analytic: Vec<Vec<f64>> = grads.buffers_mut().map(|g| g.clone()).collect();
             let count = analytic.len();
             for (t, analytic) in analytic.iter().enumerate() {
@@ -737,13 +815,13 @@ mod tests {
                     let at = |delta: f64| {
                         let mut moved = params.clone();
                         moved.buffers_mut().nth(t).unwrap()[index] += delta;
-                        loss(&moved, config, contrastive, 5, None)
+                        loss(&moved, config, objective, 5, None)
                     };
                     let eps = 1e-6;
                     let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
                     assert!(
                         (analytic[index] - numeric).abs() <= 1e-8 + 1e-5 * numeric.abs(),
-                        "tensor {t} of {count}, entry {index}, contrastive {contrastive}: \
+                        "tensor {t} of {count}, entry {index}, {objective:?}: \
                          analytic {} vs central difference {numeric}",
                         analytic[index]
                     );

@@ -161,6 +161,27 @@ fn view_mut<T: Real>(s: &mut [T], rows: usize, cols: usize) -> MatMut<'_, T> {
     MatMut::from_row_major_slice_mut(&mut s[..rows * cols], rows, cols)
 }
 
+/// A row-major matrix operand: its values, rows, columns, and whether to use its transpose.
+pub(crate) type Operand<'a, T> = (&'a [T], usize, usize, bool);
+
+/// `out = alpha · op(a) · op(b)` into a row-major buffer (replacing it).
+pub(crate) fn product<T: Real>(out: &mut [T], a: Operand<'_, T>, b: Operand<'_, T>, alpha: T) {
+    fn op<T: Real>((values, rows, cols, transposed): Operand<'_, T>) -> MatRef<'_, T> {
+        let m = view(values, rows, cols);
+        if transposed { m.transpose() } else { m }
+    }
+    let (a, b) = (op(a), op(b));
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    faer::linalg::matmul::matmul(
+        view_mut(out, m, n),
+        Accum::Replace,
+        a,
+        b,
+        alpha,
+        gemm_par(m, k, n),
+    );
+}
+
 /// Rows per rayon task for row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
 

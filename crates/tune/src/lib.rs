@@ -35,6 +35,7 @@
 //!     objective: Objective::Classification { classes: 2 },
 //!     max_grad_norm: 1.0,
 //!     seed: 7,
+//!     lora: None,
 //! };
 //! let outcome = fine_tune(&weights, &train, &train, &options, &mut |_| {})?;
 //! assert_eq!(outcome.epochs.last().unwrap().valid_accuracy, Some(1.0));
@@ -54,8 +55,8 @@ mod weights;
 use std::path::PathBuf;
 
 pub use train::{
-    Decay, EpochRecord, Objective, PhaseSeconds, Progress, TuneOptions, TuneOutcome, TuneRow,
-    embed_rows, encode, fine_tune, token_states,
+    Decay, EpochRecord, Lora, Objective, PhaseSeconds, Progress, TuneOptions, TuneOutcome, TuneRow,
+    embed_rows, encode, fine_tune, layer_means, token_states,
 };
 pub use weights::{BertConfig, BertWeights, block_tensor};
 

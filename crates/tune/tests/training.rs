@@ -24,6 +24,7 @@ fn options(layers: usize, epochs: usize) -> TuneOptions {
         objective: Objective::Classification { classes: 2 },
         max_grad_norm: 1.0,
         seed: 11,
+        lora: None,
     }
 }
 
@@ -249,4 +250,128 @@ fn contrastive_pairs_pull_a_class_together_and_push_the_classes_apart() {
         "same-class minus other-class cosine: {before} → {after}"
     );
     assert!(out.epochs.last().unwrap().train_loss < out.epochs[0].train_loss);
+}
+
+#[test]
+fn simcse_spreads_different_sentences_apart_without_reading_labels() {
+    let weights = fixture();
+    // 48 different sentences (a repeated one would be its own in-batch negative).
+    let mut data: Vec<(Vec<u32>, usize)> = Vec::new();
+    let mut state = 7u64;
+    while data.len() < 48 {
+        let mut ids = vec![1u32];
+        for _ in 0..3 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ids.push(3 + ((state >> 33) % 10) as u32);
+        }
+        ids.push(2);
+        if !data.iter().any(|(d, _)| *d == ids) {
+            data.push((ids, data.len() % 2));
+        }
+    }
+    let mut o = options(2, 10);
+    o.objective = Objective::SimCse { temperature: 0.05 };
+    o.dropout = 0.1;
+    let ids: Vec<&[u32]> = data.iter().map(|(i, _)| i.as_slice()).collect();
+    // The mean cosine between different sentences: a random encoder's embeddings crowd into a narrow cone,
+    // and SimCSE's in-batch negatives push them apart (Gao et al.'s "uniformity").
+    let crowding = |w: &BertWeights| {
+        let e = encode(w, &ids, 16).unwrap();
+        let mut cosines = Vec::new();
+        for i in 0..data.len() {
+            for j in i + 1..data.len() {
+                cosines.push(e.row(i).dot(&e.row(j)));
+            }
+        }
+        cosines.iter().sum::<f32>() / cosines.len() as f32
+    };
+    let out = fine_tune(&weights, &rows(&data), &[], &o, &mut |_| {}).unwrap();
+    let (before, after) = (crowding(&weights), crowding(&out.weights));
+    assert!(
+        after < before - 0.1,
+        "mean cosine of different sentences: {before} → {after}"
+    );
+    assert!(out.epochs.last().unwrap().train_loss < out.epochs[0].train_loss);
+    assert_eq!(out.epochs[0].valid_loss, None, "no validation score");
+    // Labels play no part: the same run with every label changed gives the same weights.
+    let relabelled: Vec<(Vec<u32>, usize)> = data.iter().map(|(i, l)| (i.clone(), 1 - l)).collect();
+    let again = fine_tune(&weights, &rows(&relabelled), &[], &o, &mut |_| {}).unwrap();
+    assert_eq!(again.weights, out.weights);
+}
+
+#[test]
+fn simcse_refuses_what_would_make_it_meaningless() {
+    let weights = fixture();
+    let data = toy_rows();
+    let mut o = options(2, 1);
+    o.objective = Objective::SimCse { temperature: 0.05 };
+    o.dropout = 0.0;
+    let err = fine_tune(&weights, &rows(&data), &[], &o, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("fine_tune.dropout"), "{err}");
+    o.dropout = 0.1;
+    o.objective = Objective::SimCse { temperature: 0.0 };
+    let err = fine_tune(&weights, &rows(&data), &[], &o, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("fine_tune.temperature"), "{err}");
+}
+
+/// The singular values of `m` `[rows, cols]` above `tolerance`.
+fn rank(m: &ndarray::ArrayD<f32>, tolerance: f64) -> usize {
+    let (rows, cols) = (m.shape()[0], m.shape()[1]);
+    let mat = faer::Mat::<f64>::from_fn(rows, cols, |i, j| f64::from(m[[i, j]]));
+    mat.singular_values()
+        .unwrap()
+        .iter()
+        .filter(|&&s| s > tolerance)
+        .count()
+}
+
+#[test]
+fn lora_learns_with_low_rank_changes_to_the_matrices_alone() {
+    let weights = fixture();
+    let data = toy_rows();
+    let (train, valid) = data.split_at(32);
+    let mut o = options(1, 30);
+    o.lora = Some(graft_tune::Lora {
+        rank: 2,
+        alpha: 4.0,
+    });
+    let (train_states, valid_states) = (
+        bottom_states(&weights, train),
+        bottom_states(&weights, valid),
+    );
+    let out = fine_tune(
+        &weights,
+        &cached_rows(train, &train_states),
+        &cached_rows(valid, &valid_states),
+        &o,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        out.epochs.last().unwrap().train_loss < out.epochs[0].train_loss * 0.7,
+        "{:?}",
+        out.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>()
+    );
+    // Trained: six adapters of the top block (A [2, in] and B [out, 2]) and the head [2, 8] + [2].
+    let (h, f) = (8, 16);
+    let adapters = 2 * (4 * (h + h) + (h + f) + (f + h));
+    assert_eq!(out.trainable_parameters, adapters + 2 * h + 2);
+    let top = "encoder.layer.1.";
+    for name in weights.names() {
+        let (released, tuned) = (
+            weights.tensor(name).unwrap(),
+            out.weights.tensor(name).unwrap(),
+        );
+        let adapted =
+            name.starts_with(top) && name.ends_with(".weight") && !name.contains("LayerNorm");
+        if adapted {
+            // The merged change W − W₀ is (α/r)·B·A: rank 2 at most, and not zero.
+            let change = &tuned - &released;
+            assert_eq!(rank(&change, 1e-5), 2, "{name}");
+        } else {
+            assert_eq!(tuned, released, "{name} must stay frozen");
+        }
+    }
 }

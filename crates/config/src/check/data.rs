@@ -69,11 +69,25 @@ impl Checker<'_> {
             }
             other => other.map(Spanned::into_inner),
         };
+        let min_class_rows = match &data.min_class_rows {
+            Some(m) if *m.get_ref() < 2 => {
+                return Err(self
+                    .error(m.span(), "`min_class_rows` must be at least 2")
+                    .with_hint("a class needs a training and a test row at the least; leave it out to keep every class"));
+            }
+            Some(m) if label_separator.is_some() => {
+                return Err(self
+                    .error(m.span(), "`min_class_rows` applies to single-label data")
+                    .with_hint("remove it, or `label_separator`"));
+            }
+            other => other.as_ref().map(|m| *m.get_ref()),
+        };
         Ok(DataPlan {
             source,
             text_column,
             label_column,
             sample,
+            min_class_rows,
             split_column,
             label_separator,
             group_column: data.group_column.map(Spanned::into_inner),

@@ -109,6 +109,7 @@ impl Checker<'_> {
             crate::techniques::RawTechniques {
                 zero_shot: raw.zero_shot,
                 few_shot: raw.few_shot,
+                meta_learning: raw.meta_learning,
                 self_training: raw.self_training,
                 continual: raw.continual,
                 domain_adaptation: raw.domain_adaptation,
@@ -118,6 +119,7 @@ impl Checker<'_> {
                 augmentation: raw.augmentation,
                 prompt_templates: raw.prompt_templates,
                 fine_tune: raw.fine_tune,
+                progressive: raw.progressive,
             },
             modality(backbone.as_ref(), &data, heads.len()),
         )?;

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use crate::spanned::Spanned;
-use graft_schema::techniques::RawDomainAdaptation;
+use graft_schema::techniques::{RawDomainAdaptation, RawDomainSimcse};
 use serde_json::json;
 
 use super::Modality;
@@ -39,6 +39,20 @@ pub struct DomainPlan {
     pub text_span: Option<std::ops::Range<usize>>,
     pub label_span: Option<std::ops::Range<usize>>,
     pub lambda: f64,
+    /// `simcse = { … }`: the backbone's top blocks tuned on both domains' texts.
+    pub simcse: Option<DomainSimcsePlan>,
+    pub span: std::ops::Range<usize>,
+}
+
+/// `[domain_adaptation] simcse`, checked.
+#[derive(Debug, Clone)]
+pub struct DomainSimcsePlan {
+    pub layers: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub temperature: f64,
+    pub dropout: f64,
     pub span: std::ops::Range<usize>,
 }
 
@@ -50,6 +64,10 @@ impl DomainPlan {
                 TargetSource::File(path) => json!({ "path": path }),
             },
             "text_column": self.text_column, "label_column": self.label_column, "lambda": self.lambda,
+            "simcse": self.simcse.as_ref().map(|s| json!({
+                "layers": s.layers, "epochs": s.epochs, "learning_rate": s.learning_rate,
+                "batch_size": s.batch_size, "temperature": s.temperature, "dropout": s.dropout,
+            })),
         })
     }
 }
@@ -140,6 +158,10 @@ pub(crate) fn check(
                 .with_hint("CORAL's covariance regulariser; Sun et al. (2016) use 1"));
         }
     };
+    let simcse = match &r.simcse {
+        Some(s) => Some(checked_simcse(c, s, modality)?),
+        None => None,
+    };
     Ok(DomainPlan {
         target,
         text_column,
@@ -147,6 +169,76 @@ pub(crate) fn check(
         text_span: r.text_column.as_ref().map(Spanned::span),
         label_span: r.label_column.as_ref().map(Spanned::span),
         lambda,
+        simcse,
+        span,
+    })
+}
+
+/// `simcse = { … }`: a registered backbone with float32 weights, and SimCSE's settings in range.
+fn checked_simcse(
+    c: &Checker<'_>,
+    s: &Spanned<RawDomainSimcse>,
+    modality: Modality,
+) -> Result<DomainSimcsePlan, Diagnostic> {
+    let span = s.span();
+    if modality.registered_weights != Some(true) {
+        return Err(c
+            .error(
+                span,
+                "SimCSE tunes the backbone, which needs a registered backbone with float32 weights",
+            )
+            .with_hint("use `model = \"minilm-l6\"` in [backbone] (all-MiniLM-L6-v2 in float32)"));
+    }
+    let s = s.get_ref();
+    let positive_float = |v: &Option<Spanned<f64>>, default: f64, key: &str, hint: &str| match v {
+        None => Ok(default),
+        Some(x) if x.get_ref().is_finite() && *x.get_ref() > 0.0 => Ok(*x.get_ref()),
+        Some(x) => Err(c
+            .error(
+                x.span(),
+                format!("`{key}` = {} must be a positive number", x.get_ref()),
+            )
+            .with_hint(hint.to_owned())),
+    };
+    let dropout = positive_float(
+        &s.dropout,
+        0.1,
+        "dropout",
+        "SimCSE's positive pairs are one text through two dropout masks: 0.1 as BERT",
+    )?;
+    if dropout >= 1.0 {
+        let at = s.dropout.as_ref().map_or(span.clone(), Spanned::span);
+        return Err(c
+            .error(at, format!("`dropout` = {dropout} must be below 1"))
+            .with_hint("0.1 as BERT"));
+    }
+    Ok(DomainSimcsePlan {
+        layers: c.positive(
+            &s.layers,
+            2,
+            "layers",
+            "the top blocks SimCSE tunes, e.g. 2",
+        )?,
+        epochs: c.positive(&s.epochs, 1, "epochs", "SimCSE trained one epoch")?,
+        learning_rate: positive_float(
+            &s.learning_rate,
+            3e-5,
+            "learning_rate",
+            "SimCSE used 3e-5 for BERT-base",
+        )?,
+        batch_size: c.positive(
+            &s.batch_size,
+            64,
+            "batch_size",
+            "SimCSE used 64 texts per batch",
+        )?,
+        temperature: positive_float(
+            &s.temperature,
+            0.05,
+            "temperature",
+            "SimCSE divides cosines by 0.05",
+        )?,
+        dropout,
         span,
     })
 }

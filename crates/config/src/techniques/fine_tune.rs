@@ -2,7 +2,10 @@
 //! head on the tuned features, compared with the frozen features on the same split.
 
 use crate::spanned::Spanned;
-use graft_schema::techniques::{FineTuneObjective, FineTuneSchedule, RawFineTune, RawLayers};
+use graft_schema::techniques::{
+    FineTuneObjective, FineTuneSchedule, FirstObjective, FirstTexts, RawFineTune, RawFirstPhase,
+    RawLayers,
+};
 use serde_json::json;
 
 use super::Modality;
@@ -38,7 +41,48 @@ pub struct FineTunePlan {
     /// The float32 weights of a backbone given as files (safetensors) and its attention heads; a
     /// registered backbone brings its own.
     pub weights: Option<(std::path::PathBuf, usize)>,
+    /// SimCSE's softmax temperature (`objective = "simcse"`).
+    pub temperature: f64,
+    /// `[fine_tune.first]`: a phase before the task's own training.
+    pub first: Option<FirstPhasePlan>,
+    /// `lora = { rank, alpha }`: low-rank adapters instead of the blocks' tensors.
+    pub lora: Option<(usize, f64)>,
     pub span: std::ops::Range<usize>,
+}
+
+/// `[fine_tune.first]`, checked: the same top blocks trained first on unlabelled texts (SimCSE) or on
+/// another labelled data set (intermediate-task transfer), then on the task.
+#[derive(Debug, Clone)]
+pub struct FirstPhasePlan {
+    pub objective: FirstObjective,
+    /// SimCSE: the training rows' texts or every row's.
+    pub texts: FirstTexts,
+    /// Classification: the registered data set.
+    pub dataset: Option<String>,
+    /// Classification: at most this many of its rows (a seeded stratified draw).
+    pub max_rows: Option<usize>,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub dropout: f64,
+    pub temperature: f64,
+    pub span: std::ops::Range<usize>,
+}
+
+impl FirstPhasePlan {
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "objective": format!("{:?}", self.objective).to_lowercase(),
+            "texts": format!("{:?}", self.texts).to_lowercase(),
+            "dataset": self.dataset,
+            "max_rows": self.max_rows,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "dropout": self.dropout,
+            "temperature": self.temperature,
+        })
+    }
 }
 
 impl FineTunePlan {
@@ -70,6 +114,9 @@ impl FineTunePlan {
             "draws": self.draws,
             "weights": self.weights.as_ref().map(|(w, _)| w.display().to_string()),
             "attention_heads": self.weights.as_ref().map(|(_, h)| h),
+            "temperature": self.temperature,
+            "first": self.first.as_ref().map(FirstPhasePlan::json),
+            "lora": self.lora.map(|(rank, alpha)| json!({ "rank": rank, "alpha": alpha })),
         })
     }
 }
@@ -150,12 +197,32 @@ pub(crate) fn check(
     let layers = checked_layers(c, &r)?;
     let objective = checked_objective(c, &r)?;
     let weights = weights(c, &r, modality, &span)?;
+    let learning_rate = rate(c, &r.learning_rate, 1e-4, "learning_rate")?;
+    let dropout = ranged(
+        c,
+        &r.dropout,
+        0.1,
+        "dropout",
+        (0.0, 1.0, false),
+        "BERT trains with 0.1",
+    )?;
+    let first = match &r.first {
+        Some(first) => Some(checked_first(c, first, learning_rate, dropout)?),
+        None => None,
+    };
+    let lora = match &r.lora {
+        Some(l) => Some(checked_lora(c, l)?),
+        None => None,
+    };
     Ok(FineTunePlan {
         weights,
+        temperature: temperature(c, &r.temperature)?,
+        first,
+        lora,
         layers,
         layers_span: r.layers.as_ref().map(Spanned::span),
         objective,
-        learning_rate: rate(c, &r.learning_rate, 1e-4, "learning_rate")?,
+        learning_rate,
         head_learning_rate: rate(c, &r.head_learning_rate, 1e-2, "head_learning_rate")?,
         layer_decay: ranged(
             c,
@@ -197,14 +264,7 @@ pub(crate) fn check(
             (0.0, 1.0, false),
             "AdamW's decoupled weight decay, e.g. 0.01",
         )?,
-        dropout: ranged(
-            c,
-            &r.dropout,
-            0.1,
-            "dropout",
-            (0.0, 1.0, false),
-            "BERT trains with 0.1",
-        )?,
+        dropout,
         patience: match &r.patience {
             None => None,
             Some(p) if *p.get_ref() > 0 => Some(*p.get_ref()),
@@ -279,7 +339,185 @@ fn checked_objective(c: &Checker<'_>, r: &RawFineTune) -> Result<FineTuneObjecti
             )
             .with_hint("remove it, or set `objective = \"contrastive\"`"));
     }
+    if let Some(t) = &r.temperature
+        && objective != FineTuneObjective::Simcse
+    {
+        return Err(c
+            .error(
+                t.span(),
+                "`temperature` applies to `objective = \"simcse\"` only",
+            )
+            .with_hint("remove it, or set `objective = \"simcse\"`"));
+    }
+    if objective == FineTuneObjective::Simcse {
+        if let Some(p) = &r.patience {
+            return Err(c
+                .error(
+                    p.span(),
+                    "SimCSE has no validation score for `patience` to watch",
+                )
+                .with_hint("remove `patience`: SimCSE keeps its last epoch's weights"));
+        }
+        if let Some(d) = r.dropout.as_ref().filter(|d| *d.get_ref() == 0.0) {
+            return Err(c.error(d.span(), "SimCSE needs `dropout` > 0").with_hint(
+                "its positive pairs are one text through two dropout masks; SimCSE used 0.1",
+            ));
+        }
+        if let Some(first) = &r.first {
+            return Err(c
+                .error(first.span(), "`[fine_tune.first]` comes before the task's own training, and `objective = \"simcse\"` has none")
+                .with_hint("for SimCSE and then the task, set `objective = \"classification\"` here and `objective = \"simcse\"` in [fine_tune.first]"));
+        }
+    }
     Ok(objective)
+}
+
+/// `lora = { rank, alpha }`: PEFT's defaults (8, 8).
+fn checked_lora(
+    c: &Checker<'_>,
+    l: &Spanned<graft_schema::techniques::RawLora>,
+) -> Result<(usize, f64), Diagnostic> {
+    let raw = l.get_ref();
+    let rank = c.positive(&raw.rank, 8, "rank", "LoRA's rank r: 4 to 16 is usual")?;
+    let alpha = match &raw.alpha {
+        None => 8.0,
+        Some(a) if a.get_ref().is_finite() && *a.get_ref() > 0.0 => *a.get_ref(),
+        Some(a) => {
+            return Err(c
+                .error(
+                    a.span(),
+                    format!("`alpha` = {} must be a positive number", a.get_ref()),
+                )
+                .with_hint(
+                    "the adapters' change is (alpha / rank)·B·A; alpha = 2 × rank is common",
+                ));
+        }
+    };
+    Ok((rank, alpha))
+}
+
+/// `temperature`: positive, SimCSE's 0.05 by default.
+fn temperature(c: &Checker<'_>, value: &Option<Spanned<f64>>) -> Result<f64, Diagnostic> {
+    match value {
+        None => Ok(0.05),
+        Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 => Ok(*t.get_ref()),
+        Some(t) => Err(c
+            .error(
+                t.span(),
+                format!("`temperature` = {} must be a positive number", t.get_ref()),
+            )
+            .with_hint("SimCSE divides cosines by 0.05 before the softmax")),
+    }
+}
+
+/// `[fine_tune.first]`: keys that belong to one objective only are refused under the other, each at its key.
+fn checked_first(
+    c: &Checker<'_>,
+    first: &Spanned<RawFirstPhase>,
+    learning_rate: f64,
+    dropout: f64,
+) -> Result<FirstPhasePlan, Diagnostic> {
+    let span = first.span();
+    let f = first.get_ref();
+    let objective = *f.objective.get_ref();
+    let misplaced = |key: &str, at: Option<std::ops::Range<usize>>, belongs: &str| {
+        at.map_or(Ok(()), |at| {
+            Err(c
+                .error(
+                    at,
+                    format!("`{key}` applies to `objective = \"{belongs}\"` in [fine_tune.first]"),
+                )
+                .with_hint(format!("remove it, or set `objective = \"{belongs}\"`")))
+        })
+    };
+    let dataset = match objective {
+        FirstObjective::Simcse => {
+            misplaced(
+                "dataset",
+                f.dataset.as_ref().map(Spanned::span),
+                "classification",
+            )?;
+            misplaced(
+                "max_rows",
+                f.max_rows.as_ref().map(Spanned::span),
+                "classification",
+            )?;
+            None
+        }
+        FirstObjective::Classification => {
+            misplaced("texts", f.texts.as_ref().map(Spanned::span), "simcse")?;
+            misplaced(
+                "temperature",
+                f.temperature.as_ref().map(Spanned::span),
+                "simcse",
+            )?;
+            let registry = graft_assets::Registry::builtin();
+            let known: Vec<&str> = registry.datasets.keys().map(String::as_str).collect();
+            match &f.dataset {
+                None => {
+                    return Err(c
+                        .error(span, "an intermediate task needs `dataset`: the labelled data set to train on first")
+                        .with_hint(format!("registered data sets: {}", known.join(", "))));
+                }
+                Some(name) if !registry.datasets.contains_key(name.get_ref()) => {
+                    return Err(c
+                        .error(
+                            name.span(),
+                            format!("unknown data set `{}`", name.get_ref()),
+                        )
+                        .with_hint(format!("registered data sets: {}", known.join(", "))));
+                }
+                Some(name) => Some(name.get_ref().clone()),
+            }
+        }
+    };
+    let dropout = ranged(
+        c,
+        &f.dropout,
+        dropout,
+        "dropout",
+        (0.0, 1.0, false),
+        "BERT trains with 0.1",
+    )?;
+    if objective == FirstObjective::Simcse && dropout == 0.0 {
+        let at = f.dropout.as_ref().map_or(span.clone(), Spanned::span);
+        return Err(c.error(at, "SimCSE needs `dropout` > 0").with_hint(
+            "its positive pairs are one text through two dropout masks; SimCSE used 0.1",
+        ));
+    }
+    Ok(FirstPhasePlan {
+        objective,
+        texts: f.texts.as_ref().map_or(FirstTexts::Train, |t| *t.get_ref()),
+        dataset,
+        max_rows: match &f.max_rows {
+            None => None,
+            Some(_) => Some(c.positive(
+                &f.max_rows,
+                1,
+                "max_rows",
+                "rows of the intermediate data set, at most",
+            )?),
+        },
+        epochs: c.positive(
+            &f.epochs,
+            1,
+            "epochs",
+            "one epoch is SimCSE's and often enough for an intermediate task",
+        )?,
+        learning_rate: rate(c, &f.learning_rate, learning_rate, "learning_rate")?,
+        batch_size: c.positive(
+            &f.batch_size,
+            64,
+            "batch_size",
+            "SimCSE used 64 texts per batch: each one's negatives are the other 63",
+        )?,
+        dropout,
+        temperature: match objective {
+            FirstObjective::Simcse => temperature(c, &f.temperature)?,
+            FirstObjective::Classification => 0.05,
+        },
+        span,
+    })
 }
 
 /// The float32 weights `[fine_tune]` trains: a registered backbone's own, or `weights` + `attention_heads`

@@ -8,7 +8,9 @@ mod domain;
 mod few_shot;
 mod fine_tune;
 mod fusion;
+mod meta_learning;
 mod multitask;
+mod progressive;
 mod prompts;
 mod self_training;
 mod zero_shot;
@@ -23,16 +25,19 @@ pub use crate::sources::{OtherBackbone, RawBackboneRef, RawModelFiles};
 pub use augmentation::AugmentationPlan;
 pub use continual::ContinualPlan;
 pub use distillation::DistillationPlan;
-pub use domain::{DomainPlan, TargetSource};
+pub use domain::{DomainPlan, DomainSimcsePlan, TargetSource};
 pub use few_shot::FewShotPlan;
-pub use fine_tune::FineTunePlan;
+pub use fine_tune::{FineTunePlan, FirstPhasePlan};
 pub use fusion::FusionPlan;
 pub use graft_schema::techniques::{
-    FineTuneObjective, FineTuneSchedule, RawAugmentation, RawContinual, RawDistillation,
-    RawDomainAdaptation, RawFewShot, RawFineTune, RawFusion, RawLayers, RawMultitask, RawOrder,
+    FineTuneObjective, FineTuneSchedule, FirstObjective, FirstTexts, ProgressiveColumn,
+    RawAugmentation, RawContinual, RawDistillation, RawDomainAdaptation, RawFewShot, RawFineTune,
+    RawFusion, RawLayers, RawMetaLearning, RawMultitask, RawOrder, RawProgressive,
     RawPromptTemplates, RawSelfTraining, RawZeroShot,
 };
+pub use meta_learning::MetaLearningPlan;
 pub use multitask::MultitaskPlan;
+pub use progressive::ProgressivePlan;
 pub use prompts::PromptTemplatesPlan;
 pub use self_training::SelfTrainingPlan;
 pub use zero_shot::ZeroShotPlan;
@@ -46,6 +51,8 @@ pub enum Stage {
     ZeroShot,
     /// `[few_shot]`
     FewShot,
+    /// `[meta_learning]`
+    MetaLearning,
     /// `[self_training]`
     SelfTraining,
     /// `[continual]`
@@ -62,14 +69,17 @@ pub enum Stage {
     Augmentation,
     /// `[fine_tune]`
     FineTune,
+    /// `[progressive]`
+    Progressive,
 }
 
 /// Every stage, in the order a run executes and reports them. The one list: adding a stage means adding it
 /// here, to [`Stage`] and [`StagePlan`] (whose matches have no catch-all arm, so the compiler finds the rest).
-pub const STAGES: [Stage; 11] = [
+pub const STAGES: [Stage; 13] = [
     Stage::PromptTemplates,
     Stage::ZeroShot,
     Stage::FewShot,
+    Stage::MetaLearning,
     Stage::SelfTraining,
     Stage::Continual,
     Stage::DomainAdaptation,
@@ -78,6 +88,7 @@ pub const STAGES: [Stage; 11] = [
     Stage::Distillation,
     Stage::Augmentation,
     Stage::FineTune,
+    Stage::Progressive,
 ];
 
 impl Stage {
@@ -87,6 +98,7 @@ impl Stage {
             Stage::PromptTemplates => "prompt_templates",
             Stage::ZeroShot => "zero_shot",
             Stage::FewShot => "few_shot",
+            Stage::MetaLearning => "meta_learning",
             Stage::SelfTraining => "self_training",
             Stage::Continual => "continual",
             Stage::DomainAdaptation => "domain_adaptation",
@@ -95,6 +107,7 @@ impl Stage {
             Stage::Distillation => "distillation",
             Stage::Augmentation => "augmentation",
             Stage::FineTune => "fine_tune",
+            Stage::Progressive => "progressive",
         }
     }
 
@@ -104,6 +117,7 @@ impl Stage {
             Stage::PromptTemplates => "prompt templates",
             Stage::ZeroShot => "zero-shot",
             Stage::FewShot => "few-shot episodes",
+            Stage::MetaLearning => "meta-learning",
             Stage::SelfTraining => "self-training",
             Stage::Continual => "continual learning",
             Stage::DomainAdaptation => "domain adaptation",
@@ -112,6 +126,7 @@ impl Stage {
             Stage::Distillation => "distillation",
             Stage::Augmentation => "augmentation",
             Stage::FineTune => "fine-tuning",
+            Stage::Progressive => "progressive column",
         }
     }
 }
@@ -125,6 +140,8 @@ pub enum StagePlan {
     ZeroShot(ZeroShotPlan),
     /// `[few_shot]`
     FewShot(FewShotPlan),
+    /// `[meta_learning]`
+    MetaLearning(MetaLearningPlan),
     /// `[self_training]`
     SelfTraining(SelfTrainingPlan),
     /// `[continual]`
@@ -141,6 +158,8 @@ pub enum StagePlan {
     Augmentation(AugmentationPlan),
     /// `[fine_tune]`
     FineTune(FineTunePlan),
+    /// `[progressive]`
+    Progressive(ProgressivePlan),
 }
 
 impl StagePlan {
@@ -150,6 +169,7 @@ impl StagePlan {
             StagePlan::PromptTemplates(_) => Stage::PromptTemplates,
             StagePlan::ZeroShot(_) => Stage::ZeroShot,
             StagePlan::FewShot(_) => Stage::FewShot,
+            StagePlan::MetaLearning(_) => Stage::MetaLearning,
             StagePlan::SelfTraining(_) => Stage::SelfTraining,
             StagePlan::Continual(_) => Stage::Continual,
             StagePlan::DomainAdaptation(_) => Stage::DomainAdaptation,
@@ -158,6 +178,7 @@ impl StagePlan {
             StagePlan::Distillation(_) => Stage::Distillation,
             StagePlan::Augmentation(_) => Stage::Augmentation,
             StagePlan::FineTune(_) => Stage::FineTune,
+            StagePlan::Progressive(_) => Stage::Progressive,
         }
     }
 
@@ -167,6 +188,7 @@ impl StagePlan {
             StagePlan::PromptTemplates(p) => p.json(),
             StagePlan::ZeroShot(p) => p.json(),
             StagePlan::FewShot(p) => p.json(),
+            StagePlan::MetaLearning(p) => p.json(),
             StagePlan::SelfTraining(p) => p.json(),
             StagePlan::Continual(p) => p.json(),
             StagePlan::DomainAdaptation(p) => p.json(),
@@ -175,6 +197,7 @@ impl StagePlan {
             StagePlan::Distillation(p) => p.json(),
             StagePlan::Augmentation(p) => p.json(),
             StagePlan::FineTune(p) => p.json(),
+            StagePlan::Progressive(p) => p.json(),
         }
     }
 }
@@ -229,15 +252,22 @@ impl TechniquesPlan {
             .collect()
     }
 
-    /// The target data set of a domain-adaptation stage, when it is a registered one (for `fetch`).
-    pub fn registered_target(&self) -> Option<&str> {
-        self.stages.iter().find_map(|p| match p {
-            StagePlan::DomainAdaptation(DomainPlan {
-                target: TargetSource::Registry(name),
-                ..
-            }) => Some(name.as_str()),
-            _ => None,
-        })
+    /// The registered data sets stages read besides the pipeline's own (for `fetch`): a domain-adaptation
+    /// target, an intermediate task of `[fine_tune.first]`.
+    pub fn registered_datasets(&self) -> Vec<&str> {
+        self.stages
+            .iter()
+            .filter_map(|p| match p {
+                StagePlan::DomainAdaptation(DomainPlan {
+                    target: TargetSource::Registry(name),
+                    ..
+                }) => Some(name.as_str()),
+                StagePlan::FineTune(FineTunePlan {
+                    first: Some(first), ..
+                }) => first.dataset.as_deref(),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -245,6 +275,7 @@ impl TechniquesPlan {
 pub struct RawTechniques {
     pub zero_shot: Option<Spanned<RawZeroShot>>,
     pub few_shot: Option<Spanned<RawFewShot>>,
+    pub meta_learning: Option<Spanned<RawMetaLearning>>,
     pub self_training: Option<Spanned<RawSelfTraining>>,
     pub continual: Option<Spanned<RawContinual>>,
     pub domain_adaptation: Option<Spanned<RawDomainAdaptation>>,
@@ -254,6 +285,7 @@ pub struct RawTechniques {
     pub augmentation: Option<Spanned<RawAugmentation>>,
     pub prompt_templates: Option<Spanned<RawPromptTemplates>>,
     pub fine_tune: Option<Spanned<RawFineTune>>,
+    pub progressive: Option<Spanned<RawProgressive>>,
 }
 
 /// Checks every technique table (in [`STAGES`] order, so that order also decides which of two mistakes is
@@ -266,6 +298,7 @@ pub(crate) fn check(
     let RawTechniques {
         zero_shot,
         few_shot,
+        meta_learning,
         self_training,
         continual,
         domain_adaptation,
@@ -275,6 +308,7 @@ pub(crate) fn check(
         augmentation,
         prompt_templates,
         fine_tune,
+        progressive,
     } = raw;
     let mut stages = Vec::new();
     if let Some(r) = prompt_templates {
@@ -287,6 +321,11 @@ pub(crate) fn check(
     }
     if let Some(r) = few_shot {
         stages.push(StagePlan::FewShot(few_shot::check(check, r, modality)?));
+    }
+    if let Some(r) = meta_learning {
+        stages.push(StagePlan::MetaLearning(meta_learning::check(
+            check, r, modality,
+        )?));
     }
     if let Some(r) = self_training {
         stages.push(StagePlan::SelfTraining(self_training::check(
@@ -319,6 +358,11 @@ pub(crate) fn check(
     }
     if let Some(r) = fine_tune {
         stages.push(StagePlan::FineTune(fine_tune::check(check, r, modality)?));
+    }
+    if let Some(r) = progressive {
+        stages.push(StagePlan::Progressive(progressive::check(
+            check, r, modality,
+        )?));
     }
     Ok(TechniquesPlan { stages })
 }

@@ -12,7 +12,9 @@ mod domain;
 mod few_shot;
 mod fine_tune;
 mod fusion;
+mod meta_learning;
 mod multitask;
+mod progressive;
 mod prompts;
 mod self_training;
 mod zero_shot;
@@ -77,6 +79,8 @@ pub(crate) struct TuneKit<'a> {
     pub tokenizer: PathBuf,
     /// The graph output holding token states.
     pub output: String,
+    /// Tokens kept per text (`[backbone] max_length`).
+    pub max_length: usize,
     pub store_graph: &'a StoreGraph<'a>,
     pub token_states: &'a TokenStates<'a>,
 }
@@ -161,6 +165,7 @@ fn run_stage(plan: &StagePlan, data: &RunData<'_>) -> Result<TechniqueReport, Pi
         StagePlan::PromptTemplates(p) => prompts::run(p, data),
         StagePlan::ZeroShot(p) => zero_shot::run(p, data),
         StagePlan::FewShot(p) => few_shot::run(p, data),
+        StagePlan::MetaLearning(p) => meta_learning::run(p, data),
         StagePlan::SelfTraining(p) => self_training::run(p, data),
         StagePlan::Continual(p) => continual::run(p, data),
         StagePlan::DomainAdaptation(p) => domain::run(p, data),
@@ -169,6 +174,7 @@ fn run_stage(plan: &StagePlan, data: &RunData<'_>) -> Result<TechniqueReport, Pi
         StagePlan::Distillation(p) => distillation::run(p, data),
         StagePlan::Augmentation(p) => augmentation::run(p, data),
         StagePlan::FineTune(p) => fine_tune::run(p, data),
+        StagePlan::Progressive(p) => progressive::run(p, data),
     }
 }
 
@@ -535,7 +541,9 @@ mod tests {
                 Stage::Fusion => assert!(d["variants"].as_array().unwrap().len() >= 3),
                 Stage::Distillation => assert!(number(d, "/teacher_accuracy") >= 0.9, "{d}"),
                 Stage::Augmentation => assert_eq!(number(d, "/views"), 2.0),
-                Stage::Continual | Stage::FineTune => unreachable!("not in this fixture"),
+                Stage::Continual | Stage::FineTune | Stage::Progressive | Stage::MetaLearning => {
+                    unreachable!("not in this fixture")
+                }
             }
         }
     }

@@ -37,6 +37,45 @@ pub fn encode(
     Ok(out)
 }
 
+/// Every layer's sentence embedding: the masked mean over tokens (not normalised) of the embeddings' output
+/// and of each block's output, `[rows, layers + 1, hidden]`, bottom first — what a learned mix of layers
+/// (ELMo's scalar mix) or a progressive column reads from a frozen encoder.
+pub fn layer_means(
+    weights: &BertWeights,
+    rows: &[&[u32]],
+    batch_size: usize,
+) -> Result<ndarray::Array3<f32>, TuneError> {
+    let c = weights.config();
+    if let Some((index, row)) = rows.iter().enumerate().find(|(_, r)| {
+        r.is_empty() || r.len() > c.max_positions || r.iter().any(|&id| id as usize >= c.vocab_size)
+    }) {
+        return Err(TuneError::Row {
+            which: "embedded",
+            index,
+            reason: format!(
+                "{} tokens (ids below {}, 1 to {} tokens expected)",
+                row.len(),
+                c.vocab_size,
+                c.max_positions
+            ),
+        });
+    }
+    let params = Params::<f32>::from_weights(weights);
+    let hidden = c.hidden_size;
+    let mut out = ndarray::Array3::zeros((rows.len(), c.layers + 1, hidden));
+    let size = batch_size.max(1);
+    for (k, chunk) in rows.chunks(size).enumerate() {
+        let pass = forward(&params, c, Tokens::new(chunk), Start::Ids, 0, &mut None);
+        for (layer, means) in pass.layer_means(hidden).iter().enumerate() {
+            for (r, row) in means.chunks(hidden).enumerate() {
+                out.slice_mut(ndarray::s![k * size + r, layer, ..])
+                    .assign(&ndarray::ArrayView1::from(row));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Sentence embeddings (masked mean, L2-normalised) of rows whose states at the boundary below the top
 /// `top_blocks` blocks are given (`states: None` and `top_blocks` = depth: from the token ids): what a
 /// tuned encoder makes of rows without running the frozen blocks again.
@@ -64,12 +103,14 @@ pub fn embed_rows(
         objective: Objective::Contrastive { pairs_per_row: 1 },
         max_grad_norm: 1.0,
         seed: 0,
+        lora: None,
     };
     options.check(c.layers)?;
     check_rows(weights, rows, &options, "embedded")?;
     let model = Model {
         encoder: Params::from_weights(weights),
         head: None,
+        adapters: None,
     };
     let ctx = Context {
         model: &model,

@@ -3,7 +3,8 @@
 //! early stopping with best-weight restore.
 
 mod infer;
-pub use infer::{embed_rows, encode, token_states};
+mod lora;
+pub use infer::{embed_rows, encode, layer_means, token_states};
 mod model;
 mod options;
 mod step;
@@ -18,9 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::TuneError;
 use crate::encoder::Dropout;
 use crate::weights::BertWeights;
-use model::{Grads, Model, param_groups, schedule, update};
+use model::{Grads, Model, param_groups, schedule, trainable, update};
 pub use options::{
-    Decay, EpochRecord, Objective, PhaseSeconds, Progress, TuneOptions, TuneOutcome, TuneRow,
+    Decay, EpochRecord, Lora, Objective, PhaseSeconds, Progress, TuneOptions, TuneOutcome, TuneRow,
 };
 use step::Context;
 use units::{check_rows, length_bucketed, training_units, validation_pairs};
@@ -96,6 +97,10 @@ pub fn fine_tune(
                 return Err(TuneError::Diverged { epoch, step: b + 1 });
             }
             let clock = Instant::now();
+            let lowest = config.layers - active;
+            if let (Some(adapters), Some(into)) = (&model.adapters, &mut grads.adapters) {
+                adapters.gradients(&grads.encoder, into, lowest);
+            }
             if let Some(lr) = update(
                 &mut groups,
                 &mut model,
@@ -105,6 +110,9 @@ pub fn fine_tune(
                 factor,
             ) {
                 lr_now = lr;
+            }
+            if let Some(adapters) = &model.adapters {
+                adapters.merge_into(&mut model.encoder, lowest);
             }
             phases.optimizer += clock.elapsed().as_secs_f64();
             step += 1;
@@ -148,6 +156,7 @@ pub fn fine_tune(
             }
         }
     }
+    let trainable_parameters = trainable(&groups);
     let (_, best_epoch, kept) = best.expect("at least one epoch ran");
     let mut tuned = weights.clone();
     kept.encoder.write_into(&mut tuned);
@@ -156,6 +165,7 @@ pub fn fine_tune(
         epochs: records,
         best_epoch,
         stopped_early,
+        trainable_parameters,
     })
 }
 

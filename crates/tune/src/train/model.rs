@@ -1,6 +1,7 @@
 //! The trained parameters: the encoder's tensors and the new head, their AdamW groups (layer-wise rates, no
 //! decay on biases and layer norms), the learning-rate schedule and the update with gradient clipping.
 
+use super::lora::Adapters;
 use super::options::{Decay, Objective, TuneOptions};
 use crate::adamw::{AdamWParams, Moments, Step, squares};
 use crate::encoder::Params;
@@ -13,6 +14,9 @@ pub(crate) enum Slot {
     Block(usize, usize),
     HeadWeight,
     HeadBias,
+    /// LoRA's `A` and `B` of block `l`'s `k`-th adapted matrix.
+    AdapterA(usize, usize),
+    AdapterB(usize, usize),
 }
 
 /// The classification head on the pooled embedding: `[classes, hidden]` and `[classes]`, zero at start.
@@ -27,20 +31,35 @@ pub(crate) struct Head {
 pub(crate) struct Model {
     pub(crate) encoder: Params<f32>,
     pub(crate) head: Option<Head>,
+    /// With LoRA: the adapters (the encoder holds their merged weights).
+    pub(crate) adapters: Option<Adapters>,
 }
 
 impl Model {
     /// The encoder as given, and (classification) a zero head.
     pub(crate) fn new(weights: &BertWeights, options: &TuneOptions) -> Model {
-        let hidden = weights.config().hidden_size;
+        let config = weights.config();
+        let hidden = config.hidden_size;
+        let encoder = Params::from_weights(weights);
+        let adapters = options.lora.map(|lora| {
+            let seed = graft_stdx::derive_seed(options.seed, "lora init");
+            Adapters::new(
+                &encoder,
+                config,
+                config.layers - options.trainable_layers,
+                lora,
+                seed,
+            )
+        });
         Model {
-            encoder: Params::from_weights(weights),
+            adapters,
+            encoder,
             head: match options.objective {
                 Objective::Classification { classes } => Some(Head {
                     weight: vec![0.0; classes * hidden],
                     bias: vec![0.0; classes],
                 }),
-                Objective::Contrastive { .. } => None,
+                Objective::Contrastive { .. } | Objective::SimCse { .. } => None,
             },
         }
     }
@@ -51,6 +70,8 @@ impl Model {
             Slot::Block(l, i) => &mut self.encoder.blocks[l][i],
             Slot::HeadWeight => &mut self.head.as_mut().expect("a head").weight,
             Slot::HeadBias => &mut self.head.as_mut().expect("a head").bias,
+            Slot::AdapterA(l, k) => &mut self.adapters.as_mut().expect("LoRA").blocks[l][k].a,
+            Slot::AdapterB(l, k) => &mut self.adapters.as_mut().expect("LoRA").blocks[l][k].b,
         }
     }
 }
@@ -79,6 +100,8 @@ pub(crate) struct Grads {
     /// only rows of the 11.7 M-value table to clear and to count in the norm.
     pub(crate) words: Vec<u32>,
     pub(crate) hidden: usize,
+    /// With LoRA: the adapters' gradients (from the encoder's, after each backward pass).
+    pub(crate) adapters: Option<Adapters>,
 }
 
 impl Grads {
@@ -86,6 +109,7 @@ impl Grads {
         Grads {
             words: Vec::new(),
             hidden,
+            adapters: model.adapters.as_ref().map(Adapters::zeros_like),
             encoder: model.encoder.zeros_for(lowest == 0, lowest),
             head: model.head.as_ref().map(|h| Head {
                 weight: vec![0.0; h.weight.len()],
@@ -145,6 +169,8 @@ impl Grads {
             Slot::Block(l, i) => &self.encoder.blocks[l][i],
             Slot::HeadWeight => &self.head.as_ref().expect("a head").weight,
             Slot::HeadBias => &self.head.as_ref().expect("a head").bias,
+            Slot::AdapterA(l, k) => &self.adapters.as_ref().expect("LoRA").blocks[l][k].a,
+            Slot::AdapterB(l, k) => &self.adapters.as_ref().expect("LoRA").blocks[l][k].b,
         }
     }
 }
@@ -230,6 +256,34 @@ pub(crate) fn param_groups(config: &BertConfig, head: bool, options: &TuneOption
     let (h, f) = (config.hidden_size, config.intermediate_size);
     for depth in 0..options.trainable_layers {
         let layer = layers - 1 - depth;
+        if let Some(lora) = options.lora {
+            // The adapters instead of the block's tensors: `A` [r, in] and `B` [out, r] per matrix.
+            let tensors = super::lora::ADAPTED
+                .iter()
+                .enumerate()
+                .flat_map(|(k, &i)| {
+                    let shape = crate::weights::block_shape(BLOCK_TENSORS[i], h, f);
+                    [
+                        (
+                            "lora_A.weight",
+                            Slot::AdapterA(layer, k),
+                            lora.rank * shape[1],
+                        ),
+                        (
+                            "lora_B.weight",
+                            Slot::AdapterB(layer, k),
+                            shape[0] * lora.rank,
+                        ),
+                    ]
+                })
+                .collect();
+            push(
+                tensors,
+                Some(depth),
+                options.learning_rate * options.layer_decay.powi(depth as i32),
+            );
+            continue;
+        }
         let tensors = BLOCK_TENSORS
             .iter()
             .enumerate()
@@ -244,7 +298,7 @@ pub(crate) fn param_groups(config: &BertConfig, head: bool, options: &TuneOption
             options.learning_rate * options.layer_decay.powi(depth as i32),
         );
     }
-    if options.trainable_layers == layers {
+    if options.trainable_layers == layers && options.lora.is_none() {
         let lens = [
             config.vocab_size * h,
             config.max_positions * h,
@@ -277,4 +331,12 @@ pub(crate) fn param_groups(config: &BertConfig, head: bool, options: &TuneOption
         );
     }
     groups
+}
+
+/// Values the groups train.
+pub(crate) fn trainable(groups: &[Group]) -> usize {
+    groups
+        .iter()
+        .flat_map(|g| g.moments.iter().map(Moments::len))
+        .sum()
 }

@@ -21,6 +21,23 @@ pub enum Objective {
         /// Pairs drawn per training row (half positive, half negative).
         pairs_per_row: usize,
     },
+    /// SimCSE (Gao, Yao & Chen, 2021), self-supervised: each row's text twice through different dropout
+    /// masks is a positive pair, the batch's other rows are negatives (InfoNCE on cosines over
+    /// `temperature`). Labels are not read; needs `dropout` > 0. There is no validation score, so the last
+    /// epoch's weights are kept.
+    SimCse {
+        /// Divides the cosines before the softmax (SimCSE: 0.05).
+        temperature: f64,
+    },
+}
+
+/// LoRA's settings: the rank `r` of each adapter and its scale `α` (the change is `(α/r)·B·A`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lora {
+    /// Rank of each adapter (PEFT's default 8).
+    pub rank: usize,
+    /// Scale numerator (PEFT's default 8; the original paper's examples use 16).
+    pub alpha: f64,
 }
 
 /// How the learning rate falls after warm-up.
@@ -70,8 +87,11 @@ pub struct TuneOptions {
     pub objective: Objective,
     /// Gradients are scaled down to this global L2 norm when larger.
     pub max_grad_norm: f64,
-    /// Seed of every random choice (batch order, dropout masks, pairs).
+    /// Seed of every random choice (batch order, dropout masks, pairs, LoRA's initial `A`).
     pub seed: u64,
+    /// Train low-rank adapters of the trained blocks' weight matrices instead of the blocks themselves
+    /// (biases, layer norms and the embeddings stay frozen); merged into the weights returned.
+    pub lora: Option<Lora>,
 }
 
 impl TuneOptions {
@@ -136,6 +156,14 @@ impl TuneOptions {
                 format!("must be > 0, got {}", self.max_grad_norm),
             );
         }
+        if let Some(lora) = self.lora {
+            if lora.rank == 0 {
+                return bad("lora.rank", "must be at least 1".into());
+            }
+            if !positive(lora.alpha) {
+                return bad("lora.alpha", format!("must be > 0, got {}", lora.alpha));
+            }
+        }
         match self.objective {
             Objective::Classification { classes } if classes < 2 => bad(
                 "objective",
@@ -144,6 +172,17 @@ impl TuneOptions {
             Objective::Contrastive { pairs_per_row: 0 } => {
                 bad("pairs_per_row", "must be at least 1".into())
             }
+            Objective::SimCse { temperature } if !positive(temperature) => {
+                bad("temperature", format!("must be > 0, got {temperature}"))
+            }
+            Objective::SimCse { .. } if self.dropout == 0.0 => bad(
+                "dropout",
+                "SimCSE's positive pairs differ only by their dropout masks: it must be > 0".into(),
+            ),
+            Objective::SimCse { .. } if self.patience.is_some() => bad(
+                "patience",
+                "SimCSE has no validation score to stop on; remove it".into(),
+            ),
             _ => Ok(()),
         }
     }
@@ -157,7 +196,7 @@ pub struct TuneRow<'a> {
     pub ids: &'a [u32],
     /// The frozen blocks' output for these tokens; `None` when every block trains.
     pub states: Option<&'a Array2<f32>>,
-    /// Class index.
+    /// Class index (not read by [`Objective::SimCse`]).
     pub label: usize,
 }
 
@@ -228,4 +267,7 @@ pub struct TuneOutcome {
     pub best_epoch: usize,
     /// Whether early stopping ended training before the last planned epoch.
     pub stopped_early: bool,
+    /// Values the optimiser trained (the head's included): the trained blocks' tensors, or with LoRA the
+    /// adapters' factors.
+    pub trainable_parameters: usize,
 }

@@ -8,7 +8,9 @@ use ndarray::Array2;
 use super::model::{Grads, Model};
 use super::options::{Objective, PhaseSeconds, TuneOptions, TuneRow};
 use super::units::{Unit, split_pairs};
-use crate::encoder::{Dropout, Pass, Start, Tokens, backward, cross_entropy, forward, pair_loss};
+use crate::encoder::{
+    Dropout, Pass, Start, Tokens, backward, cross_entropy, forward, info_nce, pair_loss,
+};
 use crate::weights::BertConfig;
 
 pub(crate) struct Context<'a> {
@@ -80,15 +82,18 @@ impl Context<'_> {
     ) -> f64 {
         let clock = Instant::now();
         let lowest = self.config.layers - active;
+        let row_indices = || -> Vec<usize> {
+            batch
+                .iter()
+                .map(|&u| match units[u] {
+                    Unit::Row(r) => r,
+                    Unit::Pair(..) => unreachable!("classification and SimCSE train on rows"),
+                })
+                .collect()
+        };
         let (pass, loss, d_pooled) = match self.options.objective {
             Objective::Classification { .. } => {
-                let indices: Vec<usize> = batch
-                    .iter()
-                    .map(|&u| match units[u] {
-                        Unit::Row(r) => r,
-                        Unit::Pair(..) => unreachable!("classification trains on rows"),
-                    })
-                    .collect();
+                let indices = row_indices();
                 let pass = self.pass(rows, &indices, dropout);
                 let labels: Vec<usize> = indices.iter().map(|&i| rows[i].label).collect();
                 let (loss, _, d_logits) = cross_entropy(&pass.pooled, self.head(), &labels);
@@ -102,6 +107,19 @@ impl Context<'_> {
                 let pass = self.pass(rows, &both, dropout);
                 let (u, v) = pass.pooled.split_at(left.len() * self.config.hidden_size);
                 let (loss, mut du, dv) = pair_loss(u, v, &targets, self.config.hidden_size);
+                du.extend_from_slice(&dv);
+                (pass, loss, du)
+            }
+            Objective::SimCse { temperature } => {
+                // Every row twice in one pass: each copy draws its own dropout masks.
+                let indices = row_indices();
+                let twice: Vec<usize> = indices.iter().chain(&indices).copied().collect();
+                let pass = self.pass(rows, &twice, dropout);
+                let (u, v) = pass
+                    .pooled
+                    .split_at(indices.len() * self.config.hidden_size);
+                let (loss, mut du, dv) =
+                    info_nce(u, v, temperature as f32, self.config.hidden_size);
                 du.extend_from_slice(&dv);
                 (pass, loss, du)
             }
@@ -129,7 +147,8 @@ impl Context<'_> {
         loss
     }
 
-    /// Validation loss and (for classification) accuracy, without dropout or gradients.
+    /// Validation loss and (for classification) accuracy, without dropout or gradients; SimCSE has none
+    /// (without dropout its two views are the same row).
     pub(crate) fn validate(
         &self,
         rows: &[TuneRow<'_>],
@@ -140,6 +159,7 @@ impl Context<'_> {
         }
         let size = self.options.batch_size.max(32);
         match self.options.objective {
+            Objective::SimCse { .. } => (None, None),
             Objective::Classification { classes } => {
                 let (mut loss, mut correct) = (0.0, 0usize);
                 let indices: Vec<usize> = (0..rows.len()).collect();

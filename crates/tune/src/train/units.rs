@@ -19,7 +19,7 @@ pub(crate) fn validation_pairs(valid: &[TuneRow<'_>], options: &TuneOptions) -> 
             ));
             draw_pairs(valid, pairs_per_row, &mut pair_rng)
         }
-        Objective::Classification { .. } => Vec::new(),
+        Objective::Classification { .. } | Objective::SimCse { .. } => Vec::new(),
     }
 }
 
@@ -76,7 +76,7 @@ pub(crate) fn check_rows(
     Ok(())
 }
 
-/// A training unit: one row (classification) or one pair with its target cosine (contrastive).
+/// A training unit: one row (classification, SimCSE) or one pair with its target cosine (contrastive).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Unit {
     Row(usize),
@@ -98,7 +98,9 @@ pub(crate) fn training_units(
     rng: &mut ChaCha8Rng,
 ) -> Vec<Unit> {
     match options.objective {
-        Objective::Classification { .. } => (0..rows.len()).map(Unit::Row).collect(),
+        Objective::Classification { .. } | Objective::SimCse { .. } => {
+            (0..rows.len()).map(Unit::Row).collect()
+        }
         Objective::Contrastive { pairs_per_row } => draw_pairs(rows, pairs_per_row, rng),
     }
 }

@@ -10,6 +10,8 @@
 //! it, so that `predict` applies it to raw target rows) by evidence only: the alignment that measurably helps
 //! on labelled target rows, else none.
 
+mod simcse;
+
 use std::ops::Range;
 use std::path::Path;
 
@@ -379,6 +381,28 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut scored = scored;
+    let mut adapted = match &p.simcse {
+        Some(s) => Some(simcse::adapt(s, d, &target.texts)?),
+        None => None,
+    };
+    if let Some(a) = &mut adapted {
+        a.target_shift = mean_cosine_distance(x_target.view(), a.target.view());
+        let m = Aligned {
+            name: SIMCSE,
+            train: a.source_train.clone(),
+            source_test: a.source_test.clone(),
+            target_transform: None,
+        };
+        scored.push(train_and_score(
+            &spec,
+            m,
+            (&y_source, &y_source_test, n_classes),
+            a.target.view(),
+            y_target,
+            &bootstrap,
+        )?);
+    }
     let verdict = y_target
         .map(|y| -> Result<Verdict, PipelineError> {
             let best = (1..scored.len())
@@ -407,17 +431,22 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
         .transpose()?;
     let (kept, kept_because) = kept_alignment(verdict.as_ref());
     let head_name = format!("{}-adapted", d.headline.name());
-    let mut scored = scored;
+    // A kept SimCSE head reads the adapted encoder's features: its graph goes into the run folder with it.
+    let graph = match &adapted {
+        Some(a) if scored[kept].name == SIMCSE => Some(write_adapted_graph(d, a)?),
+        _ => None,
+    };
     (d.add_head)(super::StageHead {
         name: head_name.clone(),
         head: scored[kept].head.take().expect("each head is kept once"),
-        graph: None,
+        graph,
     })?;
     Ok(report(
         p,
         d,
         &Outcome {
             target,
+            adapted,
             extract_seconds,
             extracted: embedded.extracted,
             scored,
@@ -431,9 +460,53 @@ pub(crate) fn run(p: &DomainPlan, d: &RunData<'_>) -> Result<TechniqueReport, Pi
     ))
 }
 
+/// The name of the backbone adapted with SimCSE, as the table lists it.
+const SIMCSE: &str = "SimCSE on both domains' texts (backbone tuned)";
+
+/// The adapted encoder's graph, in the run folder beside the kept head.
+const ADAPTED_GRAPH: &str = "backbone-adapted.onnx";
+const ADAPTED_TOKENIZER: &str = "backbone-adapted.tokenizer.json";
+
+fn write_adapted_graph(
+    d: &RunData<'_>,
+    a: &simcse::Adapted,
+) -> Result<super::StageGraph, PipelineError> {
+    let kit = d.tune.expect("SimCSE ran, so the kit is there");
+    let graph = crate::provision::bert_graph(&a.weights, a.blocks, &kit.output)?;
+    let sha256 = graft_stdx::sha256_hex(&graph);
+    (d.outputs)(ADAPTED_GRAPH, graph)?;
+    let tokenizer = std::fs::read(&kit.tokenizer).map_err(|source| PipelineError::Io {
+        path: kit.tokenizer.clone(),
+        source,
+    })?;
+    (d.outputs)(ADAPTED_TOKENIZER, tokenizer)?;
+    Ok(super::StageGraph {
+        onnx: ADAPTED_GRAPH.into(),
+        sha256,
+        tokenizer: ADAPTED_TOKENIZER.into(),
+    })
+}
+
+/// The mean of 1 − cosine between the rows of `a` and `b`: how far an adaptation moved the embeddings.
+fn mean_cosine_distance(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> f64 {
+    let n = a.nrows().max(1) as f64;
+    a.rows()
+        .into_iter()
+        .zip(b.rows())
+        .map(|(x, y)| {
+            let dot = f64::from(x.dot(&y));
+            let norms = f64::from(x.dot(&x)).sqrt() * f64::from(y.dot(&y)).sqrt();
+            1.0 - dot / norms.max(f64::MIN_POSITIVE)
+        })
+        .sum::<f64>()
+        / n
+}
+
 /// What the stage measured, for its report.
 struct Outcome {
     target: Target,
+    /// `simcse`: the adapted encoder and how its training went.
+    adapted: Option<simcse::Adapted>,
     extract_seconds: f64,
     /// Target rows extracted (the rest came from the feature cache).
     extracted: usize,
@@ -451,6 +524,7 @@ struct Outcome {
 fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> TechniqueReport {
     let Outcome {
         target,
+        adapted: _,
         extract_seconds,
         extracted,
         scored,
@@ -550,6 +624,12 @@ fn report(p: &DomainPlan, d: &RunData<'_>, o: &Outcome, seconds: f64) -> Techniq
             "labelled": y_target.is_some(), "target_extract_seconds": extract_seconds,
             "target_rows_extracted": extracted, "methods": methods,
             "target_cross_validated_accuracy": ceiling, "lambda": p.lambda,
+            "simcse": o.adapted.as_ref().map(|a| json!({
+                "rows": a.rows, "trained_blocks": a.outcome.epochs.first().map(|e| e.trainable_blocks),
+                "target_shift": a.target_shift,
+                "epochs": a.outcome.epochs, "seconds": a.seconds,
+                "boundary_states_seconds": a.states_seconds,
+            })),
             "adapted_head": { "name": head_name, "alignment": scored[kept].name, "because": kept_because },
             "best_vs_none": verdict.as_ref().map(|v| json!({
                 "alignment": scored[v.best].name, "difference": v.paired.interval.estimate,
@@ -616,5 +696,23 @@ fn method(p: &DomainPlan, d: &RunData<'_>, o: &Outcome) -> String {
         },
         p.lambda,
         scored[*kept].name,
-    )
+    ) + &o.adapted.as_ref().zip(p.simcse.as_ref()).map_or_else(String::new, |(a, s)| {
+        format!(
+            " SimCSE (Gao, Yao & Chen, 2021): the backbone's top {} of {} blocks tuned without labels on the {} \
+             texts of the source's training rows and the target ({} epoch{} of batches of {}, rate {:e}, \
+             temperature {}, dropout {}; {:.1} s), the frozen blocks' states computed once; the head then trains \
+             on the adapted source features and reads the adapted target features (a kept SimCSE head carries \
+             the adapted graph, {ADAPTED_GRAPH}).",
+            s.layers,
+            a.blocks,
+            a.rows,
+            s.epochs,
+            if s.epochs == 1 { "" } else { "s" },
+            s.batch_size,
+            s.learning_rate,
+            s.temperature,
+            s.dropout,
+            a.seconds,
+        )
+    })
 }

@@ -7,6 +7,8 @@
 //! weights become a whole ONNX graph again (the same inputs and outputs as the original), which extracts
 //! the tuned features through the usual path and feature cache, and goes into the run folder.
 
+mod first;
+
 use std::time::Instant;
 
 use graft_config::techniques::{FineTuneObjective, FineTunePlan, FineTuneSchedule, OtherBackbone};
@@ -50,9 +52,13 @@ fn options(p: &FineTunePlan, layers: usize, classes: usize, seed: u64) -> TuneOp
             FineTuneObjective::Contrastive => Objective::Contrastive {
                 pairs_per_row: p.pairs_per_row(),
             },
+            FineTuneObjective::Simcse => Objective::SimCse {
+                temperature: p.temperature,
+            },
         },
         max_grad_norm: p.max_grad_norm,
         seed: graft_stdx::derive_seed(seed, "fine-tune"),
+        lora: p.lora.map(|(rank, alpha)| graft_tune::Lora { rank, alpha }),
     }
 }
 
@@ -65,6 +71,8 @@ struct Ready<'d> {
     options: TuneOptions,
     /// `[fine_tune] draws`.
     draws: usize,
+    /// Whether `[fine_tune.first]` is set (its rows need the test rows' states).
+    first: bool,
 }
 
 /// The training run: the tuned weights' record and how the frozen states were obtained.
@@ -73,9 +81,12 @@ struct Trained {
     states_seconds: f64,
     states_cached: usize,
     learn_rows: usize,
-    /// Token ids and boundary states of the training rows, then (with a learning curve) the test rows.
+    /// Token ids and boundary states of the training and validation rows, then (with a learning curve,
+    /// repeated draws or a first phase) the test rows.
     ids: Vec<Vec<u32>>,
     states: Vec<ndarray::Array2<f32>>,
+    /// The graph of the frozen bottom blocks (in the cache), for more rows' states.
+    bottom_path: std::path::PathBuf,
 }
 
 /// The tuned graph and what it extracted.
@@ -92,22 +103,43 @@ struct Comparison {
     paired: graft_eval::PairedBootstrap,
     mcnemar: graft_eval::McNemar,
     head_name: String,
+    /// Test predictions of the head on the frozen and on the tuned features.
+    frozen_predicted: Vec<usize>,
+    tuned_predicted: Vec<usize>,
 }
 
 pub(crate) fn run(p: &FineTunePlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = Instant::now();
     let ready = check(p, d)?;
     let trained = train(d, &ready)?;
+    let first_phase = match &p.first {
+        Some(f) => Some(first::train_first(f, d, &ready, &trained)?),
+        None => None,
+    };
     let tuned = write_tuned(d, &ready, &trained)?;
     let comparison = compare(d, &tuned)?;
     let curve_clock = Instant::now();
-    let curve = tuned_curve(d, &ready, &trained, comparison.tuned.0)?;
+    let first_weights = first_phase.as_ref().map(|f| &f.outcome.weights);
+    let curve = tuned_curve(d, &ready, &trained, comparison.tuned.0, first_weights)?;
     let curve_seconds = curve_clock.elapsed().as_secs_f64();
     let draws = repeated_draws(d, &ready, &trained)?;
+    let first = match (&p.first, first_phase) {
+        (Some(f), Some(phase)) => Some((
+            f,
+            first::compare_first(f, phase, d, &ready, &trained, &comparison)?,
+        )),
+        _ => None,
+    };
     let mut report = report(p, d, &ready, &trained, &tuned, &comparison);
+    if let Some((f, first)) = first {
+        first::add_to_report(&mut report, f, &first, d.level);
+    }
     if let (Some(points), Some(map)) = (curve, report.details.as_object_mut()) {
         map.insert("learning_curve".to_owned(), points);
         map.insert("learning_curve_seconds".to_owned(), json!(curve_seconds));
+    }
+    if p.first.is_some() {
+        first::add_curve_rows(&mut report);
     }
     if let Some(draws) = draws {
         add_draws(&mut report, &draws, d.level);
@@ -169,6 +201,7 @@ fn check<'d>(p: &FineTunePlan, d: &RunData<'d>) -> Result<Ready<'d>, PipelineErr
         weights,
         options,
         draws: p.draws,
+        first: p.first.is_some(),
     })
 }
 
@@ -179,7 +212,7 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
     let states_clock = Instant::now();
     let learn: Vec<usize> = d.train.iter().chain(d.validation).copied().collect();
     // The learning curve's tuned line and repeated draws embed the test rows from their boundary states too.
-    let test: &[usize] = if d.curve.is_some() || r.draws > 1 {
+    let test: &[usize] = if d.curve.is_some() || r.draws > 1 || r.first {
         d.test
     } else {
         &[]
@@ -215,6 +248,7 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
         learn_rows: learn.len(),
         ids,
         states,
+        bottom_path,
     })
 }
 
@@ -239,11 +273,14 @@ fn tune_rows<'a>(
 /// The learning curve's third line: at each K and draw of the curve (the same seeded rows), the backbone
 /// fine-tuned on the drawn rows alone (same settings, no early stopping: no validation rows), then the
 /// headline head on its features, scored on the test rows. The whole split is the stage's main result.
+/// With a first phase (`first`: its weights), each draw is also fine-tuned from those weights: the point's
+/// `first_then_tuned` and its paired difference from `tuned`.
 fn tuned_curve(
     d: &RunData<'_>,
     r: &Ready<'_>,
     t: &Trained,
     whole_split: f64,
+    first: Option<&BertWeights>,
 ) -> Result<Option<serde_json::Value>, PipelineError> {
     let Some((shots, repeats)) = d.curve else {
         return Ok(None);
@@ -268,8 +305,20 @@ fn tuned_curve(
     let mut options = r.options.clone();
     options.patience = None;
     let mut points = Vec::new();
+    // The headline head on the features of `weights` tuned on `rows`, scored on the test rows.
+    let score = |weights: &BertWeights,
+                 rows: &[TuneRow<'_>],
+                 options: &TuneOptions|
+     -> Result<f64, PipelineError> {
+        let tuned = graft_tune::fine_tune(weights, rows, &[], options, &mut |_| {})?;
+        let x = graft_tune::embed_rows(&tuned.weights, top, rows, 64)?;
+        let x_test = graft_tune::embed_rows(&tuned.weights, top, &test_rows, 64)?;
+        let y: Vec<usize> = rows.iter().map(|row| row.label).collect();
+        let predicted = head_predictions(d, x.view(), &y, x_test.view())?;
+        Ok(accuracy(&predicted, &truth))
+    };
     for &k in shots {
-        let mut scores = Vec::new();
+        let (mut scores, mut after_first) = (Vec::new(), Vec::new());
         for draw in 0..repeats {
             let seed = graft_stdx::derive_seed(d.seed, &format!("learning-curve {k} {draw}"));
             let drawn = crate::curve::draw(d.train, d.labels, d.classes.len(), k, seed);
@@ -285,23 +334,23 @@ fn tuned_curve(
                 })
                 .collect();
             options.seed = graft_stdx::derive_seed(seed, "fine-tune");
-            let tuned = graft_tune::fine_tune(&r.weights, &rows, &[], &options, &mut |_| {})?;
-            let x = graft_tune::embed_rows(&tuned.weights, top, &rows, 64)?;
-            let x_test = graft_tune::embed_rows(&tuned.weights, top, &test_rows, 64)?;
-            let y: Vec<usize> = rows.iter().map(|row| row.label).collect();
-            let (head, _) = crate::heads::train_head(
-                &d.headline.uncalibrated(),
-                None,
-                x.view(),
-                &graft_heads::Targets::new(&y, d.classes.len())?,
-                None,
-            )?;
-            let predicted = graft_heads::argmax_rows(head.predict_proba(x_test.view())?.view());
-            scores.push(accuracy(&predicted, &truth));
+            scores.push(score(&r.weights, &rows, &options)?);
+            if let Some(first) = first {
+                after_first.push(score(first, &rows, &options)?);
+            }
         }
-        points.push(
-            json!({ "per_class": k, "tuned": graft_report::Spread::at_level(scores, d.level) }),
-        );
+        let mut point = json!({ "per_class": k, "tuned": graft_report::Spread::at_level(scores.clone(), d.level) });
+        if first.is_some() {
+            let difference = after_first
+                .iter()
+                .zip(&scores)
+                .map(|(a, b)| a - b)
+                .collect();
+            point["first_then_tuned"] = json!(graft_report::Spread::at_level(after_first, d.level));
+            point["first_then_tuned_minus_tuned"] =
+                json!(graft_report::Spread::of_differences(difference, d.level));
+        }
+        points.push(point);
     }
     points.push(json!({ "per_class": null, "tuned": graft_report::Spread::at_level(vec![whole_split], d.level) }));
     Ok(Some(json!(points)))
@@ -545,6 +594,8 @@ fn compare(d: &RunData<'_>, tuned: &Tuned) -> Result<Comparison, PipelineError> 
         paired,
         mcnemar: test,
         head_name,
+        frozen_predicted: frozen_pred,
+        tuned_predicted: tuned_pred,
     })
 }
 
@@ -576,6 +627,11 @@ fn report(
              partner → 1 and one other-class partner → 0, as the setfit library samples them)",
             p.pairs_per_row(),
             p.iterations
+        ),
+        FineTuneObjective::Simcse => format!(
+            "SimCSE, self-supervised (Gao et al., 2021: each training text twice through dropout is a positive \
+             pair, the batch's other texts negatives; InfoNCE on cosines / {}; labels not read, last epoch kept)",
+            p.temperature
         ),
     };
     let curve = outcome
@@ -645,6 +701,9 @@ fn report(
             "tuned_head": tuned_head_name,
             "training_rows": d.train.len(),
             "validation_rows": d.validation.len(),
+            "trainable_parameters": outcome.trainable_parameters,
+            "lora": p.lora.map(|(rank, alpha)| json!({ "rank": rank, "alpha": alpha })),
+            "process_peak_rss_mb": graft_stdx::peak_rss_mb(),
         }),
         seconds: 0.0,
     }
@@ -731,10 +790,20 @@ fn method_text(
     tuned: &Tuned,
     c: &Comparison,
 ) -> String {
-    let what = if p.layers.is_none() {
-        format!("Every block of the backbone ({layers}) and its embeddings trained")
-    } else {
-        format!("The top {trainable} of {layers} blocks of the backbone trained")
+    let what = match (p.lora, p.layers) {
+        (Some((rank, alpha)), _) => format!(
+            "LoRA adapters (Hu et al., 2021: rank {rank}, α = {alpha}) on the query, key, value, attention-output \
+             and feed-forward matrices of the top {trainable} of {layers} blocks trained, everything else of the \
+             backbone frozen ({} values trained, the head's included; the adapters are merged into the weights \
+             written out, so the tuned graph costs nothing more to run)",
+            t.outcome.trainable_parameters
+        ),
+        (None, None) => {
+            format!("Every block of the backbone ({layers}) and its embeddings trained")
+        }
+        (None, Some(_)) => {
+            format!("The top {trainable} of {layers} blocks of the backbone trained")
+        }
     };
     let epochs = if p.epochs == 1 {
         "1 epoch".to_owned()
