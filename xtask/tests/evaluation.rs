@@ -48,6 +48,18 @@ fn the_learning_curve_compares_transfer_with_tf_idf_on_the_same_draws() {
         report.contains("## Learning curve: transfer vs from scratch"),
         "{report}"
     );
+    // The plot's x axis labels every K drawn and the whole split ("all"), not only the log axis's 1.
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    let start = html
+        .find("Learning curve: transfer vs from scratch (test accuracy)")
+        .unwrap();
+    let plot = &html[start..start + html[start..].find("</svg>").unwrap()];
+    for label in ["1", "2", "4", "all"] {
+        assert!(
+            plot.contains(&format!(">\n{label}\n</text>")),
+            "no x tick `{label}` in the learning-curve plot"
+        );
+    }
     assert!(report.contains("| all | 20 |"), "{report}");
 
     // Same file, same seed: the same draws and scores.

@@ -166,10 +166,14 @@ fn reliability_svg(m: &SplitMetrics) -> String {
                 .map(|&(x, y)| Circle::new((x, y), 4, BLUE_.filled())),
         )?;
         // Each bin's row count beside its point: a bin of three rows says little.
-        let counted = p.reliability.iter().filter(|b| b.count > 0);
-        chart.draw_series(counted.map(|b| {
-            // Kept inside the plot: below points near the top, left of points near the right edge.
-            let above = if b.accuracy < 0.9 {
+        let counted = p.reliability.iter().filter(|b| b.count > 0).enumerate();
+        chart.draw_series(counted.map(|(i, b)| {
+            // Neighbouring bins alternate above and below their points, so that the counts of close points
+            // do not print over each other; kept inside the plot: below points near the top, above points
+            // near the bottom, left of points near the right edge.
+            let vertical = if b.accuracy >= 0.9 {
+                VPos::Top
+            } else if b.accuracy <= 0.1 || i % 2 == 0 {
                 VPos::Bottom
             } else {
                 VPos::Top
@@ -182,7 +186,7 @@ fn reliability_svg(m: &SplitMetrics) -> String {
             Text::new(
                 format!("n={}", b.count),
                 (b.confidence, b.accuracy),
-                BODY.into_font().color(&BLUE_).pos(Pos::new(side, above)),
+                BODY.into_font().color(&BLUE_).pos(Pos::new(side, vertical)),
             )
         }))?;
         chart
@@ -229,6 +233,20 @@ fn learning_curve_svg(m: &Metrics) -> String {
         })
         .flatten()
         .fold(1.0, f64::min);
+    // A tick at every K drawn (a log axis would tick 1, 10, 100 and label only the 1), "all" at the split.
+    let ticks: Vec<f64> = c.points.iter().map(|p| x_of(p.per_class)).collect();
+    let whole = c
+        .points
+        .iter()
+        .find(|p| p.per_class.is_none())
+        .map(|p| x_of(p.per_class));
+    let tick_label = |x: f64| {
+        if whole.is_some_and(|w| (w - x).abs() < 1e-9) {
+            "all".to_owned()
+        } else {
+            format!("{x:.0}")
+        }
+    };
     svg((640, 400), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
@@ -238,23 +256,15 @@ fn learning_curve_svg(m: &Metrics) -> String {
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d((0.8f64..x_max).log_scale(), (lows - 0.02).max(0.0)..1.0)?;
+            .build_cartesian_2d(
+                (0.8f64..x_max).log_scale().with_key_points(ticks.clone()),
+                (lows - 0.02).max(0.0)..1.0,
+            )?;
         chart
             .configure_mesh()
             .x_desc("examples per class (log scale; last: whole split)")
             .y_desc("test accuracy")
-            // Label only the K values drawn: a log axis otherwise crowds its upper ticks.
-            .x_label_formatter(&|x| {
-                let drawn = c
-                    .points
-                    .iter()
-                    .any(|p| (x_of(p.per_class) - x).abs() < 1e-9);
-                if drawn {
-                    format!("{x:.0}")
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| tick_label(*x))
             .label_style(BODY)
             .axis_desc_style(BODY)
             .draw()?;

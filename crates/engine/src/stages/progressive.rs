@@ -109,26 +109,8 @@ pub(crate) fn run(p: &ProgressivePlan, d: &RunData<'_>) -> Result<TechniqueRepor
     let test = mcnemar(&truth, &mixed_pred, &last_pred)?;
     let (mixed_accuracy, last_accuracy) =
         (accuracy(&mixed_pred, &truth), accuracy(&last_pred, &truth));
-    let verdict = if paired.interval.lower > 0.0 {
-        "the column's view of every layer helps"
-    } else if paired.interval.upper < 0.0 {
-        "reading every layer hurts"
-    } else {
-        "no measurable difference from the last layer alone"
-    };
-    let shares: Vec<String> = mixed
-        .mix()
-        .iter()
-        .enumerate()
-        .map(|(l, s)| {
-            let name = if l == 0 {
-                "embeddings".to_owned()
-            } else {
-                format!("block {l}")
-            };
-            format!("{name} {:.3}", s)
-        })
-        .collect();
+    let verdict = verdict(&paired);
+    let shares = mix_shares(&mixed);
     let cell = |a: f64, ci: &graft_eval::Interval| {
         format!("{} [{}, {}]", f4(a), f4(ci.lower), f4(ci.upper))
     };
@@ -224,4 +206,32 @@ pub(crate) fn run(p: &ProgressivePlan, d: &RunData<'_>) -> Result<TechniqueRepor
         }),
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// The paired difference of the mix over the last layer, in words.
+fn verdict(paired: &graft_eval::PairedBootstrap) -> &'static str {
+    if paired.interval.lower > 0.0 {
+        "the column's view of every layer helps"
+    } else if paired.interval.upper < 0.0 {
+        "reading every layer hurts"
+    } else {
+        "no measurable difference from the last layer alone"
+    }
+}
+
+/// Each layer's share of the learned mix, named: "embeddings 0.075", "block 1 0.213", ….
+fn mix_shares(mixed: &graft_heads::FittedLayerMix) -> Vec<String> {
+    mixed
+        .mix()
+        .iter()
+        .enumerate()
+        .map(|(l, s)| {
+            let name = if l == 0 {
+                "embeddings".to_owned()
+            } else {
+                format!("block {l}")
+            };
+            format!("{name} {s:.3}")
+        })
+        .collect()
 }
