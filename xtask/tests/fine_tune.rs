@@ -281,6 +281,16 @@ fn repeated_draws_report_each_draw_and_the_paired_spread() {
     assert!(markdown.contains("tuned, 3 draws"), "{markdown}");
 }
 
+/// The first cell of each row of a stage's table.
+fn row_names(report: &Value) -> Vec<&str> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect()
+}
+
 /// `[fine_tune.first]` appended to the tiny pipeline.
 const SIMCSE_FIRST: &str = "\n[fine_tune.first]\nobjective = \"simcse\"\ntexts = \"all\"\nepochs = 4\n\
                             learning_rate = 3e-3\nbatch_size = 8\ndropout = 0.1\n";
@@ -328,12 +338,7 @@ fn a_simcse_first_phase_moves_the_weights_and_is_compared_with_direct_tuning() {
             "{key}: {first}"
         );
     }
-    let rows: Vec<&str> = report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_str().unwrap())
-        .collect();
+    let rows = row_names(&report);
     assert_eq!(
         rows[2], "SimCSE only (first phase, no task training)",
         "{rows:?}"
@@ -386,12 +391,7 @@ fn an_intermediate_task_trains_first_on_another_registered_data_set() {
         first["then_epochs"][0]["train_loss"], report["details"]["epochs"][0]["train_loss"],
         "the intermediate task changed nothing"
     );
-    let rows: Vec<&str> = report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_str().unwrap())
-        .collect();
+    let rows = row_names(&report);
     assert_eq!(rows[3], "intermediate task, then tuned", "{rows:?}");
 }
 

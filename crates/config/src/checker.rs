@@ -97,6 +97,36 @@ impl Checker<'_> {
         }
     }
 
+    /// A finite number above 0, or the default.
+    pub(crate) fn positive_number(
+        &self,
+        value: &Option<Spanned<f64>>,
+        default: f64,
+        key: &str,
+        hint: &str,
+    ) -> Result<f64, Diagnostic> {
+        match value {
+            None => Ok(default),
+            Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => Ok(*v.get_ref()),
+            Some(v) => Err(self
+                .error(
+                    v.span(),
+                    format!("`{key}` = {} must be a positive number", v.get_ref()),
+                )
+                .with_hint(hint.to_owned())),
+        }
+    }
+
+    /// Classes per episode (`ways`): at least 2, when given.
+    pub(crate) fn ways(&self, value: &Option<Spanned<usize>>) -> Result<Option<usize>, Diagnostic> {
+        match value {
+            Some(w) if *w.get_ref() < 2 => Err(self
+                .error(w.span(), "`ways` must be at least 2")
+                .with_hint("an episode tells N ≥ 2 classes apart, e.g. `ways = 5`")),
+            w => Ok(w.as_ref().map(|w| *w.get_ref())),
+        }
+    }
+
     /// A list of positive counts, sorted and deduplicated, or the default.
     pub(crate) fn shots(
         &self,

@@ -190,17 +190,7 @@ fn checked_simcse(
             .with_hint("use `model = \"minilm-l6\"` in [backbone] (all-MiniLM-L6-v2 in float32)"));
     }
     let s = s.get_ref();
-    let positive_float = |v: &Option<Spanned<f64>>, default: f64, key: &str, hint: &str| match v {
-        None => Ok(default),
-        Some(x) if x.get_ref().is_finite() && *x.get_ref() > 0.0 => Ok(*x.get_ref()),
-        Some(x) => Err(c
-            .error(
-                x.span(),
-                format!("`{key}` = {} must be a positive number", x.get_ref()),
-            )
-            .with_hint(hint.to_owned())),
-    };
-    let dropout = positive_float(
+    let dropout = c.positive_number(
         &s.dropout,
         0.1,
         "dropout",
@@ -220,7 +210,7 @@ fn checked_simcse(
             "the top blocks SimCSE tunes, e.g. 2",
         )?,
         epochs: c.positive(&s.epochs, 1, "epochs", "SimCSE trained one epoch")?,
-        learning_rate: positive_float(
+        learning_rate: c.positive_number(
             &s.learning_rate,
             3e-5,
             "learning_rate",
@@ -232,7 +222,7 @@ fn checked_simcse(
             "batch_size",
             "SimCSE used 64 texts per batch",
         )?,
-        temperature: positive_float(
+        temperature: c.positive_number(
             &s.temperature,
             0.05,
             "temperature",

@@ -39,16 +39,8 @@ pub(crate) fn check(
     let span = raw.span();
     c.single_label(modality, span.clone(), "few_shot")?;
     let r = raw.into_inner();
-    let ways = match &r.ways {
-        Some(w) if *w.get_ref() < 2 => {
-            return Err(c
-                .error(w.span(), "`ways` must be at least 2")
-                .with_hint("an episode tells N ≥ 2 classes apart, e.g. `ways = 5`"));
-        }
-        w => w.as_ref().map(|w| *w.get_ref()),
-    };
     Ok(FewShotPlan {
-        ways,
+        ways: c.ways(&r.ways)?,
         shots: c.shots(&r.shots, &[1, 5], "shots")?,
         queries: c.positive(
             &r.queries,

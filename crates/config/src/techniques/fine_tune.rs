@@ -165,18 +165,12 @@ fn rate(
     default: f64,
     key: &str,
 ) -> Result<f64, Diagnostic> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.get_ref().is_finite() && *v.get_ref() > 0.0 => Ok(*v.get_ref()),
-        Some(v) => Err(c
-            .error(
-                v.span(),
-                format!("`{key}` = {} must be a positive number", v.get_ref()),
-            )
-            .with_hint(
-                "pretrained blocks take small rates (1e-5 to 1e-4); a new head larger ones",
-            )),
-    }
+    c.positive_number(
+        value,
+        default,
+        key,
+        "pretrained blocks take small rates (1e-5 to 1e-4); a new head larger ones",
+    )
 }
 
 pub(crate) fn check(
@@ -379,35 +373,23 @@ fn checked_lora(
 ) -> Result<(usize, f64), Diagnostic> {
     let raw = l.get_ref();
     let rank = c.positive(&raw.rank, 8, "rank", "LoRA's rank r: 4 to 16 is usual")?;
-    let alpha = match &raw.alpha {
-        None => 8.0,
-        Some(a) if a.get_ref().is_finite() && *a.get_ref() > 0.0 => *a.get_ref(),
-        Some(a) => {
-            return Err(c
-                .error(
-                    a.span(),
-                    format!("`alpha` = {} must be a positive number", a.get_ref()),
-                )
-                .with_hint(
-                    "the adapters' change is (alpha / rank)·B·A; alpha = 2 × rank is common",
-                ));
-        }
-    };
+    let alpha = c.positive_number(
+        &raw.alpha,
+        8.0,
+        "alpha",
+        "the adapters' change is (alpha / rank)·B·A; alpha = 2 × rank is common",
+    )?;
     Ok((rank, alpha))
 }
 
 /// `temperature`: positive, SimCSE's 0.05 by default.
 fn temperature(c: &Checker<'_>, value: &Option<Spanned<f64>>) -> Result<f64, Diagnostic> {
-    match value {
-        None => Ok(0.05),
-        Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 => Ok(*t.get_ref()),
-        Some(t) => Err(c
-            .error(
-                t.span(),
-                format!("`temperature` = {} must be a positive number", t.get_ref()),
-            )
-            .with_hint("SimCSE divides cosines by 0.05 before the softmax")),
-    }
+    c.positive_number(
+        value,
+        0.05,
+        "temperature",
+        "SimCSE divides cosines by 0.05 before the softmax",
+    )
 }
 
 /// `[fine_tune.first]`: keys that belong to one objective only are refused under the other, each at its key.

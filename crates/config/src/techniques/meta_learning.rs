@@ -48,37 +48,16 @@ pub(crate) fn check(
     let span = raw.span();
     c.single_label(modality, span.clone(), "meta_learning")?;
     let r = raw.into_inner();
-    let ways = c.positive(
-        &r.ways,
-        5,
-        "ways",
-        "an episode tells N ≥ 2 classes apart, e.g. `ways = 5`",
+    let learning_rate = c.positive_number(
+        &r.learning_rate,
+        1e-5,
+        "learning_rate",
+        "Adam's step size for the projection, e.g. 1e-5 (it starts at the frozen space; large steps leave it at once)",
     )?;
-    if ways < 2 {
-        let at = r.ways.as_ref().map_or(span.clone(), Spanned::span);
-        return Err(c
-            .error(at, "`ways` must be at least 2")
-            .with_hint("an episode tells N ≥ 2 classes apart, e.g. `ways = 5`"));
-    }
-    let learning_rate = match &r.learning_rate {
-        None => 1e-5,
-        Some(l) if l.get_ref().is_finite() && *l.get_ref() > 0.0 => *l.get_ref(),
-        Some(l) => {
-            return Err(c
-                .error(
-                    l.span(),
-                    format!(
-                        "`learning_rate` = {} must be a positive number",
-                        l.get_ref()
-                    ),
-                )
-                .with_hint("Adam's step size for the projection, e.g. 1e-5 (it starts at the frozen space; large steps leave it at once)"));
-        }
-    };
     Ok(MetaLearningPlan {
         novel: r.novel.as_ref().map(|n| n.get_ref().clone()),
         novel_span: r.novel.as_ref().map(Spanned::span),
-        ways,
+        ways: c.ways(&r.ways)?.unwrap_or(5),
         shots: c.shots(&r.shots, &[1, 5], "shots")?,
         queries: c.positive(
             &r.queries,
