@@ -19,27 +19,34 @@ use super::{RunData, accuracy, with_interval};
 use crate::PipelineError;
 
 /// The held-out classes' indices: named in the pipeline (each checked against the data's classes), or the
-/// second half of the classes.
-fn novel_classes(p: &MetaLearningPlan, d: &RunData<'_>) -> Result<Vec<usize>, PipelineError> {
-    let n = d.classes.len();
+/// second half of the classes. What `check` runs too.
+pub(crate) fn novel_classes(
+    p: &MetaLearningPlan,
+    classes: &[String],
+    file: &std::path::Path,
+    source: &str,
+) -> Result<Vec<usize>, PipelineError> {
+    let n = classes.len();
     let Some(names) = &p.novel else {
         return Ok((n / 2..n).collect());
     };
     names
         .iter()
         .map(|name| {
-            d.classes.iter().position(|c| c == name).ok_or_else(|| {
+            classes.iter().position(|c| c == name).ok_or_else(|| {
                 let hint =
-                    match graft_config::did_you_mean(name, d.classes.iter().map(String::as_str)) {
+                    match graft_config::did_you_mean(name, classes.iter().map(String::as_str)) {
                         Some(best) => format!(
                             "did you mean `{best}`? the classes are: {}",
-                            d.classes.join(", ")
+                            classes.join(", ")
                         ),
-                        None => format!("the classes are: {}", d.classes.join(", ")),
+                        None => format!("the classes are: {}", classes.join(", ")),
                     };
                 PipelineError::from(
-                    d.diagnostic(
-                        &p.novel_span,
+                    graft_config::Diagnostic::at(
+                        file,
+                        source,
+                        p.novel_span.clone(),
                         format!("`novel` names `{name}`, which is not a class of the data"),
                     )
                     .with_hint(hint),
@@ -144,7 +151,7 @@ fn compare(
 pub(crate) fn run(p: &MetaLearningPlan, d: &RunData<'_>) -> Result<TechniqueReport, PipelineError> {
     let clock = std::time::Instant::now();
     let span = Some(p.span.clone());
-    let novel = novel_classes(p, d)?;
+    let novel = novel_classes(p, d.classes, d.file, d.source)?;
     let base: Vec<usize> = (0..d.classes.len())
         .filter(|c| !novel.contains(c))
         .collect();

@@ -199,7 +199,8 @@ pub(crate) fn run(
 pub(crate) use fine_tune::check_layers as check_tune_layers;
 
 /// The stages' checks that need the data but no model: zero-shot `labels` against the data's classes, the
-/// target domain's table (its columns and classes), a distillation student that is the backbone itself.
+/// target domain's table (its columns and classes), a distillation student that is the backbone itself,
+/// meta-learning's `novel` classes.
 /// `check` runs them; a run meets them again.
 pub(crate) fn check_with_data(
     techniques: &TechniquesPlan,
@@ -216,6 +217,9 @@ pub(crate) fn check_with_data(
                 domain::read_target(p, classes, dataset, file, source)?;
             }
             StagePlan::Distillation(p) => distillation::check_student(p, backbone, file, source)?,
+            StagePlan::MetaLearning(p) => {
+                meta_learning::novel_classes(p, classes, file, source)?;
+            }
             _ => {}
         }
     }
