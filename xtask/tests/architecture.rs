@@ -57,11 +57,13 @@ fn layers_point_one_way() {
         set.extend(layer.iter().map(|s| s.to_string()));
         set
     };
-    let layers: [(&str, BTreeSet<String>); 9] = [
+    let layers: [(&str, BTreeSet<String>); 10] = [
         // The head kinds: each one module over the leaves (numerics, ONNX, the file contract).
         ("crates/headkit", allowed(&[])),
         ("crates/config", allowed(&["graft-headkit"])),
         ("crates/report", allowed(&[])),
+        // A finished run folder (the report's types) to an MLflow server.
+        ("crates/tracking", allowed(&["graft-report"])),
         (
             "crates/engine",
             allowed(&["graft-headkit", "graft-config", "graft-report"]),
@@ -77,10 +79,15 @@ fn layers_point_one_way() {
         ),
         (
             "crates/graft",
-            ["graft-config", "graft-engine", "graft-jobs"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            [
+                "graft-config",
+                "graft-engine",
+                "graft-jobs",
+                "graft-tracking",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         ),
         (
             "bindings/python",

@@ -54,6 +54,33 @@ fn pooling(name: Option<&str>) -> PyResult<Option<Pooling>> {
     }
 }
 
+/// `long_texts=`, `stride=` and `chunk_pooling=`, as `graft extract`'s flags.
+fn long_texts(
+    long_texts: &str,
+    stride: Option<usize>,
+    chunk_pooling: Option<&str>,
+) -> PyResult<graft_engine::LongTexts> {
+    let pooling = match chunk_pooling {
+        None | Some("mean") => graft_engine::ChunkPooling::Mean,
+        Some("max") => graft_engine::ChunkPooling::Max,
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "chunk_pooling={other:?} is not one graft knows; use \"mean\" or \"max\""
+            )));
+        }
+    };
+    match long_texts {
+        "chunks" => Ok(graft_engine::LongTexts::Chunks { stride, pooling }),
+        "truncate" if stride.is_some() || chunk_pooling.is_some() => Err(PyValueError::new_err(
+            "stride= and chunk_pooling= apply to long_texts=\"chunks\"",
+        )),
+        "truncate" => Ok(graft_engine::LongTexts::Truncate),
+        other => Err(PyValueError::new_err(format!(
+            "long_texts={other:?} is not one graft knows; use \"truncate\" or \"chunks\""
+        ))),
+    }
+}
+
 /// `model=`: a registry name or a path (str or `os.PathLike`), as `--model` takes it.
 fn name_or_path(model: PathBuf) -> String {
     model.to_string_lossy().into_owned()
@@ -102,8 +129,8 @@ struct Embedder {
 impl Embedder {
     #[new]
     #[pyo3(signature = (
-        model, *, tokenizer=None, max_length=None, pooling=None, normalize=None, output_name=None,
-        prompt=None, batch_size=16, threads=None, sessions=None, chunk_rows=4096, provider="cpu",
+        model, *, tokenizer=None, max_length=None, long_texts="truncate", stride=None,
+        chunk_pooling=None, pooling=None, normalize=None, output_name=None, prompt=None, batch_size=16, threads=None, sessions=None, chunk_rows=4096, provider="cpu",
         device_id=0, fallback=true, cache_dir=None
     ))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per `graft extract` flag
@@ -112,6 +139,9 @@ impl Embedder {
         model: PathBuf,
         tokenizer: Option<PathBuf>,
         max_length: Option<usize>,
+        long_texts: &str,
+        stride: Option<usize>,
+        chunk_pooling: Option<&str>,
         pooling: Option<&str>,
         normalize: Option<bool>,
         output_name: Option<String>,
@@ -136,6 +166,7 @@ impl Embedder {
         };
         settings.max_length = max_length.or(folder.as_ref().and_then(|f| f.max_length));
         settings.normalize = normalize.or(folder.as_ref().and_then(|f| f.normalize));
+        settings.long_texts = self::long_texts(long_texts, stride, chunk_pooling)?;
         settings.output_name = output_name;
         settings.prompt = prompt;
         settings.batch_size = batch_size;

@@ -201,3 +201,41 @@ def test_a_model_folder_brings_its_sentence_transformers_settings(tmp_path: Path
     )
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(from_folder, np.load(out))
+
+
+def test_long_texts_in_chunks_equal_graft_extract_and_pool_their_windows(tmp_path: Path, mr_rows) -> None:
+    # Documents of 10 MR sentences each: longer than a 32-token window, so each is several windows.
+    texts = [r["text"] for r in mr_rows[:200]]
+    documents = [" ".join(texts[i : i + 10]) for i in range(0, 200, 10)]
+    table = write_csv(tmp_path / "docs.csv", [{"text": d, "label": "x"} for d in documents])
+    out = tmp_path / "embeddings.npy"
+    done = graft_command(
+        "extract", "--model", MODEL, "--input", table, "--text-column", "text", "--output", out,
+        "--max-length", 32, "--long-texts", "chunks", "--stride", 20, "--threads", 2, "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "embedded in windows" in done.stdout
+    chunked = graft.Embedder(model=MODEL, max_length=32, long_texts="chunks", stride=20, threads=2)
+    embedded = chunked.embed(documents)
+    np.testing.assert_array_equal(embedded, np.load(out))
+    truncated = graft.Embedder(model=MODEL, max_length=32, threads=2).embed(documents)
+    # Whole documents differ from their first 32 tokens; a short text is one window either way.
+    assert np.all(np.abs(embedded - truncated).max(axis=1) > 1e-3)
+    np.testing.assert_array_equal(chunked.embed(["a fine film"]), graft.Embedder(
+        model=MODEL, max_length=32, threads=2).embed(["a fine film"]))
+    # Max pooling is another row, still unit length.
+    maxed = graft.Embedder(model=MODEL, max_length=32, long_texts="chunks", chunk_pooling="max", threads=2)
+    pooled = maxed.embed(documents)
+    assert not np.allclose(pooled, embedded)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, rtol=1e-5)
+
+
+def test_long_text_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="long_texts"):
+        graft.Embedder(model=MODEL, long_texts="split")
+    with pytest.raises(ValueError, match="chunk_pooling"):
+        graft.Embedder(model=MODEL, long_texts="chunks", chunk_pooling="median")
+    with pytest.raises(ValueError, match="apply to long_texts"):
+        graft.Embedder(model=MODEL, stride=10)
+    with pytest.raises(graft.GraftError, match="stride"):
+        graft.Embedder(model=MODEL, max_length=32, long_texts="chunks", stride=31)

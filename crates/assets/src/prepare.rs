@@ -202,6 +202,9 @@ fn orange_tab_csv(raw: &Path) -> Result<String, AssetError> {
     }
     let mut csv = String::from("text,label\n");
     for (i, line) in lines.skip(2) {
+        if line.trim().is_empty() {
+            continue; // 20 Newsgroups' table has a blank line after its header
+        }
         let Some((category, body)) = line.split_once('\t') else {
             return Err(bad(i + 1, "expected `category<TAB>text`".to_owned()));
         };

@@ -44,8 +44,8 @@ pub use telemetry::{
     ORT_DISABLE_TELEMETRY_ENV, TELEMETRY_ENV, disable_runtime_telemetry, telemetry_requested,
 };
 pub use text::{
-    EncodedTexts, ExtractionStats, Pooling, Provider, TextBackbone, TextBackboneConfig,
-    TextTokenizer, session_threads,
+    ChunkPooling, EncodedTexts, ExtractionStats, LongTexts, Pooling, Provider, TextBackbone,
+    TextBackboneConfig, TextTokenizer, session_threads,
 };
 
 /// The environment variable through which users point graft at their own ONNX Runtime library.

@@ -32,6 +32,54 @@ impl Pooling {
     }
 }
 
+/// What becomes of a text longer than `max_length` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LongTexts {
+    /// Keep its first `max_length` tokens (sentence-transformers' behaviour).
+    #[default]
+    Truncate,
+    /// Cut it into windows of `max_length` tokens (special tokens included), each starting `stride` tokens
+    /// of text after the one before; embed every window as a text of its own and pool them into one row.
+    Chunks {
+        /// Tokens of text between the starts of neighbouring windows: at most the window's room for text
+        /// (`max_length` less the special tokens), where windows just touch. `None`: three quarters of the
+        /// room (a quarter overlap).
+        stride: Option<usize>,
+        /// How the windows' embeddings become the text's.
+        pooling: ChunkPooling,
+    },
+}
+
+impl LongTexts {
+    /// The name used in pipeline files and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            LongTexts::Truncate => "truncate",
+            LongTexts::Chunks { .. } => "chunks",
+        }
+    }
+}
+
+/// How a long text's window embeddings are pooled into one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkPooling {
+    /// Their average (then L2-normalised again when the backbone normalises).
+    #[default]
+    Mean,
+    /// Their element-wise maximum (likewise).
+    Max,
+}
+
+impl ChunkPooling {
+    /// The name used in pipeline files and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkPooling::Mean => "mean",
+            ChunkPooling::Max => "max",
+        }
+    }
+}
+
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Provider {
@@ -61,7 +109,10 @@ impl Provider {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextBackboneConfig {
     /// Tokens kept per text, special tokens included. Default 256 (sentence-transformers' `max_seq_length`).
+    /// With [`LongTexts::Chunks`], the width of each window.
     pub max_length: usize,
+    /// Texts longer than `max_length`: truncated (default) or embedded in windows and pooled.
+    pub long_texts: LongTexts,
     /// Texts per inference call (at most: [`plan_batches`](crate::plan_batches) cuts where lengths change).
     /// Default 16, the fastest measured for MiniLM-L6 on 2 cores, short sentences and 256-token documents
     /// alike (benches/README.md, "A graph written for speed").
@@ -87,6 +138,7 @@ impl Default for TextBackboneConfig {
     fn default() -> Self {
         TextBackboneConfig {
             max_length: 256,
+            long_texts: LongTexts::Truncate,
             batch_size: 16,
             pooling: Pooling::Mean,
             normalize: true,
@@ -110,8 +162,12 @@ pub struct ExtractionStats {
     pub tokens: usize,
     /// Tokens fed including per-batch padding.
     pub padded_tokens: usize,
-    /// Texts cut at `max_length`.
+    /// Texts cut at `max_length` (none when long texts are chunked).
     pub truncated_rows: usize,
+    /// Texts longer than `max_length`: truncated, or embedded in several windows.
+    pub long_rows: usize,
+    /// Token sequences fed: one per text when truncating, one per window when chunking.
+    pub sequences: usize,
     /// Seconds spent tokenizing.
     pub tokenize_seconds: f64,
     /// Seconds spent in total.
@@ -181,7 +237,8 @@ impl TextBackbone {
                 });
             }
         }
-        let text_tokenizer = TextTokenizer::open(tokenizer, config.max_length)?;
+        let text_tokenizer =
+            TextTokenizer::open_with(tokenizer, config.max_length, config.long_texts)?;
         let model_err = |message: String| BackboneError::Model {
             path: model.to_path_buf(),
             message,
@@ -290,8 +347,9 @@ impl TextBackbone {
         Ok((embeddings, stats))
     }
 
-    /// Embeds texts tokenized by [`TextTokenizer::encode`]; row `i` of the result belongs to text `i`. Calls
-    /// `on_batch(rows)` after each inference call (from the session's thread when there are several).
+    /// Embeds texts tokenized by [`TextTokenizer::encode`]; row `i` of the result belongs to text `i` (its
+    /// windows pooled, when long texts are chunked). Calls `on_batch(sequences)` after each inference call
+    /// (from the session's thread when there are several).
     pub fn embed_encoded(
         &mut self,
         encoded: &EncodedTexts,
@@ -301,16 +359,28 @@ impl TextBackbone {
         // (the memory peak) comes first.
         let order = encoded.length_order();
         let batches = encoded.batch_plan(&order, self.config.batch_size);
-        let (embeddings, mut stats) =
-            self.embed_into(encoded, &order, &batches, &order, encoded.len(), on_batch)?;
+        let (embeddings, mut stats) = self.embed_into(
+            encoded,
+            &order,
+            &batches,
+            &order,
+            encoded.sequences(),
+            on_batch,
+        )?;
         stats.tokenize_seconds = encoded.tokenize_seconds;
         stats.seconds += encoded.tokenize_seconds;
-        Ok((embeddings, stats))
+        stats.rows = encoded.len();
+        stats.long_rows = encoded.long_texts();
+        Ok((
+            encoded.pool_windows(embeddings, self.config.normalize),
+            stats,
+        ))
     }
 
-    /// Embeds the texts `rows` of `encoded`, in the batches [`EncodedTexts::batch_plan`] cuts them into
-    /// (pass a slice of [`EncodedTexts::length_order`] to pad little); row `k` of the result belongs to text
-    /// `rows[k]`. Tokenizing time is not counted.
+    /// Embeds the token sequences `rows` of `encoded`, in the batches [`EncodedTexts::batch_plan`] cuts them
+    /// into (pass a slice of [`EncodedTexts::length_order`] to pad little); row `k` of the result belongs to
+    /// sequence `rows[k]` (a text's when truncating; [`EncodedTexts::pool_windows`] joins windows).
+    /// Tokenizing time is not counted.
     pub fn embed_rows(
         &mut self,
         encoded: &EncodedTexts,
@@ -405,12 +475,18 @@ impl TextBackbone {
     ) -> Result<(Array2<f32>, ExtractionStats), BackboneError> {
         let started = Instant::now();
         let encodings = &encoded.encodings;
+        let truncated_rows = if encoded.windows.is_some() {
+            0
+        } else {
+            rows.iter()
+                .filter(|&&i| !encodings[i].get_overflowing().is_empty())
+                .count()
+        };
         let mut stats = ExtractionStats {
             rows: rows.len(),
-            truncated_rows: rows
-                .iter()
-                .filter(|&&i| !encodings[i].get_overflowing().is_empty())
-                .count(),
+            truncated_rows,
+            long_rows: truncated_rows,
+            sequences: rows.len(),
             ..ExtractionStats::default()
         };
         for batch in batches.iter().map(|b| &rows[b.clone()]) {
@@ -643,25 +719,91 @@ pub(crate) fn open_session_on(
     Ok((session, "CPUExecutionProvider", None))
 }
 
-/// Texts turned into token ids, ready for [`TextBackbone::embed_encoded`].
+/// Texts turned into token sequences, ready for [`TextBackbone::embed_encoded`]: one sequence per text, or
+/// with [`LongTexts::Chunks`] one per window, each text's windows consecutive.
 #[derive(Debug, Clone)]
 pub struct EncodedTexts {
     encodings: Vec<Encoding>,
+    windows: Option<Windows>,
     tokenize_seconds: f64,
+}
+
+/// Which sequences are whose windows, and how they are pooled.
+#[derive(Debug, Clone)]
+struct Windows {
+    of_text: Vec<std::ops::Range<usize>>,
+    pooling: ChunkPooling,
 }
 
 impl EncodedTexts {
     /// Number of texts.
     pub fn len(&self) -> usize {
-        self.encodings.len()
+        self.windows
+            .as_ref()
+            .map_or(self.encodings.len(), |w| w.of_text.len())
     }
 
     /// Whether there are no texts.
     pub fn is_empty(&self) -> bool {
-        self.encodings.is_empty()
+        self.len() == 0
     }
 
-    /// Row indices from the longest text to the shortest (ties in row order): the order in which
+    /// Number of token sequences to embed: [`len`](Self::len) when truncating, the windows when chunking.
+    pub fn sequences(&self) -> usize {
+        self.encodings.len()
+    }
+
+    /// The sequences of text `text` (`text..text + 1` when truncating).
+    pub fn windows_of(&self, text: usize) -> std::ops::Range<usize> {
+        self.windows
+            .as_ref()
+            .map_or(text..text + 1, |w| w.of_text[text].clone())
+    }
+
+    /// Texts longer than the tokenizer's `max_length`: truncated, or cut into several windows.
+    pub fn long_texts(&self) -> usize {
+        match &self.windows {
+            Some(w) => w.of_text.iter().filter(|r| r.len() > 1).count(),
+            None => self
+                .encodings
+                .iter()
+                .filter(|e| !e.get_overflowing().is_empty())
+                .count(),
+        }
+    }
+
+    /// One row per text from one row per sequence (`rows` as [`TextBackbone::embed_rows`] returns them, in
+    /// sequence order): a text's windows pooled, then L2-normalised again when `normalize`. When truncating
+    /// the rows are returned as they are.
+    pub fn pool_windows(&self, rows: Array2<f32>, normalize: bool) -> Array2<f32> {
+        let Some(windows) = &self.windows else {
+            return rows;
+        };
+        let mut out = Array2::zeros((windows.of_text.len(), rows.ncols()));
+        for (mut row, range) in out.rows_mut().into_iter().zip(&windows.of_text) {
+            let part = rows.slice(ndarray::s![range.clone(), ..]);
+            match windows.pooling {
+                ChunkPooling::Mean => {
+                    row.assign(&part.mean_axis(Axis(0)).expect("a text has a window"))
+                }
+                ChunkPooling::Max => {
+                    row.fill(f32::NEG_INFINITY);
+                    for window in part.rows() {
+                        row.zip_mut_with(&window, |a, &b| *a = a.max(b));
+                    }
+                }
+            }
+            if normalize {
+                let norm = row.dot(&row).sqrt();
+                if norm > 0.0 {
+                    row /= norm;
+                }
+            }
+        }
+        out
+    }
+
+    /// Sequence indices from the longest to the shortest (ties in index order): the order in which
     /// [`TextBackbone::embed_encoded`] forms batches.
     pub fn length_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.encodings.len()).collect();
@@ -669,8 +811,8 @@ impl EncodedTexts {
         order
     }
 
-    /// The batches [`plan_batches`](crate::plan_batches) cuts `rows` (taken in that order) into: ranges of
-    /// positions in `rows`. Embedding consecutive runs of these batches
+    /// The batches [`plan_batches`](crate::plan_batches) cuts the sequences `rows` (taken in that order)
+    /// into: ranges of positions in `rows`. Embedding consecutive runs of these batches
     /// ([`TextBackbone::embed_batches`]) forms exactly the batches of one call over all of `rows`.
     pub fn batch_plan(&self, rows: &[usize], batch_size: usize) -> Vec<std::ops::Range<usize>> {
         let lengths: Vec<usize> = rows
@@ -680,7 +822,7 @@ impl EncodedTexts {
         crate::plan_batches(&lengths, batch_size)
     }
 
-    /// Token ids of row `row` (special tokens included, truncated, unpadded): what the graph's
+    /// Token ids of sequence `row` (special tokens included, truncated, unpadded): what the graph's
     /// `input_ids` holds for it, e.g. to feed a model exported by graft.
     pub fn ids(&self, row: usize) -> &[u32] {
         self.encodings[row].get_ids()
@@ -692,17 +834,38 @@ impl EncodedTexts {
     }
 }
 
-/// A backbone's tokenizer, configured (truncation, no fixed padding) and cheap to clone across threads.
+/// A backbone's tokenizer, configured (truncation or windows, no fixed padding) and cheap to clone across
+/// threads.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
     tokenizer: Arc<Tokenizer>,
     path: PathBuf,
+    long_texts: LongTexts,
+    /// With chunks: tokens of text per window, and the overlap of neighbouring windows.
+    room: usize,
+    overlap: usize,
 }
 
 impl TextTokenizer {
     /// Reads a Hugging Face `tokenizer.json`, set to pad nothing (batches are padded to their own longest
     /// row) and to truncate at `max_length` tokens.
     pub fn open(path: &Path, max_length: usize) -> Result<TextTokenizer, BackboneError> {
+        TextTokenizer::open_with(path, max_length, LongTexts::Truncate)
+    }
+
+    /// Special tokens the tokenizer adds to one text (`[CLS]` and `[SEP]`: 2).
+    pub fn special_tokens(&self) -> usize {
+        self.tokenizer
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false))
+    }
+
+    /// [`open`](Self::open), with texts longer than `max_length` tokens truncated or cut into windows.
+    pub fn open_with(
+        path: &Path,
+        max_length: usize,
+        long_texts: LongTexts,
+    ) -> Result<TextTokenizer, BackboneError> {
         let tokenizer_err = |message: String| BackboneError::Tokenizer {
             path: path.to_path_buf(),
             message,
@@ -718,11 +881,48 @@ impl TextTokenizer {
             .map_err(|e| tokenizer_err(e.to_string()))?;
         // Some shipped tokenizers pad every text to a fixed length; we pad per batch instead.
         tok.with_padding(None);
-        tok.with_truncation(Some(TruncationParams {
-            max_length,
-            ..TruncationParams::default()
-        }))
-        .map_err(|e| tokenizer_err(e.to_string()))?;
+        let specials = tok
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+        let room = max_length.saturating_sub(specials);
+        // The library's `stride` is the overlap of neighbouring windows, in tokens of text.
+        let overlap = match long_texts {
+            LongTexts::Truncate => {
+                tok.with_truncation(Some(TruncationParams {
+                    max_length,
+                    ..TruncationParams::default()
+                }))
+                .map_err(|e| tokenizer_err(e.to_string()))?;
+                0
+            }
+            LongTexts::Chunks { .. } if room == 0 => {
+                return Err(BackboneError::InvalidConfig {
+                    name: "max_length",
+                    reason: format!(
+                        "a window of {max_length} tokens has no room for text beside {specials} special tokens"
+                    ),
+                });
+            }
+            LongTexts::Chunks {
+                stride: Some(stride),
+                ..
+            } if stride == 0 || stride > room => {
+                return Err(BackboneError::InvalidConfig {
+                    name: "stride",
+                    reason: format!(
+                        "must be between 1 and {room} (the {max_length}-token window less {specials} \
+                         special tokens), got {stride}"
+                    ),
+                });
+            }
+            LongTexts::Chunks { stride, .. } => {
+                // Windows are cut after tokenizing the whole text: the library's own truncation stops
+                // tokenizing at `max_length` tokens (tokenizers 0.23), so its overflowing windows end there.
+                tok.with_truncation(None)
+                    .map_err(|e| tokenizer_err(e.to_string()))?;
+                room - stride.unwrap_or((room * 3 / 4).max(1)).min(room)
+            }
+        };
         if let Some(processor) = tok.get_post_processor()
             && let Ok(json) = serde_json::to_value(processor)
             && let Some(undefined) = undefined_special_token(&json)
@@ -735,6 +935,9 @@ impl TextTokenizer {
         let opened = TextTokenizer {
             tokenizer: Arc::new(tok),
             path: path.to_path_buf(),
+            long_texts,
+            room,
+            overlap,
         };
         // A file can parse and still fail at its first text (a template naming a special token it does not
         // define): found here, at the file, rather than mid-run.
@@ -752,13 +955,42 @@ impl TextTokenizer {
         };
         // The tokenizers library panics on some damaged files (an `expect` on a template's special token)
         // instead of returning an error; the panic is turned into one that names the file.
+        let chunks = matches!(self.long_texts, LongTexts::Chunks { .. });
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.tokenizer.encode_batch_fast(inputs, true)
+            // Windows get their special tokens once cut.
+            self.tokenizer.encode_batch_fast(inputs, !chunks)
         }))
         .map_err(|panic| failed(panic_message(panic)))?;
         let encodings = encoded.map_err(|e| failed(e.to_string()))?;
+        let (encodings, windows) = match self.long_texts {
+            LongTexts::Truncate => (encodings, None),
+            LongTexts::Chunks { pooling, .. } => {
+                let mut sequences = Vec::with_capacity(encodings.len());
+                let mut of_text = Vec::with_capacity(encodings.len());
+                for mut text in encodings {
+                    let start = sequences.len();
+                    // The library's own cut: the first window, the others as its "overflowing" ones.
+                    text.truncate(
+                        self.room,
+                        self.overlap,
+                        tokenizers::TruncationDirection::Right,
+                    );
+                    let rest = text.take_overflowing();
+                    for window in std::iter::once(text).chain(rest) {
+                        let window = self
+                            .tokenizer
+                            .post_process(window, None, true)
+                            .map_err(|e| failed(e.to_string()))?;
+                        sequences.push(window);
+                    }
+                    of_text.push(start..sequences.len());
+                }
+                (sequences, Some(Windows { of_text, pooling }))
+            }
+        };
         Ok(EncodedTexts {
             encodings,
+            windows,
             tokenize_seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -291,3 +291,98 @@ fn planned_batches_and_batches_given_by_the_caller_give_the_same_bytes() {
         assert!(err.to_string().contains("`batches`"), "{err}");
     }
 }
+
+/// Words of the fixture's vocabulary (and one it lacks, `with`), one token each: 26 tokens.
+const LONG: &str = "a wonderful and moving film with a brilliant cast the story is smart and warm and \
+                    every minute is fun from the start to the finish";
+
+#[test]
+fn long_texts_in_windows_pool_the_embeddings_of_their_windows() {
+    use graft_backbone::{ChunkPooling, LongTexts};
+    let words: Vec<&str> = LONG.split_whitespace().collect();
+    let (max_length, stride) = (8, 4);
+    // The windows by hand: 6 words of text each (8 less [CLS] and [SEP]), starting every 4 words, the last
+    // one reaching the end.
+    let mut windows = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = (start + max_length - 2).min(words.len());
+        windows.push(words[start..end].join(" "));
+        if end == words.len() {
+            break;
+        }
+        start += stride;
+    }
+    assert_eq!((words.len(), windows.len()), (26, 6));
+    for pooling in [ChunkPooling::Mean, ChunkPooling::Max] {
+        for normalize in [true, false] {
+            let whole = TextBackboneConfig {
+                max_length: 64,
+                normalize,
+                ..TextBackboneConfig::default()
+            };
+            let (alone, _) = backbone(whole).unwrap().embed(&windows).unwrap();
+            let mut expected = match pooling {
+                ChunkPooling::Mean => alone.mean_axis(ndarray::Axis(0)).unwrap(),
+                ChunkPooling::Max => alone.fold_axis(ndarray::Axis(0), f32::MIN, |a, &b| a.max(b)),
+            };
+            if normalize {
+                expected /= expected.dot(&expected).sqrt();
+            }
+            let config = TextBackboneConfig {
+                max_length,
+                long_texts: LongTexts::Chunks {
+                    stride: Some(stride),
+                    pooling,
+                },
+                normalize,
+                batch_size: 3,
+                ..TextBackboneConfig::default()
+            };
+            let (chunked, stats) = backbone(config).unwrap().embed(&[LONG, "dull"]).unwrap();
+            assert_close(
+                &chunked.row(0).to_owned().insert_axis(ndarray::Axis(0)),
+                &expected.insert_axis(ndarray::Axis(0)),
+            );
+            // A short text is one window: embedded as when truncating.
+            let (short, _) = backbone(TextBackboneConfig {
+                normalize,
+                ..TextBackboneConfig::default()
+            })
+            .unwrap()
+            .embed(&["dull"])
+            .unwrap();
+            assert_close(&chunked.slice(ndarray::s![1..2, ..]).to_owned(), &short);
+            assert_eq!(
+                (
+                    stats.rows,
+                    stats.sequences,
+                    stats.long_rows,
+                    stats.truncated_rows
+                ),
+                (2, 7, 1, 0),
+                "{stats:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stride_wider_than_the_window_is_refused() {
+    use graft_backbone::{ChunkPooling, LongTexts};
+    for stride in [0, 7] {
+        let config = TextBackboneConfig {
+            max_length: 8,
+            long_texts: LongTexts::Chunks {
+                stride: Some(stride),
+                pooling: ChunkPooling::Mean,
+            },
+            ..TextBackboneConfig::default()
+        };
+        let err = backbone(config).unwrap_err().to_string();
+        assert!(
+            err.contains("`stride`") && err.contains("between 1 and 6"),
+            "{err}"
+        );
+    }
+}

@@ -40,9 +40,9 @@ pub use graft_schema::pipeline as schema;
 pub use graft_schema::{Diagnostic, SCHEMA_VERSION, did_you_mean, resolved, spanned};
 pub use heads::{HeadKind, HeadSpec, Threshold, TransformPlan};
 pub use plan::{
-    BackbonePlan, CurvePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan, ModelSource, Plan,
-    SearchPlan, Selection, SplitPlan, absolute, apply_prompt, apply_registry_defaults,
-    image_preprocess, other_text_backbone,
+    BackboneCandidate, BackbonePlan, CurvePlan, DataPlan, DataSource, EvaluationPlan, ImagePlan,
+    ModelSource, Plan, SearchPlan, Selection, SplitPlan, TrackingPlan, absolute, apply_prompt,
+    apply_registry_defaults, image_preprocess, other_text_backbone,
 };
 pub use techniques::{STAGES, Stage, StagePlan, TechniquesPlan};
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use graft_assets::Registry;
 use graft_backbone::{
-    Augmentation, ImagePreprocess, Layout, PixelType, Pooling, Provider, TextBackboneConfig,
+    Augmentation, ImagePreprocess, Layout, LongTexts, PixelType, Pooling, Provider,
+    TextBackboneConfig,
 };
 use graft_ingest::SplitRatios;
 
@@ -13,8 +14,8 @@ use crate::Diagnostic;
 use crate::heads::{HeadSpec, TransformPlan};
 use crate::resolved::{
     AugmentSettings, BackboneSettings, CurveSettings, DataSettings, DataSourceSettings,
-    EvaluationSettings, ImageSettings, ModelSourceSettings, ResolvedPipeline, SearchSettings,
-    SelectSettings, SplitSettings, ValidationWord,
+    EvaluationSettings, ImageSettings, LongTextsSettings, ModelSourceSettings, ResolvedPipeline,
+    SearchSettings, SelectSettings, SplitSettings, ValidationWord,
 };
 use crate::schema::SCHEMA_VERSION;
 pub use crate::sources::{ModelSource, absolute};
@@ -131,6 +132,26 @@ pub struct Spans {
     pub pca_components: Option<Range<usize>>,
 }
 
+/// `[tracking]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackingPlan {
+    /// The MLflow tracking server's URI.
+    pub mlflow: String,
+    /// The experiment (`None`: the pipeline's name).
+    pub experiment: Option<String>,
+}
+
+/// One of `[backbones] candidates`, checked.
+#[derive(Debug, Clone)]
+pub struct BackboneCandidate {
+    /// A short name: the model and the settings the candidate sets.
+    pub label: String,
+    /// The candidate's keys over `[backbone]`'s.
+    pub backbone: BackbonePlan,
+    /// Its place in the file.
+    pub span: Range<usize>,
+}
+
 /// A pipeline file, parsed and checked; ready to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -148,6 +169,11 @@ pub struct Plan {
     pub split: SplitPlan,
     /// The frozen backbone (`None` when the data gives features).
     pub backbone: Option<BackbonePlan>,
+    /// `[backbones] candidates`: ranked on the validation split before the run, the winner becoming the run's
+    /// backbone (empty: `backbone` is the run's).
+    pub backbone_candidates: Vec<BackboneCandidate>,
+    /// `[tracking]`: an MLflow server the finished run is logged to.
+    pub tracking: Option<TrackingPlan>,
     /// Transform fitted on the training rows before the heads.
     pub transform: Option<TransformPlan>,
     /// The heads, in file order; the first is the headline.
@@ -355,6 +381,13 @@ impl BackbonePlan {
             pooling: c.pooling.name().to_owned(),
             normalize: c.normalize,
             max_length: c.max_length,
+            long_texts: match c.long_texts {
+                LongTexts::Truncate => None,
+                LongTexts::Chunks { stride, pooling } => Some(LongTextsSettings {
+                    stride,
+                    chunk_pooling: pooling.name().to_owned(),
+                }),
+            },
             batch_size: c.batch_size,
             threads: c.intra_threads,
             sessions: c.sessions,

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use graft_assets::{Cache, VerifiedFile};
-use graft_backbone::{ImageBackbone, ImageBackboneConfig, ImageSource, Runtime, TextBackbone};
+use graft_backbone::{
+    EncodedTexts, ImageBackbone, ImageBackboneConfig, ImageSource, LongTexts, Runtime,
+    TextBackbone, TextTokenizer,
+};
 use graft_features::{FeatureStore, Lookup, RowKey, row_key};
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -150,7 +153,7 @@ fn text_namespace(plan: &Plan, onnx: &VerifiedFile, tokenizer: &VerifiedFile) ->
     let config = &backbone_of(plan).config;
     format!(
         "graft-features 1; model {}; onnx sha256 {}; tokenizer sha256 {}; output {}; pooling {}; \
-         normalize {}; max_length {}",
+         normalize {}; max_length {}{}",
         // The name is for `cache stats`; identity comes from the checksums.
         match &backbone_of(plan).source {
             ModelSource::Registry(name) => name.clone(),
@@ -166,7 +169,12 @@ fn text_namespace(plan: &Plan, onnx: &VerifiedFile, tokenizer: &VerifiedFile) ->
             .unwrap_or("(sentence_embedding, else the first float rank-3)"),
         config.pooling.name(),
         config.normalize,
-        config.max_length
+        config.max_length,
+        // Windows are keyed by their token ids (the texts' own keys would collide with truncated rows).
+        match config.long_texts {
+            LongTexts::Truncate => "",
+            LongTexts::Chunks { .. } => "; windows keyed by token ids",
+        }
     )
 }
 
@@ -212,7 +220,22 @@ pub(crate) fn text_features(
 
     let config = &backbone_of(plan).config;
     let store = text_store(plan, options, &onnx, &tokenizer)?;
-    let keys: Vec<RowKey> = texts.iter().map(|t| row_key(t.as_bytes())).collect();
+    // Chunking: every text's windows first (the keys are the windows' token ids); truncating: texts are
+    // keyed by their bytes and only the missing ones tokenized.
+    let windows = match config.long_texts {
+        LongTexts::Truncate => None,
+        long_texts => {
+            let tokenizer =
+                TextTokenizer::open_with(&tokenizer.path, config.max_length, long_texts)?;
+            Some(tokenizer.encode(texts)?)
+        }
+    };
+    let keys: Vec<RowKey> = match &windows {
+        None => texts.iter().map(|t| row_key(t.as_bytes())).collect(),
+        Some(encoded) => (0..encoded.sequences())
+            .map(|w| row_key(&ids_bytes(encoded.ids(w))))
+            .collect(),
+    };
     let cached = lookup(store.as_ref(), &keys)?;
     let missing = cached.missing();
     let mut runtime_record = None;
@@ -223,6 +246,8 @@ pub(crate) fn text_features(
         dimension: cached.rows.ncols(),
         execution_provider: "none: every feature came from the cache".to_owned(),
         unit: "texts".to_owned(),
+        long_texts: config.long_texts.name().to_owned(),
+        sequences: keys.len(),
         ..ExtractionFigures::default()
     };
     let features = if missing.is_empty() {
@@ -236,38 +261,32 @@ pub(crate) fn text_features(
         config.provider = choice.provider;
         let mut backbone = TextBackbone::load(&runtime, &onnx.path, &tokenizer.path, config)?;
         let started = Instant::now();
-        let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
-        let encoded = backbone.tokenizer().encode(&todo)?;
-        // Batches planned over the global length order, embedded and stored a few at a time: the same
-        // batches as one call, and a stopped run keeps what it had stored.
-        let order = encoded.length_order();
-        let plan = encoded.batch_plan(&order, backbone.config().batch_size);
-        let bar = crate::progress::bar(options.progress, todo.len() as u64, 0, "rows");
-        let mut features = cached.rows;
-        for group in plan.chunks(TEXT_STORE_BATCHES) {
-            let (span, batches) = graft_backbone::rebase(group);
-            let slice = &order[span];
-            let (fresh, stats) =
-                backbone.embed_batches(&encoded, slice, &batches, |rows| bar.inc(rows as u64))?;
-            if let Some(store) = &store {
-                let fresh_keys: Vec<RowKey> = slice.iter().map(|&r| keys[missing[r]]).collect();
-                store.insert(&fresh_keys, fresh.view())?;
+        // The sequences to embed, as positions in `encoded`, and the key each one's row is stored under.
+        let (encoded, todo, key_of): (EncodedTexts, Vec<usize>, Vec<usize>) = match &windows {
+            Some(encoded) => (encoded.clone(), missing.clone(), (0..keys.len()).collect()),
+            None => {
+                let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_str()).collect();
+                let encoded = backbone.tokenizer().encode(&todo)?;
+                (encoded, (0..missing.len()).collect(), missing.clone())
             }
-            if features.ncols() != fresh.ncols() {
-                features = Array2::zeros((keys.len(), fresh.ncols()));
-            }
-            for (row, &r) in slice.iter().enumerate() {
-                features.row_mut(missing[r]).assign(&fresh.row(row));
-            }
-            extraction.dimension = fresh.ncols();
-            extraction.batches += stats.batches;
-            extraction.tokens += stats.tokens;
-            extraction.padded_tokens += stats.padded_tokens;
-            extraction.truncated_rows += stats.truncated_rows;
-        }
+        };
+        let features = embed_and_store(
+            &mut backbone,
+            &encoded,
+            &todo,
+            (store.as_ref(), &keys, &key_of),
+            cached.rows,
+            (&mut extraction, options.progress),
+        )?;
         extraction.tokenize_seconds = encoded.tokenize_seconds();
-        bar.finish_and_clear();
-        extraction.rows_per_second = todo.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        // Texts per second: when chunking, the texts whose windows were embedded here.
+        let texts_done = match &windows {
+            Some(w) => (0..w.len())
+                .filter(|&t| w.windows_of(t).any(|s| !cached.found[s]))
+                .count(),
+            None => missing.len(),
+        };
+        extraction.rows_per_second = texts_done as f64 / started.elapsed().as_secs_f64().max(1e-9);
         extraction.execution_provider = backbone.execution_provider().to_owned();
         extraction.threads = backbone.config().intra_threads;
         runtime_record = Some(runtime_manifest(
@@ -278,6 +297,19 @@ pub(crate) fn text_features(
             backbone.config().intra_threads,
         ));
         features
+    };
+    let features = match &windows {
+        Some(encoded) => {
+            extraction.long_rows = encoded.long_texts();
+            encoded.pool_windows(features, config.normalize)
+        }
+        None => {
+            // Every text counted, those from the cache too (tokenizing is cheap beside inference).
+            let counted = TextTokenizer::open(&tokenizer.path, config.max_length)?.encode(texts)?;
+            extraction.long_rows = counted.long_texts();
+            extraction.truncated_rows = extraction.long_rows;
+            features
+        }
     };
     let batch_invariant = model_record.batch_dependent_ops.is_empty();
     if !batch_invariant && extraction.cache_hits > 0 && extraction.extracted > 0 {
@@ -310,6 +342,51 @@ pub(crate) fn text_features(
         model_sha256: onnx.sha256,
         provision_seconds,
     })
+}
+
+/// Embeds the sequences `todo` of `encoded`, batches planned over their length order and embedded and
+/// stored a few at a time (the same batches as one call, and a stopped run keeps what it had stored):
+/// sequence `r`'s row goes to the feature cache under `keys[key_of[r]]` and to row `key_of[r]` of
+/// `features`. Counts batches and tokens into `extraction`.
+fn embed_and_store(
+    backbone: &mut TextBackbone,
+    encoded: &EncodedTexts,
+    todo: &[usize],
+    (store, keys, key_of): (Option<&FeatureStore>, &[RowKey], &[usize]),
+    mut features: Array2<f32>,
+    (extraction, progress): (&mut ExtractionFigures, bool),
+) -> Result<Array2<f32>, PipelineError> {
+    let mut order = todo.to_vec();
+    order.sort_by_key(|&i| std::cmp::Reverse(encoded.ids(i).len()));
+    let plan = encoded.batch_plan(&order, backbone.config().batch_size);
+    let bar = crate::progress::bar(progress, order.len() as u64, 0, "sequences");
+    for group in plan.chunks(TEXT_STORE_BATCHES) {
+        let (span, batches) = graft_backbone::rebase(group);
+        let slice = &order[span];
+        let (fresh, stats) =
+            backbone.embed_batches(encoded, slice, &batches, |rows| bar.inc(rows as u64))?;
+        if let Some(store) = store {
+            let fresh_keys: Vec<RowKey> = slice.iter().map(|&r| keys[key_of[r]]).collect();
+            store.insert(&fresh_keys, fresh.view())?;
+        }
+        if features.ncols() != fresh.ncols() {
+            features = Array2::zeros((keys.len(), fresh.ncols()));
+        }
+        for (row, &r) in slice.iter().enumerate() {
+            features.row_mut(key_of[r]).assign(&fresh.row(row));
+        }
+        extraction.dimension = fresh.ncols();
+        extraction.batches += stats.batches;
+        extraction.tokens += stats.tokens;
+        extraction.padded_tokens += stats.padded_tokens;
+    }
+    bar.finish_and_clear();
+    Ok(features)
+}
+
+/// A window's cache key material: its token ids, little-endian.
+fn ids_bytes(ids: &[u32]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_le_bytes()).collect()
 }
 
 /// One set of feature rows to extract for images: which rows, the feature-cache namespace and keys, and
@@ -756,6 +833,8 @@ pub(crate) fn token_states(
     config.provider = choice.provider;
     config.output = Some(output.to_owned());
     config.normalize = false;
+    // Fine-tuning reads each text's first `max_length` tokens, whatever `long_texts` says.
+    config.long_texts = LongTexts::Truncate;
     let mut backbone = TextBackbone::load(&runtime, onnx, &tokenizer.path, config)?;
     let encoded = backbone.tokenizer().encode(texts)?;
     let ids: Vec<Vec<u32>> = (0..texts.len()).map(|i| encoded.ids(i).to_vec()).collect();

@@ -24,6 +24,21 @@ pub struct ModelSummary {
     pub dimension: Option<usize>,
     /// Tokens kept per text (text backbones).
     pub max_length: Option<usize>,
+    /// Texts longer than `max_length`, of how many, and the windows chunking embeds (text backbones).
+    pub long_texts: Option<LongTextCount>,
+}
+
+/// How many texts are longer than `max_length`, from the tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongTextCount {
+    /// Texts longer than `max_length`.
+    pub long: usize,
+    /// Texts counted.
+    pub rows: usize,
+    /// Token sequences the run embeds: `rows` when truncating, every window when chunking.
+    pub sequences: usize,
+    /// Whether the run chunks them (else truncates).
+    pub chunks: bool,
 }
 
 fn describe(v: &ValueInfo) -> String {
@@ -63,12 +78,13 @@ pub fn check_model(
     plan: &Plan,
     cache_dir: &Path,
     train_rows: usize,
+    texts: &[String],
 ) -> Result<Option<ModelSummary>, PipelineError> {
     let Some(backbone) = plan.backbone.as_ref() else {
         return Ok(None);
     };
     let cache = Cache::new(cache_dir);
-    let (label, onnx, output, max_length) = match (&backbone.image, &backbone.source) {
+    let (label, onnx, output, max_length, long_texts) = match (&backbone.image, &backbone.source) {
         (Some(image), ModelSource::Registry(name)) => {
             let model = cache.image_model(name)?;
             (
@@ -76,15 +92,30 @@ pub fn check_model(
                 model.onnx.path,
                 Some(image.output.clone()),
                 None,
+                None,
             )
         }
         _ => {
             let resolved = crate::featurize::resolve_text_model(plan, &cache)?;
+            let config = &backbone.config;
+            let encoded = graft_backbone::TextTokenizer::open_with(
+                &resolved.tokenizer.path,
+                config.max_length,
+                config.long_texts,
+            )?
+            .encode(texts)?;
+            let count = LongTextCount {
+                long: encoded.long_texts(),
+                rows: encoded.len(),
+                sequences: encoded.sequences(),
+                chunks: config.long_texts != graft_backbone::LongTexts::Truncate,
+            };
             (
                 resolved.label,
                 resolved.onnx.path,
                 backbone_of(plan).config.output.clone(),
-                Some(backbone.config.max_length),
+                Some(config.max_length),
+                Some(count),
             )
         }
     };
@@ -113,6 +144,7 @@ pub fn check_model(
         output: describe(chosen),
         dimension,
         max_length,
+        long_texts,
     }))
 }
 

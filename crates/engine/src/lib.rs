@@ -20,6 +20,7 @@
 //! ```
 
 mod artifacts;
+mod candidates;
 mod curve;
 mod data;
 mod evaluate;
@@ -40,12 +41,12 @@ use graft_config::{ConfigError, Diagnostic};
 
 pub use evaluate::split_intervals;
 pub use graft_assets::CACHE_ENV;
-pub use graft_backbone::{ModelFolder, Pooling, Provider};
+pub use graft_backbone::{ChunkPooling, LongTexts, ModelFolder, Pooling, Provider};
 pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
 };
-pub use inspect::{DryRun, ModelSummary, check_model, dry_run};
+pub use inspect::{DryRun, LongTextCount, ModelSummary, check_model, dry_run};
 pub use provision::{
     clear_feature_cache, feature_cache_stats, provision_all, provision_runtime, provision_samples,
 };

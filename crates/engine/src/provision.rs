@@ -435,7 +435,8 @@ pub fn clear_feature_cache(
 /// Fetches everything the plan needs (runtime, model, data) without running it.
 pub fn provision_all(plan: &Plan, cache_dir: &Path) -> Result<(), PipelineError> {
     let cache = Cache::new(cache_dir);
-    if let Some(backbone) = &plan.backbone {
+    let candidates = plan.backbone_candidates.iter().map(|c| &c.backbone);
+    for backbone in plan.backbone.iter().chain(candidates) {
         runtime_library(&cache, backbone.config.provider)?;
         match &backbone.source {
             ModelSource::Registry(name) if backbone.image.is_some() => {

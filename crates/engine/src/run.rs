@@ -36,14 +36,24 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
     check_ingested(plan, &cache, &ingested)?;
 
     let clock = Instant::now();
-    let featurized = featurize(
-        plan,
-        options,
-        &cache,
-        &mut ingested.data,
-        &ingested.split.train,
-        &ingested.file,
-    )?;
+    // With `[backbones]`, the candidates are ranked first and the winner's plan and features are the run's.
+    let ranked = crate::candidates::rank_backbones(plan, options, &cache, &mut ingested)?;
+    let (winner, featurized, ranking) = match ranked {
+        Some(r) => (Some(r.plan), r.featurized, Some(r.report)),
+        None => (
+            None,
+            featurize(
+                plan,
+                options,
+                &cache,
+                &mut ingested.data,
+                &ingested.split.train,
+                &ingested.file,
+            )?,
+            None,
+        ),
+    };
+    let plan = winner.as_ref().unwrap_or(plan);
     timings.provision = featurized.provision_seconds;
     timings.extract = clock.elapsed().as_secs_f64() - featurized.provision_seconds;
     check_against_data(
@@ -96,6 +106,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunOutcome, PipelineErro
         &evaluated,
         &embed,
     )?;
+    let mut techniques = techniques;
+    if let Some(ranking) = ranking {
+        techniques.insert(0, ranking);
+    }
     crate::evaluate::add_tuned_line(&mut learning_curve, &techniques);
     timings.techniques = clock.elapsed().as_secs_f64();
     timings.total = total.elapsed().as_secs_f64();
@@ -165,6 +179,8 @@ pub struct DataSummary {
     pub train: usize,
     pub validation: usize,
     pub test: usize,
+    /// The rows' texts (before any prompt), for counting long ones; empty for images and features.
+    pub texts: Vec<String>,
 }
 
 impl DataSummary {
@@ -178,6 +194,10 @@ impl DataSummary {
             train: ingested.split.train.len(),
             validation: ingested.split.validation.len(),
             test: ingested.split.test.len(),
+            texts: match &data.inputs {
+                crate::data::Inputs::Texts(texts) => texts.clone(),
+                _ => Vec::new(),
+            },
         }
     }
 }

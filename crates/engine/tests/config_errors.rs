@@ -622,3 +622,33 @@ fn pca_components_past_a_registered_backbone_are_refused_at_check() {
         ],
     );
 }
+
+#[test]
+fn long_text_settings_are_checked_at_their_keys() {
+    check(
+        "stride-without-chunks",
+        20,
+        &[
+            "`stride` applies to `long_texts = \"chunks\"`",
+            "hint: set `long_texts = \"chunks\"`",
+        ],
+    );
+    check(
+        "stride-past-window",
+        22,
+        &[
+            "`stride = 63` must be between 1 and 62",
+            "hint: the tokens of text between the starts of neighbouring windows",
+        ],
+    );
+    check(
+        "long-texts-on-images",
+        19,
+        &["`long_texts` does not apply to an image backbone"],
+    );
+    check(
+        "long-texts-unknown",
+        20,
+        &["unknown variant `split`", "truncate", "chunks"],
+    );
+}

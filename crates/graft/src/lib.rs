@@ -117,6 +117,9 @@ enum Command {
     /// Put runs side by side: each run's headline head, its test scores and intervals, and a paired test
     /// against the first run on the same test rows.
     Compare(commands::compare::Args),
+    /// Log a finished run to an MLflow tracking server (parameters, metrics with intervals, the learning
+    /// curve, report and manifest, tags).
+    Mlflow(commands::mlflow::Args),
     /// List the registered backbones: kind, embedding width, licence, package, whether fetched.
     Models(commands::models::Args),
     /// Print the JSON Schema of the pipeline file (for editors: `#:schema` in taplo-based ones).
@@ -168,6 +171,7 @@ where
         Command::Evaluate(args) => commands::evaluate::run(args, defaults),
         Command::Export(args) => commands::export::run(args, defaults),
         Command::Compare(args) => commands::compare::run(args, defaults),
+        Command::Mlflow(args) => commands::mlflow::run(args),
         Command::Models(args) => commands::models::run(args, defaults),
         Command::Schema(args) => commands::schema::run(args),
     };

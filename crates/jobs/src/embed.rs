@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use graft_assets::Cache;
-use graft_backbone::{Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
+use graft_backbone::{LongTexts, Pooling, Provider, Runtime, TextBackbone, TextBackboneConfig};
 use ndarray::Array2;
 
 use crate::JobError;
@@ -24,8 +24,10 @@ use graft_engine::provision::{ModelProblem, ResolvedModel, resolve_model, runtim
 pub struct EmbedSettings {
     /// The backbone: a registry name, or an ONNX graph with its tokenizer.
     pub model: ModelSource,
-    /// Tokens kept per text (default: the registry entry's, else 256).
+    /// Tokens kept per text (default: the registry entry's, else 256); with chunks, per window.
     pub max_length: Option<usize>,
+    /// Texts longer than `max_length`: truncated (default) or embedded in windows and pooled.
+    pub long_texts: LongTexts,
     /// Pooling of token states (default: the registry entry's, else mean).
     pub pooling: Option<Pooling>,
     /// L2-normalise (default: the registry entry's, else on).
@@ -55,6 +57,7 @@ impl EmbedSettings {
         EmbedSettings {
             model,
             max_length: None,
+            long_texts: LongTexts::Truncate,
             pooling: None,
             normalize: None,
             output_name: None,
@@ -153,6 +156,7 @@ impl EmbedSettings {
         if let Some(normalize) = self.normalize {
             config.normalize = normalize;
         }
+        config.long_texts = self.long_texts;
         if let Some(output) = &self.output_name {
             config.output = Some(output.clone());
         }
@@ -288,7 +292,8 @@ impl Embedder {
     ) -> Result<Array2<f32>, JobError> {
         let mut embeddings = Array2::<f32>::zeros((texts.len(), self.dimension));
         let config = self.backbone.config();
-        let (batch_size, round) = (config.batch_size, config.sessions.max(1));
+        let (batch_size, round, normalize) =
+            (config.batch_size, config.sessions.max(1), config.normalize);
         for (c, chunk) in texts.chunks(self.chunk_rows).enumerate() {
             between_batches()?;
             let tokenizer = self.backbone.tokenizer();
@@ -302,9 +307,11 @@ impl Embedder {
                 None => tokenizer.encode(chunk),
             }?;
             let first = c * self.chunk_rows;
-            // The batches of one `embed_encoded` call over the chunk, one per session at a time.
+            // The batches of one `embed_encoded` call over the chunk, one per session at a time; a long
+            // text's windows (when chunking) are sequences of their own, pooled at the end.
             let order = encoded.length_order();
             let plan = encoded.batch_plan(&order, batch_size);
+            let mut sequences = Array2::<f32>::zeros((encoded.sequences(), self.dimension));
             for (r, group) in plan.chunks(round).enumerate() {
                 if r > 0 {
                     between_batches()?;
@@ -315,9 +322,13 @@ impl Embedder {
                     .backbone
                     .embed_batches(&encoded, rows, &batches, |_| {})?;
                 for (k, &row) in rows.iter().enumerate() {
-                    embeddings.row_mut(first + row).assign(&done.row(k));
+                    sequences.row_mut(row).assign(&done.row(k));
                 }
             }
+            let pooled = encoded.pool_windows(sequences, normalize);
+            embeddings
+                .slice_mut(ndarray::s![first..first + chunk.len(), ..])
+                .assign(&pooled);
         }
         Ok(embeddings)
     }

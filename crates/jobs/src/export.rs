@@ -259,14 +259,20 @@ fn merged_text_model(
     head_nodes(&mut g, &loaded.trained, &features)?;
     let note = format!(
         "token ids from the backbone's tokenizer (truncate at {} tokens, pad with 0 and attention_mask 0); \
-         token_type_ids all 0{}",
+         token_type_ids all 0{}{}",
         settings.max_length,
         settings
             .prompt
             .as_deref()
             .map_or(String::new(), |p| format!(
                 "; put each text through the prompt {p:?} first"
-            ))
+            )),
+        // The graph reads one token sequence; the run's windows and their pooling stay outside it.
+        settings.long_texts.as_ref().map_or(String::new(), |l| format!(
+            "; the run embedded longer texts in windows of {} tokens pooled by their {}: this graph \
+             reads one window and truncates (embed long texts with graft for the run's features)",
+            settings.max_length, l.chunk_pooling
+        ))
     );
     let meta = metadata(loaded, "merged", &note);
     let bytes = model

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use graft_assets::Cache;
-use graft_backbone::{Pooling, Provider};
+use graft_backbone::{ChunkPooling, LongTexts, Pooling, Provider};
 use ndarray::{Array2, ArrayView2};
 use polars::prelude::{Column, DataFrame, NamedFrom, ParquetWriter, SerWriter, Series};
 
@@ -243,6 +243,17 @@ fn recorded_settings(
     text: &mut EmbedSettings,
 ) {
     text.max_length = Some(settings.max_length);
+    text.long_texts = match &settings.long_texts {
+        None => LongTexts::Truncate,
+        Some(l) => LongTexts::Chunks {
+            stride: l.stride,
+            pooling: if l.chunk_pooling == "max" {
+                ChunkPooling::Max
+            } else {
+                ChunkPooling::Mean
+            },
+        },
+    };
     text.pooling = match settings.pooling.as_str() {
         "cls" => Some(Pooling::Cls),
         "mean" => Some(Pooling::Mean),

@@ -80,9 +80,15 @@ fn summary_rows(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
             e.dimension
         );
     } else if e.extracted > 0 {
+        // When chunking, the cache holds windows; the speed is still texts per second.
+        let unit = if e.long_texts == "chunks" {
+            "windows"
+        } else {
+            "rows"
+        };
         let _ = writeln!(
             s,
-            "  extraction  {} rows in {:.1} s ({:.0} rows/s) · {} thread(s) · {} · {} from the feature cache",
+            "  extraction  {} {unit} in {:.1} s ({:.0} rows/s) · {} thread(s) · {} · {} from the feature cache",
             thousands(e.extracted),
             t.extract,
             e.rows_per_second,
@@ -97,6 +103,24 @@ fn summary_rows(s: &mut String, m: &Metrics, ctx: &Context<'_>) {
             thousands(e.cache_hits),
             t.extract
         );
+    }
+    if e.unit == "texts" && e.long_rows > 0 {
+        let _ = if e.long_texts == "chunks" {
+            writeln!(
+                s,
+                "  long texts  {} of {} longer than `max_length`: embedded as {} windows in all, pooled",
+                thousands(e.long_rows),
+                thousands(e.rows),
+                thousands(e.sequences)
+            )
+        } else {
+            writeln!(
+                s,
+                "  long texts  {} of {} longer than `max_length`: truncated (`long_texts = \"chunks\"` keeps them whole)",
+                thousands(e.long_rows),
+                thousands(e.rows)
+            )
+        };
     }
     let _ = writeln!(
         s,
@@ -780,10 +804,21 @@ fn extraction_section(s: &mut String, m: &Metrics) {
             e.tokenize_seconds
         )
     } else {
+        let long = if e.long_texts == "chunks" {
+            format!(
+                "{} texts longer than `max_length` embedded in windows ({} windows for {} texts) and pooled",
+                e.long_rows, e.sequences, e.rows
+            )
+        } else {
+            format!(
+                "{} texts longer than `max_length` truncated",
+                e.truncated_rows
+            )
+        };
         writeln!(
             s,
-            "{head}; {} real tokens, {} with padding; {} texts truncated.\n",
-            e.tokens, e.padded_tokens, e.truncated_rows
+            "{head}; {} real tokens, {} with padding; {long}.\n",
+            e.tokens, e.padded_tokens
         )
     };
     let _ = writeln!(s, "| stage | seconds |\n|---|---:|");

@@ -270,8 +270,18 @@ pub struct ExtractionFigures {
     pub tokens: usize,
     /// Tokens including padding.
     pub padded_tokens: usize,
-    /// Texts cut at `max_length`.
+    /// Texts cut at `max_length` (none when long texts are chunked).
     pub truncated_rows: usize,
+    /// What became of texts longer than `max_length`: `truncate` or `chunks`.
+    #[serde(default = "truncate")]
+    pub long_texts: String,
+    /// Texts longer than `max_length` (all of them, those from the cache too).
+    #[serde(default)]
+    pub long_rows: usize,
+    /// Token sequences behind the rows: one per text, or one per window when chunking (`extracted` and
+    /// `cache_hits` then count windows).
+    #[serde(default)]
+    pub sequences: usize,
     /// Seconds of the extraction spent tokenizing (images: decoding and preprocessing).
     pub tokenize_seconds: f64,
     /// Execution provider used.
@@ -346,4 +356,9 @@ pub struct Metrics {
 /// For `skip_serializing_if`: counts that are zero are left out of the file.
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// `long_texts` of metrics files written before chunking existed.
+fn truncate() -> String {
+    "truncate".to_owned()
 }

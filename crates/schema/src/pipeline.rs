@@ -78,6 +78,8 @@ pub struct RawPipeline {
     pub data: Spanned<RawData>,
     pub split: RawSplit,
     pub backbone: Option<Spanned<RawBackbone>>,
+    pub backbones: Option<Spanned<RawBackbones>>,
+    pub tracking: Option<Spanned<RawTracking>>,
     pub transform: Option<RawTransform>,
     pub evaluation: Option<Spanned<RawEvaluation>>,
     pub search: Option<Spanned<RawSearch>>,
@@ -130,7 +132,7 @@ pub struct RawPredefined {
     pub validation: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAugment {
     pub horizontal_flip: Option<bool>,
@@ -153,6 +155,21 @@ pub enum RawPooling {
     Cls,
 }
 
+/// What becomes of texts longer than `max_length` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLongTexts {
+    Truncate,
+    Chunks,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawChunkPooling {
+    Mean,
+    Max,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RawProvider {
@@ -160,7 +177,25 @@ pub enum RawProvider {
     Cuda,
 }
 
+/// `[tracking]`: where a finished run is logged besides its run folder.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracking {
+    /// An MLflow tracking server (`http://127.0.0.1:5000`).
+    pub mlflow: Option<Spanned<String>>,
+    /// The MLflow experiment (default: the pipeline's name).
+    pub experiment: Option<Spanned<String>>,
+}
+
+/// `[backbones]`: backbones ranked by evidence before the run; the winner is the run's backbone.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackbones {
+    /// Each candidate: `[backbone]` keys that replace the `[backbone]` table's (`{ model = "minilm-l3" }`).
+    pub candidates: Spanned<Vec<Spanned<RawBackbone>>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackbone {
     pub model: Option<Spanned<String>>,
@@ -171,6 +206,9 @@ pub struct RawBackbone {
     pub pooling: Option<RawPooling>,
     pub normalize: Option<bool>,
     pub max_length: Option<Spanned<usize>>,
+    pub long_texts: Option<Spanned<RawLongTexts>>,
+    pub stride: Option<Spanned<usize>>,
+    pub chunk_pooling: Option<Spanned<RawChunkPooling>>,
     pub batch_size: Option<Spanned<usize>>,
     pub threads: Option<Spanned<usize>>,
     pub sessions: Option<Spanned<usize>>,

@@ -108,8 +108,11 @@ pub struct BackboneSettings {
     pub pooling: String,
     /// L2-normalised embeddings.
     pub normalize: bool,
-    /// Tokens kept per text.
+    /// Tokens kept per text (with chunks: per window).
     pub max_length: usize,
+    /// Texts longer than `max_length`: `truncate`, or `chunks` (windows embedded and pooled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_texts: Option<LongTextsSettings>,
     /// Rows per inference call.
     pub batch_size: usize,
     /// ONNX Runtime intra-op threads.
@@ -128,6 +131,16 @@ pub struct BackboneSettings {
     pub fallback: Option<bool>,
     /// Image backbones: the preprocessing.
     pub image: Option<ImageSettings>,
+}
+
+/// `long_texts = "chunks"` as a run resolved it (absent: truncated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongTextsSettings {
+    /// Tokens of text between the starts of neighbouring windows (`None`: three quarters of a window's room).
+    pub stride: Option<usize>,
+    /// `mean` or `max`.
+    pub chunk_pooling: String,
 }
 
 /// A registered model, or files.

@@ -19,7 +19,9 @@ class GraftError(Exception):
 class Embedder:
     """A frozen text backbone in this process. Texts are cut into chunks of ``chunk_rows`` and each chunk is
     length-sorted and batched as ``graft extract`` does a file, so the same rows and settings give the same
-    bytes as ``graft extract``."""
+    bytes as ``graft extract``. Texts longer than ``max_length`` tokens are truncated, or with
+    ``long_texts="chunks"`` embedded in windows of ``max_length`` tokens (``stride`` tokens apart) and
+    pooled (``chunk_pooling``: mean or max) into one row."""
 
     dimension: int
     model: str
@@ -31,6 +33,9 @@ class Embedder:
         *,
         tokenizer: str | os.PathLike[str] | None = None,
         max_length: int | None = None,
+        long_texts: Literal["truncate", "chunks"] = "truncate",
+        stride: int | None = None,
+        chunk_pooling: Literal["mean", "max"] | None = None,
         pooling: Literal["mean", "cls"] | None = None,
         normalize: bool | None = None,
         output_name: str | None = None,

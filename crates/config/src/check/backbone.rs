@@ -4,10 +4,14 @@ use std::ops::Range;
 
 use crate::spanned::Spanned;
 use graft_assets::Registry;
-use graft_backbone::{Augmentation, Pooling, Provider, TextBackboneConfig};
+use graft_backbone::{
+    Augmentation, ChunkPooling, LongTexts, Pooling, Provider, TextBackboneConfig,
+};
 
 use crate::Diagnostic;
-use crate::schema::{RawAugment, RawBackbone, RawPooling, RawProvider};
+use crate::schema::{
+    RawAugment, RawBackbone, RawChunkPooling, RawLongTexts, RawPooling, RawProvider,
+};
 
 use super::Checker;
 use crate::plan::*;
@@ -107,6 +111,7 @@ impl Checker<'_> {
             (&mut config.max_length, folder_sets_length),
             section.clone(),
         )?;
+        config.long_texts = self.check_long_texts(&b, config.max_length)?;
         if let Some(v) = at_least(&b.batch_size, "batch_size", 1)? {
             config.batch_size = v;
         }
@@ -140,6 +145,54 @@ impl Checker<'_> {
             cache: b.cache.unwrap_or(true),
             prompt,
         })
+    }
+
+    /// `long_texts`, `stride` and `chunk_pooling`: the last two only with chunks, the stride within a window
+    /// of `max_length` tokens less `[CLS]` and `[SEP]`.
+    fn check_long_texts(
+        &self,
+        b: &RawBackbone,
+        max_length: usize,
+    ) -> Result<LongTexts, Diagnostic> {
+        let chunks = b
+            .long_texts
+            .as_ref()
+            .is_some_and(|l| *l.get_ref() == RawLongTexts::Chunks);
+        if !chunks {
+            for (key, span) in [
+                ("stride", b.stride.as_ref().map(Spanned::span)),
+                ("chunk_pooling", b.chunk_pooling.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    return Err(self
+                        .error(span, format!("`{key}` applies to `long_texts = \"chunks\"`"))
+                        .with_hint("set `long_texts = \"chunks\"` to embed long texts in windows, or remove it"));
+                }
+            }
+            return Ok(LongTexts::Truncate);
+        }
+        // The usual two special tokens; a tokenizer that adds more is refused when it is opened.
+        let room = max_length.saturating_sub(2);
+        let stride = match &b.stride {
+            Some(s) if *s.get_ref() == 0 || *s.get_ref() > room => {
+                return Err(self
+                    .error(
+                        s.span(),
+                        format!("`stride = {}` must be between 1 and {room}", s.get_ref()),
+                    )
+                    .with_hint(format!(
+                        "the tokens of text between the starts of neighbouring windows: a window holds \
+                         `max_length = {max_length}` tokens, 2 of them special; {room} makes windows touch, \
+                         less makes them overlap"
+                    )));
+            }
+            other => other.as_ref().map(|s| *s.get_ref()),
+        };
+        let pooling = match b.chunk_pooling.as_ref().map(|p| *p.get_ref()) {
+            None | Some(RawChunkPooling::Mean) => ChunkPooling::Mean,
+            Some(RawChunkPooling::Max) => ChunkPooling::Max,
+        };
+        Ok(LongTexts::Chunks { stride, pooling })
     }
 
     /// Keys that belong to one modality — image sizes and augmentation to image backbones, `prompt` to text
@@ -231,6 +284,9 @@ impl Checker<'_> {
             ("tokenizer", b.tokenizer.as_ref().map(Spanned::span)),
             ("sha256", b.sha256.as_ref().map(Spanned::span)),
             ("max_length", b.max_length.as_ref().map(Spanned::span)),
+            ("long_texts", b.long_texts.as_ref().map(Spanned::span)),
+            ("stride", b.stride.as_ref().map(Spanned::span)),
+            ("chunk_pooling", b.chunk_pooling.as_ref().map(Spanned::span)),
         ] {
             if let Some(span) = span {
                 return Err(self

@@ -2,9 +2,11 @@
 //! mistake becomes a [`Diagnostic`](crate::Diagnostic) pointing at its key.
 
 mod backbone;
+mod candidates;
 mod data;
 mod heads;
 mod search;
+mod tracking;
 
 use std::path::Path;
 
@@ -57,6 +59,14 @@ impl Checker<'_> {
         let data = self.check_data(raw.data, &mut spans)?;
         let split = self.check_split(raw.split, &data, &mut spans)?;
         let given_features = matches!(data.source, DataSource::Features { .. });
+        let backbone_candidates = match raw.backbones {
+            Some(b) => self.check_candidates(
+                b,
+                raw.backbone.as_ref().map(Spanned::get_ref),
+                given_features,
+            )?,
+            None => Vec::new(),
+        };
         let backbone = match (raw.backbone, given_features) {
             (Some(b), true) => {
                 return Err(self
@@ -64,6 +74,9 @@ impl Checker<'_> {
                     .with_hint("remove `[backbone]` to train on the given features, or `features` to extract them with the backbone"));
             }
             (None, true) => None,
+            (None, false) if !backbone_candidates.is_empty() => {
+                Some(backbone_candidates[0].backbone.clone())
+            }
             (None, false) => {
                 return Err(self
                     .error(0..0, "the pipeline has no `[backbone]`")
@@ -74,6 +87,14 @@ impl Checker<'_> {
         if let Some(backbone) = &backbone {
             self.check_modality(backbone, &data, &spans)?;
         }
+        for candidate in &backbone_candidates {
+            let spans = Spans {
+                backbone: Some(candidate.span.clone()),
+                ..spans.clone()
+            };
+            self.check_modality(&candidate.backbone, &data, &spans)?;
+        }
+        let tracking = raw.tracking.map(|t| self.check_tracking(t)).transpose()?;
         let seed = raw.seed.unwrap_or(42);
         let heads = self.check_heads(raw.head, seed, data.label_separator.is_some(), &mut spans)?;
         let dimension = backbone.as_ref().and_then(|b| match &b.source {
@@ -132,6 +153,8 @@ impl Checker<'_> {
             data,
             split,
             backbone,
+            backbone_candidates,
+            tracking,
             transform,
             heads,
             evaluation,

@@ -35,7 +35,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     let model = if args.no_model {
         None
     } else {
-        graft_engine::check_model(&plan, &cache_dir, data.train)?
+        graft_engine::check_model(&plan, &cache_dir, data.train, &data.texts)?
     };
     outln!(
         "{}: ok (pipeline `{}`): {} rows, {} classes; train {} · validation {} · test {}{}",
@@ -73,6 +73,23 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             m.max_length
                 .map_or_else(String::new, |n| format!("; {n} tokens kept per text")),
         )?;
+        if let Some(l) = m.long_texts.filter(|l| l.long > 0) {
+            if l.chunks {
+                outln!(
+                    "  long texts: {} of {} rows are longer than max_length; chunks embed them as {} windows in all",
+                    l.long,
+                    l.rows,
+                    l.sequences - (l.rows - l.long)
+                )?;
+            } else {
+                outln!(
+                    "  long texts: {} of {} rows are longer than max_length and would be truncated \
+                     (`long_texts = \"chunks\"` in [backbone] keeps them whole)",
+                    l.long,
+                    l.rows
+                )?;
+            }
+        }
     }
     Ok(())
 }

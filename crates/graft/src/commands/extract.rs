@@ -53,6 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub prompt: Option<String>,
     #[command(flatten)]
+    pub long_texts: super::LongTextsArgs,
+    #[command(flatten)]
     pub inference: InferenceArgs,
 }
 
@@ -94,6 +96,7 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         .max_length
         .or(folder.as_ref().and_then(|f| f.max_length));
     job.backbone.normalize = folder.as_ref().and_then(|f| f.normalize);
+    job.backbone.long_texts = args.long_texts.long_texts()?;
     job.backbone.output_name = args.output_name;
     job.backbone.prompt = args.prompt;
     job.progress = !args.inference.no_progress;

@@ -18,6 +18,7 @@ pub mod export;
 pub mod extract;
 pub mod fetch;
 pub mod merge;
+pub mod mlflow;
 pub mod models;
 pub mod predict;
 pub mod run;
@@ -50,6 +51,60 @@ impl From<PoolingArg> for graft_engine::Pooling {
         match p {
             PoolingArg::Mean => graft_engine::Pooling::Mean,
             PoolingArg::Cls => graft_engine::Pooling::Cls,
+        }
+    }
+}
+
+/// What becomes of texts longer than `--max-length` tokens.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LongTextsArg {
+    /// Keep the first `--max-length` tokens.
+    Truncate,
+    /// Embed windows of `--max-length` tokens and pool them into one row.
+    Chunks,
+}
+
+/// How chunked windows are pooled.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ChunkPoolingArg {
+    /// The windows' average.
+    Mean,
+    /// Their element-wise maximum.
+    Max,
+}
+
+/// `--long-texts`, `--stride` and `--chunk-pooling`, for the commands that embed texts.
+#[derive(Debug, clap::Args)]
+pub struct LongTextsArgs {
+    /// Texts longer than --max-length tokens: truncate (default), or chunks: windows of --max-length
+    /// tokens embedded separately and pooled into one row.
+    #[arg(long, value_enum)]
+    pub long_texts: Option<LongTextsArg>,
+    /// With --long-texts chunks: tokens of text between the starts of neighbouring windows (default:
+    /// three quarters of a window, so a quarter overlaps).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// With --long-texts chunks: how the windows' embeddings are pooled (default: mean).
+    #[arg(long, value_enum)]
+    pub chunk_pooling: Option<ChunkPoolingArg>,
+}
+
+impl LongTextsArgs {
+    /// The backbone's setting; `--stride` and `--chunk-pooling` without chunks are refused.
+    pub fn long_texts(&self) -> Result<graft_engine::LongTexts, PipelineError> {
+        match self.long_texts {
+            Some(LongTextsArg::Chunks) => Ok(graft_engine::LongTexts::Chunks {
+                stride: self.stride,
+                pooling: match self.chunk_pooling {
+                    Some(ChunkPoolingArg::Max) => graft_engine::ChunkPooling::Max,
+                    _ => graft_engine::ChunkPooling::Mean,
+                },
+            }),
+            _ if self.stride.is_some() || self.chunk_pooling.is_some() => Err(PipelineError::Job {
+                message: "--stride and --chunk-pooling apply to --long-texts chunks".to_owned(),
+                hint: "add --long-texts chunks, or leave them out".to_owned(),
+            }),
+            _ => Ok(graft_engine::LongTexts::Truncate),
         }
     }
 }

@@ -29,6 +29,12 @@ pub struct Args {
     /// nothing is fetched, extracted or written.
     #[arg(long)]
     pub dry_run: bool,
+    /// Log the finished run to this MLflow tracking server (default: the pipeline's `[tracking] mlflow`).
+    #[arg(long, value_name = "TRACKING_URI")]
+    pub mlflow: Option<String>,
+    /// The MLflow experiment (default: `[tracking] experiment`, else the pipeline's name).
+    #[arg(long)]
+    pub mlflow_experiment: Option<String>,
 }
 
 pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> {
@@ -49,8 +55,22 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
         )?;
         return Ok(());
     }
+    let tracking =
+        super::mlflow::target(args.mlflow, args.mlflow_experiment, plan.tracking.as_ref());
+    if let Some(target) = &tracking {
+        // A URI graft cannot log to is refused before the run, not after it.
+        graft_tracking::MlflowClient::new(&target.tracking_uri).map_err(|e| {
+            PipelineError::Job {
+                message: e.to_string(),
+                hint: "fix --mlflow (or `[tracking] mlflow`)".to_owned(),
+            }
+        })?;
+    }
     let outcome = graft_engine::run(&plan, &options)?;
     outln!("{}", outcome.summary)?;
+    if let Some(target) = tracking {
+        super::mlflow::log(&outcome.run_dir, &target)?;
+    }
     Ok(())
 }
 

@@ -166,6 +166,12 @@ pub(crate) struct ExtractionRecord {
     pub(crate) tokens: usize,
     pub(crate) padded_tokens: usize,
     pub(crate) truncated_rows: usize,
+    /// Texts longer than `max_length` (truncated, or chunked into windows); 0 in older manifests.
+    #[serde(default)]
+    pub(crate) long_rows: usize,
+    /// Token sequences embedded: texts, or windows when chunking; 0 in older manifests.
+    #[serde(default)]
+    pub(crate) sequences: usize,
     pub(crate) runtime: Option<RuntimeRecord>,
     pub(crate) model: ModelRecord,
     pub(crate) input: PathBuf,

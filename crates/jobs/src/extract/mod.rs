@@ -154,6 +154,8 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
         tokens: stats.tokens,
         padded_tokens: stats.padded_tokens,
         truncated_rows: stats.truncated_rows,
+        long_rows: stats.long_rows,
+        sequences: stats.sequences,
         runtime: runtime_record,
         model: extractor.record(),
         input: job.input.clone(),
@@ -170,13 +172,27 @@ pub fn extract(job: &ExtractJob) -> Result<ExtractOutcome, JobError> {
     std::fs::remove_dir_all(&work).map_err(JobError::io(&work))?;
     drop(lock);
     let seconds = started.elapsed().as_secs_f64();
-    let summary = summary(
+    let mut summary = summary(
         &output,
         &written,
         (extracted, resumed_rows),
         (seconds, extract_seconds),
         &provider_used,
     );
+    if stats.long_rows > 0 {
+        // Truncating counts long texts as truncated; chunking truncates none.
+        summary.push_str(&if stats.truncated_rows == 0 {
+            format!(
+                "; {} texts longer than max_length embedded in windows ({} windows in all), pooled",
+                stats.long_rows, stats.sequences
+            )
+        } else {
+            format!(
+                "; {} texts longer than max_length truncated (--long-texts chunks keeps them whole)",
+                stats.long_rows
+            )
+        });
+    }
     Ok(ExtractOutcome {
         output,
         rows: written.rows,

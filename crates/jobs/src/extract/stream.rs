@@ -69,6 +69,14 @@ pub(crate) fn open_input(
             "normalize": config.normalize,
             "max_length": config.max_length,
             "prompt": job.backbone.prompt,
+            // Absent when truncating, so the outputs of earlier versions resume.
+            "long_texts": match config.long_texts {
+                graft_backbone::LongTexts::Truncate => serde_json::Value::Null,
+                graft_backbone::LongTexts::Chunks { stride, pooling } => serde_json::json!({
+                    "stride": stride,
+                    "chunk_pooling": pooling.name(),
+                }),
+            },
         }),
     );
     Ok((
@@ -266,6 +274,8 @@ pub(crate) fn empty_share(
             tokens: 0,
             padded_tokens: 0,
             truncated_rows: 0,
+            long_rows: 0,
+            sequences: 0,
             runtime: None,
             model: extractor.record(),
             input: job.input.clone(),
@@ -299,6 +309,8 @@ pub(crate) struct StreamStats {
     pub(crate) tokens: usize,
     pub(crate) padded_tokens: usize,
     pub(crate) truncated_rows: usize,
+    pub(crate) long_rows: usize,
+    pub(crate) sequences: usize,
 }
 
 /// A session of the job's modality.
@@ -597,6 +609,8 @@ pub(crate) fn infer_chunks(
                 stats.tokens += s.tokens;
                 stats.padded_tokens += s.padded_tokens;
                 stats.truncated_rows += s.truncated_rows;
+                stats.long_rows += s.long_rows;
+                stats.sequences += s.sequences;
                 embeddings
             }
             (Worker::Image(backbone), Prepared::Images(images)) => {

@@ -1,0 +1,68 @@
+//! `[backbones] candidates` on the tiny fixture: every candidate is extracted and scored, the best on the
+//! validation split becomes the run's backbone, and the ranking is in metrics.json and the reports.
+
+mod common;
+
+use common::{metrics, run_pipeline};
+
+#[test]
+fn candidates_are_ranked_on_validation_and_the_winner_is_the_runs_backbone() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = run_pipeline("fixtures/pipelines/tiny-backbones.toml", runs.path());
+    let recorded = metrics(&dir);
+    let ranking = recorded["techniques"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["technique"] == "backbones")
+        .unwrap_or_else(|| panic!("no ranking in {recorded}"))
+        .clone();
+    let candidates = ranking["details"]["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 3);
+    let accuracy = |c: &serde_json::Value| c["validation_accuracy"]["estimate"].as_f64().unwrap();
+    // Ranked best first, ranks 1, 2, 3.
+    for (i, c) in candidates.iter().enumerate() {
+        assert_eq!(c["rank"], i + 1);
+        let (lo, hi) = (
+            c["validation_accuracy"]["lower"].as_f64().unwrap(),
+            c["validation_accuracy"]["upper"].as_f64().unwrap(),
+        );
+        assert!(lo <= accuracy(c) && accuracy(c) <= hi, "{c}");
+    }
+    assert!(
+        candidates
+            .windows(2)
+            .all(|w| accuracy(&w[0]) >= accuracy(&w[1]))
+    );
+    // The candidate that reads nothing is listed first but cannot win: every row has the same features.
+    let blind = candidates
+        .iter()
+        .find(|c| c["backbone"] == "tiny-embedder.onnx (max_length 2)")
+        .unwrap();
+    assert!(accuracy(blind) <= 0.5, "{blind}");
+    let winner = &candidates[0];
+    assert_ne!(winner["backbone"], blind["backbone"]);
+    assert_eq!(ranking["details"]["winner"], winner["backbone"]);
+    assert!(winner["test_versus_winner"].is_null());
+    for c in &candidates[1..] {
+        let versus = &c["test_versus_winner"];
+        assert!(
+            (0.0..=1.0).contains(&versus["mcnemar_p_value"].as_f64().unwrap()),
+            "{c}"
+        );
+        assert!(
+            c["rows_extracted"].as_u64().unwrap() > 0
+                && c["rows_per_second"].as_f64().unwrap() > 0.0
+        );
+    }
+    // The run's features are the winner's: its width, and its long-text handling in the extraction record.
+    assert_eq!(recorded["extraction"]["dimension"], winner["dimension"]);
+    let chunks = winner["backbone"].as_str().unwrap().contains("chunks");
+    assert_eq!(
+        recorded["extraction"]["long_texts"],
+        if chunks { "chunks" } else { "truncate" }
+    );
+    let markdown = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(markdown.contains("## Backbones ranked on the validation split"));
+    assert!(markdown.contains("tiny-embedder-small.onnx"));
+}
