@@ -157,7 +157,7 @@ fn unknown_dataset_lists_the_registry() {
         6,
         &[
             "unknown data set `movie-reviews`",
-            "hint: registered data sets: amazon-snippets, fashion-mnist, mr, mr-ratings",
+            "hint: registered data sets: 20newsgroups, amazon-snippets, fashion-mnist, mr, mr-ratings",
         ],
     );
 }
