@@ -782,6 +782,11 @@ impl EncodedTexts {
         let mut out = Array2::zeros((windows.of_text.len(), rows.ncols()));
         for (mut row, range) in out.rows_mut().into_iter().zip(&windows.of_text) {
             let part = rows.slice(ndarray::s![range.clone(), ..]);
+            if range.len() == 1 {
+                // A text of one window is embedded exactly as when truncating, bit for bit.
+                row.assign(&part.row(0));
+                continue;
+            }
             match windows.pooling {
                 ChunkPooling::Mean => {
                     row.assign(&part.mean_axis(Axis(0)).expect("a text has a window"))

@@ -67,7 +67,13 @@ pub(crate) fn rank_backbones(
         ));
     }
     let bootstrap = Bootstrap {
-        resamples: plan.evaluation.bootstrap.max(2),
+        // The ranking's intervals are its point: with `bootstrap = 0` (no intervals for the heads) it
+        // still draws the default 1,000 resamples.
+        resamples: if plan.evaluation.bootstrap == 0 {
+            1000
+        } else {
+            plan.evaluation.bootstrap
+        },
         level: plan.evaluation.level,
         seed: derive_seed(plan.seed, "backbones"),
     };
