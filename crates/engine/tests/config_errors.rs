@@ -549,7 +549,16 @@ fn fine_tuning_settings_point_at_their_key() {
     check(
         "fine-tune-int8",
         19,
-        &["no float32 weights to fine-tune", "`minilm-l6`"],
+        &["no float32 weights graft can fine-tune", "`minilm-l6`"],
+    );
+    // MPNet has float32 weights, but graft-tune trains BERT-architecture encoders only.
+    check(
+        "fine-tune-mpnet",
+        19,
+        &[
+            "graft-tune trains BERT-architecture encoders",
+            "`minilm-l6`",
+        ],
     );
     check(
         "fine-tune-without-weights",

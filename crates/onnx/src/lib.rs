@@ -31,9 +31,11 @@
 //! ```
 
 mod bert;
+mod mpnet;
 mod wire;
 
 pub use bert::{BertGraph, bert_model};
+pub use mpnet::{MpnetGraph, mpnet_model};
 
 use std::collections::HashSet;
 

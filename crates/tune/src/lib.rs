@@ -58,7 +58,7 @@ pub use train::{
     Decay, EpochRecord, Lora, Objective, PhaseSeconds, Progress, TuneOptions, TuneOutcome, TuneRow,
     embed_rows, encode, fine_tune, layer_means, token_states,
 };
-pub use weights::{BertConfig, BertWeights, block_tensor};
+pub use weights::{BertConfig, BertWeights, block_tensor, read_f32_tensors};
 
 /// What can go wrong loading weights or fine-tuning.
 #[derive(Debug, thiserror::Error)]

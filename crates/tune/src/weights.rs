@@ -129,29 +129,7 @@ impl BertWeights {
     /// Reads a safetensors file (float32 tensors; other types, such as BERT's int64 `position_ids`, are
     /// skipped) and infers the shape from it; `attention_heads` comes from the model's config.
     pub fn read_safetensors(path: &Path, attention_heads: usize) -> Result<BertWeights, TuneError> {
-        let bytes = std::fs::read(path).map_err(|source| TuneError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let damaged = |detail: String| TuneError::Damaged {
-            path: path.to_path_buf(),
-            detail,
-        };
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| damaged(e.to_string()))?;
-        let mut tensors = BTreeMap::new();
-        for (name, view) in file.tensors() {
-            if view.dtype() != Dtype::F32 {
-                continue;
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let array = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
-                .map_err(|e| damaged(format!("{name}: {e}")))?;
-            tensors.insert(name, array);
-        }
+        let tensors = read_f32_tensors(path)?;
         let in_file = |problem| TuneError::NotAnEncoder {
             path: path.to_path_buf(),
             problem: Box::new(problem),
@@ -261,4 +239,36 @@ fn infer_config(
         type_vocab_size: shape(EMBEDDING_TENSORS[2])?[0],
         layer_norm_eps: 1e-12,
     })
+}
+
+/// Every float32 tensor of a safetensors file by name (tensors of other types are skipped): the weights of
+/// an encoder graft writes a graph for without training it (MPNet).
+pub fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, ArrayD<f32>>, TuneError> {
+    let bytes = std::fs::read(path).map_err(|source| TuneError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let damaged = |detail: String| TuneError::Damaged {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| damaged(e.to_string()))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != Dtype::F32 {
+            continue;
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+            return Err(TuneError::NonFinite { name, index: bad });
+        }
+        let array = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
+            .map_err(|e| damaged(format!("{name}: {e}")))?;
+        tensors.insert(name, array);
+    }
+    Ok(tensors)
 }

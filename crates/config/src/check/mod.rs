@@ -74,7 +74,8 @@ impl Checker<'_> {
                     .with_hint("remove `[backbone]` to train on the given features, or `features` to extract them with the backbone"));
             }
             (None, true) => None,
-            (None, false) if !backbone_candidates.is_empty() => {
+            // With candidates, `[backbone]` holds only the keys they share: each candidate is checked whole.
+            (_, false) if !backbone_candidates.is_empty() => {
                 Some(backbone_candidates[0].backbone.clone())
             }
             (None, false) => {
@@ -463,7 +464,11 @@ fn modality(
                 graft_assets::Registry::builtin()
                     .models
                     .get(name)
-                    .is_some_and(|m| m.weights.is_some()),
+                    .is_some_and(|m| {
+                        m.weights
+                            .as_ref()
+                            .is_some_and(|w| w.architecture.trainable())
+                    }),
             ),
             _ => None,
         },

@@ -121,12 +121,16 @@ impl FineTunePlan {
     }
 }
 
-/// The registered text backbones published with float32 weights, for hints.
+/// The registered text backbones published with float32 weights graft-tune trains (BERT), for hints.
 fn tunable_models() -> String {
     graft_assets::Registry::builtin()
         .models
         .iter()
-        .filter(|(_, m)| m.weights.is_some())
+        .filter(|(_, m)| {
+            m.weights
+                .as_ref()
+                .is_some_and(|w| w.architecture.trainable())
+        })
         .map(|(n, _)| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -516,7 +520,7 @@ fn weights(
             return Err(c
                 .error(
                     span.clone(),
-                    "the registered backbone has no float32 weights to fine-tune",
+                    "the registered backbone has no float32 weights graft can fine-tune (graft-tune trains BERT-architecture encoders)",
                 )
                 .with_hint(format!("registered backbones with weights: {tunable}")));
         }

@@ -1,0 +1,262 @@
+//! An MPNet encoder (all-mpnet-base-v2's architecture) written as a graph of standard operators (opset 17)
+//! from weights under Hugging Face's names. It differs from BERT in three places: positions count from
+//! the padding id plus one over the real tokens (no token types), every block adds a bias learned per
+//! bucket of relative distance (T5's buckets: 32, bidirectional, exact below 8, logarithmic up to 128) to
+//! its attention scores, and the attention projections are `attention.attn.{q,k,v,o}`.
+
+use ndarray::ArrayViewD;
+
+use crate::bert::{Lookup, dense, gelu, layer_norm};
+use crate::{Attribute, Dim, ElementType, Graph, OnnxError, ValueInfo, standalone_model};
+
+/// The shape of the encoder to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MpnetGraph {
+    /// Width of the token states.
+    pub hidden_size: usize,
+    /// Attention heads per block.
+    pub attention_heads: usize,
+    /// Blocks written, from the bottom.
+    pub blocks: usize,
+    /// Layer-norm epsilon (MPNet's: 1e-5).
+    pub layer_norm_eps: f32,
+    /// Relative-distance buckets (MPNet's: 32).
+    pub buckets: usize,
+    /// The distance past which buckets stop growing (MPNet's: 128).
+    pub max_distance: usize,
+    /// The padding token's id: positions start after it (MPNet's: 1).
+    pub padding_id: i64,
+    /// The name of the graph's output, `[batch, sequence, hidden]`.
+    pub output: String,
+}
+
+/// A large negative bias for padded positions (masked before the softmax).
+const MASKED_BIAS: f32 = -10_000.0;
+
+/// Writes the encoder as a standalone model with inputs `input_ids` and `attention_mask` (int64
+/// `[batch, sequence]`) and one float output of token states. `tensor` looks a weight up by name
+/// (`embeddings.word_embeddings.weight`, `encoder.relative_attention_bias.weight`,
+/// `encoder.layer.0.attention.attn.q.weight`, …); a missing one is an error naming it.
+pub fn mpnet_model<'a>(
+    tensor: &dyn Fn(&str) -> Option<ArrayViewD<'a, f32>>,
+    shape: &MpnetGraph,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, OnnxError> {
+    let get = |name: &str| {
+        tensor(name).ok_or_else(|| OnnxError::Unsupported(format!("missing MPNet weight `{name}`")))
+    };
+    let mut g = Graph::new(17, "mpnet/");
+    let hidden = embeddings(&mut g, &get, shape)?;
+    // Padding and relative distances, once for every block: [batch, 1, 1, k] + [1, heads, q, k].
+    let mask = padding_bias(&mut g);
+    let distances = relative_bias(&mut g, &get, shape)?;
+    let bias = g.node("Add", &[&distances, &mask], &[]);
+    let mut state = hidden;
+    for layer in 0..shape.blocks {
+        let weight = |suffix: &str| get(&format!("encoder.layer.{layer}.{suffix}"));
+        state = block(&mut g, &weight, shape, &state, &bias)?;
+    }
+    g.node_into("Identity", &[&state], &[], &shape.output);
+    let tokens = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
+    let inputs: Vec<ValueInfo> = ["input_ids", "attention_mask"]
+        .iter()
+        .map(|n| ValueInfo::new(*n, ElementType::Int64, tokens()))
+        .collect();
+    let mut out_dims = tokens();
+    out_dims.push(Dim::Fixed(shape.hidden_size as i64));
+    let outputs = [ValueInfo::new(&shape.output, ElementType::Float, out_dims)];
+    Ok(standalone_model(&g, &inputs, &outputs, metadata))
+}
+
+/// Word plus position embeddings, layer-normalised. A real token's position is the padding id plus its
+/// rank among the real tokens (Hugging Face's `create_position_ids_from_input_ids` with padding at the end).
+fn embeddings(
+    g: &mut Graph,
+    get: &Lookup<'_, '_>,
+    shape: &MpnetGraph,
+) -> Result<String, OnnxError> {
+    let word_table = g.constant("word_embeddings", get("embeddings.word_embeddings.weight")?);
+    let words = g.node(
+        "Gather",
+        &[&word_table, "input_ids"],
+        &[("axis", Attribute::Int(0))],
+    );
+    let axis = g.constant_i64("sequence_axis", &[1], &[]);
+    let rank = g.node("CumSum", &["attention_mask", &axis], &[]);
+    let rank = g.node("Mul", &[&rank, "attention_mask"], &[]);
+    let padding = g.constant_i64("padding_id", &[shape.padding_id], &[]);
+    let positions = g.node("Add", &[&rank, &padding], &[]);
+    // Not named `position_embedding…`: the table's first rows are never read, so its length is not the
+    // limit (the registry records it).
+    let position_table = g.constant(
+        "offset_positions",
+        get("embeddings.position_embeddings.weight")?,
+    );
+    let placed = g.node(
+        "Gather",
+        &[&position_table, &positions],
+        &[("axis", Attribute::Int(0))],
+    );
+    let sum = g.node("Add", &[&words, &placed], &[]);
+    Ok(layer_norm(
+        g,
+        &sum,
+        get("embeddings.LayerNorm.weight")?,
+        get("embeddings.LayerNorm.bias")?,
+        shape.layer_norm_eps,
+    ))
+}
+
+/// `[batch, 1, 1, sequence]`: 0 where the mask is 1, a large negative number where it is 0.
+fn padding_bias(g: &mut Graph) -> String {
+    let mask = g.node("Cast", &["attention_mask"], &[("to", Attribute::Int(1))]);
+    let one = g.scalar("one", 1.0);
+    let masked = g.scalar("masked_bias", MASKED_BIAS);
+    let inverted = g.node("Sub", &[&one, &mask], &[]);
+    let bias = g.node("Mul", &[&inverted, &masked], &[]);
+    let axes = g.constant_i64("bias_axes", &[1, 2], &[2]);
+    g.node("Unsqueeze", &[&bias, &axes], &[])
+}
+
+/// `[1, heads, sequence, sequence]`: the learned bias of each query–key distance's bucket. For
+/// `n = query − key`: keys before the query (n > 0) use buckets `0..half`, keys after it `half..buckets`;
+/// within a half, `|n| < half/2` is its own bucket and longer distances share buckets logarithmically up to
+/// `max_distance` (T5's `relative_position_bucket`, as MPNet computes it).
+fn relative_bias(
+    g: &mut Graph,
+    get: &Lookup<'_, '_>,
+    shape: &MpnetGraph,
+) -> Result<String, OnnxError> {
+    let half = (shape.buckets / 2) as i64;
+    let exact = half / 2;
+    let ids_shape = g.node("Shape", &["input_ids"], &[]);
+    let one = g.constant_i64("one", &[1], &[]);
+    let zero = g.constant_i64("zero", &[0], &[]);
+    let length = g.node(
+        "Gather",
+        &[&ids_shape, &one],
+        &[("axis", Attribute::Int(0))],
+    );
+    let positions = g.node("Range", &[&zero, &length, &one], &[]);
+    let column = g.constant_i64("column_axis", &[1], &[1]);
+    let row = g.constant_i64("row_axis", &[0], &[1]);
+    let queries = g.node("Unsqueeze", &[&positions, &column], &[]);
+    let keys = g.node("Unsqueeze", &[&positions, &row], &[]);
+    let n = g.node("Sub", &[&queries, &keys], &[]);
+    // Keys after the query go to the upper half.
+    let zero_i = g.constant_i64("zero_scalar", &[0], &[]);
+    let after = g.node("Less", &[&n, &zero_i], &[]);
+    let after = g.node("Cast", &[&after], &[("to", Attribute::Int(7))]);
+    let half_c = g.constant_i64("half", &[half], &[]);
+    let base = g.node("Mul", &[&after, &half_c], &[]);
+    let n = g.node("Abs", &[&n], &[]);
+    // Logarithmic buckets, computed where they apply (|n| ≥ exact; clamped so the log is finite elsewhere).
+    let exact_c = g.constant_i64("exact", &[exact], &[]);
+    let small = g.node("Less", &[&n, &exact_c], &[]);
+    let far = g.node("Max", &[&n, &exact_c], &[]);
+    let far = g.node("Cast", &[&far], &[("to", Attribute::Int(1))]);
+    let exact_f = g.scalar("exact_f", exact as f32);
+    let ratio = g.node("Div", &[&far, &exact_f], &[]);
+    let log = g.node("Log", &[&ratio], &[]);
+    let scale = g.scalar(
+        "log_scale",
+        (half - exact) as f32 / (shape.max_distance as f32 / exact as f32).ln(),
+    );
+    let scaled = g.node("Mul", &[&log, &scale], &[]);
+    let scaled = g.node("Floor", &[&scaled], &[]);
+    let scaled = g.node("Cast", &[&scaled], &[("to", Attribute::Int(7))]);
+    let large = g.node("Add", &[&exact_c, &scaled], &[]);
+    let last = g.constant_i64("last_bucket", &[half - 1], &[]);
+    let large = g.node("Min", &[&large, &last], &[]);
+    let within = g.node("Where", &[&small, &n, &large], &[]);
+    let bucket = g.node("Add", &[&base, &within], &[]);
+    let table = g.constant(
+        "relative_attention_bias",
+        get("encoder.relative_attention_bias.weight")?,
+    );
+    let bias = g.node("Gather", &[&table, &bucket], &[("axis", Attribute::Int(0))]);
+    let bias = g.node(
+        "Transpose",
+        &[&bias],
+        &[("perm", Attribute::Ints(vec![2, 0, 1]))],
+    );
+    let batch_axis = g.constant_i64("batch_axis", &[0], &[1]);
+    Ok(g.node("Unsqueeze", &[&bias, &batch_axis], &[]))
+}
+
+fn block(
+    g: &mut Graph,
+    weight: &Lookup<'_, '_>,
+    shape: &MpnetGraph,
+    x: &str,
+    bias: &str,
+) -> Result<String, OnnxError> {
+    let heads = shape.attention_heads as i64;
+    let head_size = (shape.hidden_size / shape.attention_heads) as i64;
+    let split = g.constant_i64("split_heads", &[0, 0, heads, head_size], &[4]);
+    let merge = g.constant_i64("merge_heads", &[0, 0, shape.hidden_size as i64], &[3]);
+    let project = |g: &mut Graph, which: &str, perm: [i64; 4]| -> Result<String, OnnxError> {
+        let y = dense(
+            g,
+            x,
+            weight(&format!("attention.attn.{which}.weight"))?,
+            weight(&format!("attention.attn.{which}.bias"))?,
+        )?;
+        let y = g.node("Reshape", &[&y, &split], &[]);
+        Ok(g.node(
+            "Transpose",
+            &[&y],
+            &[("perm", Attribute::Ints(perm.to_vec()))],
+        ))
+    };
+    let q = project(g, "q", [0, 2, 1, 3])?;
+    let k = project(g, "k", [0, 2, 3, 1])?;
+    let v = project(g, "v", [0, 2, 1, 3])?;
+    let scale = g.scalar("scale", 1.0 / (head_size as f32).sqrt());
+    let scores = g.node("MatMul", &[&q, &k], &[]);
+    let scores = g.node("Mul", &[&scores, &scale], &[]);
+    let scores = g.node("Add", &[&scores, bias], &[]);
+    let probs = g.node("Softmax", &[&scores], &[("axis", Attribute::Int(-1))]);
+    let context = g.node("MatMul", &[&probs, &v], &[]);
+    let context = g.node(
+        "Transpose",
+        &[&context],
+        &[("perm", Attribute::Ints(vec![0, 2, 1, 3]))],
+    );
+    let context = g.node("Reshape", &[&context, &merge], &[]);
+    let attended = dense(
+        g,
+        &context,
+        weight("attention.attn.o.weight")?,
+        weight("attention.attn.o.bias")?,
+    )?;
+    let residual = g.node("Add", &[&attended, x], &[]);
+    let attended = layer_norm(
+        g,
+        &residual,
+        weight("attention.LayerNorm.weight")?,
+        weight("attention.LayerNorm.bias")?,
+        shape.layer_norm_eps,
+    );
+    let inner = dense(
+        g,
+        &attended,
+        weight("intermediate.dense.weight")?,
+        weight("intermediate.dense.bias")?,
+    )?;
+    let inner = gelu(g, &inner);
+    let out = dense(
+        g,
+        &inner,
+        weight("output.dense.weight")?,
+        weight("output.dense.bias")?,
+    )?;
+    let residual = g.node("Add", &[&out, &attended], &[]);
+    Ok(layer_norm(
+        g,
+        &residual,
+        weight("output.LayerNorm.weight")?,
+        weight("output.LayerNorm.bias")?,
+        shape.layer_norm_eps,
+    ))
+}
