@@ -66,3 +66,37 @@ fn candidates_are_ranked_on_validation_and_the_winner_is_the_runs_backbone() {
     assert!(markdown.contains("## Backbones ranked on the validation split"));
     assert!(markdown.contains("tiny-embedder-small.onnx"));
 }
+
+#[test]
+fn check_reports_every_candidate_and_its_long_texts() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .current_dir(common::repo())
+        .args([
+            "check",
+            "fixtures/pipelines/tiny-backbones.toml",
+            "--cache-dir",
+        ])
+        .arg(common::cache())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let candidates: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("  candidate "))
+        .collect();
+    assert_eq!(candidates.len(), 3, "{text}");
+    assert!(
+        candidates[2].starts_with("  candidate tiny-embedder-small.onnx:"),
+        "{text}"
+    );
+    // Every fixture sentence is longer than 2 or 4 tokens: truncated by the first, windows for the second.
+    assert!(
+        text.contains("would be truncated") && text.contains("windows in all"),
+        "{text}"
+    );
+}

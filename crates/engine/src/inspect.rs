@@ -26,6 +26,8 @@ pub struct ModelSummary {
     pub max_length: Option<usize>,
     /// Texts longer than `max_length`, of how many, and the windows chunking embeds (text backbones).
     pub long_texts: Option<LongTextCount>,
+    /// The `[backbones]` candidate this is (its label), when the pipeline ranks several.
+    pub candidate: Option<String>,
 }
 
 /// How many texts are longer than `max_length`, from the tokenizer.
@@ -145,7 +147,35 @@ pub fn check_model(
         dimension,
         max_length,
         long_texts,
+        candidate: None,
     }))
+}
+
+/// [`check_model`] for the run's backbone, or for every `[backbones]` candidate (each summary's
+/// `candidate` names it).
+pub fn check_models(
+    plan: &Plan,
+    cache_dir: &Path,
+    train_rows: usize,
+    texts: &[String],
+) -> Result<Vec<ModelSummary>, PipelineError> {
+    if plan.backbone_candidates.is_empty() {
+        return Ok(check_model(plan, cache_dir, train_rows, texts)?
+            .into_iter()
+            .collect());
+    }
+    let mut summaries = Vec::new();
+    for candidate in &plan.backbone_candidates {
+        let mut one = plan.clone();
+        one.backbone = Some(candidate.backbone.clone());
+        one.spans.backbone = Some(candidate.span.clone());
+        one.backbone_candidates = Vec::new();
+        if let Some(mut summary) = check_model(&one, cache_dir, train_rows, texts)? {
+            summary.candidate = Some(candidate.label.clone());
+            summaries.push(summary);
+        }
+    }
+    Ok(summaries)
 }
 
 /// `[fine_tune] layers` against the blocks of the weights it would train.
@@ -207,6 +237,17 @@ pub fn dry_run(plan: &Plan, options: &crate::RunOptions) -> Result<DryRun, Pipel
         Some(ModelSource::Files { .. }) => true,
         None => false,
     };
+    // The other candidates' models (the first is `plan.backbone`).
+    for candidate in plan.backbone_candidates.iter().skip(1) {
+        if let ModelSource::Registry(name) = &candidate.backbone.source
+            && !parts
+                .iter()
+                .any(|(what, n, _)| what == "backbone" && n == name)
+        {
+            let here = present(&root.join("models").join(name));
+            parts.push(("backbone".to_owned(), name.clone(), here));
+        }
+    }
     if plan.backbone.is_some() {
         let name = match backbone_of(plan).config.provider {
             graft_backbone::Provider::Cpu => "onnxruntime",

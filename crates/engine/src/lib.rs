@@ -46,7 +46,7 @@ pub use graft_eval::Bootstrap;
 pub use heads::{
     ArtefactInfo, FittedHead, LoadedHead, TrainedHead, load_head, save_head, train_head,
 };
-pub use inspect::{DryRun, LongTextCount, ModelSummary, check_model, dry_run};
+pub use inspect::{DryRun, LongTextCount, ModelSummary, check_model, check_models, dry_run};
 pub use provision::{
     clear_feature_cache, feature_cache_stats, provision_all, provision_runtime, provision_samples,
 };

@@ -32,10 +32,10 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
     }
     let cache_dir = args.cache_dir.unwrap_or_else(|| defaults.cache_dir.clone());
     let data = graft_engine::check_data(&plan, &cache_dir)?;
-    let model = if args.no_model {
-        None
+    let models = if args.no_model {
+        Vec::new()
     } else {
-        graft_engine::check_model(&plan, &cache_dir, data.train, &data.texts)?
+        graft_engine::check_models(&plan, &cache_dir, data.train, &data.texts)?
     };
     outln!(
         "{}: ok (pipeline `{}`): {} rows, {} classes; train {} · validation {} · test {}{}",
@@ -62,10 +62,15 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             String::new()
         }
     )?;
-    if let Some(m) = model {
+    for m in models {
         outln!(
-            "  model {}: inputs {}; features from {}{}{}",
-            m.label,
+            "  {} {}: inputs {}; features from {}{}{}",
+            if m.candidate.is_some() {
+                "candidate"
+            } else {
+                "model"
+            },
+            m.candidate.as_deref().unwrap_or(&m.label),
             m.inputs.join(", "),
             m.output,
             m.dimension
