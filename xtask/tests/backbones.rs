@@ -100,3 +100,64 @@ fn check_reports_every_candidate_and_its_long_texts() {
         "{text}"
     );
 }
+
+#[test]
+fn predict_embeds_as_the_winner_did_windows_included() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = run_pipeline("fixtures/pipelines/tiny-backbones.toml", runs.path());
+    let winner = metrics(&dir)["techniques"][0]["details"]["winner"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        winner.contains("chunks"),
+        "the fixture's winner reads windows: {winner}"
+    );
+    let artefact_path = dir.join("heads/logistic.json");
+    let artefact: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&artefact_path).unwrap()).unwrap();
+    let settings = &artefact["backbone"]["settings"];
+    assert_eq!(settings["max_length"], 4);
+    assert_eq!(settings["long_texts"]["stride"], 1);
+    let predict = |out: &std::path::Path| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .current_dir(common::repo())
+            .args([
+                "predict",
+                dir.to_str().unwrap(),
+                "fixtures/data/tiny-sentiment.csv",
+                "--output",
+            ])
+            .arg(out)
+            .arg("--cache-dir")
+            .arg(common::cache())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read_to_string(out).unwrap()
+    };
+    let windows = predict(&runs.path().join("windows.csv"));
+    // The same head told its backbone truncated predicts other probabilities: predict applies the
+    // recorded windows (a deliberate edit, its checksum recorded so predict accepts the head).
+    let mut truncated = artefact.clone();
+    truncated["backbone"]["settings"]["long_texts"] = serde_json::Value::Null;
+    let edited = serde_json::to_string(&truncated).unwrap();
+    std::fs::write(&artefact_path, &edited).unwrap();
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["artefacts"]["heads/logistic.json"] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(edited.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into()
+    };
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    assert_ne!(windows, predict(&runs.path().join("truncated.csv")));
+}
