@@ -150,6 +150,26 @@ fn attention_bias(g: &mut Graph) -> String {
     g.node("Unsqueeze", &[&bias, &axes], &[])
 }
 
+/// Where a block's attention weights live, under the block's prefix: BERT's and MPNet's names differ, the
+/// rest of the block (feed-forward, norms after each half) is the same.
+pub(crate) struct BlockNames {
+    /// Query, key and value projections (`<name>.weight`, `<name>.bias`).
+    pub(crate) query: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) value: &'static str,
+    /// The attention output's projection and the layer norm after its residual.
+    pub(crate) attention_out: &'static str,
+    pub(crate) attention_norm: &'static str,
+}
+
+const BERT_BLOCK: BlockNames = BlockNames {
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_out: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+};
+
 fn block(
     g: &mut Graph,
     weight: &Lookup<'_, '_>,
@@ -157,16 +177,33 @@ fn block(
     x: &str,
     bias: &str,
 ) -> Result<String, OnnxError> {
-    let heads = shape.attention_heads as i64;
-    let head_size = (shape.hidden_size / shape.attention_heads) as i64;
-    let split = g.constant_i64("split_heads", &[0, 0, heads, head_size], &[4]);
-    let merge = g.constant_i64("merge_heads", &[0, 0, shape.hidden_size as i64], &[3]);
+    let width = (
+        shape.hidden_size,
+        shape.attention_heads,
+        shape.layer_norm_eps,
+    );
+    encoder_block(g, weight, &BERT_BLOCK, width, x, bias)
+}
+
+/// One post-norm transformer block: multi-head attention with the additive `bias`, residual and layer norm,
+/// then the erf-GELU feed-forward, residual and layer norm. `(hidden, heads, eps)` is the block's width.
+pub(crate) fn encoder_block(
+    g: &mut Graph,
+    weight: &Lookup<'_, '_>,
+    names: &BlockNames,
+    (hidden, heads, eps): (usize, usize, f32),
+    x: &str,
+    bias: &str,
+) -> Result<String, OnnxError> {
+    let head_size = (hidden / heads) as i64;
+    let split = g.constant_i64("split_heads", &[0, 0, heads as i64, head_size], &[4]);
+    let merge = g.constant_i64("merge_heads", &[0, 0, hidden as i64], &[3]);
     let project = |g: &mut Graph, which: &str, perm: [i64; 4]| -> Result<String, OnnxError> {
         let y = dense(
             g,
             x,
-            weight(&format!("attention.self.{which}.weight"))?,
-            weight(&format!("attention.self.{which}.bias"))?,
+            weight(&format!("{which}.weight"))?,
+            weight(&format!("{which}.bias"))?,
         )?;
         let y = g.node("Reshape", &[&y, &split], &[]);
         Ok(g.node(
@@ -175,9 +212,9 @@ fn block(
             &[("perm", Attribute::Ints(perm.to_vec()))],
         ))
     };
-    let q = project(g, "query", [0, 2, 1, 3])?;
-    let k = project(g, "key", [0, 2, 3, 1])?;
-    let v = project(g, "value", [0, 2, 1, 3])?;
+    let q = project(g, names.query, [0, 2, 1, 3])?;
+    let k = project(g, names.key, [0, 2, 3, 1])?;
+    let v = project(g, names.value, [0, 2, 1, 3])?;
     let scale = g.scalar("scale", 1.0 / (head_size as f32).sqrt());
     let scores = g.node("MatMul", &[&q, &k], &[]);
     let scores = g.node("Mul", &[&scores, &scale], &[]);
@@ -193,16 +230,16 @@ fn block(
     let attended = dense(
         g,
         &context,
-        weight("attention.output.dense.weight")?,
-        weight("attention.output.dense.bias")?,
+        weight(&format!("{}.weight", names.attention_out))?,
+        weight(&format!("{}.bias", names.attention_out))?,
     )?;
     let residual = g.node("Add", &[&attended, x], &[]);
     let attended = layer_norm(
         g,
         &residual,
-        weight("attention.output.LayerNorm.weight")?,
-        weight("attention.output.LayerNorm.bias")?,
-        shape.layer_norm_eps,
+        weight(&format!("{}.weight", names.attention_norm))?,
+        weight(&format!("{}.bias", names.attention_norm))?,
+        eps,
     );
     let inner = dense(
         g,
@@ -223,7 +260,7 @@ fn block(
         &residual,
         weight("output.LayerNorm.weight")?,
         weight("output.LayerNorm.bias")?,
-        shape.layer_norm_eps,
+        eps,
     ))
 }
 

@@ -6,7 +6,7 @@
 
 use ndarray::ArrayViewD;
 
-use crate::bert::{Lookup, dense, gelu, layer_norm};
+use crate::bert::{BlockNames, Lookup, encoder_block, layer_norm};
 use crate::{Attribute, Dim, ElementType, Graph, OnnxError, ValueInfo, standalone_model};
 
 /// The shape of the encoder to write.
@@ -54,7 +54,12 @@ pub fn mpnet_model<'a>(
     let mut state = hidden;
     for layer in 0..shape.blocks {
         let weight = |suffix: &str| get(&format!("encoder.layer.{layer}.{suffix}"));
-        state = block(&mut g, &weight, shape, &state, &bias)?;
+        let width = (
+            shape.hidden_size,
+            shape.attention_heads,
+            shape.layer_norm_eps,
+        );
+        state = encoder_block(&mut g, &weight, &MPNET_BLOCK, width, &state, &bias)?;
     }
     g.node_into("Identity", &[&state], &[], &shape.output);
     let tokens = || vec![Dim::Named("batch".into()), Dim::Named("sequence".into())];
@@ -184,79 +189,11 @@ fn relative_bias(
     Ok(g.node("Unsqueeze", &[&bias, &batch_axis], &[]))
 }
 
-fn block(
-    g: &mut Graph,
-    weight: &Lookup<'_, '_>,
-    shape: &MpnetGraph,
-    x: &str,
-    bias: &str,
-) -> Result<String, OnnxError> {
-    let heads = shape.attention_heads as i64;
-    let head_size = (shape.hidden_size / shape.attention_heads) as i64;
-    let split = g.constant_i64("split_heads", &[0, 0, heads, head_size], &[4]);
-    let merge = g.constant_i64("merge_heads", &[0, 0, shape.hidden_size as i64], &[3]);
-    let project = |g: &mut Graph, which: &str, perm: [i64; 4]| -> Result<String, OnnxError> {
-        let y = dense(
-            g,
-            x,
-            weight(&format!("attention.attn.{which}.weight"))?,
-            weight(&format!("attention.attn.{which}.bias"))?,
-        )?;
-        let y = g.node("Reshape", &[&y, &split], &[]);
-        Ok(g.node(
-            "Transpose",
-            &[&y],
-            &[("perm", Attribute::Ints(perm.to_vec()))],
-        ))
-    };
-    let q = project(g, "q", [0, 2, 1, 3])?;
-    let k = project(g, "k", [0, 2, 3, 1])?;
-    let v = project(g, "v", [0, 2, 1, 3])?;
-    let scale = g.scalar("scale", 1.0 / (head_size as f32).sqrt());
-    let scores = g.node("MatMul", &[&q, &k], &[]);
-    let scores = g.node("Mul", &[&scores, &scale], &[]);
-    let scores = g.node("Add", &[&scores, bias], &[]);
-    let probs = g.node("Softmax", &[&scores], &[("axis", Attribute::Int(-1))]);
-    let context = g.node("MatMul", &[&probs, &v], &[]);
-    let context = g.node(
-        "Transpose",
-        &[&context],
-        &[("perm", Attribute::Ints(vec![0, 2, 1, 3]))],
-    );
-    let context = g.node("Reshape", &[&context, &merge], &[]);
-    let attended = dense(
-        g,
-        &context,
-        weight("attention.attn.o.weight")?,
-        weight("attention.attn.o.bias")?,
-    )?;
-    let residual = g.node("Add", &[&attended, x], &[]);
-    let attended = layer_norm(
-        g,
-        &residual,
-        weight("attention.LayerNorm.weight")?,
-        weight("attention.LayerNorm.bias")?,
-        shape.layer_norm_eps,
-    );
-    let inner = dense(
-        g,
-        &attended,
-        weight("intermediate.dense.weight")?,
-        weight("intermediate.dense.bias")?,
-    )?;
-    let inner = gelu(g, &inner);
-    let out = dense(
-        g,
-        &inner,
-        weight("output.dense.weight")?,
-        weight("output.dense.bias")?,
-    )?;
-    let residual = g.node("Add", &[&out, &attended], &[]);
-    Ok(layer_norm(
-        g,
-        &residual,
-        weight("output.LayerNorm.weight")?,
-        weight("output.LayerNorm.bias")?,
-        shape.layer_norm_eps,
-    ))
-}
+/// MPNet's names for a block's attention weights.
+const MPNET_BLOCK: BlockNames = BlockNames {
+    query: "attention.attn.q",
+    key: "attention.attn.k",
+    value: "attention.attn.v",
+    attention_out: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+};
