@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,8 +90,9 @@ fn mlflow_env(python: &str) -> PathBuf {
     env
 }
 
-/// `mlflow server` on a free loopback port, with a SQLite store and proxied artefacts in `dir`; killed on
-/// drop.
+/// `mlflow server` on a free loopback port, with a SQLite store and proxied artefacts in `dir`, in a
+/// process group of its own; the whole group is stopped on drop (the server's uvicorn workers and job
+/// runner are its children and would outlive a kill of the server alone).
 struct Server {
     child: Child,
     uri: String,
@@ -98,7 +100,13 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill").args([signal, "--", &group]).status();
+            if signal == "-TERM" {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
         let _ = self.child.wait();
     }
 }
@@ -110,6 +118,7 @@ fn start_server(env: &Path, dir: &Path) -> Server {
         .unwrap()
         .port();
     let child = Command::new(env.join("bin/mlflow"))
+        .process_group(0)
         .args(["server", "--host", "127.0.0.1", "--port", &port.to_string()])
         .arg("--backend-store-uri")
         .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
