@@ -201,6 +201,31 @@ fn graft(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `run fixtures/pipelines/tiny-curve.toml` into `runs` with the graft cache and `extra` arguments.
+fn run_tiny_curve(runs: &Path, extra: &[&str]) -> std::process::Output {
+    let (runs, cache_dir) = (runs.to_str().unwrap(), cache());
+    let mut args = vec![
+        "run",
+        "fixtures/pipelines/tiny-curve.toml",
+        "--no-progress",
+        "--runs-dir",
+        runs,
+    ];
+    args.extend(["--cache-dir", cache_dir.to_str().unwrap()]);
+    args.extend(extra);
+    graft(&args)
+}
+
+/// The one run folder `run_tiny_curve` made in `runs`.
+fn only_run(runs: &Path) -> PathBuf {
+    std::fs::read_dir(runs.join("tiny-curve"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 fn recorded_runs(run_dir: &Path) -> Vec<String> {
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("mlflow.json")).unwrap())
@@ -222,20 +247,10 @@ fn a_run_logged_to_mlflow_reads_back_as_metrics_json_says() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&env, dir.path());
     let runs = dir.path().join("runs");
-    let cache_dir = cache();
-    let out = graft(&[
-        "run",
-        "fixtures/pipelines/tiny-curve.toml",
-        "--no-progress",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--cache-dir",
-        cache_dir.to_str().unwrap(),
-        "--mlflow",
-        &server.uri,
-        "--mlflow-experiment",
-        "graft-test",
-    ]);
+    let out = run_tiny_curve(
+        &runs,
+        &["--mlflow", &server.uri, "--mlflow-experiment", "graft-test"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -243,12 +258,7 @@ fn a_run_logged_to_mlflow_reads_back_as_metrics_json_says() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("mlflow      run "), "{stdout}");
-    let run_dir = std::fs::read_dir(runs.join("tiny-curve"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run_dir = only_run(&runs);
     let run_ids = recorded_runs(&run_dir);
     assert_eq!(run_ids.len(), 1);
     let back = read_back(&env, &server.uri, &run_ids[0], dir.path());
@@ -355,18 +365,7 @@ fn an_unreachable_server_fails_after_the_run_with_a_hint() {
         .port();
     let uri = format!("http://127.0.0.1:{port}");
     let runs = dir.path().join("runs");
-    let cache_dir = cache();
-    let out = graft(&[
-        "run",
-        "fixtures/pipelines/tiny-curve.toml",
-        "--no-progress",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--cache-dir",
-        cache_dir.to_str().unwrap(),
-        "--mlflow",
-        &uri,
-    ]);
+    let out = run_tiny_curve(&runs, &["--mlflow", &uri]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -375,12 +374,7 @@ fn an_unreachable_server_fails_after_the_run_with_a_hint() {
     );
     assert!(stderr.contains("graft mlflow"), "{stderr}");
     // The run folder is complete and unrecorded.
-    let run_dir = std::fs::read_dir(runs.join("tiny-curve"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let run_dir = only_run(&runs);
     assert!(run_dir.join("metrics.json").is_file() && !run_dir.join("mlflow.json").exists());
     // A URI that is not HTTP is refused before anything runs.
     let out = graft(&[

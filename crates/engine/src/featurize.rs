@@ -279,6 +279,10 @@ pub(crate) fn text_features(
             (&mut extraction, options.progress),
         )?;
         extraction.tokenize_seconds = encoded.tokenize_seconds();
+        if windows.is_none() {
+            // The extracted texts' own encodings say which were cut; the cached ones are counted below.
+            extraction.long_rows = encoded.long_texts();
+        }
         // Texts per second: when chunking, the texts whose windows were embedded here.
         let texts_done = match &windows {
             Some(w) => (0..w.len())
@@ -304,9 +308,15 @@ pub(crate) fn text_features(
             encoded.pool_windows(features, config.normalize)
         }
         None => {
-            // Every text counted, those from the cache too (tokenizing is cheap beside inference).
-            let counted = TextTokenizer::open(&tokenizer.path, config.max_length)?.encode(texts)?;
-            extraction.long_rows = counted.long_texts();
+            // Texts from the cache are counted too (tokenizing is cheap beside inference).
+            let from_cache: Vec<&str> = (0..texts.len())
+                .filter(|&i| cached.found[i])
+                .map(|i| texts[i].as_str())
+                .collect();
+            if !from_cache.is_empty() {
+                let counted = TextTokenizer::open(&tokenizer.path, config.max_length)?;
+                extraction.long_rows += counted.encode(&from_cache)?.long_texts();
+            }
             extraction.truncated_rows = extraction.long_rows;
             features
         }

@@ -138,3 +138,13 @@ fn log_lines(bar: &ProgressBar, line: impl Fn(&ProgressBar) -> String + Send + '
         }
     });
 }
+
+/// A fine-tuning step on a stage bar: its place among every epoch's steps, the epoch and the running loss.
+pub(crate) fn show_tuning_step(bar: &ProgressBar, s: &graft_tune::Progress<'_>) {
+    bar.set_length((s.steps * s.epochs) as u64);
+    bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
+    bar.set_message(format!(
+        "epoch {}/{} · loss {:.4}",
+        s.epoch, s.epochs, s.loss
+    ));
+}

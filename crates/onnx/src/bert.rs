@@ -140,7 +140,7 @@ fn embeddings(g: &mut Graph, get: &Lookup<'_, '_>, shape: &BertGraph) -> Result<
 }
 
 /// `[batch, 1, 1, sequence]`: 0 where the mask is 1, a large negative number where it is 0.
-fn attention_bias(g: &mut Graph) -> String {
+pub(crate) fn attention_bias(g: &mut Graph) -> String {
     let mask = g.node("Cast", &["attention_mask"], &[("to", Attribute::Int(1))]);
     let one = g.scalar("one", 1.0);
     let masked = g.scalar("masked_bias", MASKED_BIAS);

@@ -6,7 +6,7 @@
 
 use ndarray::ArrayViewD;
 
-use crate::bert::{BlockNames, Lookup, encoder_block, layer_norm};
+use crate::bert::{BlockNames, Lookup, attention_bias, encoder_block, layer_norm};
 use crate::{Attribute, Dim, ElementType, Graph, OnnxError, ValueInfo, standalone_model};
 
 /// The shape of the encoder to write.
@@ -30,9 +30,6 @@ pub struct MpnetGraph {
     pub output: String,
 }
 
-/// A large negative bias for padded positions (masked before the softmax).
-const MASKED_BIAS: f32 = -10_000.0;
-
 /// Writes the encoder as a standalone model with inputs `input_ids` and `attention_mask` (int64
 /// `[batch, sequence]`) and one float output of token states. `tensor` looks a weight up by name
 /// (`embeddings.word_embeddings.weight`, `encoder.relative_attention_bias.weight`,
@@ -48,7 +45,7 @@ pub fn mpnet_model<'a>(
     let mut g = Graph::new(17, "mpnet/");
     let hidden = embeddings(&mut g, &get, shape)?;
     // Padding and relative distances, once for every block: [batch, 1, 1, k] + [1, heads, q, k].
-    let mask = padding_bias(&mut g);
+    let mask = attention_bias(&mut g);
     let distances = relative_bias(&mut g, &get, shape)?;
     let bias = g.node("Add", &[&distances, &mask], &[]);
     let mut state = hidden;
@@ -110,17 +107,6 @@ fn embeddings(
         get("embeddings.LayerNorm.bias")?,
         shape.layer_norm_eps,
     ))
-}
-
-/// `[batch, 1, 1, sequence]`: 0 where the mask is 1, a large negative number where it is 0.
-fn padding_bias(g: &mut Graph) -> String {
-    let mask = g.node("Cast", &["attention_mask"], &[("to", Attribute::Int(1))]);
-    let one = g.scalar("one", 1.0);
-    let masked = g.scalar("masked_bias", MASKED_BIAS);
-    let inverted = g.node("Sub", &[&one, &mask], &[]);
-    let bias = g.node("Mul", &[&inverted, &masked], &[]);
-    let axes = g.constant_i64("bias_axes", &[1, 2], &[2]);
-    g.node("Unsqueeze", &[&bias, &axes], &[])
 }
 
 /// `[1, heads, sequence, sequence]`: the learned bias of each query–key distance's bucket. For

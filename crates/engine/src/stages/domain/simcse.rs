@@ -115,12 +115,7 @@ pub(super) fn adapt(
     let bar = crate::progress::stage_bar(d.progress, "SimCSE on both domains", 0, 0, "steps");
     let clock = Instant::now();
     let outcome = graft_tune::fine_tune(&weights, &learn, &[], &options, &mut |s| {
-        bar.set_length((s.steps * s.epochs) as u64);
-        bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
-        bar.set_message(format!(
-            "epoch {}/{} · loss {:.4}",
-            s.epoch, s.epochs, s.loss
-        ));
+        crate::progress::show_tuning_step(&bar, s)
     })?;
     bar.finish_and_clear();
     let seconds = clock.elapsed().as_secs_f64();

@@ -95,12 +95,7 @@ pub(super) fn train_first(
     let bar = crate::progress::stage_bar(d.progress, "fine-tuning, first phase", 0, 0, "steps");
     let clock = Instant::now();
     let outcome = graft_tune::fine_tune(&r.weights, &rows, &[], &options, &mut |s| {
-        bar.set_length((s.steps * s.epochs) as u64);
-        bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
-        bar.set_message(format!(
-            "epoch {}/{} · loss {:.4}",
-            s.epoch, s.epochs, s.loss
-        ));
+        crate::progress::show_tuning_step(&bar, s)
     })?;
     bar.finish_and_clear();
     Ok(FirstPhase {
@@ -203,10 +198,7 @@ pub(super) fn compare_first(
         train_rows,
         valid_rows,
         &r.options,
-        &mut |s| {
-            bar.set_length((s.steps * s.epochs) as u64);
-            bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
-        },
+        &mut |s| crate::progress::show_tuning_step(&bar, s),
     )?;
     bar.finish_and_clear();
     let y: Vec<usize> = d.train.iter().map(|&row| d.labels[row]).collect();

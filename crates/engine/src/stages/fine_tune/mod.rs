@@ -233,12 +233,7 @@ fn train(d: &RunData<'_>, r: &Ready<'_>) -> Result<Trained, PipelineError> {
     bar.set_message("starting");
     let outcome =
         graft_tune::fine_tune(&r.weights, train_rows, valid_rows, &r.options, &mut |s| {
-            bar.set_length((s.steps * s.epochs) as u64);
-            bar.set_position(((s.epoch - 1) * s.steps + s.step) as u64);
-            bar.set_message(format!(
-                "epoch {}/{} · loss {:.4}",
-                s.epoch, s.epochs, s.loss
-            ));
+            crate::progress::show_tuning_step(&bar, s)
         })?;
     bar.finish_and_clear();
     Ok(Trained {
