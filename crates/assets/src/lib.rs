@@ -20,12 +20,16 @@
 
 mod convert;
 mod fetch;
+mod packed;
 mod prepare;
 mod registry;
 
 use std::path::{Path, PathBuf};
 
 pub use fetch::sha256_file;
+pub use packed::{
+    PackedBert, PackedShape, PackedVocabulary, Q4_BLOCK, Q4Rows, Tensor, tokenizer_path,
+};
 pub use registry::{
     Architecture, ContinuedPart, Conversion, DatasetEntry, DebFile, ImageDatasetEntry,
     ImageModelEntry, ImagePreprocessEntry, ModelEntry, PackageFile, PackageFormat, PreparedFile,

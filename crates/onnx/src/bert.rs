@@ -1,7 +1,7 @@
 //! A BERT encoder written as a graph of standard operators (opset 17) from weights under Hugging Face's
 //! names: what graft runs for a backbone it only has as safetensors, and for one it fine-tuned.
 
-use ndarray::ArrayViewD;
+use ndarray::{ArrayView2, ArrayViewD};
 
 use crate::{Attribute, Dim, ElementType, Graph, OnnxError, ValueInfo, standalone_model};
 
@@ -32,11 +32,64 @@ pub fn bert_model<'a>(
     shape: &BertGraph,
     metadata: &[(String, String)],
 ) -> Result<Vec<u8>, OnnxError> {
+    bert_model_with(tensor, None, shape, metadata)
+}
+
+/// A word-embedding table kept in 4-bit blocks (Q4_0, 32 weights a block): per row, `codes` holds 16 bytes
+/// a block (byte `j`: weight `j` in the low nibble, weight `j + 16` in the high one) and `scales` one scale
+/// a block; a weight is `(q − 8) · scale`.
+#[derive(Debug, Clone, Copy)]
+pub struct Q4Table<'a> {
+    /// `[rows, width / 2]`.
+    pub codes: ArrayView2<'a, u8>,
+    /// `[rows, width / 32]`.
+    pub scales: ArrayView2<'a, f32>,
+}
+
+/// [`bert_model`] with the word embeddings kept 4-bit in the graph and dequantized row by row as tokens
+/// look them up (exactly: `(q − 8)` and its product with the f32 scale round once, as a dequantized table
+/// would); every other weight comes from `tensor`. A 250,000-piece vocabulary's table takes 54 MB, not 384.
+pub fn bert_model_q4_words<'a>(
+    tensor: &dyn Fn(&str) -> Option<ArrayViewD<'a, f32>>,
+    words: Q4Table<'_>,
+    shape: &BertGraph,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, OnnxError> {
+    let (rows, blocks) = words.scales.dim();
+    if words.codes.dim() != (rows, blocks * 16) || blocks * 32 != shape.hidden_size {
+        return Err(OnnxError::Unsupported(format!(
+            "a 4-bit word table of {} codes and {} scales does not make rows of {} weights",
+            words.codes.ncols(),
+            blocks,
+            shape.hidden_size
+        )));
+    }
+    bert_model_with(tensor, Some(words), shape, metadata)
+}
+
+fn bert_model_with<'a>(
+    tensor: &dyn Fn(&str) -> Option<ArrayViewD<'a, f32>>,
+    q4_words: Option<Q4Table<'_>>,
+    shape: &BertGraph,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, OnnxError> {
     let get = |name: &str| {
         tensor(name).ok_or_else(|| OnnxError::Unsupported(format!("missing BERT weight `{name}`")))
     };
     let mut g = Graph::new(17, "bert/");
-    let hidden = embeddings(&mut g, &get, shape)?;
+    let words = match q4_words {
+        Some(table) => q4_word_rows(&mut g, table),
+        None => {
+            let word_table =
+                g.constant("word_embeddings", get("embeddings.word_embeddings.weight")?);
+            g.node(
+                "Gather",
+                &[&word_table, "input_ids"],
+                &[("axis", Attribute::Int(0))],
+            )
+        }
+    };
+    let hidden = embeddings(&mut g, &get, &words, shape)?;
     let bias = attention_bias(&mut g);
     let mut state = hidden;
     for layer in 0..shape.blocks {
@@ -93,13 +146,44 @@ pub(crate) fn dense(
     Ok(g.node("Add", &[&product, &b], &[]))
 }
 
-fn embeddings(g: &mut Graph, get: &Lookup<'_, '_>, shape: &BertGraph) -> Result<String, OnnxError> {
-    let word_table = g.constant("word_embeddings", get("embeddings.word_embeddings.weight")?);
-    let words = g.node(
-        "Gather",
-        &[&word_table, "input_ids"],
-        &[("axis", Attribute::Int(0))],
-    );
+/// `[batch, sequence, hidden]`: each token's row of a 4-bit table, dequantized.
+fn q4_word_rows(g: &mut Graph, table: Q4Table<'_>) -> String {
+    let blocks = table.scales.ncols();
+    let codes: Vec<u8> = table.codes.iter().copied().collect();
+    let codes = g.constant_u8("word_codes", &codes, &[table.codes.nrows(), blocks * 16]);
+    let scales = g.constant("word_scales", table.scales.into_dyn());
+    let gather = |g: &mut Graph, table: &str| {
+        g.node(
+            "Gather",
+            &[table, "input_ids"],
+            &[("axis", Attribute::Int(0))],
+        )
+    };
+    let bytes = gather(g, &codes);
+    let bytes = g.node("Cast", &[&bytes], &[("to", Attribute::Int(7))]);
+    let by_block = g.constant_i64("block_shape", &[0, 0, blocks as i64, 16], &[4]);
+    let bytes = g.node("Reshape", &[&bytes, &by_block], &[]);
+    let sixteen = g.constant_i64("sixteen", &[16], &[]);
+    let low = g.node("Mod", &[&bytes, &sixteen], &[]);
+    let high = g.node("Div", &[&bytes, &sixteen], &[]);
+    let nibbles = g.node("Concat", &[&low, &high], &[("axis", Attribute::Int(-1))]);
+    let nibbles = g.node("Cast", &[&nibbles], &[("to", Attribute::Int(1))]);
+    let eight = g.scalar("eight", 8.0);
+    let centred = g.node("Sub", &[&nibbles, &eight], &[]);
+    let scale = gather(g, &scales);
+    let last = g.constant_i64("last_axis", &[-1], &[1]);
+    let scale = g.node("Unsqueeze", &[&scale, &last], &[]);
+    let weights = g.node("Mul", &[&centred, &scale], &[]);
+    let rows = g.constant_i64("row_shape", &[0, 0, blocks as i64 * 32], &[3]);
+    g.node("Reshape", &[&weights, &rows], &[])
+}
+
+fn embeddings(
+    g: &mut Graph,
+    get: &Lookup<'_, '_>,
+    words: &str,
+    shape: &BertGraph,
+) -> Result<String, OnnxError> {
     let type_table = g.constant(
         "token_type_embeddings",
         get("embeddings.token_type_embeddings.weight")?,
@@ -128,7 +212,7 @@ fn embeddings(g: &mut Graph, get: &Lookup<'_, '_>, shape: &BertGraph) -> Result<
         &[&position_table, &positions],
         &[("axis", Attribute::Int(0))],
     );
-    let sum = g.node("Add", &[&words, &types], &[]);
+    let sum = g.node("Add", &[words, &types], &[]);
     let sum = g.node("Add", &[&sum, &placed], &[]);
     Ok(layer_norm(
         g,

@@ -34,7 +34,7 @@ mod bert;
 mod mpnet;
 mod wire;
 
-pub use bert::{BertGraph, bert_model};
+pub use bert::{BertGraph, Q4Table, bert_model, bert_model_q4_words};
 pub use mpnet::{MpnetGraph, mpnet_model};
 
 use std::collections::HashSet;
@@ -312,6 +312,12 @@ impl Graph {
         let name = self.fresh(hint);
         let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.push_initializer(name, dims, ElementType::Int64.code(), raw)
+    }
+
+    /// A uint8 tensor of shape `dims`; returns its name.
+    pub fn constant_u8(&mut self, hint: &str, values: &[u8], dims: &[usize]) -> String {
+        let name = self.fresh(hint);
+        self.push_initializer(name, dims, ElementType::Uint8.code(), values.to_vec())
     }
 
     /// A float32 scalar; returns its name.

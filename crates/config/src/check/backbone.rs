@@ -137,7 +137,15 @@ impl Checker<'_> {
             // Two sessions sharing the threads ran MR 6% faster than one (benches/README.md), as `extract`.
             config.sessions = config.intra_threads.min(2);
         }
-        let prompt = self.check_modality_keys(&b, image.is_some(), registry)?;
+        // A registered model's own prompt (E5's `query: `) unless the table gives one.
+        let prompt = self
+            .check_modality_keys(&b, image.is_some(), registry)?
+            .or_else(|| match &source {
+                ModelSource::Registry(name) => {
+                    registry.models.get(name).and_then(|e| e.prompt.clone())
+                }
+                ModelSource::Files { .. } => None,
+            });
         Ok(BackbonePlan {
             source,
             config,

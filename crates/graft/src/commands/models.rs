@@ -43,11 +43,14 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             || "not fetched".to_owned(),
             |b| format!("{:.1} MB", b as f64 / 1e6),
         );
-        let notes = if m.fine_tunable {
-            "fine-tunable ([fine_tune])"
-        } else {
-            ""
-        };
+        let mut notes: Vec<String> = Vec::new();
+        if m.fine_tunable {
+            notes.push("fine-tunable ([fine_tune])".to_owned());
+        }
+        if let Some(prompt) = &m.prompt {
+            notes.push(format!("prompt {prompt:?}"));
+        }
+        let notes = notes.join("; ");
         let line = format!(
             "{:<width$}  {:<5}  {:>5}  {:<10}  {:<12}  {:<package$}  {notes}",
             m.name, m.modality, m.dimension, m.licence, cached, m.package

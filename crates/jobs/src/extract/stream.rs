@@ -68,7 +68,7 @@ pub(crate) fn open_input(
             "pooling": config.pooling.name(),
             "normalize": config.normalize,
             "max_length": config.max_length,
-            "prompt": job.backbone.prompt,
+            "prompt": job.backbone.prompt_in_effect(),
             // Absent when truncating, so the outputs of earlier versions resume.
             "long_texts": match config.long_texts {
                 graft_backbone::LongTexts::Truncate => serde_json::Value::Null,
@@ -474,7 +474,7 @@ pub(crate) fn stream_chunks(
     // error instead of waiting forever for sessions that are gone (e.g. after the writer hit a full disk).
     let from_reader = std::sync::Mutex::new(Some(from_reader));
     let stats = std::sync::Mutex::new(StreamStats::default());
-    let prompt = job.backbone.prompt.clone();
+    let prompt = job.backbone.prompt_in_effect();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut c = 0u64;
