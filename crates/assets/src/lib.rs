@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use fetch::sha256_file;
 pub use packed::{
-    PackedBert, PackedShape, PackedVocabulary, Q4_BLOCK, Q4Rows, Tensor, tokenizer_path,
+    PackedBert, PackedShape, PackedTensor, PackedVocabulary, Q4_BLOCK, Q4Rows, tokenizer_path,
 };
 pub use registry::{
     Architecture, ContinuedPart, Conversion, DatasetEntry, DebFile, ImageDatasetEntry,

@@ -18,7 +18,7 @@ pub const Q4_BLOCK: usize = 32;
 
 /// A tensor's values in row-major order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
+pub struct PackedTensor {
     /// Dimensions.
     pub shape: Vec<usize>,
     /// `shape.iter().product()` values.
@@ -108,7 +108,7 @@ pub struct PackedBert {
     pub words: Q4Rows,
     /// Every other weight under Hugging Face's BERT name (`embeddings.position_embeddings.weight`,
     /// `encoder.layer.0.attention.self.query.weight`, …), dequantized to f32.
-    pub tensors: BTreeMap<String, Tensor>,
+    pub tensors: BTreeMap<String, PackedTensor>,
     /// The tokenizer's parts.
     pub vocabulary: PackedVocabulary,
 }
@@ -428,7 +428,7 @@ fn read_tensors(
     c: &Cursor<'_>,
     directory: &BTreeMap<String, Entry>,
     shape: &PackedShape,
-) -> Result<(Q4Rows, BTreeMap<String, Tensor>), AssetError> {
+) -> Result<(Q4Rows, BTreeMap<String, PackedTensor>), AssetError> {
     let (h, ff) = (shape.hidden, shape.intermediate);
     let q4 = |name: &str, rows: usize, columns: usize| -> Result<Q4Rows, AssetError> {
         let (entry, data) = entry_data(c, directory, name, true, rows * columns)?;
@@ -446,7 +446,7 @@ fn read_tensors(
             scales,
         })
     };
-    let float = |name: &str, dims: &[usize]| -> Result<Tensor, AssetError> {
+    let float = |name: &str, dims: &[usize]| -> Result<PackedTensor, AssetError> {
         let (_, data) = entry_data(c, directory, name, false, dims.iter().product())?;
         let values: Vec<f32> = data
             .chunks_exact(4)
@@ -455,7 +455,7 @@ fn read_tensors(
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(c.bad(format!("tensor `{name}` holds {} at {i}", values[i])));
         }
-        Ok(Tensor {
+        Ok(PackedTensor {
             shape: dims.to_vec(),
             values,
         })
@@ -486,7 +486,7 @@ fn read_tensors(
                 _ => None,
             };
             let tensor = match matrix {
-                Some((rows, columns)) => Tensor {
+                Some((rows, columns)) => PackedTensor {
                     shape: vec![rows, columns],
                     values: q4(&name, rows, columns)?.dequantize(),
                 },
