@@ -135,6 +135,9 @@ def test_bad_arguments_raise_python_errors() -> None:
 INTERRUPTED = """
 import os, signal, sys, threading, time
 import graft
+# Python leaves SIGINT ignored when its parent ignored it (a job started with `&` by a script): restore the
+# handler a terminal user has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 texts = [line for line in sys.stdin.read().splitlines() if line]
 embedder = graft.Embedder(model="minilm-l6-int8", threads=1, batch_size=16)
 embedder.embed(texts[:16])
