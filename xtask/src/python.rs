@@ -108,6 +108,7 @@ fn build_and_test(pytest_args: &[String]) -> Result<(), String> {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                "--no-compile",
                 "--no-deps",
             ])
             .arg(&wheel),
@@ -151,6 +152,8 @@ fn pip_install(venv: &Path, pip_cache: &Path, requirements: &Path) -> Result<(),
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                // No .pyc files written ahead: Python compiles what it imports (CI's disk is small).
+                "--no-compile",
                 "--require-hashes",
                 "--only-binary",
                 ":all:",

@@ -82,6 +82,8 @@ fn python_packages(
         "pip",
         "install",
         "--no-deps",
+        // No .pyc files written ahead into the user's cache: Python compiles what it imports.
+        "--no-compile",
         "--only-binary",
         ":all:",
         "--require-hashes",
