@@ -28,6 +28,8 @@ pub struct ModelSummary {
     pub long_texts: Option<LongTextCount>,
     /// The `[backbones]` candidate this is (its label), when the pipeline ranks several.
     pub candidate: Option<String>,
+    /// The prompt every text goes through (the pipeline's, or the registered model's own).
+    pub prompt: Option<String>,
 }
 
 /// How many texts are longer than `max_length`, from the tokenizer.
@@ -100,12 +102,19 @@ pub fn check_model(
         _ => {
             let resolved = crate::featurize::resolve_text_model(plan, &cache)?;
             let config = &backbone.config;
+            // Counted as the run tokenizes them: through the prompt.
+            let prompted: Option<Vec<String>> = backbone.prompt.as_ref().map(|p| {
+                texts
+                    .iter()
+                    .map(|t| graft_config::apply_prompt(p, t))
+                    .collect()
+            });
             let encoded = graft_backbone::TextTokenizer::open_with(
                 &resolved.tokenizer.path,
                 config.max_length,
                 config.long_texts,
             )?
-            .encode(texts)?;
+            .encode(prompted.as_deref().unwrap_or(texts))?;
             let count = LongTextCount {
                 long: encoded.long_texts(),
                 rows: encoded.len(),
@@ -148,6 +157,7 @@ pub fn check_model(
         max_length,
         long_texts,
         candidate: None,
+        prompt: backbone.prompt.clone(),
     }))
 }
 

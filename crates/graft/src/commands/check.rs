@@ -78,6 +78,9 @@ pub(crate) fn run(args: Args, defaults: &Defaults) -> Result<(), PipelineError> 
             m.max_length
                 .map_or_else(String::new, |n| format!("; {n} tokens kept per text")),
         )?;
+        if let Some(prompt) = &m.prompt {
+            outln!("  prompt: every text is read as {prompt:?}")?;
+        }
         if let Some(l) = m.long_texts.filter(|l| l.long > 0) {
             if l.chunks {
                 outln!(
