@@ -193,16 +193,7 @@ fn embeddings(
         &[&type_table, "token_type_ids"],
         &[("axis", Attribute::Int(0))],
     );
-    // positions 0..sequence
-    let ids_shape = g.node("Shape", &["input_ids"], &[]);
-    let one = g.constant_i64("one", &[1], &[]);
-    let zero = g.constant_i64("zero", &[0], &[]);
-    let length = g.node(
-        "Gather",
-        &[&ids_shape, &one],
-        &[("axis", Attribute::Int(0))],
-    );
-    let positions = g.node("Range", &[&zero, &length, &one], &[]);
+    let positions = sequence_positions(g);
     let position_table = g.constant(
         "position_embeddings",
         get("embeddings.position_embeddings.weight")?,
@@ -221,6 +212,19 @@ fn embeddings(
         get("embeddings.LayerNorm.bias")?,
         shape.layer_norm_eps,
     ))
+}
+
+/// `0..sequence` (int64), the positions of `input_ids`' second axis.
+pub(crate) fn sequence_positions(g: &mut Graph) -> String {
+    let ids_shape = g.node("Shape", &["input_ids"], &[]);
+    let one = g.constant_i64("one", &[1], &[]);
+    let zero = g.constant_i64("zero", &[0], &[]);
+    let length = g.node(
+        "Gather",
+        &[&ids_shape, &one],
+        &[("axis", Attribute::Int(0))],
+    );
+    g.node("Range", &[&zero, &length, &one], &[])
 }
 
 /// `[batch, 1, 1, sequence]`: 0 where the mask is 1, a large negative number where it is 0.

@@ -6,7 +6,9 @@
 
 use ndarray::ArrayViewD;
 
-use crate::bert::{BlockNames, Lookup, attention_bias, encoder_block, layer_norm};
+use crate::bert::{
+    BlockNames, Lookup, attention_bias, encoder_block, layer_norm, sequence_positions,
+};
 use crate::{Attribute, Dim, ElementType, Graph, OnnxError, ValueInfo, standalone_model};
 
 /// The shape of the encoder to write.
@@ -120,15 +122,7 @@ fn relative_bias(
 ) -> Result<String, OnnxError> {
     let half = (shape.buckets / 2) as i64;
     let exact = half / 2;
-    let ids_shape = g.node("Shape", &["input_ids"], &[]);
-    let one = g.constant_i64("one", &[1], &[]);
-    let zero = g.constant_i64("zero", &[0], &[]);
-    let length = g.node(
-        "Gather",
-        &[&ids_shape, &one],
-        &[("axis", Attribute::Int(0))],
-    );
-    let positions = g.node("Range", &[&zero, &length, &one], &[]);
+    let positions = sequence_positions(g);
     let column = g.constant_i64("column_axis", &[1], &[1]);
     let row = g.constant_i64("row_axis", &[0], &[1]);
     let queries = g.node("Unsqueeze", &[&positions, &column], &[]);
